@@ -1,0 +1,184 @@
+"""The two adapter roles as the engine sees them: channels (customer side) and workspaces (agent side).
+
+Adapters are plugins (kind ``channel`` or ``workspace``) that also implement one of these protocols.
+They push events through :class:`Inbound` and are called back by the outbox and the relay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from bot_core.events import AgentCommand, AgentMessage, Attachment, CustomerMessage
+
+
+class DeliveryError(Exception):
+    """Base class of the errors an adapter raises from ``send`` or ``post``."""
+
+
+class RetryAfter(DeliveryError):
+    """The platform asked us to slow down: try again after ``seconds``."""
+
+    def __init__(self, seconds: float, reason: str = "rate limited") -> None:
+        super().__init__(f"{reason} (retry after {seconds:g}s)")
+        self.seconds = seconds
+        self.reason = reason
+
+
+class TemporaryFailure(DeliveryError):
+    """A failure worth retrying with backoff (timeout, 5xx, connection reset)."""
+
+
+class Undeliverable(DeliveryError):
+    """A permanent failure: retrying cannot help (blocked by the user, bad request, unknown chat)."""
+
+    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unreachable = unreachable
+
+
+@dataclass(frozen=True)
+class ChannelCapabilities:
+    """What a channel can carry; the engine adapts outbound messages to it."""
+
+    max_text_length: int = 4096
+    media_kinds: frozenset[str] = frozenset({"image", "file"})
+    edits: bool = False
+    deletes: bool = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbound message to a customer, as the outbox hands it to a channel."""
+
+    outbox_id: int
+    channel: str
+    external_user_id: str
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    conversation_id: int | None = None
+    agent_name: str | None = None
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class SentRef:
+    """What the platform returned for a sent message: its id there."""
+
+    external_message_id: str
+
+
+@dataclass(frozen=True)
+class RoomRef:
+    """A conversation's room in a workspace."""
+
+    workspace: str
+    room_id: str
+
+
+@dataclass(frozen=True)
+class PostedRef:
+    """The id of something posted into a room."""
+
+    external_message_id: str
+
+
+@dataclass(frozen=True)
+class IdentityView:
+    """One of the customer's identities, as a workspace shows it."""
+
+    channel: str
+    external_user_id: str
+    display_name: str | None = None
+    reachable: bool = True
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    """Read-only facts about a conversation that a workspace needs to make or find its room."""
+
+    conversation_id: int
+    customer_id: int
+    customer_name: str
+    channel: str
+    external_user_id: str
+    state: str
+    team: str | None = None
+    assignee: str | None = None
+    avatar_url: str | None = None
+    existing_room_id: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """A customer message as it is mirrored into the room."""
+
+    message_id: int
+    text: str
+    sender_name: str
+    channel: str
+    external_user_id: str
+    attachments: tuple[Attachment, ...] = ()
+    edit_of: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomerCard:
+    """What a room shows about its customer: identities, tags, status, owner and earlier conversations."""
+
+    customer_id: int
+    name: str
+    identities: tuple[IdentityView, ...]
+    tags: tuple[str, ...]
+    state: str
+    team: str | None
+    assignee: str | None
+    attributes: dict[str, str] = field(default_factory=dict)
+    earlier_conversations: tuple[int, ...] = ()
+
+
+class Inbound(Protocol):
+    """Where adapters push events: the bus append happens before this returns (so the webhook can ack)."""
+
+    async def __call__(self, event: CustomerMessage | AgentMessage | AgentCommand) -> None: ...
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """Customer-side adapter: telegram, whatsapp, sms, web."""
+
+    capabilities: ChannelCapabilities
+
+    async def start(self, inbound: Inbound) -> None:
+        """Begin pushing :class:`CustomerMessage` events into ``inbound``."""
+        ...
+
+    async def send(self, delivery: Delivery) -> SentRef:
+        """Deliver one message; raise RetryAfter, TemporaryFailure or Undeliverable on failure."""
+        ...
+
+
+@runtime_checkable
+class Workspace(Protocol):
+    """Agent-side adapter: slack, matrix."""
+
+    async def start(self, inbound: Inbound) -> None:
+        """Begin pushing :class:`AgentMessage` and :class:`AgentCommand` events into ``inbound``."""
+        ...
+
+    async def ensure_room(self, conversation: ConversationView) -> RoomRef:
+        """Return the conversation's room, creating it on first contact."""
+        ...
+
+    async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
+        """Post a customer's message into the room, shown as the customer."""
+        ...
+
+    async def notice(self, room: RoomRef, text: str) -> PostedRef:
+        """Post a notice from the bot into the room (never sent to the customer)."""
+        ...
+
+    async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
+        """Create or update the room's pinned customer card."""
+        ...

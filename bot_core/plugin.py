@@ -1,0 +1,197 @@
+"""The plugin API: a plugin class has a name, a kind and a pydantic config model, and registers handlers.
+
+Handlers are declared with the decorators below and run in plugins.yaml order. A handler returns
+:data:`HANDLED` to stop propagation (no later plugin sees the event, and a customer message is not
+mirrored to the room), or ``None`` to let the event go on.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from bot_core.events import LifecycleKind
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+
+class Handled(enum.Enum):
+    """The sentinel type a handler returns to stop propagation."""
+
+    HANDLED = "handled"
+
+
+HANDLED: Final = Handled.HANDLED
+
+
+class PluginKind(enum.StrEnum):
+    """What a plugin is for."""
+
+    CHANNEL = "channel"  # customer side: telegram, whatsapp, sms, web
+    WORKSPACE = "workspace"  # agent side: slack, matrix
+    FEATURE = "feature"  # faq, queue, routing, outreach...
+
+
+class HandlerKind(enum.StrEnum):
+    """The event types a handler can observe."""
+
+    CUSTOMER_MESSAGE = "customer_message"
+    AGENT_MESSAGE = "agent_message"
+    COMMAND = "command"
+    CONVERSATION_EVENT = "conversation_event"
+    SCHEDULE = "schedule"
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """What a decorator recorded about one handler method."""
+
+    kind: HandlerKind
+    pattern: re.Pattern[str] | None = None
+    command: str | None = None
+    help: str = ""
+    usage: str = ""
+    lifecycle: frozenset[LifecycleKind] = frozenset()
+    job: str | None = None
+    every_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """An HTTP route a plugin serves on relaydesk's aiohttp server."""
+
+    method: str
+    path: str
+
+
+_HANDLER_ATTR = "__relaydesk_handler__"
+_ROUTE_ATTR = "__relaydesk_route__"
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _mark(spec: HandlerSpec) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        setattr(func, _HANDLER_ATTR, spec)
+        return func
+
+    return decorate
+
+
+def on_customer_message(matches: str | None = None) -> Callable[[F], F]:
+    """Handle customer messages, optionally only those whose text matches the regular expression."""
+    return _mark(
+        HandlerSpec(HandlerKind.CUSTOMER_MESSAGE, pattern=re.compile(matches) if matches else None)
+    )
+
+
+def on_agent_message() -> Callable[[F], F]:
+    """Handle agent messages in a conversation's room (before they go to the outbox)."""
+    return _mark(HandlerSpec(HandlerKind.AGENT_MESSAGE))
+
+
+def on_command(name: str, *, help: str = "", usage: str = "") -> Callable[[F], F]:
+    """Handle the agent command ``!name`` typed in a room; ``help`` is shown by ``!help``."""
+    return _mark(HandlerSpec(HandlerKind.COMMAND, command=name.lower().lstrip("!"), help=help, usage=usage))
+
+
+def on_conversation_event(*kinds: LifecycleKind | str) -> Callable[[F], F]:
+    """Handle lifecycle events (opened, queued, assigned, transferred, closed); all of them if none given."""
+    chosen = frozenset(LifecycleKind(k) for k in kinds) or frozenset(LifecycleKind)
+    return _mark(HandlerSpec(HandlerKind.CONVERSATION_EVENT, lifecycle=chosen))
+
+
+def on_schedule(job: str, *, every: float | None = None) -> Callable[[F], F]:
+    """Handle the scheduled job ``job``: fired by ``ctx.schedule`` or, with ``every``, every N seconds."""
+    return _mark(HandlerSpec(HandlerKind.SCHEDULE, job=job, every_seconds=every))
+
+
+def route(method: str, path: str) -> Callable[[F], F]:
+    """Serve ``method path`` on relaydesk's HTTP server; the path is used as given (plugins pick their prefix)."""
+
+    def decorate(func: F) -> F:
+        setattr(func, _ROUTE_ATTR, RouteSpec(method.upper(), path))
+        return func
+
+    return decorate
+
+
+class EmptyConfig(BaseModel):
+    """The config model of a plugin that takes no settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class PluginServices:
+    """What the engine hands every plugin at construction."""
+
+    log: logging.Logger
+    http_base_url: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Plugin:
+    """Base class of every plugin: channels, workspaces and features.
+
+    Subclasses set ``name`` (the name used in plugins.yaml), ``kind`` and a nested pydantic ``Config``.
+    The engine calls :meth:`start` after construction and :meth:`stop` before it drops the plugin
+    (shutdown, or a reload that disables it); :meth:`reconfigure` applies a changed config live.
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[PluginKind] = PluginKind.FEATURE
+    Config: ClassVar[type[BaseModel]] = EmptyConfig
+
+    _handlers: ClassVar[tuple[tuple[str, HandlerSpec], ...]] = ()
+    _routes: ClassVar[tuple[tuple[str, RouteSpec], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers = dict(cls._handlers)
+        routes = dict(cls._routes)
+        for attr, value in vars(cls).items():
+            spec = getattr(value, _HANDLER_ATTR, None)
+            if isinstance(spec, HandlerSpec):
+                handlers[attr] = spec
+            rspec = getattr(value, _ROUTE_ATTR, None)
+            if isinstance(rspec, RouteSpec):
+                routes[attr] = rspec
+        cls._handlers = tuple(handlers.items())
+        cls._routes = tuple(routes.items())
+
+    def __init__(self, config: BaseModel, services: PluginServices, *, instance_name: str | None = None) -> None:
+        self.config = config
+        self.services = services
+        self.log = services.log
+        self.instance_name = instance_name or self.name
+
+    async def start(self) -> None:
+        """Called once when the engine enables the plugin; open connections here."""
+
+    async def stop(self) -> None:
+        """Called once when the engine disables the plugin; close what :meth:`start` opened."""
+
+    async def reconfigure(self, config: BaseModel) -> None:
+        """Apply a new validated config without a restart. The default just swaps it in."""
+        self.config = config
+
+    @classmethod
+    def handler_specs(cls) -> tuple[tuple[str, HandlerSpec], ...]:
+        """The handler methods this class declares, by attribute name."""
+        return cls._handlers
+
+    @classmethod
+    def route_specs(cls) -> tuple[tuple[str, RouteSpec], ...]:
+        """The HTTP routes this class declares, by attribute name."""
+        return cls._routes
+
+    def bound_routes(self) -> list[tuple[RouteSpec, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
+        """The routes with their bound handler methods, for the HTTP server."""
+        return [(spec, getattr(self, attr)) for attr, spec in self.route_specs()]

@@ -1,0 +1,1 @@
+"""relaydesk storage: tortoise-orm models and migrations, the event bus, locks. Knows nothing above it."""

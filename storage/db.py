@@ -1,0 +1,68 @@
+"""Database connection and migrations: SQLite by default, PostgreSQL through ``DATABASE_URL``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tortoise import Tortoise, connections
+
+DEFAULT_DATABASE_URL = "sqlite://relaydesk.db"
+MODELS_MODULE = "storage.models"
+MIGRATIONS_MODULE = "storage.migrations"
+
+
+def database_url(explicit: str | None = None) -> str:
+    """The database to use: the explicit URL, else ``DATABASE_URL``, else a SQLite file in the working dir."""
+    return explicit or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def tortoise_config(url: str) -> dict[str, Any]:
+    """The tortoise-orm config dict for one database URL."""
+    if url.startswith("postgres://") or url.startswith("postgresql://"):
+        # asyncpg is the production driver; tortoise names its scheme asyncpg://
+        url = "asyncpg://" + url.split("://", 1)[1]
+    return {
+        "connections": {"default": url},
+        "apps": {
+            "models": {
+                "models": [MODELS_MODULE],
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def init_db(url: str | None = None) -> str:
+    """Open the connection pool for ``url`` (the schema must already be migrated). Returns the URL used."""
+    resolved = database_url(url)
+    await Tortoise.init(config=tortoise_config(resolved))
+    if resolved.startswith("sqlite"):
+        conn = connections.get("default")
+        # WAL lets readers run beside the writer; NORMAL sync is crash-safe in WAL mode.
+        await conn.execute_script(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
+        )
+    return resolved
+
+
+async def close_db() -> None:
+    """Close every connection opened by :func:`init_db`."""
+    await Tortoise.close_connections()
+
+
+async def migrate(url: str | None = None) -> None:
+    """Apply every committed migration to the database at ``url``."""
+    from tortoise.migrations.api import migrate as tortoise_migrate
+
+    try:
+        await tortoise_migrate(config=tortoise_config(database_url(url)))
+    finally:
+        await Tortoise.close_connections()
+
+
+# For tortoise's own CLI (`tortoise -c storage.db.TORTOISE_ORM makemigrations`): how migrations are generated.
+TORTOISE_ORM = tortoise_config(DEFAULT_DATABASE_URL)

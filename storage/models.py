@@ -1,0 +1,272 @@
+"""Tortoise-orm models: customers and their identities, conversations, messages, rooms, agents, teams,
+the outbox, scheduled tasks, plugin state and the inbound-event receipts used to drop duplicates.
+
+Schema changes go through tortoise's migrations in ``storage/migrations`` (``relaydesk migrate``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class ConversationState(enum.StrEnum):
+    """Where a conversation stands."""
+
+    BOT = "bot"
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    CLOSED = "closed"
+
+
+class Direction(enum.StrEnum):
+    """Which way a stored message went."""
+
+    INBOUND = "inbound"  # customer -> team
+    OUTBOUND = "outbound"  # team or bot -> customer
+    NOTE = "note"  # internal, never sent to the customer
+
+
+class OutboxStatus(enum.StrEnum):
+    """Life of one outbound delivery."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class OutboxTarget(enum.StrEnum):
+    """Whom an outbox row is for."""
+
+    CUSTOMER = "customer"  # a channel delivery
+    ROOM = "room"  # a post into the conversation's room in the workspace
+
+
+class Team(Model):
+    """A group of agents that conversations can be routed and transferred to."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=100, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "team"
+
+
+class Agent(Model):
+    """A person on the team, as known in one workspace."""
+
+    id = fields.IntField(primary_key=True)
+    workspace = fields.CharField(max_length=50)
+    external_id = fields.CharField(max_length=255)
+    display_name = fields.CharField(max_length=255, null=True)
+    team: fields.ForeignKeyNullableRelation[Team] = fields.ForeignKeyField(
+        "models.Team", related_name="agents", null=True, on_delete=fields.SET_NULL
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "agent"
+        unique_together = (("workspace", "external_id"),)
+
+
+class Customer(Model):
+    """One person, whatever channels they write from."""
+
+    id = fields.IntField(primary_key=True)
+    display_name = fields.CharField(max_length=255, default="")
+    attributes: dict[str, str] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    tags: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "customer"
+
+
+class Identity(Model):
+    """A customer's account on one channel (a Telegram user id, a phone number, a web visitor id)."""
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="identities", on_delete=fields.CASCADE
+    )
+    channel = fields.CharField(max_length=50)
+    external_id = fields.CharField(max_length=255)
+    display_name = fields.CharField(max_length=255, null=True)
+    avatar_url = fields.CharField(max_length=1024, null=True)
+    reachable = fields.BooleanField(default=True)
+    unreachable_reason = fields.CharField(max_length=255, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "identity"
+        unique_together = (("channel", "external_id"),)
+
+
+class Room(Model):
+    """A customer's room in one workspace (a Matrix portal room, a Slack channel), reused across conversations."""
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="rooms", on_delete=fields.CASCADE
+    )
+    workspace = fields.CharField(max_length=50)
+    external_id = fields.CharField(max_length=255)
+    card_ref = fields.CharField(max_length=255, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "room"
+        unique_together = (("workspace", "external_id"), ("workspace", "customer"))
+
+
+class Conversation(Model):
+    """One support case: opened by a customer's first message, closed by an agent or a plugin."""
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="conversations", on_delete=fields.CASCADE
+    )
+    identity: fields.ForeignKeyRelation[Identity] = fields.ForeignKeyField(
+        "models.Identity", related_name="conversations", on_delete=fields.CASCADE
+    )
+    room: fields.ForeignKeyNullableRelation[Room] = fields.ForeignKeyField(
+        "models.Room", related_name="conversations", null=True, on_delete=fields.SET_NULL
+    )
+    state = fields.CharEnumField(ConversationState, max_length=20, default=ConversationState.BOT)
+    team: fields.ForeignKeyNullableRelation[Team] = fields.ForeignKeyField(
+        "models.Team", related_name="conversations", null=True, on_delete=fields.SET_NULL
+    )
+    assignee: fields.ForeignKeyNullableRelation[Agent] = fields.ForeignKeyField(
+        "models.Agent", related_name="conversations", null=True, on_delete=fields.SET_NULL
+    )
+    tags: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+    queued_at = fields.DatetimeField(null=True)
+    assigned_at = fields.DatetimeField(null=True)
+    closed_at = fields.DatetimeField(null=True)
+    last_customer_message_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "conversation"
+        indexes = (("identity_id", "state"),)
+
+
+class Message(Model):
+    """A message in a conversation with its external id on each side and its edit history."""
+
+    id = fields.BigIntField(primary_key=True)
+    conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="messages", on_delete=fields.CASCADE
+    )
+    direction = fields.CharEnumField(Direction, max_length=10)
+    author = fields.CharField(max_length=255, default="")
+    text = fields.TextField(default="")
+    attachments: list[dict[str, object]] = fields.JSONField(default=list)  # type: ignore[assignment]
+    channel = fields.CharField(max_length=50)
+    channel_message_id = fields.CharField(max_length=255, null=True)
+    workspace_message_id = fields.CharField(max_length=255, null=True)
+    edits: list[dict[str, object]] = fields.JSONField(default=list)  # type: ignore[assignment]
+    created_at = fields.DatetimeField(auto_now_add=True)
+    edited_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "message"
+        indexes = (("channel", "channel_message_id"), ("workspace_message_id",))
+
+
+class InboundReceipt(Model):
+    """One row per inbound platform event, keyed by (source, external id): how duplicates are dropped.
+
+    ``processed`` turns true once the pipeline has run. A receipt left unprocessed by a crash is
+    handled again on replay, and its outbox rows are deduplicated by their idempotency keys.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=50)
+    external_id = fields.CharField(max_length=255)
+    processed = fields.BooleanField(default=False)
+    received_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "inbound_receipt"
+        unique_together = (("source", "external_id"),)
+
+
+class OutboxItem(Model):
+    """An outbound delivery, stored before it is sent and tracked until it is sent or given up."""
+
+    id = fields.BigIntField(primary_key=True)
+    idempotency_key = fields.CharField(max_length=255, unique=True)
+    target = fields.CharEnumField(OutboxTarget, max_length=10)
+    adapter = fields.CharField(max_length=50)
+    address = fields.CharField(max_length=255)
+    conversation: fields.ForeignKeyNullableRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="outbox", null=True, on_delete=fields.CASCADE
+    )
+    message: fields.ForeignKeyNullableRelation[Message] = fields.ForeignKeyField(
+        "models.Message", related_name="outbox", null=True, on_delete=fields.SET_NULL
+    )
+    payload: dict[str, object] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    status = fields.CharEnumField(OutboxStatus, max_length=10, default=OutboxStatus.PENDING)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField()
+    claimed_until = fields.DatetimeField(null=True)
+    last_error = fields.TextField(null=True)
+    external_message_id = fields.CharField(max_length=255, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "outbox_item"
+        indexes = (("status", "next_attempt_at"), ("conversation_id", "status"))
+
+
+class ScheduledTask(Model):
+    """A job a plugin scheduled for later (``ctx.schedule``), fired once, even across workers."""
+
+    id = fields.BigIntField(primary_key=True)
+    plugin = fields.CharField(max_length=100)
+    job = fields.CharField(max_length=100)
+    conversation: fields.ForeignKeyNullableRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="scheduled", null=True, on_delete=fields.CASCADE
+    )
+    data: dict[str, object] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    due_at = fields.DatetimeField()
+    fired_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "scheduled_task"
+        indexes = (("fired_at", "due_at"),)
+
+
+class PluginState(Model):
+    """A plugin's own key-value store, namespaced by plugin and scope (global, customer:N, conversation:N)."""
+
+    id = fields.BigIntField(primary_key=True)
+    plugin = fields.CharField(max_length=100)
+    scope = fields.CharField(max_length=100)
+    key = fields.CharField(max_length=255)
+    value: object = fields.JSONField(null=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "plugin_state"
+        unique_together = (("plugin", "scope", "key"),)
+
+
+class BusJournalEntry(Model):
+    """An event appended to the in-process bus, kept until it is acknowledged (replayed after a crash)."""
+
+    id = fields.BigIntField(primary_key=True)
+    key = fields.CharField(max_length=255)
+    payload: dict[str, object] = fields.JSONField()  # type: ignore[assignment]
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "bus_journal"
