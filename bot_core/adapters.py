@@ -1,7 +1,8 @@
 """The two adapter roles as the engine sees them: channels (customer side) and workspaces (agent side).
 
 Adapters are plugins (kind ``channel`` or ``workspace``) that also implement one of these protocols.
-They push events through :class:`Inbound` and are called back by the outbox and the relay.
+They push events through ``self.services.inbound`` (an :class:`Inbound`), from their ``start()`` on,
+and are called back by the outbox.
 """
 
 from __future__ import annotations
@@ -150,10 +151,6 @@ class Channel(Protocol):
 
     capabilities: ChannelCapabilities
 
-    async def start(self, inbound: Inbound) -> None:
-        """Begin pushing :class:`CustomerMessage` events into ``inbound``."""
-        ...
-
     async def send(self, delivery: Delivery) -> SentRef:
         """Deliver one message; raise RetryAfter, TemporaryFailure or Undeliverable on failure."""
         ...
@@ -162,10 +159,6 @@ class Channel(Protocol):
 @runtime_checkable
 class Workspace(Protocol):
     """Agent-side adapter: slack, matrix."""
-
-    async def start(self, inbound: Inbound) -> None:
-        """Begin pushing :class:`AgentMessage` and :class:`AgentCommand` events into ``inbound``."""
-        ...
 
     async def ensure_room(self, conversation: ConversationView) -> RoomRef:
         """Return the conversation's room, creating it on first contact."""

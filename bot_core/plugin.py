@@ -128,11 +128,20 @@ class EmptyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+async def _no_inbound(event: Any) -> None:
+    raise RuntimeError("this plugin was constructed without an inbound bus")
+
+
 @dataclass
 class PluginServices:
-    """What the engine hands every plugin at construction."""
+    """What the engine hands every plugin at construction.
+
+    ``inbound`` appends an event to the bus and returns once it is stored: an adapter acknowledges
+    a webhook only after it returned (it raises :class:`bot_core.desk.NotAccepting` while shutting down).
+    """
 
     log: logging.Logger
+    inbound: Callable[[Any], Awaitable[None]] = _no_inbound
     http_base_url: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 DEFAULT_DATABASE_URL = "sqlite://relaydesk.db"
 MODELS_MODULE = "storage.models"
@@ -50,8 +51,15 @@ async def init_db(url: str | None = None) -> str:
 
 
 async def close_db() -> None:
-    """Close every connection opened by :func:`init_db`."""
+    """Close every connection opened by :func:`init_db` and forget the models' bindings.
+
+    Forgetting the bindings lets one process open another database afterwards (tests switch
+    between SQLite and PostgreSQL; a model keeps the first dialect's queries otherwise).
+    """
     await Tortoise.close_connections()
+    await Tortoise._reset_apps()
+    # tortoise caches INSERT statements per connection *name*, across dialects
+    EXECUTOR_CACHE.clear()
 
 
 async def migrate(url: str | None = None) -> None:
@@ -61,7 +69,7 @@ async def migrate(url: str | None = None) -> None:
     try:
         await tortoise_migrate(config=tortoise_config(database_url(url)))
     finally:
-        await Tortoise.close_connections()
+        await close_db()
 
 
 # For tortoise's own CLI (`tortoise -c storage.db.TORTOISE_ORM makemigrations`): how migrations are generated.

@@ -1,0 +1,76 @@
+"""The agent commands every desk has: !claim, !close, !transfer, !note, !tag and !help."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bot_core.context import Context
+from bot_core.events import AgentCommand
+from bot_core.pipeline import CommandHelp
+from bot_core.plugin import HANDLED, Handled, Plugin, PluginKind, on_command
+
+
+class CoreCommands(Plugin):
+    """Built-in commands, always enabled and always first; ``help_source`` lists every plugin's commands."""
+
+    name = "core"
+    kind = PluginKind.FEATURE
+    help_source: Callable[[], list[CommandHelp]] = staticmethod(lambda: [])
+
+    @on_command("claim", help="take this conversation")
+    async def claim(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Assign the conversation to the agent who typed the command."""
+        await ctx.assign(cmd.agent_id)
+        return HANDLED
+
+    @on_command("close", help="close this conversation")
+    async def close(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Close the conversation."""
+        await ctx.close()
+        return HANDLED
+
+    @on_command("transfer", usage="<team>", help="hand this conversation to another team's queue")
+    async def transfer(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Transfer to the named team."""
+        if not cmd.args:
+            await ctx.notice("Usage: !transfer <team>")
+            return HANDLED
+        await ctx.transfer(cmd.args[0])
+        return HANDLED
+
+    @on_command("note", usage="<text>", help="internal note, never sent to the customer")
+    async def note(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Store an internal note."""
+        if not cmd.raw.strip():
+            await ctx.notice("Usage: !note <text>")
+            return HANDLED
+        await ctx.note(cmd.raw.strip())
+        return HANDLED
+
+    @on_command("tag", usage="<tag> [<tag>...]", help="tag the conversation and the customer")
+    async def tag(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Add tags."""
+        if not cmd.args:
+            await ctx.notice("Usage: !tag <tag> [<tag>...]")
+            return HANDLED
+        await ctx.tag(*cmd.args)
+        return HANDLED
+
+    @on_command("help", help="list the commands")
+    async def help(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Post the list of commands of every enabled plugin."""
+        lines = ["Commands:"]
+        for item in type(self).help_source():
+            usage = f" {item.usage}" if item.usage else ""
+            lines.append(f"!{item.command}{usage} — {item.help or '(no help)'}")
+        await ctx.notice("\n".join(lines))
+        return HANDLED
+
+
+def parse_command(text: str) -> tuple[str, tuple[str, ...], str] | None:
+    """``"!transfer billing now"`` → ``("transfer", ("billing", "now"), "billing now")``; None if not a command."""
+    stripped = text.strip()
+    if not stripped.startswith("!") or len(stripped) < 2 or stripped[1].isspace():
+        return None
+    head, _, rest = stripped[1:].partition(" ")
+    return head.lower(), tuple(rest.split()), rest.strip()

@@ -1,0 +1,339 @@
+"""The handler context: the only way a plugin acts on a conversation.
+
+Every action is stored before it has any effect outside: replies become outbox rows, state changes
+are saved and announced as lifecycle events. Outbox rows get idempotency keys derived from the event
+being handled, so an event handled again after a crash does not send twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tortoise.exceptions import IntegrityError
+
+from bot_core.events import Attachment, LifecycleKind, utcnow
+from storage.models import (
+    Agent,
+    Conversation,
+    ConversationState,
+    Customer,
+    Direction,
+    Identity,
+    Message,
+    PluginState,
+    ScheduledTask,
+)
+
+if TYPE_CHECKING:
+    from bot_core.outbox import Outbox
+
+
+class EngineHooks(Protocol):
+    """What a context needs from the engine beyond storage."""
+
+    outbox: Outbox
+
+    def room_workspace(self, conversation: Conversation) -> str | None:
+        """The workspace instance whose room shows this conversation (None if no workspace is enabled)."""
+        ...
+
+    async def lifecycle(
+        self, ctx: Context, kind: LifecycleKind, *, team: str | None = None, agent_id: str | None = None
+    ) -> None:
+        """Announce a stored state change: room notice, card update, plugin handlers."""
+        ...
+
+    async def ensure_agent(self, agent_id: str) -> Agent:
+        """The agent with this id in the desk's workspace (created on first sight)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CustomerInfo:
+    """What a plugin may read about the customer."""
+
+    id: int
+    name: str
+    channel: str
+    external_user_id: str
+    attributes: dict[str, str]
+    tags: tuple[str, ...]
+    reachable: bool
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    """What a plugin may read about the conversation (as of when the event was taken)."""
+
+    id: int
+    state: str
+    team_id: int | None
+    assignee_id: int | None
+    tags: tuple[str, ...]
+    created_at: datetime
+
+
+class StateStore:
+    """A plugin's key-value store for one scope (this conversation, this customer, or global)."""
+
+    def __init__(self, plugin: str, scope: str) -> None:
+        self.plugin = plugin
+        self.scope = scope
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The stored value for ``key``, or ``default``."""
+        row = await PluginState.get_or_none(plugin=self.plugin, scope=self.scope, key=key)
+        return default if row is None else row.value
+
+    async def set(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable ``value`` under ``key``."""
+        updated = await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).update(value=value)
+        if not updated:
+            try:
+                await PluginState.create(plugin=self.plugin, scope=self.scope, key=key, value=value)
+            except IntegrityError:
+                await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).update(value=value)
+
+    async def delete(self, key: str) -> None:
+        """Forget ``key``."""
+        await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).delete()
+
+    async def items(self) -> dict[str, Any]:
+        """Every key and value in this scope."""
+        rows = await PluginState.filter(plugin=self.plugin, scope=self.scope).values("key", "value")
+        return {r["key"]: r["value"] for r in rows}
+
+
+@dataclass
+class ActionKeys:
+    """Hands out deterministic idempotency keys for the outbox rows one event produces."""
+
+    event_key: str
+    _n: int = field(default=0)
+
+    def next(self, what: str) -> str:
+        """A key unique to this event and this action's position in its handling."""
+        self._n += 1
+        return f"{self.event_key}:{self._n}:{what}"
+
+
+class Context:
+    """Handed to every handler: read the customer and conversation, act through the methods."""
+
+    def __init__(
+        self,
+        engine: EngineHooks,
+        plugin: str,
+        keys: ActionKeys,
+        *,
+        conversation: Conversation | None = None,
+        customer: Customer | None = None,
+        identity: Identity | None = None,
+        agent: Agent | None = None,
+    ) -> None:
+        self._engine = engine
+        self.plugin = plugin
+        self._keys = keys
+        self._conversation = conversation
+        self._customer = customer
+        self._identity = identity
+        self.agent = agent
+        self.depth = 0
+
+    def for_plugin(self, plugin: str) -> Context:
+        """The same context seen by another plugin (same event, same key sequence)."""
+        ctx = Context(
+            self._engine,
+            plugin,
+            self._keys,
+            conversation=self._conversation,
+            customer=self._customer,
+            identity=self._identity,
+            agent=self.agent,
+        )
+        ctx.depth = self.depth
+        return ctx
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def customer(self) -> CustomerInfo:
+        """The customer of this conversation."""
+        customer, identity = self._require_customer()
+        return CustomerInfo(
+            id=customer.id,
+            name=identity.display_name or customer.display_name,
+            channel=identity.channel,
+            external_user_id=identity.external_id,
+            attributes=dict(customer.attributes),
+            tags=tuple(customer.tags),
+            reachable=identity.reachable,
+        )
+
+    @property
+    def conversation(self) -> ConversationInfo:
+        """The conversation the event belongs to."""
+        conv = self._require_conversation()
+        return ConversationInfo(
+            id=conv.id,
+            state=conv.state.value,
+            team_id=conv.team_id,
+            assignee_id=conv.assignee_id,
+            tags=tuple(conv.tags),
+            created_at=conv.created_at,
+        )
+
+    @property
+    def has_conversation(self) -> bool:
+        """False for global scheduled jobs, which have no conversation."""
+        return self._conversation is not None
+
+    @property
+    def state(self) -> StateStore:
+        """This plugin's store scoped to this conversation."""
+        return StateStore(self.plugin, f"conversation:{self._require_conversation().id}")
+
+    @property
+    def customer_state(self) -> StateStore:
+        """This plugin's store scoped to this customer (kept across conversations)."""
+        return StateStore(self.plugin, f"customer:{self._require_customer()[0].id}")
+
+    @property
+    def global_state(self) -> StateStore:
+        """This plugin's store shared by every conversation."""
+        return StateStore(self.plugin, "global")
+
+    # -- acting --------------------------------------------------------------------------------
+
+    async def reply(self, text: str, attachments: tuple[Attachment, ...] = ()) -> None:
+        """Send ``text`` to the customer as the bot; agents see it in the room as a notice."""
+        conv = self._require_conversation()
+        _, identity = self._require_customer()
+        message = await Message.create(
+            conversation_id=conv.id,
+            direction=Direction.OUTBOUND,
+            author=f"bot:{self.plugin}",
+            text=text,
+            attachments=[a.model_dump(mode="json") for a in attachments],
+            channel=identity.channel,
+        )
+        await self._engine.outbox.enqueue_customer(
+            conv, identity, text, key=self._keys.next("reply"), attachments=attachments, message=message
+        )
+        await self._room_notice(f"🤖 {self.plugin} answered: {text}")
+
+    async def note(self, text: str) -> None:
+        """Post an internal note in the room; it is stored and never sent to the customer."""
+        conv = self._require_conversation()
+        await Message.create(
+            conversation_id=conv.id,
+            direction=Direction.NOTE,
+            author=self.agent.display_name or self.agent.external_id if self.agent else f"bot:{self.plugin}",
+            text=text,
+            channel="",
+        )
+        await self._room_notice(f"📝 Note: {text}")
+
+    async def notice(self, text: str) -> None:
+        """Post a notice from the bot in the room (not stored as a conversation message)."""
+        await self._room_notice(text)
+
+    async def queue(self, team: str | None = None) -> None:
+        """Put the conversation in the queue (of ``team`` when given) for an agent to take."""
+        from bot_core.conversations import get_or_create_team, set_state
+
+        conv = self._require_conversation()
+        chosen = await get_or_create_team(team) if team else False
+        await set_state(conv, ConversationState.QUEUED, team=chosen, assignee=None)
+        await self._engine.lifecycle(self, LifecycleKind.QUEUED, team=team)
+
+    async def assign(self, agent_id: str) -> None:
+        """Give the conversation to the agent with workspace id ``agent_id``."""
+        from bot_core.conversations import set_state
+
+        conv = self._require_conversation()
+        agent = await self._engine.ensure_agent(agent_id)
+        await set_state(conv, ConversationState.ASSIGNED, assignee=agent)
+        await self._engine.lifecycle(self, LifecycleKind.ASSIGNED, agent_id=agent_id)
+
+    async def transfer(self, team: str) -> None:
+        """Hand the conversation, with its whole history, to ``team``'s queue."""
+        from bot_core.conversations import get_or_create_team, set_state
+
+        conv = self._require_conversation()
+        await set_state(conv, ConversationState.QUEUED, team=await get_or_create_team(team), assignee=None)
+        await self._engine.lifecycle(self, LifecycleKind.TRANSFERRED, team=team)
+
+    async def close(self) -> None:
+        """Close the conversation; the customer's next message opens a new one in the same room."""
+        from bot_core.conversations import set_state
+
+        conv = self._require_conversation()
+        if conv.state is ConversationState.CLOSED:
+            return
+        await set_state(conv, ConversationState.CLOSED)
+        await self._engine.lifecycle(self, LifecycleKind.CLOSED)
+
+    async def tag(self, *tags: str) -> None:
+        """Add tags to the conversation and the customer (shown on the card)."""
+        conv = self._require_conversation()
+        customer, _ = self._require_customer()
+        clean = [t.strip().lower() for t in tags if t.strip()]
+        conv.tags = sorted(set(conv.tags) | set(clean))
+        await conv.save(update_fields=["tags", "updated_at"])
+        customer.tags = sorted(set(customer.tags) | set(clean))
+        await customer.save(update_fields=["tags"])
+        workspace = self._engine.room_workspace(conv)
+        if workspace:
+            await self._engine.outbox.enqueue_room(conv, workspace, "card", key=self._keys.next("card"))
+
+    async def schedule(
+        self,
+        job: str,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        """Run this plugin's ``@on_schedule(job)`` handler later, for this conversation; returns the task id."""
+        if at is None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
+            at = utcnow() + timedelta(seconds=seconds)
+        task = await ScheduledTask.create(
+            plugin=self.plugin,
+            job=job,
+            conversation_id=self._conversation.id if self._conversation else None,
+            data=data or {},
+            due_at=at,
+        )
+        return task.id
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _room_notice(self, text: str) -> None:
+        conv = self._require_conversation()
+        workspace = self._engine.room_workspace(conv)
+        if workspace:
+            await self._engine.outbox.enqueue_room(conv, workspace, "notice", key=self._keys.next("notice"), text=text)
+
+    def _require_conversation(self) -> Conversation:
+        if self._conversation is None:
+            raise RuntimeError(f"plugin '{self.plugin}': this event has no conversation")
+        return self._conversation
+
+    def _require_customer(self) -> tuple[Customer, Identity]:
+        if self._customer is None or self._identity is None:
+            raise RuntimeError(f"plugin '{self.plugin}': this event has no customer")
+        return self._customer, self._identity
+
+    @property
+    def keys(self) -> ActionKeys:
+        """The idempotency-key sequence of the event being handled (for the engine)."""
+        return self._keys
+
+    @property
+    def raw_conversation(self) -> Conversation | None:
+        """The stored conversation (for the engine; plugins use :attr:`conversation`)."""
+        return self._conversation

@@ -1,0 +1,187 @@
+"""Conversation bookkeeping shared by the relay, the plugin context and the outbox.
+
+Get-or-create of customers and conversations runs inside one bus partition per conversation key,
+so two events of one customer never race; unique constraints catch the rest (another worker
+creating the same identity) and the loser re-reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from bot_core.adapters import ConversationView, CustomerCard, IdentityView
+from bot_core.events import CustomerMessage, utcnow
+from storage.models import (
+    Agent,
+    Conversation,
+    ConversationState,
+    Customer,
+    Identity,
+    Room,
+    Team,
+)
+
+
+@dataclass
+class Opened:
+    """The result of resolving an inbound customer message to its conversation."""
+
+    customer: Customer
+    identity: Identity
+    conversation: Conversation
+    new_conversation: bool
+
+
+async def resolve_customer(msg: CustomerMessage) -> Opened:
+    """Find or create the customer, the identity and the open conversation for ``msg``."""
+    identity = await Identity.get_or_none(channel=msg.channel, external_id=msg.external_user_id)
+    if identity is None:
+        try:
+            async with in_transaction():
+                customer = await Customer.create(
+                    display_name=msg.display_name or msg.external_user_id, attributes=dict(msg.attributes)
+                )
+                identity = await Identity.create(
+                    customer=customer,
+                    channel=msg.channel,
+                    external_id=msg.external_user_id,
+                    display_name=msg.display_name,
+                    avatar_url=msg.avatar_url,
+                )
+        except IntegrityError:
+            identity = await Identity.get(channel=msg.channel, external_id=msg.external_user_id)
+    customer = await identity.customer
+    changed_identity = False
+    if msg.display_name and identity.display_name != msg.display_name:
+        identity.display_name = msg.display_name
+        changed_identity = True
+    if msg.avatar_url and identity.avatar_url != msg.avatar_url:
+        identity.avatar_url = msg.avatar_url
+        changed_identity = True
+    if changed_identity:
+        await identity.save(update_fields=["display_name", "avatar_url"])
+    if msg.attributes and any(customer.attributes.get(k) != v for k, v in msg.attributes.items()):
+        customer.attributes = {**customer.attributes, **msg.attributes}
+        await customer.save(update_fields=["attributes"])
+
+    conversation = (
+        await Conversation.filter(identity_id=identity.id)
+        .exclude(state=ConversationState.CLOSED)
+        .order_by("-id")
+        .first()
+    )
+    new = conversation is None
+    if conversation is None:
+        previous = await Conversation.filter(customer_id=customer.id).order_by("-id").first()
+        conversation = await Conversation.create(
+            customer=customer,
+            identity=identity,
+            room_id=previous.room_id if previous else None,  # a returning customer keeps their room
+            state=ConversationState.BOT,
+            last_customer_message_at=msg.timestamp,
+        )
+    else:
+        conversation.last_customer_message_at = msg.timestamp
+        await conversation.save(update_fields=["last_customer_message_at", "updated_at"])
+    return Opened(customer, identity, conversation, new)
+
+
+async def conversation_view(conversation: Conversation) -> ConversationView:
+    """The read-only view of ``conversation`` that workspaces receive."""
+    customer = await Customer.get(id=conversation.customer_id)
+    identity = await Identity.get(id=conversation.identity_id)
+    team = await Team.get_or_none(id=conversation.team_id) if conversation.team_id else None
+    agent = await Agent.get_or_none(id=conversation.assignee_id) if conversation.assignee_id else None
+    room = await Room.get_or_none(id=conversation.room_id) if conversation.room_id else None
+    return ConversationView(
+        conversation_id=conversation.id,
+        customer_id=customer.id,
+        customer_name=identity.display_name or customer.display_name,
+        channel=identity.channel,
+        external_user_id=identity.external_id,
+        state=conversation.state.value,
+        team=team.name if team else None,
+        assignee=(agent.display_name or agent.external_id) if agent else None,
+        avatar_url=identity.avatar_url,
+        existing_room_id=room.external_id if room else None,
+    )
+
+
+async def customer_card(conversation: Conversation) -> CustomerCard:
+    """The pinned card of a conversation's room: identities, tags, status, owner, earlier conversations."""
+    view = await conversation_view(conversation)
+    customer = await Customer.get(id=conversation.customer_id)
+    identities = await Identity.filter(customer_id=customer.id).order_by("id")
+    earlier = await Conversation.filter(customer_id=customer.id, id__lt=conversation.id).order_by("-id").limit(10)
+    return CustomerCard(
+        customer_id=customer.id,
+        name=view.customer_name,
+        identities=tuple(
+            IdentityView(i.channel, i.external_id, i.display_name, i.reachable) for i in identities
+        ),
+        tags=tuple(sorted(set(customer.tags) | set(conversation.tags))),
+        state=view.state,
+        team=view.team,
+        assignee=view.assignee,
+        attributes=dict(customer.attributes),
+        earlier_conversations=tuple(c.id for c in earlier),
+    )
+
+
+async def get_or_create_team(name: str) -> Team:
+    """The team called ``name``, created on first use."""
+    team, _ = await Team.get_or_create(name=name)
+    return team
+
+
+async def get_or_create_agent(workspace: str, external_id: str, display_name: str | None) -> Agent:
+    """The agent with this workspace id, created (or renamed) on sight."""
+    agent, created = await Agent.get_or_create(
+        workspace=workspace, external_id=external_id, defaults={"display_name": display_name}
+    )
+    if not created and display_name and agent.display_name != display_name:
+        agent.display_name = display_name
+        await agent.save(update_fields=["display_name"])
+    return agent
+
+
+async def conversation_for_room(workspace: str, room_id: str) -> Conversation | None:
+    """The newest conversation bound to a workspace room, or None for a room relaydesk does not know."""
+    room = await Room.get_or_none(workspace=workspace, external_id=room_id)
+    if room is None:
+        return None
+    return await Conversation.filter(room_id=room.id).order_by("-id").first()
+
+
+async def set_state(
+    conversation: Conversation,
+    state: ConversationState,
+    *,
+    team: Team | None | bool = False,
+    assignee: Agent | None | bool = False,
+    now: datetime | None = None,
+) -> None:
+    """Move ``conversation`` to ``state``; ``team``/``assignee`` change only when given (None clears)."""
+    now = now or utcnow()
+    conversation.state = state
+    fields = ["state", "updated_at"]
+    if team is not False:
+        conversation.team = team if isinstance(team, Team) else None  # type: ignore[assignment]
+        fields.append("team_id")
+    if assignee is not False:
+        conversation.assignee = assignee if isinstance(assignee, Agent) else None  # type: ignore[assignment]
+        fields.append("assignee_id")
+    if state is ConversationState.QUEUED:
+        conversation.queued_at = now
+        fields.append("queued_at")
+    elif state is ConversationState.ASSIGNED:
+        conversation.assigned_at = now
+        fields.append("assigned_at")
+    elif state is ConversationState.CLOSED:
+        conversation.closed_at = now
+        fields.append("closed_at")
+    await conversation.save(update_fields=fields)

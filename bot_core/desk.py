@@ -1,0 +1,258 @@
+"""The running desk: storage, bus, plugins, relay, outbox, scheduler and HTTP server, started and stopped
+in the right order, and reloaded from plugins.yaml without dropping a conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from tortoise import connections
+
+from bot_core.adapters import Channel, Workspace
+from bot_core.commands import CoreCommands
+from bot_core.config import DeskConfig, PluginSpec
+from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, ScheduledFire, dump_event
+from bot_core.metrics import Metrics
+from bot_core.outbox import Outbox, OutboxSettings
+from bot_core.pipeline import Pipeline
+from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
+from bot_core.relay import Relay
+from bot_core.scheduler import Scheduler
+from bot_core.server import build_app
+from storage.bus import BusEntry, EventBus
+from storage.bus.journal import DbJournal
+from storage.bus.memory import MemoryBus
+from storage.bus.redis_streams import RedisStreamsBus
+from storage.db import close_db, init_db
+from storage.models import OutboxItem, OutboxStatus
+
+log = logging.getLogger("relaydesk.desk")
+
+
+class NotAccepting(RuntimeError):
+    """Raised by ``inbound`` while the desk shuts down: webhooks should answer 503 so the platform retries."""
+
+
+class Desk:
+    """One relaydesk worker process."""
+
+    def __init__(
+        self,
+        config: DeskConfig,
+        *,
+        serve_http: bool = True,
+        outbox_settings: OutboxSettings | None = None,
+        scheduler_poll: float = 1.0,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.plugins: dict[str, Plugin] = {}
+        self._core = CoreCommands(EmptyConfig(), PluginServices(log=logging.getLogger("relaydesk.plugin.core")))
+        self._pipeline = Pipeline([self._core], self.metrics)
+        CoreCommands.help_source = staticmethod(lambda: self._pipeline.command_help())  # type: ignore[method-assign]
+        redis_url = config.storage.redis
+        self.bus: EventBus = bus or (
+            RedisStreamsBus(redis_url) if redis_url else MemoryBus(journal=DbJournal())
+        )
+        self.outbox = Outbox(
+            self.adapter,
+            self.metrics,
+            outbox_settings,
+            default_workspace=self.default_workspace,
+            single_worker=not redis_url,
+        )
+        self.relay = Relay(lambda: self._pipeline, self.outbox, self.metrics, self.default_workspace)
+        self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll)
+        self._serve_http = serve_http
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self._accepting = False
+        self._stopped = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline in force."""
+        return self._pipeline
+
+    def adapter(self, name: str) -> object | None:
+        """The enabled channel or workspace plugin called ``name``."""
+        return self.plugins.get(name)
+
+    def default_workspace(self) -> str | None:
+        """The workspace that hosts the rooms: the first workspace plugin in plugins.yaml."""
+        return next((n for n, p in self.plugins.items() if p.kind is PluginKind.WORKSPACE), None)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open storage, start plugins, replay what a crash left, then accept events and serve HTTP."""
+        await init_db(self.config.storage.database)
+        for spec in self.config.plugins:
+            self.plugins[spec.instance_name] = await self._start_plugin(spec)
+        self._rebuild_pipeline()
+        self._accepting = True
+        await self.outbox.start()
+        await self.bus.start(self.relay.handle, self._dead_letter)
+        await self.scheduler.start()
+        self.scheduler.set_periodic(self._pipeline.periodic_jobs())
+        if self._serve_http:
+            self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
+            await site.start()
+            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+            self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+        log.info(
+            "relaydesk started",
+            extra={
+                "plugins": ",".join(self.plugins),
+                "bus": type(self.bus).__name__,
+                "http": f"{self.config.server.host}:{self.port}" if self._serve_http else "off",
+            },
+        )
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Graceful shutdown: stop intake, finish events and deliveries in flight, stop plugins, close."""
+        self._accepting = False
+        await self.scheduler.stop()
+        await self.bus.stop(timeout)
+        await self.outbox.stop(timeout)
+        for name in reversed(list(self.plugins)):
+            await self._stop_plugin(name, self.plugins[name])
+        self.plugins.clear()
+        if self._runner:
+            await self._runner.cleanup()
+            self._runner = None
+        await close_db()
+        self._stopped.set()
+        log.info("relaydesk stopped")
+
+    async def _start_plugin(self, spec: PluginSpec) -> Plugin:
+        services = PluginServices(
+            log=logging.getLogger(f"relaydesk.plugin.{spec.instance_name}"),
+            inbound=self.inbound,
+            http_base_url=f"http://{self.config.server.host}:{self.config.server.port}",
+        )
+        plugin = spec.plugin_class(spec.config, services, instance_name=spec.instance_name)
+        kind = plugin.kind
+        if kind is PluginKind.CHANNEL and not isinstance(plugin, Channel):
+            raise TypeError(f"plugin '{spec.instance_name}' is a channel but does not implement send()")
+        if kind is PluginKind.WORKSPACE and not isinstance(plugin, Workspace):
+            raise TypeError(f"plugin '{spec.instance_name}' is a workspace but lacks the Workspace methods")
+        await plugin.start()
+        log.info("plugin started", extra={"plugin": spec.instance_name, "kind": kind.value})
+        return plugin
+
+    @staticmethod
+    async def _stop_plugin(name: str, plugin: Plugin) -> None:
+        try:
+            await plugin.stop()
+        except Exception:
+            log.exception("plugin failed to stop cleanly", extra={"plugin": name})
+
+    def _rebuild_pipeline(self) -> None:
+        self._pipeline = Pipeline([self._core, *self.plugins.values()], self.metrics)
+
+    # -- intake --------------------------------------------------------------------------------
+
+    async def inbound(self, event: CustomerMessage | AgentMessage | AgentCommand) -> None:
+        """Append an adapter's event to the bus; returns once it is stored (then the adapter may ack)."""
+        if not self._accepting:
+            raise NotAccepting("relaydesk is shutting down")
+        await self.bus.publish(event.conversation_key(), dump_event(event))
+
+    async def _publish_fire(self, fire: ScheduledFire) -> None:
+        await self.bus.publish(fire.conversation_key(), dump_event(fire))
+
+    async def _dead_letter(self, entry: BusEntry, exc: BaseException) -> None:
+        log.error(
+            "event could not be handled and was set aside",
+            extra={"entry": entry.id, "key": entry.key, "error": repr(exc)[:500]},
+        )
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def reload(self, new: DeskConfig) -> list[str]:
+        """Apply a new, already validated config: feature plugins are enabled, disabled or reconfigured.
+
+        Channels, workspaces, storage and server settings need a restart; a change to them is
+        reported and the running ones are kept. Returns what was done, one line each.
+        """
+        async with self._reload_lock:
+            changes: list[str] = []
+            old_specs = {s.instance_name: s for s in self.config.plugins}
+            new_specs = {s.instance_name: s for s in new.plugins}
+            if new.storage != self.config.storage or new.server != self.config.server:
+                changes.append("storage/server settings changed: restart relaydesk to apply them")
+            plugins = dict(self.plugins)
+            for name, spec in new_specs.items():
+                old = old_specs.get(name)
+                adapter = spec.plugin_class.kind is not PluginKind.FEATURE
+                if old is None:
+                    if adapter:
+                        changes.append(f"{name}: new {spec.plugin_class.kind.value}: restart relaydesk to start it")
+                        continue
+                    plugins[name] = await self._start_plugin(spec)
+                    changes.append(f"{name}: enabled")
+                elif old.plugin_class is not spec.plugin_class:
+                    if adapter:
+                        changes.append(f"{name}: plugin class changed: restart relaydesk to apply it")
+                        continue
+                    await self._stop_plugin(name, plugins[name])
+                    plugins[name] = await self._start_plugin(spec)
+                    changes.append(f"{name}: replaced")
+                elif old.config != spec.config:  # pydantic equality compares SecretStr values too
+                    await plugins[name].reconfigure(spec.config)
+                    changes.append(f"{name}: reconfigured")
+            removed = [n for n in old_specs if n not in new_specs]
+            for name in removed:
+                if old_specs[name].plugin_class.kind is not PluginKind.FEATURE:
+                    changes.append(f"{name}: removing a {old_specs[name].plugin_class.kind.value} needs a restart")
+                    continue
+                plugins.pop(name, None)
+            # keep plugins.yaml order for the new pipeline; adapters that stay keep their place
+            order = [n for n in new_specs if n in plugins] + [n for n in plugins if n not in new_specs]
+            disabled = {n: self.plugins[n] for n in removed if n in self.plugins and n not in plugins}
+            self.plugins = {n: plugins[n] for n in order}
+            self._rebuild_pipeline()  # events already running finish on the pipeline they pinned
+            for name, plugin in disabled.items():
+                await self._stop_plugin(name, plugin)
+                changes.append(f"{name}: disabled")
+            self.config = new.model_copy(update={"plugins": [*new.plugins]})
+            self.scheduler.set_periodic(self._pipeline.periodic_jobs())
+            log.info("configuration reloaded", extra={"changes": "; ".join(changes) or "none"})
+            return changes
+
+    # -- observation ---------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports: status, database reachability, bus and outbox backlog."""
+        report: dict[str, Any] = {"status": "ok" if self._accepting else "stopping"}
+        try:
+            await connections.get("default").execute_query("SELECT 1")
+            report["database"] = "ok"
+        except Exception as exc:
+            report["status"] = "degraded"
+            report["database"] = f"error: {type(exc).__name__}"
+        report["bus_pending"] = await self.bus.pending()
+        report["plugins"] = list(self.plugins)
+        return report
+
+    async def refresh_gauges(self) -> None:
+        """Update the gauges that are read on scrape."""
+        self.metrics.bus_pending.set(await self.bus.pending())
+        self.metrics.outbox_depth.set(
+            await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).count()
+        )
+
+    async def wait_stopped(self) -> None:
+        """Return once :meth:`stop` has finished."""
+        await self._stopped.wait()
+

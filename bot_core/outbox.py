@@ -1,0 +1,401 @@
+"""The outbox: every outbound delivery is a stored row, sent by its adapter with retries and backoff.
+
+Rows are delivered in id order per lane, a lane being (conversation, target): a customer's messages
+arrive in the order they were written, while a slow workspace never holds up customer deliveries.
+Different lanes are sent concurrently. A row is claimed (status ``sending`` with a claim deadline)
+before its adapter is called, so several workers never send the same row; a claim left by a dead
+worker expires and the row is sent again. A single-process deployment releases every claim at start.
+
+Failures: :class:`RetryAfter` waits as long as the platform asked (it is not counted as a failed try);
+:class:`TemporaryFailure` and unexpected errors back off exponentially up to ``max_attempts``;
+:class:`Undeliverable` gives up at once. Giving up on a customer delivery posts a notice in the room
+saying the customer did not get the message and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+
+from bot_core.adapters import (
+    Channel,
+    Delivery,
+    MessageView,
+    RetryAfter,
+    RoomRef,
+    TemporaryFailure,
+    Undeliverable,
+    Workspace,
+)
+from bot_core.conversations import conversation_view, customer_card
+from bot_core.events import Attachment, utcnow
+from bot_core.metrics import Metrics
+from storage.models import (
+    Conversation,
+    Identity,
+    Message,
+    OutboxItem,
+    OutboxStatus,
+    OutboxTarget,
+    Room,
+)
+
+log = logging.getLogger("relaydesk.outbox")
+
+AdapterLookup = Callable[[str], object | None]
+
+NOTICE_PREVIEW_CHARS = 80
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """Tuning of delivery retries and concurrency."""
+
+    max_attempts: int = 6
+    base_backoff: float = 1.0
+    max_backoff: float = 300.0
+    claim_seconds: float = 60.0
+    concurrency: int = 64
+    poll_interval: float = 1.0
+    scan_limit: int = 2000
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= NOTICE_PREVIEW_CHARS else flat[: NOTICE_PREVIEW_CHARS - 1] + "…"
+
+
+class Outbox:
+    """Stores outbound deliveries and sends them through the adapters found by ``lookup``."""
+
+    def __init__(
+        self,
+        lookup: AdapterLookup,
+        metrics: Metrics,
+        settings: OutboxSettings | None = None,
+        *,
+        default_workspace: Callable[[], str | None] = lambda: None,
+        single_worker: bool = True,
+    ) -> None:
+        self._lookup = lookup
+        self._default_workspace = default_workspace
+        self._metrics = metrics
+        self.settings = settings or OutboxSettings()
+        self._single_worker = single_worker
+        self._wake = asyncio.Event()
+        self._inflight: dict[tuple[int | None, str], asyncio.Task[None]] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._room_locks: dict[int, asyncio.Lock] = {}
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def enqueue_customer(
+        self,
+        conversation: Conversation,
+        identity: Identity,
+        text: str,
+        *,
+        key: str,
+        attachments: tuple[Attachment, ...] = (),
+        message: Message | None = None,
+        agent_name: str | None = None,
+    ) -> OutboxItem:
+        """Store a delivery to the customer's identity; idempotent on ``key``."""
+        payload: dict[str, Any] = {
+            "text": text,
+            "attachments": [a.model_dump(mode="json") for a in attachments],
+            "agent_name": agent_name,
+        }
+        return await self._enqueue(
+            OutboxTarget.CUSTOMER, identity.channel, identity.external_id, conversation, payload, key, message
+        )
+
+    async def enqueue_room(
+        self,
+        conversation: Conversation,
+        workspace: str,
+        kind: str,
+        *,
+        key: str,
+        text: str = "",
+        message: Message | None = None,
+    ) -> OutboxItem:
+        """Store a post into the conversation's room: ``customer_message``, ``notice`` or ``card``."""
+        payload: dict[str, Any] = {"kind": kind, "text": text}
+        return await self._enqueue(OutboxTarget.ROOM, workspace, "", conversation, payload, key, message)
+
+    async def _enqueue(
+        self,
+        target: OutboxTarget,
+        adapter: str,
+        address: str,
+        conversation: Conversation,
+        payload: dict[str, Any],
+        key: str,
+        message: Message | None,
+    ) -> OutboxItem:
+        try:
+            row = await OutboxItem.create(
+                idempotency_key=key,
+                target=target,
+                adapter=adapter,
+                address=address,
+                conversation_id=conversation.id,
+                message_id=message.id if message else None,
+                payload=payload,
+                next_attempt_at=utcnow(),
+            )
+        except IntegrityError:
+            # Replayed event: the row exists from the first run.
+            return await OutboxItem.get(idempotency_key=key)
+        self._wake.set()
+        return row
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Release stale claims and start sending (pending rows from before a restart included)."""
+        stale = OutboxItem.filter(status=OutboxStatus.SENDING)
+        if not self._single_worker:
+            stale = stale.filter(claimed_until__lt=utcnow())
+        released = await stale.update(status=OutboxStatus.PENDING, claimed_until=None)
+        if released:
+            log.info("outbox released claims left by a stopped worker", extra={"rows": released})
+        self._stopping = False
+        self._runner = asyncio.create_task(self._run(), name="outbox")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming rows and let deliveries in flight finish (up to ``timeout`` s)."""
+        self._stopping = True
+        self._wake.set()
+        if self._runner:
+            await asyncio.wait({self._runner}, timeout=timeout)
+        if self._inflight:
+            done, pending = await asyncio.wait(set(self._inflight.values()), timeout=timeout)
+            for task in pending:
+                task.cancel()
+        self._runner = None
+
+    def wake(self) -> None:
+        """Look for due rows now (rows written by this process wake it by themselves)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                delay = await self._dispatch_ready()
+            except Exception:
+                log.exception("outbox scan failed")
+                delay = self.settings.poll_interval
+            if self._stopping:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    async def _dispatch_ready(self) -> float:
+        """Claim the head row of every ready lane; returns how long to wait before the next scan."""
+        now = utcnow()
+        rows = (
+            await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING])
+            .order_by("id")
+            .limit(self.settings.scan_limit)
+            .values("id", "conversation_id", "target", "status", "next_attempt_at", "claimed_until")
+        )
+        depth = len(rows)
+        if depth >= self.settings.scan_limit:
+            depth = await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).count()
+        self._metrics.outbox_depth.set(depth)
+        heads: dict[tuple[int | None, str], dict[str, Any]] = {}
+        for row in rows:
+            heads.setdefault((row["conversation_id"], str(row["target"])), row)
+        delay = self.settings.poll_interval
+        for lane, row in heads.items():
+            if lane in self._inflight:
+                continue
+            if row["status"] == OutboxStatus.SENDING:
+                claimed_until: datetime | None = row["claimed_until"]
+                if claimed_until is None or claimed_until < now:
+                    await OutboxItem.filter(id=row["id"], status=OutboxStatus.SENDING).update(
+                        status=OutboxStatus.PENDING, claimed_until=None
+                    )
+                    self._wake.set()
+                continue
+            due: datetime = row["next_attempt_at"]
+            if due > now:
+                delay = min(delay, (due - now).total_seconds())
+                continue
+            if len(self._inflight) >= self.settings.concurrency:
+                break
+            claimed = await OutboxItem.filter(id=row["id"], status=OutboxStatus.PENDING).update(
+                status=OutboxStatus.SENDING, claimed_until=now + timedelta(seconds=self.settings.claim_seconds)
+            )
+            if claimed:
+                task = asyncio.create_task(self._deliver(row["id"]), name=f"outbox-{row['id']}")
+                self._inflight[lane] = task
+                task.add_done_callback(lambda _t, lane=lane: self._lane_done(lane))
+        return max(delay, 0.0)
+
+    def _lane_done(self, lane: tuple[int | None, str]) -> None:
+        self._inflight.pop(lane, None)
+        self._wake.set()
+
+    # -- delivering ----------------------------------------------------------------------------
+
+    async def _deliver(self, row_id: int) -> None:
+        row = await OutboxItem.get(id=row_id)
+        adapter = self._lookup(row.adapter)
+        try:
+            if adapter is None:
+                raise TemporaryFailure(f"adapter '{row.adapter}' is not enabled")
+            if row.target is OutboxTarget.CUSTOMER:
+                if not isinstance(adapter, Channel):
+                    raise Undeliverable(f"'{row.adapter}' is not a channel")
+                external_id = await self._send_to_customer(adapter, row)
+            else:
+                if not isinstance(adapter, Workspace):
+                    raise Undeliverable(f"'{row.adapter}' is not a workspace")
+                external_id = await self._post_to_room(adapter, row)
+        except RetryAfter as exc:
+            self._metrics.delivery_failures.labels(row.adapter, "retry_after").inc()
+            await self._reschedule(row, max(exc.seconds, 0.0), str(exc), count_attempt=False)
+        except Undeliverable as exc:
+            self._metrics.delivery_failures.labels(row.adapter, "undeliverable").inc()
+            await self._give_up(row, exc.reason, unreachable=exc.unreachable)
+        except Exception as exc:
+            kind = "temporary" if isinstance(exc, TemporaryFailure) else "error"
+            self._metrics.delivery_failures.labels(row.adapter, kind).inc()
+            reason = str(exc) or type(exc).__name__
+            if row.attempts + 1 >= self.settings.max_attempts:
+                await self._give_up(row, f"{reason} (gave up after {row.attempts + 1} tries)")
+            else:
+                backoff = min(self.settings.max_backoff, self.settings.base_backoff * 2**row.attempts)
+                await self._reschedule(row, backoff * random.uniform(0.8, 1.2), reason, count_attempt=True)
+            if kind == "error":
+                log.warning("delivery raised", exc_info=True, extra={"outbox_id": row.id, "adapter": row.adapter})
+        else:
+            row.status = OutboxStatus.SENT
+            row.external_message_id = external_id
+            row.claimed_until = None
+            row.attempts += 1
+            await row.save(update_fields=["status", "external_message_id", "claimed_until", "attempts", "updated_at"])
+            self._metrics.messages_out.labels(row.adapter).inc()
+
+    async def _send_to_customer(self, channel: Channel, row: OutboxItem) -> str:
+        payload = row.payload
+        delivery = Delivery(
+            outbox_id=row.id,
+            channel=row.adapter,
+            external_user_id=row.address,
+            text=str(payload.get("text", "")),
+            attachments=tuple(Attachment.model_validate(a) for a in payload.get("attachments", []) or []),  # type: ignore[attr-defined]
+            conversation_id=row.conversation_id,
+            agent_name=payload.get("agent_name"),  # type: ignore[arg-type]
+            idempotency_key=row.idempotency_key,
+        )
+        ref = await channel.send(delivery)
+        if row.message_id:
+            await Message.filter(id=row.message_id).update(channel_message_id=ref.external_message_id)
+        return ref.external_message_id
+
+    async def _post_to_room(self, workspace: Workspace, row: OutboxItem) -> str:
+        conversation = await Conversation.get(id=row.conversation_id)
+        room = await self._ensure_room(workspace, row.adapter, conversation)
+        kind = row.payload.get("kind")
+        if kind == "customer_message":
+            message = await Message.get(id=row.message_id)
+            identity = await Identity.get(id=conversation.identity_id)
+            edit_of: str | None = None
+            if message.edits:
+                edit_of = message.workspace_message_id
+            view = MessageView(
+                message_id=message.id,
+                text=message.text,
+                sender_name=identity.display_name or identity.external_id,
+                channel=identity.channel,
+                external_user_id=identity.external_id,
+                attachments=tuple(Attachment.model_validate(a) for a in message.attachments),
+                edit_of=edit_of,
+            )
+            posted = await workspace.post_as_customer(room, view)
+            if edit_of is None:
+                await Message.filter(id=message.id).update(workspace_message_id=posted.external_message_id)
+            return posted.external_message_id
+        if kind == "card":
+            await workspace.show_card(room, await customer_card(conversation))
+            return ""
+        posted = await workspace.notice(room, str(row.payload.get("text", "")))
+        return posted.external_message_id
+
+    async def _ensure_room(self, workspace: Workspace, name: str, conversation: Conversation) -> RoomRef:
+        """The conversation's room: bound already, the customer's earlier room, or a new one (with its card)."""
+        lock = self._room_locks.setdefault(conversation.customer_id, asyncio.Lock())
+        async with lock:
+            await conversation.refresh_from_db(fields=["room_id"])
+            if conversation.room_id:
+                room = await Room.get(id=conversation.room_id)
+                if room.workspace == name:
+                    return RoomRef(name, room.external_id)
+            room = await Room.get_or_none(workspace=name, customer_id=conversation.customer_id)
+            new_room = room is None
+            if room is None:
+                ref = await workspace.ensure_room(await conversation_view(conversation))
+                room = await Room.create(workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id)
+            await Conversation.filter(id=conversation.id).update(room_id=room.id)
+            conversation.room_id = room.id
+            ref = RoomRef(name, room.external_id)
+        if new_room:
+            await workspace.show_card(ref, await customer_card(conversation))
+        return ref
+
+    async def _reschedule(self, row: OutboxItem, delay: float, reason: str, *, count_attempt: bool) -> None:
+        row.status = OutboxStatus.PENDING
+        row.claimed_until = None
+        row.last_error = reason
+        row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        if count_attempt:
+            row.attempts += 1
+        await row.save(update_fields=["status", "claimed_until", "last_error", "next_attempt_at", "attempts", "updated_at"])
+        log.info(
+            "delivery postponed",
+            extra={"outbox_id": row.id, "adapter": row.adapter, "retry_in_s": round(delay, 3), "reason": reason},
+        )
+
+    async def _give_up(self, row: OutboxItem, reason: str, *, unreachable: bool = False) -> None:
+        row.status = OutboxStatus.FAILED
+        row.claimed_until = None
+        row.last_error = reason
+        row.attempts += 1
+        await row.save(update_fields=["status", "claimed_until", "last_error", "attempts", "updated_at"])
+        self._metrics.delivery_failures.labels(row.adapter, "gave_up").inc()
+        log.warning("delivery failed", extra={"outbox_id": row.id, "adapter": row.adapter, "reason": reason})
+        if row.target is not OutboxTarget.CUSTOMER or row.conversation_id is None:
+            return
+        conversation = await Conversation.get(id=row.conversation_id)
+        if unreachable:
+            await Identity.filter(channel=row.adapter, external_id=row.address).update(
+                reachable=False, unreachable_reason=reason[:255]
+            )
+        workspace = await self._room_workspace(conversation)
+        if workspace is None:
+            return
+        text = f'⚠ The customer did not get this message: "{_preview(str(row.payload.get("text", "")))}". Reason: {reason}'
+        await self.enqueue_room(conversation, workspace, "notice", key=f"failed:{row.id}", text=text)
+        if unreachable:
+            await self.enqueue_room(conversation, workspace, "card", key=f"card:unreachable:{row.id}")
+
+    async def _room_workspace(self, conversation: Conversation) -> str | None:
+        if conversation.room_id:
+            room = await Room.get(id=conversation.room_id)
+            return room.workspace
+        return self._default_workspace()

@@ -1,0 +1,330 @@
+"""The relay: takes bus entries, drops duplicates, stores, runs the pipeline, mirrors and routes replies.
+
+One inbound customer message: receipt (dedup on channel + external id) → customer, identity and
+conversation (get-or-create) → message stored → mirrored into the room through the outbox → plugins.
+An agent message in a room: receipt → room → conversation → a command, or stored and queued for the
+customer in the outbox. A receipt is marked processed last, so an event interrupted by a crash is
+handled again on replay, and the outbox's idempotency keys keep its deliveries from doubling.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from tortoise.exceptions import IntegrityError
+
+from bot_core.commands import parse_command
+from bot_core.context import ActionKeys, Context
+from bot_core.conversations import (
+    conversation_for_room,
+    get_or_create_agent,
+    resolve_customer,
+)
+from bot_core.events import (
+    AgentCommand,
+    AgentMessage,
+    ConversationEvent,
+    CustomerMessage,
+    LifecycleKind,
+    ScheduledFire,
+    load_event,
+    utcnow,
+)
+from bot_core.metrics import Metrics
+from bot_core.outbox import Outbox
+from bot_core.pipeline import Pipeline
+from storage.bus import BusEntry
+from storage.models import (
+    Agent,
+    Conversation,
+    ConversationState,
+    Customer,
+    Direction,
+    Identity,
+    InboundReceipt,
+    Message,
+    Team,
+)
+
+log = logging.getLogger("relaydesk.relay")
+
+MAX_LIFECYCLE_DEPTH = 3
+
+
+class Relay:
+    """Handles every bus entry; also the engine hooks behind each plugin :class:`Context`."""
+
+    def __init__(
+        self,
+        pipeline: Callable[[], Pipeline],
+        outbox: Outbox,
+        metrics: Metrics,
+        default_workspace: Callable[[], str | None],
+    ) -> None:
+        self._pipeline = pipeline
+        self.outbox = outbox
+        self._metrics = metrics
+        self._default_workspace = default_workspace
+
+    # -- bus entry point -----------------------------------------------------------------------
+
+    async def handle(self, entry: BusEntry) -> None:
+        """Handle one bus entry (called by the bus, in order per conversation key)."""
+        event = load_event(entry.payload)
+        started = time.perf_counter()
+        pipeline = self._pipeline()  # pinned for the whole event, even if a reload swaps it
+        if isinstance(event, CustomerMessage):
+            await self._customer_message(pipeline, event)
+        elif isinstance(event, AgentMessage):
+            await self._agent_message(pipeline, event)
+        elif isinstance(event, AgentCommand):
+            await self._agent_command(pipeline, event)
+        elif isinstance(event, ScheduledFire):
+            await self._scheduled(pipeline, event)
+        else:
+            log.warning("bus entry of an unexpected type dropped", extra={"type": event.type})
+        self._metrics.event_seconds.labels(event.type).observe(time.perf_counter() - started)
+
+    async def _receipt(self, source: str, external_id: str) -> InboundReceipt | None:
+        """The receipt to handle this event under, or None if it was fully handled before (a duplicate)."""
+        try:
+            return await InboundReceipt.create(source=source, external_id=external_id)
+        except IntegrityError:
+            existing = await InboundReceipt.get(source=source, external_id=external_id)
+            if existing.processed:
+                self._metrics.duplicates.labels(source).inc()
+                log.info("duplicate dropped", extra={"source": source, "external_id": external_id})
+                return None
+            return existing  # a crash interrupted it: handle again
+
+    @staticmethod
+    async def _done(receipt: InboundReceipt) -> None:
+        await InboundReceipt.filter(id=receipt.id).update(processed=True)
+
+    # -- customer side -------------------------------------------------------------------------
+
+    async def _customer_message(self, pipeline: Pipeline, msg: CustomerMessage) -> None:
+        receipt = await self._receipt(msg.channel, msg.external_message_id)
+        if receipt is None:
+            return
+        opened = await resolve_customer(msg)
+        conversation = opened.conversation
+        keys = ActionKeys(f"{msg.channel}:{msg.external_message_id}")
+        workspace = self.room_workspace(conversation)
+        attachments = [a.model_dump(mode="json") for a in msg.attachments]
+        if msg.edit_of:
+            original = await Message.filter(
+                channel=msg.channel, channel_message_id=msg.edit_of, direction=Direction.INBOUND
+            ).first()
+            if original is not None:
+                if original.text != msg.text:
+                    original.edits = [*original.edits, {"text": original.text, "at": utcnow().isoformat()}]
+                    original.text = msg.text
+                    original.edited_at = msg.timestamp
+                    await original.save(update_fields=["edits", "text", "edited_at"])
+                    if workspace:
+                        await self.outbox.enqueue_room(
+                            conversation, workspace, "customer_message", key=keys.next("edit"), message=original
+                        )
+                await self._done(receipt)
+                return
+        message = await Message.filter(
+            channel=msg.channel, channel_message_id=msg.external_message_id, direction=Direction.INBOUND
+        ).first()
+        if message is None:
+            message = await Message.create(
+                conversation_id=conversation.id,
+                direction=Direction.INBOUND,
+                author=msg.display_name or msg.external_user_id,
+                text=msg.text,
+                attachments=attachments,
+                channel=msg.channel,
+                channel_message_id=msg.external_message_id,
+            )
+        self._metrics.messages_in.labels(msg.channel).inc()
+        log.info(
+            "customer message",
+            extra={"channel": msg.channel, "conversation": conversation.id, "chars": len(msg.text)},
+        )
+        # The room always shows what the customer wrote, before anything a plugin answers.
+        if workspace:
+            await self.outbox.enqueue_room(
+                conversation, workspace, "customer_message", key=keys.next("mirror"), message=message
+            )
+        ctx = Context(self, "core", keys, conversation=conversation, customer=opened.customer, identity=opened.identity)
+        if opened.new_conversation:
+            await self.lifecycle(ctx, LifecycleKind.OPENED)
+        await pipeline.customer_message(ctx, msg)
+        await self._done(receipt)
+
+    # -- agent side ----------------------------------------------------------------------------
+
+    async def _room_context(
+        self, workspace: str, room_id: str, agent_id: str, agent_name: str | None, keys: ActionKeys
+    ) -> Context | None:
+        conversation = await conversation_for_room(workspace, room_id)
+        if conversation is None:
+            log.info("event in a room relaydesk does not know", extra={"workspace": workspace, "room": room_id})
+            return None
+        customer = await Customer.get(id=conversation.customer_id)
+        identity = await Identity.get(id=conversation.identity_id)
+        agent = await get_or_create_agent(workspace, agent_id, agent_name)
+        return Context(self, "core", keys, conversation=conversation, customer=customer, identity=identity, agent=agent)
+
+    async def _agent_message(self, pipeline: Pipeline, msg: AgentMessage) -> None:
+        parsed = parse_command(msg.text)
+        if parsed is not None and not msg.edit_of:
+            name, args, raw = parsed
+            command = AgentCommand(
+                workspace=msg.workspace,
+                room_id=msg.room_id,
+                external_message_id=msg.external_message_id,
+                agent_id=msg.agent_id,
+                agent_name=msg.agent_name,
+                command=name,
+                args=args,
+                raw=raw,
+                timestamp=msg.timestamp,
+            )
+            await self._agent_command(pipeline, command)
+            return
+        receipt = await self._receipt(msg.workspace, msg.external_message_id)
+        if receipt is None:
+            return
+        keys = ActionKeys(f"{msg.workspace}:{msg.external_message_id}")
+        ctx = await self._room_context(msg.workspace, msg.room_id, msg.agent_id, msg.agent_name, keys)
+        if ctx is None or ctx.raw_conversation is None or ctx.agent is None:
+            await self._done(receipt)
+            return
+        conversation = ctx.raw_conversation
+        identity = await Identity.get(id=conversation.identity_id)
+        agent_name = ctx.agent.display_name or ctx.agent.external_id
+        self._metrics.messages_in.labels(msg.workspace).inc()
+        if msg.edit_of:
+            original = await Message.filter(
+                conversation_id=conversation.id, workspace_message_id=msg.edit_of, direction=Direction.OUTBOUND
+            ).first()
+            if original is not None and original.text != msg.text:
+                original.edits = [*original.edits, {"text": original.text, "at": utcnow().isoformat()}]
+                original.text = msg.text
+                original.edited_at = msg.timestamp
+                await original.save(update_fields=["edits", "text", "edited_at"])
+            await self._done(receipt)
+            return
+        message = await Message.filter(
+            conversation_id=conversation.id, workspace_message_id=msg.external_message_id
+        ).first()
+        if message is None:
+            message = await Message.create(
+                conversation_id=conversation.id,
+                direction=Direction.OUTBOUND,
+                author=agent_name,
+                text=msg.text,
+                attachments=[a.model_dump(mode="json") for a in msg.attachments],
+                channel=identity.channel,
+                workspace_message_id=msg.external_message_id,
+            )
+        if not await pipeline.agent_message(ctx, msg):
+            if identity.reachable:
+                await self.outbox.enqueue_customer(
+                    conversation,
+                    identity,
+                    msg.text,
+                    key=keys.next("reply"),
+                    attachments=msg.attachments,
+                    message=message,
+                    agent_name=agent_name,
+                )
+            else:
+                await ctx.notice(
+                    f"⚠ The customer cannot be reached on {identity.channel} "
+                    f"({identity.unreachable_reason or 'unreachable'}): this reply was not sent."
+                )
+            if conversation.state in (ConversationState.BOT, ConversationState.QUEUED):
+                # the first agent to answer takes the conversation
+                await ctx.assign(msg.agent_id)
+        await self._done(receipt)
+
+    async def _agent_command(self, pipeline: Pipeline, cmd: AgentCommand) -> None:
+        receipt = await self._receipt(cmd.workspace, cmd.external_message_id)
+        if receipt is None:
+            return
+        keys = ActionKeys(f"{cmd.workspace}:{cmd.external_message_id}")
+        ctx = await self._room_context(cmd.workspace, cmd.room_id, cmd.agent_id, cmd.agent_name, keys)
+        if ctx is not None:
+            if not await pipeline.command(ctx, cmd):
+                await ctx.notice(f"Unknown command !{cmd.command}. Type !help for the list.")
+        await self._done(receipt)
+
+    # -- scheduled jobs ------------------------------------------------------------------------
+
+    async def _scheduled(self, pipeline: Pipeline, fire: ScheduledFire) -> None:
+        source_id = f"task:{fire.task_id}" if fire.task_id is not None else f"{fire.plugin}:{fire.job}:{fire.data.get('slot')}"
+        receipt = await self._receipt("schedule", source_id)
+        if receipt is None:
+            return
+        keys = ActionKeys(f"schedule:{source_id}")
+        conversation = await Conversation.get_or_none(id=fire.conversation_id) if fire.conversation_id else None
+        customer = identity = None
+        if conversation is not None:
+            customer = await Customer.get(id=conversation.customer_id)
+            identity = await Identity.get(id=conversation.identity_id)
+        ctx = Context(self, fire.plugin, keys, conversation=conversation, customer=customer, identity=identity)
+        if not await pipeline.scheduled(ctx, fire):
+            log.warning("scheduled job has no handler (plugin disabled?)", extra={"plugin": fire.plugin, "job": fire.job})
+        await self._done(receipt)
+
+    # -- engine hooks for Context --------------------------------------------------------------
+
+    def room_workspace(self, conversation: Conversation) -> str | None:
+        """The workspace hosting the rooms (the first workspace plugin in plugins.yaml)."""
+        return self._default_workspace()
+
+    async def ensure_agent(self, agent_id: str) -> Agent:
+        """The agent with ``agent_id`` in the rooms' workspace."""
+        return await get_or_create_agent(self._default_workspace() or "", agent_id, None)
+
+    async def lifecycle(
+        self, ctx: Context, kind: LifecycleKind, *, team: str | None = None, agent_id: str | None = None
+    ) -> None:
+        """Announce a stored state change in the room, refresh the card and run lifecycle handlers."""
+        conversation = ctx.raw_conversation
+        if conversation is None:
+            return
+        workspace = self.room_workspace(conversation)
+        text = await self._lifecycle_text(kind, conversation, team, ctx)
+        if workspace and text:
+            await self.outbox.enqueue_room(conversation, workspace, "notice", key=ctx.keys.next("lifecycle"), text=text)
+        if workspace and kind is not LifecycleKind.OPENED:
+            await self.outbox.enqueue_room(conversation, workspace, "card", key=ctx.keys.next("card"))
+        if ctx.depth >= MAX_LIFECYCLE_DEPTH:
+            log.warning("lifecycle handlers nested too deep; not dispatching", extra={"kind": kind.value})
+            return
+        event = ConversationEvent(
+            kind=kind,
+            conversation_id=conversation.id,
+            team=team,
+            agent_id=agent_id,
+            by=ctx.agent.external_id if ctx.agent else ctx.plugin,
+        )
+        inner = ctx.for_plugin(ctx.plugin)
+        inner.depth = ctx.depth + 1
+        await self._pipeline().lifecycle(inner, event)
+
+    @staticmethod
+    async def _lifecycle_text(kind: LifecycleKind, conversation: Conversation, team: str | None, ctx: Context) -> str:
+        if kind is LifecycleKind.QUEUED:
+            return f"⏳ Waiting for an agent{f' in {team}' if team else ''}."
+        if kind is LifecycleKind.ASSIGNED:
+            agent = await Agent.get_or_none(id=conversation.assignee_id) if conversation.assignee_id else None
+            who = (agent.display_name or agent.external_id) if agent else "an agent"
+            return f"👤 Assigned to {who}."
+        if kind is LifecycleKind.TRANSFERRED:
+            current = await Team.get_or_none(id=conversation.team_id) if conversation.team_id else None
+            return f"➡ Transferred to {current.name if current else team}, with the whole conversation."
+        if kind is LifecycleKind.CLOSED:
+            return "✅ Conversation closed. The customer's next message opens a new one here."
+        return ""
+

@@ -1,0 +1,57 @@
+"""relaydesk's one aiohttp server: every plugin's routes and webhooks, ``/healthz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from bot_core.metrics import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from bot_core.desk import Desk
+
+log = logging.getLogger("relaydesk.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_app(desk: Desk) -> web.Application:
+    """The application: health, metrics and the routes of the plugins enabled at start.
+
+    A route calls whichever instance of its plugin is enabled *now*, so a reload that reconfigures
+    or disables a plugin takes effect at once (a disabled plugin's routes answer 404). Routes of a
+    plugin first enabled by a reload are served after the next restart: aiohttp's router is fixed
+    once the server runs.
+    """
+    app = web.Application(client_max_size=32 * 1024**2)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        report = await desk.health()
+        return web.json_response(report, status=200 if report["status"] == "ok" else 503)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        await desk.refresh_gauges()
+        return web.Response(body=desk.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    for instance, plugin in desk.plugins.items():
+        for spec, _bound in plugin.bound_routes():
+            attr = next(a for a, s in plugin.route_specs() if s == spec)
+            app.router.add_route(spec.method, spec.path, _late_bound(desk, instance, attr))
+            log.info("route", extra={"plugin": instance, "method": spec.method, "path": spec.path})
+    return app
+
+
+def _late_bound(desk: Desk, instance: str, attr: str) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        plugin = desk.plugins.get(instance)
+        if plugin is None:
+            raise web.HTTPNotFound(text=f"plugin '{instance}' is not enabled")
+        handler: Handler = getattr(plugin, attr)
+        return await handler(request)
+
+    return handle

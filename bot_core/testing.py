@@ -1,0 +1,222 @@
+"""Test doubles that implement the adapter interfaces for real: a channel and a workspace kept in memory.
+
+They are ordinary plugins, so a test enables them in a plugins.yaml (by dotted path
+``bot_core.testing:MemoryChannel`` / ``bot_core.testing:MemoryWorkspace``) and drives a real desk:
+"a customer writes X", "an agent answers Y", then reads what the room and the customer received.
+Failures are injected by queueing the exceptions the platform would cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from bot_core.adapters import (
+    ChannelCapabilities,
+    ConversationView,
+    CustomerCard,
+    Delivery,
+    DeliveryError,
+    MessageView,
+    PostedRef,
+    RoomRef,
+    SentRef,
+)
+from bot_core.events import AgentMessage, Attachment, CustomerMessage
+from bot_core.plugin import Plugin, PluginKind, route
+
+_ids = itertools.count(1)
+
+
+class _Recorder:
+    """A list that tests can wait on."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = asyncio.Condition()
+
+    async def add(self, item: Any) -> None:
+        async with self._changed:
+            self.items.append(item)
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[list[Any]], bool], timeout: float = 10.0) -> list[Any]:
+        """Wait until ``predicate(items)`` holds; raises TimeoutError with what was seen otherwise."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.items)), timeout)
+            except TimeoutError:
+                raise TimeoutError(f"condition not met in {timeout}s; recorded: {self.items!r}") from None
+        return self.items
+
+
+class MemoryChannel(Plugin):
+    """A customer-side channel double: ``customer_writes`` pushes a message in, ``sent`` records deliveries."""
+
+    name = "memory_channel"
+    kind = PluginKind.CHANNEL
+
+    class Config(BaseModel):
+        """Settings of the channel double."""
+
+        model_config = ConfigDict(extra="forbid")
+        max_text_length: int = 4096
+        record_file: str | None = None  # also append every delivery as a JSON line (for subprocess tests)
+        crash_before_send: bool = False  # SIGKILL this process on the first send (crash tests)
+
+    capabilities = ChannelCapabilities()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent = _Recorder()
+        self.failures: list[DeliveryError] = []
+        self.send_delay: float = 0.0
+        self.capabilities = ChannelCapabilities(max_text_length=self.config.max_text_length)  # type: ignore[attr-defined]
+
+    async def customer_writes(
+        self, user: str, text: str, *, message_id: str | None = None, name: str | None = None, **extra: Any
+    ) -> str:
+        """A customer sends ``text``; returns the platform message id used."""
+        message_id = message_id or f"m{next(_ids)}"
+        await self.services.inbound(
+            CustomerMessage(
+                channel=self.instance_name,
+                external_user_id=user,
+                external_message_id=message_id,
+                text=text,
+                display_name=name,
+                **extra,
+            )
+        )
+        return message_id
+
+    async def send(self, delivery: Delivery) -> SentRef:
+        """Record the delivery, or raise the next queued failure."""
+        if self.config.crash_before_send:  # type: ignore[attr-defined]
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.send_delay:
+            await asyncio.sleep(self.send_delay)
+        if self.failures:
+            raise self.failures.pop(0)
+        record_file = self.config.record_file  # type: ignore[attr-defined]
+        if record_file:
+            line = {"user": delivery.external_user_id, "text": delivery.text, "key": delivery.idempotency_key}
+            with Path(record_file).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line) + "\n")
+        await self.sent.add(delivery)
+        return SentRef(f"out{delivery.outbox_id}")
+
+    @route("POST", "/test/memory-channel/inbound")
+    async def http_inbound(self, request: web.Request) -> web.Response:
+        """Let a test in another process make a customer write: ``{"user", "text", "id"}``."""
+        data = await request.json()
+        await self.customer_writes(str(data["user"]), str(data["text"]), message_id=data.get("id"))
+        return web.json_response({"ok": True})
+
+    def texts_to(self, user: str) -> list[str]:
+        """What the customer ``user`` received, in order."""
+        return [d.text for d in self.sent.items if d.external_user_id == user]
+
+
+@dataclass
+class RoomPost:
+    """Something that appeared in a room."""
+
+    kind: str  # customer_message, notice, card
+    text: str
+    sender: str = ""
+    ref: str = ""
+    edit_of: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass
+class MemoryRoom:
+    """A room of the workspace double."""
+
+    room_id: str
+    conversation: ConversationView
+    posts: list[RoomPost] = field(default_factory=list)
+    card: CustomerCard | None = None
+
+
+class MemoryWorkspace(Plugin):
+    """An agent-side workspace double: rooms in memory; ``agent_writes`` pushes an agent message in."""
+
+    name = "memory_workspace"
+    kind = PluginKind.WORKSPACE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rooms: dict[str, MemoryRoom] = {}
+        self.posts = _Recorder()
+        self.failures: list[DeliveryError] = []
+
+    async def ensure_room(self, conversation: ConversationView) -> RoomRef:
+        """Create a room for the conversation's customer."""
+        room_id = conversation.existing_room_id or f"!room{next(_ids)}"
+        self.rooms.setdefault(room_id, MemoryRoom(room_id, conversation))
+        return RoomRef(self.instance_name, room_id)
+
+    async def _post(self, room: RoomRef, post: RoomPost) -> PostedRef:
+        if self.failures:
+            raise self.failures.pop(0)
+        post.ref = f"$ev{next(_ids)}"
+        self.rooms[room.room_id].posts.append(post)
+        await self.posts.add((room.room_id, post))
+        return PostedRef(post.ref)
+
+    async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
+        """Record the customer's message in the room."""
+        return await self._post(
+            room,
+            RoomPost("customer_message", message.text, message.sender_name, edit_of=message.edit_of,
+                     attachments=message.attachments),
+        )
+
+    async def notice(self, room: RoomRef, text: str) -> PostedRef:
+        """Record a bot notice in the room."""
+        return await self._post(room, RoomPost("notice", text, "relaydesk"))
+
+    async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
+        """Keep the latest card of the room."""
+        self.rooms[room.room_id].card = card
+        await self.posts.add((room.room_id, RoomPost("card", card.state)))
+
+    async def agent_writes(self, room_id: str, text: str, *, agent: str = "@alice", message_id: str | None = None,
+                           edit_of: str | None = None) -> str:
+        """An agent writes ``text`` in the room; returns the event id used."""
+        message_id = message_id or f"$agent{next(_ids)}"
+        await self.services.inbound(
+            AgentMessage(
+                workspace=self.instance_name,
+                room_id=room_id,
+                external_message_id=message_id,
+                agent_id=agent,
+                agent_name=agent.lstrip("@").title(),
+                text=text,
+                edit_of=edit_of,
+            )
+        )
+        return message_id
+
+    def room_of(self, user: str) -> MemoryRoom:
+        """The room showing the customer ``user`` (raises KeyError if none)."""
+        for room in self.rooms.values():
+            if room.conversation.external_user_id == user:
+                return room
+        raise KeyError(user)
+
+    def texts(self, room_id: str, kind: str | None = None) -> list[str]:
+        """The texts posted in a room, optionally only of one kind."""
+        return [p.text for p in self.rooms[room_id].posts if kind is None or p.kind == kind]

@@ -1,0 +1,97 @@
+"""Shared fixtures: a real desk on a fresh, migrated database (SQLite, or PostgreSQL where asked)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bot_core.config import DeskConfig, parse_config
+from bot_core.desk import Desk
+from bot_core.outbox import OutboxSettings
+from storage.db import migrate
+from tests.services import require_postgres
+
+FAST_OUTBOX = OutboxSettings(base_backoff=0.02, max_backoff=0.2, poll_interval=0.2, max_attempts=4)
+
+DOUBLES_YAML = """
+plugins:
+  - customers: {use: "bot_core.testing:MemoryChannel"}
+  - desk: {use: "bot_core.testing:MemoryWorkspace"}
+"""
+
+
+async def fresh_postgres_schema() -> str:
+    """A new, empty schema-less database URL on the test PostgreSQL (a fresh database per call)."""
+    base = require_postgres()
+    name = f"relaydesk_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(base)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_postgres_database(url: str) -> None:
+    """Drop a database made by :func:`fresh_postgres_schema`."""
+    name = url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(require_postgres())
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'relaydesk.db'}"
+        await migrate(url)
+        yield url
+        return
+    url = await fresh_postgres_schema()
+    await migrate(url)
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database file."""
+    url = f"sqlite://{tmp_path / 'relaydesk.db'}"
+    await migrate(url)
+    return url
+
+
+DeskFactory = Callable[..., Awaitable[Desk]]
+
+
+@pytest.fixture
+async def make_desk() -> AsyncIterator[DeskFactory]:
+    """Start desks from plugins.yaml text on a given database; every desk still running is stopped after."""
+    running: list[Desk] = []
+
+    async def factory(
+        url: str, yaml_text: str = DOUBLES_YAML, *, serve_http: bool = False, redis: str = "", **kwargs: object
+    ) -> Desk:
+        config: DeskConfig = parse_config(yaml_text, "plugins.yaml", environ={})
+        config = config.model_copy(update={"storage": config.storage.model_copy(update={"database": url, "redis": redis})})
+        if serve_http:
+            config = config.model_copy(update={"server": config.server.model_copy(update={"port": 0})})
+        desk = Desk(config, serve_http=serve_http, outbox_settings=kwargs.pop("outbox", FAST_OUTBOX),  # type: ignore[arg-type]
+                    scheduler_poll=0.1, **kwargs)  # type: ignore[arg-type]
+        await desk.start()
+        running.append(desk)
+        return desk
+
+    yield factory
+    for desk in running:
+        if desk.plugins:
+            await desk.stop(timeout=5)
