@@ -85,10 +85,12 @@ class StateStore:
     async def get(self, key: str, default: Any = None) -> Any:
         """The stored value for ``key``, or ``default``."""
         row = await PluginState.get_or_none(plugin=self.plugin, scope=self.scope, key=key)
-        return default if row is None else row.value
+        return default if row is None else row.value["v"]  # type: ignore[index]
 
     async def set(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable ``value`` under ``key``."""
+        # wrapped: tortoise's JSONField reads a bare str given to update() as already-encoded JSON
+        value = {"v": value}
         updated = await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).update(value=value)
         if not updated:
             try:
@@ -103,7 +105,7 @@ class StateStore:
     async def items(self) -> dict[str, Any]:
         """Every key and value in this scope."""
         rows = await PluginState.filter(plugin=self.plugin, scope=self.scope).values("key", "value")
-        return {r["key"]: r["value"] for r in rows}
+        return {r["key"]: r["value"]["v"] for r in rows}
 
 
 @dataclass

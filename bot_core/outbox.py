@@ -94,6 +94,7 @@ class Outbox:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self._room_locks: dict[int, asyncio.Lock] = {}
+        self._settled = asyncio.Event()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -184,6 +185,23 @@ class Outbox:
                 task.cancel()
         self._runner = None
 
+    async def wait_settled(self, timeout: float = 30.0) -> bool:
+        """Wait until every row is sent or given up (nothing pending, nothing in flight); False on timeout."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if not self._inflight and not await OutboxItem.filter(
+                status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]
+            ).exists():
+                return True
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            self._settled.clear()
+            try:
+                await asyncio.wait_for(self._settled.wait(), timeout=min(remaining, 0.05))
+            except TimeoutError:
+                pass
+
     def wake(self) -> None:
         """Look for due rows now (rows written by this process wake it by themselves)."""
         self._wake.set()
@@ -249,6 +267,7 @@ class Outbox:
     def _lane_done(self, lane: tuple[int | None, str]) -> None:
         self._inflight.pop(lane, None)
         self._wake.set()
+        self._settled.set()
 
     # -- delivering ----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from bot_core.testing import MemoryChannel, MemoryWorkspace
+from bot_core.testing import MemoryChannel, MemoryWorkspace, RoomPost
 from storage.models import Conversation, ConversationState, Message
 from tests.conftest import DeskFactory
 
@@ -35,3 +35,107 @@ async def test_customer_to_room_to_agent_to_customer(database_url: str, make_des
     assert conversation.state is ConversationState.ASSIGNED  # the first agent to answer takes it
     stored = await Message.filter(conversation_id=conversation.id).order_by("id").values_list("direction", "text")
     assert [(str(d), t) for d, t in stored] == [("inbound", "Where is my order 42?"), ("outbound", "It ships tomorrow.")]
+
+
+async def test_duplicate_inbound_events_are_dropped(database_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(database_url)
+    channel, workspace = doubles(desk)
+    for _ in range(3):  # the platform retried its webhook twice
+        await channel.customer_writes("u1", "hello", message_id="tg-100")
+    await channel.customer_writes("u1", "are you there?", message_id="tg-101")
+    await workspace.posts.wait_for(lambda items: sum(p.kind == "customer_message" for _, p in items) >= 2)
+    assert await desk.bus.wait_idle(10)
+    room = workspace.room_of("u1")
+    assert workspace.texts(room.room_id, "customer_message") == ["hello", "are you there?"]
+    assert await Message.filter(channel="customers").count() == 2
+    assert desk.metrics.duplicates.labels("customers")._value.get() == 2
+
+
+async def test_order_is_kept_per_conversation_with_50_writing_at_once(
+    database_url: str, make_desk: DeskFactory
+) -> None:
+    import asyncio
+
+    desk = await make_desk(database_url)
+    channel, workspace = doubles(desk)
+    users, per_user = 50, 8
+
+    async def customer(n: int) -> None:
+        for i in range(per_user):
+            await channel.customer_writes(f"user{n}", f"user{n} message {i}")
+
+    await asyncio.gather(*(customer(n) for n in range(users)))
+    await workspace.posts.wait_for(
+        lambda items: sum(p.kind == "customer_message" for _, p in items) == users * per_user, timeout=60
+    )
+    for n in range(users):
+        room = workspace.room_of(f"user{n}")
+        assert workspace.texts(room.room_id, "customer_message") == [f"user{n} message {i}" for i in range(per_user)]
+    assert len(workspace.rooms) == users  # one room per customer, never two
+
+
+async def test_agent_commands_in_the_room(database_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(database_url)
+    channel, workspace = doubles(desk)
+    await channel.customer_writes("u1", "my invoice is wrong", name="Carol")
+    posts = await workspace.posts.wait_for(lambda items: any(p.kind == "customer_message" for _, p in items))
+    room_id = posts[0][0]
+
+    def notices() -> list[str]:
+        return workspace.texts(room_id, "notice")
+
+    await workspace.agent_writes(room_id, "!claim", agent="@dave")
+    await workspace.posts.wait_for(lambda _: any("Assigned to Dave" in t for t in notices()))
+    await workspace.agent_writes(room_id, "!note customer was charged twice", agent="@dave")
+    await workspace.posts.wait_for(lambda _: any("charged twice" in t for t in notices()))
+    await workspace.agent_writes(room_id, "!transfer billing", agent="@dave")
+    await workspace.posts.wait_for(lambda _: any("Transferred to billing" in t for t in notices()))
+    await workspace.agent_writes(room_id, "!frobnicate", agent="@dave")
+    await workspace.posts.wait_for(lambda _: any("Unknown command !frobnicate" in t for t in notices()))
+    await workspace.agent_writes(room_id, "!help", agent="@dave")
+    await workspace.posts.wait_for(lambda _: any(t.startswith("Commands:") for t in notices()))
+    help_text = next(t for t in notices() if t.startswith("Commands:"))
+    for command in ("!claim", "!close", "!transfer <team>", "!note <text>", "!help"):
+        assert command in help_text
+    await workspace.agent_writes(room_id, "!close", agent="@dave")
+    await workspace.posts.wait_for(lambda items: items[-1][1] == RoomPost("card", "closed", ref=""))
+    assert any("Conversation closed" in t for t in notices())
+
+    conversation = await Conversation.get(id=workspace.rooms[room_id].conversation.conversation_id)
+    assert conversation.state is ConversationState.CLOSED
+    assert (await conversation.team).name == "billing"  # type: ignore[union-attr]
+    assert channel.sent.items == []  # commands and notes never reach the customer
+    note = await Message.get(conversation_id=conversation.id, direction="note")
+    assert note.text == "customer was charged twice"
+
+    # the customer comes back: a new conversation, in the same room
+    await channel.customer_writes("u1", "one more thing")
+    await workspace.posts.wait_for(lambda items: sum(p.kind == "customer_message" for _, p in items) == 2)
+    assert len(workspace.rooms) == 1
+    assert await Conversation.filter(customer_id=conversation.customer_id).count() == 2
+
+
+async def test_customer_edit_updates_the_mirrored_message(sqlite_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    await channel.customer_writes("u1", "I ordered 3 pizzas", message_id="m-1")
+    posts = await workspace.posts.wait_for(lambda items: any(p.kind == "customer_message" for _, p in items))
+    first_ref = posts[-1][1].ref if posts[-1][1].kind == "customer_message" else posts[0][1].ref
+    await channel.customer_writes("u1", "I ordered 4 pizzas", message_id="m-1:edit:1", edit_of="m-1")
+    edited = await workspace.posts.wait_for(lambda items: any(p.edit_of for _, p in items))
+    edit = next(p for _, p in edited if p.edit_of)
+    assert edit.text == "I ordered 4 pizzas"
+    assert edit.edit_of == next(p.ref for _, p in edited if p.kind == "customer_message" and not p.edit_of)
+    assert first_ref
+    message = await Message.get(channel_message_id="m-1")
+    assert message.text == "I ordered 4 pizzas"
+    assert [e["text"] for e in message.edits] == ["I ordered 3 pizzas"]
+
+
+async def test_agent_message_in_unknown_room_is_ignored(sqlite_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    await workspace.agent_writes("!not-a-portal", "hello?")
+    assert await desk.bus.wait_idle(10)
+    assert channel.sent.items == []
+    assert await Message.all().count() == 0

@@ -1,0 +1,192 @@
+"""The ``relaydesk`` command: run, check, migrate, reload.
+
+Exit status: 0 on success, 2 for a bad plugins.yaml (with one message naming file, line, plugin and
+field), 1 for anything else that went wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, SecretStr
+
+from bot_core.config import ConfigError, DeskConfig, load_config
+from bot_core.logs import setup_logging
+
+log = logging.getLogger("relaydesk.cli")
+
+DEFAULT_CONFIG = Path("plugins.yaml")
+DEFAULT_PID_FILE = Path(".relaydesk.pid")
+
+
+def _secrets_of(value: Any) -> Iterator[str]:
+    """Every SecretStr value inside a config model (for log redaction)."""
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _secrets_of(getattr(value, name))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _secrets_of(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secrets_of(item)
+
+
+def config_secrets(config: DeskConfig) -> list[str]:
+    """The secret values a running desk must never log: plugin secrets and database/redis passwords."""
+    found = [s for spec in config.plugins for s in _secrets_of(spec.config)]
+    for url in (config.storage.database, config.storage.redis):
+        password = urlsplit(url).password if "://" in url else None
+        if password:
+            found.append(password)
+    return found
+
+
+def _load(path: Path) -> DeskConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate plugins.yaml without starting anything."""
+    config = _load(args.file)
+    names = ", ".join(f"{s.instance_name} ({s.plugin_class.kind.value})" for s in config.plugins) or "none"
+    bus = "Redis Streams" if config.storage.redis else "in-process"
+    print(f"{args.file}: OK. Plugins: {names}. Database: {_redact_url(config.storage.database)}. Bus: {bus}.")
+    return 0
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the committed migrations to the configured database."""
+    from storage.db import migrate
+
+    url = args.database or (_load(args.config).storage.database if args.config.exists() else None)
+    from storage.db import database_url
+
+    resolved = database_url(url)
+    print(f"Migrating {_redact_url(resolved)} ...", flush=True)
+    asyncio.run(migrate(resolved))
+    print("Database is up to date.")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running relaydesk (found by its pid file) to re-read plugins.yaml."""
+    if args.check and args.config.exists():
+        _load(args.config)  # refuse early, with the error, if the new file is invalid
+    try:
+        pid = int(args.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        print(f"No running relaydesk found: cannot read {args.pid_file}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"No process {pid} (stale {args.pid_file})", file=sys.stderr)
+        return 1
+    print(f"Asked relaydesk (pid {pid}) to reload {args.config}.")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run relaydesk until SIGTERM or SIGINT; SIGHUP reloads plugins.yaml."""
+    config = _load(args.config)
+    setup_logging(config.log.level, config.log.format, config_secrets(config))
+    if args.migrate:
+        from storage.db import migrate
+
+        asyncio.run(migrate(config.storage.database))
+    return asyncio.run(_run(config, args.config, args.pid_file))
+
+
+async def _run(config: DeskConfig, path: Path, pid_file: Path) -> int:
+    from bot_core.desk import Desk
+
+    desk = Desk(config)
+    try:
+        await desk.start()
+    except Exception as exc:
+        log.error("relaydesk could not start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return 1
+    pid_file.write_text(str(os.getpid()))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            new = load_config(path)
+        except ConfigError as exc:
+            log.error("reload refused, the running configuration stays:\n%s", exc)
+            return
+        await desk.reload(new)
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    print(f"relaydesk is running on http://{config.server.host}:{desk.port} (health: /healthz)", flush=True)
+    await stop.wait()
+    log.info("shutting down: finishing work in flight")
+    await desk.stop()
+    pid_file.unlink(missing_ok=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``relaydesk`` command."""
+    parser = argparse.ArgumentParser(prog="relaydesk", description="Answer customers from your team's chat.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run relaydesk")
+    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="plugins.yaml to use")
+    run.add_argument("--pid-file", type=Path, default=DEFAULT_PID_FILE)
+    run.add_argument("--migrate", action="store_true", help="apply database migrations first")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate plugins.yaml without starting anything")
+    check.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG)
+    check.set_defaults(func=cmd_check)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    migrate.add_argument("--database", help="database URL (default: from plugins.yaml, then DATABASE_URL)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    reload = sub.add_parser("reload", help="make the running relaydesk re-read plugins.yaml")
+    reload.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    reload.add_argument("--pid-file", type=Path, default=DEFAULT_PID_FILE)
+    reload.add_argument("--no-check", dest="check", action="store_false", help="do not validate the file first")
+    reload.set_defaults(func=cmd_reload)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``relaydesk`` console script."""
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.func(args))

@@ -1,0 +1,97 @@
+"""The outbox: retry-after honoured, backoff, give-up notice in the room, unreachable customers, order."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot_core.adapters import RetryAfter, TemporaryFailure, Undeliverable
+from bot_core.events import utcnow
+from storage.models import Identity, OutboxItem, OutboxStatus, OutboxTarget
+from tests.bot_core.test_relay_loop import doubles
+from tests.conftest import DeskFactory
+
+
+async def _room_with_customer(desk: object, user: str = "u1") -> str:
+    channel, workspace = doubles(desk)
+    await channel.customer_writes(user, "hi")
+    posts = await workspace.posts.wait_for(lambda items: any(p.kind == "customer_message" for _, p in items))
+    return str(posts[0][0])
+
+
+async def test_retry_after_is_honoured_and_order_kept_in_a_429_storm(
+    database_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(database_url)
+    channel, workspace = doubles(desk)
+    room_id = await _room_with_customer(desk)
+    # the platform answers 429 to the next six sends, asking for 0.3 s each time
+    channel.failures = [RetryAfter(0.3) for _ in range(6)]
+    started = utcnow()
+    for i in range(5):
+        await workspace.agent_writes(room_id, f"reply {i}")
+    await channel.sent.wait_for(lambda items: len(items) == 5, timeout=30)
+    assert channel.texts_to("u1") == [f"reply {i}" for i in range(5)]  # once each, in order
+    assert await desk.outbox.wait_settled(10)
+    rows = await OutboxItem.filter(target=OutboxTarget.CUSTOMER).order_by("id")
+    assert [r.status for r in rows] == [OutboxStatus.SENT] * 5
+    first = rows[0]
+    assert first.last_error is not None and "retry after 0.3s" in first.last_error
+    assert first.updated_at - started >= timedelta(seconds=0.3 * 6)  # it waited as long as it was told
+    assert desk.metrics.delivery_failures.labels("customers", "retry_after")._value.get() == 6
+
+
+async def test_temporary_failures_back_off_then_deliver(sqlite_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    room_id = await _room_with_customer(desk)
+    channel.failures = [TemporaryFailure("502 Bad Gateway"), TemporaryFailure("timeout")]
+    await workspace.agent_writes(room_id, "we are on it")
+    await channel.sent.wait_for(lambda items: len(items) == 1)
+    assert await desk.outbox.wait_settled(10)
+    row = await OutboxItem.get(target=OutboxTarget.CUSTOMER)
+    assert row.status is OutboxStatus.SENT and row.attempts == 3
+
+
+async def test_giving_up_posts_a_notice_in_the_room(database_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(database_url)
+    channel, workspace = doubles(desk)
+    room_id = await _room_with_customer(desk)
+    channel.failures = [TemporaryFailure("503 Service Unavailable") for _ in range(10)]
+    await workspace.agent_writes(room_id, "Your refund is approved")
+    await workspace.posts.wait_for(lambda _: any("did not get" in t for t in workspace.texts(room_id, "notice")))
+    notice = next(t for t in workspace.texts(room_id, "notice") if "did not get" in t)
+    assert '"Your refund is approved"' in notice
+    assert "503 Service Unavailable" in notice and "gave up after 4 tries" in notice
+    row = await OutboxItem.get(target=OutboxTarget.CUSTOMER)
+    assert row.status is OutboxStatus.FAILED and row.attempts == 4
+    assert channel.sent.items == []
+
+
+async def test_blocked_customer_is_marked_unreachable(sqlite_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    room_id = await _room_with_customer(desk)
+    channel.failures = [Undeliverable("403 Forbidden: bot was blocked by the user", unreachable=True)]
+    await workspace.agent_writes(room_id, "hello?")
+    await workspace.posts.wait_for(lambda _: any("did not get" in t for t in workspace.texts(room_id, "notice")))
+    identity = await Identity.get(external_id="u1")
+    assert identity.reachable is False
+    assert "blocked" in (identity.unreachable_reason or "")
+    await workspace.posts.wait_for(
+        lambda _: workspace.rooms[room_id].card is not None and not workspace.rooms[room_id].card.identities[0].reachable
+    )
+    # a later reply is not attempted; the room says why
+    await workspace.agent_writes(room_id, "are you there?")
+    await workspace.posts.wait_for(lambda _: any("cannot be reached" in t for t in workspace.texts(room_id, "notice")))
+    assert await OutboxItem.filter(target=OutboxTarget.CUSTOMER).count() == 1
+
+
+async def test_a_slow_workspace_does_not_hold_up_customer_deliveries(sqlite_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    room_id = await _room_with_customer(desk)
+    workspace.failures = [RetryAfter(30) for _ in range(3)]  # the workspace is rate-limiting us
+    await channel.customer_writes("u1", "second message")  # its mirror is now waiting 30 s
+    await workspace.agent_writes(room_id, "reply while the room is throttled")
+    await channel.sent.wait_for(lambda items: len(items) == 1)
+    assert channel.texts_to("u1") == ["reply while the room is throttled"]
