@@ -1,0 +1,74 @@
+"""The storage models on both databases: migrations apply, constraints hold, JSON fields round-trip."""
+
+from __future__ import annotations
+
+import pytest
+from tortoise.exceptions import IntegrityError
+
+from storage.db import close_db, init_db, migrate
+from storage.models import (
+    Conversation,
+    ConversationState,
+    Customer,
+    Direction,
+    Identity,
+    InboundReceipt,
+    Message,
+    OutboxItem,
+    OutboxTarget,
+    PluginState,
+    Room,
+)
+
+
+async def test_a_customer_has_identities_on_several_channels(database_url: str) -> None:
+    await init_db(database_url)
+    try:
+        alice = await Customer.create(display_name="Alice", attributes={"order_id": "42"})
+        await Identity.create(customer=alice, channel="telegram", external_id="1001")
+        await Identity.create(customer=alice, channel="whatsapp", external_id="+4915100000")
+        assert sorted(await Identity.filter(customer=alice).values_list("channel", flat=True)) == [
+            "telegram", "whatsapp",
+        ]
+        with pytest.raises(IntegrityError):  # one identity belongs to one customer
+            await Identity.create(customer=await Customer.create(), channel="telegram", external_id="1001")
+
+        identity = await Identity.get(channel="telegram", external_id="1001")
+        room = await Room.create(customer=alice, workspace="matrix", external_id="!abc:server")
+        conv = await Conversation.create(customer=alice, identity=identity, room=room)
+        assert conv.state is ConversationState.BOT
+        message = await Message.create(
+            conversation=conv, direction=Direction.INBOUND, text="你好, where is my order?",
+            attachments=[{"kind": "image", "name": "receipt.png", "size": 2048}],
+            channel="telegram", channel_message_id="77", edits=[{"text": "old", "at": "2026-01-01T00:00:00Z"}],
+        )
+        fetched = await Message.get(id=message.id)
+        assert fetched.text == "你好, where is my order?"
+        assert fetched.attachments[0]["name"] == "receipt.png"
+        assert fetched.edits[0]["text"] == "old"
+
+        await InboundReceipt.create(source="telegram", external_id="update-1")
+        with pytest.raises(IntegrityError):  # how duplicates are detected
+            await InboundReceipt.create(source="telegram", external_id="update-1")
+        await OutboxItem.create(
+            idempotency_key="k1", target=OutboxTarget.CUSTOMER, adapter="telegram", address="1001",
+            conversation=conv, payload={"text": "hi"}, next_attempt_at=conv.created_at,
+        )
+        with pytest.raises(IntegrityError):
+            await OutboxItem.create(
+                idempotency_key="k1", target=OutboxTarget.CUSTOMER, adapter="telegram", address="1001",
+                conversation=conv, payload={"text": "hi"}, next_attempt_at=conv.created_at,
+            )
+        await PluginState.create(plugin="faq", scope="global", key="k", value={"v": [1, 2]})
+        assert (await PluginState.get(plugin="faq", scope="global", key="k")).value == {"v": [1, 2]}
+    finally:
+        await close_db()
+
+
+async def test_migrate_is_idempotent(database_url: str) -> None:
+    await migrate(database_url)  # already applied by the fixture: nothing to do, no error
+    await init_db(database_url)
+    try:
+        assert await Customer.all().count() == 0
+    finally:
+        await close_db()
