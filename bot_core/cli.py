@@ -129,7 +129,7 @@ async def _run(config: DeskConfig, path: Path, pid_file: Path) -> int:
     except Exception as exc:
         log.error("relaydesk could not start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return 1
-    pid_file.write_text(str(os.getpid()))
+    await asyncio.to_thread(pid_file.write_text, str(os.getpid()))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()
@@ -154,7 +154,7 @@ async def _run(config: DeskConfig, path: Path, pid_file: Path) -> int:
     await stop.wait()
     log.info("shutting down: finishing work in flight")
     await desk.stop()
-    pid_file.unlink(missing_ok=True)
+    await asyncio.to_thread(pid_file.unlink, missing_ok=True)
     return 0
 
 
@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     reload = sub.add_parser("reload", help="make the running relaydesk re-read plugins.yaml")
     reload.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     reload.add_argument("--pid-file", type=Path, default=DEFAULT_PID_FILE)
-    reload.add_argument("--no-check", dest="check", action="store_false", help="do not validate the file first")
+    reload.add_argument(
+        "--no-check", dest="check", action="store_false", help="do not validate the file first"
+    )
     reload.set_defaults(func=cmd_reload)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from bot_core.context import Context
 from bot_core.events import AgentCommand
@@ -15,7 +16,10 @@ class CoreCommands(Plugin):
 
     name = "core"
     kind = PluginKind.FEATURE
-    help_source: Callable[[], list[CommandHelp]] = staticmethod(lambda: [])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help_source: Callable[[], list[CommandHelp]] = list
 
     @on_command("claim", help="take this conversation")
     async def claim(self, ctx: Context, cmd: AgentCommand) -> Handled:
@@ -60,7 +64,7 @@ class CoreCommands(Plugin):
     async def help(self, ctx: Context, cmd: AgentCommand) -> Handled:
         """Post the list of commands of every enabled plugin."""
         lines = ["Commands:"]
-        for item in type(self).help_source():
+        for item in self.help_source():
             usage = f" {item.usage}" if item.usage else ""
             lines.append(f"!{item.command}{usage} — {item.help or '(no help)'}")
         await ctx.notice("\n".join(lines))

@@ -310,7 +310,7 @@ class Context:
             data=data or {},
             due_at=at,
         )
-        return task.id
+        return int(task.id)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -318,7 +318,9 @@ class Context:
         conv = self._require_conversation()
         workspace = self._engine.room_workspace(conv)
         if workspace:
-            await self._engine.outbox.enqueue_room(conv, workspace, "notice", key=self._keys.next("notice"), text=text)
+            await self._engine.outbox.enqueue_room(
+                conv, workspace, "notice", key=self._keys.next("notice"), text=text
+            )
 
     def _require_conversation(self) -> Conversation:
         if self._conversation is None:

@@ -116,7 +116,9 @@ async def customer_card(conversation: Conversation) -> CustomerCard:
     view = await conversation_view(conversation)
     customer = await Customer.get(id=conversation.customer_id)
     identities = await Identity.filter(customer_id=customer.id).order_by("id")
-    earlier = await Conversation.filter(customer_id=customer.id, id__lt=conversation.id).order_by("-id").limit(10)
+    earlier = (
+        await Conversation.filter(customer_id=customer.id, id__lt=conversation.id).order_by("-id").limit(10)
+    )
     return CustomerCard(
         customer_id=customer.id,
         name=view.customer_name,
@@ -161,8 +163,8 @@ async def set_state(
     conversation: Conversation,
     state: ConversationState,
     *,
-    team: Team | None | bool = False,
-    assignee: Agent | None | bool = False,
+    team: Team | bool | None = False,
+    assignee: Agent | bool | None = False,
     now: datetime | None = None,
 ) -> None:
     """Move ``conversation`` to ``state``; ``team``/``assignee`` change only when given (None clears)."""
@@ -170,10 +172,10 @@ async def set_state(
     conversation.state = state
     fields = ["state", "updated_at"]
     if team is not False:
-        conversation.team = team if isinstance(team, Team) else None  # type: ignore[assignment]
+        conversation.team = team if isinstance(team, Team) else None
         fields.append("team_id")
     if assignee is not False:
-        conversation.assignee = assignee if isinstance(assignee, Agent) else None  # type: ignore[assignment]
+        conversation.assignee = assignee if isinstance(assignee, Agent) else None
         fields.append("assignee_id")
     if state is ConversationState.QUEUED:
         conversation.queued_at = now

@@ -51,9 +51,11 @@ class Desk:
         self.config = config
         self.metrics = Metrics()
         self.plugins: dict[str, Plugin] = {}
-        self._core = CoreCommands(EmptyConfig(), PluginServices(log=logging.getLogger("relaydesk.plugin.core")))
+        self._core = CoreCommands(
+            EmptyConfig(), PluginServices(log=logging.getLogger("relaydesk.plugin.core"))
+        )
         self._pipeline = Pipeline([self._core], self.metrics)
-        CoreCommands.help_source = staticmethod(lambda: self._pipeline.command_help())  # type: ignore[method-assign]
+        self._core.help_source = lambda: self._pipeline.command_help()
         redis_url = config.storage.redis
         self.bus: EventBus = bus or (
             RedisStreamsBus(redis_url) if redis_url else MemoryBus(journal=DbJournal())
@@ -107,7 +109,8 @@ class Desk:
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
             await site.start()
-            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
         log.info(
             "relaydesk started",
@@ -197,7 +200,9 @@ class Desk:
                 adapter = spec.plugin_class.kind is not PluginKind.FEATURE
                 if old is None:
                     if adapter:
-                        changes.append(f"{name}: new {spec.plugin_class.kind.value}: restart relaydesk to start it")
+                        changes.append(
+                            f"{name}: new {spec.plugin_class.kind.value}: restart relaydesk to start it"
+                        )
                         continue
                     plugins[name] = await self._start_plugin(spec)
                     changes.append(f"{name}: enabled")
@@ -214,7 +219,9 @@ class Desk:
             removed = [n for n in old_specs if n not in new_specs]
             for name in removed:
                 if old_specs[name].plugin_class.kind is not PluginKind.FEATURE:
-                    changes.append(f"{name}: removing a {old_specs[name].plugin_class.kind.value} needs a restart")
+                    changes.append(
+                        f"{name}: removing a {old_specs[name].plugin_class.kind.value} needs a restart"
+                    )
                     continue
                 plugins.pop(name, None)
             # keep plugins.yaml order for the new pipeline; adapters that stay keep their place
@@ -255,4 +262,3 @@ class Desk:
     async def wait_stopped(self) -> None:
         """Return once :meth:`stop` has finished."""
         await self._stopped.wait()
-

@@ -14,14 +14,21 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.messages_in = Counter(
-            "relaydesk_messages_in", "Inbound messages accepted, per channel or workspace", ["source"],
+            "relaydesk_messages_in",
+            "Inbound messages accepted, per channel or workspace",
+            ["source"],
             registry=self.registry,
         )
         self.messages_out = Counter(
-            "relaydesk_messages_out", "Outbound deliveries sent, per adapter", ["adapter"], registry=self.registry
+            "relaydesk_messages_out",
+            "Outbound deliveries sent, per adapter",
+            ["adapter"],
+            registry=self.registry,
         )
         self.duplicates = Counter(
-            "relaydesk_duplicates_dropped", "Inbound events dropped as duplicates", ["source"],
+            "relaydesk_duplicates_dropped",
+            "Inbound events dropped as duplicates",
+            ["source"],
             registry=self.registry,
         )
         self.delivery_failures = Counter(
@@ -51,7 +58,10 @@ class Metrics:
             registry=self.registry,
         )
         self.handler_errors = Counter(
-            "relaydesk_handler_errors", "Plugin handlers that raised", ["plugin", "event"], registry=self.registry
+            "relaydesk_handler_errors",
+            "Plugin handlers that raised",
+            ["plugin", "event"],
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

@@ -15,6 +15,7 @@ saying the customer did not get the message and why.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -180,7 +181,7 @@ class Outbox:
         if self._runner:
             await asyncio.wait({self._runner}, timeout=timeout)
         if self._inflight:
-            done, pending = await asyncio.wait(set(self._inflight.values()), timeout=timeout)
+            _done, pending = await asyncio.wait(set(self._inflight.values()), timeout=timeout)
             for task in pending:
                 task.cancel()
         self._runner = None
@@ -189,9 +190,12 @@ class Outbox:
         """Wait until every row is sent or given up (nothing pending, nothing in flight); False on timeout."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            if not self._inflight and not await OutboxItem.filter(
-                status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]
-            ).exists():
+            if (
+                not self._inflight
+                and not await OutboxItem.filter(
+                    status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]
+                ).exists()
+            ):
                 return True
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
@@ -256,15 +260,16 @@ class Outbox:
             if len(self._inflight) >= self.settings.concurrency:
                 break
             claimed = await OutboxItem.filter(id=row["id"], status=OutboxStatus.PENDING).update(
-                status=OutboxStatus.SENDING, claimed_until=now + timedelta(seconds=self.settings.claim_seconds)
+                status=OutboxStatus.SENDING,
+                claimed_until=now + timedelta(seconds=self.settings.claim_seconds),
             )
             if claimed:
                 task = asyncio.create_task(self._deliver(row["id"]), name=f"outbox-{row['id']}")
                 self._inflight[lane] = task
-                task.add_done_callback(lambda _t, lane=lane: self._lane_done(lane))
+                task.add_done_callback(functools.partial(self._lane_done, lane))
         return max(delay, 0.0)
 
-    def _lane_done(self, lane: tuple[int | None, str]) -> None:
+    def _lane_done(self, lane: tuple[int | None, str], _task: asyncio.Task[None]) -> None:
         self._inflight.pop(lane, None)
         self._wake.set()
         self._settled.set()
@@ -301,13 +306,17 @@ class Outbox:
                 backoff = min(self.settings.max_backoff, self.settings.base_backoff * 2**row.attempts)
                 await self._reschedule(row, backoff * random.uniform(0.8, 1.2), reason, count_attempt=True)
             if kind == "error":
-                log.warning("delivery raised", exc_info=True, extra={"outbox_id": row.id, "adapter": row.adapter})
+                log.warning(
+                    "delivery raised", exc_info=True, extra={"outbox_id": row.id, "adapter": row.adapter}
+                )
         else:
             row.status = OutboxStatus.SENT
             row.external_message_id = external_id
             row.claimed_until = None
             row.attempts += 1
-            await row.save(update_fields=["status", "external_message_id", "claimed_until", "attempts", "updated_at"])
+            await row.save(
+                update_fields=["status", "external_message_id", "claimed_until", "attempts", "updated_at"]
+            )
             self._metrics.messages_out.labels(row.adapter).inc()
 
     async def _send_to_customer(self, channel: Channel, row: OutboxItem) -> str:
@@ -365,11 +374,15 @@ class Outbox:
                 room = await Room.get(id=conversation.room_id)
                 if room.workspace == name:
                     return RoomRef(name, room.external_id)
-            room = await Room.get_or_none(workspace=name, customer_id=conversation.customer_id)
-            new_room = room is None
-            if room is None:
+            existing = await Room.get_or_none(workspace=name, customer_id=conversation.customer_id)
+            new_room = existing is None
+            if existing is not None:
+                room = existing
+            else:
                 ref = await workspace.ensure_room(await conversation_view(conversation))
-                room = await Room.create(workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id)
+                room = await Room.create(
+                    workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id
+                )
             await Conversation.filter(id=conversation.id).update(room_id=room.id)
             conversation.room_id = room.id
             ref = RoomRef(name, room.external_id)
@@ -384,10 +397,24 @@ class Outbox:
         row.next_attempt_at = utcnow() + timedelta(seconds=delay)
         if count_attempt:
             row.attempts += 1
-        await row.save(update_fields=["status", "claimed_until", "last_error", "next_attempt_at", "attempts", "updated_at"])
+        await row.save(
+            update_fields=[
+                "status",
+                "claimed_until",
+                "last_error",
+                "next_attempt_at",
+                "attempts",
+                "updated_at",
+            ]
+        )
         log.info(
             "delivery postponed",
-            extra={"outbox_id": row.id, "adapter": row.adapter, "retry_in_s": round(delay, 3), "reason": reason},
+            extra={
+                "outbox_id": row.id,
+                "adapter": row.adapter,
+                "retry_in_s": round(delay, 3),
+                "reason": reason,
+            },
         )
 
     async def _give_up(self, row: OutboxItem, reason: str, *, unreachable: bool = False) -> None:

@@ -126,5 +126,6 @@ class Pipeline:
     def command_help(self) -> list[CommandHelp]:
         """Every command with its usage and help text, for ``!help``."""
         return [
-            CommandHelp(name, b.spec.usage, b.spec.help, b.instance) for name, b in sorted(self.commands.items())
+            CommandHelp(name, b.spec.usage, b.spec.help, b.instance)
+            for name, b in sorted(self.commands.items())
         ]

@@ -86,9 +86,7 @@ def _mark(spec: HandlerSpec) -> Callable[[F], F]:
 
 def on_customer_message(matches: str | None = None) -> Callable[[F], F]:
     """Handle customer messages, optionally only those whose text matches the regular expression."""
-    return _mark(
-        HandlerSpec(HandlerKind.CUSTOMER_MESSAGE, pattern=re.compile(matches) if matches else None)
-    )
+    return _mark(HandlerSpec(HandlerKind.CUSTOMER_MESSAGE, pattern=re.compile(matches) if matches else None))
 
 
 def on_agent_message() -> Callable[[F], F]:
@@ -175,7 +173,9 @@ class Plugin:
         cls._handlers = tuple(handlers.items())
         cls._routes = tuple(routes.items())
 
-    def __init__(self, config: BaseModel, services: PluginServices, *, instance_name: str | None = None) -> None:
+    def __init__(
+        self, config: BaseModel, services: PluginServices, *, instance_name: str | None = None
+    ) -> None:
         self.config = config
         self.services = services
         self.log = services.log

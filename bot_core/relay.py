@@ -126,7 +126,11 @@ class Relay:
                     await original.save(update_fields=["edits", "text", "edited_at"])
                     if workspace:
                         await self.outbox.enqueue_room(
-                            conversation, workspace, "customer_message", key=keys.next("edit"), message=original
+                            conversation,
+                            workspace,
+                            "customer_message",
+                            key=keys.next("edit"),
+                            message=original,
                         )
                 await self._done(receipt)
                 return
@@ -153,7 +157,9 @@ class Relay:
             await self.outbox.enqueue_room(
                 conversation, workspace, "customer_message", key=keys.next("mirror"), message=message
             )
-        ctx = Context(self, "core", keys, conversation=conversation, customer=opened.customer, identity=opened.identity)
+        ctx = Context(
+            self, "core", keys, conversation=conversation, customer=opened.customer, identity=opened.identity
+        )
         if opened.new_conversation:
             await self.lifecycle(ctx, LifecycleKind.OPENED)
         await pipeline.customer_message(ctx, msg)
@@ -166,12 +172,16 @@ class Relay:
     ) -> Context | None:
         conversation = await conversation_for_room(workspace, room_id)
         if conversation is None:
-            log.info("event in a room relaydesk does not know", extra={"workspace": workspace, "room": room_id})
+            log.info(
+                "event in a room relaydesk does not know", extra={"workspace": workspace, "room": room_id}
+            )
             return None
         customer = await Customer.get(id=conversation.customer_id)
         identity = await Identity.get(id=conversation.identity_id)
         agent = await get_or_create_agent(workspace, agent_id, agent_name)
-        return Context(self, "core", keys, conversation=conversation, customer=customer, identity=identity, agent=agent)
+        return Context(
+            self, "core", keys, conversation=conversation, customer=customer, identity=identity, agent=agent
+        )
 
     async def _agent_message(self, pipeline: Pipeline, msg: AgentMessage) -> None:
         parsed = parse_command(msg.text)
@@ -204,7 +214,9 @@ class Relay:
         self._metrics.messages_in.labels(msg.workspace).inc()
         if msg.edit_of:
             original = await Message.filter(
-                conversation_id=conversation.id, workspace_message_id=msg.edit_of, direction=Direction.OUTBOUND
+                conversation_id=conversation.id,
+                workspace_message_id=msg.edit_of,
+                direction=Direction.OUTBOUND,
             ).first()
             if original is not None and original.text != msg.text:
                 original.edits = [*original.edits, {"text": original.text, "at": utcnow().isoformat()}]
@@ -261,19 +273,30 @@ class Relay:
     # -- scheduled jobs ------------------------------------------------------------------------
 
     async def _scheduled(self, pipeline: Pipeline, fire: ScheduledFire) -> None:
-        source_id = f"task:{fire.task_id}" if fire.task_id is not None else f"{fire.plugin}:{fire.job}:{fire.data.get('slot')}"
+        source_id = (
+            f"task:{fire.task_id}"
+            if fire.task_id is not None
+            else f"{fire.plugin}:{fire.job}:{fire.data.get('slot')}"
+        )
         receipt = await self._receipt("schedule", source_id)
         if receipt is None:
             return
         keys = ActionKeys(f"schedule:{source_id}")
-        conversation = await Conversation.get_or_none(id=fire.conversation_id) if fire.conversation_id else None
+        conversation = (
+            await Conversation.get_or_none(id=fire.conversation_id) if fire.conversation_id else None
+        )
         customer = identity = None
         if conversation is not None:
             customer = await Customer.get(id=conversation.customer_id)
             identity = await Identity.get(id=conversation.identity_id)
-        ctx = Context(self, fire.plugin, keys, conversation=conversation, customer=customer, identity=identity)
+        ctx = Context(
+            self, fire.plugin, keys, conversation=conversation, customer=customer, identity=identity
+        )
         if not await pipeline.scheduled(ctx, fire):
-            log.warning("scheduled job has no handler (plugin disabled?)", extra={"plugin": fire.plugin, "job": fire.job})
+            log.warning(
+                "scheduled job has no handler (plugin disabled?)",
+                extra={"plugin": fire.plugin, "job": fire.job},
+            )
         await self._done(receipt)
 
     # -- engine hooks for Context --------------------------------------------------------------
@@ -296,7 +319,9 @@ class Relay:
         workspace = self.room_workspace(conversation)
         text = await self._lifecycle_text(kind, conversation, team, ctx)
         if workspace and text:
-            await self.outbox.enqueue_room(conversation, workspace, "notice", key=ctx.keys.next("lifecycle"), text=text)
+            await self.outbox.enqueue_room(
+                conversation, workspace, "notice", key=ctx.keys.next("lifecycle"), text=text
+            )
         if workspace and kind is not LifecycleKind.OPENED:
             await self.outbox.enqueue_room(conversation, workspace, "card", key=ctx.keys.next("card"))
         if ctx.depth >= MAX_LIFECYCLE_DEPTH:
@@ -314,7 +339,9 @@ class Relay:
         await self._pipeline().lifecycle(inner, event)
 
     @staticmethod
-    async def _lifecycle_text(kind: LifecycleKind, conversation: Conversation, team: str | None, ctx: Context) -> str:
+    async def _lifecycle_text(
+        kind: LifecycleKind, conversation: Conversation, team: str | None, ctx: Context
+    ) -> str:
         if kind is LifecycleKind.QUEUED:
             return f"⏳ Waiting for an agent{f' in {team}' if team else ''}."
         if kind is LifecycleKind.ASSIGNED:
@@ -327,4 +354,3 @@ class Relay:
         if kind is LifecycleKind.CLOSED:
             return "✅ Conversation closed. The customer's next message opens a new one here."
         return ""
-

@@ -88,7 +88,7 @@ class Scheduler:
                     plugin=task.plugin,
                     job=task.job,
                     task_id=task.id,
-                    conversation_id=task.conversation_id,  # type: ignore[attr-defined]
+                    conversation_id=task.conversation_id,
                     data=dict(task.data),
                 )
             )

@@ -180,8 +180,13 @@ class MemoryWorkspace(Plugin):
         """Record the customer's message in the room."""
         return await self._post(
             room,
-            RoomPost("customer_message", message.text, message.sender_name, edit_of=message.edit_of,
-                     attachments=message.attachments),
+            RoomPost(
+                "customer_message",
+                message.text,
+                message.sender_name,
+                edit_of=message.edit_of,
+                attachments=message.attachments,
+            ),
         )
 
     async def notice(self, room: RoomRef, text: str) -> PostedRef:
@@ -193,8 +198,15 @@ class MemoryWorkspace(Plugin):
         self.rooms[room.room_id].card = card
         await self.posts.add((room.room_id, RoomPost("card", card.state)))
 
-    async def agent_writes(self, room_id: str, text: str, *, agent: str = "@alice", message_id: str | None = None,
-                           edit_of: str | None = None) -> str:
+    async def agent_writes(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        agent: str = "@alice",
+        message_id: str | None = None,
+        edit_of: str | None = None,
+    ) -> str:
         """An agent writes ``text`` in the room; returns the event id used."""
         message_id = message_id or f"$agent{next(_ids)}"
         await self.services.inbound(

@@ -59,6 +59,7 @@ class Team(Model):
 class Agent(Model):
     """A person on the team, as known in one workspace."""
 
+    team_id: int | None  # set by the foreign key below
     id = fields.IntField(primary_key=True)
     workspace = fields.CharField(max_length=50)
     external_id = fields.CharField(max_length=255)
@@ -78,8 +79,8 @@ class Customer(Model):
 
     id = fields.IntField(primary_key=True)
     display_name = fields.CharField(max_length=255, default="")
-    attributes: dict[str, str] = fields.JSONField(default=dict)  # type: ignore[assignment]
-    tags: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
+    attributes: dict[str, str] = fields.JSONField(default=dict)
+    tags: list[str] = fields.JSONField(default=list)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -89,6 +90,7 @@ class Customer(Model):
 class Identity(Model):
     """A customer's account on one channel (a Telegram user id, a phone number, a web visitor id)."""
 
+    customer_id: int  # set by the foreign key below
     id = fields.IntField(primary_key=True)
     customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
         "models.Customer", related_name="identities", on_delete=fields.CASCADE
@@ -109,6 +111,7 @@ class Identity(Model):
 class Room(Model):
     """A customer's room in one workspace (a Matrix portal room, a Slack channel), reused across conversations."""
 
+    customer_id: int  # set by the foreign key below
     id = fields.IntField(primary_key=True)
     customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
         "models.Customer", related_name="rooms", on_delete=fields.CASCADE
@@ -126,6 +129,11 @@ class Room(Model):
 class Conversation(Model):
     """One support case: opened by a customer's first message, closed by an agent or a plugin."""
 
+    customer_id: int  # set by the foreign key below
+    identity_id: int  # set by the foreign key below
+    room_id: int | None  # set by the foreign key below
+    team_id: int | None  # set by the foreign key below
+    assignee_id: int | None  # set by the foreign key below
     id = fields.IntField(primary_key=True)
     customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
         "models.Customer", related_name="conversations", on_delete=fields.CASCADE
@@ -143,7 +151,7 @@ class Conversation(Model):
     assignee: fields.ForeignKeyNullableRelation[Agent] = fields.ForeignKeyField(
         "models.Agent", related_name="conversations", null=True, on_delete=fields.SET_NULL
     )
-    tags: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
+    tags: list[str] = fields.JSONField(default=list)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     queued_at = fields.DatetimeField(null=True)
@@ -159,6 +167,7 @@ class Conversation(Model):
 class Message(Model):
     """A message in a conversation with its external id on each side and its edit history."""
 
+    conversation_id: int  # set by the foreign key below
     id = fields.BigIntField(primary_key=True)
     conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
         "models.Conversation", related_name="messages", on_delete=fields.CASCADE
@@ -166,11 +175,11 @@ class Message(Model):
     direction = fields.CharEnumField(Direction, max_length=10)
     author = fields.CharField(max_length=255, default="")
     text = fields.TextField(default="")
-    attachments: list[dict[str, object]] = fields.JSONField(default=list)  # type: ignore[assignment]
+    attachments: list[dict[str, object]] = fields.JSONField(default=list)
     channel = fields.CharField(max_length=50)
     channel_message_id = fields.CharField(max_length=255, null=True)
     workspace_message_id = fields.CharField(max_length=255, null=True)
-    edits: list[dict[str, object]] = fields.JSONField(default=list)  # type: ignore[assignment]
+    edits: list[dict[str, object]] = fields.JSONField(default=list)
     created_at = fields.DatetimeField(auto_now_add=True)
     edited_at = fields.DatetimeField(null=True)
 
@@ -200,6 +209,8 @@ class InboundReceipt(Model):
 class OutboxItem(Model):
     """An outbound delivery, stored before it is sent and tracked until it is sent or given up."""
 
+    conversation_id: int | None  # set by the foreign key below
+    message_id: int | None  # set by the foreign key below
     id = fields.BigIntField(primary_key=True)
     idempotency_key = fields.CharField(max_length=255, unique=True)
     target = fields.CharEnumField(OutboxTarget, max_length=10)
@@ -211,7 +222,7 @@ class OutboxItem(Model):
     message: fields.ForeignKeyNullableRelation[Message] = fields.ForeignKeyField(
         "models.Message", related_name="outbox", null=True, on_delete=fields.SET_NULL
     )
-    payload: dict[str, object] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    payload: dict[str, object] = fields.JSONField(default=dict)
     status = fields.CharEnumField(OutboxStatus, max_length=10, default=OutboxStatus.PENDING)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField()
@@ -229,13 +240,14 @@ class OutboxItem(Model):
 class ScheduledTask(Model):
     """A job a plugin scheduled for later (``ctx.schedule``), fired once, even across workers."""
 
+    conversation_id: int | None  # set by the foreign key below
     id = fields.BigIntField(primary_key=True)
     plugin = fields.CharField(max_length=100)
     job = fields.CharField(max_length=100)
     conversation: fields.ForeignKeyNullableRelation[Conversation] = fields.ForeignKeyField(
         "models.Conversation", related_name="scheduled", null=True, on_delete=fields.CASCADE
     )
-    data: dict[str, object] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    data: dict[str, object] = fields.JSONField(default=dict)
     due_at = fields.DatetimeField()
     fired_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -265,7 +277,7 @@ class BusJournalEntry(Model):
 
     id = fields.BigIntField(primary_key=True)
     key = fields.CharField(max_length=255)
-    payload: dict[str, object] = fields.JSONField()  # type: ignore[assignment]
+    payload: dict[str, object] = fields.JSONField()
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -79,14 +79,26 @@ async def make_desk() -> AsyncIterator[DeskFactory]:
     running: list[Desk] = []
 
     async def factory(
-        url: str, yaml_text: str = DOUBLES_YAML, *, serve_http: bool = False, redis: str = "", **kwargs: object
+        url: str,
+        yaml_text: str = DOUBLES_YAML,
+        *,
+        serve_http: bool = False,
+        redis: str = "",
+        **kwargs: object,
     ) -> Desk:
         config: DeskConfig = parse_config(yaml_text, "plugins.yaml", environ={})
-        config = config.model_copy(update={"storage": config.storage.model_copy(update={"database": url, "redis": redis})})
+        config = config.model_copy(
+            update={"storage": config.storage.model_copy(update={"database": url, "redis": redis})}
+        )
         if serve_http:
             config = config.model_copy(update={"server": config.server.model_copy(update={"port": 0})})
-        desk = Desk(config, serve_http=serve_http, outbox_settings=kwargs.pop("outbox", FAST_OUTBOX),  # type: ignore[arg-type]
-                    scheduler_poll=0.1, **kwargs)  # type: ignore[arg-type]
+        desk = Desk(
+            config,
+            serve_http=serve_http,
+            outbox_settings=kwargs.pop("outbox", FAST_OUTBOX),  # type: ignore[arg-type]
+            scheduler_poll=0.1,
+            **kwargs,
+        )  # type: ignore[arg-type]
         await desk.start()
         running.append(desk)
         return desk

@@ -57,7 +57,7 @@ class EventBus(ABC):
         """Start handling entries (including any left unacknowledged by an earlier run)."""
 
     @abstractmethod
-    async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 (a budget, not a cancel scope)
+    async def stop(self, timeout: float = 30.0) -> None:
         """Stop taking entries, wait up to ``timeout`` s for handlers in flight, then release resources."""
 
     @abstractmethod
@@ -65,5 +65,5 @@ class EventBus(ABC):
         """How many entries are published but not yet acknowledged."""
 
     @abstractmethod
-    async def wait_idle(self, timeout: float = 30.0) -> bool:  # noqa: ASYNC109
+    async def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until every published entry is acknowledged; False if ``timeout`` passed first."""

@@ -95,7 +95,7 @@ async def _dead_letter(entry: BusEntry, exc: BaseException, on_dead_letter: Dead
         log.exception("on_dead_letter failed for bus entry %s (key %r); dropping it", entry.id, entry.key)
 
 
-async def wait_event(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     """Wait up to ``timeout`` s for ``event``; True if it was set."""
     if event.is_set():
         return True
@@ -106,7 +106,7 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASY
     return True
 
 
-async def finish_tasks(tasks: Iterable[asyncio.Task[None]], timeout: float) -> None:  # noqa: ASYNC109
+async def finish_tasks(tasks: Iterable[asyncio.Task[None]], timeout: float) -> None:
     """Give ``tasks`` up to ``timeout`` s to end on their own, cancel the rest and wait for all of them."""
     tasks = list(tasks)
     live = [task for task in tasks if not task.done()]
@@ -255,7 +255,7 @@ class MemoryBus(EventBus):
             asyncio.create_task(self._work(p), name=f"memory-bus-p{p}") for p in range(self.partitions)
         ]
 
-    async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 (the EventBus interface)
+    async def stop(self, timeout: float = 30.0) -> None:
         """Stop taking entries, give handlers in flight ``timeout`` s to finish, then cancel the workers.
 
         Entries not acknowledged by then stay in the journal (without one they are lost).
@@ -283,7 +283,7 @@ class MemoryBus(EventBus):
         """Entries published (or replayed) but not yet acknowledged by this bus."""
         return len(self._unacked)
 
-    async def wait_idle(self, timeout: float = 30.0) -> bool:  # noqa: ASYNC109
+    async def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until every entry is acknowledged; False if ``timeout`` s passed first."""
         return await wait_event(self._idle, timeout)
 

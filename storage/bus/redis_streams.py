@@ -263,7 +263,7 @@ class RedisStreamsBus(EventBus):
         await self._tick()
         self._control_task = asyncio.create_task(self._control(), name=f"redis-bus-control-{self.consumer}")
 
-    async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 (the EventBus interface)
+    async def stop(self, timeout: float = 30.0) -> None:
         """Leave the workers, finish the entries in hand (up to ``timeout`` s), release the leases.
 
         Entries read but not handled stay pending in the group; whoever takes the partition next
@@ -308,7 +308,7 @@ class RedisStreamsBus(EventBus):
             lengths = await pipe.execute()
         return sum(int(n) for n in lengths)
 
-    async def wait_idle(self, timeout: float = 30.0, poll: float = 0.05) -> bool:  # noqa: ASYNC109
+    async def wait_idle(self, timeout: float = 30.0, poll: float = 0.05) -> bool:
         """Wait until every partition's stream is empty; False if ``timeout`` s passed first.
 
         Acknowledgements by this worker wake the check at once; other workers' are seen within

@@ -26,14 +26,21 @@ def _free_port() -> int:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*RELAYDESK, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+        [*RELAYDESK, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **(env or {})},
     )
 
 
 BAD_FILES = {
     "unknown plugin": ("plugins:\n  - echo: {}\n  - telegrum: {}\n", "plugins.yaml:3: plugin 'telegrum'"),
-    "wrong field": ("plugins:\n  - echo:\n      greting: hi\n", "plugins.yaml:3: plugin 'echo', field 'greting'"),
+    "wrong field": (
+        "plugins:\n  - echo:\n      greting: hi\n",
+        "plugins.yaml:3: plugin 'echo', field 'greting'",
+    ),
     "wrong type": (
         "plugins:\n  - mem:\n      use: bot_core.testing:MemoryChannel\n      config: {max_text_length: lots}\n",
         "plugin 'mem', field 'max_text_length'",
@@ -98,14 +105,18 @@ class Running:
                         return line
                 seen = len(self.lines)
                 if self.proc.returncode is not None and self._reader.done():
-                    raise AssertionError(f"relaydesk exited before logging {needle!r}:\n{''.join(self.lines)}")
+                    raise AssertionError(
+                        f"relaydesk exited before logging {needle!r}:\n{''.join(self.lines)}"
+                    )
                 self._new_line.clear()
                 await self._new_line.wait()
 
         try:
             return await asyncio.wait_for(look(), timeout)
         except TimeoutError:
-            raise AssertionError(f"no log line with {needle!r} in {timeout}s:\n{''.join(self.lines)}") from None
+            raise AssertionError(
+                f"no log line with {needle!r} in {timeout}s:\n{''.join(self.lines)}"
+            ) from None
 
     async def post_inbound(self, user: str, text: str, message_id: str) -> None:
         async with aiohttp.ClientSession() as http:
@@ -117,8 +128,14 @@ class Running:
 async def start_relaydesk(cwd: Path) -> Running:
     port = int((cwd / "port").read_text())
     proc = await asyncio.create_subprocess_exec(
-        *RELAYDESK, "run", "-c", "plugins.yaml", "--migrate", cwd=cwd,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        *RELAYDESK,
+        "run",
+        "-c",
+        "plugins.yaml",
+        "--migrate",
+        cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     running = Running(proc, port)
     await running.wait_log("relaydesk started")

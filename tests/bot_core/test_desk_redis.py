@@ -50,7 +50,9 @@ async def test_whole_loop_on_postgres_and_redis_streams(
             await channel.customer_writes(f"r{n}", f"r{n} says {i}")
 
     await asyncio.gather(*(customer(n) for n in range(20)))
-    await workspace.posts.wait_for(lambda items: sum(p.kind == "customer_message" for _, p in items) == 100, 60)
+    await workspace.posts.wait_for(
+        lambda items: sum(p.kind == "customer_message" for _, p in items) == 100, 60
+    )
     for n in range(20):
         assert workspace.texts(workspace.room_of(f"r{n}").room_id, "customer_message") == [
             f"r{n} says {i}" for i in range(5)

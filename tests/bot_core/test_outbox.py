@@ -58,7 +58,9 @@ async def test_giving_up_posts_a_notice_in_the_room(database_url: str, make_desk
     room_id = await _room_with_customer(desk)
     channel.failures = [TemporaryFailure("503 Service Unavailable") for _ in range(10)]
     await workspace.agent_writes(room_id, "Your refund is approved")
-    await workspace.posts.wait_for(lambda _: any("did not get" in t for t in workspace.texts(room_id, "notice")))
+    await workspace.posts.wait_for(
+        lambda _: any("did not get" in t for t in workspace.texts(room_id, "notice"))
+    )
     notice = next(t for t in workspace.texts(room_id, "notice") if "did not get" in t)
     assert '"Your refund is approved"' in notice
     assert "503 Service Unavailable" in notice and "gave up after 4 tries" in notice
@@ -73,20 +75,29 @@ async def test_blocked_customer_is_marked_unreachable(sqlite_url: str, make_desk
     room_id = await _room_with_customer(desk)
     channel.failures = [Undeliverable("403 Forbidden: bot was blocked by the user", unreachable=True)]
     await workspace.agent_writes(room_id, "hello?")
-    await workspace.posts.wait_for(lambda _: any("did not get" in t for t in workspace.texts(room_id, "notice")))
+    await workspace.posts.wait_for(
+        lambda _: any("did not get" in t for t in workspace.texts(room_id, "notice"))
+    )
     identity = await Identity.get(external_id="u1")
     assert identity.reachable is False
     assert "blocked" in (identity.unreachable_reason or "")
     await workspace.posts.wait_for(
-        lambda _: workspace.rooms[room_id].card is not None and not workspace.rooms[room_id].card.identities[0].reachable
+        lambda _: (
+            workspace.rooms[room_id].card is not None
+            and not workspace.rooms[room_id].card.identities[0].reachable
+        )
     )
     # a later reply is not attempted; the room says why
     await workspace.agent_writes(room_id, "are you there?")
-    await workspace.posts.wait_for(lambda _: any("cannot be reached" in t for t in workspace.texts(room_id, "notice")))
+    await workspace.posts.wait_for(
+        lambda _: any("cannot be reached" in t for t in workspace.texts(room_id, "notice"))
+    )
     assert await OutboxItem.filter(target=OutboxTarget.CUSTOMER).count() == 1
 
 
-async def test_a_slow_workspace_does_not_hold_up_customer_deliveries(sqlite_url: str, make_desk: DeskFactory) -> None:
+async def test_a_slow_workspace_does_not_hold_up_customer_deliveries(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
     desk = await make_desk(sqlite_url)
     channel, workspace = doubles(desk)
     room_id = await _room_with_customer(desk)

@@ -6,7 +6,15 @@ import inspect
 
 from pydantic import BaseModel
 
-from bot_core import HANDLED, AgentCommand, CustomerMessage, Plugin, on_command, on_customer_message, on_schedule
+from bot_core import (
+    HANDLED,
+    AgentCommand,
+    CustomerMessage,
+    Plugin,
+    on_command,
+    on_customer_message,
+    on_schedule,
+)
 from bot_core.context import Context
 from bot_core.events import ScheduledFire
 from tests.bot_core.test_relay_loop import doubles
@@ -62,11 +70,14 @@ class Broken(Plugin):
         raise ValueError("bug in a third-party plugin")
 
 
-YAML = DOUBLES_YAML + """\
+YAML = (
+    DOUBLES_YAML
+    + """\
   - broken: {use: "tests.bot_core.test_plugin_api:Broken"}
   - hours: {use: "tests.bot_core.test_plugin_api:OpeningHours", config: {follow_up_after: 0.2}}
   - spy: {use: "tests.bot_core.test_plugin_api:SeesEverything"}
 """
+)
 
 
 def test_a_complete_plugin_fits_in_40_lines() -> None:
@@ -74,7 +85,9 @@ def test_a_complete_plugin_fits_in_40_lines() -> None:
     assert len(lines) < 40
 
 
-async def test_plugin_answers_stops_propagation_and_follows_up(sqlite_url: str, make_desk: DeskFactory) -> None:
+async def test_plugin_answers_stops_propagation_and_follows_up(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
     SeesEverything.seen = []
     desk = await make_desk(sqlite_url, YAML)
     channel, workspace = doubles(desk)

@@ -33,8 +33,13 @@ async def test_customer_to_room_to_agent_to_customer(database_url: str, make_des
 
     conversation = await Conversation.get(id=room.conversation.conversation_id)
     assert conversation.state is ConversationState.ASSIGNED  # the first agent to answer takes it
-    stored = await Message.filter(conversation_id=conversation.id).order_by("id").values_list("direction", "text")
-    assert [(str(d), t) for d, t in stored] == [("inbound", "Where is my order 42?"), ("outbound", "It ships tomorrow.")]
+    stored = (
+        await Message.filter(conversation_id=conversation.id).order_by("id").values_list("direction", "text")
+    )
+    assert [(str(d), t) for d, t in stored] == [
+        ("inbound", "Where is my order 42?"),
+        ("outbound", "It ships tomorrow."),
+    ]
 
 
 async def test_duplicate_inbound_events_are_dropped(database_url: str, make_desk: DeskFactory) -> None:
@@ -70,7 +75,9 @@ async def test_order_is_kept_per_conversation_with_50_writing_at_once(
     )
     for n in range(users):
         room = workspace.room_of(f"user{n}")
-        assert workspace.texts(room.room_id, "customer_message") == [f"user{n} message {i}" for i in range(per_user)]
+        assert workspace.texts(room.room_id, "customer_message") == [
+            f"user{n} message {i}" for i in range(per_user)
+        ]
     assert len(workspace.rooms) == users  # one room per customer, never two
 
 

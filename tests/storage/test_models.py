@@ -28,7 +28,8 @@ async def test_a_customer_has_identities_on_several_channels(database_url: str) 
         await Identity.create(customer=alice, channel="telegram", external_id="1001")
         await Identity.create(customer=alice, channel="whatsapp", external_id="+4915100000")
         assert sorted(await Identity.filter(customer=alice).values_list("channel", flat=True)) == [
-            "telegram", "whatsapp",
+            "telegram",
+            "whatsapp",
         ]
         with pytest.raises(IntegrityError):  # one identity belongs to one customer
             await Identity.create(customer=await Customer.create(), channel="telegram", external_id="1001")
@@ -38,9 +39,13 @@ async def test_a_customer_has_identities_on_several_channels(database_url: str) 
         conv = await Conversation.create(customer=alice, identity=identity, room=room)
         assert conv.state is ConversationState.BOT
         message = await Message.create(
-            conversation=conv, direction=Direction.INBOUND, text="你好, where is my order?",
+            conversation=conv,
+            direction=Direction.INBOUND,
+            text="你好, where is my order?",
             attachments=[{"kind": "image", "name": "receipt.png", "size": 2048}],
-            channel="telegram", channel_message_id="77", edits=[{"text": "old", "at": "2026-01-01T00:00:00Z"}],
+            channel="telegram",
+            channel_message_id="77",
+            edits=[{"text": "old", "at": "2026-01-01T00:00:00Z"}],
         )
         fetched = await Message.get(id=message.id)
         assert fetched.text == "你好, where is my order?"
@@ -51,13 +56,23 @@ async def test_a_customer_has_identities_on_several_channels(database_url: str) 
         with pytest.raises(IntegrityError):  # how duplicates are detected
             await InboundReceipt.create(source="telegram", external_id="update-1")
         await OutboxItem.create(
-            idempotency_key="k1", target=OutboxTarget.CUSTOMER, adapter="telegram", address="1001",
-            conversation=conv, payload={"text": "hi"}, next_attempt_at=conv.created_at,
+            idempotency_key="k1",
+            target=OutboxTarget.CUSTOMER,
+            adapter="telegram",
+            address="1001",
+            conversation=conv,
+            payload={"text": "hi"},
+            next_attempt_at=conv.created_at,
         )
         with pytest.raises(IntegrityError):
             await OutboxItem.create(
-                idempotency_key="k1", target=OutboxTarget.CUSTOMER, adapter="telegram", address="1001",
-                conversation=conv, payload={"text": "hi"}, next_attempt_at=conv.created_at,
+                idempotency_key="k1",
+                target=OutboxTarget.CUSTOMER,
+                adapter="telegram",
+                address="1001",
+                conversation=conv,
+                payload={"text": "hi"},
+                next_attempt_at=conv.created_at,
             )
         await PluginState.create(plugin="faq", scope="global", key="k", value={"v": [1, 2]})
         assert (await PluginState.get(plugin="faq", scope="global", key="k")).value == {"v": [1, 2]}
