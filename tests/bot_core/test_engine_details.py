@@ -40,10 +40,16 @@ class Lifecycle(Plugin):
 
 async def test_conversation_events_reach_plugins(sqlite_url: str, make_desk: DeskFactory) -> None:
     Lifecycle.events = []
-    desk = await make_desk(sqlite_url, DOUBLES_YAML + '  - lc: {use: "tests.bot_core.test_engine_details:Lifecycle"}\n')
+    desk = await make_desk(
+        sqlite_url, DOUBLES_YAML + '  - lc: {use: "tests.bot_core.test_engine_details:Lifecycle"}\n'
+    )
     channel, workspace = doubles(desk)
     await channel.customer_writes("u1", "hello")
-    await workspace.posts.wait_for(lambda _: any("Waiting for an agent in support" in t for r in workspace.rooms for t in workspace.texts(r)))
+    await workspace.posts.wait_for(
+        lambda _: any(
+            "Waiting for an agent in support" in t for r in workspace.rooms for t in workspace.texts(r)
+        )
+    )
     room_id = workspace.room_of("u1").room_id
     await workspace.agent_writes(room_id, "!claim", agent="@erin")
     await workspace.agent_writes(room_id, "!close", agent="@erin")
@@ -63,7 +69,9 @@ async def test_events_left_in_the_journal_by_a_crash_are_handled_at_start(
     await init_db(sqlite_url)
     journal = DbJournal()
     for i in range(3):
-        event = CustomerMessage(channel="customers", external_user_id="u9", external_message_id=f"x{i}", text=f"m{i}")
+        event = CustomerMessage(
+            channel="customers", external_user_id="u9", external_message_id=f"x{i}", text=f"m{i}"
+        )
         await journal.append(event.conversation_key(), dump_event(event))
     await close_db()
 
@@ -83,7 +91,11 @@ def test_secrets_are_redacted_from_logs() -> None:
     logger = logging.getLogger("test.redaction")
     logger.addHandler(handler)
     logger.propagate = False
-    logger.warning("calling https://api/bot%s/getMe", "123456:ABC-telegram-token", extra={"url": "bot123456:ABC-telegram-token"})
+    logger.warning(
+        "calling https://api/bot%s/getMe",
+        "123456:ABC-telegram-token",
+        extra={"url": "bot123456:ABC-telegram-token"},
+    )
     line = stream.getvalue()
     assert "ABC-telegram-token" not in line
     assert "bot***" in line
@@ -94,9 +106,15 @@ async def test_the_shipped_plugins_yaml_runs_and_answers_healthz(tmp_path: Path)
     (tmp_path / "plugins.yaml").write_text((repo / "plugins.yaml").read_text())
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot_core", "run", "--migrate", cwd=tmp_path,
+        sys.executable,
+        "-m",
+        "bot_core",
+        "run",
+        "--migrate",
+        cwd=tmp_path,
         env={**os.environ, "RELAYDESK_PORT": str(port)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None
