@@ -127,3 +127,60 @@ async def test_the_shipped_plugins_yaml_runs_and_answers_healthz(tmp_path: Path)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     assert (tmp_path / "relaydesk.db").exists()
+
+
+async def test_reload_under_traffic_drops_nothing(sqlite_url: str, make_desk: DeskFactory) -> None:
+    from bot_core.config import parse_config
+
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    with_echo = parse_config(DOUBLES_YAML + "  - echo: {greeting: hi}\n", "plugins.yaml", environ={})
+    without = parse_config(DOUBLES_YAML, "plugins.yaml", environ={})
+
+    async def traffic() -> None:
+        for i in range(40):
+            await asyncio.gather(*(channel.customer_writes(f"t{n}", f"t{n}-{i}") for n in range(5)))
+
+    async def reloads() -> None:
+        for i in range(6):
+            await desk.reload(with_echo if i % 2 == 0 else without)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(traffic(), reloads())
+    await workspace.posts.wait_for(
+        lambda items: sum(p.kind == "customer_message" for _, p in items) == 200, 60
+    )
+    for n in range(5):
+        assert workspace.texts(workspace.room_of(f"t{n}").room_id, "customer_message") == [
+            f"t{n}-{i}" for i in range(40)
+        ]
+
+
+async def test_shutdown_finishes_work_in_flight_and_refuses_new_events(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    import pytest
+
+    from bot_core.desk import NotAccepting
+    from storage.models import OutboxItem, OutboxStatus
+
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    await channel.customer_writes("u1", "hi")
+    posts = await workspace.posts.wait_for(lambda items: any(p.kind == "customer_message" for _, p in items))
+    channel.send_delay = 0.3  # the platform is slow: the delivery is still in flight when SIGTERM comes
+    await workspace.agent_writes(posts[0][0], "answer")
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await OutboxItem.filter(status=OutboxStatus.SENDING).exists():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    plugins = dict(desk.plugins)
+    await desk.stop(timeout=10)
+    assert [d.text for d in plugins["customers"].sent.items] == ["answer"]  # type: ignore[attr-defined]
+    with pytest.raises(NotAccepting):
+        await channel.customer_writes("u1", "too late")
+    await init_db(sqlite_url)
+    try:
+        assert await OutboxItem.filter(status=OutboxStatus.SENT).count() == await OutboxItem.all().count()
+    finally:
+        await close_db()
