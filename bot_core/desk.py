@@ -259,6 +259,18 @@ class Desk:
             await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).count()
         )
 
+    async def wait_settled(self, timeout: float = 30.0) -> bool:
+        """Wait until every bus entry is handled and every outbox row is sent or given up (tests, tools)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            if not await self.bus.wait_idle(remaining) or not await self.outbox.wait_settled(remaining):
+                return False
+            if await self.bus.pending() == 0:  # nothing new was published while the outbox drained
+                return True
+
     async def wait_stopped(self) -> None:
         """Return once :meth:`stop` has finished."""
         await self._stopped.wait()

@@ -15,6 +15,8 @@ from bot_core.outbox import OutboxSettings
 from storage.db import migrate
 from tests.services import require_postgres
 
+pytest_plugins = ["tests.matrix_server"]  # the session-wide Synapse fixture
+
 FAST_OUTBOX = OutboxSettings(base_backoff=0.02, max_backoff=0.2, poll_interval=0.2, max_attempts=4)
 
 DOUBLES_YAML = """
@@ -83,6 +85,7 @@ async def make_desk() -> AsyncIterator[DeskFactory]:
         yaml_text: str = DOUBLES_YAML,
         *,
         serve_http: bool = False,
+        http_port: int = 0,
         redis: str = "",
         **kwargs: object,
     ) -> Desk:
@@ -91,7 +94,9 @@ async def make_desk() -> AsyncIterator[DeskFactory]:
             update={"storage": config.storage.model_copy(update={"database": url, "redis": redis})}
         )
         if serve_http:
-            config = config.model_copy(update={"server": config.server.model_copy(update={"port": 0})})
+            config = config.model_copy(
+                update={"server": config.server.model_copy(update={"port": http_port})}
+            )
         desk = Desk(
             config,
             serve_http=serve_http,

@@ -1,0 +1,294 @@
+"""Matrix workspace as an application service: a portal room per customer, the customer as a ghost user.
+
+Synapse pushes room events to ``PUT /_matrix/app/v1/transactions/{txnId}``; the hs_token is checked on
+every push (403 otherwise). Agent messages become :class:`AgentMessage` events; the bridge's own events
+and its ghosts' events are never echoed back. A replayed transaction is answered at once, and its
+events are dropped again by the engine's receipts (source = this workspace, id = the Matrix event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+from nio import AsyncClient, RoomCreateError, RoomPreset, RoomSendResponse
+from pydantic import BaseModel, ConfigDict
+
+from bot_core.adapters import (
+    ConversationView,
+    CustomerCard,
+    MessageView,
+    PostedRef,
+    RetryAfter,
+    RoomRef,
+    TemporaryFailure,
+)
+from bot_core.events import AgentMessage
+from bot_core.plugin import Plugin, PluginKind, route
+from bridge.workspaces.matrix.card import card_text
+from bridge.workspaces.matrix.devserver import load_registration
+
+SEEN_TRANSACTIONS = 1000
+
+
+class MatrixError(TemporaryFailure):
+    """A Matrix API call failed (the outbox retries it)."""
+
+
+def _check(response: Any, what: str) -> Any:
+    """Raise the outbox's errors for a nio error response; pass other responses through."""
+    if hasattr(response, "status_code") and getattr(response, "status_code", None):
+        if response.status_code == "M_LIMIT_EXCEEDED":
+            raise RetryAfter(
+                (getattr(response, "retry_after_ms", None) or 1000) / 1000, f"{what}: rate limited"
+            )
+        raise MatrixError(f"{what}: {response.status_code} {getattr(response, 'message', '')}")
+    if type(response).__name__.endswith("Error"):
+        raise MatrixError(f"{what}: {getattr(response, 'message', response)}")
+    return response
+
+
+class MatrixWorkspace(Plugin):
+    """Agents answer customers from Matrix rooms; each customer is a ghost user in their portal room."""
+
+    name = "matrix"
+    kind = PluginKind.WORKSPACE
+
+    class Config(BaseModel):
+        """Settings of the Matrix workspace (the tokens come from the registration file, not plugins.yaml)."""
+
+        model_config = ConfigDict(extra="forbid")
+        homeserver: str = "http://127.0.0.1:8008"
+        server_name: str = "localhost"
+        mode: Literal["appservice"] = "appservice"
+        registration: Path = Path("var/matrix/relaydesk-registration.yaml")
+        agents: list[str] = []  # user ids invited to every portal room
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.config
+        assert isinstance(config, MatrixWorkspace.Config)
+        self.settings = config
+        self.registration = load_registration(config.registration)
+        self.bot_user_id = f"@{self.registration.sender_localpart}:{config.server_name}"
+        self._ghost_prefix = self.registration.user_prefix
+        self._ghost_re = re.compile(rf"^@{re.escape(self._ghost_prefix)}.*:{re.escape(config.server_name)}$")
+        self._bot: AsyncClient | None = None
+        self._ghosts: dict[str, AsyncClient] = {}
+        self._ghost_lock = asyncio.Lock()
+        self._http: aiohttp.ClientSession | None = None
+        self._seen_txns: OrderedDict[str, None] = OrderedDict()
+        self._cards: dict[str, str] = {}  # room id -> event id of the pinned card
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the bot's client (authenticated with the as_token)."""
+        self._http = aiohttp.ClientSession()
+        self._bot = self._client(self.bot_user_id, self.registration.as_token)
+
+    async def stop(self) -> None:
+        """Close every client."""
+        for client in [self._bot, *self._ghosts.values()]:
+            if client is not None:
+                await client.close()
+        self._ghosts.clear()
+        if self._http:
+            await self._http.close()
+
+    def _client(self, user_id: str, token: str) -> AsyncClient:
+        client = AsyncClient(self.settings.homeserver, user_id)
+        client.access_token = token
+        client.user_id = user_id
+        return client
+
+    # -- ghosts --------------------------------------------------------------------------------
+
+    def ghost_id(self, channel: str, external_user_id: str) -> str:
+        """The ghost user id of a customer identity, e.g. ``@relay_telegram_12345:server``."""
+        safe = re.sub(
+            r"[^a-z0-9._=\-]", lambda m: f"={ord(m.group()):02x}", f"{channel}_{external_user_id}".lower()
+        )
+        return f"@{self._ghost_prefix}{safe}:{self.settings.server_name}"
+
+    async def ghost(self, channel: str, external_user_id: str, display_name: str) -> AsyncClient:
+        """A client acting as the customer's ghost: registered (or logged in) with the as_token."""
+        user_id = self.ghost_id(channel, external_user_id)
+        async with self._ghost_lock:
+            client = self._ghosts.get(user_id)
+            if client is None:
+                token = await self._ghost_token(user_id.split(":", 1)[0][1:])
+                client = self._client(user_id, token)
+                _check(await client.set_displayname(display_name), "set ghost display name")
+                self._ghosts[user_id] = client
+        return client
+
+    async def _ghost_token(self, localpart: str) -> str:
+        assert self._http is not None
+        headers = {"Authorization": f"Bearer {self.registration.as_token}"}
+        base = self.settings.homeserver.rstrip("/")
+        body = {"type": "m.login.application_service", "username": localpart, "inhibit_login": False}
+        async with self._http.post(f"{base}/_matrix/client/v3/register", json=body, headers=headers) as resp:
+            data = await resp.json()
+            if resp.status == 200:
+                return str(data["access_token"])
+            if data.get("errcode") != "M_USER_IN_USE":
+                raise MatrixError(f"register ghost {localpart}: {data.get('errcode')} {data.get('error')}")
+        login = {
+            "type": "m.login.application_service",
+            "identifier": {"type": "m.id.user", "user": localpart},
+        }
+        async with self._http.post(f"{base}/_matrix/client/v3/login", json=login, headers=headers) as resp:
+            data = await resp.json()
+            if resp.status != 200:
+                raise MatrixError(f"log in ghost {localpart}: {data.get('errcode')} {data.get('error')}")
+            return str(data["access_token"])
+
+    # -- Workspace protocol --------------------------------------------------------------------
+
+    async def ensure_room(self, conversation: ConversationView) -> RoomRef:
+        """Create the customer's portal room: the ghost, the agents, a name and topic saying who and where."""
+        assert self._bot is not None
+        if conversation.existing_room_id:
+            return RoomRef(self.instance_name, conversation.existing_room_id)
+        channel = conversation.channel.capitalize()
+        display = f"{conversation.customer_name} ({channel})"
+        ghost = await self.ghost(conversation.channel, conversation.external_user_id, display)
+        response = await self._bot.room_create(
+            name=display,
+            topic=f"Support conversation with {conversation.customer_name} on {channel}, relayed by relaydesk",
+            federate=False,
+            preset=RoomPreset.private_chat,
+            invite=[ghost.user_id, *self.settings.agents],
+            power_level_override={
+                # the creator (the bot) is omitted: room version 12 gives creators unlimited power
+                "users": {a: 50 for a in self.settings.agents},
+                "events": {"m.room.pinned_events": 50},
+            },
+        )
+        if isinstance(response, RoomCreateError):
+            _check(response, "create portal room")
+        room_id = response.room_id
+        _check(await ghost.join(room_id), "ghost joins portal room")
+        return RoomRef(self.instance_name, room_id)
+
+    async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
+        """Post the customer's message as their ghost (an edit replaces the earlier event)."""
+        ghost = await self.ghost(
+            message.channel,
+            message.external_user_id,
+            f"{message.sender_name} ({message.channel.capitalize()})",
+        )
+        content: dict[str, Any] = {"msgtype": "m.text", "body": message.text}
+        if message.edit_of:
+            content = {
+                "msgtype": "m.text",
+                "body": f"* {message.text}",
+                "m.new_content": {"msgtype": "m.text", "body": message.text},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": message.edit_of},
+            }
+        response = _check(await ghost.room_send(room.room_id, "m.room.message", content), "post as customer")
+        assert isinstance(response, RoomSendResponse)
+        return PostedRef(response.event_id)
+
+    async def notice(self, room: RoomRef, text: str) -> PostedRef:
+        """Post an m.notice from the bot."""
+        assert self._bot is not None
+        response = _check(
+            await self._bot.room_send(room.room_id, "m.room.message", {"msgtype": "m.notice", "body": text}),
+            "notice",
+        )
+        return PostedRef(response.event_id)
+
+    async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
+        """Pin the customer card, or update the pinned one in place (an m.replace edit)."""
+        assert self._bot is not None
+        plain, rich = card_text(card)
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": plain,
+            "format": "org.matrix.custom.html",
+            "formatted_body": rich,
+        }
+        card_event = self._cards.get(room.room_id) or await self._pinned_card(room.room_id)
+        if card_event:
+            edit = {
+                "msgtype": "m.notice",
+                "body": f"* {plain}",
+                "m.new_content": content,
+                "m.relates_to": {"rel_type": "m.replace", "event_id": card_event},
+            }
+            _check(await self._bot.room_send(room.room_id, "m.room.message", edit), "update card")
+            return
+        response = _check(await self._bot.room_send(room.room_id, "m.room.message", content), "post card")
+        self._cards[room.room_id] = response.event_id
+        _check(
+            await self._bot.room_put_state(
+                room.room_id, "m.room.pinned_events", {"pinned": [response.event_id]}
+            ),
+            "pin card",
+        )
+
+    async def _pinned_card(self, room_id: str) -> str | None:
+        """The card's event id from the room's pinned events (after a restart)."""
+        assert self._bot is not None
+        response = await self._bot.room_get_state_event(room_id, "m.room.pinned_events")
+        pinned = getattr(response, "content", {}).get("pinned") or []
+        if pinned:
+            self._cards[room_id] = str(pinned[0])
+            return str(pinned[0])
+        return None
+
+    # -- transactions from the homeserver ------------------------------------------------------
+
+    @route("PUT", "/_matrix/app/v1/transactions/{txn_id}")
+    async def transaction(self, request: web.Request) -> web.Response:
+        """Receive pushed events: check the hs_token, skip replays, turn agent messages into events."""
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ") or request.query.get(
+            "access_token", ""
+        )
+        if not hmac.compare_digest(supplied.encode(), self.registration.hs_token.encode()):
+            return web.json_response({"errcode": "M_FORBIDDEN", "error": "bad hs_token"}, status=403)
+        txn_id = request.match_info["txn_id"]
+        if txn_id in self._seen_txns:
+            return web.json_response({})
+        body = await request.json()
+        for event in body.get("events", []):
+            agent_event = self._agent_message(event)
+            if agent_event is not None:
+                await self.services.inbound(agent_event)  # stored before we answer 200
+        self._seen_txns[txn_id] = None
+        while len(self._seen_txns) > SEEN_TRANSACTIONS:
+            self._seen_txns.popitem(last=False)
+        return web.json_response({})
+
+    def _agent_message(self, event: dict[str, Any]) -> AgentMessage | None:
+        """An agent's message in a room, or None for everything else (our own and our ghosts' events too)."""
+        sender = str(event.get("sender", ""))
+        if (
+            event.get("type") != "m.room.message"
+            or sender == self.bot_user_id
+            or self._ghost_re.match(sender)
+        ):
+            return None
+        content = event.get("content") or {}
+        if content.get("msgtype") not in ("m.text", "m.emote", None):
+            return None
+        relates = content.get("m.relates_to") or {}
+        edit_of = relates.get("event_id") if relates.get("rel_type") == "m.replace" else None
+        text = (content.get("m.new_content") or {}).get("body") if edit_of else content.get("body")
+        return AgentMessage(
+            workspace=self.instance_name,
+            room_id=str(event["room_id"]),
+            external_message_id=str(event["event_id"]),
+            agent_id=sender,
+            agent_name=sender.split(":", 1)[0].lstrip("@"),
+            text=str(text or ""),
+            edit_of=edit_of,
+        )

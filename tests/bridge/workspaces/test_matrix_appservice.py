@@ -1,0 +1,203 @@
+"""The Matrix workspace in appservice mode, against a real Synapse (started once per test session)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import aiohttp
+import pytest
+from nio import (
+    AsyncClient,
+    InviteMemberEvent,
+    LoginResponse,
+    RoomMessageNotice,
+    RoomMessageText,
+    SyncResponse,
+)
+
+from bot_core.testing import MemoryChannel
+from bridge.workspaces.matrix.appservice import MatrixWorkspace
+from storage.models import Room
+from tests.conftest import DeskFactory
+from tests.matrix_server import SynapseInfo
+
+
+def matrix_yaml(synapse: SynapseInfo) -> str:
+    return f"""
+server: {{host: 127.0.0.1, port: {synapse.appservice_port}}}
+plugins:
+  - customers: {{use: "bot_core.testing:MemoryChannel"}}
+  - matrix:
+      use: "bridge.workspaces.matrix.appservice:MatrixWorkspace"
+      config:
+        homeserver: "{synapse.base_url}"
+        server_name: "{synapse.server_name}"
+        registration: "{synapse.registration_path}"
+        agents: ["{synapse.agent_user_id}"]
+"""
+
+
+class Agent:
+    """A human agent: a plain nio client that syncs, joins invites, reads and writes rooms."""
+
+    def __init__(self, synapse: SynapseInfo) -> None:
+        self.client = AsyncClient(synapse.base_url, synapse.agent_user_id)
+        self.synapse = synapse
+        self.timeline: dict[str, list[Any]] = {}
+        self.next_batch: str | None = None
+
+    async def login(self) -> None:
+        assert isinstance(await self.client.login(self.synapse.agent_password), LoginResponse)
+        first = await self.client.sync(timeout=0)
+        assert isinstance(first, SyncResponse)
+        self.next_batch = first.next_batch
+
+    async def sync_until(self, predicate: Any, timeout: float = 20.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not met in {timeout}s; timeline: {self.timeline}")
+            response = await self.client.sync(timeout=1000, since=self.next_batch)
+            assert isinstance(response, SyncResponse)
+            self.next_batch = response.next_batch
+            for room_id, info in response.rooms.invite.items():
+                if any(isinstance(e, InviteMemberEvent) for e in info.invite_state):
+                    await self.client.join(room_id)
+            for room_id, info in response.rooms.join.items():
+                self.timeline.setdefault(room_id, []).extend(info.timeline.events)
+
+    def texts(self, room_id: str) -> list[tuple[str, str]]:
+        return [
+            (e.sender, e.body)
+            for e in self.timeline.get(room_id, [])
+            if isinstance(e, (RoomMessageText, RoomMessageNotice))
+        ]
+
+    async def say(self, room_id: str, text: str) -> str:
+        response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
+        return cast(str, response.event_id)
+
+
+@pytest.fixture
+async def agent(synapse: SynapseInfo) -> AsyncIterator[Agent]:
+    agent = Agent(synapse)
+    await agent.login()
+    yield agent
+    await agent.client.close()
+
+
+async def _portal_room_of(user: str) -> str:
+    from storage.models import Identity
+
+    identity = await Identity.get(external_id=user)
+    room = await Room.get(customer_id=identity.customer_id)
+    return room.external_id
+
+
+async def test_first_contact_creates_the_portal_room_with_ghost_and_card_and_the_reply_comes_back(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    matrix = cast(MatrixWorkspace, desk.plugins["matrix"])
+    user = f"alice-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "Hello, my parcel never arrived", name="Alice")
+    assert await desk.wait_settled(30)
+    room_id = await _portal_room_of(user)
+    ghost = matrix.ghost_id("customers", user)
+
+    await agent.sync_until(
+        lambda: any(t == "Hello, my parcel never arrived" for _, t in agent.texts(room_id))
+    )
+    assert (ghost, "Hello, my parcel never arrived") in agent.texts(room_id)
+    name = await agent.client.room_get_state_event(room_id, "m.room.name")
+    topic = await agent.client.room_get_state_event(room_id, "m.room.topic")
+    assert name.content["name"] == "Alice (Customers)"  # type: ignore[union-attr]
+    assert "Alice" in topic.content["topic"] and "Customers" in topic.content["topic"]  # type: ignore[union-attr]
+    profile = await agent.client.get_displayname(ghost)
+    assert profile.displayname == "Alice (Customers)"  # type: ignore[union-attr]
+    pinned = await agent.client.room_get_state_event(room_id, "m.room.pinned_events")
+    card_id = pinned.content["pinned"][0]  # type: ignore[union-attr]
+    card = next(e for e in agent.timeline[room_id] if e.event_id == card_id)
+    assert card.body.startswith("Customer card: Alice")
+
+    await agent.say(room_id, "Sorry about that! A new parcel ships today.")
+    await channel.sent.wait_for(lambda items: any(d.external_user_id == user for d in items), 20)
+    assert channel.texts_to(user) == ["Sorry about that! A new parcel ships today."]
+    # the bridge never echoes its own events: the ghost's message was not relayed back to the customer
+    assert "Hello, my parcel never arrived" not in channel.texts_to(user)
+
+    await agent.say(room_id, "!note VIP customer")
+    await agent.sync_until(lambda: any("Note: VIP customer" in t for _, t in agent.texts(room_id)))
+    assert channel.texts_to(user) == ["Sorry about that! A new parcel ships today."]  # notes stay internal
+    # the card was updated in place: the agent's answer assigned the conversation
+    await agent.sync_until(
+        lambda: any(
+            e.source.get("content", {}).get("m.relates_to", {}).get("event_id") == card_id
+            and "owner" in e.source["content"]["m.new_content"]["body"]
+            for e in agent.timeline[room_id]
+        )
+    )
+
+
+async def test_a_restarted_relaydesk_reuses_the_room(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    user = f"bob-{uuid.uuid4().hex[:6]}"
+    await cast(MemoryChannel, desk.plugins["customers"]).customer_writes(user, "first visit", name="Bob")
+    assert await desk.wait_settled(30)
+    room_id = await _portal_room_of(user)
+    await desk.stop(timeout=10)
+
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    await cast(MemoryChannel, desk.plugins["customers"]).customer_writes(user, "back again", name="Bob")
+    assert await desk.wait_settled(30)
+    assert await Room.all().count() == 1
+    await agent.sync_until(lambda: any(t == "back again" for _, t in agent.texts(room_id)))
+
+
+async def test_wrong_hs_token_is_refused_and_a_replayed_transaction_is_delivered_once(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"carol-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "hi", name="Carol")
+    assert await desk.wait_settled(30)
+    room_id = await _portal_room_of(user)
+    url = f"http://127.0.0.1:{synapse.appservice_port}/_matrix/app/v1/transactions/txn-{uuid.uuid4().hex}"
+    event = {
+        "type": "m.room.message",
+        "room_id": room_id,
+        "sender": synapse.agent_user_id,
+        "event_id": f"$ev-{uuid.uuid4().hex}",
+        "content": {"msgtype": "m.text", "body": "answer from a replayed transaction"},
+    }
+    body = json.dumps({"events": [event]})
+    async with aiohttp.ClientSession() as http:
+        async with http.put(url, data=body, headers={"Authorization": "Bearer wrong"}) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["errcode"] == "M_FORBIDDEN"
+        auth = {"Authorization": f"Bearer {synapse.registration.hs_token}"}
+        for _ in range(2):  # Synapse retries a transaction it did not see acknowledged
+            async with http.put(url, data=body, headers=auth) as resp:
+                assert resp.status == 200
+        # the same event again in a new transaction id is still one delivery
+        async with http.put(url + "-b", data=body, headers=auth) as resp:
+            assert resp.status == 200
+    await channel.sent.wait_for(lambda items: len(items) >= 1, 20)
+    assert await desk.bus.wait_idle(10) and await desk.outbox.wait_settled(10)
+    assert channel.texts_to(user) == ["answer from a replayed transaction"]
