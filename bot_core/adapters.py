@@ -61,6 +61,10 @@ class Delivery:
     conversation_id: int | None = None
     agent_name: str | None = None
     idempotency_key: str = ""
+    edit_of: str | None = None  # replace the earlier message with this platform id (channel supports edits)
+    delete_of: str | None = (
+        None  # delete the earlier message with this platform id (channel supports deletes)
+    )
 
 
 @dataclass(frozen=True)

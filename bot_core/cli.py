@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ log = logging.getLogger("relaydesk.cli")
 
 DEFAULT_CONFIG = Path("plugins.yaml")
 DEFAULT_PID_FILE = Path(".relaydesk.pid")
+COMMANDS_GROUP = "relaydesk.commands"  # packages add subcommands: a callable taking the subparsers
 
 
 def _secrets_of(value: Any) -> Iterator[str]:
@@ -185,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-check", dest="check", action="store_false", help="do not validate the file first"
     )
     reload.set_defaults(func=cmd_reload)
+
+    for entry in entry_points(group=COMMANDS_GROUP):
+        try:
+            entry.load()(sub)
+        except Exception as exc:  # a broken add-on must not take the core commands down
+            print(f"relaydesk: command '{entry.name}' could not be loaded: {exc}", file=sys.stderr)
     return parser
 
 

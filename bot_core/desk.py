@@ -112,6 +112,11 @@ class Desk:
             server = site._server
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+        for name, plugin in self.plugins.items():
+            try:
+                await plugin.ready()
+            except Exception:
+                log.exception("plugin failed in ready()", extra={"plugin": name})
         log.info(
             "relaydesk started",
             extra={
@@ -205,6 +210,7 @@ class Desk:
                         )
                         continue
                     plugins[name] = await self._start_plugin(spec)
+                    await plugins[name].ready()
                     changes.append(f"{name}: enabled")
                 elif old.plugin_class is not spec.plugin_class:
                     if adapter:

@@ -72,6 +72,7 @@ class AgentMessage(_Event):
     text: str = ""
     attachments: tuple[Attachment, ...] = ()
     edit_of: str | None = None
+    redacts: str | None = None  # the agent deleted their earlier message with this workspace id
     timestamp: datetime = Field(default_factory=utcnow)
 
     def conversation_key(self) -> str:

@@ -109,12 +109,18 @@ class Outbox:
         attachments: tuple[Attachment, ...] = (),
         message: Message | None = None,
         agent_name: str | None = None,
+        correction: str | None = None,
     ) -> OutboxItem:
-        """Store a delivery to the customer's identity; idempotent on ``key``."""
+        """Store a delivery to the customer's identity; idempotent on ``key``.
+
+        ``correction`` ("edit" or "delete") makes it follow up ``message``, already sent: the channel
+        edits or deletes its copy where it can; otherwise the customer gets a correction message.
+        """
         payload: dict[str, Any] = {
             "text": text,
             "attachments": [a.model_dump(mode="json") for a in attachments],
             "agent_name": agent_name,
+            "correction": correction,
         }
         return await self._enqueue(
             OutboxTarget.CUSTOMER, identity.channel, identity.external_id, conversation, payload, key, message
@@ -321,6 +327,9 @@ class Outbox:
 
     async def _send_to_customer(self, channel: Channel, row: OutboxItem) -> str:
         payload = row.payload
+        correction = payload.get("correction")
+        if correction:
+            return await self._send_correction(channel, row, str(correction))
         delivery = Delivery(
             outbox_id=row.id,
             channel=row.adapter,
@@ -335,6 +344,33 @@ class Outbox:
         if row.message_id:
             await Message.filter(id=row.message_id).update(channel_message_id=ref.external_message_id)
         return ref.external_message_id
+
+    async def _send_correction(self, channel: Channel, row: OutboxItem, kind: str) -> str:
+        """Edit or delete the customer's copy of a sent message, or tell them in a new message."""
+        original = await Message.get_or_none(id=row.message_id) if row.message_id else None
+        sent_id = original.channel_message_id if original else None
+        text = str(row.payload.get("text", ""))
+
+        def delivery(body: str, *, edit_of: str | None = None, delete_of: str | None = None) -> Delivery:
+            return Delivery(
+                outbox_id=row.id,
+                channel=row.adapter,
+                external_user_id=row.address,
+                text=body,
+                conversation_id=row.conversation_id,
+                idempotency_key=row.idempotency_key,
+                edit_of=edit_of,
+                delete_of=delete_of,
+            )
+
+        caps = channel.capabilities
+        if kind == "edit" and caps.edits and sent_id:
+            return (await channel.send(delivery(text, edit_of=sent_id))).external_message_id
+        if kind == "delete" and caps.deletes and sent_id:
+            return (await channel.send(delivery("", delete_of=sent_id))).external_message_id
+        if kind == "edit":
+            return (await channel.send(delivery(f"Correction: {text}"))).external_message_id
+        raise Undeliverable(f"{row.adapter} cannot delete a message the customer already received")
 
     async def _post_to_room(self, workspace: Workspace, row: OutboxItem) -> str:
         conversation = await Conversation.get(id=row.conversation_id)
@@ -435,7 +471,8 @@ class Outbox:
         workspace = await self._room_workspace(conversation)
         if workspace is None:
             return
-        text = f'⚠ The customer did not get this message: "{_preview(str(row.payload.get("text", "")))}". Reason: {reason}'
+        what = "this deletion" if row.payload.get("correction") == "delete" else "this message"
+        text = f'⚠ The customer did not get {what}: "{_preview(str(row.payload.get("text", "")))}". Reason: {reason}'
         await self.enqueue_room(conversation, workspace, "notice", key=f"failed:{row.id}", text=text)
         if unreachable:
             await self.enqueue_room(conversation, workspace, "card", key=f"card:unreachable:{row.id}")

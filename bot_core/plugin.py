@@ -184,6 +184,9 @@ class Plugin:
     async def start(self) -> None:
         """Called once when the engine enables the plugin; open connections here."""
 
+    async def ready(self) -> None:
+        """Called once relaydesk accepts events and serves HTTP (e.g. to tell a platform we are back)."""
+
     async def stop(self) -> None:
         """Called once when the engine disables the plugin; close what :meth:`start` opened."""
 

@@ -212,17 +212,8 @@ class Relay:
         identity = await Identity.get(id=conversation.identity_id)
         agent_name = ctx.agent.display_name or ctx.agent.external_id
         self._metrics.messages_in.labels(msg.workspace).inc()
-        if msg.edit_of:
-            original = await Message.filter(
-                conversation_id=conversation.id,
-                workspace_message_id=msg.edit_of,
-                direction=Direction.OUTBOUND,
-            ).first()
-            if original is not None and original.text != msg.text:
-                original.edits = [*original.edits, {"text": original.text, "at": utcnow().isoformat()}]
-                original.text = msg.text
-                original.edited_at = msg.timestamp
-                await original.save(update_fields=["edits", "text", "edited_at"])
+        if msg.edit_of or msg.redacts:
+            await self._agent_correction(conversation, identity, msg, keys)
             await self._done(receipt)
             return
         message = await Message.filter(
@@ -258,6 +249,37 @@ class Relay:
                 # the first agent to answer takes the conversation
                 await ctx.assign(msg.agent_id)
         await self._done(receipt)
+
+    async def _agent_correction(
+        self, conversation: Conversation, identity: Identity, msg: AgentMessage, keys: ActionKeys
+    ) -> None:
+        """An agent edited or deleted a message they sent: store it and let the customer's copy follow."""
+        target = msg.edit_of or msg.redacts
+        original = await Message.filter(
+            conversation_id=conversation.id, workspace_message_id=target, direction=Direction.OUTBOUND
+        ).first()
+        if original is None:
+            return
+        body = msg.text if msg.edit_of else original.text  # a deletion names what it deletes
+        if msg.redacts:
+            original.edits = [
+                *original.edits,
+                {"text": original.text, "at": utcnow().isoformat(), "deleted": True},
+            ]
+            original.text = ""
+            kind = "delete"
+        elif original.text != msg.text:
+            original.edits = [*original.edits, {"text": original.text, "at": utcnow().isoformat()}]
+            original.text = msg.text
+            kind = "edit"
+        else:
+            return
+        original.edited_at = msg.timestamp
+        await original.save(update_fields=["edits", "text", "edited_at"])
+        if identity.reachable:
+            await self.outbox.enqueue_customer(
+                conversation, identity, body, key=keys.next(kind), message=original, correction=kind
+            )
 
     async def _agent_command(self, pipeline: Pipeline, cmd: AgentCommand) -> None:
         receipt = await self._receipt(cmd.workspace, cmd.external_message_id)

@@ -73,6 +73,8 @@ class MemoryChannel(Plugin):
         max_text_length: int = 4096
         record_file: str | None = None  # also append every delivery as a JSON line (for subprocess tests)
         crash_before_send: bool = False  # SIGKILL this process on the first send (crash tests)
+        edits: bool = True  # the platform can edit a sent message
+        deletes: bool = True  # the platform can delete a sent message
 
     capabilities = ChannelCapabilities()
 
@@ -81,7 +83,11 @@ class MemoryChannel(Plugin):
         self.sent = _Recorder()
         self.failures: list[DeliveryError] = []
         self.send_delay: float = 0.0
-        self.capabilities = ChannelCapabilities(max_text_length=self.config.max_text_length)  # type: ignore[attr-defined]
+        config = self.config
+        assert isinstance(config, MemoryChannel.Config)
+        self.capabilities = ChannelCapabilities(
+            max_text_length=config.max_text_length, edits=config.edits, deletes=config.deletes
+        )
 
     async def customer_writes(
         self, user: str, text: str, *, message_id: str | None = None, name: str | None = None, **extra: Any
@@ -221,6 +227,20 @@ class MemoryWorkspace(Plugin):
             )
         )
         return message_id
+
+    async def agent_redacts(self, room_id: str, event_id: str, *, agent: str = "@alice") -> str:
+        """An agent deletes their earlier message ``event_id`` in the room."""
+        redaction_id = f"$redact{next(_ids)}"
+        await self.services.inbound(
+            AgentMessage(
+                workspace=self.instance_name,
+                room_id=room_id,
+                external_message_id=redaction_id,
+                agent_id=agent,
+                redacts=event_id,
+            )
+        )
+        return redaction_id
 
     def room_of(self, user: str) -> MemoryRoom:
         """The room showing the customer ``user`` (raises KeyError if none)."""

@@ -6,7 +6,7 @@ from typing import cast
 
 from bot_core.testing import MemoryChannel, MemoryWorkspace, RoomPost
 from storage.models import Conversation, ConversationState, Message
-from tests.conftest import DeskFactory
+from tests.conftest import DOUBLES_YAML, DeskFactory
 
 
 def doubles(desk: object) -> tuple[MemoryChannel, MemoryWorkspace]:
@@ -146,3 +146,55 @@ async def test_agent_message_in_unknown_room_is_ignored(sqlite_url: str, make_de
     assert await desk.bus.wait_idle(10)
     assert channel.sent.items == []
     assert await Message.all().count() == 0
+
+
+async def test_agent_edits_and_deletions_follow_to_the_customer(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    await channel.customer_writes("u1", "hi")
+    posts = await workspace.posts.wait_for(lambda items: any(p.kind == "customer_message" for _, p in items))
+    room_id = posts[0][0]
+    first = await workspace.agent_writes(room_id, "Your order ships Monday")
+    await channel.sent.wait_for(lambda items: len(items) == 1)
+    await workspace.agent_writes(room_id, "Your order ships Tuesday", edit_of=first)
+    await channel.sent.wait_for(lambda items: len(items) == 2)
+    sent_id = f"out{channel.sent.items[0].outbox_id}"
+    edit = channel.sent.items[1]
+    assert (edit.text, edit.edit_of) == ("Your order ships Tuesday", sent_id)
+    await workspace.agent_redacts(room_id, first)
+    await channel.sent.wait_for(lambda items: len(items) == 3)
+    assert channel.sent.items[2].delete_of == sent_id
+    message = await Message.get(workspace_message_id=first)
+    assert message.text == "" and [e["text"] for e in message.edits] == [
+        "Your order ships Monday",
+        "Your order ships Tuesday",
+    ]
+
+
+async def test_a_channel_without_edits_gets_a_correction_and_deletions_are_reported(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    yaml = DOUBLES_YAML.replace(
+        '{use: "bot_core.testing:MemoryChannel"}',
+        '{use: "bot_core.testing:MemoryChannel", config: {edits: false, deletes: false}}',
+    )
+    desk = await make_desk(sqlite_url, yaml)
+    channel, workspace = doubles(desk)
+    await channel.customer_writes("u1", "hi")
+    posts = await workspace.posts.wait_for(lambda items: any(p.kind == "customer_message" for _, p in items))
+    room_id = posts[0][0]
+    first = await workspace.agent_writes(room_id, "The code is 1234")
+    await channel.sent.wait_for(lambda items: len(items) == 1)
+    await workspace.agent_writes(room_id, "The code is 4321", edit_of=first)
+    await channel.sent.wait_for(lambda items: len(items) == 2)
+    assert (
+        channel.sent.items[1].text == "Correction: The code is 4321" and channel.sent.items[1].edit_of is None
+    )
+    await workspace.agent_redacts(room_id, first)
+    await workspace.posts.wait_for(
+        lambda _: any("did not get this deletion" in t for t in workspace.texts(room_id))
+    )
+    notice = next(t for t in workspace.texts(room_id) if "did not get this deletion" in t)
+    assert "cannot delete" in notice and "The code is 4321" in notice

@@ -93,6 +93,20 @@ class MatrixWorkspace(Plugin):
         self._http = aiohttp.ClientSession()
         self._bot = self._client(self.bot_user_id, self.registration.as_token)
 
+    async def ready(self) -> None:
+        """Ping the homeserver: it then pushes at once the transactions it queued while we were down."""
+        assert self._http is not None
+        url = (
+            f"{self.settings.homeserver.rstrip('/')}/_matrix/client/v1/appservice/{self.registration.id}/ping"
+        )
+        headers = {"Authorization": f"Bearer {self.registration.as_token}"}
+        try:
+            async with self._http.post(url, json={}, headers=headers) as resp:
+                if resp.status != 200:
+                    self.log.warning("homeserver ping failed", extra={"status": resp.status})
+        except aiohttp.ClientError as exc:
+            self.log.warning("homeserver not reachable", extra={"error": str(exc)})
+
     async def stop(self) -> None:
         """Close every client."""
         for client in [self._bot, *self._ghosts.values()]:
@@ -247,13 +261,21 @@ class MatrixWorkspace(Plugin):
 
     # -- transactions from the homeserver ------------------------------------------------------
 
+    def _authorised(self, request: web.Request) -> bool:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return hmac.compare_digest(supplied.encode(), self.registration.hs_token.encode())
+
+    @route("POST", "/_matrix/app/v1/ping")
+    async def ping(self, request: web.Request) -> web.Response:
+        """Answer the homeserver's ping (sent when we ping it, to check the link both ways)."""
+        if not self._authorised(request):
+            return web.json_response({"errcode": "M_FORBIDDEN", "error": "bad hs_token"}, status=403)
+        return web.json_response({})
+
     @route("PUT", "/_matrix/app/v1/transactions/{txn_id}")
     async def transaction(self, request: web.Request) -> web.Response:
         """Receive pushed events: check the hs_token, skip replays, turn agent messages into events."""
-        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ") or request.query.get(
-            "access_token", ""
-        )
-        if not hmac.compare_digest(supplied.encode(), self.registration.hs_token.encode()):
+        if not self._authorised(request):
             return web.json_response({"errcode": "M_FORBIDDEN", "error": "bad hs_token"}, status=403)
         txn_id = request.match_info["txn_id"]
         if txn_id in self._seen_txns:
@@ -271,13 +293,22 @@ class MatrixWorkspace(Plugin):
     def _agent_message(self, event: dict[str, Any]) -> AgentMessage | None:
         """An agent's message in a room, or None for everything else (our own and our ghosts' events too)."""
         sender = str(event.get("sender", ""))
-        if (
-            event.get("type") != "m.room.message"
-            or sender == self.bot_user_id
-            or self._ghost_re.match(sender)
-        ):
+        if sender == self.bot_user_id or self._ghost_re.match(sender):
             return None
         content = event.get("content") or {}
+        if event.get("type") == "m.room.redaction":
+            redacts = event.get("redacts") or content.get("redacts")  # room v11+ moved it into content
+            if not redacts:
+                return None
+            return AgentMessage(
+                workspace=self.instance_name,
+                room_id=str(event["room_id"]),
+                external_message_id=str(event["event_id"]),
+                agent_id=sender,
+                redacts=str(redacts),
+            )
+        if event.get("type") != "m.room.message":
+            return None
         if content.get("msgtype") not in ("m.text", "m.emote", None):
             return None
         relates = content.get("m.relates_to") or {}

@@ -349,9 +349,7 @@ class DevHomeserver:
         for attempt in range(1, attempts + 1):
             if pick_port:
                 self._port = free_port()
-            self.config_path.write_text(
-                yaml.safe_dump(self._config(settings), sort_keys=False), encoding="utf-8"
-            )
+            _write_private(self.config_path, yaml.safe_dump(self._config(settings), sort_keys=False))
             try:
                 await self._launch()
                 break

@@ -102,9 +102,16 @@ class Receiver:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def receiver(synapse: SynapseInfo) -> AsyncIterator[Receiver]:
-    """Listen on the appservice port for this module, so Synapse never backs off while we act."""
+    """Listen on the appservice port for this module, so Synapse never backs off while we act.
+
+    The ping makes Synapse flush what earlier tests left queued (and end any back-off) right away.
+    """
     rec = Receiver(synapse.appservice_port)
     await rec.start()
+    async with aiohttp.ClientSession() as session:
+        await as_call(
+            session, synapse, "POST", f"/_matrix/client/v1/appservice/{synapse.registration.id}/ping"
+        )
     yield rec
     await rec.stop()
 

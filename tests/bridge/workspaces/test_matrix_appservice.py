@@ -201,3 +201,32 @@ async def test_wrong_hs_token_is_refused_and_a_replayed_transaction_is_delivered
     await channel.sent.wait_for(lambda items: len(items) >= 1, 20)
     assert await desk.bus.wait_idle(10) and await desk.outbox.wait_settled(10)
     assert channel.texts_to(user) == ["answer from a replayed transaction"]
+
+
+async def test_agent_edits_and_redactions_in_matrix_follow_to_the_customer(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"dan-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "what's the status?", name="Dan")
+    assert await desk.wait_settled(30)
+    room_id = await _portal_room_of(user)
+    await agent.sync_until(lambda: room_id in agent.client.rooms)
+    first = await agent.say(room_id, "It ships Monday")
+    await channel.sent.wait_for(lambda items: len(items) == 1, 20)
+    edit = {
+        "msgtype": "m.text",
+        "body": "* It ships Tuesday",
+        "m.new_content": {"msgtype": "m.text", "body": "It ships Tuesday"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": first},
+    }
+    await agent.client.room_send(room_id, "m.room.message", edit)
+    await channel.sent.wait_for(lambda items: len(items) == 2, 20)
+    sent_id = f"out{channel.sent.items[0].outbox_id}"
+    assert (channel.sent.items[1].text, channel.sent.items[1].edit_of) == ("It ships Tuesday", sent_id)
+    await agent.client.room_redact(room_id, first)
+    await channel.sent.wait_for(lambda items: len(items) == 3, 20)
+    assert channel.sent.items[2].delete_of == sent_id
