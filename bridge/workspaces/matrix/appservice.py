@@ -9,7 +9,9 @@ events are dropped again by the engine's receipts (source = this workspace, id =
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+import io
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -29,12 +31,15 @@ from bot_core.adapters import (
     RoomRef,
     TemporaryFailure,
 )
-from bot_core.events import AgentMessage
+from bot_core.events import AgentMessage, Attachment
 from bot_core.plugin import Plugin, PluginKind, route
 from bridge.workspaces.matrix.card import card_text
 from bridge.workspaces.matrix.devserver import load_registration
 
 SEEN_TRANSACTIONS = 1000
+MEDIA_MSGTYPES = {"m.image": "image", "m.file": "file", "m.audio": "audio", "m.video": "video"}
+KIND_MSGTYPES = {"image": "m.image", "audio": "m.audio", "video": "m.video", "sticker": "m.image"}
+MAX_MEDIA_BYTES = 50 * 1024 * 1024
 
 
 class MatrixError(TemporaryFailure):
@@ -174,6 +179,12 @@ class MatrixWorkspace(Plugin):
         channel = conversation.channel.capitalize()
         display = f"{conversation.customer_name} ({channel})"
         ghost = await self.ghost(conversation.channel, conversation.external_user_id, display)
+        if conversation.avatar_url:
+            try:
+                mxc = await self._upload_from(ghost, conversation.avatar_url, "avatar")
+                _check(await ghost.set_avatar(mxc), "set ghost avatar")
+            except (MatrixError, aiohttp.ClientError) as exc:
+                self.log.warning("customer avatar not copied", extra={"error": str(exc)})
         response = await self._bot.room_create(
             name=display,
             topic=f"Support conversation with {conversation.customer_name} on {channel}, relayed by relaydesk",
@@ -207,9 +218,76 @@ class MatrixWorkspace(Plugin):
                 "m.new_content": {"msgtype": "m.text", "body": message.text},
                 "m.relates_to": {"rel_type": "m.replace", "event_id": message.edit_of},
             }
+        last: str | None = None
+        for attachment in message.attachments:
+            last = await self._post_attachment(ghost, room.room_id, attachment)
+        if not message.text and last is not None:
+            return PostedRef(last)
         response = _check(await ghost.room_send(room.room_id, "m.room.message", content), "post as customer")
         assert isinstance(response, RoomSendResponse)
         return PostedRef(response.event_id)
+
+    async def _upload_from(self, client: AsyncClient, url: str, name: str, mime: str | None = None) -> str:
+        """Copy a file the channel serves at ``url`` into the homeserver's media repository; its mxc URI."""
+        assert self._http is not None
+        async with self._http.get(url) as resp:
+            if resp.status != 200:
+                raise MatrixError(f"fetching {name} from the channel: HTTP {resp.status}")
+            data = await resp.content.read(MAX_MEDIA_BYTES + 1)
+            if len(data) > MAX_MEDIA_BYTES:
+                raise MatrixError(f"{name} is larger than {MAX_MEDIA_BYTES} bytes")
+            content_type = mime or resp.content_type or "application/octet-stream"
+        upload, _keys = await client.upload(
+            io.BytesIO(data), content_type=content_type, filename=name, filesize=len(data)
+        )
+        return str(_check(upload, f"upload {name}").content_uri)
+
+    async def _post_attachment(self, ghost: AsyncClient, room_id: str, attachment: Attachment) -> str | None:
+        if not attachment.url:
+            return None
+        name = attachment.name or attachment.kind
+        mxc = await self._upload_from(ghost, attachment.url, name, attachment.mime_type)
+        info: dict[str, Any] = {}
+        if attachment.mime_type:
+            info["mimetype"] = attachment.mime_type
+        if attachment.size:
+            info["size"] = attachment.size
+        content = {
+            "msgtype": KIND_MSGTYPES.get(attachment.kind, "m.file"),
+            "body": name,
+            "url": mxc,
+            "info": info,
+        }
+        response = _check(await ghost.room_send(room_id, "m.room.message", content), "post attachment")
+        return str(response.event_id)
+
+    # -- media from agents, served to channels ---------------------------------------------------
+
+    def _media_signature(self, server: str, media_id: str) -> str:
+        key = self.registration.hs_token.encode()
+        return hmac.new(key, f"{server}/{media_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def media_url(self, mxc: str) -> str:
+        """A signed relaydesk URL from which a channel adapter can fetch an agent's file."""
+        server, _, media_id = mxc.removeprefix("mxc://").partition("/")
+        base = self.services.http_base_url.rstrip("/")
+        return f"{base}/matrix/media/{server}/{media_id}?sig={self._media_signature(server, media_id)}"
+
+    @route("GET", "/matrix/media/{server}/{media_id}")
+    async def media(self, request: web.Request) -> web.StreamResponse:
+        """Serve an agent's file from the homeserver's (authenticated) media repository to a channel."""
+        server, media_id = request.match_info["server"], request.match_info["media_id"]
+        expected = self._media_signature(server, media_id)
+        if not hmac.compare_digest(request.query.get("sig", "").encode(), expected.encode()):
+            raise web.HTTPForbidden(text="bad or missing signature")
+        assert self._http is not None
+        url = f"{self.settings.homeserver.rstrip('/')}/_matrix/client/v1/media/download/{server}/{media_id}"
+        headers = {"Authorization": f"Bearer {self.registration.as_token}"}
+        async with self._http.get(url, headers=headers) as resp:
+            if resp.status != 200:
+                raise web.HTTPNotFound(text="no such media")
+            body = await resp.read()
+            return web.Response(body=body, content_type=resp.content_type)
 
     async def notice(self, room: RoomRef, text: str) -> PostedRef:
         """Post an m.notice from the bot."""
@@ -296,6 +374,27 @@ class MatrixWorkspace(Plugin):
         if sender == self.bot_user_id or self._ghost_re.match(sender):
             return None
         content = event.get("content") or {}
+        if (
+            event.get("type") == "m.room.message"
+            and content.get("msgtype") in MEDIA_MSGTYPES
+            and content.get("url")
+        ):
+            info = content.get("info") or {}
+            attachment = Attachment(
+                kind=MEDIA_MSGTYPES[content["msgtype"]],  # type: ignore[arg-type]
+                url=self.media_url(str(content["url"])),
+                mime_type=info.get("mimetype"),
+                name=str(content.get("body") or "file"),
+                size=info.get("size"),
+            )
+            return AgentMessage(
+                workspace=self.instance_name,
+                room_id=str(event["room_id"]),
+                external_message_id=str(event["event_id"]),
+                agent_id=sender,
+                agent_name=sender.split(":", 1)[0].lstrip("@"),
+                attachments=(attachment,),
+            )
         if event.get("type") == "m.room.redaction":
             redacts = event.get("redacts") or content.get("redacts")  # room v11+ moved it into content
             if not redacts:

@@ -1,0 +1,481 @@
+"""Matrix workspace in bot mode: one ordinary account relays for every customer.
+
+For teams that cannot register an application service. The bot logs in with a password (or uses an
+access token), creates a private room per customer and posts the customer's messages itself, naming
+the customer in a bold prefix ("**Alice (Telegram)**: text"). Agents' messages reach relaydesk through
+a ``/sync`` loop and become :class:`AgentMessage` events (commands starting with ``!`` are recognised
+by the engine, as in appservice mode).
+
+Nothing is lost and nothing is replayed: the sync token only moves past a batch once every agent
+message in it was accepted by the bus, and it is stored in the database so that a restart resumes
+where the last process stopped (messages written while relaydesk was down are relayed then). When a
+room had more new events than one sync returns, the gap is paged in with ``/messages``. Events that
+are pushed twice (a batch retried after a failure) are dropped by the engine's receipts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import random
+import re
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Self
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    LoginResponse,
+    MessageDirection,
+    RoomCreateError,
+    RoomMessagesResponse,
+    RoomPreset,
+    RoomSendResponse,
+    SyncResponse,
+    WhoamiResponse,
+)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from bot_core.adapters import (
+    ConversationView,
+    CustomerCard,
+    MessageView,
+    PostedRef,
+    RoomRef,
+)
+from bot_core.context import StateStore
+from bot_core.desk import NotAccepting
+from bot_core.events import AgentMessage, utcnow
+from bot_core.plugin import Plugin, PluginKind
+from bridge.workspaces.matrix.appservice import MatrixError, _check
+from bridge.workspaces.matrix.card import card_text
+
+REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
+GAP_PAGE = 100  # events per /messages page when a sync's timeline was cut short
+GAP_MAX_PAGES = 50  # at most this many pages per room and sync (5000 events), then a warning
+PUSHED_MEMORY = 2000  # event ids remembered as pushed, so a retried batch is not pushed again
+NOT_ACCEPTING_WAIT = 0.2  # the desk is starting (or stopping): try the batch again soon
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 60.0
+USER_ID = re.compile(r"^@[^:\s]+:\S+$")
+
+
+class MatrixBotWorkspace(Plugin):
+    """Agents answer customers from Matrix rooms run by one bot account (no application service needed)."""
+
+    name = "matrix_bot"
+    kind = PluginKind.WORKSPACE
+
+    class Config(BaseModel):
+        """Settings of the Matrix bot workspace: the bot's account, the agents, the sync tuning."""
+
+        model_config = ConfigDict(extra="forbid")
+        homeserver: str  # client API base URL, e.g. https://matrix.example.com
+        user_id: str  # the bot account, e.g. @relaybot:example.com
+        password: SecretStr | None = None  # log in with this...
+        access_token: SecretStr | None = None  # ...or use this token (exactly one of the two)
+        agents: list[str] = []  # user ids invited to every portal room
+        sync_timeout_ms: int = Field(30_000, ge=0, le=300_000)  # long-poll duration of one /sync
+        timeline_limit: int = Field(50, ge=1, le=1000)  # events per room and sync before paging the gap
+
+        @field_validator("user_id")
+        @classmethod
+        def _full_user_id(cls, value: str) -> str:
+            if not USER_ID.match(value):
+                raise ValueError("must be a full Matrix user id such as @relaybot:example.com")
+            return value
+
+        @field_validator("agents")
+        @classmethod
+        def _agent_ids(cls, value: list[str]) -> list[str]:
+            bad = [v for v in value if not USER_ID.match(v)]
+            if bad:
+                raise ValueError(f"not full Matrix user ids: {', '.join(bad)}")
+            return value
+
+        @model_validator(mode="after")
+        def _one_credential(self) -> Self:
+            given = [s for s in (self.password, self.access_token) if s is not None and s.get_secret_value()]
+            if len(given) != 1:
+                raise ValueError("give exactly one of password and access_token")
+            return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.config
+        assert isinstance(config, MatrixBotWorkspace.Config)
+        self.settings = config
+        self.user_id = config.user_id
+        self._client: AsyncClient | None = None
+        self._logged_in_here = False  # a password login made a device; stop() logs it out again
+        self._since: str | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self._pushed: OrderedDict[str, None] = OrderedDict()
+        self._cards: dict[str, str] = {}  # room id -> event id of the pinned card
+        self._creator_in_power_levels = False  # older room versions want the creator listed
+        self._state = StateStore(self.instance_name, "matrix_bot")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Log in (or check the token), find where to sync from, and start the sync loop.
+
+        Raises :class:`MatrixError` when the credentials are refused or belong to another user.
+        """
+        self._client = AsyncClient(
+            self.settings.homeserver,
+            self.settings.user_id,
+            config=AsyncClientConfig(
+                max_limit_exceeded=0,  # hand 429s to the outbox (RetryAfter) instead of sleeping here
+                max_timeouts=2,  # a few quick retries, then the error reaches the outbox or the loop
+                request_timeout=REQUEST_TIMEOUT,
+                encryption_enabled=False,
+            ),
+        )
+        try:
+            await self._authenticate()
+        except BaseException:
+            await self._client.close()
+            self._client = None
+            raise
+        self._since = await self._state.get(self._token_key())
+        if self._since is None:
+            # First start with this account: begin at "now", so earlier history is not relayed.
+            first = _check(await self._client.sync(timeout=0, sync_filter=self._filter(1)), "initial sync")
+            assert isinstance(first, SyncResponse)
+            self._since = first.next_batch
+            await self._state.set(self._token_key(), self._since)
+        self._sync_task = asyncio.create_task(self._sync_loop(), name=f"{self.instance_name}-sync")
+        self.log.info("matrix bot started", extra={"user": self.user_id, "workspace": self.instance_name})
+
+    async def stop(self) -> None:
+        """Stop the sync loop, log out a session made by :meth:`start`, close the client."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            try:
+                await self._sync_task
+            except asyncio.CancelledError:
+                pass
+            self._sync_task = None
+        if self._client is not None:
+            if self._logged_in_here:
+                try:
+                    await self._client.logout()
+                except Exception:  # the homeserver may be gone; the device just stays listed
+                    self.log.warning("matrix bot could not log out", exc_info=True)
+            await self._client.close()
+            self._client = None
+
+    async def _authenticate(self) -> None:
+        client = self._require_client()
+        password, token = self.settings.password, self.settings.access_token
+        if password is not None and password.get_secret_value():
+            login = await client.login(password.get_secret_value(), device_name="relaydesk")
+            if not isinstance(login, LoginResponse):
+                raise MatrixError(f"matrix bot login as {self.settings.user_id} refused: {login.message}")
+            self._logged_in_here = True
+            actual = login.user_id
+        else:
+            assert token is not None
+            client.access_token = token.get_secret_value()
+            whoami = await client.whoami()
+            if not isinstance(whoami, WhoamiResponse):
+                raise MatrixError(f"matrix bot access token refused: {getattr(whoami, 'message', whoami)}")
+            client.device_id = whoami.device_id or ""
+            actual = whoami.user_id
+        if actual != self.settings.user_id:
+            # The bot tells its own events apart by user id: a mismatch would relay them to customers.
+            raise MatrixError(f"the matrix bot credentials belong to {actual}, not {self.settings.user_id}")
+        client.user_id = actual
+        self.user_id = actual
+
+    def _token_key(self) -> str:
+        return f"sync_token:{self.user_id}"
+
+    def _require_client(self) -> AsyncClient:
+        if self._client is None:
+            raise MatrixError("the matrix bot is not started")
+        return self._client
+
+    def _filter(self, timeline_limit: int) -> dict[str, Any]:
+        """A sync filter: room timelines and state only (no presence, typing, receipts, account data)."""
+        return {
+            "presence": {"types": []},
+            "account_data": {"types": []},
+            "room": {
+                "timeline": {"limit": timeline_limit},
+                "ephemeral": {"types": []},
+                "account_data": {"types": []},
+            },
+        }
+
+    # -- the sync loop -------------------------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        """Sync forever; a failed batch is fetched again from the same token after a backoff."""
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                await self._sync_once()
+                delay = BACKOFF_FIRST
+            except asyncio.CancelledError:
+                raise
+            except NotAccepting:
+                await asyncio.sleep(NOT_ACCEPTING_WAIT)
+            except Exception as exc:
+                self.log.warning(
+                    "matrix bot sync failed, retrying",
+                    extra={"error": repr(exc)[:300], "retry_in": round(delay, 2)},
+                )
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _sync_once(self) -> None:
+        """One /sync: push every agent message of the batch, then (only then) store the new token."""
+        client = self._require_client()
+        since = self._since
+        response = await client.sync(
+            timeout=self.settings.sync_timeout_ms,
+            since=since,
+            sync_filter=self._filter(self.settings.timeline_limit),
+        )
+        if not isinstance(response, SyncResponse):
+            if getattr(response, "status_code", None) == "M_UNKNOWN_TOKEN" and self._logged_in_here:
+                self.log.warning("matrix bot session ended, logging in again")
+                await self._authenticate()
+            _check(response, "sync")
+            raise MatrixError(f"sync: unexpected response {type(response).__name__}")
+        rooms = {**response.rooms.leave, **response.rooms.join}
+        for room_id, info in rooms.items():
+            events = [e.source for e in info.timeline.events]
+            if info.timeline.limited and info.timeline.prev_batch and since:
+                events = await self._missed(room_id, info.timeline.prev_batch, since) + events
+            await self._push(self._agent_messages(room_id, events))
+        if response.next_batch != since:
+            await self._state.set(self._token_key(), response.next_batch)
+        self._since = response.next_batch
+
+    async def _missed(self, room_id: str, prev_batch: str, since: str) -> list[dict[str, Any]]:
+        """The events a cut-short timeline left out (between ``since`` and ``prev_batch``), oldest first."""
+        client = self._require_client()
+        collected: list[dict[str, Any]] = []
+        token = prev_batch
+        for _ in range(GAP_MAX_PAGES):
+            page = _check(
+                await client.room_messages(
+                    room_id, start=token, end=since, direction=MessageDirection.back, limit=GAP_PAGE
+                ),
+                "page in missed events",
+            )
+            assert isinstance(page, RoomMessagesResponse)
+            collected.extend(e.source for e in page.chunk)
+            if not page.chunk or not page.end or page.end == token:
+                break
+            token = page.end
+        else:
+            self.log.warning(
+                "matrix bot skipped older missed events", extra={"room": room_id, "kept": len(collected)}
+            )
+        collected.reverse()
+        return collected
+
+    def _agent_messages(self, room_id: str, events: Iterable[dict[str, Any]]) -> list[AgentMessage]:
+        seen: set[str] = set()
+        found: list[AgentMessage] = []
+        for event in events:
+            message = agent_message(self.instance_name, self.user_id, room_id, event)
+            if message is not None and message.external_message_id not in seen:
+                seen.add(message.external_message_id)
+                found.append(message)
+        return found
+
+    async def _push(self, messages: list[AgentMessage]) -> None:
+        """Hand the messages to the bus in order (each stored before the next is pushed)."""
+        for message in messages:
+            if message.external_message_id in self._pushed:
+                continue
+            await self.services.inbound(message)
+            self._pushed[message.external_message_id] = None
+            while len(self._pushed) > PUSHED_MEMORY:
+                self._pushed.popitem(last=False)
+
+    # -- Workspace protocol --------------------------------------------------------------------
+
+    async def ensure_room(self, conversation: ConversationView) -> RoomRef:
+        """Create the customer's private room, named after them, with the agents invited."""
+        if conversation.existing_room_id:
+            return RoomRef(self.instance_name, conversation.existing_room_id)
+        client = self._require_client()
+        channel = conversation.channel.capitalize()
+        agents = [a for a in dict.fromkeys(self.settings.agents) if a != self.user_id]
+        for _ in range(2):
+            power: dict[str, Any] = {"events": {"m.room.pinned_events": 50}}
+            if agents or self._creator_in_power_levels:
+                users = {a: 50 for a in agents}
+                if self._creator_in_power_levels:
+                    users[self.user_id] = 100
+                power["users"] = users
+            response = await client.room_create(
+                name=customer_label(conversation.customer_name, conversation.channel),
+                topic=(
+                    f"Support conversation with {conversation.customer_name} on {channel}, "
+                    "relayed by relaydesk"
+                ),
+                federate=False,
+                preset=RoomPreset.private_chat,
+                invite=agents,
+                power_level_override=power,
+            )
+            if (
+                isinstance(response, RoomCreateError)
+                and not self._creator_in_power_levels
+                and "power_level_content_override" in (response.message or "")
+            ):
+                # Room versions before 12 need the creator listed (version 12 refuses it): list it.
+                self._creator_in_power_levels = True
+                continue
+            break
+        _check(response, "create room")
+        return RoomRef(self.instance_name, response.room_id)
+
+    async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
+        """Post the customer's message with their name in bold before it (an edit replaces the earlier one)."""
+        client = self._require_client()
+        plain, rich = customer_message_text(message)
+        content: dict[str, Any] = {
+            "msgtype": "m.text",
+            "body": plain,
+            "format": "org.matrix.custom.html",
+            "formatted_body": rich,
+        }
+        if message.edit_of:
+            content = {
+                "msgtype": "m.text",
+                "body": f"* {plain}",
+                "format": "org.matrix.custom.html",
+                "formatted_body": f"* {rich}",
+                "m.new_content": content,
+                "m.relates_to": {"rel_type": "m.replace", "event_id": message.edit_of},
+            }
+        # A retried first post (e.g. after a timeout the homeserver had in fact accepted) reuses its
+        # transaction id, so the homeserver answers with the same event instead of posting it twice.
+        # Edits keep random ids: an edit back to an earlier text must be posted again.
+        tx_id = None if message.edit_of else f"relaydesk-{self.instance_name}-{message.message_id}"
+        response = _check(
+            await client.room_send(room.room_id, "m.room.message", content, tx_id=tx_id),
+            "post as customer",
+        )
+        assert isinstance(response, RoomSendResponse)
+        return PostedRef(response.event_id)
+
+    async def notice(self, room: RoomRef, text: str) -> PostedRef:
+        """Post an m.notice from the bot (agents' clients show it as a bot message)."""
+        client = self._require_client()
+        response = _check(
+            await client.room_send(room.room_id, "m.room.message", {"msgtype": "m.notice", "body": text}),
+            "notice",
+        )
+        return PostedRef(response.event_id)
+
+    async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
+        """Pin the customer card, or update the pinned one in place (an m.replace edit)."""
+        client = self._require_client()
+        plain, rich = card_text(card)
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": plain,
+            "format": "org.matrix.custom.html",
+            "formatted_body": rich,
+        }
+        card_event = self._cards.get(room.room_id) or await self._pinned_card(room.room_id)
+        if card_event:
+            edit = {
+                "msgtype": "m.notice",
+                "body": f"* {plain}",
+                "m.new_content": content,
+                "m.relates_to": {"rel_type": "m.replace", "event_id": card_event},
+            }
+            _check(await client.room_send(room.room_id, "m.room.message", edit), "update card")
+            return
+        response = _check(await client.room_send(room.room_id, "m.room.message", content), "post card")
+        self._cards[room.room_id] = response.event_id
+        _check(
+            await client.room_put_state(
+                room.room_id, "m.room.pinned_events", {"pinned": [response.event_id]}
+            ),
+            "pin card",
+        )
+
+    async def _pinned_card(self, room_id: str) -> str | None:
+        """The card's event id from the room's pinned events (after a restart)."""
+        client = self._require_client()
+        response = await client.room_get_state_event(room_id, "m.room.pinned_events")
+        pinned = getattr(response, "content", {}).get("pinned") or []
+        if pinned:
+            self._cards[room_id] = str(pinned[0])
+            return str(pinned[0])
+        return None
+
+
+# -- message formats -------------------------------------------------------------------------------
+
+
+def customer_label(name: str, channel: str) -> str:
+    """How the bot names a customer: ``Alice (Telegram)``."""
+    return f"{name} ({channel.capitalize()})"
+
+
+def customer_message_text(message: MessageView) -> tuple[str, str]:
+    """The customer's message as (plain body, HTML body), prefixed with their name; all input escaped."""
+    label = customer_label(message.sender_name, message.channel)
+    lines = [message.text] if message.text else []
+    for attachment in message.attachments:
+        what = attachment.name or attachment.mime_type or attachment.kind
+        lines.append(f"[{attachment.kind}: {what}]" + (f" {attachment.url}" if attachment.url else ""))
+    text = "\n".join(lines)
+    plain = f"{label}: {text}"
+    rich = f"<b>{html.escape(label)}</b>: " + html.escape(text).replace("\n", "<br>")
+    return plain, rich
+
+
+def _without_reply_fallback(body: str) -> str:
+    """Drop the quoted "> <@user> ..." lines that clients put before a reply's text."""
+    lines = body.split("\n")
+    index = 0
+    while index < len(lines) and lines[index].startswith(">"):
+        index += 1
+    if index and index < len(lines) and lines[index] == "":
+        return "\n".join(lines[index + 1 :])
+    return body
+
+
+def agent_message(
+    workspace: str, bot_user_id: str, room_id: str, event: dict[str, Any]
+) -> AgentMessage | None:
+    """An agent's text message as an :class:`AgentMessage`; None for anything else (the bot's own too)."""
+    sender = event.get("sender")
+    event_id = event.get("event_id")
+    if event.get("type") != "m.room.message" or not sender or sender == bot_user_id or not event_id:
+        return None
+    content = event.get("content") or {}
+    if content.get("msgtype") not in ("m.text", "m.emote"):
+        return None  # notices (bots), media without text, redacted events (empty content)
+    relates = content.get("m.relates_to") or {}
+    edit_of = relates.get("event_id") if relates.get("rel_type") == "m.replace" else None
+    body = (content.get("m.new_content") or {}).get("body") if edit_of else content.get("body")
+    if not isinstance(body, str):
+        return None
+    if relates.get("m.in_reply_to"):
+        body = _without_reply_fallback(body)
+    sent_at = event.get("origin_server_ts")
+    return AgentMessage(
+        workspace=workspace,
+        room_id=room_id,
+        external_message_id=str(event_id),
+        agent_id=str(sender),
+        agent_name=str(sender).split(":", 1)[0].lstrip("@"),
+        text=body,
+        edit_of=edit_of,
+        timestamp=datetime.fromtimestamp(sent_at / 1000, UTC) if isinstance(sent_at, int) else utcnow(),
+    )
