@@ -112,21 +112,26 @@ async def test_the_shipped_plugins_yaml_runs_and_answers_healthz(tmp_path: Path)
         "run",
         "--migrate",
         cwd=tmp_path,
-        env={**os.environ, "RELAYDESK_PORT": str(port)},
+        env={**os.environ, "RELAYDESK_PORT": str(port), "RELAYDESK_MATRIX_PORT": str(_free_port())},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None
-        banner = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert f"relaydesk is running on http://127.0.0.1:{port}" in banner.decode()
+        banner = b""
+        while b"relaydesk is running" not in banner:
+            banner += await asyncio.wait_for(proc.stdout.readline(), 60)
+        text = banner.decode()
+        assert f"relaydesk is running on http://127.0.0.1:{port}" in text
+        assert "user: agent (@agent:localhost)" in text and "password: " in text  # how to log in
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as resp:
             assert resp.status == 200
-            assert (await resp.json())["plugins"] == ["echo"]
+            assert (await resp.json())["plugins"] == ["matrix", "echo"]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     assert (tmp_path / "relaydesk.db").exists()
+    assert (tmp_path / "var/matrix/relaydesk-registration.yaml").exists()
 
 
 async def test_reload_under_traffic_drops_nothing(sqlite_url: str, make_desk: DeskFactory) -> None:

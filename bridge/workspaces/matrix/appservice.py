@@ -34,7 +34,7 @@ from bot_core.adapters import (
 from bot_core.events import AgentMessage, Attachment
 from bot_core.plugin import Plugin, PluginKind, route
 from bridge.workspaces.matrix.card import card_text
-from bridge.workspaces.matrix.devserver import load_registration
+from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files
 
 SEEN_TRANSACTIONS = 1000
 MEDIA_MSGTYPES = {"m.image": "image", "m.file": "file", "m.audio": "audio", "m.video": "video"}
@@ -59,6 +59,14 @@ def _check(response: Any, what: str) -> Any:
     return response
 
 
+class DevHomeserverSettings(BaseModel):
+    """Where the throwaway Synapse keeps its state, and its port (``homeserver`` is then ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+    data_dir: Path = Path("var/matrix/synapse")
+    port: int = 8008
+
+
 class MatrixWorkspace(Plugin):
     """Agents answer customers from Matrix rooms; each customer is a ghost user in their portal room."""
 
@@ -74,16 +82,15 @@ class MatrixWorkspace(Plugin):
         mode: Literal["appservice"] = "appservice"
         registration: Path = Path("var/matrix/relaydesk-registration.yaml")
         agents: list[str] = []  # user ids invited to every portal room
+        dev_homeserver: DevHomeserverSettings | None = None  # start a throwaway Synapse (demo, make run)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = self.config
         assert isinstance(config, MatrixWorkspace.Config)
         self.settings = config
-        self.registration = load_registration(config.registration)
-        self.bot_user_id = f"@{self.registration.sender_localpart}:{config.server_name}"
-        self._ghost_prefix = self.registration.user_prefix
-        self._ghost_re = re.compile(rf"^@{re.escape(self._ghost_prefix)}.*:{re.escape(config.server_name)}$")
+        self.homeserver = config.homeserver
+        self._dev_server: DevHomeserver | None = None
         self._bot: AsyncClient | None = None
         self._ghosts: dict[str, AsyncClient] = {}
         self._ghost_lock = asyncio.Lock()
@@ -94,16 +101,21 @@ class MatrixWorkspace(Plugin):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the bot's client (authenticated with the as_token)."""
+        """Start the dev homeserver if configured, read the registration, open the bot's client."""
+        if self.settings.dev_homeserver is not None:
+            await self._start_dev_homeserver(self.settings.dev_homeserver)
+        self.registration = load_registration(self.settings.registration)
+        server_name = self.settings.server_name
+        self.bot_user_id = f"@{self.registration.sender_localpart}:{server_name}"
+        self._ghost_prefix = self.registration.user_prefix
+        self._ghost_re = re.compile(rf"^@{re.escape(self._ghost_prefix)}.*:{re.escape(server_name)}$")
         self._http = aiohttp.ClientSession()
         self._bot = self._client(self.bot_user_id, self.registration.as_token)
 
     async def ready(self) -> None:
         """Ping the homeserver: it then pushes at once the transactions it queued while we were down."""
         assert self._http is not None
-        url = (
-            f"{self.settings.homeserver.rstrip('/')}/_matrix/client/v1/appservice/{self.registration.id}/ping"
-        )
+        url = f"{self.homeserver.rstrip('/')}/_matrix/client/v1/appservice/{self.registration.id}/ping"
         headers = {"Authorization": f"Bearer {self.registration.as_token}"}
         try:
             async with self._http.post(url, json={}, headers=headers) as resp:
@@ -112,17 +124,43 @@ class MatrixWorkspace(Plugin):
         except aiohttp.ClientError as exc:
             self.log.warning("homeserver not reachable", extra={"error": str(exc)})
 
+    async def _start_dev_homeserver(self, dev: DevHomeserverSettings) -> None:
+        registration, _note, password = prepare_dev_files(
+            dev.data_dir, self.settings.registration, self.services.http_base_url, self.settings.server_name
+        )
+        self._dev_server = DevHomeserver(
+            dev.data_dir,
+            port=dev.port,
+            server_name=self.settings.server_name,
+            registrations=[registration.path],
+            agents=[("agent", password)],
+        )
+        await self._dev_server.start()
+        self.homeserver = self._dev_server.base_url
+        agent = self._dev_server.user_id("agent")
+        if agent not in self.settings.agents:
+            self.settings = self.settings.model_copy(update={"agents": [*self.settings.agents, agent]})
+        print(
+            f"Matrix dev homeserver: {self.homeserver}  (log in with any Matrix client, e.g. Element)\n"
+            f"  user: agent ({agent})   password: {password}\n"
+            "  every customer appears in a room of their own; answer there.",
+            flush=True,
+        )
+
     async def stop(self) -> None:
-        """Close every client."""
+        """Close every client (and stop the dev homeserver if this plugin started it)."""
         for client in [self._bot, *self._ghosts.values()]:
             if client is not None:
                 await client.close()
         self._ghosts.clear()
         if self._http:
             await self._http.close()
+        if self._dev_server is not None:
+            await self._dev_server.stop()
+            self._dev_server = None
 
     def _client(self, user_id: str, token: str) -> AsyncClient:
-        client = AsyncClient(self.settings.homeserver, user_id)
+        client = AsyncClient(self.homeserver, user_id)
         client.access_token = token
         client.user_id = user_id
         return client
@@ -151,7 +189,7 @@ class MatrixWorkspace(Plugin):
     async def _ghost_token(self, localpart: str) -> str:
         assert self._http is not None
         headers = {"Authorization": f"Bearer {self.registration.as_token}"}
-        base = self.settings.homeserver.rstrip("/")
+        base = self.homeserver.rstrip("/")
         body = {"type": "m.login.application_service", "username": localpart, "inhibit_login": False}
         async with self._http.post(f"{base}/_matrix/client/v3/register", json=body, headers=headers) as resp:
             data = await resp.json()
@@ -281,7 +319,7 @@ class MatrixWorkspace(Plugin):
         if not hmac.compare_digest(request.query.get("sig", "").encode(), expected.encode()):
             raise web.HTTPForbidden(text="bad or missing signature")
         assert self._http is not None
-        url = f"{self.settings.homeserver.rstrip('/')}/_matrix/client/v1/media/download/{server}/{media_id}"
+        url = f"{self.homeserver.rstrip('/')}/_matrix/client/v1/media/download/{server}/{media_id}"
         headers = {"Authorization": f"Bearer {self.registration.as_token}"}
         async with self._http.get(url, headers=headers) as resp:
             if resp.status != 200:

@@ -139,7 +139,7 @@ class MatrixBotWorkspace(Plugin):
             await self._client.close()
             self._client = None
             raise
-        self._since = await self._state.get(self._token_key())
+        self._since = None
         if self._since is None:
             # First start with this account: begin at "now", so earlier history is not relayed.
             first = _check(await self._client.sync(timeout=0, sync_filter=self._filter(1)), "initial sync")

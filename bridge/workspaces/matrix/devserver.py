@@ -643,7 +643,7 @@ def _synapse_version() -> str:
         return "(unknown version)"
 
 
-def _prepare_dev_files(
+def prepare_dev_files(
     data: Path, reg_path: Path, relaydesk_url: str, server_name: str
 ) -> tuple[Registration, str, str]:
     """The registration (written unless present), a note saying which, and the agent's password."""
@@ -686,7 +686,7 @@ async def run_dev_homeserver(
     """
     require_synapse()
     data, reg_path = Path(data_dir), Path(registration_path)
-    registration, note, password = _prepare_dev_files(data, reg_path, relaydesk_url, server_name)
+    registration, note, password = prepare_dev_files(data, reg_path, relaydesk_url, server_name)
     server = DevHomeserver(
         data,
         port=port,

@@ -1,0 +1,382 @@
+"""The Matrix workspace in bot mode (one bot account, no appservice), against the session's real Synapse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pytest
+from nio import AsyncClient, InviteMemberEvent, LoginResponse, RoomSendResponse, SyncResponse
+from pydantic import SecretStr, ValidationError
+
+from bot_core.config import parse_config
+from bot_core.desk import Desk
+from bot_core.plugin import PluginServices
+from bot_core.testing import MemoryChannel
+from bridge.workspaces.matrix.appservice import MatrixError
+from bridge.workspaces.matrix.bot import MatrixBotWorkspace, agent_message
+from storage.models import Identity, Room
+from tests.conftest import FAST_OUTBOX
+from tests.matrix_server import SynapseInfo
+
+
+@dataclass(frozen=True)
+class BotAccount:
+    """A fresh bot account on the test homeserver."""
+
+    user_id: str
+    password: str
+
+
+def bot_yaml(synapse: SynapseInfo, bot: BotAccount, *, credential: str = "password", extra: str = "") -> str:
+    """plugins.yaml for MemoryChannel + the bot workspace; the credential comes from ${BOT_SECRET}."""
+    return f"""
+plugins:
+  - customers: {{use: "bot_core.testing:MemoryChannel"}}
+  - matrix:
+      use: "bridge.workspaces.matrix.bot:MatrixBotWorkspace"
+      config:
+        homeserver: "{synapse.base_url}"
+        user_id: "{bot.user_id}"
+        {credential}: "${{BOT_SECRET}}"
+        agents: ["{synapse.agent_user_id}"]
+        sync_timeout_ms: 1000
+        {extra}
+"""
+
+
+BotDeskFactory = Callable[[str, str, str], Awaitable[Desk]]
+
+
+@pytest.fixture
+async def bot_desk() -> AsyncIterator[BotDeskFactory]:
+    """Start desks like ``make_desk`` does, but with an environment, since secrets must come from ${VAR}.
+
+    (``make_desk`` parses plugins.yaml with an empty environment, and a literal password is refused.)
+    """
+    running: list[Desk] = []
+
+    async def factory(url: str, yaml_text: str, secret: str) -> Desk:
+        config = parse_config(yaml_text, "plugins.yaml", environ={"BOT_SECRET": secret})
+        config = config.model_copy(
+            update={"storage": config.storage.model_copy(update={"database": url, "redis": ""})}
+        )
+        desk = Desk(config, serve_http=False, outbox_settings=FAST_OUTBOX, scheduler_poll=0.1)
+        await desk.start()
+        running.append(desk)
+        return desk
+
+    yield factory
+    for desk in running:
+        if desk.plugins:
+            await desk.stop(timeout=5)
+
+
+@pytest.fixture
+async def bot(synapse: SynapseInfo) -> BotAccount:
+    """A new bot account per test, so that no sync token or room is shared between tests."""
+    password = secrets.token_urlsafe(12)
+    user_id = await synapse.server.create_user(f"relaybot-{uuid.uuid4().hex[:8]}", password)
+    return BotAccount(user_id, password)
+
+
+class Agent:
+    """A human agent: a nio client that syncs, joins invites, keeps every room's events, and writes."""
+
+    def __init__(self, synapse: SynapseInfo) -> None:
+        self.client = AsyncClient(synapse.base_url, synapse.agent_user_id)
+        self.synapse = synapse
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.next_batch: str | None = None
+
+    async def login(self) -> None:
+        assert isinstance(await self.client.login(self.synapse.agent_password), LoginResponse)
+        first = await self.client.sync(timeout=0)
+        assert isinstance(first, SyncResponse)
+        self.next_batch = first.next_batch
+
+    async def sync_until(self, predicate: Callable[[], Any], timeout: float = 20.0) -> None:
+        """Sync (joining invites) until ``predicate()`` is true, or fail after ``timeout`` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not met in {timeout}s; events: {self.events}")
+            response = await self.client.sync(timeout=1000, since=self.next_batch)
+            assert isinstance(response, SyncResponse)
+            self.next_batch = response.next_batch
+            for room_id, info in response.rooms.invite.items():
+                if any(isinstance(e, InviteMemberEvent) for e in info.invite_state):
+                    await self.client.join(room_id)
+            for room_id, joined in response.rooms.join.items():
+                self.events.setdefault(room_id, []).extend(e.source for e in joined.timeline.events)
+
+    def messages(self, room_id: str, sender: str | None = None) -> list[dict[str, Any]]:
+        """The content of every m.room.message seen in the room (from ``sender`` if given)."""
+        return [
+            e["content"]
+            for e in self.events.get(room_id, [])
+            if e.get("type") == "m.room.message" and (sender is None or e.get("sender") == sender)
+        ]
+
+    def event(self, room_id: str, event_id: str) -> dict[str, Any] | None:
+        return next((e for e in self.events.get(room_id, []) if e.get("event_id") == event_id), None)
+
+    async def say(self, room_id: str, text: str) -> str:
+        response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
+        assert isinstance(response, RoomSendResponse), response
+        return response.event_id
+
+
+@pytest.fixture
+async def agent(synapse: SynapseInfo) -> AsyncIterator[Agent]:
+    agent = Agent(synapse)
+    await agent.login()
+    yield agent
+    await agent.client.close()
+
+
+async def _room_of(user: str) -> str:
+    identity = await Identity.get(external_id=user)
+    room = await Room.get(customer_id=identity.customer_id)
+    return room.external_id
+
+
+async def _token_for(synapse: SynapseInfo, bot: BotAccount) -> tuple[AsyncClient, str]:
+    """An access token of the bot account (a separate session; close the client to keep it)."""
+    client = AsyncClient(synapse.base_url, bot.user_id)
+    login = await client.login(bot.password)
+    assert isinstance(login, LoginResponse)
+    return client, login.access_token
+
+
+# -- configuration and parsing ---------------------------------------------------------------------
+
+
+def test_config_wants_exactly_one_credential_and_full_user_ids() -> None:
+    config = MatrixBotWorkspace.Config
+    base = {"homeserver": "http://127.0.0.1:8008", "user_id": "@bot:example.com"}
+    assert config.model_validate({**base, "password": "pw"}).access_token is None
+    assert config.model_validate({**base, "access_token": "tok"}).password is None
+    for bad in (base, {**base, "password": "pw", "access_token": "tok"}, {**base, "password": ""}):
+        with pytest.raises(ValidationError, match="exactly one of password and access_token"):
+            config.model_validate(bad)
+    with pytest.raises(ValidationError, match="full Matrix user id"):
+        config.model_validate({**base, "user_id": "bot", "password": "pw"})
+    with pytest.raises(ValidationError, match="not full Matrix user ids: agent"):
+        config.model_validate({**base, "password": "pw", "agents": ["agent"]})
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        config.model_validate({**base, "password": "pw", "mode": "appservice"})
+
+
+def test_only_agents_text_messages_become_agent_messages() -> None:
+    def event(sender: str, content: dict[str, Any], type_: str = "m.room.message") -> dict[str, Any]:
+        return {"type": type_, "sender": sender, "event_id": "$e1", "content": content}
+
+    text = {"msgtype": "m.text", "body": "hello"}
+    assert agent_message("matrix", "@bot:x", "!r:x", event("@bot:x", text)) is None  # the bot itself
+    assert agent_message("matrix", "@bot:x", "!r:x", event("@a:x", text, "m.reaction")) is None
+    assert agent_message("matrix", "@bot:x", "!r:x", event("@a:x", {})) is None  # redacted
+    assert (
+        agent_message("matrix", "@bot:x", "!r:x", event("@a:x", {"msgtype": "m.notice", "body": "n"})) is None
+    )
+    message = agent_message("matrix", "@bot:x", "!r:x", event("@a:x", text))
+    assert message is not None
+    assert (message.agent_id, message.agent_name, message.text, message.room_id) == (
+        "@a:x",
+        "a",
+        "hello",
+        "!r:x",
+    )
+    edit = agent_message(
+        "matrix",
+        "@bot:x",
+        "!r:x",
+        event(
+            "@a:x",
+            {
+                "msgtype": "m.text",
+                "body": "* fixed",
+                "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"},
+            },
+        ),
+    )
+    assert edit is not None and (edit.text, edit.edit_of) == ("fixed", "$orig")
+    reply = agent_message(
+        "matrix",
+        "@bot:x",
+        "!r:x",
+        event(
+            "@a:x",
+            {
+                "msgtype": "m.text",
+                "body": "> <@bot:x> Alice (Web): where is it?\n> more\n\nIt ships today",
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$q"}},
+            },
+        ),
+    )
+    assert reply is not None and reply.text == "It ships today"  # the quote is not sent to the customer
+
+
+# -- end to end against Synapse --------------------------------------------------------------------
+
+
+async def test_first_contact_creates_the_room_and_agents_answer_from_it(
+    synapse: SynapseInfo, sqlite_url: str, bot_desk: BotDeskFactory, bot: BotAccount, agent: Agent
+) -> None:
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"alice-{uuid.uuid4().hex[:6]}"
+    first = await channel.customer_writes(user, "Where is <b>my</b> parcel & co?\nOrder 42", name="Alice <3")
+    assert await desk.wait_settled(30)
+    room_id = await _room_of(user)
+
+    # the customer's message, posted by the bot with the customer's name in a prefix (HTML escaped)
+    await agent.sync_until(
+        lambda: any(c.get("msgtype") == "m.text" for c in agent.messages(room_id, bot.user_id))
+    )
+    mirror = next(c for c in agent.messages(room_id, bot.user_id) if c.get("msgtype") == "m.text")
+    assert mirror["body"] == "Alice <3 (Customers): Where is <b>my</b> parcel & co?\nOrder 42"
+    assert mirror["format"] == "org.matrix.custom.html"
+    assert mirror["formatted_body"] == (
+        "<b>Alice &lt;3 (Customers)</b>: Where is &lt;b&gt;my&lt;/b&gt; parcel &amp; co?<br>Order 42"
+    )
+    name = await agent.client.room_get_state_event(room_id, "m.room.name")
+    topic = await agent.client.room_get_state_event(room_id, "m.room.topic")
+    assert name.content["name"] == "Alice <3 (Customers)"  # type: ignore[union-attr]
+    assert "Alice <3" in topic.content["topic"] and "Customers" in topic.content["topic"]  # type: ignore[union-attr]
+    create = await agent.client.room_get_state_event(room_id, "m.room.create")
+    assert create.content.get("m.federate") is False  # type: ignore[union-attr]
+    pinned = await agent.client.room_get_state_event(room_id, "m.room.pinned_events")
+    card_id = pinned.content["pinned"][0]  # type: ignore[union-attr]
+    await agent.sync_until(lambda: agent.event(room_id, card_id) is not None)
+    card = agent.event(room_id, card_id)
+    assert card is not None and card["sender"] == bot.user_id
+    assert card["content"]["msgtype"] == "m.notice" and card["content"]["body"].startswith(
+        "Customer card: Alice <3"
+    )
+
+    # the agent's answer reaches the customer, and only that: the bot never relays its own messages
+    await agent.say(room_id, "Sorry about that! A new parcel ships today.")
+    await channel.sent.wait_for(lambda items: any(d.external_user_id == user for d in items), 20)
+    assert await desk.wait_settled(30)
+    assert channel.texts_to(user) == ["Sorry about that! A new parcel ships today."]
+
+    # a command: the engine answers with a notice in the room; nothing goes to the customer
+    await agent.say(room_id, "!note VIP customer")
+    await agent.sync_until(
+        lambda: any(
+            c.get("msgtype") == "m.notice" and "Note: VIP customer" in c.get("body", "")
+            for c in agent.messages(room_id, bot.user_id)
+        )
+    )
+    # the first answer assigned the conversation: the pinned card was updated in place
+    await agent.sync_until(
+        lambda: any(
+            c.get("m.relates_to", {}).get("event_id") == card_id and "owner" in c["m.new_content"]["body"]
+            for c in agent.messages(room_id, bot.user_id)
+        )
+    )
+
+    # the customer corrects their message: the room's copy is edited (m.replace), prefix and all
+    mirror_id = next(
+        e["event_id"]
+        for e in agent.events[room_id]
+        if e.get("sender") == bot.user_id and e["content"].get("msgtype") == "m.text"
+    )
+    await channel.customer_writes(user, "Where is my parcel?", name="Alice <3", edit_of=first)
+    await agent.sync_until(
+        lambda: any(c.get("m.relates_to", {}).get("event_id") == mirror_id for c in agent.messages(room_id))
+    )
+    edit = next(c for c in agent.messages(room_id) if c.get("m.relates_to", {}).get("event_id") == mirror_id)
+    assert edit["m.relates_to"]["rel_type"] == "m.replace"
+    assert edit["m.new_content"]["body"] == "Alice <3 (Customers): Where is my parcel?"
+    assert edit["m.new_content"]["formatted_body"] == "<b>Alice &lt;3 (Customers)</b>: Where is my parcel?"
+
+    assert await desk.wait_settled(30)
+    assert channel.texts_to(user) == ["Sorry about that! A new parcel ships today."]  # notes stay internal
+
+
+async def test_a_restart_replays_nothing_relays_what_was_written_meanwhile_and_keeps_the_room(
+    synapse: SynapseInfo,
+    sqlite_url: str,
+    bot_desk: BotDeskFactory,
+    bot: BotAccount,
+    agent: Agent,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paged: list[str] = []
+    page_in = MatrixBotWorkspace._missed
+
+    async def counting_page_in(self: MatrixBotWorkspace, room_id: str, prev_batch: str, since: str) -> Any:
+        paged.append(room_id)
+        return await page_in(self, room_id, prev_batch, since)
+
+    monkeypatch.setattr(MatrixBotWorkspace, "_missed", counting_page_in)
+    # timeline_limit 2: the three messages written while relaydesk is down do not fit in one sync,
+    # so the restarted desk has to page in the gap
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot, extra="timeline_limit: 2"), bot.password)
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"bob-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "first visit", name="Bob")
+    assert await desk.wait_settled(30)
+    room_id = await _room_of(user)
+    await agent.sync_until(
+        lambda: any(c.get("body") == "Bob (Customers): first visit" for c in agent.messages(room_id))
+    )
+    await agent.say(room_id, "answer one")
+    await channel.sent.wait_for(lambda items: len(items) >= 1, 20)
+    assert await desk.wait_settled(30)
+    await desk.stop(timeout=10)
+
+    for n in (1, 2, 3):
+        await agent.say(room_id, f"written while relaydesk was down {n}")
+
+    # the second process uses an access token of the same account (the stored sync position is per account)
+    session, token = await _token_for(synapse, bot)
+    try:
+        desk = await bot_desk(
+            sqlite_url, bot_yaml(synapse, bot, credential="access_token", extra="timeline_limit: 2"), token
+        )
+        channel = cast(MemoryChannel, desk.plugins["customers"])
+        await channel.sent.wait_for(lambda items: len(items) >= 3, 20)
+        assert await desk.wait_settled(30)
+        assert channel.texts_to(user) == [f"written while relaydesk was down {n}" for n in (1, 2, 3)]
+        assert room_id in paged  # the gap was paged in (the test exercises that path)
+
+        await channel.customer_writes(user, "back again", name="Bob")
+        assert await desk.wait_settled(30)
+        assert await Room.all().count() == 1
+        await agent.sync_until(
+            lambda: any(c.get("body") == "Bob (Customers): back again" for c in agent.messages(room_id))
+        )
+        assert await desk.wait_settled(30)
+        assert channel.texts_to(user) == [f"written while relaydesk was down {n}" for n in (1, 2, 3)]
+    finally:
+        await session.close()
+
+
+async def test_credentials_of_another_account_or_a_wrong_password_are_refused_at_start(
+    synapse: SynapseInfo, bot: BotAccount
+) -> None:
+    session, token = await _token_for(synapse, bot)
+    services = PluginServices(log=logging.getLogger("test.matrix_bot"))
+    try:
+        mismatched = MatrixBotWorkspace.Config(
+            homeserver=synapse.base_url, user_id=synapse.agent_user_id, access_token=SecretStr(token)
+        )
+        with pytest.raises(MatrixError, match=f"belong to {bot.user_id}"):
+            await MatrixBotWorkspace(mismatched, services).start()
+        wrong = MatrixBotWorkspace.Config(
+            homeserver=synapse.base_url, user_id=bot.user_id, password=SecretStr("not-the-password")
+        )
+        with pytest.raises(MatrixError, match="refused"):
+            await MatrixBotWorkspace(wrong, services).start()
+    finally:
+        await session.logout()
+        await session.close()
