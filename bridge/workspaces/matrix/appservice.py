@@ -446,7 +446,7 @@ class MatrixWorkspace(Plugin):
             )
         if event.get("type") != "m.room.message":
             return None
-        if content.get("msgtype") not in ("m.text", "m.emote", None):
+        if content.get("msgtype") not in ("m.text", "m.emote"):
             return None
         relates = content.get("m.relates_to") or {}
         edit_of = relates.get("event_id") if relates.get("rel_type") == "m.replace" else None

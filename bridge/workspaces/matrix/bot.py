@@ -3,8 +3,10 @@
 For teams that cannot register an application service. The bot logs in with a password (or uses an
 access token), creates a private room per customer and posts the customer's messages itself, naming
 the customer in a bold prefix ("**Alice (Telegram)**: text"). Agents' messages reach relaydesk through
-a ``/sync`` loop and become :class:`AgentMessage` events (commands starting with ``!`` are recognised
-by the engine, as in appservice mode).
+a ``/sync`` loop and become :class:`AgentMessage` events: text, edits (``m.replace``) and deletions
+(redactions); commands starting with ``!`` are recognised by the engine, as in appservice mode. Files
+are not copied in this mode: a customer's attachment is listed in the message as kind, name and link,
+and an agent's file is not relayed.
 
 Nothing is lost and nothing is replayed: the sync token only moves past a batch once every agent
 message in it was accepted by the bus, and it is stored in the database so that a restart resumes
@@ -76,8 +78,10 @@ class MatrixBotWorkspace(Plugin):
         password: SecretStr | None = None  # log in with this...
         access_token: SecretStr | None = None  # ...or use this token (exactly one of the two)
         agents: list[str] = []  # user ids invited to every portal room
-        sync_timeout_ms: int = Field(30_000, ge=0, le=300_000)  # long-poll duration of one /sync
-        timeline_limit: int = Field(50, ge=1, le=1000)  # events per room and sync before paging the gap
+        sync_timeout_ms: int = Field(default=30_000, ge=0, le=300_000)  # long-poll duration of one /sync
+        timeline_limit: int = Field(
+            default=50, ge=1, le=1000
+        )  # events per room and sync before paging the gap
 
         @field_validator("user_id")
         @classmethod
@@ -119,7 +123,7 @@ class MatrixBotWorkspace(Plugin):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Log in (or check the token), find where to sync from, and start the sync loop.
+        """Log in (or check the token) and find where to sync from; :meth:`ready` starts the sync loop.
 
         Raises :class:`MatrixError` when the credentials are refused or belong to another user.
         """
@@ -135,19 +139,25 @@ class MatrixBotWorkspace(Plugin):
         )
         try:
             await self._authenticate()
+            self._since = await self._state.get(self._token_key())
+            if self._since is None:
+                # First start with this account: begin at "now", so earlier history is not relayed.
+                first = _check(
+                    await self._client.sync(timeout=0, sync_filter=self._filter(1)), "initial sync"
+                )
+                assert isinstance(first, SyncResponse)
+                self._since = first.next_batch
+                await self._state.set(self._token_key(), self._since)
         except BaseException:
             await self._client.close()
             self._client = None
             raise
-        self._since = None
-        if self._since is None:
-            # First start with this account: begin at "now", so earlier history is not relayed.
-            first = _check(await self._client.sync(timeout=0, sync_filter=self._filter(1)), "initial sync")
-            assert isinstance(first, SyncResponse)
-            self._since = first.next_batch
-            await self._state.set(self._token_key(), self._since)
-        self._sync_task = asyncio.create_task(self._sync_loop(), name=f"{self.instance_name}-sync")
         self.log.info("matrix bot started", extra={"user": self.user_id, "workspace": self.instance_name})
+
+    async def ready(self) -> None:
+        """Start the sync loop once relaydesk accepts events (what it pushes must find the bus open)."""
+        if self._sync_task is None and self._client is not None:
+            self._sync_task = asyncio.create_task(self._sync_loop(), name=f"{self.instance_name}-sync")
 
     async def stop(self) -> None:
         """Stop the sync loop, log out a session made by :meth:`start`, close the client."""
@@ -453,14 +463,29 @@ def _without_reply_fallback(body: str) -> str:
 def agent_message(
     workspace: str, bot_user_id: str, room_id: str, event: dict[str, Any]
 ) -> AgentMessage | None:
-    """An agent's text message as an :class:`AgentMessage`; None for anything else (the bot's own too)."""
+    """An agent's text message, edit or deletion as an :class:`AgentMessage`; None for anything else.
+
+    The bot's own events (the customers' messages, notices, the card) are never agent messages.
+    """
     sender = event.get("sender")
     event_id = event.get("event_id")
-    if event.get("type") != "m.room.message" or not sender or sender == bot_user_id or not event_id:
+    if not sender or sender == bot_user_id or not event_id:
         return None
     content = event.get("content") or {}
-    if content.get("msgtype") not in ("m.text", "m.emote"):
-        return None  # notices (bots), media without text, redacted events (empty content)
+    sent_at = event.get("origin_server_ts")
+    common: dict[str, Any] = {
+        "workspace": workspace,
+        "room_id": room_id,
+        "external_message_id": str(event_id),
+        "agent_id": str(sender),
+        "agent_name": str(sender).split(":", 1)[0].lstrip("@"),
+        "timestamp": datetime.fromtimestamp(sent_at / 1000, UTC) if isinstance(sent_at, int) else utcnow(),
+    }
+    if event.get("type") == "m.room.redaction":
+        redacts = event.get("redacts") or content.get("redacts")  # room version 11 moved it into content
+        return AgentMessage(**common, redacts=str(redacts)) if redacts else None
+    if event.get("type") != "m.room.message" or content.get("msgtype") not in ("m.text", "m.emote"):
+        return None  # notices (bots), media, redacted events (empty content), state
     relates = content.get("m.relates_to") or {}
     edit_of = relates.get("event_id") if relates.get("rel_type") == "m.replace" else None
     body = (content.get("m.new_content") or {}).get("body") if edit_of else content.get("body")
@@ -468,14 +493,4 @@ def agent_message(
         return None
     if relates.get("m.in_reply_to"):
         body = _without_reply_fallback(body)
-    sent_at = event.get("origin_server_ts")
-    return AgentMessage(
-        workspace=workspace,
-        room_id=room_id,
-        external_message_id=str(event_id),
-        agent_id=str(sender),
-        agent_name=str(sender).split(":", 1)[0].lstrip("@"),
-        text=body,
-        edit_of=edit_of,
-        timestamp=datetime.fromtimestamp(sent_at / 1000, UTC) if isinstance(sent_at, int) else utcnow(),
-    )
+    return AgentMessage(**common, text=body, edit_of=edit_of)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import uuid
@@ -129,7 +130,7 @@ class Agent:
     async def say(self, room_id: str, text: str) -> str:
         response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
         assert isinstance(response, RoomSendResponse), response
-        return response.event_id
+        return str(response.event_id)
 
 
 @pytest.fixture
@@ -221,6 +222,13 @@ def test_only_agents_text_messages_become_agent_messages() -> None:
         ),
     )
     assert reply is not None and reply.text == "It ships today"  # the quote is not sent to the customer
+    for redaction in (
+        {"type": "m.room.redaction", "sender": "@a:x", "event_id": "$e2", "redacts": "$orig", "content": {}},
+        {"type": "m.room.redaction", "sender": "@a:x", "event_id": "$e2", "content": {"redacts": "$orig"}},
+    ):
+        deleted = agent_message("matrix", "@bot:x", "!r:x", redaction)
+        assert deleted is not None and (deleted.redacts, deleted.text) == ("$orig", "")
+    assert agent_message("matrix", "@bot:x", "!r:x", {**redaction, "sender": "@bot:x"}) is None
 
 
 # -- end to end against Synapse --------------------------------------------------------------------
@@ -248,12 +256,12 @@ async def test_first_contact_creates_the_room_and_agents_answer_from_it(
     )
     name = await agent.client.room_get_state_event(room_id, "m.room.name")
     topic = await agent.client.room_get_state_event(room_id, "m.room.topic")
-    assert name.content["name"] == "Alice <3 (Customers)"  # type: ignore[union-attr]
-    assert "Alice <3" in topic.content["topic"] and "Customers" in topic.content["topic"]  # type: ignore[union-attr]
+    assert name.content["name"] == "Alice <3 (Customers)"
+    assert "Alice <3" in topic.content["topic"] and "Customers" in topic.content["topic"]
     create = await agent.client.room_get_state_event(room_id, "m.room.create")
-    assert create.content.get("m.federate") is False  # type: ignore[union-attr]
+    assert create.content.get("m.federate") is False
     pinned = await agent.client.room_get_state_event(room_id, "m.room.pinned_events")
-    card_id = pinned.content["pinned"][0]  # type: ignore[union-attr]
+    card_id = pinned.content["pinned"][0]
     await agent.sync_until(lambda: agent.event(room_id, card_id) is not None)
     card = agent.event(room_id, card_id)
     assert card is not None and card["sender"] == bot.user_id
@@ -300,6 +308,35 @@ async def test_first_contact_creates_the_room_and_agents_answer_from_it(
 
     assert await desk.wait_settled(30)
     assert channel.texts_to(user) == ["Sorry about that! A new parcel ships today."]  # notes stay internal
+
+
+async def test_agents_edits_and_deletions_follow_to_the_customer(
+    synapse: SynapseInfo, sqlite_url: str, bot_desk: BotDeskFactory, bot: BotAccount, agent: Agent
+) -> None:
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"dan-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "what's the status?", name="Dan")
+    assert await desk.wait_settled(30)
+    room_id = await _room_of(user)
+    await agent.sync_until(lambda: room_id in agent.client.rooms)
+    first = await agent.say(room_id, "It ships Monday")
+    await channel.sent.wait_for(lambda items: len(items) == 1, 20)
+    edit = {
+        "msgtype": "m.text",
+        "body": "* It ships Tuesday",
+        "m.new_content": {"msgtype": "m.text", "body": "It ships Tuesday"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": first},
+    }
+    await agent.client.room_send(room_id, "m.room.message", edit)
+    await channel.sent.wait_for(lambda items: len(items) == 2, 20)
+    sent_id = f"out{channel.sent.items[0].outbox_id}"
+    assert (channel.sent.items[1].text, channel.sent.items[1].edit_of) == ("It ships Tuesday", sent_id)
+    await agent.client.room_redact(room_id, first)
+    await channel.sent.wait_for(lambda items: len(items) == 3, 20)
+    assert channel.sent.items[2].delete_of == sent_id
+    assert await desk.wait_settled(30)
+    assert len(channel.sent.items) == 3
 
 
 async def test_a_restart_replays_nothing_relays_what_was_written_meanwhile_and_keeps_the_room(
@@ -380,3 +417,34 @@ async def test_credentials_of_another_account_or_a_wrong_password_are_refused_at
     finally:
         await session.logout()
         await session.close()
+
+
+async def test_rooms_of_older_versions_list_the_bot_in_the_power_levels(
+    synapse: SynapseInfo,
+    sqlite_url: str,
+    bot_desk: BotDeskFactory,
+    bot: BotAccount,
+    agent: Agent,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Version 12 (Synapse's default) refuses the creator in the power levels; earlier versions demand it.
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    client = cast(MatrixBotWorkspace, desk.plugins["matrix"])._client
+    assert client is not None
+    create = client.room_create
+    monkeypatch.setattr(client, "room_create", functools.partial(create, room_version="10"))
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"carol-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "hi", name="Carol")
+    assert await desk.wait_settled(30)
+    room_id = await _room_of(user)
+    await agent.sync_until(
+        lambda: any(c.get("body") == "Carol (Customers): hi" for c in agent.messages(room_id))
+    )
+    version = await agent.client.room_get_state_event(room_id, "m.room.create")
+    assert version.content["room_version"] == "10"
+    power = await agent.client.room_get_state_event(room_id, "m.room.power_levels")
+    users = power.content["users"]
+    assert users == {bot.user_id: 100, synapse.agent_user_id: 50}
+    pinned = await agent.client.room_get_state_event(room_id, "m.room.pinned_events")
+    assert pinned.content["pinned"]  # the bot could pin the card
