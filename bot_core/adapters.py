@@ -129,6 +129,16 @@ class MessageView:
 
 
 @dataclass(frozen=True)
+class EarlierConversation:
+    """A closed conversation of the same customer, for the card: when, how it ended, where it starts."""
+
+    conversation_id: int
+    started_at: str
+    state: str
+    first_room_message_id: str | None = None  # the workspace id of its first message, for a link
+
+
+@dataclass(frozen=True)
 class CustomerCard:
     """What a room shows about its customer: identities, tags, status, owner and earlier conversations."""
 
@@ -140,7 +150,7 @@ class CustomerCard:
     team: str | None
     assignee: str | None
     attributes: dict[str, str] = field(default_factory=dict)
-    earlier_conversations: tuple[int, ...] = ()
+    earlier_conversations: tuple[EarlierConversation, ...] = ()
 
 
 class Inbound(Protocol):

@@ -13,7 +13,7 @@ from datetime import datetime
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from bot_core.adapters import ConversationView, CustomerCard, IdentityView
+from bot_core.adapters import ConversationView, CustomerCard, EarlierConversation, IdentityView
 from bot_core.events import CustomerMessage, utcnow
 from storage.models import (
     Agent,
@@ -21,6 +21,7 @@ from storage.models import (
     ConversationState,
     Customer,
     Identity,
+    Message,
     Room,
     Team,
 )
@@ -130,7 +131,21 @@ async def customer_card(conversation: Conversation) -> CustomerCard:
         team=view.team,
         assignee=view.assignee,
         attributes=dict(customer.attributes),
-        earlier_conversations=tuple(c.id for c in earlier),
+        earlier_conversations=tuple([await _earlier(c) for c in earlier]),
+    )
+
+
+async def _earlier(conversation: Conversation) -> EarlierConversation:
+    first = (
+        await Message.filter(conversation_id=conversation.id, workspace_message_id__isnull=False)
+        .order_by("id")
+        .first()
+    )
+    return EarlierConversation(
+        conversation_id=conversation.id,
+        started_at=conversation.created_at.strftime("%Y-%m-%d %H:%M"),
+        state=conversation.state.value,
+        first_room_message_id=first.workspace_message_id if first else None,
     )
 
 

@@ -344,7 +344,8 @@ class Relay:
             await self.outbox.enqueue_room(
                 conversation, workspace, "notice", key=ctx.keys.next("lifecycle"), text=text
             )
-        if workspace and kind is not LifecycleKind.OPENED:
+        # a new conversation in a returning customer's room refreshes its card (a new room shows one anyway)
+        if workspace and (kind is not LifecycleKind.OPENED or conversation.room_id):
             await self.outbox.enqueue_room(conversation, workspace, "card", key=ctx.keys.next("card"))
         if ctx.depth >= MAX_LIFECYCLE_DEPTH:
             log.warning("lifecycle handlers nested too deep; not dispatching", extra={"kind": kind.value})

@@ -339,7 +339,7 @@ class MatrixWorkspace(Plugin):
     async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""
         assert self._bot is not None
-        plain, rich = card_text(card)
+        plain, rich = card_text(card, room.room_id)
         content: dict[str, Any] = {
             "msgtype": "m.notice",
             "body": plain,

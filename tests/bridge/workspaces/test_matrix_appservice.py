@@ -316,3 +316,34 @@ async def test_images_travel_both_ways_through_the_media_repository_and_the_ghos
             assert resp.status == 200 and await resp.read() == PNG_BYTES
         async with http.get(attachment.url.split("?")[0] + "?sig=forged") as resp:
             assert resp.status == 403  # the media proxy serves only what relaydesk handed out
+
+
+async def test_the_card_links_to_earlier_conversations_in_the_room(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"fay-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "first problem", name="Fay")
+    assert await desk.wait_settled(30)
+    room_id = await _portal_room_of(user)
+    await agent.sync_until(lambda: any(t == "first problem" for _, t in agent.texts(room_id)))
+    first_event = next(
+        e.event_id for e in agent.timeline[room_id] if getattr(e, "body", "") == "first problem"
+    )
+    await agent.say(room_id, "!close")
+    await agent.sync_until(lambda: any("Conversation closed" in t for _, t in agent.texts(room_id)))
+    await channel.customer_writes(user, "second problem", name="Fay")
+    assert await desk.wait_settled(30)
+
+    def card_bodies() -> list[str]:
+        return [
+            e.source["content"].get("m.new_content", {}).get("formatted_body", "")
+            for e in agent.timeline.get(room_id, [])
+            if "m.new_content" in e.source.get("content", {})
+        ]
+
+    link = f"https://matrix.to/#/{room_id.replace('!', '%21').replace(':', '%3A')}/{first_event.replace('$', '%24')}"
+    await agent.sync_until(lambda: any(link in body for body in card_bodies()))
