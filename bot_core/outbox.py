@@ -95,6 +95,8 @@ class Outbox:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self._room_locks: dict[int, asyncio.Lock] = {}
+        self._rooms: dict[int, RoomRef] = {}  # conversation id -> its bound room (bindings never change)
+        self._waiting: set[tuple[int | None, str]] = set()
         self._settled = asyncio.Event()
 
     # -- writing -------------------------------------------------------------------------------
@@ -135,9 +137,14 @@ class Outbox:
         key: str,
         text: str = "",
         message: Message | None = None,
+        details: dict[str, Any] | None = None,
     ) -> OutboxItem:
-        """Store a post into the conversation's room: ``customer_message``, ``notice`` or ``card``."""
-        payload: dict[str, Any] = {"kind": kind, "text": text}
+        """Store a post into the conversation's room: ``customer_message``, ``notice`` or ``card``.
+
+        A ``customer_message`` row carries what the room shows in ``details`` (sender, channel, user,
+        attachments, edit), so posting it needs no further lookups.
+        """
+        payload: dict[str, Any] = {"kind": kind, "text": text, **(details or {})}
         return await self._enqueue(OutboxTarget.ROOM, workspace, "", conversation, payload, key, message)
 
     async def _enqueue(
@@ -164,7 +171,7 @@ class Outbox:
         except IntegrityError:
             # Replayed event: the row exists from the first run.
             return await OutboxItem.get(idempotency_key=key)
-        self._wake.set()
+        self._kick((conversation.id, target.value))
         return row
 
     # -- running -------------------------------------------------------------------------------
@@ -217,6 +224,7 @@ class Outbox:
         self._wake.set()
 
     async def _run(self) -> None:
+        """The periodic scan: rows of other workers, retries that came due, lanes left waiting."""
         while not self._stopping:
             self._wake.clear()
             try:
@@ -253,37 +261,67 @@ class Outbox:
                 continue
             if row["status"] == OutboxStatus.SENDING:
                 claimed_until: datetime | None = row["claimed_until"]
-                if claimed_until is None or claimed_until < now:
-                    await OutboxItem.filter(id=row["id"], status=OutboxStatus.SENDING).update(
-                        status=OutboxStatus.PENDING, claimed_until=None
-                    )
-                    self._wake.set()
+                if claimed_until is not None and claimed_until >= now:
+                    continue  # another worker is sending it
+            elif row["next_attempt_at"] > now:
+                delay = min(delay, (row["next_attempt_at"] - now).total_seconds())
                 continue
-            due: datetime = row["next_attempt_at"]
-            if due > now:
-                delay = min(delay, (due - now).total_seconds())
-                continue
-            if len(self._inflight) >= self.settings.concurrency:
-                break
-            claimed = await OutboxItem.filter(id=row["id"], status=OutboxStatus.PENDING).update(
-                status=OutboxStatus.SENDING,
-                claimed_until=now + timedelta(seconds=self.settings.claim_seconds),
-            )
-            if claimed:
-                task = asyncio.create_task(self._deliver(row["id"]), name=f"outbox-{row['id']}")
-                self._inflight[lane] = task
-                task.add_done_callback(functools.partial(self._lane_done, lane))
+            self._kick(lane)
         return max(delay, 0.0)
+
+    def _kick(self, lane: tuple[int | None, str]) -> None:
+        """Make sure a task is sending ``lane``'s rows (or will, once a slot frees up)."""
+        if self._stopping or self._runner is None or lane in self._inflight:
+            return
+        if len(self._inflight) >= self.settings.concurrency:
+            self._waiting.add(lane)
+            return
+        task = asyncio.create_task(self._run_lane(lane), name=f"outbox-lane-{lane[0]}-{lane[1]}")
+        self._inflight[lane] = task
+        task.add_done_callback(functools.partial(self._lane_done, lane))
 
     def _lane_done(self, lane: tuple[int | None, str], _task: asyncio.Task[None]) -> None:
         self._inflight.pop(lane, None)
-        self._wake.set()
         self._settled.set()
+        if self._waiting and not self._stopping:
+            self._kick(self._waiting.pop())
+
+    async def _run_lane(self, lane: tuple[int | None, str]) -> None:
+        """Send the lane's rows one at a time, in id order, until it is empty or its head must wait."""
+        conversation_id, target = lane
+        while not self._stopping:
+            row = (
+                await OutboxItem.filter(
+                    conversation_id=conversation_id,
+                    target=target,
+                    status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING],
+                )
+                .order_by("id")
+                .first()
+            )
+            if row is None:
+                return
+            now = utcnow()
+            if row.status is OutboxStatus.SENDING:
+                if row.claimed_until is not None and row.claimed_until >= now:
+                    return  # another worker holds it; the periodic scan looks again later
+                row.status = OutboxStatus.PENDING  # a dead worker's claim: take it over below
+            elif row.next_attempt_at > now:
+                delay = (row.next_attempt_at - now).total_seconds()
+                asyncio.get_running_loop().call_later(delay, self._kick, lane)
+                return
+            claimed_until = now + timedelta(seconds=self.settings.claim_seconds)
+            claimed = await OutboxItem.filter(id=row.id, status=row.status).update(
+                status=OutboxStatus.SENDING, claimed_until=claimed_until
+            )
+            if not claimed:
+                return  # another worker was faster
+            row.status, row.claimed_until = OutboxStatus.SENDING, claimed_until
+            await self._deliver(row)
 
     # -- delivering ----------------------------------------------------------------------------
 
-    async def _deliver(self, row_id: int) -> None:
-        row = await OutboxItem.get(id=row_id)
+    async def _deliver(self, row: OutboxItem) -> None:
         adapter = self._lookup(row.adapter)
         try:
             if adapter is None:
@@ -373,32 +411,39 @@ class Outbox:
         raise Undeliverable(f"{row.adapter} cannot delete a message the customer already received")
 
     async def _post_to_room(self, workspace: Workspace, row: OutboxItem) -> str:
-        conversation = await Conversation.get(id=row.conversation_id)
-        room = await self._ensure_room(workspace, row.adapter, conversation)
-        kind = row.payload.get("kind")
+        assert row.conversation_id is not None
+        room = self._rooms.get(row.conversation_id)
+        if room is None or room.workspace != row.adapter:
+            room = await self._ensure_room(
+                workspace, row.adapter, await Conversation.get(id=row.conversation_id)
+            )
+        payload = row.payload
+        kind = payload.get("kind")
         if kind == "customer_message":
-            message = await Message.get(id=row.message_id)
-            identity = await Identity.get(id=conversation.identity_id)
             edit_of: str | None = None
-            if message.edits:
-                edit_of = message.workspace_message_id
+            if payload.get("edit"):
+                original = await Message.get(id=row.message_id)
+                edit_of = original.workspace_message_id
             view = MessageView(
-                message_id=message.id,
-                text=message.text,
-                sender_name=identity.display_name or identity.external_id,
-                channel=identity.channel,
-                external_user_id=identity.external_id,
-                attachments=tuple(Attachment.model_validate(a) for a in message.attachments),
+                message_id=row.message_id or 0,
+                text=str(payload.get("text", "")),
+                sender_name=str(payload.get("sender", "")),
+                channel=str(payload.get("channel", "")),
+                external_user_id=str(payload.get("user", "")),
+                attachments=tuple(Attachment.model_validate(a) for a in payload.get("attachments", []) or []),  # type: ignore[attr-defined]
                 edit_of=edit_of,
             )
             posted = await workspace.post_as_customer(room, view)
-            if edit_of is None:
-                await Message.filter(id=message.id).update(workspace_message_id=posted.external_message_id)
+            if edit_of is None and row.message_id:
+                await Message.filter(id=row.message_id).update(
+                    workspace_message_id=posted.external_message_id
+                )
             return posted.external_message_id
         if kind == "card":
+            conversation = await Conversation.get(id=row.conversation_id)
             await workspace.show_card(room, await customer_card(conversation))
             return ""
-        posted = await workspace.notice(room, str(row.payload.get("text", "")))
+        posted = await workspace.notice(room, str(payload.get("text", "")))
         return posted.external_message_id
 
     async def _ensure_room(self, workspace: Workspace, name: str, conversation: Conversation) -> RoomRef:
@@ -409,7 +454,9 @@ class Outbox:
             if conversation.room_id:
                 room = await Room.get(id=conversation.room_id)
                 if room.workspace == name:
-                    return RoomRef(name, room.external_id)
+                    ref = RoomRef(name, room.external_id)
+                    self._rooms[conversation.id] = ref
+                    return ref
             existing = await Room.get_or_none(workspace=name, customer_id=conversation.customer_id)
             new_room = existing is None
             if existing is not None:
@@ -424,6 +471,7 @@ class Outbox:
             ref = RoomRef(name, room.external_id)
         if new_room:
             await workspace.show_card(ref, await customer_card(conversation))
+        self._rooms[conversation.id] = ref
         return ref
 
     async def _reschedule(self, row: OutboxItem, delay: float, reason: str, *, count_attempt: bool) -> None:

@@ -90,13 +90,16 @@ class Relay:
     async def _receipt(self, source: str, external_id: str) -> InboundReceipt | None:
         """The receipt to handle this event under, or None if it was fully handled before (a duplicate)."""
         try:
-            return await InboundReceipt.create(source=source, external_id=external_id)
+            receipt = await InboundReceipt.create(source=source, external_id=external_id)
+            receipt.fresh = True
+            return receipt
         except IntegrityError:
             existing = await InboundReceipt.get(source=source, external_id=external_id)
             if existing.processed:
                 self._metrics.duplicates.labels(source).inc()
                 log.info("duplicate dropped", extra={"source": source, "external_id": external_id})
                 return None
+            existing.fresh = False
             return existing  # a crash interrupted it: handle again
 
     @staticmethod
@@ -131,12 +134,16 @@ class Relay:
                             "customer_message",
                             key=keys.next("edit"),
                             message=original,
+                            text=msg.text,
+                            details=self._mirror_details(opened.identity, original.attachments, edit=True),
                         )
                 await self._done(receipt)
                 return
-        message = await Message.filter(
-            channel=msg.channel, channel_message_id=msg.external_message_id, direction=Direction.INBOUND
-        ).first()
+        message = None
+        if not receipt.fresh:  # a crash interrupted this event: its message may be stored already
+            message = await Message.filter(
+                channel=msg.channel, channel_message_id=msg.external_message_id, direction=Direction.INBOUND
+            ).first()
         if message is None:
             message = await Message.create(
                 conversation_id=conversation.id,
@@ -155,7 +162,13 @@ class Relay:
         # The room always shows what the customer wrote, before anything a plugin answers.
         if workspace:
             await self.outbox.enqueue_room(
-                conversation, workspace, "customer_message", key=keys.next("mirror"), message=message
+                conversation,
+                workspace,
+                "customer_message",
+                key=keys.next("mirror"),
+                message=message,
+                text=message.text,
+                details=self._mirror_details(opened.identity, attachments),
             )
         ctx = Context(
             self, "core", keys, conversation=conversation, customer=opened.customer, identity=opened.identity
@@ -164,6 +177,18 @@ class Relay:
             await self.lifecycle(ctx, LifecycleKind.OPENED)
         await pipeline.customer_message(ctx, msg)
         await self._done(receipt)
+
+    @staticmethod
+    def _mirror_details(
+        identity: Identity, attachments: list[dict[str, object]], *, edit: bool = False
+    ) -> dict[str, object]:
+        return {
+            "sender": identity.display_name or identity.external_id,
+            "channel": identity.channel,
+            "user": identity.external_id,
+            "attachments": attachments,
+            "edit": edit,
+        }
 
     # -- agent side ----------------------------------------------------------------------------
 

@@ -195,6 +195,7 @@ class InboundReceipt(Model):
     handled again on replay, and its outbox rows are deduplicated by their idempotency keys.
     """
 
+    fresh: bool = False  # not stored: True when this handling created the receipt (not a replay)
     id = fields.BigIntField(primary_key=True)
     source = fields.CharField(max_length=50)
     external_id = fields.CharField(max_length=255)
