@@ -30,7 +30,7 @@ import secrets
 import socket
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError, ResponseError
 
 from storage.bus.base import BusEntry, BusHandler, DeadLetterHandler, EventBus, partition_of
@@ -187,7 +187,12 @@ class RedisStreamsBus(EventBus):
             raise ValueError("lease_ttl must be positive")
         if client is None:
             assert url is not None
-            client = Redis.from_url(url, decode_responses=True)
+            # A blocking pool: each owned partition keeps a connection in a blocking read, and a burst of
+            # publishes must wait for a free connection rather than fail (redis-py's default pool raises).
+            pool = BlockingConnectionPool.from_url(
+                url, decode_responses=True, max_connections=partitions + 48, timeout=30
+            )
+            client = Redis(connection_pool=pool)
             self._owns_client = True
         else:
             self._owns_client = False

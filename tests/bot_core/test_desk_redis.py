@@ -62,3 +62,16 @@ async def test_whole_loop_on_postgres_and_redis_streams(
     await channel.sent.wait_for(lambda items: [d.text for d in items] == ["answer from the agent"])
     assert await bus.wait_idle(10)
     assert await bus.pending() == 0
+
+
+async def test_a_burst_of_concurrent_webhooks_waits_for_connections_instead_of_failing(
+    postgres_url: str, redis_prefix: tuple[str, str], make_desk: DeskFactory
+) -> None:
+    redis_url, prefix = redis_prefix
+    desk = await make_desk(postgres_url, redis=redis_url, bus=RedisStreamsBus(redis_url, prefix=prefix))
+    channel, workspace = doubles(desk)
+    # 300 webhooks at once: more than redis-py's default pool would hand out
+    await asyncio.gather(*(channel.customer_writes(f"b{n}", f"burst {n}") for n in range(300)))
+    await workspace.posts.wait_for(
+        lambda items: sum(p.kind == "customer_message" for _, p in items) == 300, 120
+    )

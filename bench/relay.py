@@ -1,0 +1,825 @@
+"""Throughput and latency of the relaydesk core, with adapters that cost nothing.
+
+N customers each write M messages through :class:`bot_core.testing.MemoryChannel`. Every message
+goes the whole way through the core: journaled on the bus, handled by the relay (receipt, customer,
+conversation, message stored), queued in the outbox and posted in the customer's room by a
+:class:`bot_core.testing.MemoryWorkspace`. The doubles answer at once, so the figures are the cost of
+the core itself: bus, relay, outbox and database.
+
+Two passes per storage configuration, each on a fresh database with a freshly started desk:
+
+``max`` (closed loop)
+    Every customer writes its messages one after another (the next once ``inbound()`` returned, as a
+    webhook handler would), all customers at once. Throughput is the number of messages over the
+    time from the first ``inbound()`` call to the last room post. Latency here is mostly queueing.
+``half`` (open loop)
+    Messages arrive at half the throughput the ``max`` pass measured (Poisson arrivals, fixed seed,
+    spread round-robin over the customers), whatever the desk does: latency shows the core's own
+    cost instead of a queue built by overload.
+
+Latency is per message: from the ``inbound()`` call (through ``MemoryChannel.customer_writes``) to
+the moment the core asks the workspace double to post it in the room. Completion is awaited on the
+workspace double's recorder, never by sleeping. After each pass the bench checks that every message
+reached its customer's room exactly once and in the order written.
+
+Usage::
+
+    python -m bench.relay                          # 200 customers x 10 messages, both configurations
+    python -m bench.relay --quick --backend sqlite # a smoke run
+    python -m bench.relay --backend sqlite --count-queries --profile /tmp/relay-profile
+
+PostgreSQL and Redis are taken from ``RELAYDESK_BENCH_POSTGRES`` (an admin URL; a throwaway database
+is created next to it and dropped after) and ``RELAYDESK_BENCH_REDIS`` (keys under a unique prefix,
+deleted after), defaulting to the local test services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import dataclasses
+import io
+import logging
+import math
+import os
+import platform
+import pstats
+import random
+import re
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import asyncpg
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from bot_core.adapters import MessageView, PostedRef, RoomRef
+from bot_core.config import DeskConfig, parse_config
+from bot_core.desk import Desk
+from bot_core.testing import MemoryChannel, MemoryWorkspace
+from storage.bus.redis_streams import RedisStreamsBus
+from storage.db import migrate
+
+BACKENDS = ("sqlite", "postgres")
+BACKEND_LABELS = {
+    "sqlite": "SQLite + in-process bus (journal)",
+    "postgres": "PostgreSQL + Redis Streams bus",
+}
+THROUGHPUT_GOALS = {"sqlite": 1000.0, "postgres": 2000.0}
+"""Messages per second one worker should sustain."""
+P99_GOAL_MS = 50.0
+"""Core latency (p99) to stay under at half the maximum throughput."""
+
+DEFAULT_CUSTOMERS = 200
+DEFAULT_MESSAGES = 10
+QUICK_CUSTOMERS = 20
+QUICK_MESSAGES = 5
+DEFAULT_WARMUP = 20
+PROGRESS_EVERY = 2.0
+
+REDIS_POOL_SIZE = 64
+"""Connections of the bench's Redis client; callers wait for one when all are busy (see bus_client)."""
+
+DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+CHANNEL = "customers"
+WORKSPACE = "desk"
+DOUBLES_YAML = f"""
+plugins:
+  - {CHANNEL}: {{use: "bot_core.testing:MemoryChannel"}}
+  - {WORKSPACE}: {{use: "bot_core.testing:MemoryWorkspace"}}
+"""
+
+Progress = Callable[[str], None]
+Section = Callable[[], AbstractContextManager[object]]
+
+
+# --------------------------------------------------------------------------------------------------
+# The desk under test
+
+
+class TimedWorkspace(MemoryWorkspace):
+    """The workspace double, noting when the core first asks it to post each customer message."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrived: dict[str, float] = {}
+        """``time.perf_counter()`` at the first post of each message text."""
+
+    async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
+        """Stamp the arrival, then record the post like the plain double."""
+        self.arrived.setdefault(message.text, time.perf_counter())
+        return await super().post_as_customer(room, message)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where the PostgreSQL + Redis configuration runs."""
+
+    postgres_url: str = DEFAULT_POSTGRES
+    """An admin URL: bench databases are created (and dropped) on this server."""
+    redis_url: str = DEFAULT_REDIS
+
+    @classmethod
+    def from_env(cls) -> Services:
+        """The services named by ``RELAYDESK_BENCH_POSTGRES`` / ``RELAYDESK_BENCH_REDIS``, or the defaults."""
+        return cls(
+            os.environ.get("RELAYDESK_BENCH_POSTGRES", DEFAULT_POSTGRES),
+            os.environ.get("RELAYDESK_BENCH_REDIS", DEFAULT_REDIS),
+        )
+
+    def unreachable(self) -> str | None:
+        """Why the PostgreSQL + Redis configuration cannot run here, or None if both servers answer."""
+        for name, url, port in (("PostgreSQL", self.postgres_url, 5432), ("Redis", self.redis_url, 6379)):
+            parts = urlsplit(url)
+            host, port = parts.hostname or "127.0.0.1", parts.port or port
+            try:
+                with socket.create_connection((host, port), timeout=1.0):
+                    pass
+            except OSError:
+                return f"{name} is not reachable on {host}:{port}"
+        return None
+
+
+def build_config(database_url: str, redis_url: str = "") -> DeskConfig:
+    """The bench's desk config: the two doubles (the workspace one timed) on ``database_url``."""
+    config = parse_config(DOUBLES_YAML, "bench.yaml", environ={})
+    plugins = [
+        dataclasses.replace(spec, plugin_class=TimedWorkspace) if spec.instance_name == WORKSPACE else spec
+        for spec in config.plugins
+    ]
+    storage = config.storage.model_copy(update={"database": database_url, "redis": redis_url})
+    return config.model_copy(update={"storage": storage, "plugins": plugins})
+
+
+@asynccontextmanager
+async def bench_desk(backend: str, services: Services | None = None) -> AsyncIterator[Desk]:
+    """A started desk on a fresh, migrated store of ``backend``; everything is stopped and removed after.
+
+    ``sqlite``: a SQLite file in a temporary directory and the in-process bus with its database journal
+    (the single-process default). ``postgres``: a throwaway PostgreSQL database and a Redis Streams bus
+    under a unique key prefix, with ``storage.redis`` set as a multi-worker deployment has it.
+    The Redis client comes from :func:`bus_client`, not from the bus's own ``Redis.from_url``.
+    """
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="relaydesk-bench-") as tmp:
+            url = f"sqlite://{Path(tmp) / 'relaydesk.db'}"
+            await migrate(url)
+            async with _running(Desk(build_config(url), serve_http=False)) as desk:
+                yield desk
+        return
+    if backend != "postgres":
+        raise ValueError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+    services = services or Services.from_env()
+    token = uuid.uuid4().hex[:12]
+    prefix = f"relaydesk-bench-{token}"
+    url = await _create_database(services.postgres_url, f"relaydesk_bench_{token}")
+    client = bus_client(services.redis_url)
+    try:
+        await migrate(url)
+        bus = RedisStreamsBus.from_client(client, prefix=prefix)
+        desk = Desk(build_config(url, services.redis_url), serve_http=False, bus=bus)
+        async with _running(desk):
+            yield desk
+    finally:
+        await client.aclose()
+        await _drop_database(services.postgres_url, url)
+        await _delete_redis_keys(services.redis_url, prefix)
+
+
+def bus_client(url: str) -> Redis:
+    """The Redis client of the bench's bus: a pool where a publish waits for a free connection.
+
+    The bus's own client (``Redis.from_url``) has redis-py's default pool, which *raises*
+    ``MaxConnectionsError`` once 100 connections are busy: with 200 customers writing at once,
+    ``inbound()`` fails there (16 of them are held by the partitions' blocking reads). See
+    docs/benchmarks.md.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url, decode_responses=True, max_connections=REDIS_POOL_SIZE, timeout=60
+    )
+    return Redis.from_pool(pool)
+
+
+@asynccontextmanager
+async def _running(desk: Desk) -> AsyncIterator[Desk]:
+    try:
+        await desk.start()
+        yield desk
+    finally:
+        await desk.stop(timeout=30)
+
+
+async def _create_database(admin_url: str, name: str) -> str:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+async def _drop_database(admin_url: str, url: str) -> None:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _delete_redis_keys(url: str, prefix: str) -> None:
+    client = Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+def _doubles(desk: Desk) -> tuple[MemoryChannel, TimedWorkspace]:
+    return cast(MemoryChannel, desk.plugins[CHANNEL]), cast(TimedWorkspace, desk.plugins[WORKSPACE])
+
+
+# --------------------------------------------------------------------------------------------------
+# One pass
+
+
+def customer_name(n: int) -> str:
+    """The external user id of bench customer ``n``."""
+    return f"cust{n:05d}"
+
+
+def message_text(user: str, i: int) -> str:
+    """The text of message ``i`` of ``user`` (unique across a pass, so it identifies the message)."""
+    return f"{user} message {i}"
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of already sorted values (nan if empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass measured, and what every room showed at the end of it."""
+
+    backend: str
+    mode: str
+    """``max`` (closed loop) or ``half`` (open loop at ``target_rate``)."""
+    customers: int
+    messages_per_customer: int
+    seconds: float
+    """From the first ``inbound()`` call to the last room post."""
+    latencies_ms: tuple[float, ...]
+    """Per message, sorted."""
+    followup_latencies_ms: tuple[float, ...]
+    """Per message except each customer's first (which also creates the customer, conversation and room), sorted."""
+    cpu_seconds: float
+    """CPU time of this process (every thread) while the pass was measured: the core and the load generator."""
+    rooms: dict[str, list[str]]
+    """Customer id -> the customer-message texts posted in their room, in posting order."""
+    rooms_per_customer: dict[str, int]
+    target_rate: float | None = None
+    """The arrival rate asked for (open loop), in messages per second."""
+    arrival_rate: float | None = None
+    """The arrival rate achieved (messages over the span of the ``inbound()`` calls)."""
+
+    @property
+    def messages(self) -> int:
+        """How many messages were measured."""
+        return self.customers * self.messages_per_customer
+
+    @property
+    def throughput(self) -> float:
+        """Messages per second, first ``inbound()`` to last room post."""
+        return self.messages / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def p50_ms(self) -> float:
+        """Median core latency."""
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p99_ms(self) -> float:
+        """99th percentile core latency."""
+        return percentile(self.latencies_ms, 99)
+
+    @property
+    def followup_p99_ms(self) -> float:
+        """99th percentile core latency of the messages after each customer's first."""
+        return percentile(self.followup_latencies_ms, 99)
+
+    @property
+    def cpu_ms_per_message(self) -> float:
+        """This process's CPU time per message (excludes the PostgreSQL and Redis servers)."""
+        return self.cpu_seconds / self.messages * 1000
+
+    @property
+    def max_ms(self) -> float:
+        """Worst core latency."""
+        return self.latencies_ms[-1] if self.latencies_ms else math.nan
+
+    def delivery_problems(self) -> list[str]:
+        """Every customer whose room does not show their messages exactly once, in order (empty: all good)."""
+        problems: list[str] = []
+        for n in range(self.customers):
+            user = customer_name(n)
+            expected = [message_text(user, i) for i in range(self.messages_per_customer)]
+            got = self.rooms.get(user)
+            if got != expected:
+                problems.append(f"{user}: room shows {got!r}, expected {expected!r}")
+            if self.rooms_per_customer.get(user, 0) != 1:
+                problems.append(f"{user}: {self.rooms_per_customer.get(user, 0)} rooms, expected 1")
+        return problems
+
+
+class _PostCounter:
+    """A predicate for the workspace recorder: true once ``expected`` customer messages were posted.
+
+    It looks only at the posts added since its last call, so waiting costs O(1) per post.
+    """
+
+    def __init__(self, start: int, expected: int) -> None:
+        self.seen = start
+        self.count = 0
+        self.expected = expected
+
+    def __call__(self, items: list[Any]) -> bool:
+        for _room, post in items[self.seen :]:
+            if post.kind == "customer_message":
+                self.count += 1
+        self.seen = len(items)
+        return self.count >= self.expected
+
+
+async def _wait_posted(workspace: TimedWorkspace, counter: _PostCounter, timeout: float) -> None:
+    try:
+        await workspace.posts.wait_for(counter, timeout=timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"only {counter.count} of {counter.expected} messages reached their rooms in {timeout:.0f} s"
+        ) from None
+
+
+async def _warm_up(channel: MemoryChannel, workspace: TimedWorkspace, customers: int) -> None:
+    """First messages of a few throwaway customers: connections, caches and executors get warm."""
+    if customers <= 0:
+        return
+    counter = _PostCounter(len(workspace.posts.items), customers)
+    await asyncio.gather(
+        *(
+            channel.customer_writes(f"warm{n:03d}", f"warm{n:03d} hello", message_id=f"warm{n}")
+            for n in range(customers)
+        )
+    )
+    await _wait_posted(workspace, counter, 60.0)
+
+
+def poisson_schedule(customers: int, messages: int, rate: float, seed: int) -> list[list[float]]:
+    """Arrival offsets (s) per customer: a Poisson stream at ``rate``, dealt round-robin to customers."""
+    rng = random.Random(seed)
+    schedule: list[list[float]] = [[] for _ in range(customers)]
+    at = 0.0
+    for k in range(customers * messages):
+        at += rng.expovariate(rate)
+        schedule[k % customers].append(at)
+    return schedule
+
+
+async def run_pass(
+    backend: str,
+    customers: int,
+    messages: int,
+    *,
+    rate: float | None = None,
+    services: Services | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    seed: int = 7,
+    progress: Progress | None = None,
+    section: Section = nullcontext,
+    timeout: float | None = None,
+) -> PassResult:
+    """Send ``customers`` x ``messages`` through a fresh desk on ``backend``; measure and check the rooms.
+
+    Without ``rate`` the load is a closed loop (every customer writes its next message as soon as
+    ``inbound()`` returned); with ``rate`` it is an open loop of Poisson arrivals at ``rate`` messages
+    per second. ``section`` wraps the measured part (a profiler or a query counter). ``progress`` gets
+    a status line every few seconds. Raises TimeoutError if the messages do not all arrive in
+    ``timeout`` seconds (default: generous, from the size of the pass).
+    """
+    if customers < 1 or messages < 1:
+        raise ValueError("customers and messages must be at least 1")
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be positive")
+    total = customers * messages
+    budget = timeout if timeout is not None else 120.0 + total / 20
+    mode = "max" if rate is None else "half"
+    async with bench_desk(backend, services) as desk:
+        channel, workspace = _doubles(desk)
+        await _warm_up(channel, workspace, warmup)
+        users = [customer_name(n) for n in range(customers)]
+        sent: dict[str, float] = {}
+        counter = _PostCounter(len(workspace.posts.items), total)
+
+        async def write(user: str, i: int) -> None:
+            text = message_text(user, i)
+            sent[text] = time.perf_counter()
+            await channel.customer_writes(user, text, message_id=f"{user}-{i}")
+
+        async def closed_loop(user: str) -> None:
+            for i in range(messages):
+                await write(user, i)
+
+        async def open_loop(user: str, offsets: list[float], origin: float) -> None:
+            for i, offset in enumerate(offsets):
+                delay = origin + offset - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await write(user, i)
+
+        async def report() -> None:
+            label = f"{backend} {mode}"
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY)
+                assert progress is not None
+                posted = sum(text in workspace.arrived for text in sent)
+                progress(f"  [{label}] {len(sent)}/{total} written, {posted}/{total} in their rooms")
+
+        reporter = asyncio.create_task(report()) if progress else None
+        cpu_started = time.process_time()
+        try:
+            with section():
+                if rate is None:
+                    await asyncio.gather(*(closed_loop(user) for user in users))
+                else:
+                    schedule = poisson_schedule(customers, messages, rate, seed)
+                    origin = time.perf_counter() + 0.01
+                    await asyncio.gather(
+                        *(open_loop(u, s, origin) for u, s in zip(users, schedule, strict=True))
+                    )
+                await _wait_posted(workspace, counter, budget)
+        finally:
+            cpu_seconds = time.process_time() - cpu_started
+            if reporter:
+                reporter.cancel()
+        latency = {text: (workspace.arrived[text] - at) * 1000 for text, at in sent.items()}
+        first_texts = {message_text(user, 0) for user in users}
+        first_in, last_in = min(sent.values()), max(sent.values())
+        last_post = max(workspace.arrived[text] for text in sent)
+        # let the bus and the outbox finish their bookkeeping before the desk stops
+        await desk.bus.wait_idle(30)
+        await desk.outbox.wait_settled(30)
+        rooms: dict[str, list[str]] = {}
+        room_count: Counter[str] = Counter()
+        for room in workspace.rooms.values():
+            user = room.conversation.external_user_id
+            room_count[user] += 1
+            rooms.setdefault(user, []).extend(p.text for p in room.posts if p.kind == "customer_message")
+    return PassResult(
+        backend=backend,
+        mode=mode,
+        customers=customers,
+        messages_per_customer=messages,
+        seconds=last_post - first_in,
+        latencies_ms=tuple(sorted(latency.values())),
+        followup_latencies_ms=tuple(sorted(v for text, v in latency.items() if text not in first_texts)),
+        cpu_seconds=cpu_seconds,
+        rooms=rooms,
+        rooms_per_customer=dict(room_count),
+        target_rate=rate,
+        arrival_rate=total / (last_in - first_in) if last_in > first_in else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Instruments: SQL statement counter and profilers
+
+
+_SQL_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
+_SQL_VALUES = re.compile(r"\$\d+|\?")
+
+
+class QueryCounter(logging.Handler):
+    """Counts the SQL statements tortoise sends, from the DEBUG line it logs for each one.
+
+    Statements are grouped as ``VERB table`` and by their text (placeholders kept, so a statement
+    is the same whatever its values).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.by_kind: Counter[str] = Counter()
+        self.by_statement: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        """Statements counted."""
+        return sum(self.by_kind.values())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Count one statement (other tortoise DEBUG lines, about pools and connections, are skipped)."""
+        args = record.args if isinstance(record.args, tuple) else ()
+        sql = str(args[0]) if record.msg == "%s: %s" and args else str(record.msg)
+        verb = sql.lstrip().split(" ", 1)[0].upper()
+        if verb not in {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "PRAGMA"}:
+            return
+        match = _SQL_TABLE.search(sql)
+        self.by_kind[f"{verb} {match.group(1) if match else ''}".strip()] += 1
+        self.by_statement[" ".join(sql.split())] += 1
+
+    @contextmanager
+    def attached(self) -> Iterator[QueryCounter]:
+        """Count while inside; tortoise's query log is restored (and kept from other handlers) after."""
+        logger = logging.getLogger("tortoise.db_client")
+        level, propagate = logger.level, logger.propagate
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False  # statements carry message bodies: keep them out of other handlers
+        logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+    def report(self, messages: int, top: int = 25) -> str:
+        """A markdown summary: statements per message, by kind and the most frequent statements."""
+        lines = [
+            f"{self.total} statements for {messages} messages: **{self.total / messages:.1f} per message**",
+            "",
+            "| statements per message | kind |",
+            "| ---: | --- |",
+        ]
+        lines += [f"| {n / messages:.2f} | {kind} |" for kind, n in self.by_kind.most_common()]
+        lines += ["", "| per message | statement |", "| ---: | --- |"]
+        for sql, n in self.by_statement.most_common(top):
+            shown = sql if len(sql) <= 160 else sql[:157] + "..."
+            lines.append(f"| {n / messages:.2f} | `{shown.replace('|', '/')}` |")
+        return "\n".join(lines)
+
+
+@contextmanager
+def pyinstrument_profile(path: Path) -> Iterator[None]:
+    """Profile the event loop's thread with pyinstrument; write a call tree, a flat self-time list and HTML."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:  # pragma: no cover - an optional tool
+        raise SystemExit("--profile needs pyinstrument: .venv/bin/pip install pyinstrument") from None
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    try:
+        yield
+    finally:
+        profiler.stop()
+        path.with_suffix(".tree.txt").write_text(profiler.output_text(unicode=True, color=False))
+        path.with_suffix(".flat.txt").write_text(profiler.output_text(unicode=True, color=False, flat=True))
+        path.with_suffix(".html").write_text(profiler.output_html())
+
+
+@contextmanager
+def cprofile_profile(path: Path, top: int = 60) -> Iterator[None]:
+    """Profile with cProfile; write the ``top`` functions by own time and by cumulative time."""
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(profile, stream=out).strip_dirs()
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        path.write_text(out.getvalue())
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole benchmark
+
+
+@dataclass
+class BenchReport:
+    """The passes run and the configurations skipped (with the reason)."""
+
+    results: list[PassResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+async def run_benchmark(
+    backends: Sequence[str],
+    customers: int,
+    messages: int,
+    *,
+    services: Services | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    progress: Progress | None = None,
+) -> BenchReport:
+    """For each backend: the closed-loop ``max`` pass, then the open loop at half its throughput."""
+    services = services or Services.from_env()
+    report = BenchReport()
+    for backend in backends:
+        if backend == "postgres" and (reason := services.unreachable()):
+            report.skipped[backend] = reason
+            if progress:
+                progress(f"{BACKEND_LABELS[backend]}: skipped ({reason})")
+            continue
+        if progress:
+            progress(f"{BACKEND_LABELS[backend]}: max pass, {customers} customers x {messages} messages")
+        peak = await run_pass(
+            backend, customers, messages, services=services, warmup=warmup, progress=progress
+        )
+        report.results.append(peak)
+        if progress:
+            progress(f"  -> {_summary(peak)}")
+            progress(f"{BACKEND_LABELS[backend]}: half-load pass at {peak.throughput / 2:.0f} msg/s")
+        half = await run_pass(
+            backend,
+            customers,
+            messages,
+            rate=peak.throughput / 2,
+            services=services,
+            warmup=warmup,
+            progress=progress,
+        )
+        report.results.append(half)
+        if progress:
+            progress(f"  -> {_summary(half)}")
+    return report
+
+
+def _summary(result: PassResult) -> str:
+    return (
+        f"{result.messages} messages in {result.seconds:.2f} s = {result.throughput:,.0f} msg/s "
+        f"({result.cpu_ms_per_message:.2f} ms CPU/msg); latency p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms (follow-ups {_ms(result.followup_p99_ms)}), max {result.max_ms:.1f} ms"
+    )
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:,.1f}"
+
+
+def _verdict(ok: bool) -> str:
+    return "meets" if ok else "**misses**"
+
+
+def markdown_table(report: BenchReport) -> str:
+    """The figures with the goal next to each, as a markdown table."""
+    lines = [
+        "| configuration | pass | messages | msg/s | goal | CPU ms/msg | p50 ms | p99 ms "
+        "| p99 follow-ups ms | max ms | goal |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in report.results:
+        label = BACKEND_LABELS[r.backend]
+        figures = (
+            f"{r.cpu_ms_per_message:.2f} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {_ms(r.followup_p99_ms)} "
+            f"| {_ms(r.max_ms)}"
+        )
+        if r.mode == "max":
+            goal = THROUGHPUT_GOALS[r.backend]
+            lines.append(
+                f"| {label} | max (closed loop) | {r.messages} | {r.throughput:,.0f} | "
+                f"≥ {goal:,.0f}: {_verdict(r.throughput >= goal)} | {figures} | - (saturated: queueing) |"
+            )
+        else:
+            offered = f"{r.target_rate:,.0f}" if r.target_rate else "?"
+            lines.append(
+                f"| {label} | half load ({offered} msg/s offered) | {r.messages} | {r.throughput:,.0f} | - | "
+                f"{figures} | p99 ≤ {P99_GOAL_MS:.0f}: {_verdict(r.p99_ms <= P99_GOAL_MS)} |"
+            )
+    for backend, reason in report.skipped.items():
+        lines.append(f"| {BACKEND_LABELS[backend]} | skipped: {reason} | | | | | | | | | |")
+    return "\n".join(lines)
+
+
+def machine_line() -> str:
+    """Date, cores and versions, for the record next to the figures."""
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{now}; {os.cpu_count()} cores ({platform.processor() or platform.machine()}); "
+        f"Python {platform.python_version()}; load average {load}; one desk (one worker) in the benchmark's process"
+    )
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.relay",
+        description="Throughput and latency of the relaydesk core with zero-latency channel/workspace doubles.",
+    )
+    parser.add_argument(
+        "--customers", type=int, help=f"customers writing at once (default {DEFAULT_CUSTOMERS})"
+    )
+    parser.add_argument("--messages", type=int, help=f"messages per customer (default {DEFAULT_MESSAGES})")
+    parser.add_argument(
+        "--backend", choices=[*BACKENDS, "both"], default="both", help="storage and bus (default both)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke-run sizes ({QUICK_CUSTOMERS} x {QUICK_MESSAGES}) unless given",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=DEFAULT_WARMUP, help="throwaway customers before measuring"
+    )
+    parser.add_argument(
+        "--count-queries",
+        action="store_true",
+        help="after the timed passes, count SQL statements per message in an extra (untimed) max and half pass",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="after the timed passes, profile an extra SQLite max pass (pyinstrument and cProfile) into DIR",
+    )
+    args = parser.parse_args(argv)
+    args.customers = args.customers or (QUICK_CUSTOMERS if args.quick else DEFAULT_CUSTOMERS)
+    args.messages = args.messages or (QUICK_MESSAGES if args.quick else DEFAULT_MESSAGES)
+    if args.customers < 1 or args.messages < 1:
+        parser.error("--customers and --messages must be at least 1")
+    return args
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    backends = list(BACKENDS) if args.backend == "both" else [args.backend]
+    _err(f"relaydesk core benchmark: {args.customers} customers x {args.messages} messages; {machine_line()}")
+    report = await run_benchmark(backends, args.customers, args.messages, warmup=args.warmup, progress=_err)
+    failed = False
+    for result in report.results:
+        problems = result.delivery_problems()
+        if problems:
+            failed = True
+            _err(
+                f"DELIVERY CHECK FAILED ({result.backend} {result.mode}): {len(problems)} problems, first: {problems[0]}"
+            )
+
+    if args.count_queries:
+        for result in report.results:
+            rate = result.target_rate
+            _err(f"counting SQL statements: {result.backend} {result.mode} pass")
+            counter = QueryCounter()
+            await run_pass(
+                result.backend,
+                result.customers,
+                result.messages_per_customer,
+                rate=rate,
+                section=counter.attached,
+            )
+            print(f"\n### SQL statements: {BACKEND_LABELS[result.backend]}, {result.mode} pass\n")
+            print(counter.report(result.messages))
+
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        base = args.profile / "relay-sqlite-max"
+        _err(f"profiling a SQLite max pass with pyinstrument -> {base}.tree.txt / .flat.txt / .html")
+        await run_pass("sqlite", args.customers, args.messages, section=lambda: pyinstrument_profile(base))
+        _err(f"profiling a SQLite max pass with cProfile -> {base}.cprofile.txt")
+        await run_pass(
+            "sqlite",
+            args.customers,
+            args.messages,
+            section=lambda: cprofile_profile(Path(f"{base}.cprofile.txt")),
+        )
+
+    print(f"\n## relaydesk core: {args.customers} customers x {args.messages} messages\n")
+    print(f"{machine_line()}\n")
+    print(markdown_table(report))
+    print(
+        "\nLatency: from the inbound() call to the room post. Max pass: closed loop, all customers at once. "
+        "Half load: Poisson arrivals at half the max pass's throughput. Follow-ups: every message but each "
+        "customer's first. CPU: this process only (not the PostgreSQL and Redis servers)."
+    )
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark from the command line; exit status 1 if a delivery check failed."""
+    from bot_core.cli import use_fast_event_loop
+
+    print(f"event loop: {use_fast_event_loop()} (as relaydesk run uses)", file=sys.stderr)
+    return asyncio.run(_main(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
