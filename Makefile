@@ -29,8 +29,9 @@ typecheck: $(STAMP)           ## strict for bot_core/ and storage/ (see pyprojec
 test: lint typecheck          ## set up and run everything CI runs
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)               ## throughput and latency of the core (SQLite; PostgreSQL+Redis)
+bench: $(STAMP)               ## core throughput/latency (SQLite; PostgreSQL+Redis), then relaydesk vs bare nio into Synapse
 	$(BIN)/python -m bench.relay
+	$(BIN)/python -m bench.matrix
 
 check: $(STAMP)
 	$(BIN)/relaydesk check plugins.yaml

@@ -27,36 +27,18 @@ from bot_core.adapters import (
     CustomerCard,
     MessageView,
     PostedRef,
-    RetryAfter,
     RoomRef,
-    TemporaryFailure,
 )
 from bot_core.events import AgentMessage, Attachment
 from bot_core.plugin import Plugin, PluginKind, route
-from bridge.workspaces.matrix.card import card_text
+from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files
+from bridge.workspaces.matrix.errors import MatrixError, check_response
 
 SEEN_TRANSACTIONS = 1000
 MEDIA_MSGTYPES = {"m.image": "image", "m.file": "file", "m.audio": "audio", "m.video": "video"}
 KIND_MSGTYPES = {"image": "m.image", "audio": "m.audio", "video": "m.video", "sticker": "m.image"}
 MAX_MEDIA_BYTES = 50 * 1024 * 1024
-
-
-class MatrixError(TemporaryFailure):
-    """A Matrix API call failed (the outbox retries it)."""
-
-
-def _check(response: Any, what: str) -> Any:
-    """Raise the outbox's errors for a nio error response; pass other responses through."""
-    if hasattr(response, "status_code") and getattr(response, "status_code", None):
-        if response.status_code == "M_LIMIT_EXCEEDED":
-            raise RetryAfter(
-                (getattr(response, "retry_after_ms", None) or 1000) / 1000, f"{what}: rate limited"
-            )
-        raise MatrixError(f"{what}: {response.status_code} {getattr(response, 'message', '')}")
-    if type(response).__name__.endswith("Error"):
-        raise MatrixError(f"{what}: {getattr(response, 'message', response)}")
-    return response
 
 
 class DevHomeserverSettings(BaseModel):
@@ -96,7 +78,7 @@ class MatrixWorkspace(Plugin):
         self._ghost_lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
         self._seen_txns: OrderedDict[str, None] = OrderedDict()
-        self._cards: dict[str, str] = {}  # room id -> event id of the pinned card
+        self._cards = PinnedCards()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -182,7 +164,7 @@ class MatrixWorkspace(Plugin):
             if client is None:
                 token = await self._ghost_token(user_id.split(":", 1)[0][1:])
                 client = self._client(user_id, token)
-                _check(await client.set_displayname(display_name), "set ghost display name")
+                check_response(await client.set_displayname(display_name), "set ghost display name")
                 self._ghosts[user_id] = client
         return client
 
@@ -220,7 +202,7 @@ class MatrixWorkspace(Plugin):
         if conversation.avatar_url:
             try:
                 mxc = await self._upload_from(ghost, conversation.avatar_url, "avatar")
-                _check(await ghost.set_avatar(mxc), "set ghost avatar")
+                check_response(await ghost.set_avatar(mxc), "set ghost avatar")
             except (MatrixError, aiohttp.ClientError) as exc:
                 self.log.warning("customer avatar not copied", extra={"error": str(exc)})
         response = await self._bot.room_create(
@@ -236,9 +218,9 @@ class MatrixWorkspace(Plugin):
             },
         )
         if isinstance(response, RoomCreateError):
-            _check(response, "create portal room")
+            check_response(response, "create portal room")
         room_id = response.room_id
-        _check(await ghost.join(room_id), "ghost joins portal room")
+        check_response(await ghost.join(room_id), "ghost joins portal room")
         return RoomRef(self.instance_name, room_id)
 
     async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
@@ -261,7 +243,9 @@ class MatrixWorkspace(Plugin):
             last = await self._post_attachment(ghost, room.room_id, attachment)
         if not message.text and last is not None:
             return PostedRef(last)
-        response = _check(await ghost.room_send(room.room_id, "m.room.message", content), "post as customer")
+        response = check_response(
+            await ghost.room_send(room.room_id, "m.room.message", content), "post as customer"
+        )
         assert isinstance(response, RoomSendResponse)
         return PostedRef(response.event_id)
 
@@ -278,7 +262,7 @@ class MatrixWorkspace(Plugin):
         upload, _keys = await client.upload(
             io.BytesIO(data), content_type=content_type, filename=name, filesize=len(data)
         )
-        return str(_check(upload, f"upload {name}").content_uri)
+        return str(check_response(upload, f"upload {name}").content_uri)
 
     async def _post_attachment(self, ghost: AsyncClient, room_id: str, attachment: Attachment) -> str | None:
         if not attachment.url:
@@ -296,7 +280,9 @@ class MatrixWorkspace(Plugin):
             "url": mxc,
             "info": info,
         }
-        response = _check(await ghost.room_send(room_id, "m.room.message", content), "post attachment")
+        response = check_response(
+            await ghost.room_send(room_id, "m.room.message", content), "post attachment"
+        )
         return str(response.event_id)
 
     # -- media from agents, served to channels ---------------------------------------------------
@@ -330,7 +316,7 @@ class MatrixWorkspace(Plugin):
     async def notice(self, room: RoomRef, text: str) -> PostedRef:
         """Post an m.notice from the bot."""
         assert self._bot is not None
-        response = _check(
+        response = check_response(
             await self._bot.room_send(room.room_id, "m.room.message", {"msgtype": "m.notice", "body": text}),
             "notice",
         )
@@ -339,41 +325,7 @@ class MatrixWorkspace(Plugin):
     async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""
         assert self._bot is not None
-        plain, rich = card_text(card, room.room_id)
-        content: dict[str, Any] = {
-            "msgtype": "m.notice",
-            "body": plain,
-            "format": "org.matrix.custom.html",
-            "formatted_body": rich,
-        }
-        card_event = self._cards.get(room.room_id) or await self._pinned_card(room.room_id)
-        if card_event:
-            edit = {
-                "msgtype": "m.notice",
-                "body": f"* {plain}",
-                "m.new_content": content,
-                "m.relates_to": {"rel_type": "m.replace", "event_id": card_event},
-            }
-            _check(await self._bot.room_send(room.room_id, "m.room.message", edit), "update card")
-            return
-        response = _check(await self._bot.room_send(room.room_id, "m.room.message", content), "post card")
-        self._cards[room.room_id] = response.event_id
-        _check(
-            await self._bot.room_put_state(
-                room.room_id, "m.room.pinned_events", {"pinned": [response.event_id]}
-            ),
-            "pin card",
-        )
-
-    async def _pinned_card(self, room_id: str) -> str | None:
-        """The card's event id from the room's pinned events (after a restart)."""
-        assert self._bot is not None
-        response = await self._bot.room_get_state_event(room_id, "m.room.pinned_events")
-        pinned = getattr(response, "content", {}).get("pinned") or []
-        if pinned:
-            self._cards[room_id] = str(pinned[0])
-            return str(pinned[0])
-        return None
+        await self._cards.show(self._bot, room.room_id, card)
 
     # -- transactions from the homeserver ------------------------------------------------------
 

@@ -51,8 +51,8 @@ from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
 from bot_core.events import AgentMessage, utcnow
 from bot_core.plugin import Plugin, PluginKind
-from bridge.workspaces.matrix.appservice import MatrixError, _check
-from bridge.workspaces.matrix.card import card_text
+from bridge.workspaces.matrix.card import PinnedCards
+from bridge.workspaces.matrix.errors import MatrixError, check_response
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
 GAP_PAGE = 100  # events per /messages page when a sync's timeline was cut short
@@ -116,7 +116,7 @@ class MatrixBotWorkspace(Plugin):
         self._since: str | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._pushed: OrderedDict[str, None] = OrderedDict()
-        self._cards: dict[str, str] = {}  # room id -> event id of the pinned card
+        self._cards = PinnedCards()
         self._creator_in_power_levels = False  # older room versions want the creator listed
         self._state = StateStore(self.instance_name, "matrix_bot")
 
@@ -142,7 +142,7 @@ class MatrixBotWorkspace(Plugin):
             self._since = await self._state.get(self._token_key())
             if self._since is None:
                 # First start with this account: begin at "now", so earlier history is not relayed.
-                first = _check(
+                first = check_response(
                     await self._client.sync(timeout=0, sync_filter=self._filter(1)), "initial sync"
                 )
                 assert isinstance(first, SyncResponse)
@@ -254,7 +254,7 @@ class MatrixBotWorkspace(Plugin):
             if getattr(response, "status_code", None) == "M_UNKNOWN_TOKEN" and self._logged_in_here:
                 self.log.warning("matrix bot session ended, logging in again")
                 await self._authenticate()
-            _check(response, "sync")
+            check_response(response, "sync")
             raise MatrixError(f"sync: unexpected response {type(response).__name__}")
         rooms = {**response.rooms.leave, **response.rooms.join}
         for room_id, info in rooms.items():
@@ -272,7 +272,7 @@ class MatrixBotWorkspace(Plugin):
         collected: list[dict[str, Any]] = []
         token = prev_batch
         for _ in range(GAP_MAX_PAGES):
-            page = _check(
+            page = check_response(
                 await client.room_messages(
                     room_id, start=token, end=since, direction=MessageDirection.back, limit=GAP_PAGE
                 ),
@@ -346,7 +346,7 @@ class MatrixBotWorkspace(Plugin):
                 self._creator_in_power_levels = True
                 continue
             break
-        _check(response, "create room")
+        check_response(response, "create room")
         return RoomRef(self.instance_name, response.room_id)
 
     async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
@@ -372,7 +372,7 @@ class MatrixBotWorkspace(Plugin):
         # transaction id, so the homeserver answers with the same event instead of posting it twice.
         # Edits keep random ids: an edit back to an earlier text must be posted again.
         tx_id = None if message.edit_of else f"relaydesk-{self.instance_name}-{message.message_id}"
-        response = _check(
+        response = check_response(
             await client.room_send(room.room_id, "m.room.message", content, tx_id=tx_id),
             "post as customer",
         )
@@ -382,7 +382,7 @@ class MatrixBotWorkspace(Plugin):
     async def notice(self, room: RoomRef, text: str) -> PostedRef:
         """Post an m.notice from the bot (agents' clients show it as a bot message)."""
         client = self._require_client()
-        response = _check(
+        response = check_response(
             await client.room_send(room.room_id, "m.room.message", {"msgtype": "m.notice", "body": text}),
             "notice",
         )
@@ -390,42 +390,7 @@ class MatrixBotWorkspace(Plugin):
 
     async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""
-        client = self._require_client()
-        plain, rich = card_text(card, room.room_id)
-        content: dict[str, Any] = {
-            "msgtype": "m.notice",
-            "body": plain,
-            "format": "org.matrix.custom.html",
-            "formatted_body": rich,
-        }
-        card_event = self._cards.get(room.room_id) or await self._pinned_card(room.room_id)
-        if card_event:
-            edit = {
-                "msgtype": "m.notice",
-                "body": f"* {plain}",
-                "m.new_content": content,
-                "m.relates_to": {"rel_type": "m.replace", "event_id": card_event},
-            }
-            _check(await client.room_send(room.room_id, "m.room.message", edit), "update card")
-            return
-        response = _check(await client.room_send(room.room_id, "m.room.message", content), "post card")
-        self._cards[room.room_id] = response.event_id
-        _check(
-            await client.room_put_state(
-                room.room_id, "m.room.pinned_events", {"pinned": [response.event_id]}
-            ),
-            "pin card",
-        )
-
-    async def _pinned_card(self, room_id: str) -> str | None:
-        """The card's event id from the room's pinned events (after a restart)."""
-        client = self._require_client()
-        response = await client.room_get_state_event(room_id, "m.room.pinned_events")
-        pinned = getattr(response, "content", {}).get("pinned") or []
-        if pinned:
-            self._cards[room_id] = str(pinned[0])
-            return str(pinned[0])
-        return None
+        await self._cards.show(self._require_client(), room.room_id, card)
 
 
 # -- message formats -------------------------------------------------------------------------------

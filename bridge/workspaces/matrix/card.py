@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import html
+from typing import Any
 from urllib.parse import quote
 
+from nio import AsyncClient
+
 from bot_core.adapters import CustomerCard
+from bridge.workspaces.matrix.errors import check_response
 
 
 def card_text(card: CustomerCard, room_id: str = "") -> tuple[str, str]:
@@ -43,3 +47,48 @@ def card_text(card: CustomerCard, room_id: str = "") -> tuple[str, str]:
         lines.append("Earlier conversations: " + ", ".join(plain_items))
         rich.append("Earlier conversations: " + ", ".join(rich_items))
     return "\n".join(lines), "<br>".join(rich)
+
+
+class PinnedCards:
+    """Posts each room's customer card once, pins it, and edits it in place afterwards.
+
+    The card's event id is remembered per room; after a restart it is read back from the room's
+    ``m.room.pinned_events`` state.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, str] = {}
+
+    async def show(self, client: AsyncClient, room_id: str, card: CustomerCard) -> None:
+        """Post and pin ``card`` in ``room_id``, or edit the pinned one (an m.replace)."""
+        plain, rich = card_text(card, room_id)
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": plain,
+            "format": "org.matrix.custom.html",
+            "formatted_body": rich,
+        }
+        card_event = self._events.get(room_id) or await self._pinned(client, room_id)
+        if card_event:
+            edit = {
+                "msgtype": "m.notice",
+                "body": f"* {plain}",
+                "m.new_content": content,
+                "m.relates_to": {"rel_type": "m.replace", "event_id": card_event},
+            }
+            check_response(await client.room_send(room_id, "m.room.message", edit), "update card")
+            return
+        response = check_response(await client.room_send(room_id, "m.room.message", content), "post card")
+        self._events[room_id] = response.event_id
+        check_response(
+            await client.room_put_state(room_id, "m.room.pinned_events", {"pinned": [response.event_id]}),
+            "pin card",
+        )
+
+    async def _pinned(self, client: AsyncClient, room_id: str) -> str | None:
+        response = await client.room_get_state_event(room_id, "m.room.pinned_events")
+        pinned = getattr(response, "content", {}).get("pinned") or []
+        if pinned:
+            self._events[room_id] = str(pinned[0])
+            return str(pinned[0])
+        return None
