@@ -15,7 +15,8 @@ from bot_core.outbox import OutboxSettings
 from storage.db import migrate
 from tests.services import require_postgres
 
-pytest_plugins = ["tests.matrix_server"]  # the session-wide Synapse fixture
+# the session-wide Synapse fixture, and the agent account on it
+pytest_plugins = ["tests.matrix_server", "tests.bridge.workspaces.matrix_agent"]
 
 FAST_OUTBOX = OutboxSettings(base_backoff=0.02, max_backoff=0.2, poll_interval=0.2, max_attempts=4)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -10,18 +9,11 @@ from typing import Any, cast
 
 import aiohttp
 import pytest
-from nio import (
-    AsyncClient,
-    InviteMemberEvent,
-    LoginResponse,
-    RoomMessageNotice,
-    RoomMessageText,
-    SyncResponse,
-)
 
 from bot_core.testing import MemoryChannel
 from bridge.workspaces.matrix.appservice import MatrixWorkspace
 from storage.models import Room
+from tests.bridge.workspaces.matrix_agent import Agent, edit_then_redact, room_of
 from tests.conftest import DeskFactory
 from tests.matrix_server import SynapseInfo
 
@@ -41,63 +33,6 @@ plugins:
 """
 
 
-class Agent:
-    """A human agent: a plain nio client that syncs, joins invites, reads and writes rooms."""
-
-    def __init__(self, synapse: SynapseInfo) -> None:
-        self.client = AsyncClient(synapse.base_url, synapse.agent_user_id)
-        self.synapse = synapse
-        self.timeline: dict[str, list[Any]] = {}
-        self.next_batch: str | None = None
-
-    async def login(self) -> None:
-        assert isinstance(await self.client.login(self.synapse.agent_password), LoginResponse)
-        first = await self.client.sync(timeout=0)
-        assert isinstance(first, SyncResponse)
-        self.next_batch = first.next_batch
-
-    async def sync_until(self, predicate: Any, timeout: float = 20.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not predicate():
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"condition not met in {timeout}s; timeline: {self.timeline}")
-            response = await self.client.sync(timeout=1000, since=self.next_batch)
-            assert isinstance(response, SyncResponse)
-            self.next_batch = response.next_batch
-            for room_id, info in response.rooms.invite.items():
-                if any(isinstance(e, InviteMemberEvent) for e in info.invite_state):
-                    await self.client.join(room_id)
-            for room_id, info in response.rooms.join.items():
-                self.timeline.setdefault(room_id, []).extend(info.timeline.events)
-
-    def texts(self, room_id: str) -> list[tuple[str, str]]:
-        return [
-            (e.sender, e.body)
-            for e in self.timeline.get(room_id, [])
-            if isinstance(e, (RoomMessageText, RoomMessageNotice))
-        ]
-
-    async def say(self, room_id: str, text: str) -> str:
-        response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
-        return cast(str, response.event_id)
-
-
-@pytest.fixture
-async def agent(synapse: SynapseInfo) -> AsyncIterator[Agent]:
-    agent = Agent(synapse)
-    await agent.login()
-    yield agent
-    await agent.client.close()
-
-
-async def _portal_room_of(user: str) -> str:
-    from storage.models import Identity
-
-    identity = await Identity.get(external_id=user)
-    room = await Room.get(customer_id=identity.customer_id)
-    return room.external_id
-
-
 async def test_first_contact_creates_the_portal_room_with_ghost_and_card_and_the_reply_comes_back(
     synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
 ) -> None:
@@ -109,7 +44,7 @@ async def test_first_contact_creates_the_portal_room_with_ghost_and_card_and_the
     user = f"alice-{uuid.uuid4().hex[:6]}"
     await channel.customer_writes(user, "Hello, my parcel never arrived", name="Alice")
     assert await desk.wait_settled(30)
-    room_id = await _portal_room_of(user)
+    room_id = await room_of(user)
     ghost = matrix.ghost_id("customers", user)
 
     await agent.sync_until(
@@ -155,7 +90,7 @@ async def test_a_restarted_relaydesk_reuses_the_room(
     user = f"bob-{uuid.uuid4().hex[:6]}"
     await cast(MemoryChannel, desk.plugins["customers"]).customer_writes(user, "first visit", name="Bob")
     assert await desk.wait_settled(30)
-    room_id = await _portal_room_of(user)
+    room_id = await room_of(user)
     await desk.stop(timeout=10)
 
     desk = await make_desk(
@@ -177,7 +112,7 @@ async def test_wrong_hs_token_is_refused_and_a_replayed_transaction_is_delivered
     user = f"carol-{uuid.uuid4().hex[:6]}"
     await channel.customer_writes(user, "hi", name="Carol")
     assert await desk.wait_settled(30)
-    room_id = await _portal_room_of(user)
+    room_id = await room_of(user)
     url = f"http://127.0.0.1:{synapse.appservice_port}/_matrix/app/v1/transactions/txn-{uuid.uuid4().hex}"
     event = {
         "type": "m.room.message",
@@ -213,23 +148,7 @@ async def test_agent_edits_and_redactions_in_matrix_follow_to_the_customer(
     user = f"dan-{uuid.uuid4().hex[:6]}"
     await channel.customer_writes(user, "what's the status?", name="Dan")
     assert await desk.wait_settled(30)
-    room_id = await _portal_room_of(user)
-    await agent.sync_until(lambda: room_id in agent.client.rooms)
-    first = await agent.say(room_id, "It ships Monday")
-    await channel.sent.wait_for(lambda items: len(items) == 1, 20)
-    edit = {
-        "msgtype": "m.text",
-        "body": "* It ships Tuesday",
-        "m.new_content": {"msgtype": "m.text", "body": "It ships Tuesday"},
-        "m.relates_to": {"rel_type": "m.replace", "event_id": first},
-    }
-    await agent.client.room_send(room_id, "m.room.message", edit)
-    await channel.sent.wait_for(lambda items: len(items) == 2, 20)
-    sent_id = f"out{channel.sent.items[0].outbox_id}"
-    assert (channel.sent.items[1].text, channel.sent.items[1].edit_of) == ("It ships Tuesday", sent_id)
-    await agent.client.room_redact(room_id, first)
-    await channel.sent.wait_for(lambda items: len(items) == 3, 20)
-    assert channel.sent.items[2].delete_of == sent_id
+    await edit_then_redact(agent, channel, await room_of(user))
 
 
 PNG_BYTES = bytes.fromhex(
@@ -278,7 +197,7 @@ async def test_images_travel_both_ways_through_the_media_repository_and_the_ghos
         user, "", name="Erin", attachments=(photo,), avatar_url=f"{file_host}/erin.png"
     )
     assert await desk.wait_settled(30)
-    room_id = await _portal_room_of(user)
+    room_id = await room_of(user)
 
     def images() -> list[Any]:
         return [e for e in agent.timeline.get(room_id, []) if isinstance(e, RoomMessageImage)]
@@ -328,7 +247,7 @@ async def test_the_card_links_to_earlier_conversations_in_the_room(
     user = f"fay-{uuid.uuid4().hex[:6]}"
     await channel.customer_writes(user, "first problem", name="Fay")
     assert await desk.wait_settled(30)
-    room_id = await _portal_room_of(user)
+    room_id = await room_of(user)
     await agent.sync_until(lambda: any(t == "first problem" for _, t in agent.texts(room_id)))
     first_event = next(
         e.event_id for e in agent.timeline[room_id] if getattr(e, "body", "") == "first problem"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import secrets
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
-from nio import AsyncClient, InviteMemberEvent, LoginResponse, RoomSendResponse, SyncResponse
+from nio import AsyncClient, LoginResponse
 from pydantic import SecretStr, ValidationError
 
 from bot_core.config import parse_config
@@ -21,7 +20,8 @@ from bot_core.plugin import PluginServices
 from bot_core.testing import MemoryChannel
 from bridge.workspaces.matrix.appservice import MatrixError
 from bridge.workspaces.matrix.bot import MatrixBotWorkspace, agent_message
-from storage.models import Identity, Room
+from storage.models import Room
+from tests.bridge.workspaces.matrix_agent import Agent, edit_then_redact, room_of
 from tests.conftest import FAST_OUTBOX
 from tests.matrix_server import SynapseInfo
 
@@ -84,67 +84,6 @@ async def bot(synapse: SynapseInfo) -> BotAccount:
     password = secrets.token_urlsafe(12)
     user_id = await synapse.server.create_user(f"relaybot-{uuid.uuid4().hex[:8]}", password)
     return BotAccount(user_id, password)
-
-
-class Agent:
-    """A human agent: a nio client that syncs, joins invites, keeps every room's events, and writes."""
-
-    def __init__(self, synapse: SynapseInfo) -> None:
-        self.client = AsyncClient(synapse.base_url, synapse.agent_user_id)
-        self.synapse = synapse
-        self.events: dict[str, list[dict[str, Any]]] = {}
-        self.next_batch: str | None = None
-
-    async def login(self) -> None:
-        assert isinstance(await self.client.login(self.synapse.agent_password), LoginResponse)
-        first = await self.client.sync(timeout=0)
-        assert isinstance(first, SyncResponse)
-        self.next_batch = first.next_batch
-
-    async def sync_until(self, predicate: Callable[[], Any], timeout: float = 20.0) -> None:
-        """Sync (joining invites) until ``predicate()`` is true, or fail after ``timeout`` seconds."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not predicate():
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"condition not met in {timeout}s; events: {self.events}")
-            response = await self.client.sync(timeout=1000, since=self.next_batch)
-            assert isinstance(response, SyncResponse)
-            self.next_batch = response.next_batch
-            for room_id, info in response.rooms.invite.items():
-                if any(isinstance(e, InviteMemberEvent) for e in info.invite_state):
-                    await self.client.join(room_id)
-            for room_id, joined in response.rooms.join.items():
-                self.events.setdefault(room_id, []).extend(e.source for e in joined.timeline.events)
-
-    def messages(self, room_id: str, sender: str | None = None) -> list[dict[str, Any]]:
-        """The content of every m.room.message seen in the room (from ``sender`` if given)."""
-        return [
-            e["content"]
-            for e in self.events.get(room_id, [])
-            if e.get("type") == "m.room.message" and (sender is None or e.get("sender") == sender)
-        ]
-
-    def event(self, room_id: str, event_id: str) -> dict[str, Any] | None:
-        return next((e for e in self.events.get(room_id, []) if e.get("event_id") == event_id), None)
-
-    async def say(self, room_id: str, text: str) -> str:
-        response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
-        assert isinstance(response, RoomSendResponse), response
-        return str(response.event_id)
-
-
-@pytest.fixture
-async def agent(synapse: SynapseInfo) -> AsyncIterator[Agent]:
-    agent = Agent(synapse)
-    await agent.login()
-    yield agent
-    await agent.client.close()
-
-
-async def _room_of(user: str) -> str:
-    identity = await Identity.get(external_id=user)
-    room = await Room.get(customer_id=identity.customer_id)
-    return room.external_id
 
 
 async def _token_for(synapse: SynapseInfo, bot: BotAccount) -> tuple[AsyncClient, str]:
@@ -242,7 +181,7 @@ async def test_first_contact_creates_the_room_and_agents_answer_from_it(
     user = f"alice-{uuid.uuid4().hex[:6]}"
     first = await channel.customer_writes(user, "Where is <b>my</b> parcel & co?\nOrder 42", name="Alice <3")
     assert await desk.wait_settled(30)
-    room_id = await _room_of(user)
+    room_id = await room_of(user)
 
     # the customer's message, posted by the bot with the customer's name in a prefix (HTML escaped)
     await agent.sync_until(
@@ -318,23 +257,7 @@ async def test_agents_edits_and_deletions_follow_to_the_customer(
     user = f"dan-{uuid.uuid4().hex[:6]}"
     await channel.customer_writes(user, "what's the status?", name="Dan")
     assert await desk.wait_settled(30)
-    room_id = await _room_of(user)
-    await agent.sync_until(lambda: room_id in agent.client.rooms)
-    first = await agent.say(room_id, "It ships Monday")
-    await channel.sent.wait_for(lambda items: len(items) == 1, 20)
-    edit = {
-        "msgtype": "m.text",
-        "body": "* It ships Tuesday",
-        "m.new_content": {"msgtype": "m.text", "body": "It ships Tuesday"},
-        "m.relates_to": {"rel_type": "m.replace", "event_id": first},
-    }
-    await agent.client.room_send(room_id, "m.room.message", edit)
-    await channel.sent.wait_for(lambda items: len(items) == 2, 20)
-    sent_id = f"out{channel.sent.items[0].outbox_id}"
-    assert (channel.sent.items[1].text, channel.sent.items[1].edit_of) == ("It ships Tuesday", sent_id)
-    await agent.client.room_redact(room_id, first)
-    await channel.sent.wait_for(lambda items: len(items) == 3, 20)
-    assert channel.sent.items[2].delete_of == sent_id
+    await edit_then_redact(agent, channel, await room_of(user))
     assert await desk.wait_settled(30)
     assert len(channel.sent.items) == 3
 
@@ -362,7 +285,7 @@ async def test_a_restart_replays_nothing_relays_what_was_written_meanwhile_and_k
     user = f"bob-{uuid.uuid4().hex[:6]}"
     await channel.customer_writes(user, "first visit", name="Bob")
     assert await desk.wait_settled(30)
-    room_id = await _room_of(user)
+    room_id = await room_of(user)
     await agent.sync_until(
         lambda: any(c.get("body") == "Bob (Customers): first visit" for c in agent.messages(room_id))
     )
@@ -437,7 +360,7 @@ async def test_rooms_of_older_versions_list_the_bot_in_the_power_levels(
     user = f"carol-{uuid.uuid4().hex[:6]}"
     await channel.customer_writes(user, "hi", name="Carol")
     assert await desk.wait_settled(30)
-    room_id = await _room_of(user)
+    room_id = await room_of(user)
     await agent.sync_until(
         lambda: any(c.get("body") == "Carol (Customers): hi" for c in agent.messages(room_id))
     )

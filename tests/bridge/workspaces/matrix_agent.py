@@ -1,0 +1,125 @@
+"""A human agent on the test Synapse, shared by the Matrix workspace tests (appservice and bot mode)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from nio import (
+    AsyncClient,
+    InviteMemberEvent,
+    LoginResponse,
+    RoomMessageNotice,
+    RoomMessageText,
+    RoomSendResponse,
+    SyncResponse,
+)
+
+from bot_core.testing import MemoryChannel
+from storage.models import Identity, Room
+from tests.matrix_server import SynapseInfo
+
+
+class Agent:
+    """A plain nio client that syncs, joins the rooms it is invited to, keeps every event, and writes."""
+
+    def __init__(self, synapse: SynapseInfo) -> None:
+        self.client = AsyncClient(synapse.base_url, synapse.agent_user_id)
+        self.synapse = synapse
+        self.timeline: dict[str, list[Any]] = {}  # room id -> nio events, in order
+        self.next_batch: str | None = None
+
+    async def login(self) -> None:
+        """Log in and skip what happened before (only new events are kept)."""
+        assert isinstance(await self.client.login(self.synapse.agent_password), LoginResponse)
+        first = await self.client.sync(timeout=0)
+        assert isinstance(first, SyncResponse)
+        self.next_batch = first.next_batch
+
+    async def sync_until(self, predicate: Callable[[], Any], timeout: float = 20.0) -> None:
+        """Sync (joining invites) until ``predicate()`` is true, or fail after ``timeout`` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not met in {timeout}s; events: {self.events}")
+            response = await self.client.sync(timeout=1000, since=self.next_batch)
+            assert isinstance(response, SyncResponse)
+            self.next_batch = response.next_batch
+            for room_id, info in response.rooms.invite.items():
+                if any(isinstance(e, InviteMemberEvent) for e in info.invite_state):
+                    await self.client.join(room_id)
+            for room_id, joined in response.rooms.join.items():
+                self.timeline.setdefault(room_id, []).extend(joined.timeline.events)
+
+    @property
+    def events(self) -> dict[str, list[dict[str, Any]]]:
+        """The raw events (as JSON) seen in each room."""
+        return {room: [e.source for e in events] for room, events in self.timeline.items()}
+
+    def texts(self, room_id: str) -> list[tuple[str, str]]:
+        """(sender, body) of every text message and notice seen in the room."""
+        return [
+            (e.sender, e.body)
+            for e in self.timeline.get(room_id, [])
+            if isinstance(e, (RoomMessageText, RoomMessageNotice))
+        ]
+
+    def messages(self, room_id: str, sender: str | None = None) -> list[dict[str, Any]]:
+        """The content of every m.room.message seen in the room (from ``sender`` if given)."""
+        return [
+            e["content"]
+            for e in self.events.get(room_id, [])
+            if e.get("type") == "m.room.message" and (sender is None or e.get("sender") == sender)
+        ]
+
+    def event(self, room_id: str, event_id: str) -> dict[str, Any] | None:
+        """The raw event ``event_id`` if it was seen in the room."""
+        return next((e for e in self.events.get(room_id, []) if e.get("event_id") == event_id), None)
+
+    async def say(self, room_id: str, text: str) -> str:
+        """Write ``text`` in the room; returns its event id."""
+        response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
+        assert isinstance(response, RoomSendResponse), response
+        return str(response.event_id)
+
+
+@pytest.fixture
+async def agent(synapse: SynapseInfo) -> AsyncIterator[Agent]:
+    """The agent account of the test Synapse, logged in."""
+    agent = Agent(synapse)
+    await agent.login()
+    yield agent
+    await agent.client.close()
+
+
+async def room_of(user: str) -> str:
+    """The Matrix room id relaydesk stored for the customer ``user``."""
+    identity = await Identity.get(external_id=user)
+    room = await Room.get(customer_id=identity.customer_id)
+    return room.external_id
+
+
+async def edit_then_redact(agent: Agent, channel: MemoryChannel, room_id: str) -> str:
+    """The agent writes, edits, then redacts a message; asserts the customer's copy followed each step.
+
+    Returns the platform id of the customer's copy.
+    """
+    await agent.sync_until(lambda: room_id in agent.client.rooms)
+    first = await agent.say(room_id, "It ships Monday")
+    await channel.sent.wait_for(lambda items: len(items) == 1, 20)
+    edit = {
+        "msgtype": "m.text",
+        "body": "* It ships Tuesday",
+        "m.new_content": {"msgtype": "m.text", "body": "It ships Tuesday"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": first},
+    }
+    await agent.client.room_send(room_id, "m.room.message", edit)
+    await channel.sent.wait_for(lambda items: len(items) == 2, 20)
+    sent_id = f"out{channel.sent.items[0].outbox_id}"
+    assert (channel.sent.items[1].text, channel.sent.items[1].edit_of) == ("It ships Tuesday", sent_id)
+    await agent.client.room_redact(room_id, first)
+    await channel.sent.wait_for(lambda items: len(items) == 3, 20)
+    assert channel.sent.items[2].delete_of == sent_id
+    return sent_id
