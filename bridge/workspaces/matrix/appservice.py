@@ -9,9 +9,7 @@ events are dropped again by the engine's receipts (source = this workspace, id =
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import io
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -31,14 +29,14 @@ from bot_core.adapters import (
 )
 from bot_core.events import AgentMessage, Attachment
 from bot_core.plugin import Plugin, PluginKind, route
+from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files
 from bridge.workspaces.matrix.errors import MatrixError, check_response
+from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 
 SEEN_TRANSACTIONS = 1000
-MEDIA_MSGTYPES = {"m.image": "image", "m.file": "file", "m.audio": "audio", "m.video": "video"}
-KIND_MSGTYPES = {"image": "m.image", "audio": "m.audio", "video": "m.video", "sticker": "m.image"}
-MAX_MEDIA_BYTES = 50 * 1024 * 1024
+MEDIA_PREFIX = "/matrix/media"
 
 
 class DevHomeserverSettings(BaseModel):
@@ -92,6 +90,7 @@ class MatrixWorkspace(Plugin):
         self._ghost_prefix = self.registration.user_prefix
         self._ghost_re = re.compile(rf"^@{re.escape(self._ghost_prefix)}.*:{re.escape(server_name)}$")
         self._http = aiohttp.ClientSession()
+        self._media = MediaLinks(MEDIA_PREFIX, self.registration.hs_token.encode())
         self._bot = self._client(self.bot_user_id, self.registration.as_token)
 
     async def ready(self) -> None:
@@ -252,34 +251,15 @@ class MatrixWorkspace(Plugin):
     async def _upload_from(self, client: AsyncClient, url: str, name: str, mime: str | None = None) -> str:
         """Copy a file the channel serves at ``url`` into the homeserver's media repository; its mxc URI."""
         assert self._http is not None
-        async with self._http.get(url) as resp:
-            if resp.status != 200:
-                raise MatrixError(f"fetching {name} from the channel: HTTP {resp.status}")
-            data = await resp.content.read(MAX_MEDIA_BYTES + 1)
-            if len(data) > MAX_MEDIA_BYTES:
-                raise MatrixError(f"{name} is larger than {MAX_MEDIA_BYTES} bytes")
-            content_type = mime or resp.content_type or "application/octet-stream"
-        upload, _keys = await client.upload(
-            io.BytesIO(data), content_type=content_type, filename=name, filesize=len(data)
-        )
-        return str(check_response(upload, f"upload {name}").content_uri)
+        return await upload_from(self._http, client, url, name, mime)
 
     async def _post_attachment(self, ghost: AsyncClient, room_id: str, attachment: Attachment) -> str | None:
         if not attachment.url:
             return None
-        name = attachment.name or attachment.kind
-        mxc = await self._upload_from(ghost, attachment.url, name, attachment.mime_type)
-        info: dict[str, Any] = {}
-        if attachment.mime_type:
-            info["mimetype"] = attachment.mime_type
-        if attachment.size:
-            info["size"] = attachment.size
-        content = {
-            "msgtype": KIND_MSGTYPES.get(attachment.kind, "m.file"),
-            "body": name,
-            "url": mxc,
-            "info": info,
-        }
+        mxc = await self._upload_from(
+            ghost, attachment.url, attachment.name or attachment.kind, attachment.mime_type
+        )
+        content = attachment_content(attachment, mxc)
         response = check_response(
             await ghost.room_send(room_id, "m.room.message", content), "post attachment"
         )
@@ -287,31 +267,15 @@ class MatrixWorkspace(Plugin):
 
     # -- media from agents, served to channels ---------------------------------------------------
 
-    def _media_signature(self, server: str, media_id: str) -> str:
-        key = self.registration.hs_token.encode()
-        return hmac.new(key, f"{server}/{media_id}".encode(), hashlib.sha256).hexdigest()[:32]
-
     def media_url(self, mxc: str) -> str:
         """A signed relaydesk URL from which a channel adapter can fetch an agent's file."""
-        server, _, media_id = mxc.removeprefix("mxc://").partition("/")
-        base = self.services.http_base_url.rstrip("/")
-        return f"{base}/matrix/media/{server}/{media_id}?sig={self._media_signature(server, media_id)}"
+        return self._media.link(self.services.http_base_url, mxc)
 
-    @route("GET", "/matrix/media/{server}/{media_id}")
+    @route("GET", MEDIA_PREFIX + "/{server}/{media_id}")
     async def media(self, request: web.Request) -> web.StreamResponse:
         """Serve an agent's file from the homeserver's (authenticated) media repository to a channel."""
-        server, media_id = request.match_info["server"], request.match_info["media_id"]
-        expected = self._media_signature(server, media_id)
-        if not hmac.compare_digest(request.query.get("sig", "").encode(), expected.encode()):
-            raise web.HTTPForbidden(text="bad or missing signature")
         assert self._http is not None
-        url = f"{self.homeserver.rstrip('/')}/_matrix/client/v1/media/download/{server}/{media_id}"
-        headers = {"Authorization": f"Bearer {self.registration.as_token}"}
-        async with self._http.get(url, headers=headers) as resp:
-            if resp.status != 200:
-                raise web.HTTPNotFound(text="no such media")
-            body = await resp.read()
-            return web.Response(body=body, content_type=resp.content_type)
+        return await self._media.serve(request, self._http, self.homeserver, self.registration.as_token)
 
     async def notice(self, room: RoomRef, text: str) -> PostedRef:
         """Post an m.notice from the bot."""
@@ -360,55 +324,9 @@ class MatrixWorkspace(Plugin):
 
     def _agent_message(self, event: dict[str, Any]) -> AgentMessage | None:
         """An agent's message in a room, or None for everything else (our own and our ghosts' events too)."""
-        sender = str(event.get("sender", ""))
-        if sender == self.bot_user_id or self._ghost_re.match(sender):
-            return None
-        content = event.get("content") or {}
-        if (
-            event.get("type") == "m.room.message"
-            and content.get("msgtype") in MEDIA_MSGTYPES
-            and content.get("url")
-        ):
-            info = content.get("info") or {}
-            attachment = Attachment(
-                kind=MEDIA_MSGTYPES[content["msgtype"]],  # type: ignore[arg-type]
-                url=self.media_url(str(content["url"])),
-                mime_type=info.get("mimetype"),
-                name=str(content.get("body") or "file"),
-                size=info.get("size"),
-            )
-            return AgentMessage(
-                workspace=self.instance_name,
-                room_id=str(event["room_id"]),
-                external_message_id=str(event["event_id"]),
-                agent_id=sender,
-                agent_name=sender.split(":", 1)[0].lstrip("@"),
-                attachments=(attachment,),
-            )
-        if event.get("type") == "m.room.redaction":
-            redacts = event.get("redacts") or content.get("redacts")  # room v11+ moved it into content
-            if not redacts:
-                return None
-            return AgentMessage(
-                workspace=self.instance_name,
-                room_id=str(event["room_id"]),
-                external_message_id=str(event["event_id"]),
-                agent_id=sender,
-                redacts=str(redacts),
-            )
-        if event.get("type") != "m.room.message":
-            return None
-        if content.get("msgtype") not in ("m.text", "m.emote"):
-            return None
-        relates = content.get("m.relates_to") or {}
-        edit_of = relates.get("event_id") if relates.get("rel_type") == "m.replace" else None
-        text = (content.get("m.new_content") or {}).get("body") if edit_of else content.get("body")
-        return AgentMessage(
-            workspace=self.instance_name,
-            room_id=str(event["room_id"]),
-            external_message_id=str(event["event_id"]),
-            agent_id=sender,
-            agent_name=sender.split(":", 1)[0].lstrip("@"),
-            text=str(text or ""),
-            edit_of=edit_of,
+        return agent_message(
+            self.instance_name, self._is_ours, str(event.get("room_id", "")), event, self.media_url
         )
+
+    def _is_ours(self, sender: str) -> bool:
+        return sender == self.bot_user_id or bool(self._ghost_re.match(sender))

@@ -3,10 +3,11 @@
 For teams that cannot register an application service. The bot logs in with a password (or uses an
 access token), creates a private room per customer and posts the customer's messages itself, naming
 the customer in a bold prefix ("**Alice (Telegram)**: text"). Agents' messages reach relaydesk through
-a ``/sync`` loop and become :class:`AgentMessage` events: text, edits (``m.replace``) and deletions
-(redactions); commands starting with ``!`` are recognised by the engine, as in appservice mode. Files
-are not copied in this mode: a customer's attachment is listed in the message as kind, name and link,
-and an agent's file is not relayed.
+a ``/sync`` loop and become :class:`AgentMessage` events: text, files, edits (``m.replace``) and
+deletions (redactions); commands starting with ``!`` are recognised by the engine, as in appservice
+mode. A customer's files are copied into the media repository and posted by the bot, captioned with the
+customer's name; an agent's file reaches the channel through a signed relaydesk link (the signing key
+is kept in the database, so links waiting in the outbox survive a restart).
 
 Nothing is lost and nothing is replayed: the sync token only moves past a batch once every agent
 message in it was accepted by the bus, and it is stored in the database so that a restart resumes
@@ -21,11 +22,13 @@ import asyncio
 import html
 import random
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any, Self
 
+import aiohttp
+from aiohttp import web
 from nio import (
     AsyncClient,
     AsyncClientConfig,
@@ -49,10 +52,12 @@ from bot_core.adapters import (
 )
 from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
-from bot_core.events import AgentMessage, utcnow
-from bot_core.plugin import Plugin, PluginKind
+from bot_core.events import AgentMessage, Attachment
+from bot_core.plugin import Plugin, PluginKind, route
+from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
+from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
 GAP_PAGE = 100  # events per /messages page when a sync's timeline was cut short
@@ -61,6 +66,7 @@ PUSHED_MEMORY = 2000  # event ids remembered as pushed, so a retried batch is no
 NOT_ACCEPTING_WAIT = 0.2  # the desk is starting (or stopping): try the batch again soon
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 60.0
 USER_ID = re.compile(r"^@[^:\s]+:\S+$")
+MEDIA_PREFIX = "/matrix-bot/media"
 
 
 class MatrixBotWorkspace(Plugin):
@@ -119,6 +125,8 @@ class MatrixBotWorkspace(Plugin):
         self._cards = PinnedCards()
         self._creator_in_power_levels = False  # older room versions want the creator listed
         self._state = StateStore(self.instance_name, "matrix_bot")
+        self._http: aiohttp.ClientSession | None = None
+        self._media: MediaLinks | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -137,8 +145,14 @@ class MatrixBotWorkspace(Plugin):
                 encryption_enabled=False,
             ),
         )
+        self._http = aiohttp.ClientSession()
         try:
             await self._authenticate()
+            key = await self._state.get("media_key")
+            if key is None:
+                key = secrets.token_hex(32)
+                await self._state.set("media_key", key)
+            self._media = MediaLinks(MEDIA_PREFIX, str(key).encode())
             self._since = await self._state.get(self._token_key())
             if self._since is None:
                 # First start with this account: begin at "now", so earlier history is not relayed.
@@ -151,6 +165,7 @@ class MatrixBotWorkspace(Plugin):
         except BaseException:
             await self._client.close()
             self._client = None
+            await self._http.close()
             raise
         self.log.info("matrix bot started", extra={"user": self.user_id, "workspace": self.instance_name})
 
@@ -176,6 +191,9 @@ class MatrixBotWorkspace(Plugin):
                     self.log.warning("matrix bot could not log out", exc_info=True)
             await self._client.close()
             self._client = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def _authenticate(self) -> None:
         client = self._require_client()
@@ -290,11 +308,14 @@ class MatrixBotWorkspace(Plugin):
         collected.reverse()
         return collected
 
+    def _is_ours(self, sender: str) -> bool:
+        return sender == self.user_id
+
     def _agent_messages(self, room_id: str, events: Iterable[dict[str, Any]]) -> list[AgentMessage]:
         seen: set[str] = set()
         found: list[AgentMessage] = []
         for event in events:
-            message = agent_message(self.instance_name, self.user_id, room_id, event)
+            message = agent_message(self.instance_name, self._is_ours, room_id, event, self.media_url)
             if message is not None and message.external_message_id not in seen:
                 seen.add(message.external_message_id)
                 found.append(message)
@@ -350,9 +371,27 @@ class MatrixBotWorkspace(Plugin):
         return RoomRef(self.instance_name, response.room_id)
 
     async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
-        """Post the customer's message with their name in bold before it (an edit replaces the earlier one)."""
+        """Post the customer's message with their name in bold before it, then their files.
+
+        An edit replaces the earlier text. A file that cannot be copied is listed in the text with its link.
+        """
         client = self._require_client()
-        plain, rich = customer_message_text(message)
+        label = customer_label(message.sender_name, message.channel)
+        file_events: list[str] = []
+        not_copied: list[Attachment] = []
+        for index, attachment in enumerate(() if message.edit_of else message.attachments):
+            try:
+                file_events.append(
+                    await self._post_attachment(room.room_id, message, index, attachment, label)
+                )
+            except (MatrixError, aiohttp.ClientError) as exc:
+                self.log.warning("customer file not copied", extra={"error": str(exc)[:300]})
+                not_copied.append(attachment)
+        if not message.text and not not_copied and file_events:
+            return PostedRef(file_events[-1])
+        plain, rich = customer_message_text(
+            message, not_copied if not message.edit_of else message.attachments
+        )
         content: dict[str, Any] = {
             "msgtype": "m.text",
             "body": plain,
@@ -379,6 +418,38 @@ class MatrixBotWorkspace(Plugin):
         assert isinstance(response, RoomSendResponse)
         return PostedRef(response.event_id)
 
+    async def _post_attachment(
+        self, room_id: str, message: MessageView, index: int, attachment: Attachment, label: str
+    ) -> str:
+        """Copy one customer file into the media repository and post it, captioned with the customer."""
+        client = self._require_client()
+        if not attachment.url or self._http is None:
+            raise MatrixError("the channel gave no URL for this file")
+        name = attachment.name or attachment.kind
+        mxc = await upload_from(self._http, client, attachment.url, name, attachment.mime_type)
+        content = attachment_content(attachment, mxc, body=f"{label}: {name}")
+        tx_id = f"relaydesk-{self.instance_name}-{message.message_id}-file{index}"
+        response = check_response(
+            await client.room_send(room_id, "m.room.message", content, tx_id=tx_id), "post customer file"
+        )
+        return str(response.event_id)
+
+    # -- media from agents, served to channels ---------------------------------------------------
+
+    def media_url(self, mxc: str) -> str:
+        """A signed relaydesk URL from which a channel adapter can fetch an agent's file."""
+        if self._media is None:
+            raise MatrixError("the matrix bot is not started")
+        return self._media.link(self.services.http_base_url, mxc)
+
+    @route("GET", MEDIA_PREFIX + "/{server}/{media_id}")
+    async def media(self, request: web.Request) -> web.StreamResponse:
+        """Serve an agent's file from the homeserver's (authenticated) media repository to a channel."""
+        client = self._require_client()
+        if self._media is None or self._http is None:
+            raise web.HTTPServiceUnavailable(text="the matrix bot is not started")
+        return await self._media.serve(request, self._http, self.settings.homeserver, client.access_token)
+
     async def notice(self, room: RoomRef, text: str) -> PostedRef:
         """Post an m.notice from the bot (agents' clients show it as a bot message)."""
         client = self._require_client()
@@ -401,61 +472,19 @@ def customer_label(name: str, channel: str) -> str:
     return f"{name} ({channel.capitalize()})"
 
 
-def customer_message_text(message: MessageView) -> tuple[str, str]:
-    """The customer's message as (plain body, HTML body), prefixed with their name; all input escaped."""
+def customer_message_text(
+    message: MessageView, listed: Iterable[Attachment] | None = None
+) -> tuple[str, str]:
+    """The customer's message as (plain body, HTML body), prefixed with their name; all input escaped.
+
+    ``listed`` are the attachments named in the text with their link (default: all of them).
+    """
     label = customer_label(message.sender_name, message.channel)
     lines = [message.text] if message.text else []
-    for attachment in message.attachments:
+    for attachment in message.attachments if listed is None else listed:
         what = attachment.name or attachment.mime_type or attachment.kind
         lines.append(f"[{attachment.kind}: {what}]" + (f" {attachment.url}" if attachment.url else ""))
     text = "\n".join(lines)
     plain = f"{label}: {text}"
     rich = f"<b>{html.escape(label)}</b>: " + html.escape(text).replace("\n", "<br>")
     return plain, rich
-
-
-def _without_reply_fallback(body: str) -> str:
-    """Drop the quoted "> <@user> ..." lines that clients put before a reply's text."""
-    lines = body.split("\n")
-    index = 0
-    while index < len(lines) and lines[index].startswith(">"):
-        index += 1
-    if index and index < len(lines) and lines[index] == "":
-        return "\n".join(lines[index + 1 :])
-    return body
-
-
-def agent_message(
-    workspace: str, bot_user_id: str, room_id: str, event: dict[str, Any]
-) -> AgentMessage | None:
-    """An agent's text message, edit or deletion as an :class:`AgentMessage`; None for anything else.
-
-    The bot's own events (the customers' messages, notices, the card) are never agent messages.
-    """
-    sender = event.get("sender")
-    event_id = event.get("event_id")
-    if not sender or sender == bot_user_id or not event_id:
-        return None
-    content = event.get("content") or {}
-    sent_at = event.get("origin_server_ts")
-    common: dict[str, Any] = {
-        "workspace": workspace,
-        "room_id": room_id,
-        "external_message_id": str(event_id),
-        "agent_id": str(sender),
-        "agent_name": str(sender).split(":", 1)[0].lstrip("@"),
-        "timestamp": datetime.fromtimestamp(sent_at / 1000, UTC) if isinstance(sent_at, int) else utcnow(),
-    }
-    if event.get("type") == "m.room.redaction":
-        redacts = event.get("redacts") or content.get("redacts")  # room version 11 moved it into content
-        return AgentMessage(**common, redacts=str(redacts)) if redacts else None
-    if event.get("type") != "m.room.message" or content.get("msgtype") not in ("m.text", "m.emote"):
-        return None  # notices (bots), media, redacted events (empty content), state
-    relates = content.get("m.relates_to") or {}
-    edit_of = relates.get("event_id") if relates.get("rel_type") == "m.replace" else None
-    body = (content.get("m.new_content") or {}).get("body") if edit_of else content.get("body")
-    if not isinstance(body, str):
-        return None
-    if relates.get("m.in_reply_to"):
-        body = _without_reply_fallback(body)
-    return AgentMessage(**common, text=body, edit_of=edit_of)

@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from nio import (
     AsyncClient,
     InviteMemberEvent,
@@ -15,9 +17,11 @@ from nio import (
     RoomMessageText,
     RoomSendResponse,
     SyncResponse,
+    UploadResponse,
 )
 
 from bot_core.testing import MemoryChannel
+from bridge.workspaces.matrix.devserver import free_port
 from storage.models import Identity, Room
 from tests.matrix_server import SynapseInfo
 
@@ -123,3 +127,55 @@ async def edit_then_redact(agent: Agent, channel: MemoryChannel, room_id: str) -
     await channel.sent.wait_for(lambda items: len(items) == 3, 20)
     assert channel.sent.items[2].delete_of == sent_id
     return sent_id
+
+
+PNG_BYTES = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+@pytest.fixture
+async def file_host() -> AsyncIterator[str]:
+    """Where a channel serves customers' files (and avatars) from: every path answers a 1x1 PNG."""
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=PNG_BYTES, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/files/{name}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}/files"
+    await runner.cleanup()
+
+
+async def agent_sends_image(agent: Agent, channel: MemoryChannel, room_id: str) -> None:
+    """The agent posts a picture; asserts the channel got a signed link to its bytes, and a forged one is refused."""
+    upload, _ = await agent.client.upload(
+        lambda *_: PNG_BYTES, content_type="image/png", filename="replacement.png", filesize=len(PNG_BYTES)
+    )
+    assert isinstance(upload, UploadResponse), upload
+    content = {
+        "msgtype": "m.image",
+        "body": "replacement.png",
+        "url": upload.content_uri,
+        "info": {"mimetype": "image/png", "size": len(PNG_BYTES)},
+    }
+    await agent.client.room_send(room_id, "m.room.message", content)
+    await channel.sent.wait_for(lambda items: any(d.attachments for d in items), 20)
+    sent = next(d for d in channel.sent.items if d.attachments)
+    attachment = sent.attachments[0]
+    assert (attachment.kind, attachment.name, attachment.mime_type) == (
+        "image",
+        "replacement.png",
+        "image/png",
+    )
+    assert attachment.url is not None
+    async with aiohttp.ClientSession() as http:
+        async with http.get(attachment.url) as resp:
+            assert resp.status == 200 and await resp.read() == PNG_BYTES
+        async with http.get(attachment.url.split("?")[0] + "?sig=forged") as resp:
+            assert resp.status == 403  # the media proxy serves only what relaydesk handed out

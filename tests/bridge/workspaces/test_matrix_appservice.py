@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import aiohttp
-import pytest
 
 from bot_core.testing import MemoryChannel
 from bridge.workspaces.matrix.appservice import MatrixWorkspace
 from storage.models import Room
-from tests.bridge.workspaces.matrix_agent import Agent, edit_then_redact, room_of
+from tests.bridge.workspaces.matrix_agent import (
+    PNG_BYTES,
+    Agent,
+    agent_sends_image,
+    edit_then_redact,
+    room_of,
+)
 from tests.conftest import DeskFactory
 from tests.matrix_server import SynapseInfo
 
@@ -151,32 +155,6 @@ async def test_agent_edits_and_redactions_in_matrix_follow_to_the_customer(
     await edit_then_redact(agent, channel, await room_of(user))
 
 
-PNG_BYTES = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
-)
-
-
-@pytest.fixture
-async def file_host() -> AsyncIterator[str]:
-    """Where a channel serves customers' files (and avatars) from."""
-    from aiohttp import web
-
-    from bridge.workspaces.matrix.devserver import free_port
-
-    async def serve(request: web.Request) -> web.Response:
-        return web.Response(body=PNG_BYTES, content_type="image/png")
-
-    app = web.Application()
-    app.router.add_get("/files/{name}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}/files"
-    await runner.cleanup()
-
-
 async def test_images_travel_both_ways_through_the_media_repository_and_the_ghost_has_the_avatar(
     synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent, file_host: str
 ) -> None:
@@ -210,31 +188,7 @@ async def test_images_travel_both_ways_through_the_media_repository_and_the_ghos
     avatar = await agent.client.get_avatar(matrix.ghost_id("customers", user))
     assert avatar.avatar_url and avatar.avatar_url.startswith("mxc://")  # type: ignore[union-attr]
 
-    # the agent answers with a picture: the customer's channel gets a URL it can fetch the bytes from
-    upload, _ = await agent.client.upload(
-        lambda *_: PNG_BYTES, content_type="image/png", filename="replacement.png", filesize=len(PNG_BYTES)
-    )
-    content = {
-        "msgtype": "m.image",
-        "body": "replacement.png",
-        "url": upload.content_uri,
-        "info": {"mimetype": "image/png", "size": len(PNG_BYTES)},
-    }  # type: ignore[union-attr]
-    await agent.client.room_send(room_id, "m.room.message", content)
-    await channel.sent.wait_for(lambda items: any(d.attachments for d in items), 20)
-    sent = next(d for d in channel.sent.items if d.attachments)
-    attachment = sent.attachments[0]
-    assert (attachment.kind, attachment.name, attachment.mime_type) == (
-        "image",
-        "replacement.png",
-        "image/png",
-    )
-    assert attachment.url is not None
-    async with aiohttp.ClientSession() as http:
-        async with http.get(attachment.url) as resp:
-            assert resp.status == 200 and await resp.read() == PNG_BYTES
-        async with http.get(attachment.url.split("?")[0] + "?sig=forged") as resp:
-            assert resp.status == 403  # the media proxy serves only what relaydesk handed out
+    await agent_sends_image(agent, channel, room_id)
 
 
 async def test_the_card_links_to_earlier_conversations_in_the_room(

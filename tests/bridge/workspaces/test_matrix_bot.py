@@ -18,10 +18,18 @@ from bot_core.config import parse_config
 from bot_core.desk import Desk
 from bot_core.plugin import PluginServices
 from bot_core.testing import MemoryChannel
-from bridge.workspaces.matrix.appservice import MatrixError
-from bridge.workspaces.matrix.bot import MatrixBotWorkspace, agent_message
+from bridge.workspaces.matrix.agent_events import agent_message
+from bridge.workspaces.matrix.bot import MatrixBotWorkspace
+from bridge.workspaces.matrix.devserver import free_port
+from bridge.workspaces.matrix.errors import MatrixError
 from storage.models import Room
-from tests.bridge.workspaces.matrix_agent import Agent, edit_then_redact, room_of
+from tests.bridge.workspaces.matrix_agent import (
+    PNG_BYTES,
+    Agent,
+    agent_sends_image,
+    edit_then_redact,
+    room_of,
+)
 from tests.conftest import FAST_OUTBOX
 from tests.matrix_server import SynapseInfo
 
@@ -65,9 +73,13 @@ async def bot_desk() -> AsyncIterator[BotDeskFactory]:
     async def factory(url: str, yaml_text: str, secret: str) -> Desk:
         config = parse_config(yaml_text, "plugins.yaml", environ={"BOT_SECRET": secret})
         config = config.model_copy(
-            update={"storage": config.storage.model_copy(update={"database": url, "redis": ""})}
+            update={
+                "storage": config.storage.model_copy(update={"database": url, "redis": ""}),
+                "server": config.server.model_copy(update={"host": "127.0.0.1", "port": free_port()}),
+            }
         )
-        desk = Desk(config, serve_http=False, outbox_settings=FAST_OUTBOX, scheduler_poll=0.1)
+        # served over HTTP: channels fetch agents' files from the bot's media links
+        desk = Desk(config, serve_http=True, outbox_settings=FAST_OUTBOX, scheduler_poll=0.1)
         await desk.start()
         running.append(desk)
         return desk
@@ -113,18 +125,19 @@ def test_config_wants_exactly_one_credential_and_full_user_ids() -> None:
         config.model_validate({**base, "password": "pw", "mode": "appservice"})
 
 
+BOT = "@bot:x".__eq__  # the bridge's own users: here only the bot
+
+
 def test_only_agents_text_messages_become_agent_messages() -> None:
     def event(sender: str, content: dict[str, Any], type_: str = "m.room.message") -> dict[str, Any]:
         return {"type": type_, "sender": sender, "event_id": "$e1", "content": content}
 
     text = {"msgtype": "m.text", "body": "hello"}
-    assert agent_message("matrix", "@bot:x", "!r:x", event("@bot:x", text)) is None  # the bot itself
-    assert agent_message("matrix", "@bot:x", "!r:x", event("@a:x", text, "m.reaction")) is None
-    assert agent_message("matrix", "@bot:x", "!r:x", event("@a:x", {})) is None  # redacted
-    assert (
-        agent_message("matrix", "@bot:x", "!r:x", event("@a:x", {"msgtype": "m.notice", "body": "n"})) is None
-    )
-    message = agent_message("matrix", "@bot:x", "!r:x", event("@a:x", text))
+    assert agent_message("matrix", BOT, "!r:x", event("@bot:x", text)) is None  # the bot itself
+    assert agent_message("matrix", BOT, "!r:x", event("@a:x", text, "m.reaction")) is None
+    assert agent_message("matrix", BOT, "!r:x", event("@a:x", {})) is None  # redacted
+    assert agent_message("matrix", BOT, "!r:x", event("@a:x", {"msgtype": "m.notice", "body": "n"})) is None
+    message = agent_message("matrix", BOT, "!r:x", event("@a:x", text))
     assert message is not None
     assert (message.agent_id, message.agent_name, message.text, message.room_id) == (
         "@a:x",
@@ -134,7 +147,7 @@ def test_only_agents_text_messages_become_agent_messages() -> None:
     )
     edit = agent_message(
         "matrix",
-        "@bot:x",
+        BOT,
         "!r:x",
         event(
             "@a:x",
@@ -149,7 +162,7 @@ def test_only_agents_text_messages_become_agent_messages() -> None:
     assert edit is not None and (edit.text, edit.edit_of) == ("fixed", "$orig")
     reply = agent_message(
         "matrix",
-        "@bot:x",
+        BOT,
         "!r:x",
         event(
             "@a:x",
@@ -165,9 +178,9 @@ def test_only_agents_text_messages_become_agent_messages() -> None:
         {"type": "m.room.redaction", "sender": "@a:x", "event_id": "$e2", "redacts": "$orig", "content": {}},
         {"type": "m.room.redaction", "sender": "@a:x", "event_id": "$e2", "content": {"redacts": "$orig"}},
     ):
-        deleted = agent_message("matrix", "@bot:x", "!r:x", redaction)
+        deleted = agent_message("matrix", BOT, "!r:x", redaction)
         assert deleted is not None and (deleted.redacts, deleted.text) == ("$orig", "")
-    assert agent_message("matrix", "@bot:x", "!r:x", {**redaction, "sender": "@bot:x"}) is None
+    assert agent_message("matrix", BOT, "!r:x", {**redaction, "sender": "@bot:x"}) is None
 
 
 # -- end to end against Synapse --------------------------------------------------------------------
@@ -247,6 +260,52 @@ async def test_first_contact_creates_the_room_and_agents_answer_from_it(
 
     assert await desk.wait_settled(30)
     assert channel.texts_to(user) == ["Sorry about that! A new parcel ships today."]  # notes stay internal
+
+
+async def test_files_travel_both_ways_in_bot_mode(
+    synapse: SynapseInfo,
+    sqlite_url: str,
+    bot_desk: BotDeskFactory,
+    bot: BotAccount,
+    agent: Agent,
+    file_host: str,
+) -> None:
+    from nio import DownloadResponse
+
+    from bot_core.events import Attachment
+
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"erin-{uuid.uuid4().hex[:6]}"
+    photo = Attachment(
+        kind="image", url=f"{file_host}/broken-lamp.png", mime_type="image/png", name="broken-lamp.png"
+    )
+    receipt = Attachment(kind="file", url=f"{file_host}/receipt.pdf", mime_type="application/pdf")
+    gone = Attachment(kind="file", url=f"{file_host.rsplit('/', 1)[0]}/missing/x.pdf", name="x.pdf")
+    await channel.customer_writes(user, "It arrived broken", name="Erin", attachments=(photo, receipt, gone))
+    assert await desk.wait_settled(30)
+    room_id = await room_of(user)
+
+    # each file is posted by the bot into the room, captioned with the customer's name
+    await agent.sync_until(
+        lambda: (
+            sum(c.get("msgtype") in ("m.image", "m.file") for c in agent.messages(room_id, bot.user_id)) == 2
+            and any(c.get("msgtype") == "m.text" for c in agent.messages(room_id, bot.user_id))
+        )
+    )
+    files = [c for c in agent.messages(room_id, bot.user_id) if c.get("msgtype") in ("m.image", "m.file")]
+    assert [(c["msgtype"], c["body"]) for c in files] == [
+        ("m.image", "Erin (Customers): broken-lamp.png"),
+        ("m.file", "Erin (Customers): file"),
+    ]
+    downloaded = await agent.client.download(files[0]["url"])
+    assert isinstance(downloaded, DownloadResponse) and downloaded.body == PNG_BYTES
+    # the file the channel could not serve is named in the text, with its link, instead of being lost
+    text = next(c for c in agent.messages(room_id, bot.user_id) if c.get("msgtype") == "m.text")
+    assert text["body"] == f"Erin (Customers): It arrived broken\n[file: x.pdf] {gone.url}"
+
+    # the agent answers with a picture: the channel gets a signed relaydesk link to the bytes
+    await agent_sends_image(agent, channel, room_id)
 
 
 async def test_agents_edits_and_deletions_follow_to_the_customer(
