@@ -34,6 +34,7 @@ from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
+from bridge.workspaces.matrix.roster import AgentRoster
 
 SEEN_TRANSACTIONS = 1000
 MEDIA_PREFIX = "/matrix/media"
@@ -62,6 +63,7 @@ class MatrixWorkspace(Plugin):
         mode: Literal["appservice"] = "appservice"
         registration: Path = Path("var/matrix/relaydesk-registration.yaml")
         agents: list[str] = []  # user ids invited to every portal room
+        space: str | None = None  # ...and the members of this Matrix space (alias or room id; invite the bot)
         dev_homeserver: DevHomeserverSettings | None = None  # start a throwaway Synapse (demo, make run)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -92,6 +94,8 @@ class MatrixWorkspace(Plugin):
         self._http = aiohttp.ClientSession()
         self._media = MediaLinks(MEDIA_PREFIX, self.registration.hs_token.encode())
         self._bot = self._client(self.bot_user_id, self.registration.as_token)
+        self._roster = AgentRoster(self.settings.agents, self.settings.space, self._is_ours)
+        await self._roster.start(self._bot)
 
     async def ready(self) -> None:
         """Ping the homeserver: it then pushes at once the transactions it queued while we were down."""
@@ -204,15 +208,16 @@ class MatrixWorkspace(Plugin):
                 check_response(await ghost.set_avatar(mxc), "set ghost avatar")
             except (MatrixError, aiohttp.ClientError) as exc:
                 self.log.warning("customer avatar not copied", extra={"error": str(exc)})
+        agents = await self._roster.invitees(self._bot)
         response = await self._bot.room_create(
             name=display,
             topic=f"Support conversation with {conversation.customer_name} on {channel}, relayed by relaydesk",
             federate=False,
             preset=RoomPreset.private_chat,
-            invite=[ghost.user_id, *self.settings.agents],
+            invite=[ghost.user_id, *agents],
             power_level_override={
                 # the creator (the bot) is omitted: room version 12 gives creators unlimited power
-                "users": {a: 50 for a in self.settings.agents},
+                "users": {a: 50 for a in agents},
                 "events": {"m.room.pinned_events": 50},
             },
         )

@@ -58,6 +58,7 @@ from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
+from bridge.workspaces.matrix.roster import AgentRoster
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
 GAP_PAGE = 100  # events per /messages page when a sync's timeline was cut short
@@ -84,6 +85,7 @@ class MatrixBotWorkspace(Plugin):
         password: SecretStr | None = None  # log in with this...
         access_token: SecretStr | None = None  # ...or use this token (exactly one of the two)
         agents: list[str] = []  # user ids invited to every portal room
+        space: str | None = None  # ...and the members of this Matrix space (alias or room id; invite the bot)
         sync_timeout_ms: int = Field(default=30_000, ge=0, le=300_000)  # long-poll duration of one /sync
         timeline_limit: int = Field(
             default=50, ge=1, le=1000
@@ -127,6 +129,7 @@ class MatrixBotWorkspace(Plugin):
         self._state = StateStore(self.instance_name, "matrix_bot")
         self._http: aiohttp.ClientSession | None = None
         self._media: MediaLinks | None = None
+        self._roster = AgentRoster(config.agents, config.space, self._is_ours)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -148,6 +151,7 @@ class MatrixBotWorkspace(Plugin):
         self._http = aiohttp.ClientSession()
         try:
             await self._authenticate()
+            await self._roster.start(self._client)
             key = await self._state.get("media_key")
             if key is None:
                 key = secrets.token_hex(32)
@@ -339,7 +343,7 @@ class MatrixBotWorkspace(Plugin):
             return RoomRef(self.instance_name, conversation.existing_room_id)
         client = self._require_client()
         channel = conversation.channel.capitalize()
-        agents = [a for a in dict.fromkeys(self.settings.agents) if a != self.user_id]
+        agents = await self._roster.invitees(client)
         for _ in range(2):
             power: dict[str, Any] = {"events": {"m.room.pinned_events": 50}}
             if agents or self._creator_in_power_levels:

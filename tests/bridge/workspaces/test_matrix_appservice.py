@@ -220,3 +220,57 @@ async def test_the_card_links_to_earlier_conversations_in_the_room(
 
     link = f"https://matrix.to/#/{room_id.replace('!', '%21').replace(':', '%3A')}/{first_event.replace('$', '%24')}"
     await agent.sync_until(lambda: any(link in body for body in card_bodies()))
+
+
+async def test_members_of_the_agents_space_are_invited_to_each_new_portal_room(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    from nio import AsyncClient, LoginResponse, RoomCreateResponse
+
+    async def team_member(name: str) -> AsyncClient:
+        password = f"pw-{uuid.uuid4().hex}"
+        user_id = await synapse.server.create_user(f"{name}-{uuid.uuid4().hex[:6]}", password)
+        client = AsyncClient(synapse.base_url, user_id)
+        assert isinstance(await client.login(password), LoginResponse)
+        return client
+
+    space = await agent.client.room_create(space=True, name="Support team")
+    assert isinstance(space, RoomCreateResponse)
+    bot = f"@{synapse.registration.sender_localpart}:{synapse.server_name}"
+    lee, kim = await team_member("lee"), await team_member("kim")
+    try:
+        for user in (bot, lee.user_id):
+            await agent.client.room_invite(space.room_id, user)
+        await lee.join(space.room_id)
+        yaml_text = matrix_yaml(synapse).replace(
+            f'agents: ["{synapse.agent_user_id}"]', f'agents: []\n        space: "{space.room_id}"'
+        )
+        desk = await make_desk(sqlite_url, yaml_text, serve_http=True, http_port=synapse.appservice_port)
+        channel = cast(MemoryChannel, desk.plugins["customers"])
+
+        async def invited_to_new_room() -> set[str]:
+            """A new customer writes; who was invited to their room (read as the appservice's bot)."""
+            user = f"gus-{uuid.uuid4().hex[:6]}"
+            await channel.customer_writes(user, "hello?", name="Gus")
+            assert await desk.wait_settled(30)
+            url = f"{synapse.base_url}/_matrix/client/v3/rooms/{await room_of(user)}/state"
+            headers = {"Authorization": f"Bearer {synapse.registration.as_token}"}
+            async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
+                state = await resp.json()
+            return {
+                e["state_key"]
+                for e in state
+                if e["type"] == "m.room.member"
+                and e["content"].get("membership") == "invite"
+                and not e["state_key"].startswith(f"@{synapse.registration.user_prefix}")  # the ghost
+            }
+
+        # the space's members (the agent who made it, and lee) are invited; the bot itself is not
+        assert await invited_to_new_room() == {synapse.agent_user_id, lee.user_id}
+        # kim joins the team later: the next customer's room invites kim too
+        await agent.client.room_invite(space.room_id, kim.user_id)
+        await kim.join(space.room_id)
+        assert await invited_to_new_room() == {synapse.agent_user_id, lee.user_id, kim.user_id}
+    finally:
+        await lee.close()
+        await kim.close()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
-from nio import AsyncClient, LoginResponse
+from nio import AsyncClient, LoginResponse, RoomCreateResponse
 from pydantic import SecretStr, ValidationError
 
 from bot_core.config import parse_config
@@ -380,8 +380,8 @@ async def test_a_restart_replays_nothing_relays_what_was_written_meanwhile_and_k
         await session.close()
 
 
-async def test_credentials_of_another_account_or_a_wrong_password_are_refused_at_start(
-    synapse: SynapseInfo, bot: BotAccount
+async def test_wrong_credentials_or_an_unreachable_agents_space_are_refused_at_start(
+    synapse: SynapseInfo, bot: BotAccount, agent: Agent
 ) -> None:
     session, token = await _token_for(synapse, bot)
     services = PluginServices(log=logging.getLogger("test.matrix_bot"))
@@ -396,6 +396,18 @@ async def test_credentials_of_another_account_or_a_wrong_password_are_refused_at
         )
         with pytest.raises(MatrixError, match="refused"):
             await MatrixBotWorkspace(wrong, services).start()
+        # an agents' space that does not exist, or that the bot was not invited to, stops the start
+        good = {"homeserver": synapse.base_url, "user_id": bot.user_id, "password": SecretStr(bot.password)}
+        nowhere = MatrixBotWorkspace.Config(**good, space=f"#nowhere:{synapse.server_name}")
+        with pytest.raises(MatrixError, match=f"space #nowhere:{synapse.server_name} was not found"):
+            await MatrixBotWorkspace(nowhere, services).start()
+        private = await agent.client.room_create(space=True, name="Someone else's team")
+        assert isinstance(private, RoomCreateResponse)
+        closed = MatrixBotWorkspace.Config(**good, space=private.room_id)
+        with pytest.raises(
+            MatrixError, match=r"cannot join the agents' space .* \(invite the bot to the space\)"
+        ):
+            await MatrixBotWorkspace(closed, services).start()
     finally:
         await session.logout()
         await session.close()
