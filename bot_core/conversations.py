@@ -39,6 +39,18 @@ class Opened:
 
 async def resolve_customer(msg: CustomerMessage) -> Opened:
     """Find or create the customer, the identity and the open conversation for ``msg``."""
+    # Most messages continue an open conversation: one joined query finds all three rows.
+    open_now = (
+        await Conversation.filter(identity__channel=msg.channel, identity__external_id=msg.external_user_id)
+        .exclude(state=ConversationState.CLOSED)
+        .select_related("identity", "customer")
+        .order_by("-id")
+        .first()
+    )
+    if open_now is not None and _unchanged(open_now.identity, open_now.customer, msg):
+        open_now.last_customer_message_at = msg.timestamp
+        await open_now.save(update_fields=["last_customer_message_at", "updated_at"])
+        return Opened(open_now.customer, open_now.identity, open_now, False)
     identity = await Identity.get_or_none(channel=msg.channel, external_id=msg.external_user_id)
     if identity is None:
         try:
@@ -89,6 +101,15 @@ async def resolve_customer(msg: CustomerMessage) -> Opened:
         conversation.last_customer_message_at = msg.timestamp
         await conversation.save(update_fields=["last_customer_message_at", "updated_at"])
     return Opened(customer, identity, conversation, new)
+
+
+def _unchanged(identity: Identity, customer: Customer, msg: CustomerMessage) -> bool:
+    """True when ``msg`` brings no new name, avatar or customer attribute (nothing to update)."""
+    return (
+        (not msg.display_name or identity.display_name == msg.display_name)
+        and (not msg.avatar_url or identity.avatar_url == msg.avatar_url)
+        and all(customer.attributes.get(k) == v for k, v in msg.attributes.items())
+    )
 
 
 async def conversation_view(conversation: Conversation) -> ConversationView:
