@@ -65,6 +65,7 @@ class Delivery:
     delete_of: str | None = (
         None  # delete the earlier message with this platform id (channel supports deletes)
     )
+    message_id: int | None = None  # the stored message this delivers (or corrects), for channels keeping history
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class MessageView:
     external_user_id: str
     attachments: tuple[Attachment, ...] = ()
     edit_of: str | None = None
+    reply_to: str | None = None  # the workspace id of the message the customer replied to, if known
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,15 @@ class Channel(Protocol):
 
     async def send(self, delivery: Delivery) -> SentRef:
         """Deliver one message; raise RetryAfter, TemporaryFailure or Undeliverable on failure."""
+        ...
+
+
+@runtime_checkable
+class TypingChannel(Protocol):
+    """A channel that can show the customer that an agent is typing (optional, on top of :class:`Channel`)."""
+
+    async def typing(self, external_user_id: str, agent_name: str, active: bool) -> None:
+        """Show (``active``) or stop showing that ``agent_name`` is typing; best effort, quick to return."""
         ...
 
 

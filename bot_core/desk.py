@@ -5,15 +5,17 @@ in the right order, and reloaded from plugins.yaml without dropping a conversati
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
 from aiohttp import web
 from tortoise import connections
 
-from bot_core.adapters import Channel, Workspace
+from bot_core.adapters import Channel, TypingChannel, Workspace
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
+from bot_core.conversations import conversation_for_room
 from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, ScheduledFire, dump_event
 from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox, OutboxSettings
@@ -27,7 +29,7 @@ from storage.bus.journal import DbJournal
 from storage.bus.memory import MemoryBus
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import close_db, init_db
-from storage.models import OutboxItem, OutboxStatus
+from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus
 
 log = logging.getLogger("relaydesk.desk")
 
@@ -146,7 +148,9 @@ class Desk:
         services = PluginServices(
             log=logging.getLogger(f"relaydesk.plugin.{spec.instance_name}"),
             inbound=self.inbound,
+            agent_typing=functools.partial(self.agent_typing, spec.instance_name),
             http_base_url=f"http://{self.config.server.host}:{self.config.server.port}",
+            metrics_registry=self.metrics.registry,
         )
         plugin = spec.plugin_class(spec.config, services, instance_name=spec.instance_name)
         kind = plugin.kind
@@ -175,6 +179,21 @@ class Desk:
         if not self._accepting:
             raise NotAccepting("relaydesk is shutting down")
         await self.bus.publish(event.conversation_key(), dump_event(event))
+
+    async def agent_typing(self, workspace: str, room_id: str, agent_name: str, active: bool) -> None:
+        """An agent types (or stopped) in a room of ``workspace``: the customer's channel shows it if it can."""
+        try:
+            conversation = await conversation_for_room(workspace, room_id)
+            if conversation is None or conversation.state is ConversationState.CLOSED:
+                return
+            identity = await Identity.get_or_none(id=conversation.identity_id)
+            if identity is None or not identity.reachable:
+                return
+            channel = self.plugins.get(identity.channel)
+            if isinstance(channel, TypingChannel):
+                await channel.typing(identity.external_id, agent_name, active)
+        except Exception:
+            log.warning("typing indicator failed", exc_info=True, extra={"workspace": workspace})
 
     async def _publish_fire(self, fire: ScheduledFire) -> None:
         await self.bus.publish(fire.conversation_key(), dump_event(fire))

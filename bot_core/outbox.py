@@ -377,6 +377,7 @@ class Outbox:
             conversation_id=row.conversation_id,
             agent_name=payload.get("agent_name"),  # type: ignore[arg-type]
             idempotency_key=row.idempotency_key,
+            message_id=row.message_id,
         )
         ref = await channel.send(delivery)
         if row.message_id:
@@ -399,6 +400,7 @@ class Outbox:
                 idempotency_key=row.idempotency_key,
                 edit_of=edit_of,
                 delete_of=delete_of,
+                message_id=row.message_id,
             )
 
         caps = channel.capabilities
@@ -424,6 +426,15 @@ class Outbox:
             if payload.get("edit"):
                 original = await Message.get(id=row.message_id)
                 edit_of = original.workspace_message_id
+            reply_to: str | None = None
+            if payload.get("reply_to"):  # the customer replied to an earlier message: its copy in the room
+                customer_id = (await Conversation.get(id=row.conversation_id)).customer_id
+                quoted = await Message.filter(
+                    conversation__customer_id=customer_id,  # the customer's own history only
+                    channel=payload.get("channel"),
+                    channel_message_id=payload["reply_to"],
+                ).first()
+                reply_to = quoted.workspace_message_id if quoted else None
             view = MessageView(
                 message_id=row.message_id or 0,
                 text=str(payload.get("text", "")),
@@ -432,6 +443,7 @@ class Outbox:
                 external_user_id=str(payload.get("user", "")),
                 attachments=tuple(Attachment.model_validate(a) for a in payload.get("attachments", []) or []),  # type: ignore[attr-defined]
                 edit_of=edit_of,
+                reply_to=reply_to,
             )
             posted = await workspace.post_as_customer(room, view)
             if edit_of is None and row.message_id:

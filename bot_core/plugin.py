@@ -20,6 +20,7 @@ from bot_core.events import LifecycleKind
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from prometheus_client import CollectorRegistry
 
 
 class Handled(enum.Enum):
@@ -130,18 +131,29 @@ async def _no_inbound(event: Any) -> None:
     raise RuntimeError("this plugin was constructed without an inbound bus")
 
 
+async def _no_typing(room_id: str, agent_name: str, active: bool) -> None:
+    """Without a desk, typing reports go nowhere."""
+
+
 @dataclass
 class PluginServices:
     """What the engine hands every plugin at construction.
 
     ``inbound`` appends an event to the bus and returns once it is stored: an adapter acknowledges
     a webhook only after it returned (it raises :class:`bot_core.desk.NotAccepting` while shutting down).
+    ``agent_typing(room_id, agent_name, active)`` is for workspaces: an agent started (or stopped) typing
+    in a room; the customer's channel shows it if it can (:class:`bot_core.adapters.TypingChannel`).
+    It is ephemeral: nothing is stored, and it never fails the caller.
+    ``metrics_registry`` is the desk's Prometheus registry (served on ``/metrics``): a plugin may register
+    its own collector there in :meth:`Plugin.start` and must unregister it in :meth:`Plugin.stop`.
     """
 
     log: logging.Logger
     inbound: Callable[[Any], Awaitable[None]] = _no_inbound
+    agent_typing: Callable[[str, str, bool], Awaitable[None]] = _no_typing
     http_base_url: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    metrics_registry: CollectorRegistry | None = None
 
 
 class Plugin:

@@ -168,13 +168,16 @@ class Relay:
                 key=keys.next("mirror"),
                 message=message,
                 text=message.text,
-                details=self._mirror_details(opened.identity, attachments),
+                details={**self._mirror_details(opened.identity, attachments), "reply_to": msg.reply_to},
             )
         ctx = Context(
             self, "core", keys, conversation=conversation, customer=opened.customer, identity=opened.identity
         )
         if opened.new_conversation:
             await self.lifecycle(ctx, LifecycleKind.OPENED)
+        elif msg.attributes and workspace:
+            # e.g. a returning customer followed a new deep link (another order): the card shows it
+            await self.outbox.enqueue_room(conversation, workspace, "card", key=keys.next("card"))
         await pipeline.customer_message(ctx, msg)
         await self._done(receipt)
 

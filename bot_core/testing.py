@@ -144,6 +144,7 @@ class RoomPost:
     ref: str = ""
     edit_of: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    reply_to: str | None = None
 
 
 @dataclass
@@ -192,6 +193,7 @@ class MemoryWorkspace(Plugin):
                 message.sender_name,
                 edit_of=message.edit_of,
                 attachments=message.attachments,
+                reply_to=message.reply_to,
             ),
         )
 
@@ -227,6 +229,10 @@ class MemoryWorkspace(Plugin):
             )
         )
         return message_id
+
+    async def agent_types(self, room_id: str, *, agent: str = "@alice", active: bool = True) -> None:
+        """An agent starts (or stops) typing in the room, as a workspace reports it."""
+        await self.services.agent_typing(room_id, agent.lstrip("@").title(), active)
 
     async def agent_redacts(self, room_id: str, event_id: str, *, agent: str = "@alice") -> str:
         """An agent deletes their earlier message ``event_id`` in the room."""

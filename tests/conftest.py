@@ -15,8 +15,8 @@ from bot_core.outbox import OutboxSettings
 from storage.db import migrate
 from tests.services import require_postgres
 
-# the session-wide Synapse fixture, and the agent account on it
-pytest_plugins = ["tests.matrix_server", "tests.bridge.workspaces.matrix_agent"]
+# the session-wide Synapse fixture, the agent account on it, and the session-wide headless Chromium
+pytest_plugins = ["tests.matrix_server", "tests.bridge.workspaces.matrix_agent", "tests.browser"]
 
 FAST_OUTBOX = OutboxSettings(base_backoff=0.02, max_backoff=0.2, poll_interval=0.2, max_attempts=4)
 
@@ -88,9 +88,10 @@ async def make_desk() -> AsyncIterator[DeskFactory]:
         serve_http: bool = False,
         http_port: int = 0,
         redis: str = "",
+        environ: dict[str, str] | None = None,
         **kwargs: object,
     ) -> Desk:
-        config: DeskConfig = parse_config(yaml_text, "plugins.yaml", environ={})
+        config: DeskConfig = parse_config(yaml_text, "plugins.yaml", environ=environ or {})
         config = config.model_copy(
             update={"storage": config.storage.model_copy(update={"database": url, "redis": redis})}
         )

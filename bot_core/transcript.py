@@ -1,0 +1,103 @@
+"""What a customer's own chat shows: their messages and the answers they were sent, as stored.
+
+Channels that keep the conversation on their side (the web widget) read it from here instead of
+from their own memory, so a customer who was away gets every answer when they come back. Internal
+notes are never part of it, and neither is an agent message that a plugin kept from the customer
+(only messages with a delivery to the customer in the outbox are).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from bot_core.events import Attachment
+from storage.models import Conversation, Direction, Identity, Message, OutboxItem, OutboxTarget
+
+Side = Literal["customer", "agent", "bot"]
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    """One message of a customer's chat, as it stands now (edits applied, deletions marked)."""
+
+    message_id: int
+    side: Side  # customer: they wrote it; agent: a person answered; bot: a plugin answered
+    author: str  # the agent's name for agent messages
+    text: str
+    attachments: tuple[Attachment, ...]
+    at: datetime
+    channel_message_id: str | None  # the customer message's id on the channel
+    in_room: bool  # a customer message already shown to the agents in the workspace room
+    edited: bool
+    deleted: bool
+
+
+async def customer_transcript(
+    channel: str, external_user_id: str, *, after: int = 0, limit: int = 200
+) -> list[TranscriptEntry]:
+    """The newest ``limit`` messages (with an id above ``after``) of every conversation of this identity."""
+    identity = await Identity.get_or_none(channel=channel, external_id=external_user_id)
+    if identity is None:
+        return []
+    conversations = await Conversation.filter(identity_id=identity.id).values_list("id", flat=True)
+    if not conversations:
+        return []
+    rows = (
+        await Message.filter(
+            conversation_id__in=list(conversations),
+            direction__in=[Direction.INBOUND, Direction.OUTBOUND],
+            id__gt=after,
+        )
+        .order_by("-id")
+        .limit(limit)
+    )
+    rows.reverse()
+    outbound = [m.id for m in rows if m.direction is Direction.OUTBOUND]
+    sent = set(
+        await OutboxItem.filter(message_id__in=outbound, target=OutboxTarget.CUSTOMER).values_list(
+            "message_id", flat=True
+        )
+        if outbound
+        else []
+    )
+    entries: list[TranscriptEntry] = []
+    for m in rows:
+        if m.direction is Direction.OUTBOUND and m.id not in sent:
+            continue
+        side: Side = (
+            "customer"
+            if m.direction is Direction.INBOUND
+            else "bot"
+            if m.author.startswith("bot:")
+            else "agent"
+        )
+        entries.append(
+            TranscriptEntry(
+                message_id=m.id,
+                side=side,
+                author=m.author,
+                text=m.text,
+                attachments=tuple(Attachment.model_validate(a) for a in m.attachments),
+                at=m.created_at,
+                channel_message_id=m.channel_message_id,
+                in_room=m.workspace_message_id is not None,
+                edited=m.edited_at is not None,
+                deleted=any(e.get("deleted") for e in m.edits),
+            )
+        )
+    return entries
+
+
+async def shown_in_room(channel: str, channel_message_ids: list[str]) -> set[str]:
+    """Which of these customer messages (by channel message id) the agents' room shows already."""
+    if not channel_message_ids:
+        return set()
+    rows = await Message.filter(
+        channel=channel,
+        channel_message_id__in=channel_message_ids,
+        direction=Direction.INBOUND,
+        workspace_message_id__isnull=False,
+    ).values_list("channel_message_id", flat=True)
+    return {str(r) for r in rows}

@@ -1,0 +1,247 @@
+"""The Telegram channel plugin (aiogram 3): customers write to the shop's bot, agents' answers go back.
+
+Two ways to receive updates (``mode``): long ``polling`` (no public URL needed), or a ``webhook`` that
+Telegram calls at ``<webhook_url>/telegram/webhook`` with the configured secret token. Either way an
+update is acknowledged only once it is on the bus. Outbound messages come from the outbox through
+:meth:`TelegramChannel.send`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections import OrderedDict
+from typing import Any, Literal, Self
+
+import aiohttp
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramUnauthorizedError
+from aiogram.types import Update
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from bot_core.adapters import ChannelCapabilities, Delivery, SentRef, TemporaryFailure
+from bot_core.context import StateStore
+from bot_core.desk import NotAccepting
+from bot_core.plugin import Plugin, PluginKind, route
+from bridge.channels.telegram.chat_action import TypingIndicator
+from bridge.channels.telegram.errors import Scrubber, describe
+from bridge.channels.telegram.files import FILES_PREFIX, FileLinks, serve_file
+from bridge.channels.telegram.inbound import customer_message
+from bridge.channels.telegram.outbound import MAX_TEXT, Sender
+from bridge.channels.telegram.polling import ALLOWED_UPDATES, Poller
+from bridge.channels.telegram.webhook import error, read_update, secret_matches
+
+WEBHOOK_PATH = "/telegram/webhook"
+TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
+SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+RECENT_UPDATES = 2048
+
+
+class TelegramChannel(Plugin):
+    """Customers on Telegram, through one bot."""
+
+    name = "telegram"
+    kind = PluginKind.CHANNEL
+
+    class Config(BaseModel):
+        """Settings of the Telegram channel (``token`` and ``webhook_secret`` come from the environment)."""
+
+        model_config = ConfigDict(extra="forbid")
+        token: SecretStr
+        mode: Literal["polling", "webhook"] = "polling"
+        webhook_url: str | None = None  # relaydesk's public base URL, e.g. https://desk.example.com
+        webhook_secret: SecretStr | None = None  # 1-256 of A-Z a-z 0-9 _ -
+        api_server: str = "https://api.telegram.org"  # a local Bot API server (or the test emulator)
+        poll_timeout: int = Field(30, ge=0, le=50)
+        request_timeout: int = Field(
+            60, ge=1, le=600
+        )  # seconds for any other Bot API call (uploads included)
+        start_attribute: str = "start"  # the customer attribute a plain /start payload is kept under
+
+        @field_validator("token")
+        @classmethod
+        def _token_shape(cls, value: SecretStr) -> SecretStr:
+            if not TOKEN.match(value.get_secret_value()):
+                raise ValueError(
+                    "not a Telegram bot token (expected <digits>:<secret> as @BotFather gives it)"
+                )
+            return value
+
+        @field_validator("webhook_url", "api_server")
+        @classmethod
+        def _http_url(cls, value: str | None) -> str | None:
+            if value is not None and not value.startswith(("http://", "https://")):
+                raise ValueError("must be an http:// or https:// URL")
+            return value.rstrip("/") if value else value
+
+        @model_validator(mode="after")
+        def _webhook_settings(self) -> Self:
+            if self.mode == "webhook":
+                secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+                if not self.webhook_url:
+                    raise ValueError("mode webhook needs webhook_url (relaydesk's public https:// base URL)")
+                if not SECRET.match(secret):
+                    raise ValueError(
+                        "mode webhook needs webhook_secret: 1-256 characters of A-Z, a-z, 0-9, _ and -"
+                    )
+            return self
+
+    capabilities = ChannelCapabilities(
+        max_text_length=MAX_TEXT,
+        media_kinds=frozenset({"image", "file", "audio", "video", "sticker"}),
+        edits=True,
+        deletes=True,
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.config
+        assert isinstance(config, TelegramChannel.Config)
+        self.settings = config
+        token = config.token.get_secret_value()
+        self._scrub = Scrubber(token)
+        session = AiohttpSession(
+            api=TelegramAPIServer.from_base(config.api_server), timeout=config.request_timeout
+        )
+        self.bot = Bot(token, session=session)
+        self._state = StateStore(self.instance_name, "telegram")
+        self._http: aiohttp.ClientSession | None = None
+        self._links: FileLinks | None = None
+        self._sender: Sender | None = None
+        self._typing = TypingIndicator(self.bot, self.log, self._scrub)
+        self._poll_task: asyncio.Task[None] | None = None
+        self._recent: OrderedDict[int, None] = OrderedDict()  # update ids already on the bus
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the token with getMe and prepare file links; updates start flowing in :meth:`ready`."""
+        try:
+            me = await self.bot.get_me(request_timeout=20)
+            self.log.info("telegram bot", extra={"bot": me.username, "mode": self.settings.mode})
+        except TelegramUnauthorizedError:
+            await self.bot.session.close()
+            raise RuntimeError(
+                f"{self.instance_name}: Telegram refused the bot token (401): check TELEGRAM_BOT_TOKEN"
+            ) from None
+        except (TelegramAPIError, TelegramNetworkError) as exc:  # keep going: polling/outbox retry later
+            self.log.warning("telegram getMe failed", extra={"error": describe(exc, self._scrub)})
+        key = await self._state.get("file_link_key")
+        if key is None:
+            key = secrets.token_hex(32)
+            await self._state.set("file_link_key", key)
+        base = self.services.http_base_url.replace("//0.0.0.0:", "//127.0.0.1:")
+        self._links = FileLinks(base, str(key).encode())
+        self._http = aiohttp.ClientSession()
+        self._sender = Sender(self.bot, self._http, self._scrub, self._state)
+
+    async def ready(self) -> None:
+        """Polling: drop a leftover webhook and start the loop. Webhook: register it with the secret."""
+        if self.settings.mode == "polling":
+            try:
+                await self.bot.delete_webhook(drop_pending_updates=False)
+            except (TelegramAPIError, TelegramNetworkError) as exc:
+                self.log.warning("telegram deleteWebhook failed", extra={"error": describe(exc, self._scrub)})
+            poller = Poller(
+                self.bot, self._intake, self._state, self.log, self._scrub, timeout=self.settings.poll_timeout
+            )
+            self._poll_task = asyncio.create_task(poller.run(), name=f"{self.instance_name}-polling")
+            return
+        assert self.settings.webhook_url and self.settings.webhook_secret
+        url = self.settings.webhook_url + WEBHOOK_PATH
+        try:
+            await self.bot.set_webhook(
+                url,
+                secret_token=self.settings.webhook_secret.get_secret_value(),
+                allowed_updates=ALLOWED_UPDATES,
+                drop_pending_updates=False,
+            )
+            self.log.info("telegram webhook set", extra={"url": url})
+        except (TelegramAPIError, TelegramNetworkError) as exc:
+            self.log.error("telegram setWebhook failed", extra={"error": describe(exc, self._scrub)})
+
+    async def stop(self) -> None:
+        """Stop polling and typing indicators and close the HTTP sessions (a webhook stays registered:
+        Telegram keeps the updates that arrive meanwhile and delivers them after the restart)."""
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            try:
+                await self._poll_task
+            except asyncio.CancelledError:
+                pass
+            self._poll_task = None
+        await self._typing.close()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        await self.bot.session.close()
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    async def _intake(self, update: Update) -> None:
+        """Put the update's customer message on the bus (returns once it is stored)."""
+        if update.update_id in self._recent:
+            return  # a redelivery of an update already stored
+        assert self._links is not None
+        message = customer_message(
+            update, self.instance_name, self._links.link, self.settings.start_attribute
+        )
+        if message is not None:
+            await self.services.inbound(message)
+        else:
+            self.log.debug("telegram update ignored", extra={"update_id": update.update_id})
+        self._recent[update.update_id] = None
+        while len(self._recent) > RECENT_UPDATES:
+            self._recent.popitem(last=False)
+
+    @route("POST", WEBHOOK_PATH)
+    async def webhook(self, request: web.Request) -> web.Response:
+        """Telegram's webhook call: 401 without the secret token, 200 once the update is stored."""
+        secret = self.settings.webhook_secret
+        if self.settings.mode != "webhook" or secret is None:
+            return error(404, "this telegram channel does not use a webhook")
+        if not secret_matches(request, secret.get_secret_value()):
+            self.log.warning("telegram webhook call with a wrong secret token refused")
+            return error(401, "wrong secret token")
+        update = await read_update(request, self.bot)
+        if isinstance(update, web.Response):
+            return update
+        try:
+            await self._intake(update)
+        except NotAccepting:
+            return error(503, "relaydesk is shutting down; retry later")
+        return web.json_response({"ok": True})
+
+    @route("GET", FILES_PREFIX + "/{file_id}")
+    async def file(self, request: web.Request) -> web.Response:
+        """A customer's file for the workspace: only with this file's signature."""
+        file_id = request.match_info["file_id"]
+        if self._links is None or not self._links.valid(file_id, request.query.get("sig", "")):
+            raise web.HTTPForbidden(text="bad or missing signature")
+        return await serve_file(self.bot, file_id, self._scrub)
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    async def send(self, delivery: Delivery) -> SentRef:
+        """Deliver one outbox row (text split at the limit, photos, documents, edits, deletions)."""
+        if self._sender is None:
+            raise TemporaryFailure("the telegram channel is not started")
+        self._typing.stop(_chat_id(delivery.external_user_id))
+        return await self._sender.send(delivery)
+
+    async def typing(self, external_user_id: str, agent_name: str, active: bool) -> None:
+        """Show (or stop showing) "typing…" to the customer while an agent types (Telegram shows no name)."""
+        chat_id = _chat_id(external_user_id)
+        if chat_id:
+            self._typing.set(chat_id, active)
+
+
+def _chat_id(external_user_id: str) -> int:
+    try:
+        return int(external_user_id)
+    except ValueError:
+        return 0

@@ -1,0 +1,1 @@
+"""Tests of the Telegram channel against the local Bot API emulator (tests/emulators/telegram.py)."""

@@ -1,0 +1,1 @@
+"""Local emulators of external platform APIs, for tests (see shared/design PLATFORMS.md)."""
