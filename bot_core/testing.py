@@ -81,6 +81,7 @@ class MemoryChannel(Plugin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sent = _Recorder()
+        self.typing_shown = _Recorder()  # (user, agent name, active) as the workspace reported agents typing
         self.failures: list[DeliveryError] = []
         self.send_delay: float = 0.0
         config = self.config
@@ -121,6 +122,10 @@ class MemoryChannel(Plugin):
                 fh.write(json.dumps(line) + "\n")
         await self.sent.add(delivery)
         return SentRef(f"out{delivery.outbox_id}")
+
+    async def typing(self, external_user_id: str, agent_name: str, active: bool) -> None:
+        """Record that the customer would see ``agent_name`` typing (or stop typing)."""
+        await self.typing_shown.add((external_user_id, agent_name, active))
 
     @route("POST", "/test/memory-channel/inbound")
     async def http_inbound(self, request: web.Request) -> web.Response:

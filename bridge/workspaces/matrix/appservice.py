@@ -35,6 +35,7 @@ from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration,
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.roster import AgentRoster
+from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 SEEN_TRANSACTIONS = 1000
 MEDIA_PREFIX = "/matrix/media"
@@ -95,6 +96,7 @@ class MatrixWorkspace(Plugin):
         self._media = MediaLinks(MEDIA_PREFIX, self.registration.hs_token.encode())
         self._bot = self._client(self.bot_user_id, self.registration.as_token)
         self._roster = AgentRoster(self.settings.agents, self.settings.space, self._is_ours)
+        self._typing = TypingRelay(self.services.agent_typing, self._is_ours)
         await self._roster.start(self._bot)
 
     async def ready(self) -> None:
@@ -134,6 +136,8 @@ class MatrixWorkspace(Plugin):
 
     async def stop(self) -> None:
         """Close every client (and stop the dev homeserver if this plugin started it)."""
+        if hasattr(self, "_typing"):
+            await self._typing.close()
         for client in [self._bot, *self._ghosts.values()]:
             if client is not None:
                 await client.close()
@@ -235,6 +239,8 @@ class MatrixWorkspace(Plugin):
             f"{message.sender_name} ({message.channel.capitalize()})",
         )
         content: dict[str, Any] = {"msgtype": "m.text", "body": message.text}
+        if message.reply_to and not message.edit_of:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": message.reply_to}}
         if message.edit_of:
             content = {
                 "msgtype": "m.text",
@@ -322,6 +328,8 @@ class MatrixWorkspace(Plugin):
             agent_event = self._agent_message(event)
             if agent_event is not None:
                 await self.services.inbound(agent_event)  # stored before we answer 200
+        for ephemeral in body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral") or []:
+            self._typing.event(ephemeral)
         self._seen_txns[txn_id] = None
         while len(self._seen_txns) > SEEN_TRANSACTIONS:
             self._seen_txns.popitem(last=False)

@@ -59,6 +59,7 @@ from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.roster import AgentRoster
+from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
 GAP_PAGE = 100  # events per /messages page when a sync's timeline was cut short
@@ -130,6 +131,7 @@ class MatrixBotWorkspace(Plugin):
         self._http: aiohttp.ClientSession | None = None
         self._media: MediaLinks | None = None
         self._roster = AgentRoster(config.agents, config.space, self._is_ours)
+        self._typing = TypingRelay(self.services.agent_typing, self._is_ours)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -187,6 +189,7 @@ class MatrixBotWorkspace(Plugin):
             except asyncio.CancelledError:
                 pass
             self._sync_task = None
+        await self._typing.close()
         if self._client is not None:
             if self._logged_in_here:
                 try:
@@ -231,13 +234,13 @@ class MatrixBotWorkspace(Plugin):
         return self._client
 
     def _filter(self, timeline_limit: int) -> dict[str, Any]:
-        """A sync filter: room timelines and state only (no presence, typing, receipts, account data)."""
+        """A sync filter: room timelines, state and typing (no presence, receipts, account data)."""
         return {
             "presence": {"types": []},
             "account_data": {"types": []},
             "room": {
                 "timeline": {"limit": timeline_limit},
-                "ephemeral": {"types": []},
+                "ephemeral": {"types": ["m.typing"]},
                 "account_data": {"types": []},
             },
         }
@@ -284,6 +287,11 @@ class MatrixBotWorkspace(Plugin):
             if info.timeline.limited and info.timeline.prev_batch and since:
                 events = await self._missed(room_id, info.timeline.prev_batch, since) + events
             await self._push(self._agent_messages(room_id, events))
+        for room_id, joined in response.rooms.join.items():
+            for ephemeral in joined.ephemeral:
+                users = getattr(ephemeral, "users", None)
+                if isinstance(users, list):  # nio's TypingNoticeEvent
+                    self._typing.seen(room_id, users)
         if response.next_batch != since:
             await self._state.set(self._token_key(), response.next_batch)
         self._since = response.next_batch
@@ -402,6 +410,8 @@ class MatrixBotWorkspace(Plugin):
             "format": "org.matrix.custom.html",
             "formatted_body": rich,
         }
+        if message.reply_to and not message.edit_of:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": message.reply_to}}
         if message.edit_of:
             content = {
                 "msgtype": "m.text",

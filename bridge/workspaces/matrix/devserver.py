@@ -181,6 +181,7 @@ def write_registration(
         "hs_token": registration.hs_token,
         "sender_localpart": registration.sender_localpart,
         "rate_limited": False,
+        "receive_ephemeral": True,  # typing notifications, so the customer sees when an agent types
         "namespaces": {
             "users": [{"exclusive": True, "regex": registration.user_namespace}],
             "aliases": [],

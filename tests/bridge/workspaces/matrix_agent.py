@@ -179,3 +179,23 @@ async def agent_sends_image(agent: Agent, channel: MemoryChannel, room_id: str) 
             assert resp.status == 200 and await resp.read() == PNG_BYTES
         async with http.get(attachment.url.split("?")[0] + "?sig=forged") as resp:
             assert resp.status == 403  # the media proxy serves only what relaydesk handed out
+
+
+async def typing_and_reply(agent: Agent, channel: MemoryChannel, user: str, room_id: str) -> None:
+    """The agent types (the customer's channel is told, then told it stopped), then answers; the customer
+    replies to that answer: the room shows the reply as an ``m.in_reply_to`` of the agent's message."""
+    await agent.sync_until(lambda: room_id in agent.client.rooms)
+    await agent.client.room_typing(room_id, True, timeout=30_000)
+    await channel.typing_shown.wait_for(lambda items: (user, "agent", True) in items, 20)
+    await agent.client.room_typing(room_id, False)
+    await channel.typing_shown.wait_for(lambda items: (user, "agent", False) in items, 20)
+
+    answer = await agent.say(room_id, "Yes, two are left in blue")
+    await channel.sent.wait_for(lambda items: any(d.external_user_id == user for d in items), 20)
+    delivered = next(d for d in channel.sent.items if d.external_user_id == user)
+    await channel.customer_writes(user, "I'll take one", name="Hana", reply_to=f"out{delivered.outbox_id}")
+    await agent.sync_until(
+        lambda: any(c.get("body", "").endswith("I'll take one") for c in agent.messages(room_id))
+    )
+    reply = next(c for c in agent.messages(room_id) if c.get("body", "").endswith("I'll take one"))
+    assert reply["m.relates_to"] == {"m.in_reply_to": {"event_id": answer}}

@@ -17,6 +17,7 @@ from tests.bridge.workspaces.matrix_agent import (
     agent_sends_image,
     edit_then_redact,
     room_of,
+    typing_and_reply,
 )
 from tests.conftest import DeskFactory
 from tests.matrix_server import SynapseInfo
@@ -274,3 +275,16 @@ async def test_members_of_the_agents_space_are_invited_to_each_new_portal_room(
     finally:
         await lee.close()
         await kim.close()
+
+
+async def test_agent_typing_is_shown_to_the_customer_and_customer_replies_quote_the_room_message(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"hana-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "Is the blue one in stock?", name="Hana")
+    assert await desk.wait_settled(30)
+    await typing_and_reply(agent, channel, user, await room_of(user))

@@ -29,6 +29,7 @@ from tests.bridge.workspaces.matrix_agent import (
     agent_sends_image,
     edit_then_redact,
     room_of,
+    typing_and_reply,
 )
 from tests.conftest import FAST_OUTBOX
 from tests.matrix_server import SynapseInfo
@@ -306,6 +307,17 @@ async def test_files_travel_both_ways_in_bot_mode(
 
     # the agent answers with a picture: the channel gets a signed relaydesk link to the bytes
     await agent_sends_image(agent, channel, room_id)
+
+
+async def test_agent_typing_and_customer_replies_in_bot_mode(
+    synapse: SynapseInfo, sqlite_url: str, bot_desk: BotDeskFactory, bot: BotAccount, agent: Agent
+) -> None:
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"hana-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "Is the blue one in stock?", name="Hana")
+    assert await desk.wait_settled(30)
+    await typing_and_reply(agent, channel, user, await room_of(user))
 
 
 async def test_agents_edits_and_deletions_follow_to_the_customer(
