@@ -29,9 +29,10 @@ typecheck: $(STAMP)           ## strict for bot_core/ and storage/ (see pyprojec
 test: lint typecheck          ## set up and run everything CI runs
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)               ## core throughput/latency (SQLite; PostgreSQL+Redis), then relaydesk vs bare nio into Synapse
+bench: $(STAMP)               ## core throughput/latency (SQLite; PostgreSQL+Redis), then relaydesk vs bare nio into Synapse, then FAQ matching
 	$(BIN)/python -m bench.relay
 	$(BIN)/python -m bench.matrix
+	$(BIN)/python -m bench.faq
 
 check: $(STAMP)
 	$(BIN)/relaydesk check plugins.yaml

@@ -1,0 +1,68 @@
+"""A knowledge base ready to answer: loaded, matched (lexical or semantic) and calibrated, in one step."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from plugins.faq.calibrate import Calibration, calibrate
+from plugins.faq.knowledge import KnowledgeBase, load
+from plugins.faq.lexical import LexicalMatcher
+from plugins.faq.matching import Matcher
+from plugins.faq.semantic import SemanticMatcher
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What answers questions until the next reload."""
+
+    kb: KnowledgeBase
+    matcher: Matcher
+    calibration: Calibration
+    signature: tuple[int, int] | None
+    seconds: float
+
+
+def make_matcher(kind: str, previous: Matcher | None = None) -> Matcher:
+    """A fresh matcher of ``kind`` ("lexical" or "semantic"); reuses the previous one's model and caches."""
+    if previous is not None and previous.name == kind:
+        return previous.spawn()
+    if kind == "semantic":
+        return SemanticMatcher()
+    return LexicalMatcher()
+
+
+def build(
+    path: str,
+    *,
+    matcher: str = "lexical",
+    plugin: str = "faq",
+    threshold: float | None = None,
+    suggest_floor: float | None = None,
+    target_wrong: float = 0.02,
+    unrelated_share: float = 0.2,
+    signature: tuple[int, int] | None = None,
+    previous: Matcher | None = None,
+) -> Loaded:
+    """Load the file, fit the matcher and calibrate (blocking: run it in a thread)."""
+    started = time.perf_counter()
+    kb = load(path, plugin)
+    model = make_matcher(matcher, previous)
+    examples = kb.examples()
+    model.fit(examples)
+    found = calibrate(model.spawn(), examples, target_wrong=target_wrong, unrelated_share=unrelated_share)
+    if threshold is not None:
+        floor = suggest_floor if suggest_floor is not None else min(found.suggest_floor, threshold)
+        found = Calibration(
+            threshold, floor, found.expected_correct, found.expected_wrong, found.samples, "config"
+        )
+    elif suggest_floor is not None:
+        found = Calibration(
+            found.threshold,
+            suggest_floor,
+            found.expected_correct,
+            found.expected_wrong,
+            found.samples,
+            found.source,
+        )
+    return Loaded(kb, model, found, signature, time.perf_counter() - started)

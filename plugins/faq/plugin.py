@@ -1,0 +1,516 @@
+"""The FAQ plugin: answers routine questions from a knowledge base, and hands over the rest at once.
+
+For every customer message of a conversation still with the bot (not queued, not taken by an agent):
+
+1. a request for a person ("agent", "human", "人工", "转人工", ...) hands over at once;
+2. a reply to a "did you mean" list picks that entry ("2", "第二个"; "0"/"none" hands over);
+3. otherwise the matcher ranks the entries: at or above the knowledge base's threshold the bot answers;
+   below it, if the best entries are plausible, it offers them as numbered choices, else it hands over;
+4. the bot never sends the same reply twice in a row (an answer the customer asks for again means it
+   did not help: hand over), and after ``max_unanswered`` turns without an answer it hands over.
+
+Handing over puts the conversation in the queue (``ctx.queue``) and tells the customer what happens next.
+Agents edit the knowledge base from the room with ``!faq``; the file is reloaded when it changes, and a
+broken file is reported while the last good knowledge base stays in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot_core import (
+    HANDLED,
+    AgentCommand,
+    AgentMessage,
+    CustomerMessage,
+    Handled,
+    Plugin,
+    on_agent_message,
+    on_command,
+    on_customer_message,
+)
+from bot_core.context import Context
+from plugins.faq.knowledge import KnowledgeBaseError, add_to_file, detect_language, file_signature
+from plugins.faq.loader import Loaded, build
+from plugins.faq.rules import DEFAULT_HANDOVER_PHRASES, HandoverPhrases, picked_choice
+from plugins.faq.semantic import MissingExtra
+from plugins.faq.stats import HANDOVER_REASONS, FaqCollector, FaqStats
+
+
+class Messages(BaseModel):
+    """What the bot says, in one language. ``{choices}`` is the numbered list."""
+
+    model_config = ConfigDict(extra="forbid")
+    did_you_mean: str
+    handover_asked: str
+    handover_unsure: str
+    handover_repeat: str
+    next_steps: str
+
+
+DEFAULT_MESSAGES = {
+    "en": Messages(
+        did_you_mean="I'm not sure I understood. Did you mean:\n{choices}\nReply with a number, or 0 to talk to a person.",
+        handover_asked="Sure, I'm passing you to a person on our team.",
+        handover_unsure="I don't have a good answer to that, so I'm passing you to a person on our team.",
+        handover_repeat="It looks like that answer didn't help, so I'm passing you to a person on our team.",
+        next_steps="They will reply right here; you don't need to repeat your question.",
+    ),
+    "zh": Messages(
+        did_you_mean="我不太确定您的意思。您是想问：\n{choices}\n请回复编号，或回复 0 转人工客服。",
+        handover_asked="好的，正在为您转接人工客服。",
+        handover_unsure="这个问题我暂时无法准确回答，正在为您转接人工客服。",
+        handover_repeat="看来刚才的回答没有帮到您，正在为您转接人工客服。",
+        next_steps="客服会在这里直接回复您，您不需要重复问题。",
+    ),
+}
+
+
+class FaqConfig(BaseModel):
+    """Settings of the FAQ plugin (plugins.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+    knowledge_base: str = Field(
+        description="path of the YAML or CSV knowledge base (relative to the working directory)"
+    )
+    matcher: Literal["lexical", "semantic"] = "lexical"
+    answer_threshold: float | None = Field(
+        None, description="fixed threshold; default: calibrated per knowledge base"
+    )
+    suggest_floor: float | None = Field(
+        None, description="below this confidence no choices are offered: hand over"
+    )
+    target_wrong: float = Field(
+        0.02, gt=0, lt=1, description="calibration: wrong answers allowed, share of all questions"
+    )
+    unrelated_share: float = Field(
+        0.2, ge=0, lt=1, description="calibration: expected share of questions the KB does not cover"
+    )
+    choices: int = Field(3, ge=1, le=5)
+    max_unanswered: int = Field(2, ge=1, description="turns without an answer before handing over")
+    handover_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_HANDOVER_PHRASES))
+    handover_team: str | None = None
+    reload_interval: float = Field(2.0, ge=0, description="seconds between checks of the file (0: never)")
+    messages: dict[str, Messages] = Field(default_factory=lambda: dict(DEFAULT_MESSAGES))
+
+
+class FaqPlugin(Plugin):
+    """Answers FAQs it is sure about, offers choices when unsure, hands over the rest (see the module doc)."""
+
+    name = "faq"
+    Config = FaqConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loaded: Loaded | None = None
+        self.last_error: str | None = None
+        self.stats = FaqStats()
+        self._phrases = HandoverPhrases(self.settings.handover_phrases)
+        self._lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._collector: FaqCollector | None = None
+        self._attempts = asyncio.Condition()
+
+    @property
+    def settings(self) -> FaqConfig:
+        """The validated config."""
+        assert isinstance(self.config, FaqConfig)
+        return self.config
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the knowledge base, then watch the file.
+
+        A broken file stops the start with its error (file:line). A missing one does not: the error is
+        logged, every message goes on to the agents, and the file is loaded as soon as it appears.
+        """
+        await self.reload(raise_errors=file_signature(self.settings.knowledge_base) is not None)
+        registry = self.services.metrics_registry
+        if registry is not None:
+            self._collector = FaqCollector(self.instance_name, lambda: self.stats, self._info)
+            try:
+                registry.register(self._collector)
+            except ValueError:  # a second FAQ instance: its counters stay in `!faq stats`
+                self.log.warning("faq metrics already registered by another instance")
+                self._collector = None
+        self._start_watcher()
+
+    async def stop(self) -> None:
+        """Stop watching and unregister the metrics."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        if self._collector is not None and self.services.metrics_registry is not None:
+            self.services.metrics_registry.unregister(self._collector)
+            self._collector = None
+
+    async def reconfigure(self, config: BaseModel) -> None:
+        """Apply new settings; a new file or matcher is loaded (the old one stays if it is broken)."""
+        old = self.settings
+        self.config = config
+        self._phrases = HandoverPhrases(self.settings.handover_phrases)
+        fields = (
+            "knowledge_base",
+            "matcher",
+            "answer_threshold",
+            "suggest_floor",
+            "target_wrong",
+            "unrelated_share",
+        )
+        if any(getattr(old, f) != getattr(self.settings, f) for f in fields):
+            await self.reload()
+        if old.reload_interval != self.settings.reload_interval:
+            if self._watcher is not None:
+                self._watcher.cancel()
+            self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        if self.settings.reload_interval > 0:
+            self._watcher = asyncio.create_task(self._watch(), name=f"faq-watch-{self.instance_name}")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval)  # polling the file, not waiting on a test
+            current = file_signature(self.settings.knowledge_base)
+            known = self.loaded.signature if self.loaded else None
+            if current is not None and current != known and current != self._failed_signature:
+                await self.reload()
+
+    _failed_signature: tuple[int, int] | None = None
+
+    async def reload(self, *, raise_errors: bool = False) -> bool:
+        """Load the file again; on error log it, keep the last good knowledge base and return False."""
+        try:
+            return await self._reload(raise_errors)
+        finally:
+            async with self._attempts:
+                self._attempts.notify_all()
+
+    async def wait_for_load(self, predicate: Callable[[FaqPlugin], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate(self)`` holds after a load attempt (tests, tools); TimeoutError otherwise."""
+        async with self._attempts:
+            await asyncio.wait_for(self._attempts.wait_for(lambda: predicate(self)), timeout)
+
+    async def _reload(self, raise_errors: bool) -> bool:
+        s = self.settings
+        async with self._lock:
+            signature = file_signature(s.knowledge_base)
+            try:
+                loaded = await asyncio.to_thread(
+                    build,
+                    s.knowledge_base,
+                    matcher=s.matcher,
+                    plugin=self.instance_name,
+                    threshold=s.answer_threshold,
+                    suggest_floor=s.suggest_floor,
+                    target_wrong=s.target_wrong,
+                    unrelated_share=s.unrelated_share,
+                    signature=signature,
+                    previous=self.loaded.matcher if self.loaded else None,
+                )
+            except (KnowledgeBaseError, MissingExtra) as exc:
+                if isinstance(exc, MissingExtra):
+                    exc = MissingExtra(f"plugin '{self.instance_name}', field 'matcher': {exc}")
+                self.last_error = str(exc)
+                self._failed_signature = signature
+                kept = (
+                    f" (still using the last good one, {len(self.loaded.kb.entries)} entries)"
+                    if self.loaded
+                    else ""
+                )
+                self.log.error("knowledge base not loaded%s:\n%s", kept, exc)
+                if raise_errors:
+                    raise exc from None
+                return False
+            self.loaded = loaded
+            self.last_error = None
+            self._failed_signature = None
+            c = loaded.calibration
+            self.log.info(
+                "knowledge base loaded",
+                extra={
+                    "file": s.knowledge_base,
+                    "entries": len(loaded.kb.entries),
+                    "matcher": s.matcher,
+                    "threshold": round(c.threshold, 3),
+                    "seconds": round(loaded.seconds, 2),
+                },
+            )
+            return True
+
+    def _info(self) -> dict[str, float]:
+        if self.loaded is None:
+            return {"entries": 0, "load_errors": float(self.last_error is not None)}
+        return {
+            "entries": len(self.loaded.kb.entries),
+            "threshold": self.loaded.calibration.threshold,
+            "load_seconds": self.loaded.seconds,
+            "load_errors": float(self.last_error is not None),
+        }
+
+    # -- the conversation ----------------------------------------------------------------------
+
+    def _messages(self, language: str) -> Messages:
+        table = self.settings.messages
+        return table.get(language) or table.get("en") or next(iter(table.values()))
+
+    @on_customer_message()
+    async def on_question(self, ctx: Context, msg: CustomerMessage) -> Handled | None:
+        """Answer, offer choices, or hand over (see the module docstring)."""
+        loaded = self.loaded
+        text = msg.text.strip()
+        if loaded is None or not text or msg.edit_of or ctx.conversation.state != "bot":
+            return None  # not ours: agents (or later plugins) take it
+        seen = await ctx.state.get("seen", False)
+        if not seen:
+            await ctx.state.set("seen", True)
+        self.stats.question(new_conversation=not seen)
+        language = detect_language(text, loaded.kb.language)
+        if self._phrases.asks_for_person(text):
+            return await self._hand_over(ctx, "asked", language, text)
+        pending: list[str] = await ctx.state.get("choices", []) or []
+        if pending:
+            await ctx.state.set("choices", [])
+            pick = picked_choice(text, len(pending))
+            if pick == 0:
+                return await self._hand_over(ctx, "asked", language, text)
+            if pick is not None and pending[pick - 1] in loaded.kb.entries:
+                return await self._answer(ctx, pending[pick - 1], language, text)
+        match = await asyncio.to_thread(loaded.matcher.match, text, self.settings.choices)
+        calibration = loaded.calibration
+        best = match.best
+        if (
+            best is not None
+            and match.confidence >= calibration.threshold
+            and best.entry_id in loaded.kb.entries
+        ):
+            return await self._answer(ctx, best.entry_id, language, text)
+        unanswered = int(await ctx.state.get("unanswered", 0)) + 1
+        await ctx.state.set("unanswered", unanswered)
+        await ctx.state.set("open_question", text)
+        options = [c.entry_id for c in match.candidates if c.entry_id in loaded.kb.entries]
+        if (
+            match.confidence < calibration.suggest_floor
+            or not options
+            or unanswered >= self.settings.max_unanswered
+        ):
+            self.stats.not_answered(text)
+            reason = "unsure" if unanswered < self.settings.max_unanswered else "unanswered"
+            return await self._hand_over(ctx, reason, language, text)
+        lines = "\n".join(f"{i}. {self._title(loaded, e, language)}" for i, e in enumerate(options, 1))
+        reply = self._messages(language).did_you_mean.format(choices=lines)
+        if not await self._say(ctx, reply):
+            return await self._hand_over(ctx, "repeat", language, text)
+        await ctx.state.set("choices", options)
+        self.stats.suggest(text)
+        return HANDLED
+
+    @staticmethod
+    def _title(loaded: Loaded, entry_id: str, language: str) -> str:
+        entry = loaded.kb.entries[entry_id]
+        same = [q for q in entry.questions if detect_language(q, loaded.kb.language) == language]
+        return (same or list(entry.questions))[0]
+
+    async def _say(self, ctx: Context, text: str) -> bool:
+        """Reply unless it would repeat the bot's previous reply word for word; False if it would."""
+        if await ctx.state.get("last_reply") == text:
+            return False
+        await ctx.state.set("last_reply", text)
+        await ctx.reply(text)
+        return True
+
+    async def _answer(self, ctx: Context, entry_id: str, language: str, question: str) -> Handled:
+        assert self.loaded is not None
+        entry = self.loaded.kb.entries[entry_id]
+        if not await self._say(ctx, entry.render(language)):
+            return await self._hand_over(ctx, "repeat", language, question)
+        await ctx.state.set("unanswered", 0)
+        self.stats.answer(entry_id)
+        return HANDLED
+
+    async def _hand_over(self, ctx: Context, reason: str, language: str, question: str) -> Handled:
+        """Tell the customer what happens next, queue the conversation, tell the agents why."""
+        messages = self._messages(language)
+        lead = {
+            "asked": messages.handover_asked,
+            "repeat": messages.handover_repeat,
+        }.get(reason, messages.handover_unsure)
+        await ctx.state.set("choices", [])
+        if reason != "asked":  # "agent" or "0" is no question to learn from; keep the last real one
+            await ctx.state.set("open_question", question)
+        await self._say(ctx, f"{lead} {messages.next_steps}")
+        await ctx.notice(
+            f"🤖 {self.instance_name}: handed over ({HANDOVER_REASONS[reason]}). Question: {question}"
+        )
+        await ctx.queue(self.settings.handover_team)
+        self.stats.hand_over(reason)
+        return HANDLED
+
+    @on_agent_message()
+    async def remember_reply(self, ctx: Context, msg: AgentMessage) -> None:
+        """Keep the agent's latest reply, so that ``!faq learn`` can turn it into an entry."""
+        if msg.text.strip() and not msg.edit_of and not msg.redacts:
+            await ctx.state.set("agent_reply", msg.text.strip())
+
+    # -- the agents' commands ------------------------------------------------------------------
+
+    @on_command(
+        "faq",
+        usage="add <question>[; <question>...] | <answer> · learn [<id>] · list · ask <question> · stats · reload",
+        help="FAQ: add an entry, turn your last reply into one, list, test a question, stats",
+    )
+    async def command(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Dispatch ``!faq <sub-command>``."""
+        sub, _, rest = cmd.raw.partition(" ")
+        handler = {
+            "add": self._cmd_add,
+            "learn": self._cmd_learn,
+            "list": self._cmd_list,
+            "ask": self._cmd_ask,
+            "stats": self._cmd_stats,
+            "reload": self._cmd_reload,
+        }.get(sub.lower())
+        if handler is None:
+            await ctx.notice(
+                "Usage: !faq add <question>[; <question>...] | <answer> — new entry\n"
+                "!faq learn [<id>] — your last reply in this room becomes the answer to the customer's open question "
+                "(with an existing id: the question becomes another phrasing of it)\n"
+                "!faq list · !faq ask <question> · !faq stats · !faq reload"
+            )
+            return HANDLED
+        await handler(ctx, rest.strip())
+        return HANDLED
+
+    async def _write(self, ctx: Context, entry_id: str, questions: list[str], answer: str | None) -> bool:
+        try:
+            await asyncio.to_thread(add_to_file, self.settings.knowledge_base, entry_id, questions, answer)
+        except (KnowledgeBaseError, OSError, ValueError) as exc:
+            await ctx.notice(f"⚠ Not saved: {exc}")
+            return False
+        if not await self.reload():
+            await ctx.notice(f"⚠ Saved, but the knowledge base did not load:\n{self.last_error}")
+            return False
+        return True
+
+    def _new_id(self, question: str) -> str:
+        assert self.loaded is not None
+        slug = "-".join(re.findall(r"[a-z0-9]+", question.lower())[:5]) or "entry"
+        candidate, n = slug, 2
+        while candidate in self.loaded.kb.entries:
+            candidate, n = f"{slug}-{n}", n + 1
+        return candidate
+
+    async def _cmd_add(self, ctx: Context, rest: str) -> None:
+        questions_part, sep, answer = rest.partition("|")
+        questions = [q.strip() for q in questions_part.split(";") if q.strip()]
+        if not sep or not questions or not answer.strip() or self.loaded is None:
+            await ctx.notice("Usage: !faq add <question>[; <question>...] | <answer>")
+            return
+        entry_id = self._new_id(questions[0])
+        if await self._write(ctx, entry_id, questions, answer.strip()):
+            await ctx.notice(f"✅ Added FAQ entry '{entry_id}' ({len(questions)} question(s)).")
+
+    async def _cmd_learn(self, ctx: Context, rest: str) -> None:
+        question = await ctx.state.get("open_question")
+        reply = await ctx.state.get("agent_reply")
+        if self.loaded is None or not question:
+            await ctx.notice("Nothing to learn: the customer has no question the FAQ did not answer.")
+            return
+        entry_id = rest.split()[0] if rest.split() else ""
+        if entry_id and entry_id in self.loaded.kb.entries:
+            if await self._write(ctx, entry_id, [question], None):
+                await ctx.notice(f"✅ '{question}' is now a phrasing of '{entry_id}'.")
+            return
+        if not reply:
+            await ctx.notice(
+                "Answer the customer first: !faq learn turns your last reply in this room into the answer."
+            )
+            return
+        entry_id = entry_id or self._new_id(question)
+        if await self._write(ctx, entry_id, [question], reply):
+            await ctx.notice(f"✅ Learned FAQ entry '{entry_id}': “{question}” → “{reply}”.")
+
+    async def _cmd_list(self, ctx: Context, rest: str) -> None:
+        if self.loaded is None:
+            await ctx.notice(f"No knowledge base loaded.\n{self.last_error or ''}")
+            return
+        entries = list(self.loaded.kb.entries.values())
+        lines = [f"FAQ: {len(entries)} entries in {Path(self.settings.knowledge_base).name}"]
+        lines += [f"• {e.id} — {e.title} ({len(e.questions)} phrasings)" for e in entries[:40]]
+        if len(entries) > 40:
+            lines.append(f"… and {len(entries) - 40} more")
+        if self.last_error:
+            lines.append(
+                f"⚠ The file has errors; the entries above are the last good version:\n{self.last_error}"
+            )
+        await ctx.notice("\n".join(lines))
+
+    async def _cmd_ask(self, ctx: Context, rest: str) -> None:
+        loaded = self.loaded
+        if loaded is None or not rest:
+            await ctx.notice("Usage: !faq ask <question> — shows what the FAQ would do")
+            return
+        match = await asyncio.to_thread(loaded.matcher.match, rest, self.settings.choices)
+        c = loaded.calibration
+        verdict = (
+            "answer"
+            if match.confidence >= c.threshold
+            else "offer choices"
+            if match.confidence >= c.suggest_floor
+            else "hand over"
+        )
+        lines = [
+            f"Confidence {match.confidence:.3f} (answer ≥ {c.threshold:.3f}, choices ≥ {c.suggest_floor:.3f}): {verdict}"
+        ]
+        lines += [f"{i}. {cand.entry_id} ({cand.score:.3f})" for i, cand in enumerate(match.candidates, 1)]
+        await ctx.notice("\n".join(lines))
+
+    async def _cmd_stats(self, ctx: Context, rest: str) -> None:
+        await ctx.notice(self.stats_text())
+
+    async def _cmd_reload(self, ctx: Context, rest: str) -> None:
+        if await self.reload():
+            assert self.loaded is not None
+            await ctx.notice(f"Reloaded: {len(self.loaded.kb.entries)} entries.")
+        else:
+            await ctx.notice(f"⚠ Not reloaded; the last good knowledge base stays in use:\n{self.last_error}")
+
+    def stats_text(self) -> str:
+        """The ``!faq stats`` report."""
+        s = self.stats
+        handovers = sum(s.handed_over.values())
+        lines = [
+            f"FAQ since {s.since:%Y-%m-%d %H:%M} UTC: {s.questions} questions in {s.conversations} conversations.",
+            f"Answered {s.answered} ({s.answer_rate:.0%}); offered choices {s.suggested}; "
+            f"handed over {handovers} ({s.handover_rate:.0%} of conversations)"
+            + (
+                ": " + ", ".join(f"{HANDOVER_REASONS[r]} {n}" for r, n in s.handed_over.most_common())
+                if handovers
+                else "."
+            ),
+        ]
+        if self.loaded is not None:
+            c = self.loaded.calibration
+            lines.append(
+                f"Knowledge base: {len(self.loaded.kb.entries)} entries, {self.settings.matcher} matcher, "
+                f"threshold {c.threshold:.3f} ({c.source})."
+            )
+        if s.hits:
+            lines.append("Top entries: " + ", ".join(f"{e} {n}" for e, n in s.hits.most_common(10)))
+        hot = s.hot_questions()
+        if hot:
+            lines.append("Hot unanswered questions (add them to the FAQ):")
+            lines += [
+                f"  {h.count}× “{h.example}”" + (f" (+ “{h.variants[0]}” …)" if h.variants else "")
+                for h in hot
+            ]
+        if self.last_error:
+            lines.append(f"⚠ Knowledge base file has errors (last good version in use):\n{self.last_error}")
+        return "\n".join(lines)
