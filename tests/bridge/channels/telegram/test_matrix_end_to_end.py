@@ -58,7 +58,18 @@ async def test_a_telegram_customer_reaches_the_matrix_room_and_the_agents_answer
     ghost = matrix.ghost_id("telegram", str(chat_id))
     await agent.sync_until(lambda: (ghost, "Hello, my parcel never arrived") in agent.texts(room_id))
 
-    await agent.say(room_id, "So sorry! A **new parcel** ships today.")
+    # the agent starts typing in Matrix: the customer sees "typing..." in Telegram
+    await agent.sync_until(lambda: room_id in agent.client.rooms)
+    await agent.client.room_typing(room_id, True, timeout=30_000)
+    await telegram.wait_for(
+        lambda: any(
+            str(c.params.get("chat_id")) == str(chat_id) and c.params.get("action") == "typing"
+            for c in telegram.calls_of("sendChatAction")
+        ),
+        20,
+    )
+    answer_id = await agent.say(room_id, "So sorry! A **new parcel** ships today.")
+    await agent.client.room_typing(room_id, False)
     await telegram.wait_for(lambda: bool(telegram.bot_messages(chat_id)), 20)
     [answer] = telegram.bot_messages(chat_id)
     assert answer["text"] == "So sorry! A new parcel ships today."
@@ -67,6 +78,12 @@ async def test_a_telegram_customer_reaches_the_matrix_room_and_the_agents_answer
         assert telegram.webhook_deliveries and not telegram.calls_of("getUpdates")
     else:
         assert telegram.calls_of("getUpdates") and not telegram.webhook_deliveries
+
+    # the customer answers with Telegram's "reply": the room shows it as a reply to the agent's message
+    await telegram.customer_sends(rosa, "Thank you!", reply_to=answer["message_id"])
+    await agent.sync_until(lambda: (ghost, "Thank you!") in agent.texts(room_id))
+    thanks = next(c for c in agent.messages(room_id, ghost) if c.get("body") == "Thank you!")
+    assert thanks["m.relates_to"] == {"m.in_reply_to": {"event_id": answer_id}}
 
     # the customer corrects themselves: the ghost's message in the room is replaced, not duplicated
     await telegram.customer_edits(rosa, 1, "Hello, my parcel 1042 never arrived")
