@@ -61,6 +61,20 @@ class SynapseInfo:
         """The registration file Synapse loaded (for the matrix workspace's ``registration`` setting)."""
         return self.registration.path
 
+    def matrix_plugin_yaml(self, *, agents: str | None = None) -> str:
+        """The plugins.yaml entry (``  - matrix: ...``) of the appservice workspace on this homeserver.
+
+        ``agents`` replaces the agents line's value (YAML), e.g. ``'[]\n        space: "!id"'``.
+        """
+        return f"""
+  - matrix:
+      use: "bridge.workspaces.matrix.appservice:MatrixWorkspace"
+      config:
+        homeserver: "{self.base_url}"
+        server_name: "{self.server_name}"
+        registration: "{self.registration_path}"
+        agents: {agents if agents is not None else f'["{self.agent_user_id}"]'}"""
+
 
 def _unavailable(reason: str) -> None:
     """Skip, or fail under RELAYDESK_REQUIRE_SERVICES=1 (the pattern of tests/services.py)."""

@@ -23,18 +23,11 @@ from tests.conftest import DeskFactory
 from tests.matrix_server import SynapseInfo
 
 
-def matrix_yaml(synapse: SynapseInfo) -> str:
+def matrix_yaml(synapse: SynapseInfo, agents: str | None = None) -> str:
     return f"""
 server: {{host: 127.0.0.1, port: {synapse.appservice_port}}}
 plugins:
-  - customers: {{use: "bot_core.testing:MemoryChannel"}}
-  - matrix:
-      use: "bridge.workspaces.matrix.appservice:MatrixWorkspace"
-      config:
-        homeserver: "{synapse.base_url}"
-        server_name: "{synapse.server_name}"
-        registration: "{synapse.registration_path}"
-        agents: ["{synapse.agent_user_id}"]
+  - customers: {{use: "bot_core.testing:MemoryChannel"}}{synapse.matrix_plugin_yaml(agents=agents)}
 """
 
 
@@ -243,9 +236,7 @@ async def test_members_of_the_agents_space_are_invited_to_each_new_portal_room(
         for user in (bot, lee.user_id):
             await agent.client.room_invite(space.room_id, user)
         await lee.join(space.room_id)
-        yaml_text = matrix_yaml(synapse).replace(
-            f'agents: ["{synapse.agent_user_id}"]', f'agents: []\n        space: "{space.room_id}"'
-        )
+        yaml_text = matrix_yaml(synapse, agents=f'[]\n        space: "{space.room_id}"')
         desk = await make_desk(sqlite_url, yaml_text, serve_http=True, http_port=synapse.appservice_port)
         channel = cast(MemoryChannel, desk.plugins["customers"])
 

@@ -17,14 +17,7 @@ def matrix_faq_yaml(synapse: SynapseInfo, kb: Path) -> str:
     return f"""
 server: {{host: 127.0.0.1, port: {synapse.appservice_port}}}
 plugins:
-  - customers: {{use: "bot_core.testing:MemoryChannel"}}
-  - matrix:
-      use: "bridge.workspaces.matrix.appservice:MatrixWorkspace"
-      config:
-        homeserver: "{synapse.base_url}"
-        server_name: "{synapse.server_name}"
-        registration: "{synapse.registration_path}"
-        agents: ["{synapse.agent_user_id}"]
+  - customers: {{use: "bot_core.testing:MemoryChannel"}}{synapse.matrix_plugin_yaml()}
   - faq:
       knowledge_base: "{kb}"
 """

@@ -21,14 +21,7 @@ def desk_yaml(synapse: SynapseInfo, telegram: TelegramEmulator, mode: str = "pol
     entry = telegram_entry(telegram, mode=mode, webhook_url=synapse.appservice_url)
     return f"""
 server: {{host: 127.0.0.1, port: {synapse.appservice_port}}}
-plugins:{entry}
-  - matrix:
-      use: "bridge.workspaces.matrix.appservice:MatrixWorkspace"
-      config:
-        homeserver: "{synapse.base_url}"
-        server_name: "{synapse.server_name}"
-        registration: "{synapse.registration_path}"
-        agents: ["{synapse.agent_user_id}"]
+plugins:{entry}{synapse.matrix_plugin_yaml()}
 """
 
 
