@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -51,6 +52,8 @@ from plugins.faq.lexical import LexicalMatcher
 from plugins.faq.matching import Example, Match, Matcher
 
 DATA = Path(os.environ.get("RELAYDESK_INTENTS", "/work/shared/data/intents"))
+# the tuned matcher's fine-tuned weights: a fresh directory per run unless given, so load times include training
+TUNED_CACHE: Path | None = None
 TARGET_WRONG = 0.02
 
 
@@ -139,6 +142,7 @@ class Result:
     qps: float
     cpu_ms: float
     load_seconds: float
+    load_cpu: float
     memory_mb: float
     calibration: Calibration
 
@@ -188,18 +192,28 @@ def make(kind: str) -> Matcher:
         from plugins.faq.semantic import SemanticMatcher, shared_encoder
 
         return SemanticMatcher(shared_encoder())
+    if kind == "tuned":
+        from plugins.faq.tuned import TunedMatcher
+
+        return TunedMatcher(cache_dir=TUNED_CACHE)
     return LexicalMatcher()
 
 
-def load_matcher(kind: str, knowledge: Sequence[Example]) -> tuple[Matcher, Calibration, float, float]:
-    """Fit and calibrate as the plugin does; returns the matcher, its calibration, seconds and MB used."""
+def load_matcher(kind: str, knowledge: Sequence[Example]) -> tuple[Matcher, Calibration, float, float, float]:
+    """Fit and calibrate as the plugin does; returns the matcher, its calibration, seconds, CPU seconds, MB used."""
     gc.collect()
     before = rss_mb()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     matcher = make(kind)
     matcher.fit(knowledge)
     calibration = calibrate(matcher.spawn(), knowledge, target_wrong=TARGET_WRONG)
-    return matcher, calibration, time.perf_counter() - started, rss_mb() - before
+    return (
+        matcher,
+        calibration,
+        time.perf_counter() - started,
+        time.process_time() - cpu,
+        rss_mb() - before,
+    )
 
 
 def timed_matches(matcher: Matcher, texts: Sequence[str]) -> tuple[list[Match], float, float]:
@@ -212,7 +226,7 @@ def timed_matches(matcher: Matcher, texts: Sequence[str]) -> tuple[list[Match], 
 
 def run(dataset: DataSet, kind: str, limit: int | None = None) -> Result:
     """Load ``kind`` on the data set's knowledge base and ask it every (or the first ``limit``) question."""
-    matcher, calibration, seconds, memory = load_matcher(kind, dataset.knowledge)
+    matcher, calibration, seconds, cpu_seconds, memory = load_matcher(kind, dataset.knowledge)
     questions = dataset.questions if limit is None else spread(dataset.questions, limit)
     matches, qps, cpu_ms = timed_matches(matcher, [q.text for q in questions])
     shares = score(questions, matches, calibration)
@@ -228,6 +242,7 @@ def run(dataset: DataSet, kind: str, limit: int | None = None) -> Result:
         qps=qps,
         cpu_ms=cpu_ms,
         load_seconds=seconds,
+        load_cpu=cpu_seconds,
         memory_mb=memory,
         calibration=calibration,
     )
@@ -249,6 +264,13 @@ def installed_matchers() -> list[str]:
         kinds.append("semantic")
     except Exception:
         print("semantic matcher skipped: pip install 'relaydesk[faq-semantic]'", file=sys.stderr)
+    try:
+        from plugins.faq.tuned import require_tuned
+
+        require_tuned()
+        kinds.append("tuned")
+    except Exception:
+        print("tuned matcher skipped: pip install 'relaydesk[faq-tuned]'", file=sys.stderr)
     return kinds
 
 
@@ -261,12 +283,12 @@ def table(results: Sequence[Result]) -> str:
     """The results as a Markdown table."""
     head = (
         "| data set | matcher | top-1 | correct (in-scope) | wrong (all) | oos answered | resolved incl. did-you-mean "
-        "| ceiling at ≤2 % wrong | q/s (CPU ms/q) | load | memory | threshold |\n"
+        "| ceiling at ≤2 % wrong | q/s (CPU ms/q) | load (CPU) | memory | threshold |\n"
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     rows = [
         f"| {r.dataset} | {r.matcher} | {pct(r.top1)} | {pct(r.correct)} | {pct(r.wrong)} | {pct(r.oos_answered)} "
-        f"| {pct(r.resolved)} | {pct(r.ceiling)} | {r.qps:.0f} ({r.cpu_ms:.2f}) | {r.load_seconds:.1f} s "
+        f"| {pct(r.resolved)} | {pct(r.ceiling)} | {r.qps:.0f} ({r.cpu_ms:.2f}) | {r.load_seconds:.1f} s ({r.load_cpu:.0f} CPU s) "
         f"| {r.memory_mb:.0f} MB | {r.calibration.threshold:.3f} |"
         for r in results
     ]
@@ -276,11 +298,11 @@ def table(results: Sequence[Result]) -> str:
 def big_kb(kind: str, data: Path, questions: Sequence[str]) -> str:
     """Load time, memory and throughput on a 1,000-entry knowledge base."""
     knowledge = big_knowledge_base(data)
-    matcher, _, seconds, memory = load_matcher(kind, knowledge)
+    matcher, _, seconds, cpu_seconds, memory = load_matcher(kind, knowledge)
     _, qps, cpu_ms = timed_matches(matcher, questions)
     entries = len({e.entry_id for e in knowledge})
     return (
-        f"| {kind} | {entries} entries / {len(knowledge)} phrasings | {seconds:.1f} s | {memory:.0f} MB "
+        f"| {kind} | {entries} entries / {len(knowledge)} phrasings | {seconds:.1f} s ({cpu_seconds:.0f} CPU s) | {memory:.0f} MB "
         f"| {qps:.0f} q/s ({cpu_ms:.2f} CPU ms/q) |"
     )
 
@@ -289,7 +311,15 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     """Run the benchmark and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--matcher", default="", help="lexical, semantic or both (default: every installed one)"
+        "--matcher",
+        default="",
+        help="lexical, semantic, tuned, comma-separated (default: every installed one)",
+    )
+    parser.add_argument(
+        "--tuned-cache",
+        type=Path,
+        default=None,
+        help="cache of fine-tuned weights (default: a new temporary directory, so training is timed)",
     )
     parser.add_argument("--limit", type=int, default=None, help="ask only this many questions per data set")
     parser.add_argument("--data", type=Path, default=DATA)
@@ -301,7 +331,21 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     )
     out("(shared machine: wall-clock figures are noisy; CPU ms per question shown next to them)\n")
     datasets = [banking77(args.data), clinc150(args.data)]
-    if "semantic" in kinds:
+    global TUNED_CACHE
+    TUNED_CACHE = args.tuned_cache
+    if "tuned" in kinds:
+        TUNED_CACHE = TUNED_CACHE or Path(tempfile.mkdtemp(prefix="faq-tuned-"))
+        from plugins.faq.tuned import shared_base
+
+        gc.collect()
+        before, started = rss_mb(), time.perf_counter()
+        shared_base()
+        out(
+            f"tuned base model (all-MiniLM-L6-v2, torch): loaded once per process in "
+            f"{time.perf_counter() - started:.1f} s, {rss_mb() - before:.0f} MB (not counted in the rows below); "
+            f"fine-tuned weights cached in {TUNED_CACHE}"
+        )
+    if "semantic" in kinds or "tuned" in kinds:
         from plugins.faq.semantic import shared_encoder
 
         gc.collect()
@@ -328,7 +372,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         out(
             "\n1,000-entry knowledge base (CLINC150 training phrasings, 10 per entry); 500 single questions:\n"
         )
-        out("| matcher | knowledge base | load (fit + calibrate) | memory | single questions |")
+        out("| matcher | knowledge base | load (fit + calibrate; CPU) | memory | single questions |")
         out("| --- | --- | --- | --- | --- |")
         sample = [q.text for q in spread(datasets[1].questions, args.limit or 500)]
         for kind in kinds:

