@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -36,11 +37,13 @@ from bot_core import (
     on_customer_message,
 )
 from bot_core.context import Context
-from plugins.faq.knowledge import KnowledgeBaseError, add_to_file, detect_language, file_signature
+from plugins.faq.knowledge import KnowledgeBaseError, Problem, add_to_file, detect_language, file_signature
 from plugins.faq.loader import Loaded, build
 from plugins.faq.rules import DEFAULT_HANDOVER_PHRASES, HandoverPhrases, picked_choice
 from plugins.faq.semantic import MissingExtra
 from plugins.faq.stats import HANDOVER_REASONS, FaqCollector, FaqStats
+
+EXAMPLE_KNOWLEDGE_BASE = Path(__file__).parent / "examples" / "shop.yaml"
 
 
 class Messages(BaseModel):
@@ -78,6 +81,11 @@ class FaqConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     knowledge_base: str = Field(
         description="path of the YAML or CSV knowledge base (relative to the working directory)"
+    )
+    seed_from: str | None = Field(
+        None,
+        description="when knowledge_base does not exist yet, start it as a copy of this file "
+        "('example': the English and Chinese shop sample shipped with relaydesk)",
     )
     matcher: Literal["lexical", "semantic", "tuned"] = Field(
         "lexical",
@@ -135,6 +143,7 @@ class FaqPlugin(Plugin):
         A broken file stops the start with its error (file:line). A missing one does not: the error is
         logged, every message goes on to the agents, and the file is loaded as soon as it appears.
         """
+        self._seed()
         await self.reload(raise_errors=file_signature(self.settings.knowledge_base) is not None)
         registry = self.services.metrics_registry
         if registry is not None:
@@ -145,6 +154,21 @@ class FaqPlugin(Plugin):
                 self.log.warning("faq metrics already registered by another instance")
                 self._collector = None
         self._start_watcher()
+
+    def _seed(self) -> None:
+        """Create a missing knowledge base from ``seed_from`` (agents then edit the copy, not the sample)."""
+        seed, target = self.settings.seed_from, Path(self.settings.knowledge_base)
+        if seed is None or target.exists():
+            return
+        source = EXAMPLE_KNOWLEDGE_BASE if seed == "example" else Path(seed)
+        if not source.is_file():
+            problem = Problem(None, f"field seed_from: {source} not found")
+            raise KnowledgeBaseError(str(target), [problem], self.instance_name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        self.log.info(
+            "faq knowledge base created from a sample", extra={"path": str(target), "from": str(source)}
+        )
 
     async def stop(self) -> None:
         """Stop watching and unregister the metrics."""

@@ -124,14 +124,16 @@ async def test_the_shipped_plugins_yaml_runs_and_answers_healthz(tmp_path: Path)
         text = banner.decode()
         assert f"relaydesk is running on http://127.0.0.1:{port}" in text
         assert "user: agent (@agent:localhost)" in text and "password: " in text  # how to log in
+        assert f"Web chat demo: http://127.0.0.1:{port}/web/demo" in text  # where to write as a customer
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as resp:
             assert resp.status == 200
-            assert (await resp.json())["plugins"] == ["matrix", "echo"]
+            assert (await resp.json())["plugins"] == ["matrix", "web", "faq"]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     assert (tmp_path / "relaydesk.db").exists()
     assert (tmp_path / "var/matrix/relaydesk-registration.yaml").exists()
+    assert (tmp_path / "var/faq/knowledge.yaml").exists()  # the FAQ started from the shipped sample
 
 
 async def test_reload_under_traffic_drops_nothing(sqlite_url: str, make_desk: DeskFactory) -> None:

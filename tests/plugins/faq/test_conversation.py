@@ -322,3 +322,22 @@ async def test_the_semantic_matcher_answers_paraphrases_in_a_real_desk(faq_desk:
     await workspace.posts.wait_for(lambda _: any(t.startswith("Confidence") for t in workspace.texts(room)))
     verdict = next(t for t in workspace.texts(room, "notice") if t.startswith("Confidence"))
     assert ": answer" in verdict and "1. payment-methods" in verdict
+
+
+async def test_a_missing_knowledge_base_starts_as_a_copy_of_the_shipped_sample(
+    faq_desk: FaqDesk, tmp_path: Path
+) -> None:
+    kb = tmp_path / "var" / "faq" / "knowledge.yaml"
+    desk = await faq_desk(extra="      seed_from: example\n", kb=kb)
+    channel, _ = doubles(desk)
+    assert kb.read_text(encoding="utf-8") == SAMPLE.read_text(encoding="utf-8")  # agents edit the copy
+    assert await ask(channel, "yan", "What are your opening times?") == answer("opening-hours")
+
+
+async def test_a_seed_file_that_does_not_exist_stops_the_start_naming_the_field(
+    sqlite_url: str, make_desk: DeskFactory, tmp_path: Path
+) -> None:
+    kb, seed = tmp_path / "knowledge.yaml", tmp_path / "nowhere.yaml"
+    with pytest.raises(KnowledgeBaseError, match=f"field seed_from: {seed} not found"):
+        await make_desk(sqlite_url, faq_yaml(kb, f'      seed_from: "{seed}"\n'))
+    assert not kb.exists()
