@@ -1,0 +1,777 @@
+"""The web chat channel: an embeddable widget served by relaydesk, over WebSocket or plain HTTP.
+
+Routes (all on relaydesk's own HTTP server):
+
+=============================  ==========================================================================
+``GET /web/widget.js``         the widget: one script tag, an IIFE drawing into a Shadow DOM
+``GET /web/demo``              a demo shop page with the widget on it
+``POST /web/api/session``      a visitor token: new, renewed, or for a verified identity (401 if not)
+``GET /web/ws?token=``         the live connection (401 before the upgrade for a bad or expired token)
+``GET /web/api/messages``      the history; with ``wait=`` a long poll (the fallback without WebSocket)
+``POST /web/api/messages``     send a text (the fallback without WebSocket)
+``POST /web/api/upload``       send an image or a file (multipart), within the size and type limits
+``POST /web/api/receipts``     the visitor received / read the answers up to a message id
+``GET /web/files/{id}/{name}`` an uploaded file, by signed link (for the agents' workspace)
+=============================  ==========================================================================
+
+A message from the widget is acknowledged once :attr:`PluginServices.inbound` stored it on the bus.
+An answer is stored before the outbox calls :meth:`WebChannel.send`; ``send`` pushes it to the
+visitor's open connections and succeeds whether or not one is open: a visitor who comes back reads it
+from the history, which is always read from the database.
+
+Delivery states shown on the customer's own messages: *sent* (relaydesk stored it), *delivered* (the
+agents' room shows it), *read* (an agent has answered since). For answers, the widget reports what it
+received and what was on screen while the page was visible; relaydesk keeps both as per-visitor
+watermarks (``delivered_upto``, ``read_upto``), which give the unread count on any device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import BodyPartReader, WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from bot_core.adapters import ChannelCapabilities, Delivery, SentRef
+from bot_core.context import StateStore
+from bot_core.desk import NotAccepting
+from bot_core.events import Attachment, CustomerMessage, utcnow
+from bot_core.plugin import Plugin, PluginKind, route
+from bot_core.transcript import TranscriptEntry, customer_transcript, shown_in_room
+from bridge.channels.web.sessions import BadSession, FileSigner, SessionSigner, VisitorSession
+from bridge.channels.web.uploads import (
+    DEFAULT_TYPES,
+    FileStore,
+    StoredFile,
+    UploadRefused,
+    check_type,
+    clean_name,
+    describe_types,
+    too_large,
+)
+
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
+LISTENER_BACKLOG = 256  # frames queued for one connection before it is told to resync instead
+ROOM_WATCH_SECONDS = 120.0  # how long a sent message is watched for reaching the agents' room
+ROOM_WATCH_INTERVAL = 0.3
+MAX_POLL_WAIT = 30.0
+MAX_FRAME_BYTES = 64 * 1024
+
+
+class WebConfig(BaseModel):
+    """Settings of the web chat channel."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Signs visitor sessions and file links. Empty: use (or create) dev_secret_file, if set.
+    secret: SecretStr | None = None
+    # Shared with the site's backend, which sends HMAC-SHA256(identity_secret, user id or email) for
+    # its logged-in users. Empty: every visitor is anonymous (a claimed identity is refused).
+    identity_secret: SecretStr | None = None
+    dev_secret_file: Path | None = None  # for demos: a generated secret kept here when `secret` is empty
+    title: str = "Chat with us"
+    welcome: str = "Hi! Ask us anything: an agent answers right here."
+    bot_name: str = "Assistant"
+    session_days: float = Field(default=30.0, gt=0)
+    max_text_length: int = Field(default=4000, ge=1, le=100_000)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    upload_types: list[str] = Field(default_factory=lambda: list(DEFAULT_TYPES))
+    upload_dir: Path = Path("var/web/uploads")
+    history_limit: int = Field(default=200, ge=1, le=2000)
+    allowed_origins: list[str] = ["*"]  # pages allowed to embed the widget ("*": any)
+
+
+@dataclass(eq=False)
+class _Listener:
+    """One open connection (a WebSocket, or a long poll) of a visitor: frames wait in its queue."""
+
+    queue: asyncio.Queue[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.Queue(LISTENER_BACKLOG)
+    )
+
+    def put(self, frame: dict[str, Any] | None) -> None:
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:  # a stalled client: drop the backlog, it reloads the history instead
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait({"type": "resync"})
+
+
+@dataclass
+class _Watched:
+    subject: str
+    client_id: str
+    until: float
+
+
+class WebChannel(Plugin):
+    """Customers chat from a widget on the company's own site."""
+
+    name = "web"
+    kind = PluginKind.CHANNEL
+    Config = WebConfig
+
+    capabilities = ChannelCapabilities(
+        max_text_length=4000, media_kinds=frozenset({"image", "file"}), edits=True, deletes=True
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.config
+        assert isinstance(config, WebConfig)
+        self.settings = config
+        self.capabilities = ChannelCapabilities(
+            max_text_length=config.max_text_length,
+            media_kinds=frozenset({"image", "file"}),
+            edits=True,
+            deletes=True,
+        )
+        self._listeners: dict[str, set[_Listener]] = {}
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._typing: dict[str, tuple[str, float]] = {}
+        self._watched: dict[str, _Watched] = {}  # channel message id -> who to tell once it is in the room
+        self._watch_wake = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+        self._files = FileStore(config.upload_dir)
+        self._widget_js = b""
+        self._demo_html = b""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resolve the secret, load the widget's files, start watching sent messages reach the room."""
+        secret = await asyncio.to_thread(self._resolve_secret)
+        self._signer = SessionSigner(secret, self.settings.session_days * 86400)
+        self._file_signer = FileSigner(secret)
+        self._identity_secret = (
+            self.settings.identity_secret.get_secret_value() if self.settings.identity_secret else ""
+        )
+        self._widget_js, self._demo_html = await asyncio.to_thread(_load_static)
+        self._watcher = asyncio.create_task(self._watch_room(), name=f"{self.instance_name}-room-watch")
+
+    async def ready(self) -> None:
+        """Say where the demo page is (``make run`` prints it with the agent's login)."""
+        print(
+            f"Web chat demo: {self.base_url}/web/demo  (open it in a browser and write as a customer;\n"
+            f'  on your own site add <script src="{self.base_url}/web/widget.js" async></script>)',
+            flush=True,
+        )
+
+    async def stop(self) -> None:
+        """Close every connection (visitors reconnect to the next relaydesk) and stop the watcher."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener.put(None)
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"relaydesk is restarting")
+
+    async def reconfigure(self, config: BaseModel) -> None:
+        """Apply new texts and limits live; a new secret or upload directory needs a restart."""
+        assert isinstance(config, WebConfig)
+        self.config = self.settings = config
+        self.capabilities = ChannelCapabilities(
+            max_text_length=config.max_text_length,
+            media_kinds=frozenset({"image", "file"}),
+            edits=True,
+            deletes=True,
+        )
+
+    def _resolve_secret(self) -> bytes:
+        value = self.settings.secret.get_secret_value() if self.settings.secret else ""
+        if value:
+            return value.encode()
+        path = self.settings.dev_secret_file
+        if path is None:
+            raise ValueError(
+                f"plugin '{self.instance_name}': no secret: set secret: \"${{RELAYDESK_WEB_SECRET}}\" "
+                "(or dev_secret_file, for a demo)"
+            )
+        if path.exists():
+            stored = path.read_text(encoding="utf-8").strip()
+            note = "using"
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stored = secrets.token_urlsafe(32)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(stored + "\n")
+            note = "generated"
+        self.log.warning(
+            "the web channel's secret is not set: %s the development secret in %s "
+            "(set RELAYDESK_WEB_SECRET in production)",
+            note,
+            path,
+        )
+        return stored.encode()
+
+    @property
+    def base_url(self) -> str:
+        """Where relaydesk's HTTP server is reached (links to uploaded files start here)."""
+        return self.services.http_base_url.rstrip("/")
+
+    # -- Channel protocol ------------------------------------------------------------------------
+
+    async def send(self, delivery: Delivery) -> SentRef:
+        """Push an answer (or an edit or deletion of one) to the visitor's open connections.
+
+        It is stored already, so it counts as sent whether or not the visitor is connected now:
+        the widget reads the history when it (re)connects.
+        """
+        subject = delivery.external_user_id
+        target = delivery.edit_of or delivery.delete_of
+        if target:
+            key = _key_of_sent(target)
+            deleted = delivery.delete_of is not None
+            frame = {
+                "type": "update",
+                "key": key,
+                "text": "" if deleted else delivery.text,
+                "edited": not deleted,
+                "deleted": deleted,
+            }
+            self._publish(subject, frame)
+            return SentRef(target)
+        if delivery.message_id is not None:
+            ref, key, message_id = f"m{delivery.message_id}", f"m:{delivery.message_id}", delivery.message_id
+        else:
+            ref, key, message_id = f"o{delivery.outbox_id}", f"o:{delivery.outbox_id}", None
+        side = "agent" if delivery.agent_name else "bot"
+        message = {
+            "key": key,
+            "id": message_id,
+            "side": side,
+            "author": delivery.agent_name if side == "agent" else self.settings.bot_name,
+            "text": delivery.text,
+            "attachments": [self._attachment_json(a) for a in delivery.attachments],
+            "at": utcnow().isoformat(),
+            "edited": False,
+            "deleted": False,
+        }
+        if side == "agent":
+            self._typing.pop(subject, None)
+        self._publish(subject, {"type": "message", "message": message})
+        return SentRef(ref)
+
+    async def typing(self, external_user_id: str, agent_name: str, active: bool) -> None:
+        """Show (or stop showing) that ``agent_name`` is typing to this visitor."""
+        if active:
+            self._typing[external_user_id] = (agent_name, time.monotonic() + 30)
+        else:
+            self._typing.pop(external_user_id, None)
+        self._publish(external_user_id, {"type": "typing", "agent": agent_name, "active": active})
+
+    # -- live connections ------------------------------------------------------------------------
+
+    def _subscribe(self, subject: str) -> _Listener:
+        listener = _Listener()
+        self._listeners.setdefault(subject, set()).add(listener)
+        return listener
+
+    def _unsubscribe(self, subject: str, listener: _Listener) -> None:
+        listeners = self._listeners.get(subject)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[subject]
+
+    def _publish(self, subject: str, frame: dict[str, Any]) -> None:
+        for listener in self._listeners.get(subject, ()):
+            listener.put(frame)
+
+    def connected(self, subject: str) -> int:
+        """How many connections the visitor has open now."""
+        return len(self._listeners.get(subject, ()))
+
+    def _typing_of(self, subject: str) -> str | None:
+        current = self._typing.get(subject)
+        if current is None or current[1] < time.monotonic():
+            return None
+        return current[0]
+
+    # -- messages in -----------------------------------------------------------------------------
+
+    async def _accept(
+        self, session: VisitorSession, client_id: str, text: str, files: list[StoredFile]
+    ) -> None:
+        """Hand a visitor's message to the engine; returns once it is stored (raises ValueError if invalid)."""
+        if not CLIENT_ID.match(client_id):
+            raise ValueError("bad client_id")
+        text = text.strip()
+        if not text and not files:
+            raise ValueError("The message is empty.")
+        if len(text) > self.settings.max_text_length:
+            raise ValueError(f"The message is too long (at most {self.settings.max_text_length} characters).")
+        external_id = f"{session.subject}/{client_id}"
+        attributes = {"email": session.email} if session.verified and session.email else {}
+        await self.services.inbound(
+            CustomerMessage(
+                channel=self.instance_name,
+                external_user_id=session.subject,
+                external_message_id=external_id,
+                text=text,
+                attachments=tuple(self._attachment_of(f) for f in files),
+                display_name=session.name,
+                attributes=attributes,
+            )
+        )
+        self._watched[external_id] = _Watched(
+            session.subject, client_id, time.monotonic() + ROOM_WATCH_SECONDS
+        )
+        self._watch_wake.set()
+        self.log.info("web message accepted", extra={"chars": len(text), "files": len(files)})
+
+    async def _watch_room(self) -> None:
+        """Tell visitors when their messages reach the agents' room (state *delivered*)."""
+        while True:
+            await self._watch_wake.wait()
+            while self._watched:
+                await asyncio.sleep(ROOM_WATCH_INTERVAL)
+                now = time.monotonic()
+                for key in [k for k, w in self._watched.items() if w.until < now]:
+                    del self._watched[key]
+                try:
+                    shown = await shown_in_room(self.instance_name, list(self._watched))
+                except Exception:
+                    self.log.warning("checking delivered messages failed", exc_info=True)
+                    continue
+                for key in shown:
+                    watched = self._watched.pop(key, None)
+                    if watched is not None:
+                        frame = {"type": "state", "client_id": watched.client_id, "state": "delivered"}
+                        self._publish(watched.subject, frame)
+            self._watch_wake.clear()
+
+    # -- history -----------------------------------------------------------------------------------
+
+    async def history(self, subject: str, *, after: int = 0) -> list[dict[str, Any]]:
+        """The visitor's messages as the widget shows them (newest ``history_limit``, ids above ``after``)."""
+        entries = await customer_transcript(
+            self.instance_name, subject, after=after, limit=self.settings.history_limit
+        )
+        last_agent = max((e.message_id for e in entries if e.side == "agent"), default=0)
+        return [self._entry_json(e, last_agent) for e in entries]
+
+    def _entry_json(self, entry: TranscriptEntry, last_agent: int) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "key": f"m:{entry.message_id}",
+            "id": entry.message_id,
+            "side": entry.side,
+            "author": entry.author if entry.side == "agent" else self.settings.bot_name,
+            "text": entry.text,
+            "attachments": [self._attachment_json(a) for a in entry.attachments],
+            "at": entry.at.isoformat(),
+            "edited": entry.edited,
+            "deleted": entry.deleted,
+        }
+        if entry.side == "customer":
+            client_id = (entry.channel_message_id or "").rsplit("/", 1)[-1]
+            data["key"] = f"c:{client_id}"
+            data["client_id"] = client_id
+            data["author"] = ""
+            data["state"] = (
+                "read" if entry.message_id < last_agent else "delivered" if entry.in_room else "sent"
+            )
+        return data
+
+    def _attachment_of(self, stored: StoredFile) -> Attachment:
+        url = (
+            f"{self.base_url}/web/files/{stored.file_id}/{quote(stored.name)}"
+            f"?sig={self._file_signer.sign(stored.file_id)}"
+        )
+        return Attachment(
+            kind="image" if stored.kind == "image" else "file",
+            url=url,
+            mime_type=stored.mime_type,
+            name=stored.name,
+            size=stored.size,
+        )
+
+    def _attachment_json(self, attachment: Attachment) -> dict[str, Any]:
+        url = attachment.url or ""
+        if url.startswith(self.base_url + "/"):
+            url = url[len(self.base_url) :]  # relative: the widget puts its own relaydesk address first
+        elif not url.startswith(("http://", "https://")):
+            url = ""
+        return {
+            "kind": attachment.kind,
+            "name": attachment.name or attachment.kind,
+            "mime_type": attachment.mime_type or "",
+            "size": attachment.size,
+            "url": url,
+        }
+
+    async def _watermarks(self, subject: str) -> dict[str, int]:
+        store = StateStore(self.instance_name, f"visitor:{subject}")
+        return {
+            "delivered_upto": int(await store.get("delivered_upto", 0) or 0),
+            "read_upto": int(await store.get("read_upto", 0) or 0),
+        }
+
+    async def _receipt(self, subject: str, delivered: Any, read: Any) -> None:
+        """Raise the visitor's delivered/read watermarks (they never go back)."""
+        store = StateStore(self.instance_name, f"visitor:{subject}")
+        for key, value in (("delivered_upto", delivered), ("read_upto", read)):
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                if value > int(await store.get(key, 0) or 0):
+                    await store.set(key, value)
+
+    # -- HTTP helpers ------------------------------------------------------------------------------
+
+    def _cors(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = self.settings.allowed_origins
+        if origin and ("*" in allowed or origin in allowed):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    def _json(self, request: web.Request, data: Any, status: int = 200) -> web.StreamResponse:
+        response = web.json_response(data, status=status, headers={"Cache-Control": "no-store"})
+        return self._cors(request, response)
+
+    def _error(self, request: web.Request, status: int, message: str) -> web.StreamResponse:
+        return self._json(request, {"error": message}, status)
+
+    def _session_of(self, request: web.Request) -> VisitorSession:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return self._signer.verify(token or request.query.get("token", ""))
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > MAX_FRAME_BYTES:
+            raise ValueError("request too large")
+        try:
+            data = json.loads(await request.content.read(MAX_FRAME_BYTES + 1) or b"{}")
+        except ValueError:
+            raise ValueError("the body is not JSON") from None
+        if not isinstance(data, dict):
+            raise ValueError("the body must be a JSON object")
+        return data
+
+    # -- routes: page and script -----------------------------------------------------------------
+
+    @route("GET", "/web/widget.js")
+    async def widget_js(self, request: web.Request) -> web.StreamResponse:
+        """The widget script."""
+        return web.Response(
+            body=self._widget_js,
+            content_type="application/javascript",
+            charset="utf-8",
+            headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+        )
+
+    @route("GET", "/web/demo")
+    async def demo_page(self, request: web.Request) -> web.StreamResponse:
+        """A demo shop page with the widget on it."""
+        return web.Response(
+            body=self._demo_html,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @route("OPTIONS", "/web/api/{tail:.*}")
+    async def preflight(self, request: web.Request) -> web.StreamResponse:
+        """CORS preflight of the widget's API calls from other sites."""
+        response = web.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Max-Age"] = "600"
+        return self._cors(request, response)
+
+    # -- routes: the API -------------------------------------------------------------------------
+
+    @route("POST", "/web/api/session")
+    async def session(self, request: web.Request) -> web.StreamResponse:
+        """A token: for a verified identity, renewed from a valid token, or for a new visitor."""
+        try:
+            body = await self._body(request)
+        except ValueError as exc:
+            return self._error(request, 400, str(exc))
+        claims = {k: body.get(k) for k in ("user_id", "email", "name", "user_hash")}
+        if any(isinstance(v, str) and v for k, v in claims.items() if k != "name"):
+            try:
+                visitor = self._signer.verified(
+                    self._identity_secret,
+                    **{k: v if isinstance(v, str) else None for k, v in claims.items()},
+                )
+            except BadSession as exc:
+                self.log.info("identity claim refused", extra={"reason": str(exc)})
+                return self._error(request, 401, f"Identity not verified: {exc}.")
+        elif isinstance(body.get("token"), str) and body["token"]:
+            try:
+                visitor = self._signer.renewed(self._signer.verify(body["token"]))
+            except BadSession as exc:
+                return self._error(request, 401, f"Session not valid: {exc}.")
+        else:
+            visitor = self._signer.anonymous()
+        settings = self.settings
+        return self._json(
+            request,
+            {
+                "token": self._signer.issue(visitor),
+                "expires_at": int(visitor.expires_at),
+                "name": visitor.name,
+                "verified": visitor.verified,
+                **await self._watermarks(visitor.subject),
+                "config": {
+                    "title": settings.title,
+                    "welcome": settings.welcome,
+                    "bot_name": settings.bot_name,
+                    "max_text_length": settings.max_text_length,
+                    "max_upload_bytes": settings.max_upload_bytes,
+                    "upload_types": settings.upload_types,
+                    "upload_types_text": describe_types(settings.upload_types),
+                },
+            },
+        )
+
+    @route("GET", "/web/api/messages")
+    async def get_messages(self, request: web.Request) -> web.StreamResponse:
+        """The history after ``after``; with ``wait`` (seconds) it first waits for news newer than ``newest``."""
+        try:
+            visitor = self._session_of(request)
+        except BadSession as exc:
+            return self._error(request, 401, f"Session not valid: {exc}.")
+        try:
+            after = max(0, int(request.query.get("after", "0")))
+            newest = max(after, int(request.query.get("newest", "0")))
+            wait = min(MAX_POLL_WAIT, max(0.0, float(request.query.get("wait", "0"))))
+        except ValueError:
+            return self._error(request, 400, "after, newest and wait must be numbers")
+        if wait > 0:
+            listener = self._subscribe(visitor.subject)
+            try:
+                news = await customer_transcript(self.instance_name, visitor.subject, after=newest, limit=1)
+                if not news:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(listener.queue.get(), wait)
+            finally:
+                self._unsubscribe(visitor.subject, listener)
+        return self._json(
+            request,
+            {
+                "messages": await self.history(visitor.subject, after=after),
+                "typing": self._typing_of(visitor.subject),
+                **await self._watermarks(visitor.subject),
+            },
+        )
+
+    @route("POST", "/web/api/messages")
+    async def post_message(self, request: web.Request) -> web.StreamResponse:
+        """Send a text: ``{"client_id", "text"}``; answered once relaydesk stored it."""
+        try:
+            visitor = self._session_of(request)
+        except BadSession as exc:
+            return self._error(request, 401, f"Session not valid: {exc}.")
+        try:
+            body = await self._body(request)
+            client_id = str(body.get("client_id", ""))
+            await self._accept(visitor, client_id, str(body.get("text", "")), [])
+        except ValueError as exc:
+            return self._error(request, 400, str(exc))
+        except NotAccepting:
+            return self._error(request, 503, "relaydesk is restarting: try again in a moment")
+        return self._json(request, {"client_id": client_id, "state": "sent"})
+
+    @route("POST", "/web/api/upload")
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """Send a file (multipart: ``client_id``, optional ``text``, then ``file``), within the limits."""
+        try:
+            visitor = self._session_of(request)
+        except BadSession as exc:
+            return self._error(request, 401, f"Session not valid: {exc}.")
+        limit = self.settings.max_upload_bytes
+        try:
+            stored, client_id, text = await self._read_upload(request, limit)
+            await self._accept(visitor, client_id, text, [stored])
+        except UploadRefused as exc:
+            self.log.info("upload refused", extra={"status": exc.status})
+            return self._error(request, exc.status, str(exc))
+        except ValueError as exc:
+            return self._error(request, 400, str(exc))
+        except NotAccepting:
+            return self._error(request, 503, "relaydesk is restarting: try again in a moment")
+        attachment = self._attachment_json(self._attachment_of(stored))
+        return self._json(request, {"client_id": client_id, "state": "sent", "attachment": attachment})
+
+    async def _read_upload(self, request: web.Request, limit: int) -> tuple[StoredFile, str, str]:
+        if request.content_length is not None and request.content_length > limit + MAX_FRAME_BYTES:
+            raise too_large("The file", limit)
+        try:
+            reader = await request.multipart()
+        except (AssertionError, ValueError):
+            raise ValueError("expected a multipart/form-data body") from None
+        client_id, text = "", ""
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise ValueError("no file in the upload")
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name in ("client_id", "text"):
+                value = (await part.read(decode=True))[:MAX_FRAME_BYTES].decode("utf-8", "replace")
+                client_id, text = (value, text) if part.name == "client_id" else (client_id, value)
+                continue
+            if part.name != "file":
+                continue
+            name = clean_name(part.filename)
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await part.read_chunk(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(name, limit)
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            if not data:
+                raise UploadRefused(f"“{name}” is empty.", status=400)
+            mime = check_type(
+                name, part.headers.get("Content-Type", ""), data[:16], self.settings.upload_types
+            )
+            stored = await asyncio.to_thread(self._files.save, name, mime, data)
+            return stored, client_id, text
+
+    @route("POST", "/web/api/receipts")
+    async def receipts(self, request: web.Request) -> web.StreamResponse:
+        """The widget received (``delivered``) and showed (``read``) the answers up to these message ids."""
+        try:
+            visitor = self._session_of(request)
+        except BadSession as exc:
+            return self._error(request, 401, f"Session not valid: {exc}.")
+        try:
+            body = await self._body(request)
+        except ValueError as exc:
+            return self._error(request, 400, str(exc))
+        await self._receipt(visitor.subject, body.get("delivered"), body.get("read"))
+        return self._json(request, await self._watermarks(visitor.subject))
+
+    @route("GET", "/web/files/{file_id}/{name}")
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        """An uploaded file, for whoever holds its signed link (the agents' workspace, the widget)."""
+        file_id = request.match_info["file_id"]
+        if not self._file_signer.check(file_id, request.query.get("sig", "")):
+            raise web.HTTPForbidden(text="bad or missing signature")
+        stored = await asyncio.to_thread(self._files.load, file_id)
+        if stored is None:
+            raise web.HTTPNotFound(text="no such file")
+        disposition = "inline" if stored.kind == "image" else "attachment"
+        response = web.FileResponse(
+            stored.path,
+            headers={
+                "Content-Type": stored.mime_type,
+                "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(stored.name)}",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox; default-src 'none'",
+                "Cache-Control": "private, max-age=86400",
+            },
+        )
+        return response
+
+    # -- the WebSocket ---------------------------------------------------------------------------
+
+    @route("GET", "/web/ws")
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """The widget's live connection: ``sync``, ``send`` and ``receipt`` frames in; history, acks, answers out."""
+        try:
+            visitor = self._signer.verify(request.query.get("token", ""))
+        except BadSession as exc:
+            return self._error(request, 401, f"Session not valid: {exc}.")
+        origin = request.headers.get("Origin")
+        allowed = self.settings.allowed_origins
+        if origin and "*" not in allowed and origin not in allowed:
+            return self._error(request, 403, "this site may not embed the widget")
+        ws = web.WebSocketResponse(heartbeat=25.0, max_msg_size=MAX_FRAME_BYTES)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        listener = self._subscribe(visitor.subject)
+        pump = asyncio.create_task(self._pump(ws, listener), name=f"{self.instance_name}-ws-out")
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                try:
+                    frame = json.loads(msg.data)
+                except ValueError:
+                    listener.put({"type": "error", "message": "frames are JSON objects"})
+                    continue
+                if isinstance(frame, dict):
+                    await self._on_frame(visitor, listener, frame)
+        finally:
+            self._unsubscribe(visitor.subject, listener)
+            self._sockets.discard(ws)
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        return ws
+
+    @staticmethod
+    async def _pump(ws: web.WebSocketResponse, listener: _Listener) -> None:
+        while True:
+            frame = await listener.queue.get()
+            if frame is None:
+                await ws.close(code=1001, message=b"relaydesk is restarting")
+                return
+            try:
+                await ws.send_json(frame)
+            except (ConnectionError, RuntimeError):
+                return
+
+    async def _on_frame(self, visitor: VisitorSession, listener: _Listener, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "sync":
+            after = frame.get("after")
+            after = after if isinstance(after, int) and after > 0 else 0
+            listener.put(
+                {
+                    "type": "history",
+                    "after": after,
+                    "messages": await self.history(visitor.subject, after=after),
+                    "typing": self._typing_of(visitor.subject),
+                    **await self._watermarks(visitor.subject),
+                }
+            )
+        elif kind == "send":
+            client_id = str(frame.get("client_id", ""))
+            try:
+                await self._accept(visitor, client_id, str(frame.get("text", "")), [])
+            except ValueError as exc:
+                listener.put({"type": "error", "client_id": client_id, "message": str(exc)})
+            except NotAccepting:
+                listener.put({"type": "retry", "client_id": client_id})
+            else:
+                listener.put({"type": "ack", "client_id": client_id, "state": "sent"})
+        elif kind == "receipt":
+            await self._receipt(visitor.subject, frame.get("delivered"), frame.get("read"))
+        elif kind == "ping":
+            listener.put({"type": "pong"})
+
+
+def _key_of_sent(ref: str) -> str:
+    """The widget's key of an answer from the platform id :meth:`WebChannel.send` returned for it."""
+    return f"m:{ref[1:]}" if ref.startswith("m") else f"o:{ref[1:]}"
+
+
+def _load_static() -> tuple[bytes, bytes]:
+    """The widget script (its stylesheet inlined, for the Shadow DOM) and the demo page."""
+    static = resources.files("bridge.channels.web") / "static"
+    script = (static / "widget.js").read_text(encoding="utf-8")
+    css = (static / "widget.css").read_text(encoding="utf-8")
+    script = script.replace('"__RELAYDESK_CSS__"', json.dumps(css))
+    demo = (static / "demo.html").read_text(encoding="utf-8")
+    return script.encode(), demo.encode()
