@@ -65,7 +65,8 @@ class Delivery:
     delete_of: str | None = (
         None  # delete the earlier message with this platform id (channel supports deletes)
     )
-    message_id: int | None = None  # the stored message this delivers (or corrects), for channels keeping history
+    # the stored message this delivers (or corrects), for channels keeping history
+    message_id: int | None = None
 
 
 @dataclass(frozen=True)
