@@ -98,8 +98,16 @@ class Desk:
     async def start(self) -> None:
         """Open storage, start plugins, replay what a crash left, then accept events and serve HTTP."""
         await init_db(self.config.storage.database)
-        for spec in self.config.plugins:
-            self.plugins[spec.instance_name] = await self._start_plugin(spec)
+        try:
+            for spec in self.config.plugins:
+                self.plugins[spec.instance_name] = await self._start_plugin(spec)
+        except BaseException:
+            # Undo what did start (a dev homeserver, connections, the database) before the error surfaces.
+            for name in reversed(list(self.plugins)):
+                await self._stop_plugin(name, self.plugins[name])
+            self.plugins.clear()
+            await close_db()
+            raise
         self._rebuild_pipeline()
         self._accepting = True
         await self.outbox.start()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -114,3 +115,16 @@ async def make_desk() -> AsyncIterator[DeskFactory]:
     for desk in running:
         if desk.plugins:
             await desk.stop(timeout=5)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_threads_left_behind() -> Iterator[None]:
+    """After the session, no database connection may be left open: its worker thread (not a daemon)
+    would keep pytest from exiting. A desk that failed to start used to leave one behind.
+    """
+    yield
+    left = [t for t in threading.enumerate() if "_connection_worker_thread" in t.name and t.is_alive()]
+    for thread in left:
+        thread.join(5)  # a connection closing right now finishes its thread
+    left = [t for t in left if t.is_alive()]
+    assert not left, f"database connections left open after the tests: {[t.name for t in left]}"
