@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 DEFAULT_DATABASE_URL = "sqlite://relaydesk.db"
@@ -37,10 +38,14 @@ def tortoise_config(url: str) -> dict[str, Any]:
     }
 
 
+_opened: list[BaseDBAsyncClient] = []  # connections init_db opened and close_db has not closed yet
+
+
 async def init_db(url: str | None = None) -> str:
     """Open the connection pool for ``url`` (the schema must already be migrated). Returns the URL used."""
     resolved = database_url(url)
     await Tortoise.init(config=tortoise_config(resolved))
+    _opened.append(connections.get("default"))
     if resolved.startswith("sqlite"):
         conn = connections.get("default")
         # WAL lets readers run beside the writer; NORMAL sync is crash-safe in WAL mode.
@@ -56,6 +61,11 @@ async def close_db() -> None:
     Forgetting the bindings lets one process open another database afterwards (tests switch
     between SQLite and PostgreSQL; a model keeps the first dialect's queries otherwise).
     """
+    # Tortoise keeps connections per context (a ContextVar): close_connections() only sees the calling
+    # task's. Close the ones init_db opened explicitly, so a desk stopped from another task (a test's
+    # fixture teardown, a signal handler) leaves no connection, and no worker thread, behind.
+    while _opened:
+        await _opened.pop().close()
     await Tortoise.close_connections()
     await Tortoise._reset_apps()
     # tortoise caches INSERT statements per connection *name*, across dialects
