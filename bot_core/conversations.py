@@ -15,6 +15,7 @@ from tortoise.transactions import in_transaction
 
 from bot_core.adapters import ConversationView, CustomerCard, EarlierConversation, IdentityView
 from bot_core.events import CustomerMessage, utcnow
+from storage import hot
 from storage.models import (
     Agent,
     Conversation,
@@ -40,17 +41,10 @@ class Opened:
 async def resolve_customer(msg: CustomerMessage) -> Opened:
     """Find or create the customer, the identity and the open conversation for ``msg``."""
     # Most messages continue an open conversation: one joined query finds all three rows.
-    open_now = (
-        await Conversation.filter(identity__channel=msg.channel, identity__external_id=msg.external_user_id)
-        .exclude(state=ConversationState.CLOSED)
-        .select_related("identity", "customer")
-        .order_by("-id")
-        .first()
-    )
-    if open_now is not None and _unchanged(open_now.identity, open_now.customer, msg):
-        open_now.last_customer_message_at = msg.timestamp
-        await open_now.save(update_fields=["last_customer_message_at", "updated_at"])
-        return Opened(open_now.customer, open_now.identity, open_now, False)
+    open_now = await hot.open_conversation_of(msg.channel, msg.external_user_id)
+    if open_now is not None and _unchanged(open_now[1], open_now[2], msg):
+        await hot.touch_conversation(open_now[0], msg.timestamp)
+        return Opened(open_now[2], open_now[1], open_now[0], False)
     identity = await Identity.get_or_none(channel=msg.channel, external_id=msg.external_user_id)
     if identity is None:
         try:

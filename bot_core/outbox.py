@@ -38,6 +38,7 @@ from bot_core.adapters import (
 from bot_core.conversations import conversation_view, customer_card
 from bot_core.events import Attachment, utcnow
 from bot_core.metrics import Metrics
+from storage import hot
 from storage.models import (
     Conversation,
     Identity,
@@ -290,15 +291,7 @@ class Outbox:
         """Send the lane's rows one at a time, in id order, until it is empty or its head must wait."""
         conversation_id, target = lane
         while not self._stopping:
-            row = (
-                await OutboxItem.filter(
-                    conversation_id=conversation_id,
-                    target=target,
-                    status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING],
-                )
-                .order_by("id")
-                .first()
-            )
+            row = await hot.outbox_lane_head(conversation_id, target)
             if row is None:
                 return
             now = utcnow()
@@ -311,10 +304,7 @@ class Outbox:
                 asyncio.get_running_loop().call_later(delay, self._kick, lane)
                 return
             claimed_until = now + timedelta(seconds=self.settings.claim_seconds)
-            claimed = await OutboxItem.filter(id=row.id, status=row.status).update(
-                status=OutboxStatus.SENDING, claimed_until=claimed_until
-            )
-            if not claimed:
+            if not await hot.claim_outbox_row(row.id, row.status, claimed_until):
                 return  # another worker was faster
             row.status, row.claimed_until = OutboxStatus.SENDING, claimed_until
             await self._deliver(row)
@@ -354,13 +344,7 @@ class Outbox:
                     "delivery raised", exc_info=True, extra={"outbox_id": row.id, "adapter": row.adapter}
                 )
         else:
-            row.status = OutboxStatus.SENT
-            row.external_message_id = external_id
-            row.claimed_until = None
-            row.attempts += 1
-            await row.save(
-                update_fields=["status", "external_message_id", "claimed_until", "attempts", "updated_at"]
-            )
+            await hot.mark_outbox_sent(row, external_id)
             self._metrics.messages_out.labels(row.adapter).inc()
 
     async def _send_to_customer(self, channel: Channel, row: OutboxItem) -> str:
@@ -447,9 +431,7 @@ class Outbox:
             )
             posted = await workspace.post_as_customer(room, view)
             if edit_of is None and row.message_id:
-                await Message.filter(id=row.message_id).update(
-                    workspace_message_id=posted.external_message_id
-                )
+                await hot.set_workspace_message_id(row.message_id, posted.external_message_id)
             return posted.external_message_id
         if kind == "card":
             conversation = await Conversation.get(id=row.conversation_id)

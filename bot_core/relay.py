@@ -35,6 +35,7 @@ from bot_core.events import (
 from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox
 from bot_core.pipeline import Pipeline
+from storage import hot
 from storage.bus import BusEntry
 from storage.models import (
     Agent,
@@ -104,7 +105,7 @@ class Relay:
 
     @staticmethod
     async def _done(receipt: InboundReceipt) -> None:
-        await InboundReceipt.filter(id=receipt.id).update(processed=True)
+        await hot.mark_receipt_processed(receipt.id)
 
     # -- customer side -------------------------------------------------------------------------
 

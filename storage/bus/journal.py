@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from storage import hot
 from storage.models import BusJournalEntry
 
 JournalRecord = tuple[str, str, dict[str, Any]]
@@ -52,7 +53,7 @@ class DbJournal:
 
     async def remove(self, entry_id: str) -> None:
         """Delete the row of an acknowledged entry."""
-        await BusJournalEntry.filter(id=int(entry_id)).delete()
+        await hot.delete_journal_entry(int(entry_id))
 
     async def load(self) -> list[JournalRecord]:
         """Every row still in the table, ordered by id (the append order)."""

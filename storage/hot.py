@@ -1,0 +1,193 @@
+"""Hand-written SQL for the statements every relayed message runs.
+
+tortoise builds each queryset's SQL anew (pypika objects, filter resolution, copies): about 0.3 to 0.5 ms
+of CPU per statement on a small VM, several times the cost of running it on SQLite. The few
+statements below run once or twice per message, so they are written once, as plain SQL, and sent
+through tortoise's own connection (the same transactions, locks and error translation). Column lists
+come from the models' metadata, so they follow the schema; rows become model instances through
+tortoise's own ``_init_from_db``, so values decode exactly as a queryset would decode them.
+
+SQL here uses ``?`` placeholders; on PostgreSQL they become ``$1, $2, ...``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from tortoise import connections, timezone
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.models import Model
+
+from storage.models import (
+    BusJournalEntry,
+    Conversation,
+    ConversationState,
+    Customer,
+    Identity,
+    InboundReceipt,
+    OutboxItem,
+    OutboxStatus,
+)
+
+M = TypeVar("M", bound=Model)
+
+
+def _connection() -> BaseDBAsyncClient:
+    """The default connection, or the transaction the calling task is in."""
+    conn: BaseDBAsyncClient = connections.get("default")
+    return conn
+
+
+@functools.cache
+def _dialect_sql(sql: str, dialect: str) -> str:
+    """``sql`` with its ``?`` placeholders numbered ``$1, $2, ...`` for PostgreSQL (as written for SQLite)."""
+    if dialect != "postgres":
+        return sql
+    parts = sql.split("?")
+    return "".join(f"{part}${i}" if i < len(parts) else part for i, part in enumerate(parts, start=1))
+
+
+async def _query(sql: str, values: Sequence[Any]) -> tuple[int, Sequence[Any]]:
+    """Run one statement; (rows changed or returned, rows)."""
+    conn = _connection()
+    return await conn.execute_query(_dialect_sql(sql, conn.capabilities.dialect), list(values))
+
+
+@functools.cache
+def _columns(model: type[Model], prefix: str = "", table: str = "") -> str:
+    """The model's columns for a SELECT list (``"t"."col" "prefix_col"`` when aliased for a join)."""
+    qualify = f'"{table}".' if table else ""
+    return ", ".join(
+        f'{qualify}"{column}"' + (f' "{prefix}{column}"' if prefix else "")
+        for column in sorted(model._meta.db_fields)
+    )
+
+
+def _db_datetime(model: type[Model], field: str, value: datetime | None) -> Any:
+    """``value`` as tortoise writes it into ``model.field`` (its time zone handling, its encoding)."""
+    return model._meta.fields_map[field].to_db_value(value, model)
+
+
+def _load(model: type[M], row: Any, prefix: str = "") -> M:
+    """A model instance from a result row (columns optionally prefixed, as :func:`_columns` names them)."""
+    data = dict(row)
+    if prefix:
+        data = {column: data[prefix + column] for column in model._meta.db_fields}
+    return model._init_from_db(**data)
+
+
+# -- the in-process bus's journal ------------------------------------------------------------------
+
+
+async def delete_journal_entry(entry_id: int) -> None:
+    """Forget one acknowledged bus entry."""
+    await _query(f'DELETE FROM "{BusJournalEntry._meta.db_table}" WHERE "id"=?', [entry_id])
+
+
+# -- inbound -----------------------------------------------------------------------------------------
+
+
+async def mark_receipt_processed(receipt_id: int) -> None:
+    """Mark an inbound event as fully handled (a replay of it is then dropped as a duplicate)."""
+    await _query(
+        f'UPDATE "{InboundReceipt._meta.db_table}" SET "processed"=? WHERE "id"=?', [True, receipt_id]
+    )
+
+
+async def open_conversation_of(
+    channel: str, external_id: str
+) -> tuple[Conversation, Identity, Customer] | None:
+    """The newest conversation of this channel identity that is not closed, with its identity and customer."""
+    sql = (
+        f"SELECT {_columns(Conversation, 'v_', 'v')}, {_columns(Identity, 'i_', 'i')}, "
+        f"{_columns(Customer, 'c_', 'c')} "
+        'FROM "conversation" "v" '
+        'JOIN "identity" "i" ON "i"."id"="v"."identity_id" '
+        'JOIN "customer" "c" ON "c"."id"="v"."customer_id" '
+        'WHERE "i"."channel"=? AND "i"."external_id"=? AND "v"."state"<>? '
+        'ORDER BY "v"."id" DESC LIMIT 1'
+    )
+    _count, rows = await _query(sql, [channel, external_id, ConversationState.CLOSED.value])
+    if not rows:
+        return None
+    row = rows[0]
+    return _load(Conversation, row, "v_"), _load(Identity, row, "i_"), _load(Customer, row, "c_")
+
+
+async def touch_conversation(conversation: Conversation, at: datetime) -> None:
+    """Note a new customer message at ``at`` on ``conversation`` (in the row and on the instance)."""
+    now = timezone.now()
+    await _query(
+        'UPDATE "conversation" SET "last_customer_message_at"=?, "updated_at"=? WHERE "id"=?',
+        [
+            _db_datetime(Conversation, "last_customer_message_at", at),
+            _db_datetime(Conversation, "updated_at", now),
+            conversation.id,
+        ],
+    )
+    conversation.last_customer_message_at = at
+    conversation.updated_at = now
+
+
+# -- the outbox --------------------------------------------------------------------------------------
+
+
+async def outbox_lane_head(conversation_id: int | None, target: str) -> OutboxItem | None:
+    """The oldest row of a lane (a conversation's rows for one target) that is pending or being sent."""
+    conversation_test = '"conversation_id"=?' if conversation_id is not None else '"conversation_id" IS NULL'
+    values: list[Any] = [target, OutboxStatus.PENDING.value, OutboxStatus.SENDING.value]
+    if conversation_id is not None:
+        values.insert(0, conversation_id)
+    sql = (
+        f'SELECT {_columns(OutboxItem)} FROM "outbox_item" WHERE {conversation_test} '
+        'AND "target"=? AND "status" IN (?,?) ORDER BY "id" LIMIT 1'
+    )
+    _count, rows = await _query(sql, values)
+    return _load(OutboxItem, rows[0]) if rows else None
+
+
+async def claim_outbox_row(row_id: int, status: OutboxStatus, until: datetime) -> bool:
+    """Mark a row ``sending`` until ``until`` if it is still in ``status``; False if another worker was faster."""
+    changed, _rows = await _query(
+        'UPDATE "outbox_item" SET "status"=?, "claimed_until"=? WHERE "id"=? AND "status"=?',
+        [OutboxStatus.SENDING.value, _db_datetime(OutboxItem, "claimed_until", until), row_id, status.value],
+    )
+    return changed > 0
+
+
+async def mark_outbox_sent(row: OutboxItem, external_message_id: str) -> None:
+    """Record a delivered row: ``sent``, the platform's id for it, one more attempt, no claim (row and instance)."""
+    attempts, at = row.attempts + 1, timezone.now()
+    await _query(
+        'UPDATE "outbox_item" SET "status"=?, "external_message_id"=?, "claimed_until"=NULL, '
+        '"attempts"=?, "updated_at"=? WHERE "id"=?',
+        [
+            OutboxStatus.SENT.value,
+            external_message_id,
+            attempts,
+            _db_datetime(OutboxItem, "updated_at", at),
+            row.id,
+        ],
+    )
+    row.status, row.external_message_id, row.claimed_until = OutboxStatus.SENT, external_message_id, None
+    row.attempts, row.updated_at = attempts, at
+
+
+async def set_workspace_message_id(message_id: int, external_id: str) -> None:
+    """Remember which room event shows a stored message (edits and replies find it by this id)."""
+    await _query('UPDATE "message" SET "workspace_message_id"=? WHERE "id"=?', [external_id, message_id])
+
+
+__all__ = [
+    "claim_outbox_row",
+    "delete_journal_entry",
+    "mark_outbox_sent",
+    "mark_receipt_processed",
+    "open_conversation_of",
+    "outbox_lane_head",
+    "set_workspace_message_id",
+    "touch_conversation",
+]

@@ -1,0 +1,126 @@
+"""The hand-written hot statements on both databases: they read and write what the ORM reads and writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from storage import hot
+from storage.db import close_db, init_db
+from storage.models import (
+    BusJournalEntry,
+    Conversation,
+    ConversationState,
+    Customer,
+    Direction,
+    Identity,
+    InboundReceipt,
+    Message,
+    OutboxItem,
+    OutboxStatus,
+    OutboxTarget,
+)
+
+
+async def _alice() -> tuple[Customer, Identity]:
+    alice = await Customer.create(display_name="Alice", attributes={"order": "42"}, tags=["vip"])
+    identity = await Identity.create(customer=alice, channel="telegram", external_id="1001", display_name="Alice")
+    return alice, identity
+
+
+async def test_the_open_conversation_is_found_with_its_identity_and_customer(database_url: str) -> None:
+    await init_db(database_url)
+    try:
+        alice, identity = await _alice()
+        assert await hot.open_conversation_of("telegram", "1001") is None
+        await Conversation.create(customer=alice, identity=identity, state=ConversationState.CLOSED)
+        assert await hot.open_conversation_of("telegram", "1001") is None  # closed ones do not count
+        older = await Conversation.create(customer=alice, identity=identity)
+        newer = await Conversation.create(customer=alice, identity=identity, state=ConversationState.QUEUED)
+
+        found = await hot.open_conversation_of("telegram", "1001")
+        assert found is not None
+        conversation, found_identity, customer = found
+        assert conversation.id == newer.id != older.id
+        assert conversation.state is ConversationState.QUEUED
+        assert (found_identity.id, found_identity.display_name) == (identity.id, "Alice")
+        assert (customer.id, customer.attributes, customer.tags) == (alice.id, {"order": "42"}, ["vip"])
+        assert await hot.open_conversation_of("telegram", "other") is None
+
+        at = datetime(2026, 11, 23, 12, 30, 15, 123456, tzinfo=UTC)
+        await hot.touch_conversation(conversation, at)
+        reread = await Conversation.get(id=newer.id)
+        assert reread.last_customer_message_at == at == conversation.last_customer_message_at
+        assert reread.updated_at == conversation.updated_at
+        # the ORM's own filters compare the written values correctly
+        assert await Conversation.filter(last_customer_message_at__gte=at).count() == 1
+        assert await Conversation.filter(last_customer_message_at__gt=at).count() == 0
+    finally:
+        await close_db()
+
+
+async def test_outbox_lane_claim_and_sent(database_url: str) -> None:
+    await init_db(database_url)
+    try:
+        alice, identity = await _alice()
+        conversation = await Conversation.create(customer=alice, identity=identity)
+        message = await Message.create(
+            conversation=conversation, direction=Direction.INBOUND, text="hi", channel="telegram"
+        )
+        now = datetime.now(UTC)
+        rows = [
+            await OutboxItem.create(
+                idempotency_key=f"k{i}",
+                target=OutboxTarget.ROOM,
+                adapter="matrix",
+                address="",
+                conversation=conversation,
+                message=message,
+                payload={"kind": "customer_message", "text": f"hello {i}"},
+                next_attempt_at=now,
+            )
+            for i in range(2)
+        ]
+        assert await hot.outbox_lane_head(conversation.id, "customer") is None  # another lane
+        head = await hot.outbox_lane_head(conversation.id, "room")
+        assert head is not None and head.id == rows[0].id
+        assert head.payload == {"kind": "customer_message", "text": "hello 0"}
+        assert head.status is OutboxStatus.PENDING and head.target is OutboxTarget.ROOM
+
+        until = now + timedelta(seconds=60)
+        assert await hot.claim_outbox_row(head.id, OutboxStatus.PENDING, until)
+        assert not await hot.claim_outbox_row(head.id, OutboxStatus.PENDING, until)  # claimed already
+        claimed = await OutboxItem.get(id=head.id)
+        assert (claimed.status, claimed.claimed_until) == (OutboxStatus.SENDING, until)
+        assert await OutboxItem.filter(claimed_until__lt=until + timedelta(seconds=1)).count() == 1
+
+        await hot.mark_outbox_sent(head, "$event")
+        await hot.set_workspace_message_id(message.id, "$event")
+        sent = await OutboxItem.get(id=head.id)
+        assert (sent.status, sent.external_message_id, sent.claimed_until, sent.attempts) == (
+            OutboxStatus.SENT,
+            "$event",
+            None,
+            1,
+        )
+        assert (head.status, head.attempts) == (OutboxStatus.SENT, 1)
+        assert (await Message.get(id=message.id)).workspace_message_id == "$event"
+        next_head = await hot.outbox_lane_head(conversation.id, "room")
+        assert next_head is not None and next_head.id == rows[1].id
+    finally:
+        await close_db()
+
+
+async def test_receipt_and_journal_statements(database_url: str) -> None:
+    await init_db(database_url)
+    try:
+        receipt = await InboundReceipt.create(source="telegram", external_id="update-9")
+        await hot.mark_receipt_processed(receipt.id)
+        assert (await InboundReceipt.get(id=receipt.id)).processed is True
+
+        keep = await BusJournalEntry.create(key="a", payload={"n": 1})
+        gone = await BusJournalEntry.create(key="b", payload={"n": 2})
+        await hot.delete_journal_entry(gone.id)
+        await hot.delete_journal_entry(gone.id)  # already gone: nothing happens
+        assert await BusJournalEntry.all().values_list("id", flat=True) == [keep.id]
+    finally:
+        await close_db()
