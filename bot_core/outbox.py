@@ -159,7 +159,7 @@ class Outbox:
         message: Message | None,
     ) -> OutboxItem:
         try:
-            row = await OutboxItem.create(
+            row = await hot.insert_outbox_row(
                 idempotency_key=key,
                 target=target,
                 adapter=adapter,

@@ -91,7 +91,7 @@ class Relay:
     async def _receipt(self, source: str, external_id: str) -> InboundReceipt | None:
         """The receipt to handle this event under, or None if it was fully handled before (a duplicate)."""
         try:
-            receipt = await InboundReceipt.create(source=source, external_id=external_id)
+            receipt = await hot.insert_receipt(source, external_id)
             receipt.fresh = True
             return receipt
         except IntegrityError:
@@ -146,7 +146,7 @@ class Relay:
                 channel=msg.channel, channel_message_id=msg.external_message_id, direction=Direction.INBOUND
             ).first()
         if message is None:
-            message = await Message.create(
+            message = await hot.insert_message(
                 conversation_id=conversation.id,
                 direction=Direction.INBOUND,
                 author=msg.display_name or msg.external_user_id,

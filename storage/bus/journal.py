@@ -48,8 +48,7 @@ class DbJournal:
         """Insert one row; its auto-increment primary key (as a string) is the entry id."""
         if len(key) > self.MAX_KEY_LENGTH:
             raise ValueError(f"bus key longer than {self.MAX_KEY_LENGTH} characters: {key[:40]!r}...")
-        row = await BusJournalEntry.create(key=key, payload=payload)
-        return str(row.id)
+        return str(await hot.append_journal_entry(key, payload))
 
     async def remove(self, entry_id: str) -> None:
         """Delete the row of an acknowledged entry."""

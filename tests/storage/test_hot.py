@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from tortoise.exceptions import IntegrityError, ValidationError
+
 from storage import hot
 from storage.db import close_db, init_db
 from storage.models import (
@@ -122,5 +125,74 @@ async def test_receipt_and_journal_statements(database_url: str) -> None:
         await hot.delete_journal_entry(gone.id)
         await hot.delete_journal_entry(gone.id)  # already gone: nothing happens
         assert await BusJournalEntry.all().values_list("id", flat=True) == [keep.id]
+    finally:
+        await close_db()
+
+
+async def test_inserts_write_what_create_writes(database_url: str) -> None:
+    await init_db(database_url)
+    try:
+        alice, identity = await _alice()
+        conversation = await Conversation.create(customer=alice, identity=identity)
+        message = await hot.insert_message(
+            conversation_id=conversation.id,
+            direction=Direction.INBOUND,
+            author="Alice",
+            text="你好, where is my order?",
+            attachments=[{"kind": "image", "name": "receipt.png"}],
+            channel="telegram",
+            channel_message_id="77",
+        )
+        stored = await Message.get(id=message.id)
+        for column in ("id", "direction", "author", "text", "attachments", "channel", "channel_message_id"):
+            assert getattr(stored, column) == getattr(message, column), column
+        assert stored.edits == [] == message.edits  # the model's default
+        assert stored.workspace_message_id is None and stored.edited_at is None
+        assert stored.created_at == message.created_at
+        assert stored.direction is Direction.INBOUND
+
+        row = await hot.insert_outbox_row(
+            idempotency_key="telegram:77:mirror",
+            target=OutboxTarget.ROOM,
+            adapter="matrix",
+            address="",
+            conversation_id=conversation.id,
+            message_id=message.id,
+            payload={"kind": "customer_message", "text": "你好"},
+            next_attempt_at=datetime.now(UTC),
+        )
+        stored_row = await OutboxItem.get(id=row.id)
+        assert (stored_row.status, stored_row.attempts, stored_row.payload) == (
+            OutboxStatus.PENDING,
+            0,
+            {"kind": "customer_message", "text": "你好"},
+        )
+        assert stored_row.next_attempt_at == row.next_attempt_at
+        with pytest.raises(IntegrityError):  # the idempotency key is unique, as with create()
+            await hot.insert_outbox_row(
+                idempotency_key="telegram:77:mirror",
+                target=OutboxTarget.ROOM,
+                adapter="matrix",
+                address="",
+                next_attempt_at=datetime.now(UTC),
+            )
+
+        receipt = await hot.insert_receipt("telegram", "update-1")
+        assert (await InboundReceipt.get(id=receipt.id)).processed is False
+        with pytest.raises(IntegrityError):  # how replays are recognised
+            await hot.insert_receipt("telegram", "update-1")
+
+        first = await hot.append_journal_entry("conv:1", {"type": "customer_message", "text": "hi"})
+        second = await hot.append_journal_entry("conv:1", {"n": 2})
+        assert second > first
+        assert (await BusJournalEntry.get(id=first)).payload == {"type": "customer_message", "text": "hi"}
+
+        with pytest.raises(ValidationError):  # too long for the column: refused before the database sees it
+            await hot.insert_receipt("x" * 51, "update-2")
+        with pytest.raises(ValidationError, match="external_id"):
+            await hot.insert_receipt("telegram", None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="OutboxItem.next_attempt_at is required"):
+            await hot.insert_outbox_row(idempotency_key="k", target=OutboxTarget.ROOM, adapter="m", address="")
+        assert await InboundReceipt.all().count() == 1
     finally:
         await close_db()
