@@ -20,7 +20,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
@@ -67,6 +67,7 @@ class OutboxSettings:
     concurrency: int = 64
     poll_interval: float = 1.0
     scan_limit: int = 2000
+    """At most this many lanes (conversation and target) are looked at per periodic scan, oldest first."""
 
 
 def _preview(text: str) -> str:
@@ -243,29 +244,18 @@ class Outbox:
     async def _dispatch_ready(self) -> float:
         """Claim the head row of every ready lane; returns how long to wait before the next scan."""
         now = utcnow()
-        rows = (
-            await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING])
-            .order_by("id")
-            .limit(self.settings.scan_limit)
-            .values("id", "conversation_id", "target", "status", "next_attempt_at", "claimed_until")
-        )
-        depth = len(rows)
-        if depth >= self.settings.scan_limit:
-            depth = await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).count()
-        self._metrics.outbox_depth.set(depth)
-        heads: dict[tuple[int | None, str], dict[str, Any]] = {}
-        for row in rows:
-            heads.setdefault((row["conversation_id"], str(row["target"])), row)
+        heads = await hot.outbox_lane_heads(self.settings.scan_limit)
+        self._metrics.outbox_depth.set(await hot.outbox_depth())
         delay = self.settings.poll_interval
-        for lane, row in heads.items():
+        for row in heads:
+            lane = (row.conversation_id, row.target)
             if lane in self._inflight:
                 continue
-            if row["status"] == OutboxStatus.SENDING:
-                claimed_until: datetime | None = row["claimed_until"]
-                if claimed_until is not None and claimed_until >= now:
+            if row.status is OutboxStatus.SENDING:
+                if row.claimed_until is not None and row.claimed_until >= now:
                     continue  # another worker is sending it
-            elif row["next_attempt_at"] > now:
-                delay = min(delay, (row["next_attempt_at"] - now).total_seconds())
+            elif row.next_attempt_at > now:
+                delay = min(delay, (row.next_attempt_at - now).total_seconds())
                 continue
             self._kick(lane)
         return max(delay, 0.0)

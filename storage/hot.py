@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -239,6 +240,47 @@ async def outbox_lane_head(conversation_id: int | None, target: str) -> OutboxIt
     return _load(OutboxItem, rows[0]) if rows else None
 
 
+@dataclass(frozen=True)
+class LaneHead:
+    """The oldest unsent row of one outbox lane, as the periodic scan needs it."""
+
+    id: int
+    conversation_id: int | None
+    target: str
+    status: OutboxStatus
+    next_attempt_at: datetime
+    claimed_until: datetime | None
+
+
+def _aware(value: Any) -> Any:
+    """A datetime column's value as an aware datetime (SQLite returns ISO text)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+async def outbox_lane_heads(limit: int) -> list[LaneHead]:
+    """The head row of every lane that has rows pending or being sent (at most ``limit`` lanes, oldest first)."""
+    sql = (
+        'SELECT "o"."id", "o"."conversation_id", "o"."target", "o"."status", "o"."next_attempt_at", '
+        '"o"."claimed_until" FROM "outbox_item" "o" JOIN ('
+        'SELECT MIN("id") "head" FROM "outbox_item" WHERE "status" IN (?,?) '
+        'GROUP BY "conversation_id", "target") "h" ON "h"."head"="o"."id" ORDER BY "o"."id" LIMIT ?'
+    )
+    _count, rows = await _query(sql, [OutboxStatus.PENDING.value, OutboxStatus.SENDING.value, limit])
+    return [
+        LaneHead(row[0], row[1], str(row[2]), OutboxStatus(row[3]), _aware(row[4]), _aware(row[5]))
+        for row in rows
+    ]
+
+
+async def outbox_depth() -> int:
+    """How many rows are pending or being sent."""
+    _count, rows = await _query(
+        'SELECT COUNT(*) FROM "outbox_item" WHERE "status" IN (?,?)',
+        [OutboxStatus.PENDING.value, OutboxStatus.SENDING.value],
+    )
+    return int(rows[0][0])
+
+
 async def claim_outbox_row(row_id: int, status: OutboxStatus, until: datetime) -> bool:
     """Mark a row ``sending`` until ``until`` if it is still in ``status``; False if another worker was faster."""
     changed, _rows = await _query(
@@ -272,6 +314,7 @@ async def set_workspace_message_id(message_id: int, external_id: str) -> None:
 
 
 __all__ = [
+    "LaneHead",
     "append_journal_entry",
     "claim_outbox_row",
     "delete_journal_entry",
@@ -281,7 +324,9 @@ __all__ = [
     "mark_outbox_sent",
     "mark_receipt_processed",
     "open_conversation_of",
+    "outbox_depth",
     "outbox_lane_head",
+    "outbox_lane_heads",
     "set_workspace_message_id",
     "touch_conversation",
 ]

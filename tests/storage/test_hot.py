@@ -196,3 +196,48 @@ async def test_inserts_write_what_create_writes(database_url: str) -> None:
         assert await InboundReceipt.all().count() == 1
     finally:
         await close_db()
+
+
+async def test_the_scan_sees_one_head_per_lane_and_the_depth(database_url: str) -> None:
+    await init_db(database_url)
+    try:
+        alice, identity = await _alice()
+        one = await Conversation.create(customer=alice, identity=identity)
+        two = await Conversation.create(customer=alice, identity=identity)
+        now = datetime.now(UTC).replace(microsecond=0)
+
+        async def row(key: str, conversation: Conversation | None, target: OutboxTarget) -> OutboxItem:
+            return await OutboxItem.create(
+                idempotency_key=key,
+                target=target,
+                adapter="matrix",
+                address="",
+                conversation=conversation,
+                next_attempt_at=now,
+            )
+
+        first = await row("a", one, OutboxTarget.ROOM)
+        await row("b", one, OutboxTarget.ROOM)
+        customer_head = await row("c", one, OutboxTarget.CUSTOMER)
+        done = await row("d", two, OutboxTarget.ROOM)
+        done.status = OutboxStatus.SENT
+        await done.save()
+        two_head = await row("e", two, OutboxTarget.ROOM)
+        no_conversation = await row("f", None, OutboxTarget.ROOM)
+        claimed_until = now + timedelta(seconds=60)
+        await OutboxItem.filter(id=two_head.id).update(status=OutboxStatus.SENDING, claimed_until=claimed_until)
+
+        heads = await hot.outbox_lane_heads(100)
+        assert [(h.id, h.conversation_id, h.target) for h in heads] == [
+            (first.id, one.id, "room"),
+            (customer_head.id, one.id, "customer"),
+            (two_head.id, two.id, "room"),
+            (no_conversation.id, None, "room"),
+        ]
+        assert heads[0].status is OutboxStatus.PENDING and heads[0].next_attempt_at == now
+        assert heads[0].claimed_until is None
+        assert (heads[2].status, heads[2].claimed_until) == (OutboxStatus.SENDING, claimed_until)
+        assert [h.id for h in await hot.outbox_lane_heads(2)] == [first.id, customer_head.id]
+        assert await hot.outbox_depth() == 5  # every row but the sent one
+    finally:
+        await close_db()
