@@ -7,11 +7,13 @@ from typing import Any
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 DEFAULT_DATABASE_URL = "sqlite://relaydesk.db"
 MODELS_MODULE = "storage.models"
 MIGRATIONS_MODULE = "storage.migrations"
+SQLITE_ENGINE = "storage.sqlite_inline"
 
 
 def database_url(explicit: str | None = None) -> str:
@@ -21,11 +23,15 @@ def database_url(explicit: str | None = None) -> str:
 
 def tortoise_config(url: str) -> dict[str, Any]:
     """The tortoise-orm config dict for one database URL."""
+    connection: str | dict[str, Any] = url
     if url.startswith("postgres://") or url.startswith("postgresql://"):
         # asyncpg is the production driver; tortoise names its scheme asyncpg://
-        url = "asyncpg://" + url.split("://", 1)[1]
+        connection = "asyncpg://" + url.split("://", 1)[1]
+    elif url.startswith("sqlite://"):
+        connection = expand_db_url(url)
+        connection["engine"] = SQLITE_ENGINE  # statements run on the loop's thread: see storage.sqlite_inline
     return {
-        "connections": {"default": url},
+        "connections": {"default": connection},
         "apps": {
             "models": {
                 "models": [MODELS_MODULE],
@@ -48,9 +54,10 @@ async def init_db(url: str | None = None) -> str:
     _opened.append(connections.get("default"))
     if resolved.startswith("sqlite"):
         conn = connections.get("default")
-        # WAL lets readers run beside the writer; NORMAL sync is crash-safe in WAL mode.
+        # WAL lets readers run beside the writer; NORMAL sync is crash-safe in WAL mode. No busy
+        # timeout: a locked statement is retried without blocking the loop (storage.sqlite_inline).
         await conn.execute_script(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=0;"
         )
     return resolved
 

@@ -26,7 +26,9 @@ from storage.models import (
 
 async def _alice() -> tuple[Customer, Identity]:
     alice = await Customer.create(display_name="Alice", attributes={"order": "42"}, tags=["vip"])
-    identity = await Identity.create(customer=alice, channel="telegram", external_id="1001", display_name="Alice")
+    identity = await Identity.create(
+        customer=alice, channel="telegram", external_id="1001", display_name="Alice"
+    )
     return alice, identity
 
 
@@ -191,8 +193,10 @@ async def test_inserts_write_what_create_writes(database_url: str) -> None:
             await hot.insert_receipt("x" * 51, "update-2")
         with pytest.raises(ValidationError, match="external_id"):
             await hot.insert_receipt("telegram", None)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="OutboxItem.next_attempt_at is required"):
-            await hot.insert_outbox_row(idempotency_key="k", target=OutboxTarget.ROOM, adapter="m", address="")
+        with pytest.raises(TypeError, match=r"OutboxItem\.next_attempt_at is required"):
+            await hot.insert_outbox_row(
+                idempotency_key="k", target=OutboxTarget.ROOM, adapter="m", address=""
+            )
         assert await InboundReceipt.all().count() == 1
     finally:
         await close_db()
@@ -225,7 +229,9 @@ async def test_the_scan_sees_one_head_per_lane_and_the_depth(database_url: str) 
         two_head = await row("e", two, OutboxTarget.ROOM)
         no_conversation = await row("f", None, OutboxTarget.ROOM)
         claimed_until = now + timedelta(seconds=60)
-        await OutboxItem.filter(id=two_head.id).update(status=OutboxStatus.SENDING, claimed_until=claimed_until)
+        await OutboxItem.filter(id=two_head.id).update(
+            status=OutboxStatus.SENDING, claimed_until=claimed_until
+        )
 
         heads = await hot.outbox_lane_heads(100)
         assert [(h.id, h.conversation_id, h.target) for h in heads] == [

@@ -1,0 +1,71 @@
+"""The in-loop SQLite client: a writer waiting for another connection's lock does not block the loop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from tortoise.exceptions import OperationalError
+
+from storage import sqlite_inline
+from storage.db import close_db, init_db, tortoise_config
+from storage.models import Customer
+from storage.sqlite_inline import InlineSqliteClient
+
+
+async def _client(path: Path) -> InlineSqliteClient:
+    client = InlineSqliteClient(str(path), connection_name="test")
+    await client.create_connection(with_db=True)
+    return client
+
+
+async def test_sqlite_urls_use_the_inline_client(sqlite_url: str) -> None:
+    assert tortoise_config(sqlite_url)["connections"]["default"]["engine"] == "storage.sqlite_inline"
+    await init_db(sqlite_url)
+    try:
+        alice = await Customer.create(display_name="Alice", attributes={"plan": "gold"})
+        assert (await Customer.get(id=alice.id)).attributes == {"plan": "gold"}
+    finally:
+        await close_db()
+
+
+async def test_a_locked_write_waits_without_blocking_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    holder, waiter = await _client(path), await _client(path)
+    try:
+        await holder.execute_script("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER)")
+        await holder.execute_query("BEGIN IMMEDIATE")  # holds the write lock until the commit below
+        await holder.execute_query("INSERT INTO t VALUES (1)")
+
+        write = asyncio.create_task(waiter.execute_query("INSERT INTO t VALUES (2)"))
+        ticks = 0
+        while ticks < 20:  # the loop keeps running while the second writer waits
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not write.done()
+        await holder.execute_query("COMMIT")
+        # the holder committed (possible only because the loop ran): the waiting write goes through
+        await asyncio.wait_for(write, timeout=5)
+        _count, rows = await holder.execute_query("SELECT n FROM t ORDER BY n")
+        assert [row[0] for row in rows] == [1, 2]
+    finally:
+        await holder.close()
+        await waiter.close()
+
+
+async def test_a_lock_held_too_long_gives_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_inline, "BUSY_TIMEOUT", 0.05)
+    path = tmp_path / "stuck.db"
+    holder, waiter = await _client(path), await _client(path)
+    try:
+        await holder.execute_script("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER)")
+        await holder.execute_query("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"):
+            await waiter.execute_query("INSERT INTO t VALUES (2)")
+        await holder.execute_query("ROLLBACK")
+    finally:
+        await holder.close()
+        await waiter.close()
