@@ -97,22 +97,37 @@ def _load(model: type[M], row: Any, prefix: str = "") -> M:
     return model._init_from_db(**data)
 
 
+@dataclass(frozen=True)
+class _InsertColumn:
+    """How :func:`_insert` fills one column."""
+
+    name: str
+    field: Field[Any]
+    auto_now: bool
+    """Set to the current time when not given (``auto_now`` / ``auto_now_add``)."""
+    default: Any
+    """The model's default when not given: a value, a factory (``callable``) or None."""
+
+
 @functools.cache
-def _insert_plan(model: type[Model]) -> tuple[tuple[str, Field[Any]], ...]:
-    """(column, field) of every column an INSERT writes: all but a generated primary key."""
+def _insert_plan(model: type[Model]) -> tuple[_InsertColumn, ...]:
+    """Every column an INSERT writes (all but a generated primary key), in a fixed order."""
     meta = model._meta
-    return tuple(
-        (column, meta.fields_map[name])
-        for name, column in meta.fields_db_projection.items()
-        if not (name == meta.pk_attr and meta.pk.generated)
-    )
+    plan = []
+    for name, column in meta.fields_db_projection.items():
+        if name == meta.pk_attr and meta.pk.generated:
+            continue
+        field = meta.fields_map[name]
+        auto = bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
+        plan.append(_InsertColumn(column, field, auto, field.default))
+    return tuple(plan)
 
 
 @functools.cache
 def _insert_sql(model: type[Model], dialect: str) -> str:
     """The INSERT statement of :func:`_insert` (with ``RETURNING`` the new id on PostgreSQL)."""
     plan = _insert_plan(model)
-    columns = ", ".join(f'"{column}"' for column, _field in plan)
+    columns = ", ".join(f'"{column.name}"' for column in plan)
     sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({", ".join("?" * len(plan))})'
     if dialect == "postgres":
         sql += f' RETURNING "{model._meta.db_pk_column}"'
@@ -122,28 +137,28 @@ def _insert_sql(model: type[Model], dialect: str) -> str:
 async def _insert(model: type[M], **given: Any) -> M:
     """Insert one row as ``model.create(**given)`` would (defaults, auto timestamps, validation); the instance.
 
-    ``given`` is keyed by column name (``conversation_id``, not ``conversation``). A duplicate key raises
-    tortoise's ``IntegrityError``, as ``create`` does.
+    ``given`` is keyed by column name (``conversation_id``, not ``conversation``). A value the field
+    refuses raises tortoise's ``ValidationError`` and a duplicate key its ``IntegrityError``, as
+    ``create`` does.
     """
     conn = _connection()
     dialect = conn.capabilities.dialect
     now = timezone.now()
     values: dict[str, Any] = {}
     params: list[Any] = []
-    for column, field in _insert_plan(model):
-        if column in given:
-            value = given[column]
-        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+    for column in _insert_plan(model):
+        if column.name in given:
+            value = given[column.name]
+        elif column.auto_now:
             value = now
-        elif field.default is not None:
-            value = field.default() if callable(field.default) else field.default
-        elif field.null:
+        elif column.default is not None:
+            value = column.default() if callable(column.default) else column.default
+        elif column.field.null:
             value = None
         else:
-            raise TypeError(f"{model.__name__}.{column} is required")
-        field.validate(value)
-        values[column] = value
-        params.append(field.to_db_value(value, model))
+            raise TypeError(f"{model.__name__}.{column.name} is required")
+        values[column.name] = value
+        params.append(column.field.to_db_value(value, model))  # validates, as create() does
     inserted = await conn.execute_insert(_insert_sql(model, dialect), params)
     values[model._meta.db_pk_column] = inserted[0] if dialect == "postgres" else inserted
     return model._init_from_db(**values)
