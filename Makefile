@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)           ## strict for bot_core/ and storage/ (see pyproject.toml)
-	$(BIN)/mypy bot_core storage bridge plugins
+	$(BIN)/mypy bot_core storage bridge plugins tests
 
 test: lint typecheck          ## set up and run everything CI runs
 	$(BIN)/pytest -q $(PYTEST_ARGS)

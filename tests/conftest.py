@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
@@ -103,10 +104,10 @@ async def make_desk() -> AsyncIterator[DeskFactory]:
         desk = Desk(
             config,
             serve_http=serve_http,
-            outbox_settings=kwargs.pop("outbox", FAST_OUTBOX),  # type: ignore[arg-type]
+            outbox_settings=cast(OutboxSettings, kwargs.pop("outbox", FAST_OUTBOX)),
             scheduler_poll=0.1,
-            **kwargs,
-        )  # type: ignore[arg-type]
+            **kwargs,  # type: ignore[arg-type]
+        )
         await desk.start()
         running.append(desk)
         return desk

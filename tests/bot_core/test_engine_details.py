@@ -191,7 +191,7 @@ async def test_shutdown_finishes_work_in_flight_and_refuses_new_events(
         # the delivery in flight was finished, not cut off; rows nobody had picked up yet (e.g. the card
         # update after the answer) may stay pending: the next start sends them
         assert not await OutboxItem.filter(status=OutboxStatus.SENDING).exists()
-        to_customer = await OutboxItem.filter(target=OutboxTarget.CUSTOMER).values_list("status", flat=True)
+        to_customer = [row.status for row in await OutboxItem.filter(target=OutboxTarget.CUSTOMER)]
         assert to_customer == [OutboxStatus.SENT]
     finally:
         await close_db()

@@ -82,10 +82,7 @@ async def test_blocked_customer_is_marked_unreachable(sqlite_url: str, make_desk
     assert identity.reachable is False
     assert "blocked" in (identity.unreachable_reason or "")
     await workspace.posts.wait_for(
-        lambda _: (
-            workspace.rooms[room_id].card is not None
-            and not workspace.rooms[room_id].card.identities[0].reachable
-        )
+        lambda _: (card := workspace.rooms[room_id].card) is not None and not card.identities[0].reachable
     )
     # a later reply is not attempted; the room says why
     await workspace.agent_writes(room_id, "are you there?")

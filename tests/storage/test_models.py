@@ -27,7 +27,7 @@ async def test_a_customer_has_identities_on_several_channels(database_url: str) 
         alice = await Customer.create(display_name="Alice", attributes={"order_id": "42"})
         await Identity.create(customer=alice, channel="telegram", external_id="1001")
         await Identity.create(customer=alice, channel="whatsapp", external_id="+4915100000")
-        assert sorted(await Identity.filter(customer=alice).values_list("channel", flat=True)) == [
+        assert sorted(i.channel for i in await Identity.filter(customer=alice)) == [
             "telegram",
             "whatsapp",
         ]

@@ -14,14 +14,14 @@ import json
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import BrowserContext, Locator, Page, expect
+from playwright.async_api import BrowserContext, FilePayload, Locator, Page, expect
 
 from bot_core.config import parse_config
 from bot_core.context import StateStore
@@ -265,7 +265,7 @@ async def test_images_and_files_within_the_limits_reach_the_room_and_others_are_
     await widget.open()
 
     # Over the size limit: refused before anything is sent, saying why and what the limit is.
-    big = {"name": "holiday.png", "mimeType": "image/png", "buffer": png() + b"\0" * 100 * 1024}
+    big: FilePayload = {"name": "holiday.png", "mimeType": "image/png", "buffer": png() + b"\0" * 100 * 1024}
     await widget.file_input.set_input_files(big)
     await expect(widget.error).to_have_text("“holiday.png” is 100 KB; files can be at most 64 KB.")
     await expect(widget.messages()).to_have_count(0)
@@ -421,7 +421,7 @@ async def test_forged_expired_and_unverified_sessions_get_401(
 # -- identities, transports, layout ----------------------------------------------------------------
 
 
-def shop_page(site: WebDesk, settings: dict[str, str] | None = None, **data: str) -> str:
+def shop_page(site: WebDesk, settings: Mapping[str, object] | None = None, **data: str) -> str:
     """A page of another site (another origin) that embeds the widget with one script tag."""
     attrs = "".join(f' data-{k.replace("_", "-")}="{v}"' for k, v in data.items())
     config = f"<script>window.relaydeskSettings = {json.dumps(settings)};</script>" if settings else ""
@@ -490,7 +490,7 @@ async def test_a_verified_customer_keeps_their_history_on_another_device_and_a_b
         await expect(widget.texts("agent")).to_have_text(["Hi Alice, on it."])
 
         # Another device, the same customer (the settings as data attributes this time).
-        page = await shop.open(phone, shop_page(site, **alice))
+        page = await shop.open(phone, shop_page(site, None, **alice))
         widget = Widget(page)
         await widget.open()
         await expect(widget.texts()).to_have_text(["Written on my laptop", "Hi Alice, on it."])

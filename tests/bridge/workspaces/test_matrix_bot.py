@@ -409,7 +409,11 @@ async def test_wrong_credentials_or_an_unreachable_agents_space_are_refused_at_s
         with pytest.raises(MatrixError, match="refused"):
             await MatrixBotWorkspace(wrong, services).start()
         # an agents' space that does not exist, or that the bot was not invited to, stops the start
-        good = {"homeserver": synapse.base_url, "user_id": bot.user_id, "password": SecretStr(bot.password)}
+        good: dict[str, Any] = {
+            "homeserver": synapse.base_url,
+            "user_id": bot.user_id,
+            "password": SecretStr(bot.password),
+        }
         nowhere = MatrixBotWorkspace.Config(**good, space=f"#nowhere:{synapse.server_name}")
         with pytest.raises(MatrixError, match=f"space #nowhere:{synapse.server_name} was not found"):
             await MatrixBotWorkspace(nowhere, services).start()
