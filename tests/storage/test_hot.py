@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,6 +25,14 @@ from storage.models import (
 )
 
 
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[None]:
+    """The models bound to a fresh database (SQLite, then PostgreSQL)."""
+    await init_db(database_url)
+    yield
+    await close_db()
+
+
 async def _alice() -> tuple[Customer, Identity]:
     alice = await Customer.create(display_name="Alice", attributes={"order": "42"}, tags=["vip"])
     identity = await Identity.create(
@@ -32,218 +41,194 @@ async def _alice() -> tuple[Customer, Identity]:
     return alice, identity
 
 
-async def test_the_open_conversation_is_found_with_its_identity_and_customer(database_url: str) -> None:
-    await init_db(database_url)
-    try:
-        alice, identity = await _alice()
-        assert await hot.open_conversation_of("telegram", "1001") is None
-        await Conversation.create(customer=alice, identity=identity, state=ConversationState.CLOSED)
-        assert await hot.open_conversation_of("telegram", "1001") is None  # closed ones do not count
-        older = await Conversation.create(customer=alice, identity=identity)
-        newer = await Conversation.create(customer=alice, identity=identity, state=ConversationState.QUEUED)
+async def test_the_open_conversation_is_found_with_its_identity_and_customer(db: None) -> None:
+    alice, identity = await _alice()
+    assert await hot.open_conversation_of("telegram", "1001") is None
+    await Conversation.create(customer=alice, identity=identity, state=ConversationState.CLOSED)
+    assert await hot.open_conversation_of("telegram", "1001") is None  # closed ones do not count
+    older = await Conversation.create(customer=alice, identity=identity)
+    newer = await Conversation.create(customer=alice, identity=identity, state=ConversationState.QUEUED)
 
-        found = await hot.open_conversation_of("telegram", "1001")
-        assert found is not None
-        conversation, found_identity, customer = found
-        assert conversation.id == newer.id != older.id
-        assert conversation.state is ConversationState.QUEUED
-        assert (found_identity.id, found_identity.display_name) == (identity.id, "Alice")
-        assert (customer.id, customer.attributes, customer.tags) == (alice.id, {"order": "42"}, ["vip"])
-        assert await hot.open_conversation_of("telegram", "other") is None
+    found = await hot.open_conversation_of("telegram", "1001")
+    assert found is not None
+    conversation, found_identity, customer = found
+    assert conversation.id == newer.id != older.id
+    assert conversation.state is ConversationState.QUEUED
+    assert (found_identity.id, found_identity.display_name) == (identity.id, "Alice")
+    assert (customer.id, customer.attributes, customer.tags) == (alice.id, {"order": "42"}, ["vip"])
+    assert await hot.open_conversation_of("telegram", "other") is None
 
-        at = datetime(2026, 11, 23, 12, 30, 15, 123456, tzinfo=UTC)
-        await hot.touch_conversation(conversation, at)
-        reread = await Conversation.get(id=newer.id)
-        assert reread.last_customer_message_at == at == conversation.last_customer_message_at
-        assert reread.updated_at == conversation.updated_at
-        # the ORM's own filters compare the written values correctly
-        assert await Conversation.filter(last_customer_message_at__gte=at).count() == 1
-        assert await Conversation.filter(last_customer_message_at__gt=at).count() == 0
-    finally:
-        await close_db()
+    at = datetime(2026, 11, 23, 12, 30, 15, 123456, tzinfo=UTC)
+    await hot.touch_conversation(conversation, at)
+    reread = await Conversation.get(id=newer.id)
+    assert reread.last_customer_message_at == at == conversation.last_customer_message_at
+    assert reread.updated_at == conversation.updated_at
+    # the ORM's own filters compare the written values correctly
+    assert await Conversation.filter(last_customer_message_at__gte=at).count() == 1
+    assert await Conversation.filter(last_customer_message_at__gt=at).count() == 0
 
 
-async def test_outbox_lane_claim_and_sent(database_url: str) -> None:
-    await init_db(database_url)
-    try:
-        alice, identity = await _alice()
-        conversation = await Conversation.create(customer=alice, identity=identity)
-        message = await Message.create(
-            conversation=conversation, direction=Direction.INBOUND, text="hi", channel="telegram"
+async def test_outbox_lane_claim_and_sent(db: None) -> None:
+    alice, identity = await _alice()
+    conversation = await Conversation.create(customer=alice, identity=identity)
+    message = await Message.create(
+        conversation=conversation, direction=Direction.INBOUND, text="hi", channel="telegram"
+    )
+    now = datetime.now(UTC)
+    rows = [
+        await OutboxItem.create(
+            idempotency_key=f"k{i}",
+            target=OutboxTarget.ROOM,
+            adapter="matrix",
+            address="",
+            conversation=conversation,
+            message=message,
+            payload={"kind": "customer_message", "text": f"hello {i}"},
+            next_attempt_at=now,
         )
-        now = datetime.now(UTC)
-        rows = [
-            await OutboxItem.create(
-                idempotency_key=f"k{i}",
-                target=OutboxTarget.ROOM,
-                adapter="matrix",
-                address="",
-                conversation=conversation,
-                message=message,
-                payload={"kind": "customer_message", "text": f"hello {i}"},
-                next_attempt_at=now,
-            )
-            for i in range(2)
-        ]
-        assert await hot.outbox_lane_head(conversation.id, "customer") is None  # another lane
-        head = await hot.outbox_lane_head(conversation.id, "room")
-        assert head is not None and head.id == rows[0].id
-        assert head.payload == {"kind": "customer_message", "text": "hello 0"}
-        assert head.status is OutboxStatus.PENDING and head.target is OutboxTarget.ROOM
+        for i in range(2)
+    ]
+    assert await hot.outbox_lane_head(conversation.id, "customer") is None  # another lane
+    head = await hot.outbox_lane_head(conversation.id, "room")
+    assert head is not None and head.id == rows[0].id
+    assert head.payload == {"kind": "customer_message", "text": "hello 0"}
+    assert head.status is OutboxStatus.PENDING and head.target is OutboxTarget.ROOM
 
-        until = now + timedelta(seconds=60)
-        assert await hot.claim_outbox_row(head.id, OutboxStatus.PENDING, until)
-        assert not await hot.claim_outbox_row(head.id, OutboxStatus.PENDING, until)  # claimed already
-        claimed = await OutboxItem.get(id=head.id)
-        assert (claimed.status, claimed.claimed_until) == (OutboxStatus.SENDING, until)
-        assert await OutboxItem.filter(claimed_until__lt=until + timedelta(seconds=1)).count() == 1
+    until = now + timedelta(seconds=60)
+    assert await hot.claim_outbox_row(head.id, OutboxStatus.PENDING, until)
+    assert not await hot.claim_outbox_row(head.id, OutboxStatus.PENDING, until)  # claimed already
+    claimed = await OutboxItem.get(id=head.id)
+    assert (claimed.status, claimed.claimed_until) == (OutboxStatus.SENDING, until)
+    assert await OutboxItem.filter(claimed_until__lt=until + timedelta(seconds=1)).count() == 1
 
-        await hot.mark_outbox_sent(head, "$event")
-        await hot.set_workspace_message_id(message.id, "$event")
-        sent = await OutboxItem.get(id=head.id)
-        assert (sent.status, sent.external_message_id, sent.claimed_until, sent.attempts) == (
-            OutboxStatus.SENT,
-            "$event",
-            None,
-            1,
-        )
-        assert (head.status, head.attempts) == (OutboxStatus.SENT, 1)
-        assert (await Message.get(id=message.id)).workspace_message_id == "$event"
-        next_head = await hot.outbox_lane_head(conversation.id, "room")
-        assert next_head is not None and next_head.id == rows[1].id
-    finally:
-        await close_db()
+    await hot.mark_outbox_sent(head, "$event")
+    await hot.set_workspace_message_id(message.id, "$event")
+    sent = await OutboxItem.get(id=head.id)
+    assert (sent.status, sent.external_message_id, sent.claimed_until, sent.attempts) == (
+        OutboxStatus.SENT,
+        "$event",
+        None,
+        1,
+    )
+    assert (head.status, head.attempts) == (OutboxStatus.SENT, 1)
+    assert (await Message.get(id=message.id)).workspace_message_id == "$event"
+    next_head = await hot.outbox_lane_head(conversation.id, "room")
+    assert next_head is not None and next_head.id == rows[1].id
 
 
-async def test_receipt_and_journal_statements(database_url: str) -> None:
-    await init_db(database_url)
-    try:
-        receipt = await InboundReceipt.create(source="telegram", external_id="update-9")
-        await hot.mark_receipt_processed(receipt.id)
-        assert (await InboundReceipt.get(id=receipt.id)).processed is True
+async def test_receipt_and_journal_statements(db: None) -> None:
+    receipt = await InboundReceipt.create(source="telegram", external_id="update-9")
+    await hot.mark_receipt_processed(receipt.id)
+    assert (await InboundReceipt.get(id=receipt.id)).processed is True
 
-        keep = await BusJournalEntry.create(key="a", payload={"n": 1})
-        gone = await BusJournalEntry.create(key="b", payload={"n": 2})
-        await hot.delete_journal_entry(gone.id)
-        await hot.delete_journal_entry(gone.id)  # already gone: nothing happens
-        assert await BusJournalEntry.all().values_list("id", flat=True) == [keep.id]
-    finally:
-        await close_db()
+    keep = await BusJournalEntry.create(key="a", payload={"n": 1})
+    gone = await BusJournalEntry.create(key="b", payload={"n": 2})
+    await hot.delete_journal_entry(gone.id)
+    await hot.delete_journal_entry(gone.id)  # already gone: nothing happens
+    assert await BusJournalEntry.all().values_list("id", flat=True) == [keep.id]
 
 
-async def test_inserts_write_what_create_writes(database_url: str) -> None:
-    await init_db(database_url)
-    try:
-        alice, identity = await _alice()
-        conversation = await Conversation.create(customer=alice, identity=identity)
-        message = await hot.insert_message(
-            conversation_id=conversation.id,
-            direction=Direction.INBOUND,
-            author="Alice",
-            text="你好, where is my order?",
-            attachments=[{"kind": "image", "name": "receipt.png"}],
-            channel="telegram",
-            channel_message_id="77",
-        )
-        stored = await Message.get(id=message.id)
-        for column in ("id", "direction", "author", "text", "attachments", "channel", "channel_message_id"):
-            assert getattr(stored, column) == getattr(message, column), column
-        assert stored.edits == [] == message.edits  # the model's default
-        assert stored.workspace_message_id is None and stored.edited_at is None
-        assert stored.created_at == message.created_at
-        assert stored.direction is Direction.INBOUND
+async def test_inserts_write_what_create_writes(db: None) -> None:
+    alice, identity = await _alice()
+    conversation = await Conversation.create(customer=alice, identity=identity)
+    message = await hot.insert_message(
+        conversation_id=conversation.id,
+        direction=Direction.INBOUND,
+        author="Alice",
+        text="你好, where is my order?",
+        attachments=[{"kind": "image", "name": "receipt.png"}],
+        channel="telegram",
+        channel_message_id="77",
+    )
+    stored = await Message.get(id=message.id)
+    for column in ("id", "direction", "author", "text", "attachments", "channel", "channel_message_id"):
+        assert getattr(stored, column) == getattr(message, column), column
+    assert stored.edits == [] == message.edits  # the model's default
+    assert stored.workspace_message_id is None and stored.edited_at is None
+    assert stored.created_at == message.created_at
+    assert stored.direction is Direction.INBOUND
 
-        row = await hot.insert_outbox_row(
+    row = await hot.insert_outbox_row(
+        idempotency_key="telegram:77:mirror",
+        target=OutboxTarget.ROOM,
+        adapter="matrix",
+        address="",
+        conversation_id=conversation.id,
+        message_id=message.id,
+        payload={"kind": "customer_message", "text": "你好"},
+        next_attempt_at=datetime.now(UTC),
+    )
+    stored_row = await OutboxItem.get(id=row.id)
+    assert (stored_row.status, stored_row.attempts, stored_row.payload) == (
+        OutboxStatus.PENDING,
+        0,
+        {"kind": "customer_message", "text": "你好"},
+    )
+    assert stored_row.next_attempt_at == row.next_attempt_at
+    with pytest.raises(IntegrityError):  # the idempotency key is unique, as with create()
+        await hot.insert_outbox_row(
             idempotency_key="telegram:77:mirror",
             target=OutboxTarget.ROOM,
             adapter="matrix",
             address="",
-            conversation_id=conversation.id,
-            message_id=message.id,
-            payload={"kind": "customer_message", "text": "你好"},
             next_attempt_at=datetime.now(UTC),
         )
-        stored_row = await OutboxItem.get(id=row.id)
-        assert (stored_row.status, stored_row.attempts, stored_row.payload) == (
-            OutboxStatus.PENDING,
-            0,
-            {"kind": "customer_message", "text": "你好"},
-        )
-        assert stored_row.next_attempt_at == row.next_attempt_at
-        with pytest.raises(IntegrityError):  # the idempotency key is unique, as with create()
-            await hot.insert_outbox_row(
-                idempotency_key="telegram:77:mirror",
-                target=OutboxTarget.ROOM,
-                adapter="matrix",
-                address="",
-                next_attempt_at=datetime.now(UTC),
-            )
 
-        receipt = await hot.insert_receipt("telegram", "update-1")
-        assert (await InboundReceipt.get(id=receipt.id)).processed is False
-        with pytest.raises(IntegrityError):  # how replays are recognised
-            await hot.insert_receipt("telegram", "update-1")
+    receipt = await hot.insert_receipt("telegram", "update-1")
+    assert (await InboundReceipt.get(id=receipt.id)).processed is False
+    with pytest.raises(IntegrityError):  # how replays are recognised
+        await hot.insert_receipt("telegram", "update-1")
 
-        first = await hot.append_journal_entry("conv:1", {"type": "customer_message", "text": "hi"})
-        second = await hot.append_journal_entry("conv:1", {"n": 2})
-        assert second > first
-        assert (await BusJournalEntry.get(id=first)).payload == {"type": "customer_message", "text": "hi"}
+    first = await hot.append_journal_entry("conv:1", {"type": "customer_message", "text": "hi"})
+    second = await hot.append_journal_entry("conv:1", {"n": 2})
+    assert second > first
+    assert (await BusJournalEntry.get(id=first)).payload == {"type": "customer_message", "text": "hi"}
 
-        with pytest.raises(ValidationError):  # too long for the column: refused before the database sees it
-            await hot.insert_receipt("x" * 51, "update-2")
-        with pytest.raises(ValidationError, match="external_id"):
-            await hot.insert_receipt("telegram", None)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match=r"OutboxItem\.next_attempt_at is required"):
-            await hot.insert_outbox_row(
-                idempotency_key="k", target=OutboxTarget.ROOM, adapter="m", address=""
-            )
-        assert await InboundReceipt.all().count() == 1
-    finally:
-        await close_db()
+    with pytest.raises(ValidationError):  # too long for the column: refused before the database sees it
+        await hot.insert_receipt("x" * 51, "update-2")
+    with pytest.raises(ValidationError, match="external_id"):
+        await hot.insert_receipt("telegram", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"OutboxItem\.next_attempt_at is required"):
+        await hot.insert_outbox_row(idempotency_key="k", target=OutboxTarget.ROOM, adapter="m", address="")
+    assert await InboundReceipt.all().count() == 1
 
 
-async def test_the_scan_sees_one_head_per_lane_and_the_depth(database_url: str) -> None:
-    await init_db(database_url)
-    try:
-        alice, identity = await _alice()
-        one = await Conversation.create(customer=alice, identity=identity)
-        two = await Conversation.create(customer=alice, identity=identity)
-        now = datetime.now(UTC).replace(microsecond=0)
+async def test_the_scan_sees_one_head_per_lane_and_the_depth(db: None) -> None:
+    alice, identity = await _alice()
+    one = await Conversation.create(customer=alice, identity=identity)
+    two = await Conversation.create(customer=alice, identity=identity)
+    now = datetime.now(UTC).replace(microsecond=0)
 
-        async def row(key: str, conversation: Conversation | None, target: OutboxTarget) -> OutboxItem:
-            return await OutboxItem.create(
-                idempotency_key=key,
-                target=target,
-                adapter="matrix",
-                address="",
-                conversation=conversation,
-                next_attempt_at=now,
-            )
-
-        first = await row("a", one, OutboxTarget.ROOM)
-        await row("b", one, OutboxTarget.ROOM)
-        customer_head = await row("c", one, OutboxTarget.CUSTOMER)
-        done = await row("d", two, OutboxTarget.ROOM)
-        done.status = OutboxStatus.SENT
-        await done.save()
-        two_head = await row("e", two, OutboxTarget.ROOM)
-        no_conversation = await row("f", None, OutboxTarget.ROOM)
-        claimed_until = now + timedelta(seconds=60)
-        await OutboxItem.filter(id=two_head.id).update(
-            status=OutboxStatus.SENDING, claimed_until=claimed_until
+    async def row(key: str, conversation: Conversation | None, target: OutboxTarget) -> OutboxItem:
+        return await OutboxItem.create(
+            idempotency_key=key,
+            target=target,
+            adapter="matrix",
+            address="",
+            conversation=conversation,
+            next_attempt_at=now,
         )
 
-        heads = await hot.outbox_lane_heads(100)
-        assert [(h.id, h.conversation_id, h.target) for h in heads] == [
-            (first.id, one.id, "room"),
-            (customer_head.id, one.id, "customer"),
-            (two_head.id, two.id, "room"),
-            (no_conversation.id, None, "room"),
-        ]
-        assert heads[0].status is OutboxStatus.PENDING and heads[0].next_attempt_at == now
-        assert heads[0].claimed_until is None
-        assert (heads[2].status, heads[2].claimed_until) == (OutboxStatus.SENDING, claimed_until)
-        assert [h.id for h in await hot.outbox_lane_heads(2)] == [first.id, customer_head.id]
-        assert await hot.outbox_depth() == 5  # every row but the sent one
-    finally:
-        await close_db()
+    first = await row("a", one, OutboxTarget.ROOM)
+    await row("b", one, OutboxTarget.ROOM)
+    customer_head = await row("c", one, OutboxTarget.CUSTOMER)
+    done = await row("d", two, OutboxTarget.ROOM)
+    done.status = OutboxStatus.SENT
+    await done.save()
+    two_head = await row("e", two, OutboxTarget.ROOM)
+    no_conversation = await row("f", None, OutboxTarget.ROOM)
+    claimed_until = now + timedelta(seconds=60)
+    await OutboxItem.filter(id=two_head.id).update(status=OutboxStatus.SENDING, claimed_until=claimed_until)
+
+    heads = await hot.outbox_lane_heads(100)
+    assert [(h.id, h.conversation_id, h.target) for h in heads] == [
+        (first.id, one.id, "room"),
+        (customer_head.id, one.id, "customer"),
+        (two_head.id, two.id, "room"),
+        (no_conversation.id, None, "room"),
+    ]
+    assert heads[0].status is OutboxStatus.PENDING and heads[0].next_attempt_at == now
+    assert heads[0].claimed_until is None
+    assert (heads[2].status, heads[2].claimed_until) == (OutboxStatus.SENDING, claimed_until)
+    assert [h.id for h in await hot.outbox_lane_heads(2)] == [first.id, customer_head.id]
+    assert await hot.outbox_depth() == 5  # every row but the sent one
