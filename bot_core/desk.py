@@ -29,6 +29,7 @@ from storage.bus.journal import DbJournal
 from storage.bus.memory import MemoryBus
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import close_db, init_db
+from storage.fanout import Fanout, LocalFanout, RedisFanout
 from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus
 
 log = logging.getLogger("relaydesk.desk")
@@ -49,6 +50,7 @@ class Desk:
         outbox_settings: OutboxSettings | None = None,
         scheduler_poll: float = 1.0,
         bus: EventBus | None = None,
+        fanout: Fanout | None = None,
     ) -> None:
         self.config = config
         self.metrics = Metrics()
@@ -62,6 +64,7 @@ class Desk:
         self.bus: EventBus = bus or (
             RedisStreamsBus(redis_url) if redis_url else MemoryBus(journal=DbJournal())
         )
+        self.fanout: Fanout = fanout or (RedisFanout(redis_url) if redis_url else LocalFanout())
         self.outbox = Outbox(
             self.adapter,
             self.metrics,
@@ -98,6 +101,7 @@ class Desk:
     async def start(self) -> None:
         """Open storage, start plugins, replay what a crash left, then accept events and serve HTTP."""
         await init_db(self.config.storage.database)
+        await self.fanout.start()
         try:
             for spec in self.config.plugins:
                 self.plugins[spec.instance_name] = await self._start_plugin(spec)
@@ -106,6 +110,7 @@ class Desk:
             for name in reversed(list(self.plugins)):
                 await self._stop_plugin(name, self.plugins[name])
             self.plugins.clear()
+            await self.fanout.stop()
             await close_db()
             raise
         self._rebuild_pipeline()
@@ -148,6 +153,7 @@ class Desk:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+        await self.fanout.stop()
         await close_db()
         self._stopped.set()
         log.info("relaydesk stopped")
@@ -159,6 +165,7 @@ class Desk:
             agent_typing=functools.partial(self.agent_typing, spec.instance_name),
             http_base_url=f"http://{self.config.server.host}:{self.config.server.port}",
             metrics_registry=self.metrics.registry,
+            fanout=self.fanout,
         )
         plugin = spec.plugin_class(spec.config, services, instance_name=spec.instance_name)
         kind = plugin.kind

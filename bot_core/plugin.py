@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from bot_core.events import LifecycleKind
+from storage.fanout import Fanout, LocalFanout
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -144,6 +145,9 @@ class PluginServices:
     ``agent_typing(room_id, agent_name, active)`` is for workspaces: an agent started (or stopped) typing
     in a room; the customer's channel shows it if it can (:class:`bot_core.adapters.TypingChannel`).
     It is ephemeral: nothing is stored, and it never fails the caller.
+    ``fanout`` carries ephemeral pushes to every worker process (:mod:`storage.fanout`): a channel
+    whose visitors hold live connections publishes there, so a delivery sent by one worker reaches
+    a connection held by another.
     ``metrics_registry`` is the desk's Prometheus registry (served on ``/metrics``): a plugin may register
     its own collector there in :meth:`Plugin.start` and must unregister it in :meth:`Plugin.stop`.
     """
@@ -154,6 +158,7 @@ class PluginServices:
     http_base_url: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
     metrics_registry: CollectorRegistry | None = None
+    fanout: Fanout = field(default_factory=LocalFanout)
 
 
 class Plugin:

@@ -10,12 +10,13 @@ from typing import cast
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from bot_core.config import DeskConfig, parse_config
 from bot_core.desk import Desk
 from bot_core.outbox import OutboxSettings
 from storage.db import migrate
-from tests.services import require_postgres
+from tests.services import require_postgres, require_redis
 
 # the session-wide Synapse fixture, the agent account on it, and the session-wide headless Chromium
 pytest_plugins = ["tests.matrix_server", "tests.bridge.workspaces.matrix_agent", "tests.browser"]
@@ -65,6 +66,28 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url
     finally:
         await drop_postgres_database(url)
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[tuple[str, str]]:
+    """The test Redis and a key prefix of this test's own; its keys are deleted afterwards."""
+    url = require_redis()
+    prefix = f"relaydesk-test-{uuid.uuid4().hex[:10]}"
+    yield url, prefix
+    client = aioredis.from_url(url)
+    keys = [k async for k in client.scan_iter(f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database, dropped afterwards."""
+    url = await fresh_postgres_schema()
+    await migrate(url)
+    yield url
+    await drop_postgres_database(url)
 
 
 @pytest.fixture

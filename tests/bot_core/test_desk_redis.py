@@ -3,38 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-
-import pytest
-import redis.asyncio as aioredis
 
 from storage.bus.redis_streams import RedisStreamsBus
 from tests.bot_core.test_relay_loop import doubles
-from tests.conftest import DeskFactory, drop_postgres_database, fresh_postgres_schema
-from tests.services import require_redis
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[tuple[str, str]]:
-    url = require_redis()
-    prefix = f"relaydesk-test-{uuid.uuid4().hex[:10]}"
-    yield url, prefix
-    client = aioredis.from_url(url)
-    keys = [k async for k in client.scan_iter(f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    from storage.db import migrate
-
-    url = await fresh_postgres_schema()
-    await migrate(url)
-    yield url
-    await drop_postgres_database(url)
+from tests.conftest import DeskFactory
 
 
 async def test_whole_loop_on_postgres_and_redis_streams(

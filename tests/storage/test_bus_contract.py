@@ -349,9 +349,9 @@ class TestEventBusContract:
             took.set()
             await never.wait()
 
-        await dead.start(stuck)
-        for seq in range(5):
+        for seq in range(5):  # published before the worker starts, so its first read takes all five
             await dead.publish(key, {"seq": seq})
+        await dead.start(stuck)
         await event(took, 5, "the first worker to take an entry")
         await dead.abort()  # cancelled mid-handler: no ack, lease and heartbeat left to expire
 

@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -143,6 +144,7 @@ class WebChannel(Plugin):
         self._watched: dict[str, _Watched] = {}  # channel message id -> who to tell once it is in the room
         self._watch_wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
+        self._fanout_off: Callable[[], None] | None = None
         self._files = FileStore(config.upload_dir)
         self._widget_js = b""
         self._demo_html = b""
@@ -159,6 +161,17 @@ class WebChannel(Plugin):
         )
         self._widget_js, self._demo_html = await asyncio.to_thread(_load_static)
         self._watcher = asyncio.create_task(self._watch_room(), name=f"{self.instance_name}-room-watch")
+        # Pushes go through the desk's fan-out, so a visitor connected to another worker gets them too.
+        self._fanout_off = await self.services.fanout.subscribe(self._fanout_topic, self._on_fanout)
+
+    @property
+    def _fanout_topic(self) -> str:
+        return f"web:{self.instance_name}"
+
+    def _on_fanout(self, message: dict[str, Any]) -> None:
+        subject, frame = message.get("subject"), message.get("frame")
+        if isinstance(subject, str) and isinstance(frame, dict):
+            self._publish_here(subject, frame)
 
     async def ready(self) -> None:
         """Say where the demo page is (``make run`` prints it with the agent's login)."""
@@ -170,6 +183,9 @@ class WebChannel(Plugin):
 
     async def stop(self) -> None:
         """Close every connection (visitors reconnect to the next relaydesk) and stop the watcher."""
+        if self._fanout_off is not None:
+            self._fanout_off()
+            self._fanout_off = None
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -245,7 +261,7 @@ class WebChannel(Plugin):
                 "edited": not deleted,
                 "deleted": deleted,
             }
-            self._publish(subject, frame)
+            await self._publish(subject, frame)
             return SentRef(target)
         if delivery.message_id is not None:
             ref, key, message_id = f"m{delivery.message_id}", f"m:{delivery.message_id}", delivery.message_id
@@ -265,7 +281,7 @@ class WebChannel(Plugin):
         }
         if side == "agent":
             self._typing.pop(subject, None)
-        self._publish(subject, {"type": "message", "message": message})
+        await self._publish(subject, {"type": "message", "message": message})
         return SentRef(ref)
 
     async def typing(self, external_user_id: str, agent_name: str, active: bool) -> None:
@@ -274,7 +290,7 @@ class WebChannel(Plugin):
             self._typing[external_user_id] = (agent_name, time.monotonic() + 30)
         else:
             self._typing.pop(external_user_id, None)
-        self._publish(external_user_id, {"type": "typing", "agent": agent_name, "active": active})
+        await self._publish(external_user_id, {"type": "typing", "agent": agent_name, "active": active})
 
     # -- live connections ------------------------------------------------------------------------
 
@@ -290,7 +306,11 @@ class WebChannel(Plugin):
             if not listeners:
                 del self._listeners[subject]
 
-    def _publish(self, subject: str, frame: dict[str, Any]) -> None:
+    async def _publish(self, subject: str, frame: dict[str, Any]) -> None:
+        """Push ``frame`` to the visitor's open connections, in whichever worker they are."""
+        await self.services.fanout.publish(self._fanout_topic, {"subject": subject, "frame": frame})
+
+    def _publish_here(self, subject: str, frame: dict[str, Any]) -> None:
         for listener in self._listeners.get(subject, ()):
             listener.put(frame)
 
@@ -354,7 +374,7 @@ class WebChannel(Plugin):
                     watched = self._watched.pop(key, None)
                     if watched is not None:
                         frame = {"type": "state", "client_id": watched.client_id, "state": "delivered"}
-                        self._publish(watched.subject, frame)
+                        await self._publish(watched.subject, frame)
             self._watch_wake.clear()
 
     # -- history -----------------------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""The web channel with two worker processes (PostgreSQL + Redis): a push reaches the worker holding the visitor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+
+from bot_core.adapters import Delivery
+from bridge.channels.web.channel import WebChannel
+from bridge.workspaces.matrix.devserver import free_port
+from storage.bus.redis_streams import RedisStreamsBus
+from storage.fanout import RedisFanout
+from tests.conftest import DeskFactory
+
+
+async def _frames_until(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    """The next frame of type ``kind`` (the first sync's history and acks come before it)."""
+    while True:
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        frame = json.loads(msg.data)
+        if frame.get("type") == kind:
+            return cast(dict[str, Any], frame)
+
+
+async def test_an_answer_sent_by_another_worker_reaches_the_visitors_live_connection(
+    postgres_url: str, redis_prefix: tuple[str, str], make_desk: DeskFactory, tmp_path: Path
+) -> None:
+    redis_url, prefix = redis_prefix
+    yaml_text = f"""
+plugins:
+  - desk: {{use: "bot_core.testing:MemoryWorkspace"}}
+  - web:
+      dev_secret_file: "{tmp_path / "web-secret"}"
+      upload_dir: "{tmp_path / "uploads"}"
+"""
+    ports = [free_port(), free_port()]
+    holding, other = [
+        await make_desk(
+            postgres_url,
+            yaml_text,
+            serve_http=True,
+            http_port=port,
+            redis=redis_url,
+            bus=RedisStreamsBus(redis_url, prefix=prefix),
+            fanout=RedisFanout(redis_url, prefix=prefix),
+        )
+        for port in ports
+    ]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{ports[0]}/web/api/session", json={}) as resp:
+            assert resp.status == 200
+            token = (await resp.json())["token"]
+        subject = cast(WebChannel, holding.plugins["web"])._signer.verify(token).subject
+        async with http.ws_connect(f"http://127.0.0.1:{ports[0]}/web/ws?token={token}") as ws:
+            await ws.send_json({"type": "sync"})
+            await _frames_until(ws, "history")
+
+            web_there = cast(WebChannel, other.plugins["web"])
+            assert cast(WebChannel, holding.plugins["web"]).connected(subject) == 1
+            assert web_there.connected(subject) == 0  # the visitor is not connected to this worker
+            await web_there.typing(subject, "Bob", True)
+            assert (await _frames_until(ws, "typing"))["agent"] == "Bob"
+            await web_there.send(
+                Delivery(
+                    outbox_id=1,
+                    channel="web",
+                    external_user_id=subject,
+                    text="Hi, Bob here",
+                    agent_name="Bob",
+                )
+            )
+            message = (await _frames_until(ws, "message"))["message"]
+            assert (message["text"], message["author"], message["side"]) == ("Hi, Bob here", "Bob", "agent")
