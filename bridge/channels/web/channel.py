@@ -50,6 +50,7 @@ from bot_core.desk import NotAccepting
 from bot_core.events import Attachment, CustomerMessage, utcnow
 from bot_core.plugin import Plugin, PluginKind, route
 from bot_core.transcript import TranscriptEntry, customer_transcript, shown_in_room
+from bridge.channels.web.ratelimit import RateLimited, RateLimiter
 from bridge.channels.web.sessions import BadSession, FileSigner, SessionSigner, VisitorSession
 from bridge.channels.web.uploads import (
     DEFAULT_TYPES,
@@ -66,6 +67,7 @@ CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
 LISTENER_BACKLOG = 256  # frames queued for one connection before it is told to resync instead
 ROOM_WATCH_SECONDS = 120.0  # how long a sent message is watched for reaching the agents' room
 ROOM_WATCH_INTERVAL = 0.3
+TOO_FAST = "You are sending messages faster than we can read them"
 MAX_POLL_WAIT = 30.0
 MAX_FRAME_BYTES = 64 * 1024
 
@@ -90,6 +92,8 @@ class WebConfig(BaseModel):
     upload_dir: Path = Path("var/web/uploads")
     history_limit: int = Field(default=200, ge=1, le=2000)
     allowed_origins: list[str] = ["*"]  # pages allowed to embed the widget ("*": any)
+    messages_per_minute: int = Field(default=30, ge=1)  # per visitor (texts and files), also the burst
+    sessions_per_minute: int = Field(default=30, ge=1)  # new sessions per client address
 
 
 @dataclass(eq=False)
@@ -145,6 +149,8 @@ class WebChannel(Plugin):
         self._watch_wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._fanout_off: Callable[[], None] | None = None
+        self._message_limit = RateLimiter(config.messages_per_minute)
+        self._session_limit = RateLimiter(config.sessions_per_minute)
         self._files = FileStore(config.upload_dir)
         self._widget_js = b""
         self._demo_html = b""
@@ -207,6 +213,10 @@ class WebChannel(Plugin):
             edits=True,
             deletes=True,
         )
+        if config.messages_per_minute != self._message_limit.per_minute:
+            self._message_limit = RateLimiter(config.messages_per_minute)
+        if config.sessions_per_minute != self._session_limit.per_minute:
+            self._session_limit = RateLimiter(config.sessions_per_minute)
 
     def _resolve_secret(self) -> bytes:
         value = self.settings.secret.get_secret_value() if self.settings.secret else ""
@@ -468,6 +478,12 @@ class WebChannel(Plugin):
     def _error(self, request: web.Request, status: int, message: str) -> web.StreamResponse:
         return self._json(request, {"error": message}, status)
 
+    def _too_fast(self, request: web.Request, exc: RateLimited) -> web.StreamResponse:
+        self.log.info("web request over the rate limit", extra={"path": request.path})
+        response = self._error(request, 429, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
     def _session_of(self, request: web.Request) -> VisitorSession:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         return self._signer.verify(token or request.query.get("token", ""))
@@ -519,6 +535,10 @@ class WebChannel(Plugin):
     @route("POST", "/web/api/session")
     async def session(self, request: web.Request) -> web.StreamResponse:
         """A token: for a verified identity, renewed from a valid token, or for a new visitor."""
+        try:
+            self._session_limit.take(request.remote or "", "Too many new chat sessions from your address")
+        except RateLimited as exc:
+            return self._too_fast(request, exc)
         try:
             body = await self._body(request)
         except ValueError as exc:
@@ -600,9 +620,12 @@ class WebChannel(Plugin):
         except BadSession as exc:
             return self._error(request, 401, f"Session not valid: {exc}.")
         try:
+            self._message_limit.take(visitor.subject, TOO_FAST)
             body = await self._body(request)
             client_id = str(body.get("client_id", ""))
             await self._accept(visitor, client_id, str(body.get("text", "")), [])
+        except RateLimited as exc:
+            return self._too_fast(request, exc)
         except ValueError as exc:
             return self._error(request, 400, str(exc))
         except NotAccepting:
@@ -617,6 +640,10 @@ class WebChannel(Plugin):
         except BadSession as exc:
             return self._error(request, 401, f"Session not valid: {exc}.")
         limit = self.settings.max_upload_bytes
+        try:
+            self._message_limit.take(visitor.subject, TOO_FAST)  # before anything is read or stored
+        except RateLimited as exc:
+            return self._too_fast(request, exc)
         try:
             stored, client_id, text = await self._read_upload(request, limit)
             await self._accept(visitor, client_id, text, [stored])
@@ -769,8 +796,9 @@ class WebChannel(Plugin):
         elif kind == "send":
             client_id = str(frame.get("client_id", ""))
             try:
+                self._message_limit.take(visitor.subject, TOO_FAST)
                 await self._accept(visitor, client_id, str(frame.get("text", "")), [])
-            except ValueError as exc:
+            except (ValueError, RateLimited) as exc:
                 listener.put({"type": "error", "client_id": client_id, "message": str(exc)})
             except NotAccepting:
                 listener.put({"type": "retry", "client_id": client_id})
