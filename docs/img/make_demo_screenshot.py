@@ -1,7 +1,8 @@
 """Make docs/img/demo.png: the widget on the demo page beside the agent's Matrix room, from a real run.
 
-Starts a throwaway Synapse and relaydesk (matrix + web + echo) in a temporary directory, lets a customer
-write in headless Chromium (Debian's /usr/bin/chromium), answers as the agent with a nio client, then
+Starts a throwaway Synapse and relaydesk (matrix + web + the FAQ with the sample knowledge base) in a
+temporary directory, lets a customer write in headless Chromium (Debian's /usr/bin/chromium): the FAQ
+answers a routine question, the customer asks for a person, and the agent answers with a nio client; then
 renders the room's transcript (read back from Synapse) next to a screenshot of the widget.
 
     .venv/bin/python docs/img/make_demo_screenshot.py
@@ -51,7 +52,7 @@ storage: {{database: "{url}"}}
 plugins:
   - matrix: {{homeserver: "{synapse.base_url}", registration: "{registration.path}", agents: ["@agent:localhost"]}}
   - web: {{dev_secret_file: "{root / "secret"}", upload_dir: "{root / "uploads"}"}}
-  - echo: {{greeting: "Thanks, we got your message. An agent will answer here shortly."}}
+  - faq: {{knowledge_base: "{root / "faq.yaml"}", seed_from: example, matcher: lexical}}
 """,
         "plugins.yaml",
         environ={},
@@ -67,11 +68,16 @@ plugins:
             await page.goto(f"http://127.0.0.1:{port}/web/demo")
             widget = "[data-relaydesk-widget]"
             await page.click(f"{widget} .launcher")
+            await page.fill(f"{widget} textarea", "How long does delivery take?")
+            await page.press(f"{widget} textarea", "Enter")
+            await page.wait_for_selector(f"{widget} li.bot")  # the FAQ's answer
             await page.fill(
-                f"{widget} textarea", "Hi! My Ridge 2 tent arrived with a broken pole. Can you help?"
+                f"{widget} textarea", "My Ridge 2 tent arrived with a broken pole. Can I talk to an agent?"
             )
             await page.press(f"{widget} textarea", "Enter")
-            await page.wait_for_selector(f'{widget} li.customer[data-state="delivered"]')
+            await page.wait_for_function(
+                f"document.querySelector('{widget}').shadowRoot.querySelectorAll('li.bot').length >= 2"
+            )  # the hand-over: what happens next
             await desk.wait_settled(30)
             identity = await Identity.get(channel="web")
             room_id = (await Room.get(customer_id=identity.customer_id)).external_id
