@@ -183,6 +183,17 @@ class TypingChannel(Protocol):
 
 
 @runtime_checkable
+class TypingWorkspace(Protocol):
+    """A workspace that can show agents that the customer is typing (optional, on top of :class:`Workspace`)."""
+
+    async def customer_typing(
+        self, room: RoomRef, channel: str, external_user_id: str, name: str, active: bool
+    ) -> None:
+        """Show (``active``) or stop showing the customer typing in ``room``; best effort, quick to return."""
+        ...
+
+
+@runtime_checkable
 class Workspace(Protocol):
     """Agent-side adapter: slack, matrix."""
 

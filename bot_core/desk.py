@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from tortoise import connections
 
-from bot_core.adapters import Channel, TypingChannel, Workspace
+from bot_core.adapters import Channel, RoomRef, TypingChannel, TypingWorkspace, Workspace
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
 from bot_core.conversations import conversation_for_room
@@ -24,13 +24,14 @@ from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
 from bot_core.relay import Relay
 from bot_core.scheduler import Scheduler
 from bot_core.server import build_app
+from storage import hot
 from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
 from storage.bus.memory import MemoryBus
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import close_db, init_db
 from storage.fanout import Fanout, LocalFanout, RedisFanout
-from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus
+from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus, Room
 
 log = logging.getLogger("relaydesk.desk")
 
@@ -163,6 +164,7 @@ class Desk:
             log=logging.getLogger(f"relaydesk.plugin.{spec.instance_name}"),
             inbound=self.inbound,
             agent_typing=functools.partial(self.agent_typing, spec.instance_name),
+            customer_typing=functools.partial(self.customer_typing, spec.instance_name),
             http_base_url=f"http://{self.config.server.host}:{self.config.server.port}",
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
@@ -209,6 +211,23 @@ class Desk:
                 await channel.typing(identity.external_id, agent_name, active)
         except Exception:
             log.warning("typing indicator failed", exc_info=True, extra={"workspace": workspace})
+
+    async def customer_typing(self, channel: str, external_user_id: str, active: bool) -> None:
+        """A customer types (or stopped) on ``channel``: the agents' room shows it if the workspace can."""
+        try:
+            opened = await hot.open_conversation_of(channel, external_user_id)
+            if opened is None or opened[0].room_id is None:
+                return  # no room yet: the first message creates it
+            conversation, identity, _customer = opened
+            room = await Room.get_or_none(id=conversation.room_id)
+            workspace = self.plugins.get(room.workspace) if room else None
+            if room is not None and isinstance(workspace, TypingWorkspace):
+                name = identity.display_name or identity.external_id
+                await workspace.customer_typing(
+                    RoomRef(room.workspace, room.external_id), channel, external_user_id, name, active
+                )
+        except Exception:
+            log.warning("customer typing indicator failed", exc_info=True, extra={"channel": channel})
 
     async def _publish_fire(self, fire: ScheduledFire) -> None:
         await self.bus.publish(fire.conversation_key(), dump_event(fire))

@@ -136,6 +136,10 @@ async def _no_typing(room_id: str, agent_name: str, active: bool) -> None:
     """Without a desk, typing reports go nowhere."""
 
 
+async def _no_customer_typing(external_user_id: str, active: bool) -> None:
+    """Without a desk, typing reports go nowhere."""
+
+
 @dataclass
 class PluginServices:
     """What the engine hands every plugin at construction.
@@ -145,6 +149,8 @@ class PluginServices:
     ``agent_typing(room_id, agent_name, active)`` is for workspaces: an agent started (or stopped) typing
     in a room; the customer's channel shows it if it can (:class:`bot_core.adapters.TypingChannel`).
     It is ephemeral: nothing is stored, and it never fails the caller.
+    ``customer_typing(external_user_id, active)`` is the same for channels: the customer started (or
+    stopped) typing; the agents' room shows it if the workspace can (:class:`bot_core.adapters.TypingWorkspace`).
     ``fanout`` carries ephemeral pushes to every worker process (:mod:`storage.fanout`): a channel
     whose visitors hold live connections publishes there, so a delivery sent by one worker reaches
     a connection held by another.
@@ -155,6 +161,7 @@ class PluginServices:
     log: logging.Logger
     inbound: Callable[[Any], Awaitable[None]] = _no_inbound
     agent_typing: Callable[[str, str, bool], Awaitable[None]] = _no_typing
+    customer_typing: Callable[[str, bool], Awaitable[None]] = _no_customer_typing
     http_base_url: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
     metrics_registry: CollectorRegistry | None = None

@@ -90,6 +90,10 @@ class MemoryChannel(Plugin):
             max_text_length=config.max_text_length, edits=config.edits, deletes=config.deletes
         )
 
+    async def customer_types(self, user: str, active: bool) -> None:
+        """A customer starts (or stops) typing, as the platform reports it."""
+        await self.services.customer_typing(user, active)
+
     async def customer_writes(
         self, user: str, text: str, *, message_id: str | None = None, name: str | None = None, **extra: Any
     ) -> str:
@@ -173,6 +177,9 @@ class MemoryWorkspace(Plugin):
         self.rooms: dict[str, MemoryRoom] = {}
         self.posts = _Recorder()
         self.failures: list[DeliveryError] = []
+        self.customer_typing_shown = (
+            _Recorder()
+        )  # (room id, channel, user, name, active) as the core reported
 
     async def ensure_room(self, conversation: ConversationView) -> RoomRef:
         """Create a room for the conversation's customer."""
@@ -187,6 +194,12 @@ class MemoryWorkspace(Plugin):
         self.rooms[room.room_id].posts.append(post)
         await self.posts.add((room.room_id, post))
         return PostedRef(post.ref)
+
+    async def customer_typing(
+        self, room: RoomRef, channel: str, external_user_id: str, name: str, active: bool
+    ) -> None:
+        """Record that the agents would see the customer typing (or stop typing) in the room."""
+        await self.customer_typing_shown.add((room.room_id, channel, external_user_id, name, active))
 
     async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
         """Record the customer's message in the room."""

@@ -199,3 +199,23 @@ async def test_a_channel_without_edits_gets_a_correction_and_deletions_are_repor
     )
     notice = next(t for t in workspace.texts(room_id) if "did not get this deletion" in t)
     assert "cannot delete" in notice and "The code is 4321" in notice
+
+
+async def test_the_agents_see_the_customer_typing_once_the_room_exists(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    await channel.customer_types("t1", True)  # no conversation, no room yet: nothing to show, no error
+    assert workspace.customer_typing_shown.items == []
+
+    await channel.customer_writes("t1", "hello", name="Tomás")
+    await workspace.posts.wait_for(lambda items: len(items) >= 1)
+    assert await desk.wait_settled(10)
+    room_id = workspace.room_of("t1").room_id
+    await channel.customer_types("t1", True)
+    await channel.customer_types("t1", False)
+    assert workspace.customer_typing_shown.items == [
+        (room_id, "customers", "t1", "Tomás", True),
+        (room_id, "customers", "t1", "Tomás", False),
+    ]

@@ -67,6 +67,7 @@ CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
 LISTENER_BACKLOG = 256  # frames queued for one connection before it is told to resync instead
 ROOM_WATCH_SECONDS = 120.0  # how long a sent message is watched for reaching the agents' room
 ROOM_WATCH_INTERVAL = 0.3
+TYPING_REPEAT_SECONDS = 2.5  # a visitor's "still typing" is passed on at most this often
 TOO_FAST = "You are sending messages faster than we can read them"
 MAX_POLL_WAIT = 30.0
 MAX_FRAME_BYTES = 64 * 1024
@@ -149,6 +150,7 @@ class WebChannel(Plugin):
         self._watch_wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._fanout_off: Callable[[], None] | None = None
+        self._typing_reported: dict[str, tuple[bool, float]] = {}  # visitor -> (typing, when told)
         self._message_limit = RateLimiter(config.messages_per_minute)
         self._session_limit = RateLimiter(config.sessions_per_minute)
         self._files = FileStore(config.upload_dir)
@@ -762,10 +764,23 @@ class WebChannel(Plugin):
         finally:
             self._unsubscribe(visitor.subject, listener)
             self._sockets.discard(ws)
+            if visitor.subject in self._typing_reported:  # gone while typing: the agents stop seeing it
+                await self._customer_typing(visitor.subject, False)
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
         return ws
+
+    async def _customer_typing(self, subject: str, active: bool) -> None:
+        """Tell the agents the visitor types: state changes at once, repeats of *typing* at most every few s."""
+        now = time.monotonic()
+        last = self._typing_reported.get(subject)
+        if last is not None and last[0] == active and (not active or now - last[1] < TYPING_REPEAT_SECONDS):
+            return
+        self._typing_reported[subject] = (active, now)
+        if not active:
+            del self._typing_reported[subject]
+        await self.services.customer_typing(subject, active)
 
     @staticmethod
     async def _pump(ws: web.WebSocketResponse, listener: _Listener) -> None:
@@ -804,6 +819,8 @@ class WebChannel(Plugin):
                 listener.put({"type": "retry", "client_id": client_id})
             else:
                 listener.put({"type": "ack", "client_id": client_id, "state": "sent"})
+        elif kind == "typing":
+            await self._customer_typing(visitor.subject, frame.get("active") is True)
         elif kind == "receipt":
             await self._receipt(visitor.subject, frame.get("delivered"), frame.get("read"))
         elif kind == "ping":

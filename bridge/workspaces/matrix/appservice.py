@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
-from nio import AsyncClient, RoomCreateError, RoomPreset, RoomSendResponse
+from nio import AsyncClient, RoomCreateError, RoomPreset, RoomSendResponse, RoomTypingResponse
 from pydantic import BaseModel, ConfigDict
 
 from bot_core.adapters import (
@@ -39,6 +39,7 @@ from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 SEEN_TRANSACTIONS = 1000
 MEDIA_PREFIX = "/matrix/media"
+CUSTOMER_TYPING_MS = 10_000  # the widget repeats "typing" every few seconds while the customer types
 
 
 class DevHomeserverSettings(BaseModel):
@@ -258,6 +259,15 @@ class MatrixWorkspace(Plugin):
         )
         assert isinstance(response, RoomSendResponse)
         return PostedRef(response.event_id)
+
+    async def customer_typing(
+        self, room: RoomRef, channel: str, external_user_id: str, name: str, active: bool
+    ) -> None:
+        """Show the customer's ghost typing in the room (or stop); best effort, like any typing notice."""
+        ghost = await self.ghost(channel, external_user_id, f"{name} ({channel.capitalize()})")
+        response = await ghost.room_typing(room.room_id, typing_state=active, timeout=CUSTOMER_TYPING_MS)
+        if not isinstance(response, RoomTypingResponse):
+            self.services.log.info("customer typing not shown", extra={"room": room.room_id})
 
     async def _upload_from(self, client: AsyncClient, url: str, name: str, mime: str | None = None) -> str:
         """Copy a file the channel serves at ``url`` into the homeserver's media repository; its mxc URI."""

@@ -509,6 +509,28 @@ async def test_a_verified_customer_keeps_their_history_on_another_device_and_a_b
             await context.close()
 
 
+async def test_the_agents_see_the_customer_typing_until_the_message_is_sent(
+    browser_context: BrowserContext, web_desk: WebDeskFactory
+) -> None:
+    site = await web_desk()
+    page = await browser_context.new_page()
+    await page.goto(f"{site.base}/web/demo")
+    widget = Widget(page)
+    await widget.open()
+    await widget.write("first question")
+    await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
+    subject = await site.subject()
+    room_id = site.workspace.room_of(subject).room_id
+    shown = site.workspace.customer_typing_shown
+
+    await widget.input.press_sequentially("and one more thing")
+    await shown.wait_for(lambda items: [i[-1] for i in items] == [True], 10)
+    assert shown.items[0][:3] == (room_id, "web", subject)
+    await widget.input.press("Enter")  # sending ends the typing at once
+    await shown.wait_for(lambda items: [i[-1] for i in items] == [True, False], 10)
+    await expect(widget.texts("customer")).to_have_text(["first question", "and one more thing"])
+
+
 async def test_without_websocket_the_widget_falls_back_to_plain_http(
     browser_context: BrowserContext, web_desk: WebDeskFactory, shop: Shop
 ) -> None:

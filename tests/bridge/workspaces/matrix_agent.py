@@ -17,6 +17,7 @@ from nio import (
     RoomMessageText,
     RoomSendResponse,
     SyncResponse,
+    TypingNoticeEvent,
     UploadResponse,
 )
 
@@ -33,6 +34,7 @@ class Agent:
         self.client = AsyncClient(synapse.base_url, synapse.agent_user_id)
         self.synapse = synapse
         self.timeline: dict[str, list[Any]] = {}  # room id -> nio events, in order
+        self.typing: dict[str, list[str]] = {}  # room id -> who is typing there, as last reported
         self.next_batch: str | None = None
 
     async def login(self) -> None:
@@ -56,6 +58,9 @@ class Agent:
                     await self.client.join(room_id)
             for room_id, joined in response.rooms.join.items():
                 self.timeline.setdefault(room_id, []).extend(joined.timeline.events)
+                for ephemeral in joined.ephemeral:
+                    if isinstance(ephemeral, TypingNoticeEvent):
+                        self.typing[room_id] = list(ephemeral.users)
 
     @property
     def events(self) -> dict[str, list[dict[str, Any]]]:

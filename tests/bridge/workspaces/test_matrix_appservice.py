@@ -268,6 +268,27 @@ async def test_members_of_the_agents_space_are_invited_to_each_new_portal_room(
         await kim.close()
 
 
+async def test_customer_typing_shows_the_ghost_typing_in_the_room(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    matrix = cast(MatrixWorkspace, desk.plugins["matrix"])
+    user = f"ines-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "One more question", name="Ines")
+    assert await desk.wait_settled(30)
+    room_id = await room_of(user)
+    ghost = matrix.ghost_id("customers", user)
+    await agent.sync_until(lambda: room_id in agent.timeline)
+
+    await channel.customer_types(user, True)
+    await agent.sync_until(lambda: agent.typing.get(room_id) == [ghost])
+    await channel.customer_types(user, False)
+    await agent.sync_until(lambda: agent.typing.get(room_id) == [])
+
+
 async def test_agent_typing_is_shown_to_the_customer_and_customer_replies_quote_the_room_message(
     synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
 ) -> None:

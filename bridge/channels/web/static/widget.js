@@ -632,7 +632,34 @@
     }
     setError("");
     input.value = "";
+    stopTyping();
     sendText(text);
+  });
+
+  // -- the customer's typing, shown to the agents (over the WebSocket only; best effort) -------------
+
+  var TYPING_REPEAT_MS = 3000, TYPING_IDLE_MS = 5000;
+  var ownTyping = { active: false, sentAt: 0, idle: null };
+
+  function typingFrame(active) {
+    if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify({ type: "typing", active: active }));
+  }
+
+  function stopTyping() {
+    if (ownTyping.idle) { clearTimeout(ownTyping.idle); ownTyping.idle = null; }
+    if (ownTyping.active) { ownTyping.active = false; typingFrame(false); }
+  }
+
+  input.addEventListener("input", function () {
+    if (!input.value.trim()) { stopTyping(); return; }
+    var now = Date.now();
+    if (!ownTyping.active || now - ownTyping.sentAt > TYPING_REPEAT_MS) {
+      ownTyping.active = true;
+      ownTyping.sentAt = now;
+      typingFrame(true);
+    }
+    if (ownTyping.idle) clearTimeout(ownTyping.idle);
+    ownTyping.idle = setTimeout(stopTyping, TYPING_IDLE_MS);
   });
 
   input.addEventListener("keydown", function (ev) {
