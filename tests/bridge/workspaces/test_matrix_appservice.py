@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import aiohttp
 
+from bot_core.desk import Desk
 from bot_core.testing import MemoryChannel
 from bridge.workspaces.matrix.appservice import MatrixWorkspace
 from storage.models import Room
@@ -31,18 +32,28 @@ plugins:
 """
 
 
+async def first_contact(
+    synapse: SynapseInfo, url: str, make_desk: DeskFactory, name: str, text: str
+) -> tuple[Desk, MemoryChannel, str, str]:
+    """A desk on the test Synapse, and a new customer ``name`` whose first message ``text`` opened a room.
+
+    Returns (desk, channel, the customer's user id, the portal room's id).
+    """
+    desk = await make_desk(url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port)
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"{name.lower()}-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, text, name=name)
+    assert await desk.wait_settled(30)
+    return desk, channel, user, await room_of(user)
+
+
 async def test_first_contact_creates_the_portal_room_with_ghost_and_card_and_the_reply_comes_back(
     synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
 ) -> None:
-    desk = await make_desk(
-        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    desk, channel, user, room_id = await first_contact(
+        synapse, sqlite_url, make_desk, "Alice", "Hello, my parcel never arrived"
     )
-    channel = cast(MemoryChannel, desk.plugins["customers"])
     matrix = cast(MatrixWorkspace, desk.plugins["matrix"])
-    user = f"alice-{uuid.uuid4().hex[:6]}"
-    await channel.customer_writes(user, "Hello, my parcel never arrived", name="Alice")
-    assert await desk.wait_settled(30)
-    room_id = await room_of(user)
     ghost = matrix.ghost_id("customers", user)
 
     await agent.sync_until(
@@ -103,14 +114,7 @@ async def test_a_restarted_relaydesk_reuses_the_room(
 async def test_wrong_hs_token_is_refused_and_a_replayed_transaction_is_delivered_once(
     synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
-    desk = await make_desk(
-        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
-    )
-    channel = cast(MemoryChannel, desk.plugins["customers"])
-    user = f"carol-{uuid.uuid4().hex[:6]}"
-    await channel.customer_writes(user, "hi", name="Carol")
-    assert await desk.wait_settled(30)
-    room_id = await room_of(user)
+    desk, channel, user, room_id = await first_contact(synapse, sqlite_url, make_desk, "Carol", "hi")
     url = f"http://127.0.0.1:{synapse.appservice_port}/_matrix/app/v1/transactions/txn-{uuid.uuid4().hex}"
     event = {
         "type": "m.room.message",
@@ -139,14 +143,10 @@ async def test_wrong_hs_token_is_refused_and_a_replayed_transaction_is_delivered
 async def test_agent_edits_and_redactions_in_matrix_follow_to_the_customer(
     synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
 ) -> None:
-    desk = await make_desk(
-        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    _desk, channel, _user, room_id = await first_contact(
+        synapse, sqlite_url, make_desk, "Dan", "what's the status?"
     )
-    channel = cast(MemoryChannel, desk.plugins["customers"])
-    user = f"dan-{uuid.uuid4().hex[:6]}"
-    await channel.customer_writes(user, "what's the status?", name="Dan")
-    assert await desk.wait_settled(30)
-    await edit_then_redact(agent, channel, await room_of(user))
+    await edit_then_redact(agent, channel, room_id)
 
 
 async def test_images_travel_both_ways_through_the_media_repository_and_the_ghost_has_the_avatar(
@@ -188,14 +188,7 @@ async def test_images_travel_both_ways_through_the_media_repository_and_the_ghos
 async def test_the_card_links_to_earlier_conversations_in_the_room(
     synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
 ) -> None:
-    desk = await make_desk(
-        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
-    )
-    channel = cast(MemoryChannel, desk.plugins["customers"])
-    user = f"fay-{uuid.uuid4().hex[:6]}"
-    await channel.customer_writes(user, "first problem", name="Fay")
-    assert await desk.wait_settled(30)
-    room_id = await room_of(user)
+    desk, channel, user, room_id = await first_contact(synapse, sqlite_url, make_desk, "Fay", "first problem")
     await agent.sync_until(lambda: any(t == "first problem" for _, t in agent.texts(room_id)))
     first_event = next(
         e.event_id for e in agent.timeline[room_id] if getattr(e, "body", "") == "first problem"
@@ -271,15 +264,10 @@ async def test_members_of_the_agents_space_are_invited_to_each_new_portal_room(
 async def test_customer_typing_shows_the_ghost_typing_in_the_room(
     synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
 ) -> None:
-    desk = await make_desk(
-        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    desk, channel, user, room_id = await first_contact(
+        synapse, sqlite_url, make_desk, "Ines", "One more question"
     )
-    channel = cast(MemoryChannel, desk.plugins["customers"])
     matrix = cast(MatrixWorkspace, desk.plugins["matrix"])
-    user = f"ines-{uuid.uuid4().hex[:6]}"
-    await channel.customer_writes(user, "One more question", name="Ines")
-    assert await desk.wait_settled(30)
-    room_id = await room_of(user)
     ghost = matrix.ghost_id("customers", user)
     await agent.sync_until(lambda: room_id in agent.timeline)
 
@@ -292,11 +280,7 @@ async def test_customer_typing_shows_the_ghost_typing_in_the_room(
 async def test_agent_typing_is_shown_to_the_customer_and_customer_replies_quote_the_room_message(
     synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
 ) -> None:
-    desk = await make_desk(
-        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    _desk, channel, user, room_id = await first_contact(
+        synapse, sqlite_url, make_desk, "Hana", "Is the blue one in stock?"
     )
-    channel = cast(MemoryChannel, desk.plugins["customers"])
-    user = f"hana-{uuid.uuid4().hex[:6]}"
-    await channel.customer_writes(user, "Is the blue one in stock?", name="Hana")
-    assert await desk.wait_settled(30)
-    await typing_and_reply(agent, channel, user, await room_of(user))
+    await typing_and_reply(agent, channel, user, room_id)
