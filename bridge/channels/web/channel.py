@@ -150,7 +150,7 @@ class WebChannel(Plugin):
         self._watch_wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._fanout_off: Callable[[], None] | None = None
-        self._typing_reported: dict[str, tuple[bool, float]] = {}  # visitor -> (typing, when told)
+        self._typing_reported: dict[str, float] = {}  # visitor typing -> when the agents were last told
         self._message_limit = RateLimiter(config.messages_per_minute)
         self._session_limit = RateLimiter(config.sessions_per_minute)
         self._files = FileStore(config.upload_dir)
@@ -774,12 +774,13 @@ class WebChannel(Plugin):
     async def _customer_typing(self, subject: str, active: bool) -> None:
         """Tell the agents the visitor types: state changes at once, repeats of *typing* at most every few s."""
         now = time.monotonic()
-        last = self._typing_reported.get(subject)
-        if last is not None and last[0] == active and (not active or now - last[1] < TYPING_REPEAT_SECONDS):
-            return
-        self._typing_reported[subject] = (active, now)
-        if not active:
-            del self._typing_reported[subject]
+        if active:
+            since = self._typing_reported.get(subject)
+            if since is not None and now - since < TYPING_REPEAT_SECONDS:
+                return
+            self._typing_reported[subject] = now
+        else:
+            self._typing_reported.pop(subject, None)
         await self.services.customer_typing(subject, active)
 
     @staticmethod
