@@ -12,13 +12,24 @@ command, or a task whose context opened its own): the one holding the lock may n
 finish. So SQLite's own busy handler is off (``busy_timeout=0``) and a statement that finds the file
 locked is retried after a short asynchronous sleep, up to :data:`BUSY_TIMEOUT` seconds in all.
 
+Checkpoints (copying the write-ahead log back into the database file, with two fsyncs) would also run
+on the loop: SQLite makes the statement whose commit crosses ``wal_autocheckpoint`` pages (default
+1,000, about 30 relayed messages) do one, stalling every task for milliseconds, and under load their
+fsyncs compete for the disk with everything else on the machine (a homeserver on the same disk fsyncs
+every commit). So a :class:`WalCheckpointer` thread with its own connection checkpoints instead, once
+writes pause for :data:`CHECKPOINT_QUIET_SECONDS` or, under sustained load, every
+:data:`CHECKPOINT_MAX_CHANGES` changed rows (the log then holds some tens of MB). The loop's own
+automatic checkpoint stays only as a backstop (:data:`BACKSTOP_PAGES`) should that thread fall behind.
+
 Used for ``sqlite://`` URLs by :func:`storage.db.tortoise_config`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -26,9 +37,22 @@ from tortoise.backends.sqlite.client import SqliteClient
 
 T = TypeVar("T")
 
+log = logging.getLogger("relaydesk.storage")
+
 BUSY_TIMEOUT = 5.0
 """Seconds a statement keeps retrying while another connection holds the write lock."""
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.001, 0.05
+CHECKPOINT_EVERY = 10
+"""Rows changed on the connection between two nudges of the checkpointer (a relayed message changes ~10);
+fewer than this in :data:`CHECKPOINT_QUIET_SECONDS` count as a pause."""
+CHECKPOINT_QUIET_SECONDS = 0.25
+"""The checkpointer waits for a pause in the writes this long before it checkpoints."""
+CHECKPOINT_MAX_CHANGES = 5000
+"""...but no longer than this many changed rows (about 500 relayed messages, a log of ~70 MB)."""
+BACKSTOP_PAGES = 40000
+"""``wal_autocheckpoint`` of the loop's connection: it checkpoints itself only if the thread falls behind."""
+WAL_SIZE_LIMIT = 128 * 1024 * 1024
+"""``journal_size_limit``: the log is reused from its start rather than cut down and grown again."""
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 
@@ -60,6 +84,57 @@ async def run_unblocked(call: Callable[[], T], timeout: float | None = None) -> 
                 raise
 
 
+class WalCheckpointer:
+    """Checkpoints a WAL-mode database on a thread of its own, so the event loop never does.
+
+    :meth:`request` is called every :data:`CHECKPOINT_EVERY` changed rows; the thread checkpoints once
+    requests pause for :data:`CHECKPOINT_QUIET_SECONDS`, or after :data:`CHECKPOINT_MAX_CHANGES` rows.
+    """
+
+    def __init__(self, filename: str) -> None:
+        self._filename = filename
+        self._wanted = threading.Event()
+        self._stopping = False
+        self.checkpoints = 0
+        """Checkpoints done so far."""
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        """Ask for a checkpoint soon (requests made while one runs are served by the next)."""
+        self._wanted.set()
+
+    def _run(self) -> None:
+        # Waiting for locks here blocks nobody, so this connection may use SQLite's own busy handler.
+        conn = sqlite3.connect(self._filename, timeout=BUSY_TIMEOUT, check_same_thread=False)
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                changes = CHECKPOINT_EVERY
+                # Writes keep coming: wait for a pause, up to a bound on the log's growth.
+                while not self._stopping and changes < CHECKPOINT_MAX_CHANGES:
+                    if not self._wanted.wait(CHECKPOINT_QUIET_SECONDS):
+                        break
+                    self._wanted.clear()
+                    changes += CHECKPOINT_EVERY
+                if self._stopping:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error:
+                    log.warning("background WAL checkpoint failed", exc_info=True)
+        finally:
+            conn.close()
+
+    async def stop(self) -> None:
+        """Stop the thread (after the checkpoint it may be running)."""
+        self._stopping = True
+        self._wanted.set()
+        await asyncio.to_thread(self._thread.join)
+
+
 class InlineCursor:
     """The part of aiosqlite's cursor that tortoise uses, over a plain sqlite3 cursor."""
 
@@ -84,16 +159,30 @@ class InlineConnection:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.checkpointer: WalCheckpointer | None = None
+        """Set once the file is in WAL mode: it is asked for a checkpoint every :data:`CHECKPOINT_EVERY` changes."""
+        self._changes_checkpointed = 0
+
+    def _wrote(self) -> None:
+        """Ask for a background checkpoint once enough rows changed since the last request."""
+        if self.checkpointer is not None:
+            changes = self._conn.total_changes
+            if changes - self._changes_checkpointed >= CHECKPOINT_EVERY:
+                self._changes_checkpointed = changes
+                self.checkpointer.request()
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> InlineCursor:
         """Run one statement; its cursor."""
         values = tuple(parameters or ())
-        return InlineCursor(await run_unblocked(lambda: self._conn.execute(sql, values)))
+        cursor = InlineCursor(await run_unblocked(lambda: self._conn.execute(sql, values)))
+        self._wrote()
+        return cursor
 
     async def execute_insert(self, sql: str, parameters: Iterable[Any] | None = None) -> tuple[int | None]:
         """Run an INSERT; ``(rowid,)`` of the new row, as aiosqlite returns it."""
         values = tuple(parameters or ())
         cursor = await run_unblocked(lambda: self._conn.execute(sql, values))
+        self._wrote()
         try:
             return (cursor.lastrowid,)
         finally:
@@ -107,26 +196,35 @@ class InlineConnection:
             return cursor.fetchall()
         finally:
             cursor.close()
+            self._wrote()
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> InlineCursor:
         """Run one statement for each parameter set."""
         rows = list(parameters)
-        return InlineCursor(await run_unblocked(lambda: self._conn.executemany(sql, rows)))
+        cursor = InlineCursor(await run_unblocked(lambda: self._conn.executemany(sql, rows)))
+        self._wrote()
+        return cursor
 
     async def executescript(self, sql: str) -> InlineCursor:
         """Run several statements."""
-        return InlineCursor(await run_unblocked(lambda: self._conn.executescript(sql)))
+        cursor = InlineCursor(await run_unblocked(lambda: self._conn.executescript(sql)))
+        self._wrote()
+        return cursor
 
     async def commit(self) -> None:
         """Commit the open transaction."""
         await run_unblocked(self._conn.commit)
+        self._wrote()
 
     async def rollback(self) -> None:
         """Roll the open transaction back."""
         self._conn.rollback()
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and stop its checkpointer first)."""
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
+            self.checkpointer = None
         self._conn.close()
 
     @property
@@ -138,6 +236,10 @@ class InlineConnection:
 class InlineSqliteClient(SqliteClient):
     """tortoise's SQLite client with :class:`InlineConnection` in place of aiosqlite's threaded one."""
 
+    def __init__(self, file_path: str, **kwargs: Any) -> None:
+        kwargs.setdefault("journal_size_limit", WAL_SIZE_LIMIT)
+        super().__init__(file_path, **kwargs)
+
     async def create_connection(self, with_db: bool) -> None:
         """Open the connection (once) and apply the pragmas, as the stock client does."""
         if self._connection:
@@ -147,6 +249,10 @@ class InlineSqliteClient(SqliteClient):
         inline = InlineConnection(conn)
         for pragma, value in self.pragmas.items():
             await (await inline.execute(f"PRAGMA {pragma}={value}")).close()
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() == "wal" and self.filename != ":memory:":
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}").close()
+            inline.checkpointer = WalCheckpointer(self.filename)
         self._connection = inline  # type: ignore[assignment]
         await self._post_connect()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,42 @@ async def test_a_lock_held_too_long_gives_a_clear_error(
     finally:
         await holder.close()
         await waiter.close()
+
+
+async def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_checkpoints_run_on_their_own_thread_once_writes_pause(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    client = await _client(path)
+    try:
+        conn = client._connection._conn  # type: ignore[union-attr]
+        # the loop's connection checkpoints only as a backstop
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == sqlite_inline.BACKSTOP_PAGES
+        checkpointer = client._connection.checkpointer  # type: ignore[union-attr]
+        assert checkpointer is not None
+        await client.execute_script("CREATE TABLE t (n INTEGER)")
+        for n in range(sqlite_inline.CHECKPOINT_EVERY * 3):
+            await client.execute_query("INSERT INTO t VALUES (?)", [n])
+        await _wait_until(lambda: checkpointer.checkpoints >= 1)
+        # every frame of the log is in the database file now: a new checkpoint has nothing left to copy
+        with sqlite3.connect(path) as other:
+            _busy, frames, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert frames == copied
+        thread = checkpointer._thread
+    finally:
+        await client.close()
+    assert not thread.is_alive()
+
+
+async def test_an_in_memory_database_has_no_checkpointer() -> None:
+    client = InlineSqliteClient(":memory:", connection_name="memory")
+    await client.create_connection(with_db=True)
+    try:
+        assert client._connection.checkpointer is None  # type: ignore[union-attr]
+    finally:
+        await client.close()
