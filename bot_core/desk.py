@@ -32,6 +32,7 @@ from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import close_db, init_db
 from storage.fanout import Fanout, LocalFanout, RedisFanout
 from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus, Room
+from storage.ratelimit import MemoryRateLimits, RateLimits, RedisRateLimits
 
 log = logging.getLogger("relaydesk.desk")
 
@@ -52,6 +53,7 @@ class Desk:
         scheduler_poll: float = 1.0,
         bus: EventBus | None = None,
         fanout: Fanout | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.config = config
         self.metrics = Metrics()
@@ -66,6 +68,9 @@ class Desk:
             RedisStreamsBus(redis_url) if redis_url else MemoryBus(journal=DbJournal())
         )
         self.fanout: Fanout = fanout or (RedisFanout(redis_url) if redis_url else LocalFanout())
+        self.rate_limits: RateLimits = rate_limits or (
+            RedisRateLimits(redis_url) if redis_url else MemoryRateLimits()
+        )
         self.outbox = Outbox(
             self.adapter,
             self.metrics,
@@ -103,6 +108,7 @@ class Desk:
         """Open storage, start plugins, replay what a crash left, then accept events and serve HTTP."""
         await init_db(self.config.storage.database)
         await self.fanout.start()
+        await self.rate_limits.start()
         try:
             for spec in self.config.plugins:
                 self.plugins[spec.instance_name] = await self._start_plugin(spec)
@@ -111,6 +117,7 @@ class Desk:
             for name in reversed(list(self.plugins)):
                 await self._stop_plugin(name, self.plugins[name])
             self.plugins.clear()
+            await self.rate_limits.stop()
             await self.fanout.stop()
             await close_db()
             raise
@@ -154,6 +161,7 @@ class Desk:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+        await self.rate_limits.stop()
         await self.fanout.stop()
         await close_db()
         self._stopped.set()
@@ -168,6 +176,7 @@ class Desk:
             http_base_url=f"http://{self.config.server.host}:{self.config.server.port}",
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
+            rate_limits=self.rate_limits,
         )
         plugin = spec.plugin_class(spec.config, services, instance_name=spec.instance_name)
         kind = plugin.kind

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bot_core.events import LifecycleKind
 from storage.fanout import Fanout, LocalFanout
+from storage.ratelimit import MemoryRateLimits, RateLimits
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -154,6 +155,8 @@ class PluginServices:
     ``fanout`` carries ephemeral pushes to every worker process (:mod:`storage.fanout`): a channel
     whose visitors hold live connections publishes there, so a delivery sent by one worker reaches
     a connection held by another.
+    ``rate_limits`` are token buckets shared by every worker (:mod:`storage.ratelimit`; in Redis when
+    the desk has one): a channel with public endpoints limits floods there.
     ``metrics_registry`` is the desk's Prometheus registry (served on ``/metrics``): a plugin may register
     its own collector there in :meth:`Plugin.start` and must unregister it in :meth:`Plugin.stop`.
     """
@@ -166,6 +169,7 @@ class PluginServices:
     extras: dict[str, Any] = field(default_factory=dict)
     metrics_registry: CollectorRegistry | None = None
     fanout: Fanout = field(default_factory=LocalFanout)
+    rate_limits: RateLimits = field(default_factory=MemoryRateLimits)
 
 
 class Plugin:

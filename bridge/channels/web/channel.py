@@ -50,7 +50,7 @@ from bot_core.desk import NotAccepting
 from bot_core.events import Attachment, CustomerMessage, utcnow
 from bot_core.plugin import Plugin, PluginKind, route
 from bot_core.transcript import TranscriptEntry, customer_transcript, shown_in_room
-from bridge.channels.web.ratelimit import RateLimited, RateLimiter
+from bridge.channels.web.ratelimit import RateLimited
 from bridge.channels.web.sessions import BadSession, FileSigner, SessionSigner, VisitorSession
 from bridge.channels.web.uploads import (
     DEFAULT_TYPES,
@@ -151,8 +151,6 @@ class WebChannel(Plugin):
         self._watcher: asyncio.Task[None] | None = None
         self._fanout_off: Callable[[], None] | None = None
         self._typing_reported: dict[str, float] = {}  # visitor typing -> when the agents were last told
-        self._message_limit = RateLimiter(config.messages_per_minute)
-        self._session_limit = RateLimiter(config.sessions_per_minute)
         self._files = FileStore(config.upload_dir)
         self._widget_js = b""
         self._demo_html = b""
@@ -215,10 +213,6 @@ class WebChannel(Plugin):
             edits=True,
             deletes=True,
         )
-        if config.messages_per_minute != self._message_limit.per_minute:
-            self._message_limit = RateLimiter(config.messages_per_minute)
-        if config.sessions_per_minute != self._session_limit.per_minute:
-            self._session_limit = RateLimiter(config.sessions_per_minute)
 
     def _resolve_secret(self) -> bytes:
         value = self.settings.secret.get_secret_value() if self.settings.secret else ""
@@ -486,6 +480,17 @@ class WebChannel(Plugin):
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
+    async def _take(self, bucket: str, key: str, per_minute: int, what: str) -> None:
+        """Take a token from this channel's ``bucket`` for ``key`` (shared by every worker), or raise
+        :class:`RateLimited` saying ``what``."""
+        wait = await self.services.rate_limits.take(f"{self.instance_name}:{bucket}", key, per_minute)
+        if wait > 0:
+            raise RateLimited(what, wait)
+
+    async def _message_token(self, visitor: VisitorSession) -> None:
+        """One of the visitor's ``messages_per_minute`` (texts, files and WebSocket sends alike)."""
+        await self._take("messages", visitor.subject, self.settings.messages_per_minute, TOO_FAST)
+
     def _session_of(self, request: web.Request) -> VisitorSession:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         return self._signer.verify(token or request.query.get("token", ""))
@@ -538,7 +543,12 @@ class WebChannel(Plugin):
     async def session(self, request: web.Request) -> web.StreamResponse:
         """A token: for a verified identity, renewed from a valid token, or for a new visitor."""
         try:
-            self._session_limit.take(request.remote or "", "Too many new chat sessions from your address")
+            await self._take(
+                "sessions",
+                request.remote or "",
+                self.settings.sessions_per_minute,
+                "Too many new chat sessions from your address",
+            )
         except RateLimited as exc:
             return self._too_fast(request, exc)
         try:
@@ -622,7 +632,7 @@ class WebChannel(Plugin):
         except BadSession as exc:
             return self._error(request, 401, f"Session not valid: {exc}.")
         try:
-            self._message_limit.take(visitor.subject, TOO_FAST)
+            await self._message_token(visitor)
             body = await self._body(request)
             client_id = str(body.get("client_id", ""))
             await self._accept(visitor, client_id, str(body.get("text", "")), [])
@@ -643,7 +653,7 @@ class WebChannel(Plugin):
             return self._error(request, 401, f"Session not valid: {exc}.")
         limit = self.settings.max_upload_bytes
         try:
-            self._message_limit.take(visitor.subject, TOO_FAST)  # before anything is read or stored
+            await self._message_token(visitor)  # before anything is read or stored
         except RateLimited as exc:
             return self._too_fast(request, exc)
         try:
@@ -812,7 +822,7 @@ class WebChannel(Plugin):
         elif kind == "send":
             client_id = str(frame.get("client_id", ""))
             try:
-                self._message_limit.take(visitor.subject, TOO_FAST)
+                await self._message_token(visitor)
                 await self._accept(visitor, client_id, str(frame.get("text", "")), [])
             except (ValueError, RateLimited) as exc:
                 listener.put({"type": "error", "client_id": client_id, "message": str(exc)})

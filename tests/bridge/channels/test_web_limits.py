@@ -6,51 +6,10 @@ import json
 from pathlib import Path
 
 import aiohttp
-import pytest
 
-from bridge.channels.web.ratelimit import RateLimited, RateLimiter
 from bridge.workspaces.matrix.devserver import free_port
 from storage.models import InboundReceipt
 from tests.conftest import DeskFactory
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_bucket_allows_a_burst_then_one_message_per_interval() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(6, clock=clock)  # 6 per minute: one every 10 s once the burst is used
-    for _ in range(6):
-        limiter.take("alice", "too fast")
-    with pytest.raises(RateLimited, match="too fast: please wait 10 s") as refused:
-        limiter.take("alice", "too fast")
-    assert refused.value.retry_after == 10
-    limiter.take("bob", "too fast")  # other keys have their own bucket
-    clock.now += 10
-    limiter.take("alice", "too fast")
-    with pytest.raises(RateLimited):
-        limiter.take("alice", "too fast")
-    clock.now += 3600  # a full bucket again, never more than the burst
-    for _ in range(6):
-        limiter.take("alice", "too fast")
-    with pytest.raises(RateLimited):
-        limiter.take("alice", "too fast")
-
-
-def test_the_limiter_forgets_the_least_recent_keys_beyond_its_size() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(1, max_keys=2, clock=clock)
-    limiter.take("a", "x")
-    limiter.take("b", "x")
-    limiter.take("c", "x")  # "a" is forgotten: it would start with a full bucket again
-    limiter.take("a", "x")
-    with pytest.raises(RateLimited):
-        limiter.take("c", "x")
 
 
 async def test_a_flood_of_messages_and_sessions_is_refused_with_429(

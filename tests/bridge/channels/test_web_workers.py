@@ -1,4 +1,5 @@
-"""The web channel with two worker processes (PostgreSQL + Redis): a push reaches the worker holding the visitor."""
+"""The web channel with two worker processes (PostgreSQL + Redis): a push reaches the worker holding the
+visitor, and a visitor's rate limit counts the requests every worker served."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bridge.channels.web.channel import WebChannel
 from bridge.workspaces.matrix.devserver import free_port
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.fanout import RedisFanout
+from storage.ratelimit import RedisRateLimits
 from tests.conftest import DeskFactory
 
 
@@ -75,3 +77,43 @@ plugins:
             )
             message = (await _frames_until(ws, "message"))["message"]
             assert (message["text"], message["author"], message["side"]) == ("Hi, Bob here", "Bob", "agent")
+
+
+async def test_a_visitors_rate_limit_counts_every_workers_requests(
+    postgres_url: str, redis_prefix: tuple[str, str], make_desk: DeskFactory, tmp_path: Path
+) -> None:
+    redis_url, prefix = redis_prefix
+    yaml_text = f"""
+plugins:
+  - desk: {{use: "bot_core.testing:MemoryWorkspace"}}
+  - web:
+      dev_secret_file: "{tmp_path / "web-secret"}"
+      upload_dir: "{tmp_path / "uploads"}"
+      messages_per_minute: 3
+"""
+    ports = [free_port(), free_port()]
+    for port in ports:
+        await make_desk(
+            postgres_url,
+            yaml_text,
+            serve_http=True,
+            http_port=port,
+            redis=redis_url,
+            bus=RedisStreamsBus(redis_url, prefix=prefix),
+            fanout=RedisFanout(redis_url, prefix=prefix),
+            rate_limits=RedisRateLimits(redis_url, prefix=prefix),
+        )
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{ports[0]}/web/api/session", json={}) as resp:
+            assert resp.status == 200
+            auth = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+        statuses = []
+        for n in range(4):  # a load balancer spreads the visitor's requests over both workers
+            url = f"http://127.0.0.1:{ports[n % 2]}/web/api/messages"
+            async with http.post(
+                url, json={"client_id": f"client-{n}", "text": f"hello {n}"}, headers=auth
+            ) as resp:
+                statuses.append(resp.status)
+                retry_after = resp.headers.get("Retry-After")
+    assert statuses == [200, 200, 200, 429]  # 3 a minute in all, not 3 per worker
+    assert retry_after == "20"
