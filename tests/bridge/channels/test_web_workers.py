@@ -10,6 +10,7 @@ from typing import Any, cast
 import aiohttp
 
 from bot_core.adapters import Delivery
+from bot_core.desk import Desk
 from bridge.channels.web.channel import WebChannel
 from bridge.workspaces.matrix.devserver import free_port
 from storage.bus.redis_streams import RedisStreamsBus
@@ -28,9 +29,14 @@ async def _frames_until(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[
             return cast(dict[str, Any], frame)
 
 
-async def test_an_answer_sent_by_another_worker_reaches_the_visitors_live_connection(
-    postgres_url: str, redis_prefix: tuple[str, str], make_desk: DeskFactory, tmp_path: Path
-) -> None:
+async def _two_workers(
+    make_desk: DeskFactory,
+    postgres_url: str,
+    redis_prefix: tuple[str, str],
+    tmp_path: Path,
+    web_extra: str = "",
+) -> tuple[list[Desk], list[int]]:
+    """Two desks on one database and one Redis (bus, fan-out, rate limits), each serving HTTP; and their ports."""
     redis_url, prefix = redis_prefix
     yaml_text = f"""
 plugins:
@@ -38,9 +44,9 @@ plugins:
   - web:
       dev_secret_file: "{tmp_path / "web-secret"}"
       upload_dir: "{tmp_path / "uploads"}"
-"""
+{web_extra}"""
     ports = [free_port(), free_port()]
-    holding, other = [
+    desks = [
         await make_desk(
             postgres_url,
             yaml_text,
@@ -49,9 +55,17 @@ plugins:
             redis=redis_url,
             bus=RedisStreamsBus(redis_url, prefix=prefix),
             fanout=RedisFanout(redis_url, prefix=prefix),
+            rate_limits=RedisRateLimits(redis_url, prefix=prefix),
         )
         for port in ports
     ]
+    return desks, ports
+
+
+async def test_an_answer_sent_by_another_worker_reaches_the_visitors_live_connection(
+    postgres_url: str, redis_prefix: tuple[str, str], make_desk: DeskFactory, tmp_path: Path
+) -> None:
+    (holding, other), ports = await _two_workers(make_desk, postgres_url, redis_prefix, tmp_path)
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{ports[0]}/web/api/session", json={}) as resp:
             assert resp.status == 200
@@ -82,27 +96,9 @@ plugins:
 async def test_a_visitors_rate_limit_counts_every_workers_requests(
     postgres_url: str, redis_prefix: tuple[str, str], make_desk: DeskFactory, tmp_path: Path
 ) -> None:
-    redis_url, prefix = redis_prefix
-    yaml_text = f"""
-plugins:
-  - desk: {{use: "bot_core.testing:MemoryWorkspace"}}
-  - web:
-      dev_secret_file: "{tmp_path / "web-secret"}"
-      upload_dir: "{tmp_path / "uploads"}"
-      messages_per_minute: 3
-"""
-    ports = [free_port(), free_port()]
-    for port in ports:
-        await make_desk(
-            postgres_url,
-            yaml_text,
-            serve_http=True,
-            http_port=port,
-            redis=redis_url,
-            bus=RedisStreamsBus(redis_url, prefix=prefix),
-            fanout=RedisFanout(redis_url, prefix=prefix),
-            rate_limits=RedisRateLimits(redis_url, prefix=prefix),
-        )
+    _desks, ports = await _two_workers(
+        make_desk, postgres_url, redis_prefix, tmp_path, web_extra="      messages_per_minute: 3\n"
+    )
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{ports[0]}/web/api/session", json={}) as resp:
             assert resp.status == 200
