@@ -7,12 +7,17 @@ phrasings of the held-out entries play the questions the knowledge base does not
 not answer them: whatever it picks is wrong). The threshold is the lowest confidence at which the
 estimated share of wrong answers, for the expected share of unrelated questions, stays under the target.
 
-Below the threshold the bot offers its best entries as choices ("did you mean") when the confidence is
-at least ``suggest_floor``, and hands over otherwise.
+Below the threshold the bot offers its best entries as choices ("did you mean") when the match's choice
+confidence (:attr:`plugins.faq.matching.Match.offer_confidence`: how sure the matcher is that the right
+entry is among the choices; the confidence itself for matchers without one) is at least ``suggest_floor``,
+and hands over otherwise. The floor is found on the same held-out questions: the lowest choice confidence
+down to which, among the questions under the threshold, enough are offered choices that include the
+right entry.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -36,12 +41,19 @@ class Calibration:
 @dataclass(frozen=True)
 class Observation:
     """One held-out question: the matcher's confidence, whether its first entry was right (always false for
-    a question of a held-out entry), whether the right entry was among the choices, and which kind it is."""
+    a question of a held-out entry), whether the right entry was among the choices, which kind it is, and
+    the match's choice confidence (None: the matcher has none, the confidence stands in for it)."""
 
     confidence: float
     correct: bool
     in_top: bool
     unrelated: bool
+    choice_confidence: float | None = None
+
+    @property
+    def offer_confidence(self) -> float:
+        """What the "did you mean" floor is compared with (as :attr:`Match.offer_confidence`)."""
+        return self.confidence if self.choice_confidence is None else self.choice_confidence
 
 
 def observe(
@@ -99,6 +111,7 @@ def observe(
                     correct=not is_unrelated and bool(ids) and ids[0] == question.entry_id,
                     in_top=not is_unrelated and question.entry_id in ids,
                     unrelated=is_unrelated,
+                    choice_confidence=match.choice_confidence,
                 )
             )
     return observations
@@ -153,10 +166,13 @@ def _suggest_floor(
     n_unrelated: int,
     precision: float,
 ) -> float:
-    """The lowest confidence down to which choices are worth offering: among the questions between it and
-    the threshold, at least ``precision`` (weighted by the expected mix) have the right entry in the choices."""
-    below = sorted((o for o in observations if o.confidence < threshold), key=lambda o: -o.confidence)
-    floor = threshold
+    """The lowest choice confidence down to which choices are worth offering: among the questions under the
+    threshold whose choice confidence reaches it, at least ``precision`` (weighted by the expected mix) have
+    the right entry in the choices. None qualifies: no choices (the threshold, or infinity for a matcher
+    whose choice confidence is on its own scale)."""
+    below = sorted((o for o in observations if o.confidence < threshold), key=lambda o: -o.offer_confidence)
+    separate = any(o.choice_confidence is not None for o in observations)
+    floor = math.inf if separate else threshold
     helped = bothered = 0.0
     for obs in below:
         if obs.unrelated:
@@ -166,7 +182,7 @@ def _suggest_floor(
         else:
             bothered += (1 - share) / max(n_routine, 1)
         if helped + bothered > 0 and helped / (helped + bothered) >= precision:
-            floor = obs.confidence
+            floor = obs.offer_confidence
     return floor
 
 

@@ -56,7 +56,7 @@ def build(
     model.fit(examples)
     found = calibrate(model.spawn(), examples, target_wrong=target_wrong, unrelated_share=unrelated_share)
     if threshold is not None:
-        floor = suggest_floor if suggest_floor is not None else min(found.suggest_floor, threshold)
+        floor = suggest_floor if suggest_floor is not None else found.suggest_floor
         found = Calibration(
             threshold, floor, found.expected_correct, found.expected_wrong, found.samples, "config"
         )

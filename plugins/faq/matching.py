@@ -17,15 +17,26 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Match:
-    """The best entries for a question, best first, and the confidence the threshold is applied to."""
+    """The best entries for a question, best first, and the confidences the thresholds are applied to.
+
+    ``confidence`` says whether the first entry is right (the answer threshold is applied to it);
+    ``choice_confidence``, when a matcher gives one, says whether the right entry is among the candidates
+    (the "did you mean" floor is applied to it). Without one, the floor applies to ``confidence``.
+    """
 
     candidates: tuple[Candidate, ...]
     confidence: float
+    choice_confidence: float | None = None
 
     @property
     def best(self) -> Candidate | None:
         """The best candidate, if any entry matched at all."""
         return self.candidates[0] if self.candidates else None
+
+    @property
+    def offer_confidence(self) -> float:
+        """What the "did you mean" floor is compared with: the choice confidence, else the confidence."""
+        return self.confidence if self.choice_confidence is None else self.choice_confidence
 
 
 @dataclass(frozen=True)
@@ -65,3 +76,14 @@ def margin_confidence(candidates: Sequence[Candidate], margin_weight: float) -> 
     best = candidates[0].score
     second = candidates[1].score if len(candidates) > 1 else 0.0
     return best + margin_weight * (best - second)
+
+
+def choice_confidence(candidates: Sequence[Candidate], similarity: float, similarity_weight: float) -> float:
+    """How sure a probabilistic matcher is that the right entry is among ``candidates``.
+
+    The candidates' probabilities added up (the share of belief the choices cover) plus
+    ``similarity_weight`` times ``similarity``, the cosine between the question and the nearest phrasing
+    of any candidate: a question close to a phrasing of one of the choices is usually about one of them,
+    even when the classifier cannot tell which (see :mod:`plugins.faq.phrasings`).
+    """
+    return sum(c.score for c in candidates) + similarity_weight * similarity

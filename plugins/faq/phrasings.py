@@ -9,7 +9,8 @@ CLINC150's validation split this let the calibrated threshold answer 4–7 point
 the same share of wrong answers).
 
 Only the phrasings of the entry the classifier ranked first are compared, so a question costs a few dot
-products however large the knowledge base is.
+products however large the knowledge base is. The same similarity over the phrasings of all offered
+entries feeds the choice confidence ("did you mean", see :func:`plugins.faq.matching.choice_confidence`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class PhrasingIndex:
         self._rows = np.ascontiguousarray(rows[order]) if len(rows) else rows
         counts = np.bincount(np.asarray(entry_of_row, dtype=np.int64), minlength=entries)
         self._start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def best_similarity_among(self, entries: Sequence[int], query: Any) -> float:
+        """The highest cosine between ``query`` and a phrasing of any of ``entries``; 0 if none has one."""
+        return max((self.best_similarity(entry, query) for entry in entries), default=0.0)
 
     def best_similarity(self, entry: int, query: Any) -> float:
         """The highest cosine between ``query`` (an embedding) and a phrasing of ``entry``; 0 if it has none."""

@@ -96,7 +96,9 @@ class FaqConfig(BaseModel):
         None, description="fixed threshold; default: calibrated per knowledge base"
     )
     suggest_floor: float | None = Field(
-        None, description="below this confidence no choices are offered: hand over"
+        None,
+        description="below this choice confidence no choices are offered: hand over (default: calibrated; "
+        "semantic and tuned matchers rate the choices on their own scale, see `!faq ask`)",
     )
     target_wrong: float = Field(
         0.02, gt=0, lt=1, description="calibration: wrong answers allowed, share of all questions"
@@ -325,7 +327,7 @@ class FaqPlugin(Plugin):
         await ctx.state.set("open_question", text)
         options = [c.entry_id for c in match.candidates if c.entry_id in loaded.kb.entries]
         if (
-            match.confidence < calibration.suggest_floor
+            match.offer_confidence < calibration.suggest_floor
             or not options
             or unanswered >= self.settings.max_unanswered
         ):
@@ -491,11 +493,16 @@ class FaqPlugin(Plugin):
             "answer"
             if match.confidence >= c.threshold
             else "offer choices"
-            if match.confidence >= c.suggest_floor
+            if match.offer_confidence >= c.suggest_floor
             else "hand over"
         )
+        choices = (
+            f"choice confidence {match.offer_confidence:.3f}"
+            if match.choice_confidence is not None
+            else "choices"
+        )
         lines = [
-            f"Confidence {match.confidence:.3f} (answer ≥ {c.threshold:.3f}, choices ≥ {c.suggest_floor:.3f}): {verdict}"
+            f"Confidence {match.confidence:.3f} (answer ≥ {c.threshold:.3f}; {choices} ≥ {c.suggest_floor:.3f}): {verdict}"
         ]
         lines += [f"{i}. {cand.entry_id} ({cand.score:.3f})" for i, cand in enumerate(match.candidates, 1)]
         await ctx.notice("\n".join(lines))

@@ -6,7 +6,9 @@ fetched at run time; install with ``pip install 'relaydesk[faq-semantic]'``). At
 regression (one weight vector per entry) is trained on the embeddings of the entries' phrasings, with
 plain numpy: it learns which directions of the embedding space tell this knowledge base's entries
 apart, which a nearest-neighbour lookup cannot. Confidence: p₁ + (p₁ − p₂) + the cosine between the
-question and the nearest phrasing of the best entry (see :mod:`plugins.faq.phrasings`).
+question and the nearest phrasing of the best entry (see :mod:`plugins.faq.phrasings`). Choice confidence
+("did you mean"): the top candidates' probabilities added up + the cosine to the nearest phrasing of any
+of them (see :func:`plugins.faq.matching.choice_confidence`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from plugins.faq.matching import Candidate, Example, Match, margin_confidence
+from plugins.faq.matching import Candidate, Example, Match, choice_confidence, margin_confidence
 from plugins.faq.phrasings import PhrasingIndex
 
 
@@ -105,6 +107,7 @@ class SemanticMatcher:
         *,
         margin_weight: float = 1.0,
         phrasing_weight: float = 1.0,
+        choice_weight: float = 1.0,
         iterations: int = 60,
         l2: float = 1e-5,
         rate: float = 0.3,
@@ -113,6 +116,7 @@ class SemanticMatcher:
         self._encoder = encoder
         self.margin_weight = margin_weight
         self.phrasing_weight = phrasing_weight
+        self.choice_weight = choice_weight
         self.iterations = iterations
         self.l2 = l2
         self.rate = rate
@@ -128,6 +132,7 @@ class SemanticMatcher:
             self._encoder,
             margin_weight=self.margin_weight,
             phrasing_weight=self.phrasing_weight,
+            choice_weight=self.choice_weight,
             iterations=self.iterations,
             l2=self.l2,
             rate=self.rate,
@@ -196,6 +201,11 @@ class SemanticMatcher:
         top = np.argsort(-probs)[:k]
         candidates = tuple(Candidate(self._entries[i], float(probs[i])) for i in top)
         confidence = margin_confidence(candidates, self.margin_weight)
-        if self._phrasings is not None and self.phrasing_weight:
-            confidence += self.phrasing_weight * self._phrasings.best_similarity(int(top[0]), embedding)
-        return Match(candidates, confidence)
+        choice = None
+        if self._phrasings is not None:
+            if self.phrasing_weight:
+                confidence += self.phrasing_weight * self._phrasings.best_similarity(int(top[0]), embedding)
+            if self.choice_weight:
+                similarity = self._phrasings.best_similarity_among([int(i) for i in top], embedding)
+                choice = choice_confidence(candidates, similarity, self.choice_weight)
+        return Match(candidates, confidence, choice)

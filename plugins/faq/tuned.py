@@ -11,7 +11,9 @@ integers for answering (~3 ms a question on one core). Each question's features 
 embedding next to the multilingual USE embedding of the semantic matcher (so Chinese questions still
 have a signal), and a softmax regression over the entries is trained on them, as in the semantic matcher.
 Confidence: p₁ + (p₁ − p₂) + 2 × the cosine between the question's tuned embedding and the nearest phrasing
-of the best entry (see :mod:`plugins.faq.phrasings`).
+of the best entry (see :mod:`plugins.faq.phrasings`). Choice confidence ("did you mean"): the top
+candidates' probabilities added up + 2 × the cosine to the nearest phrasing of any of them (see
+:func:`plugins.faq.matching.choice_confidence`).
 
 Fine-tuned weights are kept in a cache directory, one file per knowledge-base content (a hash of the
 phrasings and the settings), so a restart or a reload of an unchanged knowledge base does not train again.
@@ -27,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plugins.faq.matching import Candidate, Example, Match, margin_confidence
+from plugins.faq.matching import Candidate, Example, Match, choice_confidence, margin_confidence
 from plugins.faq.phrasings import PhrasingIndex
 from plugins.faq.semantic import MissingExtra, require_semantic, shared_encoder, train_softmax
 
@@ -156,6 +158,7 @@ class TunedMatcher:
         threads: int | None = None,
         margin_weight: float = 1.0,
         phrasing_weight: float = 2.0,
+        choice_weight: float = 2.0,
         iterations: int = 150,
         seed: int = 0,
     ) -> None:
@@ -168,6 +171,7 @@ class TunedMatcher:
         self.threads = threads or max(1, min(2, os.cpu_count() or 1))
         self.margin_weight = margin_weight
         self.phrasing_weight = phrasing_weight
+        self.choice_weight = choice_weight
         self.iterations = iterations
         self.seed = seed
         self.last_fit: str = ""  # "trained" or "cached": what the last fit did
@@ -189,6 +193,7 @@ class TunedMatcher:
             threads=self.threads,
             margin_weight=self.margin_weight,
             phrasing_weight=self.phrasing_weight,
+            choice_weight=self.choice_weight,
             iterations=self.iterations,
             seed=self.seed,
         )
@@ -336,8 +341,12 @@ class TunedMatcher:
         top = np.argsort(-probs)[:k]
         candidates = tuple(Candidate(self._entries[i], float(probs[i])) for i in top)
         confidence = margin_confidence(candidates, self.margin_weight)
-        if self._phrasings is not None and self.phrasing_weight:
-            confidence += self.phrasing_weight * self._phrasings.best_similarity(
-                int(top[0]), row[-TUNED_DIM:]
-            )
-        return Match(candidates, confidence)
+        choice = None
+        if self._phrasings is not None:
+            query = row[-TUNED_DIM:]
+            if self.phrasing_weight:
+                confidence += self.phrasing_weight * self._phrasings.best_similarity(int(top[0]), query)
+            if self.choice_weight:
+                similarity = self._phrasings.best_similarity_among([int(i) for i in top], query)
+                choice = choice_confidence(candidates, similarity, self.choice_weight)
+        return Match(candidates, confidence, choice)

@@ -72,3 +72,27 @@ def test_the_real_data_on_a_slice() -> None:
     results = main(["--matcher", "lexical", "--limit", "60", "--no-big"], out=lines.append)
     assert {r.dataset for r in results} == {"BANKING77", "CLINC150"}
     assert "\n| CLINC150 | lexical |" in "\n".join(lines)
+
+
+def test_choices_are_offered_on_the_choice_confidence_and_counted_for_out_of_scope_questions() -> None:
+    questions = [Question("a", "x"), Question("b", None), Question("c", None)]
+    matches = [
+        Match((Candidate("y", 0.5), Candidate("x", 0.4)), 0.5, choice_confidence=2.0),  # offered, helps
+        Match((Candidate("y", 0.5),), 0.45, choice_confidence=2.0),  # out of scope, offered choices
+        Match((Candidate("y", 0.5),), 0.45, choice_confidence=0.5),  # out of scope, handed over
+    ]
+    shares = score(questions, matches, Calibration(0.9, 1.0, 0, 0, 0))
+    assert shares["correct"] == 0.0 and shares["wrong"] == 0.0
+    assert shares["resolved"] == pytest.approx(1.0)
+    assert shares["oos_offered"] == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(
+    not (DATA / "clinc150_data_full.json").exists(), reason=f"intent data not found in {DATA}"
+)
+def test_big_only_measures_just_the_large_knowledge_base() -> None:
+    lines: list[str] = []
+    results = main(["--matcher", "lexical", "--limit", "20", "--big-only"], out=lines.append)
+    assert results == []
+    text = "\n".join(lines)
+    assert "| lexical | 1000 entries / 10000 phrasings |" in text and "| BANKING77 |" not in text

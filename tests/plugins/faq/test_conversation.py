@@ -322,6 +322,7 @@ async def test_the_semantic_matcher_answers_paraphrases_in_a_real_desk(faq_desk:
     await workspace.posts.wait_for(lambda _: any(t.startswith("Confidence") for t in workspace.texts(room)))
     verdict = next(t for t in workspace.texts(room, "notice") if t.startswith("Confidence"))
     assert ": answer" in verdict and "1. payment-methods" in verdict
+    assert "choice confidence" in verdict  # the "did you mean" floor applies to the choices' own confidence
 
 
 async def test_a_missing_knowledge_base_starts_as_a_copy_of_the_shipped_sample(

@@ -73,7 +73,8 @@ def test_semantic_matches_paraphrases_across_languages_and_refuses_unrelated_que
     # a looser paraphrase sharing no words with the entry: ranked first, and at least offered as a choice
     match = loaded.matcher.match("Is it possible to send a purchase back?")
     assert match.best is not None and match.best.entry_id == "returns"
-    assert match.confidence >= c.suggest_floor
+    assert match.confidence < c.threshold or match.best.entry_id == "returns"
+    assert match.choice_confidence is not None and match.offer_confidence >= c.suggest_floor
     for unrelated in ["What is the capital of France?", "Tell me a joke about penguins"]:
         assert loaded.matcher.match(unrelated).confidence < c.threshold, unrelated
 
@@ -126,3 +127,6 @@ def test_phrasing_index_compares_a_question_with_the_phrasings_of_one_entry_only
     assert index.best_similarity(0, [0.0, 1.0]) == pytest.approx(0.0)
     assert index.best_similarity(3, [1.0, 0.0]) == 0.0  # an entry without phrasings
     assert index.best_similarity(2, [0.0, 0.0]) == 0.0
+    assert index.best_similarity_among([1, 2], [1.0, 0.0]) == pytest.approx(1.0)  # entry 2's phrasing
+    assert index.best_similarity_among([1, 3], [1.0, 0.0]) == pytest.approx(0.6)
+    assert index.best_similarity_among([], [1.0, 0.0]) == 0.0
