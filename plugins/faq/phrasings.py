@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from plugins.faq.matching import Candidate, Match, choice_confidence, margin_confidence
+
 
 class PhrasingIndex:
     """L2-normalised phrasing embeddings grouped by entry (entries numbered as the classifier numbers them)."""
@@ -50,3 +52,38 @@ class PhrasingIndex:
         if norm == 0.0:
             return 0.0
         return float((rows @ vector).max()) / norm
+
+
+def classifier_match(
+    logits: Any,
+    entries: Sequence[str],
+    k: int,
+    *,
+    margin_weight: float,
+    phrasings: PhrasingIndex | None,
+    query: Any,
+    phrasing_weight: float,
+    choice_weight: float,
+) -> Match:
+    """The ``k`` most probable of ``entries`` under a softmax over ``logits``, with the confidences.
+
+    The confidence is the margin confidence plus ``phrasing_weight`` × the cosine between ``query`` and the
+    best entry's nearest phrasing; the choice confidence (when ``choice_weight`` is set) adds up the
+    candidates' probabilities plus ``choice_weight`` × the cosine to the nearest phrasing of any candidate.
+    """
+    import numpy as np
+
+    shifted = np.asarray(logits) - np.max(logits)
+    probs = np.exp(shifted)
+    probs /= probs.sum()
+    top = np.argsort(-probs)[:k]
+    candidates = tuple(Candidate(entries[i], float(probs[i])) for i in top)
+    confidence = margin_confidence(candidates, margin_weight)
+    choice = None
+    if phrasings is not None:
+        if phrasing_weight:
+            confidence += phrasing_weight * phrasings.best_similarity(int(top[0]), query)
+        if choice_weight:
+            similarity = phrasings.best_similarity_among([int(i) for i in top], query)
+            choice = choice_confidence(candidates, similarity, choice_weight)
+    return Match(candidates, confidence, choice)

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from plugins.faq.matching import Candidate, Example, Match, choice_confidence, margin_confidence
-from plugins.faq.phrasings import PhrasingIndex
+from plugins.faq.matching import Example, Match
+from plugins.faq.phrasings import PhrasingIndex, classifier_match
 
 
 class MissingExtra(RuntimeError):
@@ -190,22 +190,16 @@ class SemanticMatcher:
 
     def match_embedding(self, embedding: Any, k: int = 3) -> Match:
         """Like :meth:`match` for an already embedded question."""
-        import numpy as np
 
         if not self._entries:
             return Match((), 0.0)
-        logits = embedding @ self._weights + self._bias
-        logits = logits - logits.max()
-        probs = np.exp(logits)
-        probs /= probs.sum()
-        top = np.argsort(-probs)[:k]
-        candidates = tuple(Candidate(self._entries[i], float(probs[i])) for i in top)
-        confidence = margin_confidence(candidates, self.margin_weight)
-        choice = None
-        if self._phrasings is not None:
-            if self.phrasing_weight:
-                confidence += self.phrasing_weight * self._phrasings.best_similarity(int(top[0]), embedding)
-            if self.choice_weight:
-                similarity = self._phrasings.best_similarity_among([int(i) for i in top], embedding)
-                choice = choice_confidence(candidates, similarity, self.choice_weight)
-        return Match(candidates, confidence, choice)
+        return classifier_match(
+            embedding @ self._weights + self._bias,
+            self._entries,
+            k,
+            margin_weight=self.margin_weight,
+            phrasings=self._phrasings,
+            query=embedding,
+            phrasing_weight=self.phrasing_weight,
+            choice_weight=self.choice_weight,
+        )

