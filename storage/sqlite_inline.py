@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from tortoise.backends.sqlite.client import SqliteClient
+from tortoise.exceptions import IntegrityError, OperationalError
 
 T = TypeVar("T")
 
@@ -170,6 +171,29 @@ class InlineConnection:
             if changes - self._changes_checkpointed >= CHECKPOINT_EVERY:
                 self._changes_checkpointed = changes
                 self.checkpointer.request()
+
+    def try_now(self, sql: str, values: Sequence[Any]) -> tuple[int, list[Any], int | None] | None:
+        """Run one statement at once, without awaiting anything: (rows changed or returned, rows, last
+        row id), or None when another connection holds the file's lock (the awaitable path waits for it).
+
+        Errors come as tortoise's, as through the client: ``IntegrityError``, ``OperationalError``.
+        """
+        before = self._conn.total_changes
+        try:
+            cursor = self._conn.execute(sql, values)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(exc) from exc
+        except sqlite3.OperationalError as exc:
+            if _locked(exc):
+                return None
+            raise OperationalError(exc) from exc
+        try:
+            rows = cursor.fetchall()
+            row_id = cursor.lastrowid
+        finally:
+            cursor.close()
+        self._wrote()
+        return (self._conn.total_changes - before) or len(rows), rows, row_id
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> InlineCursor:
         """Run one statement; its cursor."""

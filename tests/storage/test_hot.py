@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -232,3 +233,34 @@ async def test_the_scan_sees_one_head_per_lane_and_the_depth(db: None) -> None:
     assert (heads[2].status, heads[2].claimed_until) == (OutboxStatus.SENDING, claimed_until)
     assert [h.id for h in await hot.outbox_lane_heads(2)] == [first.id, customer_head.id]
     assert await hot.outbox_depth() == 5  # every row but the sent one
+
+
+async def test_a_hot_statement_never_joins_another_tasks_transaction(db: None) -> None:
+    from tortoise.transactions import in_transaction
+
+    in_it, release = asyncio.Event(), asyncio.Event()
+
+    class Undo(Exception):
+        pass
+
+    async def holder() -> None:
+        with pytest.raises(Undo):
+            async with in_transaction():
+                await Customer.create(display_name="rolled back")
+                in_it.set()
+                await release.wait()
+                raise Undo
+
+    holding = asyncio.create_task(holder())
+    await in_it.wait()
+    append = asyncio.create_task(hot.append_journal_entry("k", {"n": 1}))
+    for _ in range(20):  # the loop keeps turning while the transaction is open
+        await asyncio.sleep(0)
+    if "sqlite" in type(hot._connection()).__module__:
+        assert not append.done()  # one SQLite connection: the statement waits for the transaction's end
+    release.set()
+    await holding
+    entry_id = await append
+    # the other task's rollback took only its own row with it
+    assert await BusJournalEntry.filter(id=entry_id).exists()
+    assert not await Customer.filter(display_name="rolled back").exists()
