@@ -21,7 +21,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from tortoise.exceptions import IntegrityError
 
@@ -100,6 +100,8 @@ class Outbox:
         self._rooms: dict[int, RoomRef] = {}  # conversation id -> its bound room (bindings never change)
         self._waiting: set[tuple[int | None, str]] = set()
         self._settled = asyncio.Event()
+        # adapter name -> (the adapter object, is it a channel, is it a workspace)
+        self._adapter_roles: dict[str, tuple[object, bool, bool]] = {}
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -114,7 +116,7 @@ class Outbox:
         message: Message | None = None,
         agent_name: str | None = None,
         correction: str | None = None,
-    ) -> OutboxItem:
+    ) -> None:
         """Store a delivery to the customer's identity; idempotent on ``key``.
 
         ``correction`` ("edit" or "delete") makes it follow up ``message``, already sent: the channel
@@ -126,7 +128,7 @@ class Outbox:
             "agent_name": agent_name,
             "correction": correction,
         }
-        return await self._enqueue(
+        await self._enqueue(
             OutboxTarget.CUSTOMER, identity.channel, identity.external_id, conversation, payload, key, message
         )
 
@@ -140,14 +142,14 @@ class Outbox:
         text: str = "",
         message: Message | None = None,
         details: dict[str, Any] | None = None,
-    ) -> OutboxItem:
+    ) -> None:
         """Store a post into the conversation's room: ``customer_message``, ``notice`` or ``card``.
 
         A ``customer_message`` row carries what the room shows in ``details`` (sender, channel, user,
         attachments, edit), so posting it needs no further lookups.
         """
         payload: dict[str, Any] = {"kind": kind, "text": text, **(details or {})}
-        return await self._enqueue(OutboxTarget.ROOM, workspace, "", conversation, payload, key, message)
+        await self._enqueue(OutboxTarget.ROOM, workspace, "", conversation, payload, key, message)
 
     async def _enqueue(
         self,
@@ -158,9 +160,9 @@ class Outbox:
         payload: dict[str, Any],
         key: str,
         message: Message | None,
-    ) -> OutboxItem:
+    ) -> None:
         try:
-            row = await hot.insert_outbox_row(
+            await hot.insert_outbox_row(
                 idempotency_key=key,
                 target=target,
                 adapter=adapter,
@@ -171,10 +173,8 @@ class Outbox:
                 next_attempt_at=utcnow(),
             )
         except IntegrityError:
-            # Replayed event: the row exists from the first run.
-            return await OutboxItem.get(idempotency_key=key)
+            return  # a replayed event: the row exists from the first run
         self._kick((conversation.id, target.value))
-        return row
 
     # -- running -------------------------------------------------------------------------------
 
@@ -301,19 +301,29 @@ class Outbox:
 
     # -- delivering ----------------------------------------------------------------------------
 
+    def _roles(self, name: str, adapter: object) -> tuple[bool, bool]:
+        """Whether adapter ``name`` is a channel, a workspace: checked once per adapter object, since a
+        check against a runtime protocol inspects every member (tens of microseconds, once per delivery)."""
+        cached = self._adapter_roles.get(name)
+        if cached is None or cached[0] is not adapter:  # new, or reloaded
+            cached = (adapter, isinstance(adapter, Channel), isinstance(adapter, Workspace))
+            self._adapter_roles[name] = cached
+        return cached[1], cached[2]
+
     async def _deliver(self, row: OutboxItem) -> None:
         adapter = self._lookup(row.adapter)
         try:
             if adapter is None:
                 raise TemporaryFailure(f"adapter '{row.adapter}' is not enabled")
+            is_channel, is_workspace = self._roles(row.adapter, adapter)
             if row.target is OutboxTarget.CUSTOMER:
-                if not isinstance(adapter, Channel):
+                if not is_channel:
                     raise Undeliverable(f"'{row.adapter}' is not a channel")
-                external_id = await self._send_to_customer(adapter, row)
+                external_id = await self._send_to_customer(cast(Channel, adapter), row)
             else:
-                if not isinstance(adapter, Workspace):
+                if not is_workspace:
                     raise Undeliverable(f"'{row.adapter}' is not a workspace")
-                external_id = await self._post_to_room(adapter, row)
+                external_id = await self._post_to_room(cast(Workspace, adapter), row)
         except RetryAfter as exc:
             self._metrics.delivery_failures.labels(row.adapter, "retry_after").inc()
             await self._reschedule(row, max(exc.seconds, 0.0), str(exc), count_attempt=False)

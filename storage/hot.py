@@ -160,8 +160,9 @@ def _insert_sql(model: type[Model], dialect: str) -> str:
     return _dialect_sql(sql, dialect)
 
 
-async def _insert(model: type[M], **given: Any) -> M:
-    """Insert one row as ``model.create(**given)`` would (defaults, auto timestamps, validation); the instance.
+async def _insert_row(model: type[Model], **given: Any) -> tuple[int, dict[str, Any]]:
+    """Insert one row as ``model.create(**given)`` would (defaults, auto timestamps, validation): its id,
+    and every column's value.
 
     ``given`` is keyed by column name (``conversation_id``, not ``conversation``). A value the field
     refuses raises tortoise's ``ValidationError`` and a duplicate key its ``IntegrityError``, as
@@ -188,10 +189,16 @@ async def _insert(model: type[M], **given: Any) -> M:
     sql = _insert_sql(model, dialect)
     done = _run_now(conn, sql, params)
     if done is not None:
-        values[model._meta.db_pk_column] = done[2]
-    else:
-        inserted = await conn.execute_insert(sql, params)
-        values[model._meta.db_pk_column] = inserted[0] if dialect == "postgres" else inserted
+        assert done[2] is not None, "an INSERT has a row id"
+        return done[2], values
+    inserted = await conn.execute_insert(sql, params)
+    return int(inserted[0] if dialect == "postgres" else inserted), values
+
+
+async def _insert(model: type[M], **given: Any) -> M:
+    """Insert one row as :func:`_insert_row` does; the model instance (as ``create`` returns it)."""
+    row_id, values = await _insert_row(model, **given)
+    values[model._meta.db_pk_column] = row_id
     return model._init_from_db(**values)
 
 
@@ -200,8 +207,8 @@ async def _insert(model: type[M], **given: Any) -> M:
 
 async def append_journal_entry(key: str, payload: dict[str, Any]) -> int:
     """Store one published bus entry; its id."""
-    entry = await _insert(BusJournalEntry, key=key, payload=payload)
-    return int(entry.id)
+    entry_id, _values = await _insert_row(BusJournalEntry, key=key, payload=payload)
+    return entry_id
 
 
 async def delete_journal_entry(entry_id: int) -> None:
@@ -222,9 +229,11 @@ async def insert_message(**columns: Any) -> Message:
     return await _insert(Message, **columns)
 
 
-async def insert_outbox_row(**columns: Any) -> OutboxItem:
-    """Queue one delivery (``columns`` as :func:`_insert` takes them); ``IntegrityError`` on a known key."""
-    return await _insert(OutboxItem, **columns)
+async def insert_outbox_row(**columns: Any) -> int:
+    """Queue one delivery (``columns`` as :func:`_insert_row` takes them); its id. ``IntegrityError`` on a
+    known key."""
+    row_id, _values = await _insert_row(OutboxItem, **columns)
+    return row_id
 
 
 async def mark_receipt_processed(receipt_id: int) -> None:

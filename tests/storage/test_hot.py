@@ -149,7 +149,8 @@ async def test_inserts_write_what_create_writes(db: None) -> None:
     assert stored.created_at == message.created_at
     assert stored.direction is Direction.INBOUND
 
-    row = await hot.insert_outbox_row(
+    due = datetime.now(UTC)
+    row_id = await hot.insert_outbox_row(
         idempotency_key="telegram:77:mirror",
         target=OutboxTarget.ROOM,
         adapter="matrix",
@@ -157,15 +158,15 @@ async def test_inserts_write_what_create_writes(db: None) -> None:
         conversation_id=conversation.id,
         message_id=message.id,
         payload={"kind": "customer_message", "text": "你好"},
-        next_attempt_at=datetime.now(UTC),
+        next_attempt_at=due,
     )
-    stored_row = await OutboxItem.get(id=row.id)
+    stored_row = await OutboxItem.get(id=row_id)
     assert (stored_row.status, stored_row.attempts, stored_row.payload) == (
         OutboxStatus.PENDING,
         0,
         {"kind": "customer_message", "text": "你好"},
     )
-    assert stored_row.next_attempt_at == row.next_attempt_at
+    assert (stored_row.next_attempt_at, stored_row.message_id) == (due, message.id)
     with pytest.raises(IntegrityError):  # the idempotency key is unique, as with create()
         await hot.insert_outbox_row(
             idempotency_key="telegram:77:mirror",
