@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,7 +65,7 @@ def _run_now(
     """Run ``sql`` at once on SQLite's loop-thread connection when nothing holds it (no transaction of
     another task, no statement waiting for a lock): (changed or returned, rows, last row id); else None.
 
-    This skips tortoise's per-statement wrapper (lock, logging, error translation: a few microseconds,
+    This skips tortoise's per-statement wrapper (lock, error translation: a few microseconds,
     a dozen times per relayed message); :meth:`InlineConnection.try_now` translates errors the same way.
     """
     inline = getattr(conn, "_connection", None)
@@ -73,6 +74,8 @@ def _run_now(
     lock: asyncio.Lock | None = getattr(conn, "_lock", None)
     if lock is None or lock.locked():
         return None
+    if conn.log.isEnabledFor(logging.DEBUG):  # tortoise's SQL log, as its client writes it
+        conn.log.debug("%s: %s", sql, values)
     return inline.try_now(sql, values)
 
 
