@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
 
@@ -54,6 +55,15 @@ log = logging.getLogger("relaydesk.relay")
 MAX_LIFECYCLE_DEPTH = 3
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """The inbound receipt an event is handled under: its row, and whether this is the first attempt
+    (False: a crash interrupted an earlier one, whose writes may be there already)."""
+
+    id: int
+    fresh: bool
+
+
 class Relay:
     """Handles every bus entry; also the engine hooks behind each plugin :class:`Context`."""
 
@@ -88,23 +98,20 @@ class Relay:
             log.warning("bus entry of an unexpected type dropped", extra={"type": event.type})
         self._metrics.event_seconds.labels(event.type).observe(time.perf_counter() - started)
 
-    async def _receipt(self, source: str, external_id: str) -> InboundReceipt | None:
+    async def _receipt(self, source: str, external_id: str) -> Receipt | None:
         """The receipt to handle this event under, or None if it was fully handled before (a duplicate)."""
         try:
-            receipt = await hot.insert_receipt(source, external_id)
-            receipt.fresh = True
-            return receipt
+            return Receipt(await hot.insert_receipt(source, external_id), fresh=True)
         except IntegrityError:
             existing = await InboundReceipt.get(source=source, external_id=external_id)
             if existing.processed:
                 self._metrics.duplicates.labels(source).inc()
                 log.info("duplicate dropped", extra={"source": source, "external_id": external_id})
                 return None
-            existing.fresh = False
-            return existing  # a crash interrupted it: handle again
+            return Receipt(existing.id, fresh=False)  # a crash interrupted it: handle again
 
     @staticmethod
-    async def _done(receipt: InboundReceipt) -> None:
+    async def _done(receipt: Receipt) -> None:
         await hot.mark_receipt_processed(receipt.id)
 
     # -- customer side -------------------------------------------------------------------------

@@ -222,9 +222,11 @@ async def delete_journal_entry(entry_id: int) -> None:
 # -- inbound -----------------------------------------------------------------------------------------
 
 
-async def insert_receipt(source: str, external_id: str) -> InboundReceipt:
-    """Note an inbound event as being handled; ``IntegrityError`` if it was noted before (a replay)."""
-    return await _insert(InboundReceipt, source=source, external_id=external_id)
+async def insert_receipt(source: str, external_id: str) -> int:
+    """Note an inbound event as being handled; its receipt's id. ``IntegrityError`` if it was noted before
+    (a replay)."""
+    receipt_id, _values = await _insert_row(InboundReceipt, source=source, external_id=external_id)
+    return receipt_id
 
 
 async def insert_message(**columns: Any) -> Message:

@@ -81,6 +81,34 @@ async def test_events_left_in_the_journal_by_a_crash_are_handled_at_start(
     assert workspace.texts(workspace.room_of("u9").room_id, "customer_message") == ["m0", "m1", "m2"]
 
 
+async def test_an_event_a_crash_interrupted_after_its_message_was_stored_is_finished_once(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    from storage.models import InboundReceipt, Message
+
+    event = CustomerMessage(
+        channel="customers", external_user_id="u8", external_message_id="y1", text="hello"
+    )
+    # the previous process noted the event and stored the message, then died before marking it processed
+    first = await make_desk(sqlite_url)
+    await first.inbound(event)
+    assert await first.wait_settled(10)
+    await first.stop(timeout=5)
+    await init_db(sqlite_url)
+    await InboundReceipt.filter(source="customers", external_id="y1").update(processed=False)
+    await DbJournal().append(event.conversation_key(), dump_event(event))
+    await close_db()
+
+    desk = await make_desk(sqlite_url)
+    assert await desk.wait_settled(10)
+    _, workspace = doubles(desk)
+    assert await Message.filter(channel="customers", channel_message_id="y1").count() == 1
+    receipt = await InboundReceipt.get(source="customers", external_id="y1")
+    assert receipt.processed is True
+    # the room got the message from the first run: the second posts it no more
+    assert [p for _, p in workspace.posts.items if p.kind == "customer_message"] == []
+
+
 def test_secrets_are_redacted_from_logs() -> None:
     redactor = Redactor()
     redactor.add(["123456:ABC-telegram-token"])

@@ -176,8 +176,8 @@ async def test_inserts_write_what_create_writes(db: None) -> None:
             next_attempt_at=datetime.now(UTC),
         )
 
-    receipt = await hot.insert_receipt("telegram", "update-1")
-    assert (await InboundReceipt.get(id=receipt.id)).processed is False
+    receipt_id = await hot.insert_receipt("telegram", "update-1")
+    assert (await InboundReceipt.get(id=receipt_id)).processed is False
     with pytest.raises(IntegrityError):  # how replays are recognised
         await hot.insert_receipt("telegram", "update-1")
 
