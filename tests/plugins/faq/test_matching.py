@@ -115,6 +115,21 @@ def test_tuned_answers_paraphrases_refuses_unrelated_questions_and_reuses_its_tr
     best = again.matcher.match("Can I pay using PayPal?").best
     assert best is not None and best.entry_id == "payment-methods"
 
+    # one question runs USE on a second thread: the same features as in a batch, and no thread left over
+    import threading
+
+    import numpy as np
+
+    from plugins.faq.semantic import shared_encoder
+    from plugins.faq.tuned import TUNED_DIM
+
+    question = "Do you deliver to Norway?"
+    alone = again.matcher.features([question])  # type: ignore[attr-defined]
+    use = np.asarray(shared_encoder().encode([question])[0], dtype=np.float32)
+    assert np.allclose(alone[0, :-TUNED_DIM], use, atol=1e-5)  # the USE half came from the second thread
+    assert np.array_equal(alone, again.matcher.features([question]))  # type: ignore[attr-defined]
+    assert not [t for t in threading.enumerate() if t.name == "faq-use"]
+
 
 @needs_semantic
 def test_phrasing_index_compares_a_question_with_the_phrasings_of_one_entry_only() -> None:
