@@ -243,6 +243,17 @@ async def test_customer_writes_agent_answers_in_matrix_and_nothing_is_lost_while
     await expect(widget.badge).to_be_hidden()
 
 
+async def _first_question(site: WebDesk, context: BrowserContext, text: str) -> tuple[Widget, str]:
+    """A visitor opens the demo page's widget and writes ``text``; the widget, and the room it reached."""
+    page = await context.new_page()
+    await page.goto(f"{site.base}/web/demo")
+    widget = Widget(page)
+    await widget.open()
+    await widget.write(text)
+    await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
+    return widget, site.workspace.room_of(await site.subject()).room_id
+
+
 async def _at_least(store: StateStore, key: str, value: int) -> bool:
     return int(await store.get(key, 0) or 0) >= value
 
@@ -513,14 +524,8 @@ async def test_the_agents_see_the_customer_typing_until_the_message_is_sent(
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk()
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
-    await widget.write("first question")
-    await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
+    widget, room_id = await _first_question(site, browser_context, "first question")
     subject = await site.subject()
-    room_id = site.workspace.room_of(subject).room_id
     shown = site.workspace.customer_typing_shown
 
     await widget.input.press_sequentially("and one more thing")
@@ -613,13 +618,7 @@ async def test_history_leaves_out_internal_notes_and_agent_edits_and_deletions_f
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk()
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
-    await widget.write("Do you ship to Norway?")
-    await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
-    room = site.workspace.room_of(await site.subject()).room_id
+    widget, room = await _first_question(site, browser_context, "Do you ship to Norway?")
     await site.workspace.agent_writes(room, "!note VIP, handle with care")
     first = await site.workspace.agent_writes(room, "Yes, in 3 days")
     second = await site.workspace.agent_writes(room, "Customs are included")
@@ -630,8 +629,8 @@ async def test_history_leaves_out_internal_notes_and_agent_edits_and_deletions_f
     await site.workspace.agent_redacts(room, second)
     await expect(widget.messages("agent").last).to_contain_text("This message was deleted.")
     assert await site.desk.wait_settled(10)
-    await page.reload()
-    widget = Widget(page)
+    await widget.page.reload()
+    widget = Widget(widget.page)
     await widget.open()
     await expect(widget.texts()).to_have_text(
         ["Do you ship to Norway?", "Yes, in 4 days", "This message was deleted."]
