@@ -2,9 +2,12 @@
 
 Rows are delivered in id order per lane, a lane being (conversation, target): a customer's messages
 arrive in the order they were written, while a slow workspace never holds up customer deliveries.
-Different lanes are sent concurrently. A row is claimed (status ``sending`` with a claim deadline)
-before its adapter is called, so several workers never send the same row; a claim left by a dead
-worker expires and the row is sent again. A single-process deployment releases every claim at start.
+Different lanes are sent concurrently. With several workers, a row is claimed (status ``sending`` with a
+claim deadline) before its adapter is called, so two workers never send the same row; a claim left by a
+dead worker expires and the row is sent again. A single worker knows its lanes in flight in memory and
+does not claim (one statement less per delivery); at start it releases any claim an earlier
+multi-worker run left. Marking a row sent, noting the platform's id on its message and reading the
+lane's next row are one transaction.
 
 Failures: :class:`RetryAfter` waits as long as the platform asked (it is not counted as a failed try);
 :class:`TemporaryFailure` and unexpected errors back off exponentially up to ``max_attempts``;
@@ -68,6 +71,15 @@ class OutboxSettings:
     poll_interval: float = 1.0
     scan_limit: int = 2000
     """At most this many lanes (conversation and target) are looked at per periodic scan, oldest first."""
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What a delivery left on the platform: its id there and, if the row's message should remember it,
+    the message column to keep it in (see :data:`storage.hot.MESSAGE_ID_COLUMNS`)."""
+
+    external_id: str
+    message_column: str | None = None
 
 
 def _preview(text: str) -> str:
@@ -280,10 +292,8 @@ class Outbox:
     async def _run_lane(self, lane: tuple[int | None, str]) -> None:
         """Send the lane's rows one at a time, in id order, until it is empty or its head must wait."""
         conversation_id, target = lane
-        while not self._stopping:
-            row = await hot.outbox_lane_head(conversation_id, target)
-            if row is None:
-                return
+        row = await hot.outbox_lane_head(conversation_id, target)
+        while row is not None and not self._stopping:
             now = utcnow()
             if row.status is OutboxStatus.SENDING:
                 if row.claimed_until is not None and row.claimed_until >= now:
@@ -293,11 +303,13 @@ class Outbox:
                 delay = (row.next_attempt_at - now).total_seconds()
                 asyncio.get_running_loop().call_later(delay, self._kick, lane)
                 return
-            claimed_until = now + timedelta(seconds=self.settings.claim_seconds)
-            if not await hot.claim_outbox_row(row.id, row.status, claimed_until):
-                return  # another worker was faster
-            row.status, row.claimed_until = OutboxStatus.SENDING, claimed_until
-            await self._deliver(row)
+            if not self._single_worker:
+                claimed_until = now + timedelta(seconds=self.settings.claim_seconds)
+                if not await hot.claim_outbox_row(row.id, row.status, claimed_until):
+                    return  # another worker was faster
+                row.status, row.claimed_until = OutboxStatus.SENDING, claimed_until
+            # a single worker needs no claim: its lanes in flight are known in memory (self._inflight)
+            row = await self._deliver(row)
 
     # -- delivering ----------------------------------------------------------------------------
 
@@ -310,7 +322,8 @@ class Outbox:
             self._adapter_roles[name] = cached
         return cached[1], cached[2]
 
-    async def _deliver(self, row: OutboxItem) -> None:
+    async def _deliver(self, row: OutboxItem) -> OutboxItem | None:
+        """Send one row (or postpone or give it up); its lane's next head."""
         adapter = self._lookup(row.adapter)
         try:
             if adapter is None:
@@ -319,11 +332,11 @@ class Outbox:
             if row.target is OutboxTarget.CUSTOMER:
                 if not is_channel:
                     raise Undeliverable(f"'{row.adapter}' is not a channel")
-                external_id = await self._send_to_customer(cast(Channel, adapter), row)
+                sent = await self._send_to_customer(cast(Channel, adapter), row)
             else:
                 if not is_workspace:
                     raise Undeliverable(f"'{row.adapter}' is not a workspace")
-                external_id = await self._post_to_room(cast(Workspace, adapter), row)
+                sent = await self._post_to_room(cast(Workspace, adapter), row)
         except RetryAfter as exc:
             self._metrics.delivery_failures.labels(row.adapter, "retry_after").inc()
             await self._reschedule(row, max(exc.seconds, 0.0), str(exc), count_attempt=False)
@@ -344,14 +357,16 @@ class Outbox:
                     "delivery raised", exc_info=True, extra={"outbox_id": row.id, "adapter": row.adapter}
                 )
         else:
-            await hot.mark_outbox_sent(row, external_id)
+            next_row = await hot.mark_outbox_sent(row, sent.external_id, message_column=sent.message_column)
             self._metrics.messages_out.labels(row.adapter).inc()
+            return next_row
+        return await hot.outbox_lane_head(row.conversation_id, row.target.value)
 
-    async def _send_to_customer(self, channel: Channel, row: OutboxItem) -> str:
+    async def _send_to_customer(self, channel: Channel, row: OutboxItem) -> _Sent:
         payload = row.payload
         correction = payload.get("correction")
         if correction:
-            return await self._send_correction(channel, row, str(correction))
+            return _Sent(await self._send_correction(channel, row, str(correction)))
         delivery = Delivery(
             outbox_id=row.id,
             channel=row.adapter,
@@ -364,9 +379,7 @@ class Outbox:
             message_id=row.message_id,
         )
         ref = await channel.send(delivery)
-        if row.message_id:
-            await Message.filter(id=row.message_id).update(channel_message_id=ref.external_message_id)
-        return ref.external_message_id
+        return _Sent(ref.external_message_id, "channel_message_id")
 
     async def _send_correction(self, channel: Channel, row: OutboxItem, kind: str) -> str:
         """Edit or delete the customer's copy of a sent message, or tell them in a new message."""
@@ -396,7 +409,7 @@ class Outbox:
             return (await channel.send(delivery(f"Correction: {text}"))).external_message_id
         raise Undeliverable(f"{row.adapter} cannot delete a message the customer already received")
 
-    async def _post_to_room(self, workspace: Workspace, row: OutboxItem) -> str:
+    async def _post_to_room(self, workspace: Workspace, row: OutboxItem) -> _Sent:
         assert row.conversation_id is not None
         room = self._rooms.get(row.conversation_id)
         if room is None or room.workspace != row.adapter:
@@ -428,17 +441,17 @@ class Outbox:
                 attachments=tuple(Attachment.model_validate(a) for a in payload.get("attachments", []) or []),  # type: ignore[attr-defined]
                 edit_of=edit_of,
                 reply_to=reply_to,
+                idempotency_key=row.idempotency_key,
             )
             posted = await workspace.post_as_customer(room, view)
-            if edit_of is None and row.message_id:
-                await hot.set_workspace_message_id(row.message_id, posted.external_message_id)
-            return posted.external_message_id
+            # an edit keeps pointing at the original event
+            return _Sent(posted.external_message_id, None if edit_of else "workspace_message_id")
         if kind == "card":
             conversation = await Conversation.get(id=row.conversation_id)
             await workspace.show_card(room, await customer_card(conversation))
-            return ""
+            return _Sent("")
         posted = await workspace.notice(room, str(payload.get("text", "")))
-        return posted.external_message_id
+        return _Sent(posted.external_message_id)
 
     async def _ensure_room(self, workspace: Workspace, name: str, conversation: Conversation) -> RoomRef:
         """The conversation's room: bound already, the customer's earlier room, or a new one (with its card)."""

@@ -81,6 +81,7 @@ class MemoryChannel(Plugin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sent = _Recorder()
+        self.sending = _Recorder()  # every delivery as its send starts (before send_delay and failures)
         self.typing_shown = _Recorder()  # (user, agent name, active) as the workspace reported agents typing
         self.failures: list[DeliveryError] = []
         self.send_delay: float = 0.0
@@ -115,6 +116,7 @@ class MemoryChannel(Plugin):
         """Record the delivery, or raise the next queued failure."""
         if self.config.crash_before_send:  # type: ignore[attr-defined]
             os.kill(os.getpid(), signal.SIGKILL)
+        await self.sending.add(delivery)
         if self.send_delay:
             await asyncio.sleep(self.send_delay)
         if self.failures:

@@ -27,6 +27,7 @@ from tortoise import connections, fields, timezone
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.fields.base import Field
 from tortoise.models import Model
+from tortoise.transactions import in_transaction
 
 from storage.models import (
     BusJournalEntry,
@@ -59,24 +60,35 @@ def _dialect_sql(sql: str, dialect: str) -> str:
     return "".join(f"{part}${i}" if i < len(parts) else part for i, part in enumerate(parts, start=1))
 
 
-def _run_now(
-    conn: BaseDBAsyncClient, sql: str, values: Sequence[Any]
-) -> tuple[int, list[Any], int | None] | None:
-    """Run ``sql`` at once on SQLite's loop-thread connection when nothing holds it (no transaction of
-    another task, no statement waiting for a lock): (changed or returned, rows, last row id); else None.
-
-    This skips tortoise's per-statement wrapper (lock, error translation: a few microseconds,
-    a dozen times per relayed message); :meth:`InlineConnection.try_now` translates errors the same way.
-    """
+def _free_inline(
+    conn: BaseDBAsyncClient, statements: Sequence[tuple[str, Sequence[Any]]]
+) -> InlineConnection | None:
+    """SQLite's loop-thread connection behind ``conn`` when nothing holds it (no transaction of another
+    task, no statement waiting for a lock), with ``statements`` written to tortoise's SQL log as its client
+    writes them; else None."""
     inline = getattr(conn, "_connection", None)
     if type(inline) is not InlineConnection:
         return None
     lock: asyncio.Lock | None = getattr(conn, "_lock", None)
     if lock is None or lock.locked():
         return None
-    if conn.log.isEnabledFor(logging.DEBUG):  # tortoise's SQL log, as its client writes it
-        conn.log.debug("%s: %s", sql, values)
-    return inline.try_now(sql, values)
+    if conn.log.isEnabledFor(logging.DEBUG):
+        for sql, values in statements:
+            conn.log.debug("%s: %s", sql, values)
+    return inline
+
+
+def _run_now(
+    conn: BaseDBAsyncClient, sql: str, values: Sequence[Any]
+) -> tuple[int, list[Any], int | None] | None:
+    """Run ``sql`` at once on SQLite's loop-thread connection when nothing holds it: (changed or
+    returned, rows, last row id); else None.
+
+    This skips tortoise's per-statement wrapper (lock, error translation: a few microseconds,
+    a dozen times per relayed message); :meth:`InlineConnection.try_now` translates errors the same way.
+    """
+    inline = _free_inline(conn, ((sql, values),))
+    return inline.try_now(sql, values) if inline is not None else None
 
 
 async def _query(sql: str, values: Sequence[Any]) -> tuple[int, Sequence[Any]]:
@@ -86,6 +98,24 @@ async def _query(sql: str, values: Sequence[Any]) -> tuple[int, Sequence[Any]]:
     if done is not None:
         return done[0], done[1]
     return await conn.execute_query(_dialect_sql(sql, conn.capabilities.dialect), list(values))
+
+
+async def _query_all(statements: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[int, Sequence[Any]]]:
+    """Run several statements in one transaction; each one's (rows changed or returned, rows).
+
+    On SQLite's loop-thread connection, when nothing holds it, they run at once (one commit for all);
+    otherwise in a tortoise transaction (the calling task's own, if it is in one).
+    """
+    conn = _connection()
+    inline = _free_inline(conn, statements)
+    done = inline.try_all(statements) if inline is not None else None
+    if done is not None:
+        return [(changed, rows) for changed, rows, _row_id in done]
+    async with in_transaction(conn.connection_name) as tx:
+        dialect = tx.capabilities.dialect
+        return [
+            await tx.execute_query(_dialect_sql(sql, dialect), list(values)) for sql, values in statements
+        ]
 
 
 @functools.cache
@@ -286,8 +316,8 @@ async def touch_conversation(conversation: Conversation, at: datetime) -> None:
 # -- the outbox --------------------------------------------------------------------------------------
 
 
-async def outbox_lane_head(conversation_id: int | None, target: str) -> OutboxItem | None:
-    """The oldest row of a lane (a conversation's rows for one target) that is pending or being sent."""
+def _lane_head_sql(conversation_id: int | None, target: str) -> tuple[str, list[Any]]:
+    """The statement and values of :func:`outbox_lane_head`."""
     conversation_test = '"conversation_id"=?' if conversation_id is not None else '"conversation_id" IS NULL'
     values: list[Any] = [target, OutboxStatus.PENDING.value, OutboxStatus.SENDING.value]
     if conversation_id is not None:
@@ -296,7 +326,12 @@ async def outbox_lane_head(conversation_id: int | None, target: str) -> OutboxIt
         f'SELECT {_columns(OutboxItem)} FROM "outbox_item" WHERE {conversation_test} '
         'AND "target"=? AND "status" IN (?,?) ORDER BY "id" LIMIT 1'
     )
-    _count, rows = await _query(sql, values)
+    return sql, values
+
+
+async def outbox_lane_head(conversation_id: int | None, target: str) -> OutboxItem | None:
+    """The oldest row of a lane (a conversation's rows for one target) that is pending or being sent."""
+    _count, rows = await _query(*_lane_head_sql(conversation_id, target))
     return _load(OutboxItem, rows[0]) if rows else None
 
 
@@ -350,30 +385,49 @@ async def claim_outbox_row(row_id: int, status: OutboxStatus, until: datetime) -
     return changed > 0
 
 
-async def mark_outbox_sent(row: OutboxItem, external_message_id: str) -> None:
-    """Record a delivered row: ``sent``, the platform's id for it, one more attempt, no claim (row and instance)."""
+MESSAGE_ID_COLUMNS = frozenset({"workspace_message_id", "channel_message_id"})
+"""The columns of a message that :func:`mark_outbox_sent` can fill with the platform's id for it."""
+
+
+async def mark_outbox_sent(
+    row: OutboxItem, external_message_id: str, *, message_column: str | None = None
+) -> OutboxItem | None:
+    """Record a delivered row (``sent``, the platform's id for it, one more attempt, no claim; in the row
+    and on the instance) and return its lane's next head (as :func:`outbox_lane_head`).
+
+    With ``message_column`` (one of :data:`MESSAGE_ID_COLUMNS`), the row's message gets the platform's
+    id there too (edits and replies find it by this id). All in one transaction: one commit per delivery.
+    """
     attempts, at = row.attempts + 1, timezone.now()
-    await _query(
-        'UPDATE "outbox_item" SET "status"=?, "external_message_id"=?, "claimed_until"=NULL, '
-        '"attempts"=?, "updated_at"=? WHERE "id"=?',
-        [
-            OutboxStatus.SENT.value,
-            external_message_id,
-            attempts,
-            _db_datetime(OutboxItem, "updated_at", at),
-            row.id,
-        ],
-    )
+    statements: list[tuple[str, Sequence[Any]]] = [
+        (
+            'UPDATE "outbox_item" SET "status"=?, "external_message_id"=?, "claimed_until"=NULL, '
+            '"attempts"=?, "updated_at"=? WHERE "id"=?',
+            [
+                OutboxStatus.SENT.value,
+                external_message_id,
+                attempts,
+                _db_datetime(OutboxItem, "updated_at", at),
+                row.id,
+            ],
+        )
+    ]
+    if message_column is not None and row.message_id is not None:
+        if message_column not in MESSAGE_ID_COLUMNS:
+            raise ValueError(f"not a message id column: {message_column!r}")
+        statements.append(
+            (f'UPDATE "message" SET "{message_column}"=? WHERE "id"=?', [external_message_id, row.message_id])
+        )
+    statements.append(_lane_head_sql(row.conversation_id, row.target.value))
+    results = await _query_all(statements)
     row.status, row.external_message_id, row.claimed_until = OutboxStatus.SENT, external_message_id, None
     row.attempts, row.updated_at = attempts, at
-
-
-async def set_workspace_message_id(message_id: int, external_id: str) -> None:
-    """Remember which room event shows a stored message (edits and replies find it by this id)."""
-    await _query('UPDATE "message" SET "workspace_message_id"=? WHERE "id"=?', [external_id, message_id])
+    _count, rows = results[-1]
+    return _load(OutboxItem, rows[0]) if rows else None
 
 
 __all__ = [
+    "MESSAGE_ID_COLUMNS",
     "LaneHead",
     "append_journal_entry",
     "claim_outbox_row",
@@ -387,6 +441,5 @@ __all__ = [
     "outbox_depth",
     "outbox_lane_head",
     "outbox_lane_heads",
-    "set_workspace_message_id",
     "touch_conversation",
 ]

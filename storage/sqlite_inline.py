@@ -178,22 +178,56 @@ class InlineConnection:
 
         Errors come as tortoise's, as through the client: ``IntegrityError``, ``OperationalError``.
         """
-        before = self._conn.total_changes
         try:
-            cursor = self._conn.execute(sql, values)
+            result = self._run_one(sql, values)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(exc) from exc
         except sqlite3.OperationalError as exc:
             if _locked(exc):
                 return None
             raise OperationalError(exc) from exc
+        self._wrote()
+        return result
+
+    def _run_one(self, sql: str, values: Sequence[Any]) -> tuple[int, list[Any], int | None]:
+        """Execute one statement: (rows changed or returned, rows, last row id); sqlite3's errors as raised."""
+        before = self._conn.total_changes
+        cursor = self._conn.execute(sql, values)
         try:
             rows = cursor.fetchall()
             row_id = cursor.lastrowid
         finally:
             cursor.close()
-        self._wrote()
         return (self._conn.total_changes - before) or len(rows), rows, row_id
+
+    def try_all(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[tuple[int, list[Any], int | None]] | None:
+        """Run ``statements`` at once as one transaction (one commit: fewer WAL writes and lock calls than
+        a commit each): each one's (rows changed or returned, rows, last row id). None, with nothing
+        changed, when another connection holds the write lock. On an error the transaction is rolled
+        back and the error raised as tortoise's.
+
+        The caller makes sure no transaction is open on this connection (tortoise's lock is free).
+        """
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _locked(exc):
+                return None
+            raise OperationalError(exc) from exc
+        try:
+            results = [self._run_one(sql, values) for sql, values in statements]
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            self._conn.rollback()
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise IntegrityError(exc) from exc
+            if isinstance(exc, sqlite3.OperationalError):
+                raise OperationalError(exc) from exc
+            raise
+        self._wrote()
+        return results
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> InlineCursor:
         """Run one statement; its cursor."""

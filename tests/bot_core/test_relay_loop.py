@@ -31,8 +31,13 @@ async def test_customer_to_room_to_agent_to_customer(database_url: str, make_des
     assert channel.texts_to("u1") == ["It ships tomorrow."]
     assert channel.sent.items[0].agent_name == "Bob"
 
+    # the first agent to answer takes the conversation (the reply may reach the customer before that is
+    # stored: the room's notice says when it is)
+    await workspace.posts.wait_for(
+        lambda items: any(p.kind == "notice" and "Assigned to Bob" in p.text for _, p in items)
+    )
     conversation = await Conversation.get(id=room.conversation.conversation_id)
-    assert conversation.state is ConversationState.ASSIGNED  # the first agent to answer takes it
+    assert conversation.state is ConversationState.ASSIGNED
     stored = (
         await Message.filter(conversation_id=conversation.id).order_by("id").values_list("direction", "text")
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from tortoise.exceptions import IntegrityError, ValidationError
@@ -32,6 +34,42 @@ async def db(database_url: str) -> AsyncIterator[None]:
     await init_db(database_url)
     yield
     await close_db()
+
+
+@asynccontextmanager
+async def another_task_in_a_transaction() -> AsyncIterator[None]:
+    """Inside the block another task holds an open transaction (it wrote a customer); after the block it
+    rolls back."""
+    from tortoise.transactions import in_transaction
+
+    in_it, release = asyncio.Event(), asyncio.Event()
+
+    class Undo(Exception):
+        pass
+
+    async def holder() -> None:
+        with pytest.raises(Undo):
+            async with in_transaction():
+                await Customer.create(display_name="rolled back")
+                in_it.set()
+                await release.wait()
+                raise Undo
+
+    holding = asyncio.create_task(holder())
+    await in_it.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        await holding
+
+
+async def waits_on_sqlite(task: asyncio.Task[Any]) -> None:
+    """Let the loop turn; on SQLite (one connection) ``task`` must still wait for the other transaction."""
+    for _ in range(20):  # the loop keeps turning while the transaction is open
+        await asyncio.sleep(0)
+    if "sqlite" in type(hot._connection()).__module__:
+        assert not task.done()
 
 
 async def _alice() -> tuple[Customer, Identity]:
@@ -102,8 +140,7 @@ async def test_outbox_lane_claim_and_sent(db: None) -> None:
     assert (claimed.status, claimed.claimed_until) == (OutboxStatus.SENDING, until)
     assert await OutboxItem.filter(claimed_until__lt=until + timedelta(seconds=1)).count() == 1
 
-    await hot.mark_outbox_sent(head, "$event")
-    await hot.set_workspace_message_id(message.id, "$event")
+    next_head = await hot.mark_outbox_sent(head, "$event", message_column="workspace_message_id")
     sent = await OutboxItem.get(id=head.id)
     assert (sent.status, sent.external_message_id, sent.claimed_until, sent.attempts) == (
         OutboxStatus.SENT,
@@ -113,8 +150,42 @@ async def test_outbox_lane_claim_and_sent(db: None) -> None:
     )
     assert (head.status, head.attempts) == (OutboxStatus.SENT, 1)
     assert (await Message.get(id=message.id)).workspace_message_id == "$event"
-    next_head = await hot.outbox_lane_head(conversation.id, "room")
-    assert next_head is not None and next_head.id == rows[1].id
+    assert next_head is not None and next_head.id == rows[1].id  # the lane's next row, read at once
+    assert next_head.payload == {"kind": "customer_message", "text": "hello 1"}
+
+    last = await hot.mark_outbox_sent(next_head, "out-7", message_column="channel_message_id")
+    assert last is None  # the lane is empty
+    stored = await Message.get(id=message.id)
+    assert (stored.channel_message_id, stored.workspace_message_id) == ("out-7", "$event")
+    with pytest.raises(ValueError, match="not a message id column"):
+        await hot.mark_outbox_sent(next_head, "x", message_column="text")
+
+
+async def test_marking_sent_is_one_transaction_even_while_another_task_holds_the_connection(db: None) -> None:
+    """The statements of mark_outbox_sent commit together: on SQLite's fast path, and in a transaction
+    of their own when another task's transaction holds the connection (they wait for it, then run)."""
+    alice, identity = await _alice()
+    conversation = await Conversation.create(customer=alice, identity=identity)
+    message = await Message.create(
+        conversation=conversation, direction=Direction.INBOUND, text="hi", channel="telegram"
+    )
+    row = await OutboxItem.create(
+        idempotency_key="k",
+        target=OutboxTarget.ROOM,
+        adapter="matrix",
+        address="",
+        conversation=conversation,
+        message=message,
+        payload={"kind": "customer_message", "text": "hi"},
+        next_attempt_at=datetime.now(UTC),
+    )
+    async with another_task_in_a_transaction():
+        marking = asyncio.create_task(hot.mark_outbox_sent(row, "$e", message_column="workspace_message_id"))
+        await waits_on_sqlite(marking)
+    assert await marking is None
+    assert (await OutboxItem.get(id=row.id)).status is OutboxStatus.SENT
+    assert (await Message.get(id=message.id)).workspace_message_id == "$e"
+    assert not await Customer.filter(display_name="rolled back").exists()
 
 
 async def test_receipt_and_journal_statements(db: None) -> None:
@@ -237,30 +308,9 @@ async def test_the_scan_sees_one_head_per_lane_and_the_depth(db: None) -> None:
 
 
 async def test_a_hot_statement_never_joins_another_tasks_transaction(db: None) -> None:
-    from tortoise.transactions import in_transaction
-
-    in_it, release = asyncio.Event(), asyncio.Event()
-
-    class Undo(Exception):
-        pass
-
-    async def holder() -> None:
-        with pytest.raises(Undo):
-            async with in_transaction():
-                await Customer.create(display_name="rolled back")
-                in_it.set()
-                await release.wait()
-                raise Undo
-
-    holding = asyncio.create_task(holder())
-    await in_it.wait()
-    append = asyncio.create_task(hot.append_journal_entry("k", {"n": 1}))
-    for _ in range(20):  # the loop keeps turning while the transaction is open
-        await asyncio.sleep(0)
-    if "sqlite" in type(hot._connection()).__module__:
-        assert not append.done()  # one SQLite connection: the statement waits for the transaction's end
-    release.set()
-    await holding
+    async with another_task_in_a_transaction():
+        append = asyncio.create_task(hot.append_journal_entry("k", {"n": 1}))
+        await waits_on_sqlite(append)
     entry_id = await append
     # the other task's rollback took only its own row with it
     assert await BusJournalEntry.filter(id=entry_id).exists()

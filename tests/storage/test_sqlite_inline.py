@@ -110,3 +110,33 @@ async def test_an_in_memory_database_has_no_checkpointer() -> None:
         assert client._connection.checkpointer is None  # type: ignore[union-attr]
     finally:
         await client.close()
+
+
+async def test_statements_run_at_once_as_one_transaction_or_not_at_all(tmp_path: Path) -> None:
+    from tortoise.exceptions import IntegrityError
+
+    path = tmp_path / "batch.db"
+    client, other = await _client(path), await _client(path)
+    try:
+        await client.execute_script("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER UNIQUE)")
+        inline = client._connection
+        assert isinstance(inline, sqlite_inline.InlineConnection)
+        done = inline.try_all([("INSERT INTO t VALUES (?)", [1]), ("SELECT n FROM t", [])])
+        assert done is not None and done[0][0] == 1 and [row[0] for row in done[1][1]] == [1]
+
+        # an error undoes the statements before it
+        with pytest.raises(IntegrityError):
+            inline.try_all([("INSERT INTO t VALUES (?)", [2]), ("INSERT INTO t VALUES (?)", [1])])
+        _count, rows = await client.execute_query("SELECT n FROM t ORDER BY n")
+        assert [row[0] for row in rows] == [1]
+
+        # another connection holds the write lock: nothing runs, the caller takes the waiting path
+        await other.execute_query("BEGIN IMMEDIATE")
+        assert inline.try_all([("INSERT INTO t VALUES (?)", [3])]) is None
+        await other.execute_query("COMMIT")
+        _count, rows = await client.execute_query("SELECT n FROM t ORDER BY n")
+        assert [row[0] for row in rows] == [1]
+        assert not inline._conn.in_transaction
+    finally:
+        await client.close()
+        await other.close()
