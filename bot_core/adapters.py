@@ -129,6 +129,8 @@ class MessageView:
     attachments: tuple[Attachment, ...] = ()
     edit_of: str | None = None
     reply_to: str | None = None  # the workspace id of the message the customer replied to, if known
+    idempotency_key: str = ""
+    """The outbox row's key: a retried post carries the same one, so a workspace can show it only once."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
-from nio import AsyncClient, RoomCreateError, RoomPreset, RoomSendResponse, RoomTypingResponse
+from nio import AsyncClient, RoomCreateError, RoomPreset, RoomTypingResponse
 from pydantic import BaseModel, ConfigDict
 
 from bot_core.adapters import (
@@ -35,6 +35,7 @@ from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration,
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.roster import AgentRoster
+from bridge.workspaces.matrix.send import send_message
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 SEEN_TRANSACTIONS = 1000
@@ -254,11 +255,10 @@ class MatrixWorkspace(Plugin):
             last = await self._post_attachment(ghost, room.room_id, attachment)
         if not message.text and last is not None:
             return PostedRef(last)
-        response = check_response(
-            await ghost.room_send(room.room_id, "m.room.message", content), "post as customer"
+        # the outbox row's key as the transaction id: a retried post shows once
+        return PostedRef(
+            await send_message(ghost, room.room_id, content, message.idempotency_key, "post as customer")
         )
-        assert isinstance(response, RoomSendResponse)
-        return PostedRef(response.event_id)
 
     async def customer_typing(
         self, room: RoomRef, channel: str, external_user_id: str, name: str, active: bool

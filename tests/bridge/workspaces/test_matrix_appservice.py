@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from typing import Any, cast
@@ -109,6 +110,37 @@ async def test_a_restarted_relaydesk_reuses_the_room(
     assert await desk.wait_settled(30)
     assert await Room.all().count() == 1
     await agent.sync_until(lambda: any(t == "back again" for _, t in agent.texts(room_id)))
+
+
+async def test_a_post_retried_with_the_same_outbox_key_shows_once_in_the_room(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    """A crash between Synapse's answer and the row being marked sent makes the outbox post it again:
+    the row's key is the Matrix transaction id, so Synapse answers with the first event."""
+    from bot_core.adapters import MessageView, RoomRef
+
+    desk, _channel, user, room_id = await first_contact(synapse, sqlite_url, make_desk, "Dan", "hello")
+    matrix = cast(MatrixWorkspace, desk.plugins["matrix"])
+    view = MessageView(
+        message_id=1,
+        text="sent twice, shown once",
+        sender_name="Dan",
+        channel="customers",
+        external_user_id=user,
+        idempotency_key=f"customers:m-{uuid.uuid4().hex}:mirror",
+    )
+    room = RoomRef("matrix", room_id)
+    first = await matrix.post_as_customer(room, view)
+    again = await matrix.post_as_customer(room, view)
+    assert again.external_message_id == first.external_message_id
+    later = dataclasses.replace(
+        view, text="a new key is a new post", idempotency_key=f"{view.idempotency_key}-2"
+    )
+    other = await matrix.post_as_customer(room, later)
+    assert other.external_message_id != first.external_message_id
+    # the later post arrived, so everything before it has too: the retried one is there once
+    await agent.sync_until(lambda: any(t == "a new key is a new post" for _, t in agent.texts(room_id)))
+    assert [t for _, t in agent.texts(room_id)].count("sent twice, shown once") == 1
 
 
 async def test_wrong_hs_token_is_refused_and_a_replayed_transaction_is_delivered_once(
