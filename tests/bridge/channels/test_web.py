@@ -32,7 +32,7 @@ from bridge.channels.web.sessions import SessionSigner, VisitorSession, identity
 from bridge.workspaces.matrix.devserver import free_port
 from storage.db import migrate
 from storage.models import Identity
-from tests.bridge.workspaces.matrix_agent import Agent, room_of
+from tests.bridge.workspaces.matrix_agent import Agent, room_of, type_until_shown
 from tests.conftest import FAST_OUTBOX
 from tests.matrix_server import SynapseInfo
 
@@ -194,8 +194,9 @@ async def test_customer_writes_agent_answers_in_matrix_and_nothing_is_lost_while
     await agent.sync_until(
         lambda: any(t == "Hello, the pole of my Ridge 2 tent snapped" for _, t in agent.texts(room_id))
     )
-    await agent.client.room_typing(room_id, True, timeout=15000)  # the customer sees the agent typing
-    await expect(widget.typing).to_have_text("agent is typing…", timeout=SLOW)
+    await type_until_shown(  # the customer sees the agent typing
+        agent, room_id, lambda s: expect(widget.typing).to_have_text("agent is typing…", timeout=s * 1000)
+    )
     await agent.say(room_id, "Sorry about that! A new pole ships today.")
     answer = widget.messages("agent").last
     await expect(answer.locator(".text")).to_have_text(

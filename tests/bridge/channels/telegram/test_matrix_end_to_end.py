@@ -10,7 +10,7 @@ from nio import DownloadResponse, RoomMessageImage, UploadResponse
 
 from bridge.workspaces.matrix.appservice import MatrixWorkspace
 from tests.bridge.channels.telegram.conftest import ENV, telegram_entry
-from tests.bridge.workspaces.matrix_agent import PNG_BYTES, Agent, room_of
+from tests.bridge.workspaces.matrix_agent import PNG_BYTES, Agent, room_of, type_until_shown
 from tests.conftest import DeskFactory
 from tests.emulators.telegram import TelegramEmulator
 from tests.matrix_server import SynapseInfo
@@ -53,13 +53,16 @@ async def test_a_telegram_customer_reaches_the_matrix_room_and_the_agents_answer
 
     # the agent starts typing in Matrix: the customer sees "typing..." in Telegram
     await agent.sync_until(lambda: room_id in agent.client.rooms)
-    await agent.client.room_typing(room_id, True, timeout=30_000)
-    await telegram.wait_for(
-        lambda: any(
-            str(c.params.get("chat_id")) == str(chat_id) and c.params.get("action") == "typing"
-            for c in telegram.calls_of("sendChatAction")
+    await type_until_shown(
+        agent,
+        room_id,
+        lambda s: telegram.wait_for(
+            lambda: any(
+                str(c.params.get("chat_id")) == str(chat_id) and c.params.get("action") == "typing"
+                for c in telegram.calls_of("sendChatAction")
+            ),
+            s,
         ),
-        20,
     )
     answer_id = await agent.say(room_id, "So sorry! A **new parcel** ships today.")
     await agent.client.room_typing(room_id, False)
