@@ -330,6 +330,9 @@ class MemoryBus(EventBus):
                 await self._ack(item)
             finally:
                 self._busy[p] = False
+            # A handler may never suspend (SQLite runs in place): let other tasks, such as the outbox
+            # sending what this entry queued, run before the next entry of a burst.
+            await asyncio.sleep(0)
 
     async def _ack(self, item: _Item) -> None:
         if self.journal is not None:

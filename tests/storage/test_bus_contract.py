@@ -335,6 +335,25 @@ class TestEventBusContract:
         assert handled == [0, 1, 2]
         assert await bus.pending() == 0
 
+    @backends(MEMORY, JOURNAL)
+    async def test_a_backlog_does_not_hold_the_event_loop(self, backend: Backend) -> None:
+        # Handlers that never wait (SQLite statements run in place) must still let other tasks, such
+        # as the outbox sending what they queued, run between two entries of a burst.
+        bus = backend.make(partitions=1)
+        for seq in range(20):
+            await bus.publish("conv-burst", {"seq": seq})
+        handled: list[int] = []
+
+        async def handler(entry: BusEntry) -> None:
+            handled.append(entry.payload["seq"])
+
+        await bus.start(handler)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert 0 < len(handled) < 20, "the worker handled the whole backlog without letting others run"
+        assert await bus.wait_idle(timeout=5)
+        assert handled == list(range(20))
+
     @REDIS_ONLY
     async def test_a_dead_workers_pending_entries_are_reclaimed_in_order(self, backend: Backend) -> None:
         assert backend.kind == REDIS

@@ -103,6 +103,32 @@ async def test_checkpoints_run_on_their_own_thread_once_writes_pause(tmp_path: P
     assert not thread.is_alive()
 
 
+def _voluntary_switches(thread_id: int) -> int:
+    with open(f"/proc/self/task/{thread_id}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts thread switches in Linux's /proc")
+async def test_the_checkpointer_is_not_woken_by_every_request_while_writes_go_on(tmp_path: Path) -> None:
+    # Every wake-up is a thread switch and a GIL hand-over that the loop (and a homeserver sharing the
+    # CPUs) pays for: while writes go on, the thread looks for a pause a few times a second instead.
+    checkpointer = sqlite_inline.WalCheckpointer(str(tmp_path / "quiet.db"))
+    try:
+        assert checkpointer._thread.native_id is not None
+        before = _voluntary_switches(checkpointer._thread.native_id)
+        for _ in range(100):  # a write every millisecond: no pause the checkpointer would wait for
+            checkpointer.request()
+            await asyncio.sleep(0.001)
+        await _wait_until(lambda: checkpointer.checkpoints == 1)
+        woken = _voluntary_switches(checkpointer._thread.native_id) - before
+    finally:
+        await checkpointer.stop()
+    assert woken < 20, f"the checkpointer thread was woken {woken} times by 100 requests"
+
+
 async def test_an_in_memory_database_has_no_checkpointer() -> None:
     client = InlineSqliteClient(":memory:", connection_name="memory")
     await client.create_connection(with_db=True)
