@@ -325,6 +325,7 @@ class Outbox:
     async def _deliver(self, row: OutboxItem) -> OutboxItem | None:
         """Send one row (or postpone or give it up); its lane's next head."""
         adapter = self._lookup(row.adapter)
+        await hot.durable()  # the row (and what led to it) is committed before anyone sees its message
         try:
             if adapter is None:
                 raise TemporaryFailure(f"adapter '{row.adapter}' is not enabled")

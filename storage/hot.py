@@ -51,6 +51,19 @@ def _connection() -> BaseDBAsyncClient:
     return conn
 
 
+async def durable() -> None:
+    """Return once every write made so far is committed.
+
+    SQLite's loop-thread connection commits the hot statements of one turn of the event loop together
+    (:class:`storage.sqlite_inline.InlineConnection`); code about to act on the outside world (send a
+    message, acknowledge an event) awaits this first. Elsewhere (PostgreSQL) every statement is
+    committed when it returns, and this returns at once.
+    """
+    inline = getattr(_connection(), "_connection", None)
+    if type(inline) is InlineConnection:
+        await inline.durable()
+
+
 @functools.cache
 def _dialect_sql(sql: str, dialect: str) -> str:
     """``sql`` with its ``?`` placeholders numbered ``$1, $2, ...`` for PostgreSQL (as written for SQLite)."""
@@ -239,8 +252,9 @@ async def _insert(model: type[M], **given: Any) -> M:
 
 
 async def append_journal_entry(key: str, payload: dict[str, Any]) -> int:
-    """Store one published bus entry; its id."""
+    """Store one published bus entry; its id, once the entry is committed."""
     entry_id, _values = await _insert_row(BusJournalEntry, key=key, payload=payload)
+    await durable()
     return entry_id
 
 
@@ -432,6 +446,7 @@ __all__ = [
     "append_journal_entry",
     "claim_outbox_row",
     "delete_journal_entry",
+    "durable",
     "insert_message",
     "insert_outbox_row",
     "insert_receipt",

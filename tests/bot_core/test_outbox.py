@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 
-from bot_core.adapters import RetryAfter, TemporaryFailure, Undeliverable
+from bot_core.adapters import Delivery, RetryAfter, SentRef, TemporaryFailure, Undeliverable
 from bot_core.events import utcnow
 from storage.models import Identity, OutboxItem, OutboxStatus, OutboxTarget
 from tests.bot_core.test_relay_loop import doubles
@@ -103,3 +104,36 @@ async def test_a_slow_workspace_does_not_hold_up_customer_deliveries(
     await workspace.agent_writes(room_id, "reply while the room is throttled")
     await channel.sent.wait_for(lambda items: len(items) == 1)
     assert channel.texts_to("u1") == ["reply while the room is throttled"]
+
+
+async def test_a_delivery_goes_out_only_once_its_row_and_the_earlier_sent_marks_are_committed(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    # SQLite commits a turn of the event loop's writes together; a crash may lose that turn. So before a
+    # channel is called, what it is about to send (and that the lane's earlier rows went out) must be
+    # committed, or a crash would lose a sent message's row, or send an earlier one twice.
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    room_id = await _room_with_customer(desk)
+    committed: list[tuple[int, list[tuple[int, str]]]] = []
+    plain_send = channel.send
+
+    async def send_checking_the_file(delivery: Delivery) -> SentRef:
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite://")) as reader:  # what a crash would leave
+            rows = reader.execute(
+                'SELECT "id", "status" FROM "outbox_item" WHERE "target"=? ORDER BY "id"',
+                [OutboxTarget.CUSTOMER.value],
+            ).fetchall()
+        committed.append((delivery.outbox_id, rows))
+        return await plain_send(delivery)
+
+    channel.send = send_checking_the_file  # type: ignore[method-assign]
+    channel.send_delay = 0.05  # the next replies are queued while the first one is on its way
+    for i in range(3):
+        await workspace.agent_writes(room_id, f"reply {i}")
+    await channel.sent.wait_for(lambda items: len(items) == 3)
+    assert channel.texts_to("u1") == ["reply 0", "reply 1", "reply 2"]
+    for outbox_id, rows in committed:
+        assert outbox_id in [row_id for row_id, _status in rows]
+        earlier = [status for row_id, status in rows if row_id < outbox_id]
+        assert earlier == [OutboxStatus.SENT.value] * len(earlier)

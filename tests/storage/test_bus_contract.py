@@ -9,6 +9,7 @@ a restart, and leases and reclaiming exist only on Redis.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -353,6 +354,14 @@ class TestEventBusContract:
         assert 0 < len(handled) < 20, "the worker handled the whole backlog without letting others run"
         assert await bus.wait_idle(timeout=5)
         assert handled == list(range(20))
+
+    @backends(JOURNAL)
+    async def test_a_published_entry_is_committed_when_publish_returns(self, backend: Backend) -> None:
+        # The caller acknowledges the event to its sender next: a crash after that must not lose it.
+        bus = backend.make()
+        await bus.publish("conv-durable", {"seq": 1})
+        with sqlite3.connect(backend.tmp_path / "bus.db") as reader:  # committed data only
+            assert reader.execute('SELECT COUNT(*) FROM "bus_journal"').fetchone()[0] == 1
 
     @REDIS_ONLY
     async def test_a_dead_workers_pending_entries_are_reclaimed_in_order(self, backend: Backend) -> None:

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tortoise import connections
 from tortoise.exceptions import OperationalError
+from tortoise.transactions import in_transaction
 
 from storage import sqlite_inline
 from storage.db import close_db, init_db, tortoise_config
@@ -166,3 +168,92 @@ async def test_statements_run_at_once_as_one_transaction_or_not_at_all(tmp_path:
     finally:
         await client.close()
         await other.close()
+
+
+def _count_rows(path: Path) -> int:
+    """Rows of ``t`` as another process would see them (a connection of its own, committed data only)."""
+    with sqlite3.connect(path) as reader:
+        return int(reader.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+
+
+async def _table_client(path: Path) -> tuple[InlineSqliteClient, sqlite_inline.InlineConnection]:
+    client = await _client(path)
+    await client.execute_script("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER UNIQUE)")
+    inline = client._connection
+    assert isinstance(inline, sqlite_inline.InlineConnection)
+    return client, inline
+
+
+async def test_the_writes_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
+    path = tmp_path / "group.db"
+    client, inline = await _table_client(path)
+    try:
+        commits = inline.group_commits
+        for n in range(10):  # ten tasks' statements in one turn of the loop
+            assert inline.try_now("INSERT INTO t VALUES (?)", [n]) is not None
+        counted = inline.try_now("SELECT COUNT(*) FROM t", [])
+        assert counted is not None and counted[1][0][0] == 10  # this connection reads the turn's writes
+        assert _count_rows(path) == 0  # not committed before the turn ends
+        await inline.durable()
+        assert _count_rows(path) == 10
+        assert inline.group_commits == commits + 1
+        await inline.durable()  # nothing open: returns at once
+    finally:
+        await client.close()
+
+
+async def test_a_failed_statement_leaves_the_rest_of_the_group_alone(tmp_path: Path) -> None:
+    from tortoise.exceptions import IntegrityError
+
+    path = tmp_path / "failed.db"
+    client, inline = await _table_client(path)
+    try:
+        inline.try_now("INSERT INTO t VALUES (?)", [1])
+        with pytest.raises(IntegrityError):
+            inline.try_now("INSERT INTO t VALUES (?)", [1])  # a replayed event's duplicate, say
+        inline.try_now("INSERT INTO t VALUES (?)", [2])
+        await inline.durable()
+        assert _count_rows(path) == 2
+    finally:
+        await client.close()
+
+
+async def test_an_awaited_write_is_committed_when_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "orm.db"
+    client, inline = await _table_client(path)
+    try:
+        inline.try_now("INSERT INTO t VALUES (?)", [1])  # someone else's write in the same turn
+        await client.execute_query("INSERT INTO t VALUES (?)", [2])  # what tortoise's ORM runs
+        assert _count_rows(path) == 2  # both committed, without any further wait
+    finally:
+        await client.close()
+
+
+async def test_a_transaction_commits_the_group_first_and_rolls_back_only_itself(sqlite_url: str) -> None:
+    await init_db(sqlite_url)
+    try:
+        alice = await Customer.create(display_name="Alice")
+        inline = connections.get("default")._connection
+        assert isinstance(inline, sqlite_inline.InlineConnection)
+        # a hot statement of this turn, then another task's ORM transaction that fails
+        inline.try_now('UPDATE "customer" SET "display_name"=? WHERE "id"=?', ["Alice B.", alice.id])
+        with pytest.raises(RuntimeError):
+            async with in_transaction():
+                await Customer.create(display_name="Rolled back")
+                raise RuntimeError("the transaction fails")
+        async with in_transaction():
+            await Customer.create(display_name="Bob")
+        assert not inline._conn.in_transaction
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite://")) as reader:
+            names = [row[0] for row in reader.execute('SELECT "display_name" FROM "customer" ORDER BY "id"')]
+        assert names == ["Alice B.", "Bob"]
+    finally:
+        await close_db()
+
+
+async def test_closing_commits_the_group(tmp_path: Path) -> None:
+    path = tmp_path / "close.db"
+    client, inline = await _table_client(path)
+    inline.try_now("INSERT INTO t VALUES (?)", [1])
+    await client.close()
+    assert _count_rows(path) == 1
