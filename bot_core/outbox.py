@@ -112,6 +112,8 @@ class Outbox:
         self._rooms: dict[int, RoomRef] = {}  # conversation id -> its bound room (bindings never change)
         self._waiting: set[tuple[int | None, str]] = set()
         self._settled = asyncio.Event()
+        # row id -> commit point of the rows this process queued whose insert may not be committed yet
+        self._uncommitted: dict[int, int] = {}
         # adapter name -> (the adapter object, is it a channel, is it a workspace)
         self._adapter_roles: dict[str, tuple[object, bool, bool]] = {}
 
@@ -174,7 +176,7 @@ class Outbox:
         message: Message | None,
     ) -> None:
         try:
-            await hot.insert_outbox_row(
+            row_id = await hot.insert_outbox_row(
                 idempotency_key=key,
                 target=target,
                 adapter=adapter,
@@ -186,6 +188,9 @@ class Outbox:
             )
         except IntegrityError:
             return  # a replayed event: the row exists from the first run
+        point = hot.commit_point()
+        if point is not None:
+            self._uncommitted[row_id] = point
         self._kick((conversation.id, target.value))
 
     # -- running -------------------------------------------------------------------------------
@@ -325,7 +330,9 @@ class Outbox:
     async def _deliver(self, row: OutboxItem) -> OutboxItem | None:
         """Send one row (or postpone or give it up); its lane's next head."""
         adapter = self._lookup(row.adapter)
-        await hot.durable()  # the row (and what led to it) is committed before anyone sees its message
+        point = self._uncommitted.pop(row.id, None)
+        if point is not None:  # queued in this turn of the loop: commit it before anyone sees it
+            await hot.durable(point)
         try:
             if adapter is None:
                 raise TemporaryFailure(f"adapter '{row.adapter}' is not enabled")

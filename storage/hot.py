@@ -51,17 +51,30 @@ def _connection() -> BaseDBAsyncClient:
     return conn
 
 
-async def durable() -> None:
-    """Return once every write made so far is committed.
+def _inline() -> InlineConnection | None:
+    inline = getattr(_connection(), "_connection", None)
+    return inline if type(inline) is InlineConnection else None
+
+
+def commit_point() -> int | None:
+    """Where the writes made so far end, while some of them are not committed yet (None: all are).
 
     SQLite's loop-thread connection commits the hot statements of one turn of the event loop together
-    (:class:`storage.sqlite_inline.InlineConnection`); code about to act on the outside world (send a
-    message, acknowledge an event) awaits this first. Elsewhere (PostgreSQL) every statement is
-    committed when it returns, and this returns at once.
+    (:class:`storage.sqlite_inline.InlineConnection`); elsewhere (PostgreSQL) every statement is
+    committed when it returns, and this is always None.
     """
-    inline = getattr(_connection(), "_connection", None)
-    if type(inline) is InlineConnection:
-        await inline.durable()
+    inline = _inline()
+    return inline.commit_point() if inline is not None else None
+
+
+async def durable(point: int | None = None) -> None:
+    """Return once every write made so far (or up to ``point``, from :func:`commit_point`) is committed.
+
+    Code about to act on the outside world (acknowledge an event, send a message) awaits this first.
+    """
+    inline = _inline()
+    if inline is not None:
+        await inline.durable(point)
 
 
 @functools.cache
@@ -445,6 +458,7 @@ __all__ = [
     "LaneHead",
     "append_journal_entry",
     "claim_outbox_row",
+    "commit_point",
     "delete_journal_entry",
     "durable",
     "insert_message",

@@ -207,6 +207,8 @@ class InlineConnection:
         """Set once the file is in WAL mode: it is asked for a checkpoint every :data:`CHECKPOINT_EVERY` changes."""
         self._changes_checkpointed = 0
         self._group_open = False
+        self._group = 0  # the number of the group transaction open now, or of the last one
+        self._committed = 0  # the number of the last group transaction that ended (committed or lost)
         self._waiters: list[asyncio.Future[None]] = []
         self.group_commits = 0
         """Group transactions committed so far."""
@@ -230,6 +232,7 @@ class InlineConnection:
             return
         self._conn.execute("BEGIN IMMEDIATE")
         self._group_open = True
+        self._group += 1
         asyncio.get_running_loop().call_soon(self._commit_group)
 
     def _commit_group(self) -> None:
@@ -245,6 +248,7 @@ class InlineConnection:
             self._lose_group(exc)
             return
         self._group_open = False
+        self._committed = self._group
         self.group_commits += 1
         self._wrote()
         waiters, self._waiters = self._waiters, []
@@ -257,6 +261,7 @@ class InlineConnection:
         if self._conn.in_transaction:
             self._conn.rollback()
         self._group_open = False
+        self._committed = self._group
         log.error(
             "SQLite rolled back a group of writes (%s); what they stored is replayed from the bus journal "
             "after a restart",
@@ -278,9 +283,15 @@ class InlineConnection:
         if self._group_open:  # still locked by another connection: give up on the group
             self._lose_group(sqlite3.OperationalError("database is locked"))
 
-    async def durable(self) -> None:
-        """Return once every statement run so far is committed (at once when no group is open)."""
-        if not self._group_open:
+    def commit_point(self) -> int | None:
+        """Where the statements run so far end, while some are not committed yet (None: all are); for
+        :meth:`durable`."""
+        return self._group if self._group_open else None
+
+    async def durable(self, point: int | None = None) -> None:
+        """Return once every statement run so far (or up to ``point``, from :meth:`commit_point`) is
+        committed; at once when it is."""
+        if not self._group_open or (point is not None and point <= self._committed):
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
