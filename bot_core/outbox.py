@@ -7,7 +7,8 @@ claim deadline) before its adapter is called, so two workers never send the same
 dead worker expires and the row is sent again. A single worker knows its lanes in flight in memory and
 does not claim (one statement less per delivery); at start it releases any claim an earlier
 multi-worker run left. Marking a row sent, noting the platform's id on its message and reading the
-lane's next row are one transaction.
+lane's next row are one transaction. On SQLite a row is sent only once its insert is committed (writes
+are committed once per turn of the event loop: :func:`storage.hot.durable`).
 
 Failures: :class:`RetryAfter` waits as long as the platform asked (it is not counted as a failed try);
 :class:`TemporaryFailure` and unexpected errors back off exponentially up to ``max_attempts``;
