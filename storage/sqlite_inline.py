@@ -196,9 +196,10 @@ class InlineConnection:
     written (rows written together share pages), fewer lock calls. What a crash can lose is the last
     turn's writes, as a whole and in order: the database is always as it was at the end of some turn.
 
-    Statements through tortoise's awaitable methods return once committed, as before. The hot path
-    (:meth:`try_now`, :meth:`try_all`) returns at once; a caller that is about to act on the outside
-    world (acknowledge an event, send a message) awaits :meth:`durable` first.
+    Only the hot path (:meth:`try_now`, :meth:`try_all`) joins the group; it returns at once, and a
+    caller that is about to act on the outside world (acknowledge an event, send a message) awaits
+    :meth:`durable` first. A statement through tortoise's awaitable methods commits the group first
+    and then runs on its own, committed when it returns, as before.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -366,29 +367,17 @@ class InlineConnection:
     # -- tortoise's awaitable methods -----------------------------------------------------------
 
     async def _run_awaitable(self, sql: str, run: Callable[[], T]) -> T:
-        """``run()`` as tortoise expects: transaction control after committing the group; any other
-        statement outside an explicit transaction in the group, returning once it is committed."""
-        if _is_control(sql):
+        """``run()`` as tortoise expects, committed when it returns. Outside an explicit transaction, a
+        statement that writes (or manages transactions) first commits the open group and then runs on
+        its own, so it never waits for the loop's next turn; a read runs in the group (it sees its writes)."""
+        if not (self._conn.in_transaction and not self._group_open) and not _reads_only(sql):
             self._flush_group()
-            result = await run_unblocked(run)
-            self._wrote()
-            return result
-        if self._conn.in_transaction and not self._group_open:  # tortoise's own transaction
-            return await run_unblocked(run)
-
-        def in_group() -> T:
-            if not _reads_only(sql):
-                self._join_group()
-            return run()
-
-        before = self._conn.total_changes
         try:
-            result = await run_unblocked(in_group)
+            result = await run_unblocked(run)
         except sqlite3.Error as exc:
             self._check_group(exc)
             raise
-        if self._conn.total_changes != before:
-            await self.durable()
+        self._wrote()
         return result
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> InlineCursor:
