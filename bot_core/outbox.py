@@ -111,7 +111,8 @@ class Outbox:
         self._stopping = False
         self._room_locks: dict[int, asyncio.Lock] = {}
         self._rooms: dict[int, RoomRef] = {}  # conversation id -> its bound room (bindings never change)
-        self._waiting: set[tuple[int | None, str]] = set()
+        # lanes waiting for a free slot, oldest first (a dict keeps insertion order: fair, unlike a set)
+        self._waiting: dict[tuple[int | None, str], None] = {}
         self._settled = asyncio.Event()
         # row id -> commit point of the rows this process queued whose insert may not be committed yet
         self._uncommitted: dict[int, int] = {}
@@ -283,39 +284,53 @@ class Outbox:
         if self._stopping or self._runner is None or lane in self._inflight:
             return
         if len(self._inflight) >= self.settings.concurrency:
-            self._waiting.add(lane)
+            self._waiting.setdefault(lane, None)
             return
+        self._waiting.pop(lane, None)
         task = asyncio.create_task(self._run_lane(lane), name=f"outbox-lane-{lane[0]}-{lane[1]}")
         self._inflight[lane] = task
         task.add_done_callback(functools.partial(self._lane_done, lane))
 
-    def _lane_done(self, lane: tuple[int | None, str], _task: asyncio.Task[None]) -> None:
+    def _lane_done(self, lane: tuple[int | None, str], task: asyncio.Task[None] | None = None) -> None:
+        """``lane``'s task ended: free its slot for a waiting lane.
+
+        The task calls this itself as its last step, so that a row queued in the same turn of the loop
+        starts a new task at once (a kick that still found the ended task in flight would be lost until
+        the periodic scan); the done callback covers a task cancelled before it ran.
+        """
+        if task is not None and self._inflight.get(lane) is not task:
+            return  # already done by the task itself (a newer task may hold the lane now)
         self._inflight.pop(lane, None)
         self._settled.set()
-        if self._waiting and not self._stopping:
-            self._kick(self._waiting.pop())
+        while self._waiting and not self._stopping and len(self._inflight) < self.settings.concurrency:
+            waiting = next(iter(self._waiting))
+            del self._waiting[waiting]
+            self._kick(waiting)
 
     async def _run_lane(self, lane: tuple[int | None, str]) -> None:
         """Send the lane's rows one at a time, in id order, until it is empty or its head must wait."""
-        conversation_id, target = lane
-        row = await hot.outbox_lane_head(conversation_id, target)
-        while row is not None and not self._stopping:
-            now = utcnow()
-            if row.status is OutboxStatus.SENDING:
-                if row.claimed_until is not None and row.claimed_until >= now:
-                    return  # another worker holds it; the periodic scan looks again later
-                row.status = OutboxStatus.PENDING  # a dead worker's claim: take it over below
-            elif row.next_attempt_at > now:
-                delay = (row.next_attempt_at - now).total_seconds()
-                asyncio.get_running_loop().call_later(delay, self._kick, lane)
-                return
-            if not self._single_worker:
-                claimed_until = now + timedelta(seconds=self.settings.claim_seconds)
-                if not await hot.claim_outbox_row(row.id, row.status, claimed_until):
-                    return  # another worker was faster
-                row.status, row.claimed_until = OutboxStatus.SENDING, claimed_until
-            # a single worker needs no claim: its lanes in flight are known in memory (self._inflight)
-            row = await self._deliver(row)
+        try:
+            conversation_id, target = lane
+            row = await hot.outbox_lane_head(conversation_id, target)
+            while row is not None and not self._stopping:
+                now = utcnow()
+                if row.status is OutboxStatus.SENDING:
+                    if row.claimed_until is not None and row.claimed_until >= now:
+                        return  # another worker holds it; the periodic scan looks again later
+                    row.status = OutboxStatus.PENDING  # a dead worker's claim: take it over below
+                elif row.next_attempt_at > now:
+                    delay = (row.next_attempt_at - now).total_seconds()
+                    asyncio.get_running_loop().call_later(delay, self._kick, lane)
+                    return
+                if not self._single_worker:
+                    claimed_until = now + timedelta(seconds=self.settings.claim_seconds)
+                    if not await hot.claim_outbox_row(row.id, row.status, claimed_until):
+                        return  # another worker was faster
+                    row.status, row.claimed_until = OutboxStatus.SENDING, claimed_until
+                # a single worker needs no claim: its lanes in flight are known in memory (self._inflight)
+                row = await self._deliver(row)
+        finally:
+            self._lane_done(lane)
 
     # -- delivering ----------------------------------------------------------------------------
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import timedelta
+from typing import Any
 
 from bot_core.adapters import Delivery, RetryAfter, SentRef, TemporaryFailure, Undeliverable
 from bot_core.events import utcnow
-from bot_core.outbox import Outbox
+from bot_core.outbox import Outbox, OutboxSettings
 from storage import hot
 from storage.models import Conversation, ConversationState, Identity, OutboxItem, OutboxStatus, OutboxTarget
 from tests.bot_core.test_relay_loop import doubles
@@ -137,3 +139,27 @@ async def test_a_delivery_goes_out_only_once_its_row_is_committed(
     await outbox._deliver(row)
     assert committed == [True]
     assert channel.texts_to("u1")[-1] == "picked up at once"
+
+
+async def test_more_conversations_than_lanes_at_once_all_go_out_without_waiting_for_the_scan(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    # Eight lanes at a time for a hundred customers: a lane that ends hands its slot to the oldest
+    # waiting lane at once, and a row queued just as its lane ended starts a new one. Nothing may be
+    # left for the periodic scan, which here would come only after a minute.
+    desk = await make_desk(sqlite_url, outbox=OutboxSettings(concurrency=8, poll_interval=60))
+    channel, workspace = doubles(desk)
+    customers = [f"u{n}" for n in range(100)]
+
+    async def customer(user: str) -> None:
+        for i in range(3):
+            await channel.customer_writes(user, f"{user} message {i}")
+
+    await asyncio.gather(*(customer(user) for user in customers))
+    expected = {f"{user} message {i}" for user in customers for i in range(3)}
+
+    def all_posted(items: list[Any]) -> bool:
+        return expected <= {post.text for _room, post in items if post.kind == "customer_message"}
+
+    await workspace.posts.wait_for(all_posted, timeout=15)
+    assert await desk.outbox.wait_settled(15)
