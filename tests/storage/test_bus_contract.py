@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -346,6 +347,9 @@ class TestEventBusContract:
         handled: list[int] = []
 
         async def handler(entry: BusEntry) -> None:
+            busy_until = time.perf_counter() + 0.001  # a millisecond of work, without suspending
+            while time.perf_counter() < busy_until:
+                pass
             handled.append(entry.payload["seq"])
 
         await bus.start(handler)
