@@ -171,15 +171,6 @@ class InlineCursor:
         return self._cursor.fetchone()
 
 
-_CONTROL = ("BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA", "VACUUM")
-"""Statements that manage transactions (or may not run inside one): a group commits before them."""
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_control(sql: str) -> bool:
-    return sql.lstrip()[:9].upper().startswith(_CONTROL)
-
-
 @functools.lru_cache(maxsize=4096)
 def _reads_only(sql: str) -> bool:
     """A plain SELECT: it needs no write transaction (it reads the group's writes if one is open)."""
@@ -367,13 +358,19 @@ class InlineConnection:
     # -- tortoise's awaitable methods -----------------------------------------------------------
 
     async def _run_awaitable(self, sql: str, run: Callable[[], T]) -> T:
-        """``run()`` as tortoise expects, committed when it returns. Outside an explicit transaction, a
-        statement that writes (or manages transactions) first commits the open group and then runs on
-        its own, so it never waits for the loop's next turn; a read runs in the group (it sees its writes)."""
-        if not (self._conn.in_transaction and not self._group_open) and not _reads_only(sql):
-            self._flush_group()
+        """``run()`` as tortoise expects, committed when it returns: a statement that writes (or manages
+        transactions) first commits the open group and then runs on its own, so it never waits for the
+        loop's next turn; a read runs in the group (it sees its writes). Inside tortoise's own
+        transaction no group is open, and the statement is that transaction's."""
+        writes = not _reads_only(sql)
+
+        def attempt() -> T:
+            if writes and self._group_open:  # (again on every retry: a group may open meanwhile)
+                self._flush_group()
+            return run()
+
         try:
-            result = await run_unblocked(run)
+            result = await run_unblocked(attempt)
         except sqlite3.Error as exc:
             self._check_group(exc)
             raise
