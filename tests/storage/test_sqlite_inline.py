@@ -144,11 +144,8 @@ async def test_statements_run_at_once_as_one_transaction_or_not_at_all(tmp_path:
     from tortoise.exceptions import IntegrityError
 
     path = tmp_path / "batch.db"
-    client, other = await _client(path), await _client(path)
+    (client, inline), other = await _table_client(path), await _client(path)
     try:
-        await client.execute_script("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER UNIQUE)")
-        inline = client._connection
-        assert isinstance(inline, sqlite_inline.InlineConnection)
         done = inline.try_all([("INSERT INTO t VALUES (?)", [1]), ("SELECT n FROM t", [])])
         assert done is not None and done[0][0] == 1 and [row[0] for row in done[1][1]] == [1]
 
