@@ -185,6 +185,22 @@ class TypingChannel(Protocol):
 
 
 @runtime_checkable
+class DeliveryStateChannel(Protocol):
+    """A channel that shows customers whether their messages reached the agents (optional, on top of
+    :class:`Channel`): the web widget. The outbox tells it when a customer's message is late reaching
+    the room (``pending``), gets there after all (``delivered``), or was given up (``undelivered``).
+    Channels without it get a short message instead when a delay or a give-up is worth telling.
+    """
+
+    async def delivery_state(self, external_user_id: str, channel_message_id: str, state: str) -> None:
+        """Show ``state`` on the customer's message ``channel_message_id``; best effort, quick to return.
+
+        The state must also be readable later from storage (:func:`bot_core.transcript.room_states`).
+        """
+        ...
+
+
+@runtime_checkable
 class TypingWorkspace(Protocol):
     """A workspace that can show agents that the customer is typing (optional, on top of :class:`Workspace`)."""
 

@@ -10,6 +10,7 @@ File format
       redis: "${REDIS_URL:-}"          # empty: in-process bus
     server: {host: 127.0.0.1, port: 8080}
     log: {level: INFO, format: json}     # or text
+    outbox: {retry_window: 24h, notice_after: 3m}
     plugins:
       - echo: {}                         # a registered name, no settings
       - web:                             # `name:` alone (null) means "no settings" too
@@ -21,9 +22,9 @@ File format
           config: {shop_api: "https://shop.example.com/api"}
 
 Top level
-    Only ``storage``, ``server``, ``log`` and ``plugins`` are allowed; each may be left out (defaults
-    apply). The first three are validated by :class:`StorageConfig`, :class:`ServerConfig` and
-    :class:`LogConfig`.
+    Only ``storage``, ``server``, ``log``, ``outbox`` and ``plugins`` are allowed; each may be left out
+    (defaults apply). The first four are validated by :class:`StorageConfig`, :class:`ServerConfig`,
+    :class:`LogConfig` and :class:`OutboxConfig`.
 
 Plugins
     ``plugins`` is a list, in the order handlers run. Each entry is a mapping with exactly one key, the
@@ -79,6 +80,7 @@ __all__ = [
     "ConfigErrorItem",
     "DeskConfig",
     "LogConfig",
+    "OutboxConfig",
     "PluginSpec",
     "ServerConfig",
     "StorageConfig",
@@ -171,6 +173,45 @@ class LogConfig(BaseModel):
         return value.upper() if isinstance(value, str) else value
 
 
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*\Z")
+_UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: object) -> object:
+    """A duration as seconds: a number, or a string like ``90s``, ``3m``, ``24h``, ``1d``."""
+    if isinstance(value, str):
+        match = _DURATION.match(value.lower())
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration: write seconds, or e.g. 90s, 3m, 24h, 1d")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+class OutboxConfig(BaseModel):
+    """The ``outbox`` section: how long deliveries are retried through an outage, and when people hear of it.
+
+    Durations are seconds or strings like ``90s``, ``3m``, ``24h``, ``1d``. Rate limits (429) are always
+    waited out and never count against the window.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    retry_window: float = Field(default=86400.0, gt=0)
+    """How long a delivery the platform refuses for now (5xx, timeout, unreachable) is retried, from
+    when it was written; then it is given up and both sides are told. Default 24h."""
+    notice_after: float = Field(default=180.0, ge=0)
+    """How late a delivery may be before the other side is told, once, that it is not through yet
+    (a notice in the room; the customer's message shown as pending). Default 3m."""
+    max_backoff: float = Field(default=120.0, gt=0)
+    """The longest pause between two tries of a failing delivery (so it goes out at most this long
+    after the platform is back). Default 2m."""
+
+    @field_validator("retry_window", "notice_after", "max_backoff", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return _seconds(value)
+
+
 @dataclass(frozen=True)
 class PluginSpec:
     """One enabled plugin instance, as configured: ready for the engine to construct.
@@ -196,6 +237,7 @@ class DeskConfig(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     plugins: list[PluginSpec] = Field(default_factory=list)
     source: Path | None = None
     """The file the config was loaded from (None when parsed from a string)."""
@@ -206,6 +248,7 @@ class DeskConfig(BaseModel):
         "storage": StorageConfig,
         "server": ServerConfig,
         "log": LogConfig,
+        "outbox": OutboxConfig,
     }
 
 
@@ -796,7 +839,7 @@ class _Checker:
         )
 
 
-_TOP_LEVEL = ("storage", "server", "log", "plugins")
+_TOP_LEVEL = ("storage", "server", "log", "outbox", "plugins")
 
 
 def _get(data: object, relative: DocPath) -> object:

@@ -5,6 +5,7 @@ in the right order, and reloaded from plugins.yaml without dropping a conversati
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from typing import Any
@@ -35,6 +36,17 @@ from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus
 from storage.ratelimit import MemoryRateLimits, RateLimits, RedisRateLimits
 
 log = logging.getLogger("relaydesk.desk")
+
+
+def outbox_settings_of(config: DeskConfig, base: OutboxSettings | None = None) -> OutboxSettings:
+    """The outbox tuning from plugins.yaml's ``outbox`` section (other fields as in ``base``)."""
+    section = config.outbox
+    return dataclasses.replace(
+        base or OutboxSettings(),
+        retry_window=section.retry_window,
+        notice_after=section.notice_after,
+        max_backoff=section.max_backoff,
+    )
 
 
 class NotAccepting(RuntimeError):
@@ -74,7 +86,7 @@ class Desk:
         self.outbox = Outbox(
             self.adapter,
             self.metrics,
-            outbox_settings,
+            outbox_settings or outbox_settings_of(config),
             default_workspace=self.default_workspace,
             single_worker=not redis_url,
         )
@@ -261,6 +273,9 @@ class Desk:
             new_specs = {s.instance_name: s for s in new.plugins}
             if new.storage != self.config.storage or new.server != self.config.server:
                 changes.append("storage/server settings changed: restart relaydesk to apply them")
+            if new.outbox != self.config.outbox:
+                self.outbox.settings = outbox_settings_of(new, self.outbox.settings)
+                changes.append("outbox: retry window and notice delay applied")
             plugins = dict(self.plugins)
             for name, spec in new_specs.items():
                 old = old_specs.get(name)

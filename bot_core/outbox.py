@@ -10,10 +10,13 @@ multi-worker run left. Marking a row sent, noting the platform's id on its messa
 lane's next row are one transaction. On SQLite a row is sent only once its insert is committed (writes
 are committed once per turn of the event loop: :func:`storage.hot.durable`).
 
-Failures: :class:`RetryAfter` waits as long as the platform asked (it is not counted as a failed try);
-:class:`TemporaryFailure` and unexpected errors back off exponentially up to ``max_attempts``;
-:class:`Undeliverable` gives up at once. Giving up on a customer delivery posts a notice in the room
-saying the customer did not get the message and why.
+Failures: :class:`RetryAfter` waits as long as the platform asked (it is never counted as a failure);
+:class:`TemporaryFailure` and unexpected errors (5xx, timeouts, an unreachable platform) back off
+exponentially (capped at ``max_backoff``) for as long as the row is younger than ``retry_window``
+(24 h by default), so an outage of minutes or hours loses nothing; :class:`Undeliverable` gives up at
+once. A row blocked in retries holds its lane: the rows after it wait and go out in order once it is
+through. The other side is told (see :mod:`bot_core.delivery_notices`): once a row is ``notice_after``
+late, when a delayed row finally goes through, and when one is given up.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from bot_core.adapters import (
     Workspace,
 )
 from bot_core.conversations import conversation_view, customer_card
+from bot_core.delivery_notices import DELAY, DeliveryNotices, duration, give_up_time
 from bot_core.events import Attachment, utcnow
 from bot_core.metrics import Metrics
 from storage import hot
@@ -57,16 +61,17 @@ log = logging.getLogger("relaydesk.outbox")
 
 AdapterLookup = Callable[[str], object | None]
 
-NOTICE_PREVIEW_CHARS = 80
-
 
 @dataclass(frozen=True)
 class OutboxSettings:
     """Tuning of delivery retries and concurrency."""
 
-    max_attempts: int = 6
+    retry_window: float = 86400.0
+    """Temporary failures are retried until a row is this many seconds old; then it is given up."""
+    notice_after: float = 180.0
+    """A row still failing this many seconds after it was written is reported as delayed (once)."""
     base_backoff: float = 1.0
-    max_backoff: float = 300.0
+    max_backoff: float = 120.0
     claim_seconds: float = 60.0
     concurrency: int = 64
     poll_interval: float = 1.0
@@ -81,11 +86,6 @@ class _Sent:
 
     external_id: str
     message_column: str | None = None
-
-
-def _preview(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= NOTICE_PREVIEW_CHARS else flat[: NOTICE_PREVIEW_CHARS - 1] + "…"
 
 
 class Outbox:
@@ -118,6 +118,7 @@ class Outbox:
         self._uncommitted: dict[int, int] = {}
         # adapter name -> (the adapter object, is it a channel, is it a workspace)
         self._adapter_roles: dict[str, tuple[object, bool, bool]] = {}
+        self.notices = DeliveryNotices(self, lookup, self._room_workspace)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -370,12 +371,7 @@ class Outbox:
         except Exception as exc:
             kind = "temporary" if isinstance(exc, TemporaryFailure) else "error"
             self._metrics.delivery_failures.labels(row.adapter, kind).inc()
-            reason = str(exc) or type(exc).__name__
-            if row.attempts + 1 >= self.settings.max_attempts:
-                await self._give_up(row, f"{reason} (gave up after {row.attempts + 1} tries)")
-            else:
-                backoff = min(self.settings.max_backoff, self.settings.base_backoff * 2**row.attempts)
-                await self._reschedule(row, backoff * random.uniform(0.8, 1.2), reason, count_attempt=True)
+            await self._failed_for_now(row, str(exc) or type(exc).__name__)
             if kind == "error":
                 log.warning(
                     "delivery raised", exc_info=True, extra={"outbox_id": row.id, "adapter": row.adapter}
@@ -383,6 +379,11 @@ class Outbox:
         else:
             next_row = await hot.mark_outbox_sent(row, sent.external_id, message_column=sent.message_column)
             self._metrics.messages_out.labels(row.adapter).inc()
+            if row.attempts or DELAY in row.payload:
+                try:
+                    await self.notices.delivered_late(row)
+                except Exception:
+                    log.warning("telling a late delivery failed", exc_info=True, extra={"outbox_id": row.id})
             return next_row
         return await hot.outbox_lane_head(row.conversation_id, row.target.value)
 
@@ -505,6 +506,32 @@ class Outbox:
         self._rooms[conversation.id] = ref
         return ref
 
+    async def _failed_for_now(self, row: OutboxItem, reason: str) -> None:
+        """A temporary failure: retry with backoff while the row is younger than the window, telling the
+        other side once when it is ``notice_after`` late; give up when the window is over."""
+        settings = self.settings
+        age = (utcnow() - row.created_at).total_seconds()
+        if age >= settings.retry_window:
+            await self._give_up(row, f"{reason} (still failing {duration(age)} after it was written)")
+            return
+        notified = DELAY in row.payload
+        if not notified and age >= settings.notice_after:
+            try:
+                await self.notices.delayed(row, reason, give_up_time(row, settings.retry_window))
+            except Exception:
+                log.warning("telling a late delivery failed", exc_info=True, extra={"outbox_id": row.id})
+            notified = True
+        backoff = min(settings.max_backoff, settings.base_backoff * 2**row.attempts) * random.uniform(
+            0.8, 1.2
+        )
+        # the next try comes no later than the notice is due, nor than the window ends
+        due = (
+            settings.retry_window - age
+            if notified
+            else min(settings.retry_window, settings.notice_after) - age
+        )
+        await self._reschedule(row, max(0.0, min(backoff, due)), reason, count_attempt=True)
+
     async def _reschedule(self, row: OutboxItem, delay: float, reason: str, *, count_attempt: bool) -> None:
         row.status = OutboxStatus.PENDING
         row.claimed_until = None
@@ -540,23 +567,17 @@ class Outbox:
         await row.save(update_fields=["status", "claimed_until", "last_error", "attempts", "updated_at"])
         self._metrics.delivery_failures.labels(row.adapter, "gave_up").inc()
         log.warning("delivery failed", extra={"outbox_id": row.id, "adapter": row.adapter, "reason": reason})
-        if row.target is not OutboxTarget.CUSTOMER or row.conversation_id is None:
-            return
-        conversation = await Conversation.get(id=row.conversation_id)
-        if unreachable:
+        if unreachable and row.target is OutboxTarget.CUSTOMER:
             await Identity.filter(channel=row.adapter, external_id=row.address).update(
                 reachable=False, unreachable_reason=reason[:255]
             )
-        workspace = await self._room_workspace(conversation)
-        if workspace is None:
-            return
-        what = "this deletion" if row.payload.get("correction") == "delete" else "this message"
-        text = f'⚠ The customer did not get {what}: "{_preview(str(row.payload.get("text", "")))}". Reason: {reason}'
-        await self.enqueue_room(conversation, workspace, "notice", key=f"failed:{row.id}", text=text)
-        if unreachable:
-            await self.enqueue_room(conversation, workspace, "card", key=f"card:unreachable:{row.id}")
+        try:
+            await self.notices.gave_up(row, reason, unreachable=unreachable)
+        except Exception:
+            log.warning("telling a given-up delivery failed", exc_info=True, extra={"outbox_id": row.id})
 
     async def _room_workspace(self, conversation: Conversation) -> str | None:
+        """The workspace of the conversation's room (bound, or the one that will host it)."""
         if conversation.room_id:
             room = await Room.get(id=conversation.room_id)
             return room.workspace

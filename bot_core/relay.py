@@ -178,6 +178,8 @@ class Relay:
                 text=message.text,
                 details={**self._mirror_details(opened.identity, attachments), "reply_to": msg.reply_to},
             )
+        if not opened.identity.reachable:
+            await self._reachable_again(conversation, opened.identity, workspace, keys.event_key)
         ctx = Context(
             self, "core", keys, conversation=conversation, customer=opened.customer, identity=opened.identity
         )
@@ -188,6 +190,33 @@ class Relay:
             await self.outbox.enqueue_room(conversation, workspace, "card", key=keys.next("card"))
         await pipeline.customer_message(ctx, msg)
         await self._done(receipt)
+
+    async def _reachable_again(
+        self, conversation: Conversation, identity: Identity, workspace: str | None, source: str
+    ) -> None:
+        """A customer marked unreachable (they had blocked the bot, say) wrote: replies are sent again.
+
+        The room is told and the card refreshed before the identity is updated, under keys of their own
+        (not numbered like the plugins' actions), so a replay after a crash neither loses nor doubles them.
+        """
+        reason = identity.unreachable_reason or "unreachable"
+        if workspace:
+            await self.outbox.enqueue_room(
+                conversation,
+                workspace,
+                "notice",
+                key=f"{source}:reachable",
+                text=(
+                    f"✓ The customer wrote again on {identity.channel}: they can be reached again, "
+                    f"replies are sent from now on (they were unreachable: {reason})."
+                ),
+            )
+            await self.outbox.enqueue_room(conversation, workspace, "card", key=f"{source}:reachable-card")
+        await Identity.filter(id=identity.id).update(reachable=True, unreachable_reason=None)
+        identity.reachable, identity.unreachable_reason = True, None
+        log.info(
+            "customer reachable again", extra={"channel": identity.channel, "conversation": conversation.id}
+        )
 
     @staticmethod
     def _mirror_details(

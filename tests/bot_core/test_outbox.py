@@ -57,21 +57,63 @@ async def test_temporary_failures_back_off_then_deliver(sqlite_url: str, make_de
     assert row.status is OutboxStatus.SENT and row.attempts == 3
 
 
-async def test_giving_up_posts_a_notice_in_the_room(database_url: str, make_desk: DeskFactory) -> None:
-    desk = await make_desk(database_url)
+async def test_an_outage_is_retried_for_the_window_then_given_up_and_the_room_told_twice(
+    database_url: str, make_desk: DeskFactory
+) -> None:
+    # the channel answers 503 without end: told "not yet" once, then "did not get" when the window ends
+    window = OutboxSettings(
+        base_backoff=0.02, max_backoff=0.1, poll_interval=0.2, retry_window=0.8, notice_after=0.2
+    )
+    desk = await make_desk(database_url, outbox=window)
     channel, workspace = doubles(desk)
     room_id = await _room_with_customer(desk)
-    channel.failures = [TemporaryFailure("503 Service Unavailable") for _ in range(10)]
+    channel.failures = [TemporaryFailure("503 Service Unavailable") for _ in range(1000)]
     await workspace.agent_writes(room_id, "Your refund is approved")
+    await workspace.agent_writes(room_id, "It shows in 3 days")
     await workspace.posts.wait_for(
-        lambda _: any("did not get" in t for t in workspace.texts(room_id, "notice"))
+        lambda _: sum("did not get" in t for t in workspace.texts(room_id, "notice")) == 2
     )
-    notice = next(t for t in workspace.texts(room_id, "notice") if "did not get" in t)
-    assert '"Your refund is approved"' in notice
-    assert "503 Service Unavailable" in notice and "gave up after 4 tries" in notice
-    row = await OutboxItem.get(target=OutboxTarget.CUSTOMER)
-    assert row.status is OutboxStatus.FAILED and row.attempts == 4
+    notices = workspace.texts(room_id, "notice")
+    [late] = [t for t in notices if "Not delivered to the customer yet" in t]  # once for the lane
+    assert '"Your refund is approved" (and 1 more after it)' in late and "503 Service Unavailable" in late
+    lost = [t for t in notices if "did not get" in t]
+    assert '"Your refund is approved"' in lost[0] and '"It shows in 3 days"' in lost[1]
+    assert "503 Service Unavailable (still failing" in lost[0]
+    rows = await OutboxItem.filter(target=OutboxTarget.CUSTOMER).order_by("id")
+    assert [r.status for r in rows] == [OutboxStatus.FAILED] * 2
+    assert rows[0].attempts > 4  # more tries than a count of attempts used to allow
     assert channel.sent.items == []
+
+
+async def test_a_late_delivery_is_reported_once_and_its_arrival_too(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    window = OutboxSettings(
+        base_backoff=0.02, max_backoff=0.1, poll_interval=0.2, retry_window=60, notice_after=0.2
+    )
+    desk = await make_desk(sqlite_url, outbox=window)
+    channel, workspace = doubles(desk)
+    room_id = await _room_with_customer(desk)
+    channel.failures = [TemporaryFailure("502 Bad Gateway") for _ in range(1000)]
+    for i in range(3):
+        await workspace.agent_writes(room_id, f"reply {i}")
+    await workspace.posts.wait_for(
+        lambda _: any("Not delivered to the customer yet" in t for t in workspace.texts(room_id, "notice"))
+    )
+    await channel.sending.wait_for(lambda items: len(items) >= 10)  # still trying, past the old six tries
+    channel.failures.clear()  # the platform is back
+    await channel.sent.wait_for(lambda items: len(items) == 3)
+    assert channel.texts_to("u1") == ["reply 0", "reply 1", "reply 2"]
+    await workspace.posts.wait_for(
+        lambda _: any("after all" in t for t in workspace.texts(room_id, "notice"))
+    )
+    assert await desk.outbox.wait_settled(10)
+    notices = workspace.texts(room_id, "notice")
+    assert sum("Not delivered to the customer yet" in t for t in notices) == 1
+    assert [t for t in notices if "after all" in t] == [
+        t for t in notices if t.startswith('✓ Delivered to the customer after all') and '"reply 0"' in t
+    ]
+    assert not any("did not get" in t for t in notices)
 
 
 async def test_blocked_customer_is_marked_unreachable(sqlite_url: str, make_desk: DeskFactory) -> None:
