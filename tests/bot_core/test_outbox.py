@@ -111,7 +111,7 @@ async def test_a_late_delivery_is_reported_once_and_its_arrival_too(
     notices = workspace.texts(room_id, "notice")
     assert sum("Not delivered to the customer yet" in t for t in notices) == 1
     assert [t for t in notices if "after all" in t] == [
-        t for t in notices if t.startswith('✓ Delivered to the customer after all') and '"reply 0"' in t
+        t for t in notices if t.startswith("✓ Delivered to the customer after all") and '"reply 0"' in t
     ]
     assert not any("did not get" in t for t in notices)
 

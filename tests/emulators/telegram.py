@@ -14,7 +14,8 @@ What it does, as the real API does it:
   HTML text is parsed as strictly as Telegram does (:mod:`tests.emulators.telegram_html`) and the limits
   are checked (4096 characters of text, 1024 of caption, after entity parsing).
 - Errors in the Bot API's shape (``{"ok": false, "error_code", "description", "parameters"}``): blocked
-  users (403), unknown chats (400), and switches to inject 429 with ``retry_after``, 4xx/5xx or a hang.
+  users (403, until unblocked), unknown chats (400), switches to inject 429 with ``retry_after``, 4xx/5xx
+  or a hang, and an outage (every call of some methods answered 5xx until the test ends it).
 
 Deviation: a webhook URL may be plain http on loopback (the real API wants a public HTTPS URL).
 Everything received is recorded in :attr:`TelegramEmulator.calls` (tests wait on it).
@@ -149,6 +150,7 @@ class TelegramEmulator:
         self._file_ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._injected: list[Injected] = []
+        self._outage: tuple[ApiError, frozenset[str] | None] | None = None
         self._changed = asyncio.Condition()
         self._poll_generation = 0
         self._runner: web.AppRunner | None = None
@@ -231,6 +233,20 @@ class TelegramEmulator:
     def block(self, user_id: int) -> None:
         """The user blocked the bot: sending to them answers 403."""
         self.blocked.add(user_id)
+
+    def unblock(self, user_id: int) -> None:
+        """The user unblocked the bot: sending to them works again."""
+        self.blocked.discard(user_id)
+
+    def outage(self, code: int = 502, *, methods: tuple[str, ...] | None = None) -> None:
+        """Answer every call of ``methods`` (all methods if None) with ``code`` until :meth:`restore`."""
+        descriptions = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+        error = ApiError(code, descriptions.get(code, "Error"))
+        self._outage = (error, frozenset(m.lower() for m in methods) if methods else None)
+
+    def restore(self) -> None:
+        """End the outage started by :meth:`outage`."""
+        self._outage = None
 
     def _take_injected(self, method: str) -> Injected | None:
         for item in self._injected:
@@ -447,6 +463,8 @@ class TelegramEmulator:
         try:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
+            if self._outage is not None and (self._outage[1] is None or method.lower() in self._outage[1]):
+                raise self._outage[0]
             injected = self._take_injected(method)
             if injected is not None:
                 if injected.error is None:
