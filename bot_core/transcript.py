@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from bot_core.delivery_notices import DELAY
 from bot_core.events import Attachment
-from storage.models import Conversation, Direction, Identity, Message, OutboxItem, OutboxTarget
+from storage.models import Conversation, Direction, Identity, Message, OutboxItem, OutboxStatus, OutboxTarget
 
 Side = Literal["customer", "agent", "bot"]
+RoomDelivery = Literal["", "pending", "undelivered"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class TranscriptEntry:
     in_room: bool  # a customer message already shown to the agents in the workspace room
     edited: bool
     deleted: bool
+    room_delivery: RoomDelivery = ""
+    """A customer message not in the room yet: ``pending`` (late, still retried) or ``undelivered``
+    (given up); empty otherwise."""
 
 
 async def customer_transcript(
@@ -62,6 +67,9 @@ async def customer_transcript(
         if outbound
         else []
     )
+    late = await room_deliveries(
+        [m.id for m in rows if m.direction is Direction.INBOUND and m.workspace_message_id is None]
+    )
     entries: list[TranscriptEntry] = []
     for m in rows:
         if m.direction is Direction.OUTBOUND and m.id not in sent:
@@ -85,9 +93,31 @@ async def customer_transcript(
                 in_room=m.workspace_message_id is not None,
                 edited=m.edited_at is not None,
                 deleted=any(e.get("deleted") for e in m.edits),
+                room_delivery=late.get(m.id, ""),
             )
         )
     return entries
+
+
+async def room_deliveries(message_ids: list[int]) -> dict[int, RoomDelivery]:
+    """Which of these customer messages (not in the room yet) are late or were given up."""
+    if not message_ids:
+        return {}
+    rows = await OutboxItem.filter(
+        message_id__in=message_ids,
+        target=OutboxTarget.ROOM,
+        status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.FAILED],
+    ).values("message_id", "status", "payload")
+    found: dict[int, RoomDelivery] = {}
+    for row in rows:
+        payload = row["payload"] or {}
+        if payload.get("kind") != "customer_message" or payload.get("edit"):
+            continue
+        if row["status"] == OutboxStatus.FAILED:
+            found[row["message_id"]] = "undelivered"
+        elif DELAY in payload:
+            found[row["message_id"]] = "pending"
+    return found
 
 
 async def shown_in_room(channel: str, channel_message_ids: list[str]) -> set[str]:

@@ -19,8 +19,10 @@ An answer is stored before the outbox calls :meth:`WebChannel.send`; ``send`` pu
 visitor's open connections and succeeds whether or not one is open: a visitor who comes back reads it
 from the history, which is always read from the database.
 
-Delivery states shown on the customer's own messages: *sent* (relaydesk stored it), *delivered* (the
-agents' room shows it), *read* (an agent has answered since). For answers, the widget reports what it
+Delivery states shown on the customer's own messages: *sent* (relaydesk stored it), *pending* (not in
+the agents' room yet, minutes late: the workspace is down and relaydesk keeps trying), *delivered* (the
+agents' room shows it), *read* (an agent has answered since), *undelivered* (given up: the room could
+not take it within the outbox's retry window, or refused it for good). For answers, the widget reports what it
 received and what was on screen while the page was visible; relaydesk keeps both as per-visitor
 watermarks (``delivered_upto``, ``read_upto``), which give the unread count on any device.
 """
@@ -393,6 +395,13 @@ class WebChannel(Plugin):
         last_agent = max((e.message_id for e in entries if e.side == "agent"), default=0)
         return [self._entry_json(e, last_agent) for e in entries]
 
+    async def delivery_state(self, external_user_id: str, channel_message_id: str, state: str) -> None:
+        """Show the outbox's news on a visitor's message: ``pending``, ``delivered`` or ``undelivered``."""
+        if state != "pending":
+            self._watched.pop(channel_message_id, None)
+        client_id = channel_message_id.rsplit("/", 1)[-1]
+        await self._publish(external_user_id, {"type": "state", "client_id": client_id, "state": state})
+
     def _entry_json(self, entry: TranscriptEntry, last_agent: int) -> dict[str, Any]:
         data: dict[str, Any] = {
             "key": f"m:{entry.message_id}",
@@ -410,9 +419,12 @@ class WebChannel(Plugin):
             data["key"] = f"c:{client_id}"
             data["client_id"] = client_id
             data["author"] = ""
-            data["state"] = (
-                "read" if entry.message_id < last_agent else "delivered" if entry.in_room else "sent"
-            )
+            if entry.room_delivery and not entry.in_room:
+                data["state"] = entry.room_delivery  # pending or undelivered: not seen by an agent
+            else:
+                data["state"] = (
+                    "read" if entry.message_id < last_agent else "delivered" if entry.in_room else "sent"
+                )
         return data
 
     def _attachment_of(self, stored: StoredFile) -> Attachment:

@@ -26,6 +26,7 @@ from playwright.async_api import BrowserContext, FilePayload, Locator, Page, exp
 from bot_core.config import parse_config
 from bot_core.context import StateStore
 from bot_core.desk import Desk
+from bot_core.outbox import OutboxSettings
 from bot_core.testing import MemoryWorkspace
 from bridge.channels.web import WebChannel
 from bridge.channels.web.sessions import SessionSigner, VisitorSession, identity_hash
@@ -74,7 +75,9 @@ async def web_desk(tmp_path: Path) -> AsyncIterator[WebDeskFactory]:
     """Start relaydesk with the web channel and either the Matrix workspace or the in-memory double."""
     running: list[Desk] = []
 
-    async def start(synapse: SynapseInfo | None = None, *, echo: bool = False) -> WebDesk:
+    async def start(
+        synapse: SynapseInfo | None = None, *, echo: bool = False, outbox: OutboxSettings = FAST_OUTBOX
+    ) -> WebDesk:
         url = f"sqlite://{tmp_path / 'relaydesk.db'}"
         await migrate(url)
         port = synapse.appservice_port if synapse else free_port()
@@ -102,7 +105,7 @@ plugins:{workspace}
         if echo:
             text += '  - echo: {greeting: "Thanks, we got your message."}\n'
         config = parse_config(text, "plugins.yaml", environ={"SHOP_IDENTITY_SECRET": IDENTITY_SECRET})
-        desk = Desk(config, outbox_settings=FAST_OUTBOX, scheduler_poll=0.1)
+        desk = Desk(config, outbox_settings=outbox, scheduler_poll=0.1)
         await desk.start()
         running.append(desk)
         return WebDesk(desk, port, tmp_path / "web-secret")

@@ -19,9 +19,14 @@
   var WS_BASE = BASE.replace(/^http/, "ws");
   var CSS = "__RELAYDESK_CSS__";
   var TOKEN_KEY = "relaydesk:token:" + BASE;
-  var STATES = { failed: -1, sending: 0, sent: 1, delivered: 2, read: 3 };
-  var STATE_WORDS = { failed: "Not sent", sending: "Sending…", sent: "Sent", delivered: "Delivered", read: "Read" };
-  var STATE_MARKS = { failed: "!", sending: "…", sent: "✓", delivered: "✓✓", read: "✓✓" };
+  // pending: relaydesk has it, but the agents' room has not shown it for minutes (it keeps trying);
+  // undelivered: relaydesk gave up passing it on (shown like failed, and final)
+  var STATES = { failed: -1, undelivered: -1, sending: 0, sent: 1, pending: 1.5, delivered: 2, read: 3 };
+  var STATE_WORDS = {
+    failed: "Not sent", undelivered: "Not delivered", sending: "Sending…", sent: "Sent",
+    pending: "Not delivered yet, retrying…", delivered: "Delivered", read: "Read"
+  };
+  var STATE_MARKS = { failed: "!", undelivered: "!", sending: "…", sent: "✓", pending: "⏳", delivered: "✓✓", read: "✓✓" };
 
   function readSettings(tag) {
     var out = {};
@@ -279,7 +284,8 @@
 
   function setItemState(item, st, quiet) {
     var current = item.state in STATES ? STATES[item.state] : -2;
-    if (st === "failed" || STATES[st] > current) item.state = st;
+    if (item.state === "undelivered") return;  // final: relaydesk gave up on it
+    if (st === "failed" || st === "undelivered" || STATES[st] > current) item.state = st;
     if (!quiet && item.node) render(item);
   }
 
@@ -288,7 +294,8 @@
     Object.keys(state.items).forEach(function (k) {
       var it = state.items[k];
       var before = it.id && agent.id ? it.id < agent.id : it.seq < agent.seq;
-      if (it.side === "customer" && before && STATES[it.state] >= STATES.sent) setItemState(it, "read");
+      var seen = STATES[it.state] >= STATES.sent && it.state !== "pending";  // pending: not in the room yet
+      if (it.side === "customer" && before && seen) setItemState(it, "read");
     });
   }
 
