@@ -21,10 +21,10 @@ from tests.services import require_postgres, require_redis
 # the session-wide Synapse fixture, the agent account on it, and the session-wide headless Chromium
 pytest_plugins = ["tests.matrix_server", "tests.bridge.workspaces.matrix_agent", "tests.browser"]
 
-# a failing delivery is given up after a second (no delay notice before that): tests about outages
-# set their own window and notice delay
+# a failing delivery is given up five seconds after it was written (no delay notice before that):
+# tests about outages set their own window and notice delay
 FAST_OUTBOX = OutboxSettings(
-    base_backoff=0.02, max_backoff=0.2, poll_interval=0.2, retry_window=1.0, notice_after=30.0
+    base_backoff=0.02, max_backoff=0.2, poll_interval=0.2, retry_window=5.0, notice_after=30.0
 )
 
 DOUBLES_YAML = """

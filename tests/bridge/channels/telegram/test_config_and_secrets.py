@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -11,7 +12,7 @@ from bot_core.config import ConfigError, parse_config
 from bridge.workspaces.matrix.devserver import free_port
 from storage.models import OutboxItem
 from tests.bridge.channels.telegram.conftest import ENV, TOKEN, doubles_yaml, parts
-from tests.conftest import DeskFactory
+from tests.conftest import FAST_OUTBOX, DeskFactory
 from tests.emulators.telegram import TelegramEmulator
 
 SECRET_PART = TOKEN.split(":", 1)[1]
@@ -74,7 +75,12 @@ async def test_the_token_never_reaches_logs_rooms_or_stored_errors(
     caplog.set_level(logging.DEBUG)
     port = free_port()
     desk = await make_desk(
-        sqlite_url, doubles_yaml(telegram, port=port), serve_http=True, http_port=port, environ=ENV
+        sqlite_url,
+        doubles_yaml(telegram, port=port),
+        serve_http=True,
+        http_port=port,
+        environ=ENV,
+        outbox=replace(FAST_OUTBOX, retry_window=0.5),  # the failing send below is given up quickly
     )
     _channel, workspace = parts(desk)
     uma = telegram.user(3001, "Uma")
@@ -89,7 +95,7 @@ async def test_the_token_never_reaches_logs_rooms_or_stored_errors(
         answer = await resp.text()
     assert resp.status == 502 and "500" in answer and SECRET_PART not in answer
 
-    telegram.fail("sendMessage", 500, "Internal Server Error: bot" + TOKEN + " failed", times=10)
+    telegram.fail("sendMessage", 500, "Internal Server Error: bot" + TOKEN + " failed", times=1000)
     await workspace.agent_writes(workspace.room_of("3001").room_id, "we are on it")
     await workspace.posts.wait_for(
         lambda posts: any(p.kind == "notice" and "did not get" in p.text for _, p in posts), 20
