@@ -20,6 +20,7 @@ from bot_core.config import (
     load_config,
     parse_config,
 )
+from bot_core.desk import outbox_settings_of
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind
 from bot_core.registry import PluginNotFound, available_plugins, resolve_plugin
 
@@ -731,3 +732,15 @@ def test_use_that_is_not_a_string() -> None:
     item = only_error("plugins:\n  - g: {use: 3}\n")
     assert (item.line, item.plugin, item.field) == (2, "g", "use")
     assert item.message.startswith("'use' must name a plugin")
+
+
+def test_the_outbox_section_takes_durations_and_reaches_the_outbox() -> None:
+    config = parse_config("outbox:\n  retry_window: 6h\n  notice_after: 90s\n", "plugins.yaml", environ={})
+    assert (config.outbox.retry_window, config.outbox.notice_after) == (6 * 3600, 90)
+    settings = outbox_settings_of(config)
+    assert (settings.retry_window, settings.notice_after, settings.max_backoff) == (21600, 90, 120)
+    defaults = parse_config("plugins: []\n", "plugins.yaml", environ={}).outbox
+    assert (defaults.retry_window, defaults.notice_after) == (86400, 180)  # 24 h, 3 min
+    item = only_error("outbox:\n  retry_window: soon\n")
+    assert (item.line, item.field) == (2, "outbox.retry_window")
+    assert "not a duration" in item.message and "24h" in item.message

@@ -205,3 +205,23 @@ async def test_more_conversations_than_lanes_at_once_all_go_out_without_waiting_
 
     await workspace.posts.wait_for(all_posted, timeout=15)
     assert await desk.outbox.wait_settled(15)
+
+
+async def test_a_customer_message_the_room_refuses_is_posted_as_a_notice_and_the_customer_told(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(sqlite_url)
+    channel, workspace = doubles(desk)
+    room_id = await _room_with_customer(desk)
+    workspace.failures = [Undeliverable("M_FORBIDDEN: the bridge was kicked")]
+    await channel.customer_writes("u1", "Can I change my address?")
+    await workspace.posts.wait_for(
+        lambda _: any("could not be shown here" in t for t in workspace.texts(room_id, "notice"))
+    )
+    [notice] = [t for t in workspace.texts(room_id, "notice") if "could not be shown here" in t]
+    assert "M_FORBIDDEN" in notice and '"Can I change my address?"' in notice
+    # a channel without delivery states (not the web widget) gets a message saying so
+    await channel.sent.wait_for(lambda items: any("could not be passed on" in d.text for d in items))
+    assert channel.texts_to("u1") == [
+        '⚠ Your message "Can I change my address?" could not be passed on to our team. Please send it again.'
+    ]
