@@ -119,6 +119,9 @@ class Outbox:
         # adapter name -> (the adapter object, is it a channel, is it a workspace)
         self._adapter_roles: dict[str, tuple[object, bool, bool]] = {}
         self.notices = DeliveryNotices(self, lookup, self._room_workspace)
+        # adapter -> lanes of this process whose head waits out a backoff after a temporary failure: a
+        # success through that adapter means the platform is back, and they are tried again at once
+        self._backing_off: dict[str, set[tuple[int | None, str]]] = {}
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -347,6 +350,7 @@ class Outbox:
     async def _deliver(self, row: OutboxItem) -> OutboxItem | None:
         """Send one row (or postpone or give it up); its lane's next head."""
         adapter = self._lookup(row.adapter)
+        lane = (row.conversation_id, row.target.value)
         point = self._uncommitted.pop(row.id, None)
         if point is not None:  # queued in this turn of the loop: commit it before anyone sees it
             await hot.durable(point)
@@ -364,6 +368,7 @@ class Outbox:
                 sent = await self._post_to_room(cast(Workspace, adapter), row)
         except RetryAfter as exc:
             self._metrics.delivery_failures.labels(row.adapter, "retry_after").inc()
+            self._backing_off.get(row.adapter, set()).discard(lane)  # its wait is the platform's to set
             await self._reschedule(row, max(exc.seconds, 0.0), str(exc), count_attempt=False)
         except Undeliverable as exc:
             self._metrics.delivery_failures.labels(row.adapter, "undeliverable").inc()
@@ -371,6 +376,7 @@ class Outbox:
         except Exception as exc:
             kind = "temporary" if isinstance(exc, TemporaryFailure) else "error"
             self._metrics.delivery_failures.labels(row.adapter, kind).inc()
+            self._backing_off.setdefault(row.adapter, set()).add(lane)
             await self._failed_for_now(row, str(exc) or type(exc).__name__)
             if kind == "error":
                 log.warning(
@@ -379,6 +385,8 @@ class Outbox:
         else:
             next_row = await hot.mark_outbox_sent(row, sent.external_id, message_column=sent.message_column)
             self._metrics.messages_out.labels(row.adapter).inc()
+            if self._backing_off.get(row.adapter):
+                await self._platform_back(row.adapter, lane)
             if row.attempts or DELAY in row.payload:
                 try:
                     await self.notices.delivered_late(row)
@@ -505,6 +513,25 @@ class Outbox:
             await workspace.show_card(ref, await customer_card(conversation))
         self._rooms[conversation.id] = ref
         return ref
+
+    async def _platform_back(self, adapter: str, through: tuple[int | None, str]) -> None:
+        """A delivery through ``adapter`` went through: the lanes backing off after its failures are due now
+        (without this, each would wait out its own backoff, up to ``max_backoff``, after an outage)."""
+        lanes = self._backing_off.pop(adapter, set())
+        lanes.discard(through)
+        now = utcnow()
+        for conversation_id, target in lanes:
+            await OutboxItem.filter(
+                conversation_id=conversation_id,
+                target=target,
+                status=OutboxStatus.PENDING,
+                next_attempt_at__gt=now,
+            ).update(next_attempt_at=now)
+        if lanes:
+            log.info(
+                "platform back: retrying its waiting lanes", extra={"adapter": adapter, "lanes": len(lanes)}
+            )
+            self._wake.set()
 
     async def _failed_for_now(self, row: OutboxItem, reason: str) -> None:
         """A temporary failure: retry with backoff while the row is younger than the window, telling the

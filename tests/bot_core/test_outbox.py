@@ -225,3 +225,26 @@ async def test_a_customer_message_the_room_refuses_is_posted_as_a_notice_and_the
     assert channel.texts_to("u1") == [
         '⚠ Your message "Can I change my address?" could not be passed on to our team. Please send it again.'
     ]
+
+
+async def test_once_the_platform_is_back_waiting_lanes_go_out_without_waiting_out_their_backoff(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    # the backoff after a failure is half a minute here: without a wake-up when the platform is back,
+    # the first two customers would wait that long for their answers
+    slow = OutboxSettings(
+        base_backoff=30, max_backoff=30, poll_interval=60, retry_window=600, notice_after=600
+    )
+    desk = await make_desk(sqlite_url, outbox=slow)
+    channel, workspace = doubles(desk)
+    for user in ("u1", "u2", "u3"):
+        await channel.customer_writes(user, "hi")
+    await workspace.posts.wait_for(lambda items: sum(p.kind == "customer_message" for _, p in items) == 3)
+    rooms = [workspace.room_of(user).room_id for user in ("u1", "u2", "u3")]
+    channel.failures = [TemporaryFailure("502 Bad Gateway"), TemporaryFailure("502 Bad Gateway")]
+    await workspace.agent_writes(rooms[0], "answer 1")
+    await workspace.agent_writes(rooms[1], "answer 2")
+    await channel.sending.wait_for(lambda items: len(items) == 2)
+    await workspace.agent_writes(rooms[2], "answer 3")  # goes through: the platform is back
+    await channel.sent.wait_for(lambda items: len(items) == 3, timeout=10)
+    assert {d.text for d in channel.sent.items} == {"answer 1", "answer 2", "answer 3"}
