@@ -42,7 +42,7 @@ def build_app(desk: Desk) -> web.Application:
         for spec, _bound in plugin.bound_routes():
             attr = next(a for a, s in plugin.route_specs() if s == spec)
             app.router.add_route(spec.method, spec.path, _late_bound(desk, instance, attr))
-            log.info("route", extra={"plugin": instance, "method": spec.method, "path": spec.path})
+            log.debug("route", extra={"plugin": instance, "method": spec.method, "path": spec.path})
     return app
 
 
