@@ -136,6 +136,7 @@ class Desk:
         self.announcements: list[str] = []
         self.hold_announcements = False
         self._accepting = False
+        self._stopping = False
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
 
@@ -145,6 +146,11 @@ class Desk:
     def pipeline(self) -> Pipeline:
         """The pipeline in force."""
         return self._pipeline
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has begun (and after it finished)."""
+        return self._stopping
 
     def adapter(self, name: str) -> object | None:
         """The enabled channel or workspace plugin called ``name``."""
@@ -225,6 +231,7 @@ class Desk:
         WebSockets) before anything is waited for, so connected clients never hold the stop up.
         """
         self._accepting = False
+        self._stopping = True
         for site in self._sites:
             await site.stop()  # the listening sockets close; requests on open connections still run
         self._sites.clear()

@@ -49,6 +49,8 @@ def build_app(desk: Desk) -> web.Application:
 def _late_bound(desk: Desk, instance: str, attr: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         plugin = desk.plugins.get(instance)
+        if plugin is None and desk.stopping:
+            raise web.HTTPServiceUnavailable(text="relaydesk is restarting", headers={"Retry-After": "1"})
         if plugin is None:
             raise web.HTTPNotFound(text=f"plugin '{instance}' is not enabled")
         handler: Handler = getattr(plugin, attr)
