@@ -155,6 +155,10 @@ class ServerConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    health_degraded_after: float = Field(default=60.0, gt=0)
+    """Seconds an adapter's receiving loop may fail before ``/healthz`` says ``degraded`` (still 200)."""
+    health_down_after: float = Field(default=300.0, gt=0)
+    """Seconds of failing after which ``/healthz`` says ``down`` and answers 503 (restart me)."""
 
 
 class LogConfig(BaseModel):

@@ -8,7 +8,6 @@ update is acknowledged only once it is on the bus. Outbound messages come from t
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from collections import OrderedDict
@@ -27,6 +26,7 @@ from bot_core.adapters import ChannelCapabilities, Delivery, SentRef, TemporaryF
 from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
 from bot_core.plugin import Plugin, PluginKind, route
+from bot_core.receiving import ReceiveLoop
 from bridge.channels.telegram.chat_action import TypingIndicator
 from bridge.channels.telegram.errors import Scrubber, describe
 from bridge.channels.telegram.files import FILES_PREFIX, FileLinks, serve_file
@@ -113,7 +113,7 @@ class TelegramChannel(Plugin):
         self._links: FileLinks | None = None
         self._sender: Sender | None = None
         self._typing = TypingIndicator(self.bot, self.log, self._scrub)
-        self._poll_task: asyncio.Task[None] | None = None
+        self._polling: ReceiveLoop | None = None
         self._recent: OrderedDict[int, None] = OrderedDict()  # update ids already on the bus
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -149,7 +149,8 @@ class TelegramChannel(Plugin):
             poller = Poller(
                 self.bot, self._intake, self._state, self.log, self._scrub, timeout=self.settings.poll_timeout
             )
-            self._poll_task = asyncio.create_task(poller.run(), name=f"{self.instance_name}-polling")
+            self._polling = self.services.receivers.loop("polling", poller.run, describe=poller.describe)
+            self._polling.start()
             return
         assert self.settings.webhook_url and self.settings.webhook_secret
         url = self.settings.webhook_url + WEBHOOK_PATH
@@ -167,13 +168,9 @@ class TelegramChannel(Plugin):
     async def stop(self) -> None:
         """Stop polling and typing indicators and close the HTTP sessions (a webhook stays registered:
         Telegram keeps the updates that arrive meanwhile and delivers them after the restart)."""
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            try:
-                await self._poll_task
-            except asyncio.CancelledError:
-                pass
-            self._poll_task = None
+        if self._polling is not None:
+            await self._polling.stop()
+            self._polling = None
         await self._typing.close()
         if self._http is not None:
             await self._http.close()
