@@ -59,6 +59,7 @@ class ReceiveSettings:
     backoff_first: float = 0.5
     backoff_max: float = 30.0
     warn_every: float = 60.0  # while a streak lasts, at most one warning per this many seconds
+    clock: Callable[[], float] = time.monotonic  # tests pass their own, to cross thresholds at once
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ class LoopStatus:
 
     running: bool
     failures: int = 0  # failed rounds in the current streak (0: the last round worked)
-    failing_since: float | None = None  # monotonic time of the streak's first failure
-    last_failure: float | None = None  # monotonic time of the streak's latest failure
+    failing_since: float | None = None  # clock time of the streak's first failure
+    last_failure: float | None = None  # clock time of the streak's latest failure
     last_error: str = ""
 
     @property
@@ -156,7 +157,7 @@ class ReceiveLoop:
                 extra={
                     "loop": self.name,
                     "failures": self._failures,
-                    "failed_for_s": round(time.monotonic() - (self._failing_since or 0.0), 2),
+                    "failed_for_s": round(self._settings.clock() - (self._failing_since or 0.0), 2),
                 },
             )
         self._failures = 0
@@ -174,7 +175,7 @@ class ReceiveLoop:
     # -- internals -------------------------------------------------------------------------------
 
     def _record(self, error: BaseException | str) -> None:
-        now = time.monotonic()
+        now = self._settings.clock()
         self._failures += 1
         if self._failing_since is None:
             self._failing_since = now
@@ -188,7 +189,7 @@ class ReceiveLoop:
         return min(s.backoff_max, grown)
 
     def _warn(self, what: str, delay: float) -> None:
-        now = time.monotonic()
+        now = self._settings.clock()
         first = self._failures == 1
         if not first and now - self._last_warned < self._settings.warn_every:
             self._log.debug(what, extra={"loop": self.name, "error": self._last_error})
@@ -213,7 +214,6 @@ class ReceiveLoop:
                 raise
             except Exception as exc:
                 self._record(exc)
-                self._last_warned = 0.0  # a crash is always logged, with where it happened
                 self._log.error(
                     "receiving loop crashed; restarting it",
                     extra={
