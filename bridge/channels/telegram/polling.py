@@ -52,8 +52,9 @@ class Poller:
         self._timeout = timeout
 
     def describe(self, exc: BaseException) -> str:
-        """A token-free description of a failure (the token is part of every Bot API URL)."""
-        return describe(exc, self._scrub)
+        """A short, token-free description of a failure (the token is part of every Bot API URL); an
+        answer that was not JSON (aiogram quotes it whole) is cut short, on one line."""
+        return " ".join(describe(exc, self._scrub).split())[:300]
 
     async def run(self, loop: ReceiveLoop) -> None:
         """Poll until cancelled, reporting each round to ``loop`` (which waits the backoff on failures)."""
