@@ -97,11 +97,14 @@ plugins:
 def test_a_loop_status_is_ok_degraded_or_down_by_how_long_it_has_been_failing() -> None:
     settings = ReceiveSettings(degraded_after=60, down_after=300)
     assert LoopStatus(running=True).state(settings) is ReceiveState.OK
-    failing = {"running": True, "failures": 3, "failing_since": 0.0}
-    assert LoopStatus(**failing, last_failure=59.0).state(settings) is ReceiveState.OK  # a blip
-    assert LoopStatus(**failing, last_failure=60.0).state(settings) is ReceiveState.DEGRADED
-    assert LoopStatus(**failing, last_failure=299.0).state(settings) is ReceiveState.DEGRADED
-    assert LoopStatus(**failing, last_failure=300.0).state(settings) is ReceiveState.DOWN
+
+    def failing(last_failure: float) -> LoopStatus:
+        return LoopStatus(running=True, failures=3, failing_since=0.0, last_failure=last_failure)
+
+    assert failing(59.0).state(settings) is ReceiveState.OK  # a blip
+    assert failing(60.0).state(settings) is ReceiveState.DEGRADED
+    assert failing(299.0).state(settings) is ReceiveState.DEGRADED
+    assert failing(300.0).state(settings) is ReceiveState.DOWN
     assert LoopStatus(running=False).state(settings) is ReceiveState.DOWN  # its task is gone
 
 
