@@ -8,6 +8,7 @@ update is acknowledged only once it is on the bus. Outbound messages come from t
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections import OrderedDict
@@ -114,6 +115,7 @@ class TelegramChannel(Plugin):
         self._sender: Sender | None = None
         self._typing = TypingIndicator(self.bot, self.log, self._scrub)
         self._polling: ReceiveLoop | None = None
+        self._registering: ReceiveLoop | None = None  # retries setWebhook after a failure
         self._recent: OrderedDict[int, None] = OrderedDict()  # update ids already on the bus
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -152,25 +154,48 @@ class TelegramChannel(Plugin):
             self._polling = self.services.receivers.loop("polling", poller.run, describe=poller.describe)
             self._polling.start()
             return
+        try:
+            await self._set_webhook()
+        except Exception:
+            # Until Telegram takes the webhook no update arrives: keep trying (shown on /healthz).
+            self._registering = self.services.receivers.loop(
+                "webhook", self._register_webhook, describe=self._describe
+            )
+            self._registering.start()
+
+    async def _set_webhook(self) -> None:
+        """Register the webhook with the secret token (aiogram's errors propagate)."""
         assert self.settings.webhook_url and self.settings.webhook_secret
         url = self.settings.webhook_url + WEBHOOK_PATH
-        try:
-            await self.bot.set_webhook(
-                url,
-                secret_token=self.settings.webhook_secret.get_secret_value(),
-                allowed_updates=ALLOWED_UPDATES,
-                drop_pending_updates=False,
-            )
-            self.log.info("telegram webhook set", extra={"url": url})
-        except (TelegramAPIError, TelegramNetworkError) as exc:
-            self.log.error("telegram setWebhook failed", extra={"error": describe(exc, self._scrub)})
+        await self.bot.set_webhook(
+            url,
+            secret_token=self.settings.webhook_secret.get_secret_value(),
+            allowed_updates=ALLOWED_UPDATES,
+            drop_pending_updates=False,
+        )
+        self.log.info("telegram webhook set", extra={"url": url})
+
+    async def _register_webhook(self, loop: ReceiveLoop) -> None:
+        """Retry setWebhook with the loop's backoff until it works, then rest (updates come to the route)."""
+        while True:
+            try:
+                await self._set_webhook()
+            except Exception as exc:
+                await loop.failed("telegram setWebhook failed", exc)
+                continue
+            loop.ok()
+            await asyncio.Event().wait()
+
+    def _describe(self, exc: BaseException) -> str:
+        return " ".join(describe(exc, self._scrub).split())[:300]
 
     async def stop(self) -> None:
         """Stop polling and typing indicators and close the HTTP sessions (a webhook stays registered:
         Telegram keeps the updates that arrive meanwhile and delivers them after the restart)."""
-        if self._polling is not None:
-            await self._polling.stop()
-            self._polling = None
+        for loop in (self._polling, self._registering):
+            if loop is not None:
+                await loop.stop()
+        self._polling = self._registering = None
         await self._typing.close()
         if self._http is not None:
             await self._http.close()

@@ -14,11 +14,12 @@ saving the offset) is logged and retried after a capped backoff, and shows on ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramRetryAfter
+from aiogram.exceptions import TelegramConflictError, TelegramRetryAfter
 from aiogram.types import Update
 
 from bot_core.context import StateStore
@@ -70,6 +71,12 @@ class Poller:
                 )
             except TelegramRetryAfter as exc:
                 await loop.failed("getUpdates rate limited", self.describe(exc), wait=exc.retry_after)
+                continue
+            except TelegramConflictError as exc:
+                if "webhook" in exc.message.lower():  # left set (deleteWebhook failed at start): drop it
+                    with contextlib.suppress(Exception):
+                        await self._bot.delete_webhook(drop_pending_updates=False)
+                await loop.failed("getUpdates failed", self.describe(exc))
                 continue
             except Exception as exc:  # API errors, network, and answers that are not JSON (ClientDecodeError)
                 await loop.failed("getUpdates failed", self.describe(exc))

@@ -12,12 +12,19 @@ import pytest
 
 from bot_core.context import StateStore
 from bot_core.desk import Desk
-from bot_core.receiving import ReceiveSettings
 from bot_core.testing import MemoryWorkspace
 from bridge.channels.telegram.polling import OFFSET_KEY
 from bridge.workspaces.matrix.devserver import free_port
 from storage.models import Direction, Message
-from tests.bridge.channels.telegram.conftest import ENV, TOKEN, doubles_yaml, only_telegram_yaml, parts
+from tests.bridge.channels.telegram.conftest import (
+    ENV,
+    FAST_RECEIVING,
+    TOKEN,
+    doubles_yaml,
+    health_until,
+    only_telegram_yaml,
+    parts,
+)
 from tests.conftest import DeskFactory
 from tests.emulators.telegram import TelegramEmulator
 
@@ -114,9 +121,6 @@ async def test_an_update_stored_but_not_yet_confirmed_at_telegram_is_not_handled
     assert await _inbound_texts() == ["stored, then the confirming poll fails", "after the restart"]
 
 
-FAST_RECEIVING = ReceiveSettings(degraded_after=0.3, down_after=60, backoff_first=0.02, backoff_max=0.1)
-
-
 async def _health_until(
     http: aiohttp.ClientSession, desk: Desk, status: str, timeout: float = 10.0
 ) -> tuple[int, dict[str, Any]]:
@@ -182,3 +186,25 @@ async def test_polling_survives_a_gateways_html_page_and_healthz_shows_degraded_
     ]
     assert len(warnings) == 1 < failures  # one warning for the streak, not one per failed poll
     assert any(r.getMessage() == "receiving again" for r in caplog.records)
+
+
+async def test_a_webhook_left_set_is_dropped_by_polling_even_when_deletewebhook_failed_at_start(
+    telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    # a webhook an earlier deployment registered (set directly: the emulator would try to POST to it)
+    telegram.webhook = {
+        "url": "https://old.example.com/telegram/webhook",
+        "secret_token": None,
+        "allowed_updates": None,
+        "last_error_message": None,
+    }
+    telegram.fail("deleteWebhook", 502)  # at start: getUpdates then answers 409 "webhook is active"
+    desk = await make_desk(
+        sqlite_url, only_telegram_yaml(telegram), environ=ENV, receive_settings=FAST_RECEIVING
+    )
+    await telegram.wait_for(lambda: any(c.status == 409 for c in telegram.calls_of("getUpdates")))
+    await telegram.customer_sends(telegram.user(6060, "Frank"), "is anyone there?")
+    await _stored_and_confirmed(telegram, desk)
+    assert telegram.webhook is None
+    assert await _inbound_texts() == ["is anyone there?"]
+    await health_until(desk, "ok")
