@@ -124,6 +124,13 @@ class ReceiveLoop:
         """Start the loop's task (once)."""
         if self._task is None:
             self._task = asyncio.create_task(self._supervise(), name=self.name)
+            self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task is self._task:  # not through stop(): cancelled by someone else; /healthz says down
+            self._log.error(
+                "receiving loop stopped from outside; the adapter is down", extra={"loop": self.name}
+            )
 
     async def stop(self) -> None:
         """Cancel the loop and wait for it; the desk stops watching it."""

@@ -7,6 +7,7 @@ clock the test sets, so the degraded and down thresholds are crossed without wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, cast
 
@@ -199,3 +200,19 @@ async def test_a_stopped_adapter_is_no_longer_reported(sqlite_url: str, make_des
     assert list((await desk.health())["receiving"]) == ["pulling"]
     await channel.stop()
     assert (await desk.health())["receiving"] == {}
+
+
+async def test_a_loop_task_cancelled_from_outside_is_logged_and_reported_down(
+    sqlite_url: str, make_desk: DeskFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    desk = await make_desk(sqlite_url, YAML)
+    channel = cast(PullingChannel, desk.plugins["pulling"])
+    await channel.play("ok", bodies=1)
+    task = next(t for t in asyncio.all_tasks() if t.get_name() == "pulling-pull")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    health = await desk.health()
+    assert health["status"] == "down"
+    assert health["receiving"]["pulling"]["loops"]["pull"] == {"state": "down", "running": False}
+    assert any(r.getMessage().startswith("receiving loop stopped from outside") for r in caplog.records)
