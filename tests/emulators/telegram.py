@@ -7,6 +7,8 @@ What it does, as the real API does it:
 - ``getUpdates`` with real offset semantics (an update is confirmed, never returned again, once a call
   asks for a greater offset; a negative offset forgets all but the last updates), long polling, 409 while a
   webhook is set, and 409 "terminated by other getUpdates request" for a poll superseded by a newer one.
+- A gateway in front of the API that fails: :meth:`TelegramEmulator.gateway_down` makes a method answer
+  an HTML error page (not JSON, as nginx or a cloud proxy does) until :meth:`TelegramEmulator.gateway_up`.
 - ``setWebhook``/``deleteWebhook``/``getWebhookInfo``: while a webhook is set, pending updates are POSTed
   to it in order with ``X-Telegram-Bot-Api-Secret-Token``; one that is not answered 2xx is retried.
 - ``sendMessage``, ``sendPhoto``, ``sendDocument`` (multipart upload, ``attach://``, file_id or URL),
@@ -15,8 +17,6 @@ What it does, as the real API does it:
   are checked (4096 characters of text, 1024 of caption, after entity parsing).
 - Errors in the Bot API's shape (``{"ok": false, "error_code", "description", "parameters"}``): blocked
   users (403), unknown chats (400), and switches to inject 429 with ``retry_after``, 4xx/5xx or a hang.
-- A gateway in front of the API that fails: :meth:`TelegramEmulator.gateway_down` makes a method answer
-  an HTML error page (not JSON, as nginx or a cloud proxy does) until :meth:`TelegramEmulator.gateway_up`.
 
 Deviation: a webhook URL may be plain http on loopback (the real API wants a public HTTPS URL).
 Everything received is recorded in :attr:`TelegramEmulator.calls` (tests wait on it).
