@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import random
 import re
 import secrets
 from collections import OrderedDict
@@ -54,6 +53,7 @@ from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
 from bot_core.events import AgentMessage, Attachment
 from bot_core.plugin import Plugin, PluginKind, route
+from bot_core.receiving import ReceiveLoop
 from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
@@ -66,7 +66,6 @@ GAP_PAGE = 100  # events per /messages page when a sync's timeline was cut short
 GAP_MAX_PAGES = 50  # at most this many pages per room and sync (5000 events), then a warning
 PUSHED_MEMORY = 2000  # event ids remembered as pushed, so a retried batch is not pushed again
 NOT_ACCEPTING_WAIT = 0.2  # the desk is starting (or stopping): try the batch again soon
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 60.0
 USER_ID = re.compile(r"^@[^:\s]+:\S+$")
 MEDIA_PREFIX = "/matrix-bot/media"
 
@@ -123,7 +122,7 @@ class MatrixBotWorkspace(Plugin):
         self._client: AsyncClient | None = None
         self._logged_in_here = False  # a password login made a device; stop() logs it out again
         self._since: str | None = None
-        self._sync_task: asyncio.Task[None] | None = None
+        self._sync: ReceiveLoop | None = None
         self._pushed: OrderedDict[str, None] = OrderedDict()
         self._cards = PinnedCards()
         self._creator_in_power_levels = False  # older room versions want the creator listed
@@ -177,18 +176,15 @@ class MatrixBotWorkspace(Plugin):
 
     async def ready(self) -> None:
         """Start the sync loop once relaydesk accepts events (what it pushes must find the bus open)."""
-        if self._sync_task is None and self._client is not None:
-            self._sync_task = asyncio.create_task(self._sync_loop(), name=f"{self.instance_name}-sync")
+        if self._sync is None and self._client is not None:
+            self._sync = self.services.receivers.loop("sync", self._sync_loop)
+            self._sync.start()
 
     async def stop(self) -> None:
         """Stop the sync loop, log out a session made by :meth:`start`, close the client."""
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            try:
-                await self._sync_task
-            except asyncio.CancelledError:
-                pass
-            self._sync_task = None
+        if self._sync is not None:
+            await self._sync.stop()
+            self._sync = None
         await self._typing.close()
         if self._client is not None:
             if self._logged_in_here:
@@ -247,24 +243,18 @@ class MatrixBotWorkspace(Plugin):
 
     # -- the sync loop -------------------------------------------------------------------------
 
-    async def _sync_loop(self) -> None:
-        """Sync forever; a failed batch is fetched again from the same token after a backoff."""
-        delay = BACKOFF_FIRST
+    async def _sync_loop(self, loop: ReceiveLoop) -> None:
+        """Sync forever; a failed batch is fetched again from the same token after the loop's backoff."""
         while True:
             try:
                 await self._sync_once()
-                delay = BACKOFF_FIRST
-            except asyncio.CancelledError:
-                raise
             except NotAccepting:
                 await asyncio.sleep(NOT_ACCEPTING_WAIT)
+                continue
             except Exception as exc:
-                self.log.warning(
-                    "matrix bot sync failed, retrying",
-                    extra={"error": repr(exc)[:300], "retry_in": round(delay, 2)},
-                )
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, BACKOFF_MAX)
+                await loop.failed("matrix bot sync failed, retrying", exc)
+                continue
+            loop.ok()
 
     async def _sync_once(self) -> None:
         """One /sync: push every agent message of the batch, then (only then) store the new token."""
