@@ -15,8 +15,8 @@ where the last process stopped (messages written while relaydesk was down are re
 room had more new events than one sync returns, the gap is paged in with ``/messages``. Events that
 are pushed twice (a batch retried after a failure) are dropped by the engine's receipts.
 
-Nothing is doubled either: the bot logs in with the same device at every start (its id is kept in the
-database), so the homeserver recognises a post retried after a crash by its transaction id, which is
+Nothing is doubled either: the bot logs in with the same device at every start (its id derives from
+the workspace instance and the account), so the homeserver recognises a post retried after a crash by its transaction id, which is
 the outbox row's key for every post (customer messages, files, notices, the card); portal rooms are
 made exactly once per customer (:mod:`bridge.workspaces.matrix.portal`).
 """
@@ -24,6 +24,7 @@ made exactly once per customer (:mod:`bridge.workspaces.matrix.portal`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import random
 import re
@@ -214,7 +215,7 @@ class MatrixBotWorkspace(Plugin):
         password, token = self.settings.password, self.settings.access_token
         if password is not None and password.get_secret_value():
             # the same device at every start: a post retried after a crash keeps its transaction id's scope
-            client.device_id = await self._device_id()
+            client.device_id = self._device_id()
             login = await client.login(password.get_secret_value(), device_name="relaydesk")
             if not isinstance(login, LoginResponse):
                 raise MatrixError(f"matrix bot login as {self.settings.user_id} refused: {login.message}")
@@ -234,14 +235,10 @@ class MatrixBotWorkspace(Plugin):
         client.user_id = actual
         self.user_id = actual
 
-    async def _device_id(self) -> str:
-        """This bot's device id, made once and kept in the plugin state."""
-        key = f"device_id:{self.settings.user_id}"
-        device = await self._state.get(key)
-        if not isinstance(device, str) or not device:
-            device = f"RELAYDESK{secrets.token_hex(4).upper()}"
-            await self._state.set(key, device)
-        return device
+    def _device_id(self) -> str:
+        """This bot's device: the same at every start of this workspace instance (no storage needed)."""
+        digest = hashlib.sha256(f"{self.instance_name}\n{self.settings.user_id}".encode()).hexdigest()
+        return f"RELAYDESK{digest[:8].upper()}"
 
     def _token_key(self) -> str:
         return f"sync_token:{self.user_id}"

@@ -123,9 +123,7 @@ def register_matrix(sub: Any) -> None:
         "orphans", help="list portal rooms no conversation uses (left by crashes of older versions)"
     )
     orph.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="plugins.yaml to use")
-    orph.add_argument(
-        "--workspace", help="the workspace instance (default: the first Matrix appservice one)"
-    )
+    orph.add_argument("--workspace", help="the workspace instance (default: the first Matrix appservice one)")
     orph.add_argument("--close", action="store_true", help="close them: remove everyone, then leave")
     orph.set_defaults(func=_orphans)
 

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import sys
 import tempfile
 import uuid
@@ -31,7 +30,7 @@ from bot_core.testing import MemoryChannel
 from bridge.workspaces.matrix.appservice import MatrixWorkspace
 from bridge.workspaces.matrix.devserver import DevHomeserver, free_port, write_registration
 from storage.models import OutboxItem, OutboxStatus, Room
-from tests.bridge.workspaces.matrix_agent import Agent, room_of
+from tests.bridge.workspaces.matrix_agent import Agent, mark_unsent, room_of
 from tests.conftest import DeskFactory
 from tests.matrix_server import SynapseInfo, require_synapse_for_tests
 
@@ -109,11 +108,17 @@ async def test_a_transaction_id_reused_with_new_events_is_handled_and_replays_ar
     first, second = agent_event("first answer"), agent_event("second answer, same transaction id")
     auth = {"Authorization": f"Bearer {synapse.registration.hs_token}"}
     caplog.set_level(logging.DEBUG)
-    async with aiohttp.ClientSession() as http:
-        for url, events in ((txn, [first]), (txn, [first]), (txn, [second]), (f"{txn}-b", [first, second])):
+
+    async def push(url: str, events: list[dict[str, Any]]) -> None:
+        async with aiohttp.ClientSession() as http:
             async with http.put(url, data=json.dumps({"events": events}), headers=auth) as resp:
                 assert resp.status == 200
+
+    await push(txn, [first])
+    await push(txn, [first])  # a replay: Synapse retries what it did not see acknowledged
+    await push(txn, [second])  # the same id with a new event (a homeserver numbering from 1 again)
     await channel.sent.wait_for(lambda items: len(items) >= 2, 20)
+    await push(f"{txn}-b", [first, second])  # both seen before, under a new id
     assert await desk.wait_settled(10)
     assert channel.texts_to(user) == ["first answer", "second answer, same transaction id"]
     logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name.endswith("matrix")]
@@ -216,15 +221,7 @@ async def test_a_post_resent_after_a_crash_by_a_new_process_shows_once(
         if r.payload.get("text") == "my order is late"
     )
     await desk.stop(timeout=10)
-    # the crash came after Synapse took the post and before the row was marked sent
-    db = sqlite3.connect(sqlite_url.removeprefix("sqlite://"))
-    with db:
-        db.execute(
-            "UPDATE outbox_item SET status = 'pending', claimed_until = NULL, next_attempt_at = created_at"
-            " WHERE id = ?",
-            (row.id,),
-        )
-    db.close()
+    mark_unsent(sqlite_url, [row.id])  # the crash came after Synapse took the post, before the sent mark
 
     desk = await start_desk(make_desk, sqlite_url, synapse)  # the new process's ghost logs in again
     assert await desk.wait_settled(30)
