@@ -20,6 +20,7 @@ from typing import Any
 from nio import AsyncClient, JoinedRoomsResponse, RoomGetStateEventResponse
 
 from bot_core.context import StateStore
+from bridge.workspaces.matrix.errors import MatrixError, check_response
 
 PORTAL_STATE = "org.relaydesk.portal"
 """The state event (state key "") holding a portal room's creation key and customer id."""
@@ -80,9 +81,8 @@ class PortalRooms:
 
     async def _find(self, client: AsyncClient, key: str) -> str | None:
         """The room among the bridge's rooms whose creation key is ``key`` (only after a crash)."""
-        joined = await client.joined_rooms()
-        if not isinstance(joined, JoinedRoomsResponse):
-            return None
+        joined = check_response(await client.joined_rooms(), "list the bridge's rooms")
+        assert isinstance(joined, JoinedRoomsResponse)
         for room_id in joined.rooms:
             if await marker_key(client, room_id) == key:
                 return str(room_id)
@@ -91,16 +91,31 @@ class PortalRooms:
     async def _is_ours(self, client: AsyncClient, room_id: str, key: str) -> bool:
         """True while the bridge is in ``room_id`` and the room carries ``key``."""
         assert client.user_id
-        member = await client.room_get_state_event(room_id, "m.room.member", client.user_id)
-        if not isinstance(member, RoomGetStateEventResponse) or member.content.get("membership") != "join":
+        member = await state_content(client, room_id, "m.room.member", client.user_id)
+        if member is None or member.get("membership") != "join":
             return False
         return await marker_key(client, room_id) == key
 
 
+async def state_content(
+    client: AsyncClient, room_id: str, kind: str, state_key: str
+) -> dict[str, Any] | None:
+    """A state event's content; None when the room has no such state or the bridge may not read it.
+
+    Any other failure raises :class:`MatrixError` (the outbox retries): deciding on a guess could make
+    a second room.
+    """
+    response = await client.room_get_state_event(room_id, kind, state_key)
+    if isinstance(response, RoomGetStateEventResponse):
+        return dict(response.content)
+    if getattr(response, "status_code", None) in ("M_NOT_FOUND", "M_FORBIDDEN"):
+        return None
+    check_response(response, f"read {kind} in {room_id}")
+    raise MatrixError(f"read {kind} in {room_id}: {response}")
+
+
 async def marker_key(client: AsyncClient, room_id: str) -> str | None:
     """The creation key in ``room_id``'s portal state, or None (no such state, or not readable)."""
-    response = await client.room_get_state_event(room_id, PORTAL_STATE, "")
-    if not isinstance(response, RoomGetStateEventResponse):
-        return None
-    key = response.content.get("key")
+    content = await state_content(client, room_id, PORTAL_STATE, "")
+    key = content.get("key") if content else None
     return key if isinstance(key, str) else None
