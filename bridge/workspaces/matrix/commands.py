@@ -47,7 +47,7 @@ async def orphans(config_path: Path, workspace: str | None = None, *, close: boo
     from bridge.workspaces.matrix.devserver import LOOPBACK, load_registration
     from bridge.workspaces.matrix.errors import MatrixError
     from bridge.workspaces.matrix.orphans import close_orphan, find_orphans
-    from bridge.workspaces.matrix.portal import STATE_SCOPE
+    from bridge.workspaces.matrix.portal import STATE_SCOPE, intent_key
 
     try:
         config = load_config(config_path)
@@ -72,8 +72,12 @@ async def orphans(config_path: Path, workspace: str | None = None, *, close: boo
     async with desk_database(config):
         stored = await workspace_rooms(spec.instance_name)
         intents = await StateStore(spec.instance_name, STATE_SCOPE).items()
+    # a creation in progress: recorded for a customer who has no stored room yet (the next delivery adopts it)
+    customers_with_rooms = {intent_key(c) for c in stored.values()}
     pending = {
-        str(i.get("key")) for i in intents.values() if isinstance(i, dict) and i.get("room_id") not in stored
+        str(i.get("key"))
+        for name, i in intents.items()
+        if isinstance(i, dict) and name not in customers_with_rooms
     }
     client = AsyncClient(homeserver, f"@{registration.sender_localpart}:{settings.server_name}")
     client.user_id = client.user

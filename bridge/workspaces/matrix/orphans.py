@@ -4,7 +4,8 @@ Before portal rooms were made exactly once (:mod:`bridge.workspaces.matrix.porta
 the homeserver creating a room and relaydesk storing it left the room behind, with the customer's
 ghost and the agents invited, and the next start made another one. An orphan is a room the bridge's
 bot created and is still in that is neither stored for this workspace nor a creation in progress (a
-room whose creation key is recorded but not yet stored: the next delivery adopts it). Spaces and rooms
+room carrying the creation key recorded for a customer who has no stored room yet: the next delivery
+adopts it). Spaces and rooms
 made by others (the agents' space, say) are never orphans.
 """
 
