@@ -25,10 +25,12 @@ import pytest_asyncio
 from aiohttp import web
 from nio import JoinedRoomsResponse
 
+from bot_core.context import StateStore
 from bot_core.desk import Desk
 from bot_core.testing import MemoryChannel
 from bridge.workspaces.matrix.appservice import MatrixWorkspace
 from bridge.workspaces.matrix.devserver import DevHomeserver, free_port, write_registration
+from bridge.workspaces.matrix.portal import PORTAL_STATE, STATE_SCOPE, intent_key
 from storage.models import OutboxItem, OutboxStatus, Room
 from tests.bridge.workspaces.matrix_agent import Agent, mark_unsent, room_of
 from tests.conftest import DeskFactory
@@ -326,15 +328,30 @@ async def test_the_orphans_command_finds_and_closes_rooms_no_conversation_uses(
     assert await desk.wait_settled(30)
     stored = await room_of(user)
     assert await Room.all().count() == 1
+    customer_id = (await Room.get(external_id=stored)).customer_id
+    # a creation in progress for another customer: recorded, not stored yet (the next delivery adopts it)
+    await StateStore("matrix", STATE_SCOPE).set(intent_key(customer_id + 1), {"key": "in-progress"})
     await desk.stop(timeout=10)
-    # what an older version left after a crash: a room made by the bot, the agent in it, stored nowhere
     headers = {"Authorization": f"Bearer {own_synapse.registration.as_token}"}
-    async with aiohttp.ClientSession() as http:
-        body = {"name": "Pia (Customers)", "preset": "private_chat", "invite": [own_synapse.agent_user_id]}
-        async with http.post(
-            f"{own_synapse.base_url}/_matrix/client/v3/createRoom", json=body, headers=headers
-        ) as resp:
-            orphan = (await resp.json())["room_id"]
+
+    async def bot_creates(key: str | None, customer: int) -> str:
+        body: dict[str, Any] = {
+            "name": "Pia (Customers)",
+            "preset": "private_chat",
+            "invite": [own_synapse.agent_user_id],
+        }
+        if key:
+            marker = {"key": key, "customer_id": customer}
+            body["initial_state"] = [{"type": PORTAL_STATE, "state_key": "", "content": marker}]
+        async with aiohttp.ClientSession() as http:
+            url = f"{own_synapse.base_url}/_matrix/client/v3/createRoom"
+            async with http.post(url, json=body, headers=headers) as resp:
+                return str((await resp.json())["room_id"])
+
+    # what an older version left after a crash: a room made by the bot, the agent in it, stored nowhere
+    orphan = await bot_creates(None, customer_id)
+    in_progress = await bot_creates("in-progress", customer_id + 1)
+    duplicate = await bot_creates("another-key", customer_id)  # a marked room for a customer stored elsewhere
     await own_agent.client.join(orphan)
     config = tmp_path / "plugins.yaml"
     config.write_text(f'storage: {{database: "{sqlite_url}"}}\n' + desk_yaml(own_synapse), encoding="utf-8")
@@ -360,7 +377,8 @@ async def test_the_orphans_command_finds_and_closes_rooms_no_conversation_uses(
 
     listed = await command()
     # (rooms of the module's other tests, stored in their own databases, are orphans here too)
-    assert orphan in listed and stored not in listed and "orphan portal room" in listed
+    assert orphan in listed and duplicate in listed and "orphan portal room" in listed
+    assert stored not in listed and in_progress not in listed
     assert own_synapse.agent_user_id in listed
     async with aiohttp.ClientSession() as http:
         assert orphan in await bot_rooms(own_synapse, http)  # listing changes nothing
@@ -369,6 +387,7 @@ async def test_the_orphans_command_finds_and_closes_rooms_no_conversation_uses(
     assert orphan in closed and "closed" in closed
     async with aiohttp.ClientSession() as http:
         rooms = await bot_rooms(own_synapse, http)
-    assert orphan not in rooms and stored in rooms
+    assert orphan not in rooms and duplicate not in rooms
+    assert stored in rooms and in_progress in rooms
     joined = await own_agent.client.joined_rooms()
     assert isinstance(joined, JoinedRoomsResponse) and orphan not in joined.rooms  # the agent was removed
