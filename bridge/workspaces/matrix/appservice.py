@@ -95,6 +95,7 @@ class MatrixWorkspace(Plugin):
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         self._portals = PortalRooms(self.instance_name, self.log)
         self._cards = PinnedCards()
+        self._bot_device = ""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -113,6 +114,8 @@ class MatrixWorkspace(Plugin):
         self._roster = AgentRoster(self.settings.agents, self.settings.space, self._is_ours)
         self._typing = TypingRelay(self.services.agent_typing, self._is_ours)
         await self._roster.start(self._bot)
+        self._bot_device = await self._ensure_bot_device()
+        self._cards.device_id = self._bot_device
 
     async def ready(self) -> None:
         """Ping the homeserver: it then pushes at once the transactions it queued while we were down."""
@@ -189,6 +192,41 @@ class MatrixWorkspace(Plugin):
                 check_response(await client.set_displayname(display_name), "set ghost display name")
                 self._ghosts[user_id] = client
         return client
+
+    async def _ensure_bot_device(self) -> str:
+        """Give the appservice's own user the device its posts name (made once); "" when impossible.
+
+        Its as_token has no device, so the homeserver would remember the bot's transaction ids (the
+        notices', the card's) only in memory, until it restarts; posting "from" a device keeps them
+        in its database. Without the device the bot still posts, with that shorter memory.
+        """
+        assert self._http is not None
+        headers = {"Authorization": f"Bearer {self.registration.as_token}"}
+        base = self.homeserver.rstrip("/")
+        try:
+            async with self._http.get(
+                f"{base}/_matrix/client/v3/devices/{GHOST_DEVICE}", headers=headers
+            ) as resp:
+                if resp.status == 200:
+                    return GHOST_DEVICE
+            login = {
+                "type": "m.login.application_service",
+                "identifier": {"type": "m.id.user", "user": self.registration.sender_localpart},
+                "device_id": GHOST_DEVICE,
+                "initial_device_display_name": "relaydesk",
+            }
+            async with self._http.post(
+                f"{base}/_matrix/client/v3/login", json=login, headers=headers
+            ) as resp:
+                if resp.status == 200:
+                    return GHOST_DEVICE  # the session's token is not needed: the as_token names the device
+                reason = f"HTTP {resp.status}"
+        except aiohttp.ClientError as exc:
+            reason = str(exc)
+        self.log.warning(
+            "the bot has no device: its notices are de-duplicated in memory only", extra={"error": reason}
+        )
+        return ""
 
     async def _ghost_token(self, localpart: str) -> str:
         assert self._http is not None
@@ -329,7 +367,9 @@ class MatrixWorkspace(Plugin):
         """Post an m.notice from the bot (``key``, the outbox row's, is its transaction id)."""
         assert self._bot is not None
         content = {"msgtype": "m.notice", "body": text}
-        return PostedRef(await send_message(self._bot, room.room_id, content, key, "notice"))
+        return PostedRef(
+            await send_message(self._bot, room.room_id, content, key, "notice", self._bot_device)
+        )
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""

@@ -61,6 +61,7 @@ class PinnedCards:
 
     def __init__(self) -> None:
         self._events: dict[str, str] = {}
+        self.device_id = ""  # for an appservice's own user: see :func:`send_message`
 
     async def show(self, client: AsyncClient, room_id: str, card: CustomerCard, key: str = "") -> None:
         """Post and pin ``card`` in ``room_id``, or edit the pinned one (an m.replace)."""
@@ -80,9 +81,9 @@ class PinnedCards:
                 "m.new_content": content,
                 "m.relates_to": {"rel_type": "m.replace", "event_id": card_event},
             }
-            await send_message(client, room_id, edit, txn, "update card")
+            await send_message(client, room_id, edit, txn, "update card", self.device_id)
             return
-        event_id = await send_message(client, room_id, content, txn, "post card")
+        event_id = await send_message(client, room_id, content, txn, "post card", self.device_id)
         self._events[room_id] = event_id
         check_response(
             await client.room_put_state(room_id, "m.room.pinned_events", {"pinned": [event_id]}),

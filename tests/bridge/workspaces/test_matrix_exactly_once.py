@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import uuid
@@ -25,6 +26,7 @@ import pytest_asyncio
 from aiohttp import web
 from nio import JoinedRoomsResponse
 
+from bot_core.adapters import MessageView, RoomRef
 from bot_core.context import StateStore
 from bot_core.desk import Desk
 from bot_core.testing import MemoryChannel
@@ -286,6 +288,7 @@ async def own_synapse() -> AsyncIterator[SynapseInfo]:
         )
     finally:
         await server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -310,6 +313,15 @@ async def test_agents_answers_after_the_homeserver_restarted_reach_the_customer(
     await own_agent.sync_until(lambda: room_id in own_agent.client.rooms)
     await own_agent.say(room_id, "before the restart")
     await channel.sent.wait_for(lambda items: len(items) == 1, 20)
+    # posts whose sent mark a crash lost are sent again after the restart: Synapse still knows them
+    matrix = cast(MatrixWorkspace, desk.plugins["matrix"])
+    room = RoomRef("matrix", room_id)
+    view = MessageView(1, "posted once", "Ola", "customers", user, idempotency_key=f"k-{uuid.uuid4().hex}")
+    notice_key = f"k-{uuid.uuid4().hex}"
+    posted = [
+        (await matrix.post_as_customer(room, view)).external_message_id,
+        (await matrix.notice(room, "noticed once", key=notice_key)).external_message_id,
+    ]
 
     await own_synapse.server.stop()
     await own_synapse.server.start()  # same port, same database; relaydesk keeps running
@@ -317,6 +329,10 @@ async def test_agents_answers_after_the_homeserver_restarted_reach_the_customer(
     await own_agent.say(room_id, "after the restart")
     await channel.sent.wait_for(lambda items: len(items) == 2, 30)
     assert channel.texts_to(user) == ["before the restart", "after the restart"]
+    assert posted == [
+        (await matrix.post_as_customer(room, view)).external_message_id,
+        (await matrix.notice(room, "noticed once", key=notice_key)).external_message_id,
+    ]
 
 
 async def test_the_orphans_command_finds_and_closes_rooms_no_conversation_uses(
