@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import functools
 import logging
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +24,7 @@ from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox, OutboxSettings
 from bot_core.pipeline import Pipeline
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
+from bot_core.receiving import Receivers, ReceiveSettings, ReceiveState
 from bot_core.relay import Relay
 from bot_core.scheduler import Scheduler
 from bot_core.server import build_app
@@ -53,6 +56,53 @@ class NotAccepting(RuntimeError):
     """Raised by ``inbound`` while the desk shuts down: webhooks should answer 503 so the platform retries."""
 
 
+class AddressUnavailable(RuntimeError):
+    """The HTTP server's address cannot be bound (in use by another relaydesk or program, or not allowed)."""
+
+
+# How long the HTTP server waits for requests still running when it closes. Long polls and WebSockets
+# were already ended by the plugins' closing(), so what is left are short requests.
+HTTP_SHUTDOWN_SECONDS = 2.0
+
+
+def bind_http(host: str, port: int) -> list[socket.socket]:
+    """Bind the HTTP server's listening sockets now (every address ``host`` resolves to).
+
+    relaydesk binds before it starts anything else, so a port that is taken is reported at once, in
+    one line, instead of after a homeserver was started and a login printed.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise AddressUnavailable(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if port == 0:
+        infos = infos[:1]  # an ephemeral port would differ per address
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the port is already in use (is relaydesk already running?)"
+        elif exc.errno == errno.EACCES:
+            reason = "not allowed (ports below 1024 need privileges)"
+        else:
+            reason = exc.strerror or str(exc)
+        raise AddressUnavailable(
+            f"cannot listen on {host}:{port}: {reason}. Stop the other program, or set another port"
+            " (server.port in plugins.yaml, RELAYDESK_PORT in the sample)."
+        ) from None
+    return sockets
+
+
 class Desk:
     """One relaydesk worker process."""
 
@@ -66,8 +116,13 @@ class Desk:
         bus: EventBus | None = None,
         fanout: Fanout | None = None,
         rate_limits: RateLimits | None = None,
+        receive_settings: ReceiveSettings | None = None,
     ) -> None:
         self.config = config
+        self.receive_settings = receive_settings or ReceiveSettings(
+            degraded_after=config.server.health_degraded_after,
+            down_after=config.server.health_down_after,
+        )
         self.metrics = Metrics()
         self.plugins: dict[str, Plugin] = {}
         self._core = CoreCommands(
@@ -94,8 +149,12 @@ class Desk:
         self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll)
         self._serve_http = serve_http
         self._runner: web.AppRunner | None = None
+        self._sites: list[web.BaseSite] = []
         self.port: int | None = None
+        self.announcements: list[str] = []
+        self.hold_announcements = False
         self._accepting = False
+        self._stopping = False
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
 
@@ -105,6 +164,11 @@ class Desk:
     def pipeline(self) -> Pipeline:
         """The pipeline in force."""
         return self._pipeline
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has begun (and after it finished)."""
+        return self._stopping
 
     def adapter(self, name: str) -> object | None:
         """The enabled channel or workspace plugin called ``name``."""
@@ -117,7 +181,19 @@ class Desk:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open storage, start plugins, replay what a crash left, then accept events and serve HTTP."""
+        """Open storage, start plugins, replay what a crash left, then accept events and serve HTTP.
+
+        Raises :class:`AddressUnavailable` (before anything else is started) when the HTTP address is taken.
+        """
+        sockets = bind_http(self.config.server.host, self.config.server.port) if self._serve_http else []
+        try:
+            await self._start(sockets)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+
+    async def _start(self, sockets: list[socket.socket]) -> None:
         await init_db(self.config.storage.database)
         await self.fanout.start()
         await self.rate_limits.start()
@@ -140,12 +216,17 @@ class Desk:
         await self.scheduler.start()
         self.scheduler.set_periodic(self._pipeline.periodic_jobs())
         if self._serve_http:
-            self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            self._runner = web.AppRunner(
+                build_app(self),
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
+            )
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
-            await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
+            for sock in sockets:
+                site = web.SockSite(self._runner, sock)
+                await site.start()
+                self._sites.append(site)
             self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
         for name, plugin in self.plugins.items():
             try:
@@ -162,8 +243,21 @@ class Desk:
         )
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Graceful shutdown: stop intake, finish events and deliveries in flight, stop plugins, close."""
+        """Graceful shutdown: stop intake, finish events and deliveries in flight, stop plugins, close.
+
+        New connections are refused at once and the plugins end their long-lived ones (long polls,
+        WebSockets) before anything is waited for, so connected clients never hold the stop up.
+        """
         self._accepting = False
+        self._stopping = True
+        for site in self._sites:
+            await site.stop()  # the listening sockets close; requests on open connections still run
+        self._sites.clear()
+        for name in reversed(list(self.plugins)):
+            try:
+                await self.plugins[name].closing()
+            except Exception:
+                log.exception("plugin failed in closing()", extra={"plugin": name})
         await self.scheduler.stop()
         await self.bus.stop(timeout)
         await self.outbox.stop(timeout)
@@ -189,6 +283,12 @@ class Desk:
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
+            announce=self._announce,
+            receivers=Receivers(
+                spec.instance_name,
+                logging.getLogger(f"relaydesk.plugin.{spec.instance_name}"),
+                self.receive_settings,
+            ),
         )
         plugin = spec.plugin_class(spec.config, services, instance_name=spec.instance_name)
         kind = plugin.kind
@@ -209,6 +309,13 @@ class Desk:
 
     def _rebuild_pipeline(self) -> None:
         self._pipeline = Pipeline([self._core, *self.plugins.values()], self.metrics)
+
+    def _announce(self, text: str) -> None:
+        """A plugin's lines for the person who started relaydesk: kept for the command, or printed now."""
+        if self.hold_announcements:
+            self.announcements.append(text)
+        else:
+            print(text, flush=True)
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -323,21 +430,52 @@ class Desk:
     # -- observation ---------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        """What ``/healthz`` reports: status, database reachability, bus and outbox backlog."""
+        """What ``/healthz`` reports (served with 503 when ``status`` is ``down`` or ``stopping``).
+
+        ``status`` is ``down`` when the database is unreachable or an adapter's receiving is down,
+        ``degraded`` when an adapter's receiving has been failing for a while (see
+        :mod:`bot_core.receiving`), ``stopping`` during shutdown, ``ok`` otherwise. ``receiving`` has
+        each adapter that runs receiving loops, with its state and each loop's failure streak.
+        """
         report: dict[str, Any] = {"status": "ok" if self._accepting else "stopping"}
+        down = False
         try:
             await connections.get("default").execute_query("SELECT 1")
             report["database"] = "ok"
         except Exception as exc:
-            report["status"] = "degraded"
+            down = True
             report["database"] = f"error: {type(exc).__name__}"
         report["bus_pending"] = await self.bus.pending()
         report["plugins"] = list(self.plugins)
+        worst = ReceiveState.OK
+        receiving: dict[str, Any] = {}
+        for name, state, loops in self._receiving():
+            worst = max(worst, state, key=lambda s: s.severity)
+            receiving[name] = {"state": state.value, "loops": loops}
+        report["receiving"] = receiving
+        if down or worst is ReceiveState.DOWN:
+            report["status"] = "down"
+        elif worst is ReceiveState.DEGRADED and report["status"] == "ok":
+            report["status"] = "degraded"
         return report
+
+    def _receiving(self) -> list[tuple[str, ReceiveState, dict[str, dict[str, object]]]]:
+        """Every adapter with receiving loops: its state and its loops' reports."""
+        found = []
+        for name, plugin in self.plugins.items():
+            if plugin.services.receivers.loops:
+                state, loops = plugin.services.receivers.report()
+                found.append((name, state, loops))
+        return found
 
     async def refresh_gauges(self) -> None:
         """Update the gauges that are read on scrape."""
         self.metrics.bus_pending.set(await self.bus.pending())
+        self.metrics.receiving_state.clear()  # adapters stopped since the last scrape disappear
+        for name, _state, loops in self._receiving():
+            for loop, entry in loops.items():
+                value = ReceiveState(str(entry["state"])).severity
+                self.metrics.receiving_state.labels(adapter=name, loop=loop).set(value)
         self.metrics.outbox_depth.set(
             await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).count()
         )

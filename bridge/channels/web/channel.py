@@ -73,6 +73,7 @@ TYPING_REPEAT_SECONDS = 2.5  # a visitor's "still typing" is passed on at most t
 TOO_FAST = "You are sending messages faster than we can read them"
 MAX_POLL_WAIT = 30.0
 MAX_FRAME_BYTES = 64 * 1024
+WS_RESTARTING = 1012  # "service restart": the widget reconnects
 
 
 class WebConfig(BaseModel):
@@ -97,6 +98,8 @@ class WebConfig(BaseModel):
     allowed_origins: list[str] = ["*"]  # pages allowed to embed the widget ("*": any)
     messages_per_minute: int = Field(default=30, ge=1)  # per visitor (texts and files), also the burst
     sessions_per_minute: int = Field(default=30, ge=1)  # new sessions per client address
+    # a widget that fell back to long polling tries the WebSocket again this often (and after an outage)
+    websocket_retry_seconds: float = Field(default=30.0, ge=1, le=3600)
 
 
 @dataclass(eq=False)
@@ -147,6 +150,7 @@ class WebChannel(Plugin):
         )
         self._listeners: dict[str, set[_Listener]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
+        self._closing = False  # relaydesk is stopping: live connections are ended and refused
         self._typing: dict[str, tuple[str, float]] = {}
         self._watched: dict[str, _Watched] = {}  # channel message id -> who to tell once it is in the room
         self._watch_wake = asyncio.Event()
@@ -183,11 +187,31 @@ class WebChannel(Plugin):
 
     async def ready(self) -> None:
         """Say where the demo page is (``make run`` prints it with the agent's login)."""
-        print(
+        self.services.announce(
             f"Web chat demo: {self.base_url}/web/demo  (open it in a browser and write as a customer;\n"
-            f'  on your own site add <script src="{self.base_url}/web/widget.js" async></script>)',
-            flush=True,
+            f'  on your own site add <script src="{self.base_url}/web/widget.js" async></script>)'
         )
+
+    async def closing(self) -> None:
+        """relaydesk is stopping: end every long poll and WebSocket now and refuse new ones (503).
+
+        The widget reconnects, to this relaydesk once it is back or to another worker, and reads what it
+        missed from the history; nothing a visitor sent is lost (a send is acknowledged only once stored).
+        """
+        self._closing = True
+        await self._end_connections()
+
+    async def _end_connections(self) -> None:
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener.put(None)
+        for ws in list(self._sockets):
+            await ws.close(code=WS_RESTARTING, message=b"relaydesk is restarting")
+
+    def _restarting(self, request: web.Request) -> web.StreamResponse:
+        response = self._error(request, 503, "relaydesk is restarting; try again in a moment")
+        response.headers["Retry-After"] = "1"
+        return response
 
     async def stop(self) -> None:
         """Close every connection (visitors reconnect to the next relaydesk) and stop the watcher."""
@@ -199,11 +223,8 @@ class WebChannel(Plugin):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
-        for listeners in self._listeners.values():
-            for listener in listeners:
-                listener.put(None)
-        for ws in list(self._sockets):
-            await ws.close(code=1001, message=b"relaydesk is restarting")
+        self._closing = True
+        await self._end_connections()
 
     async def reconfigure(self, config: BaseModel) -> None:
         """Apply new texts and limits live; a new secret or upload directory needs a restart."""
@@ -601,6 +622,7 @@ class WebChannel(Plugin):
                     "max_upload_bytes": settings.max_upload_bytes,
                     "upload_types": settings.upload_types,
                     "upload_types_text": describe_types(settings.upload_types),
+                    "websocket_retry_seconds": settings.websocket_retry_seconds,
                 },
             },
         )
@@ -618,6 +640,8 @@ class WebChannel(Plugin):
             wait = min(MAX_POLL_WAIT, max(0.0, float(request.query.get("wait", "0"))))
         except ValueError:
             return self._error(request, 400, "after, newest and wait must be numbers")
+        if wait > 0 and self._closing:
+            return self._restarting(request)
         if wait > 0:
             listener = self._subscribe(visitor.subject)
             try:
@@ -767,6 +791,8 @@ class WebChannel(Plugin):
         allowed = self.settings.allowed_origins
         if origin and "*" not in allowed and origin not in allowed:
             return self._error(request, 403, "this site may not embed the widget")
+        if self._closing:
+            return self._restarting(request)
         ws = web.WebSocketResponse(heartbeat=25.0, max_msg_size=MAX_FRAME_BYTES)
         await ws.prepare(request)
         self._sockets.add(ws)
@@ -810,7 +836,7 @@ class WebChannel(Plugin):
         while True:
             frame = await listener.queue.get()
             if frame is None:
-                await ws.close(code=1001, message=b"relaydesk is restarting")
+                await ws.close(code=WS_RESTARTING, message=b"relaydesk is restarting")
                 return
             try:
                 await ws.send_json(frame)

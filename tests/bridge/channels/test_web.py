@@ -76,7 +76,11 @@ async def web_desk(tmp_path: Path) -> AsyncIterator[WebDeskFactory]:
     running: list[Desk] = []
 
     async def start(
-        synapse: SynapseInfo | None = None, *, echo: bool = False, outbox: OutboxSettings = FAST_OUTBOX
+        synapse: SynapseInfo | None = None,
+        *,
+        echo: bool = False,
+        web_extra: str = "",
+        outbox: OutboxSettings = FAST_OUTBOX,
     ) -> WebDesk:
         url = f"sqlite://{tmp_path / 'relaydesk.db'}"
         await migrate(url)
@@ -101,7 +105,7 @@ plugins:{workspace}
       dev_secret_file: "{tmp_path / "web-secret"}"
       upload_dir: "{tmp_path / "uploads"}"
       max_upload_bytes: {UPLOAD_LIMIT}
-"""
+{web_extra}"""
         if echo:
             text += '  - echo: {greeting: "Thanks, we got your message."}\n'
         config = parse_config(text, "plugins.yaml", environ={"SHOP_IDENTITY_SECRET": IDENTITY_SECRET})
