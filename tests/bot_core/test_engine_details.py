@@ -223,3 +223,17 @@ async def test_shutdown_finishes_work_in_flight_and_refuses_new_events(
         assert to_customer == [OutboxStatus.SENT]
     finally:
         await close_db()
+
+
+async def test_a_reload_applies_new_outbox_settings_live(sqlite_url: str, make_desk: DeskFactory) -> None:
+    from bot_core.config import parse_config
+
+    desk = await make_desk(sqlite_url)
+    backoff = desk.outbox.settings.base_backoff
+    longer = parse_config(
+        "outbox: {retry_window: 2h, notice_after: 1m}\n" + DOUBLES_YAML, "plugins.yaml", environ={}
+    )
+    changes = await desk.reload(longer)
+    assert "outbox: retry window and notice delay applied" in changes
+    settings = desk.outbox.settings
+    assert (settings.retry_window, settings.notice_after, settings.base_backoff) == (7200, 60, backoff)
