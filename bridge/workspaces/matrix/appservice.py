@@ -34,7 +34,7 @@ from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
-from bridge.workspaces.matrix.roster import AgentRoster
+from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels, refusal_notice
 from bridge.workspaces.matrix.send import send_message
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
@@ -98,7 +98,7 @@ class MatrixWorkspace(Plugin):
         self._media = MediaLinks(MEDIA_PREFIX, self.registration.hs_token.encode())
         self._bot = self._client(self.bot_user_id, self.registration.as_token)
         self._roster = AgentRoster(self.settings.agents, self.settings.space, self._is_ours)
-        self._typing = TypingRelay(self.services.agent_typing, self._is_ours)
+        self._typing = TypingRelay(self.services.agent_typing, self._not_an_agent)
         await self._roster.start(self._bot)
 
     async def ready(self) -> None:
@@ -221,11 +221,8 @@ class MatrixWorkspace(Plugin):
             federate=False,
             preset=RoomPreset.private_chat,
             invite=[ghost.user_id, *agents],
-            power_level_override={
-                # the creator (the bot) is omitted: room version 12 gives creators unlimited power
-                "users": {a: 50 for a in agents},
-                "events": {"m.room.pinned_events": 50},
-            },
+            # the creator (the bot) is omitted: room version 12 gives creators unlimited power
+            power_level_override=portal_power_levels(agents),
         )
         if isinstance(response, RoomCreateError):
             check_response(response, "create portal room")
@@ -336,7 +333,7 @@ class MatrixWorkspace(Plugin):
         body = await request.json()
         for event in body.get("events", []):
             agent_event = self._agent_message(event)
-            if agent_event is not None:
+            if agent_event is not None and await self._from_an_agent(agent_event):
                 await self.services.inbound(agent_event)  # stored before we answer 200
         for ephemeral in body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral") or []:
             self._typing.event(ephemeral)
@@ -351,5 +348,25 @@ class MatrixWorkspace(Plugin):
             self.instance_name, self._is_ours, str(event.get("room_id", "")), event, self.media_url
         )
 
+    async def _from_an_agent(self, message: AgentMessage) -> bool:
+        """Whether the sender is an agent; if not, the room is told (once per sender) and it is dropped."""
+        assert self._bot is not None
+        if await self._roster.is_agent(self._bot, message.agent_id):
+            return True
+        self.log.warning(
+            "message from a non-agent dropped", extra={"room": message.room_id, "sender": message.agent_id}
+        )
+        if self._roster.first_refusal(message.room_id, message.agent_id):
+            try:
+                await self.notice(
+                    RoomRef(self.instance_name, message.room_id), refusal_notice(message.agent_id)
+                )
+            except MatrixError as exc:
+                self.log.warning("refusal notice not posted", extra={"error": str(exc)})
+        return False
+
     def _is_ours(self, sender: str) -> bool:
         return sender == self.bot_user_id or bool(self._ghost_re.match(sender))
+
+    def _not_an_agent(self, sender: str) -> bool:
+        return self._is_ours(sender) or not self._roster.known_agent(sender)

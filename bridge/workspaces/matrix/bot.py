@@ -58,7 +58,7 @@ from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
-from bridge.workspaces.matrix.roster import AgentRoster
+from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels, refusal_notice
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
@@ -131,7 +131,7 @@ class MatrixBotWorkspace(Plugin):
         self._http: aiohttp.ClientSession | None = None
         self._media: MediaLinks | None = None
         self._roster = AgentRoster(config.agents, config.space, self._is_ours)
-        self._typing = TypingRelay(self.services.agent_typing, self._is_ours)
+        self._typing = TypingRelay(self.services.agent_typing, self._not_an_agent)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -286,7 +286,9 @@ class MatrixBotWorkspace(Plugin):
             events = [e.source for e in info.timeline.events]
             if info.timeline.limited and info.timeline.prev_batch and since:
                 events = await self._missed(room_id, info.timeline.prev_batch, since) + events
-            await self._push(self._agent_messages(room_id, events))
+            await self._push(
+                [m for m in self._agent_messages(room_id, events) if await self._from_an_agent(m)]
+            )
         for room_id, joined in response.rooms.join.items():
             for ephemeral in joined.ephemeral:
                 users = getattr(ephemeral, "users", None)
@@ -323,6 +325,25 @@ class MatrixBotWorkspace(Plugin):
     def _is_ours(self, sender: str) -> bool:
         return sender == self.user_id
 
+    def _not_an_agent(self, sender: str) -> bool:
+        return self._is_ours(sender) or not self._roster.known_agent(sender)
+
+    async def _from_an_agent(self, message: AgentMessage) -> bool:
+        """Whether the sender is an agent; if not, the room is told (once per sender) and it is dropped."""
+        if await self._roster.is_agent(self._require_client(), message.agent_id):
+            return True
+        self.log.warning(
+            "message from a non-agent dropped", extra={"room": message.room_id, "sender": message.agent_id}
+        )
+        if self._roster.first_refusal(message.room_id, message.agent_id):
+            try:
+                await self.notice(
+                    RoomRef(self.instance_name, message.room_id), refusal_notice(message.agent_id)
+                )
+            except MatrixError as exc:
+                self.log.warning("refusal notice not posted", extra={"error": str(exc)})
+        return False
+
     def _agent_messages(self, room_id: str, events: Iterable[dict[str, Any]]) -> list[AgentMessage]:
         seen: set[str] = set()
         found: list[AgentMessage] = []
@@ -353,12 +374,7 @@ class MatrixBotWorkspace(Plugin):
         channel = conversation.channel.capitalize()
         agents = await self._roster.invitees(client)
         for _ in range(2):
-            power: dict[str, Any] = {"events": {"m.room.pinned_events": 50}}
-            if agents or self._creator_in_power_levels:
-                users = {a: 50 for a in agents}
-                if self._creator_in_power_levels:
-                    users[self.user_id] = 100
-                power["users"] = users
+            power = portal_power_levels(agents, self.user_id if self._creator_in_power_levels else None)
             response = await client.room_create(
                 name=customer_label(conversation.customer_name, conversation.channel),
                 topic=(
