@@ -23,7 +23,7 @@ from bot_core.pipeline import Pipeline
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
 from bot_core.relay import Relay
 from bot_core.scheduler import Scheduler
-from bot_core.server import build_app
+from bot_core.server import build_app, build_metrics_app
 from storage import hot
 from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
@@ -82,6 +82,8 @@ class Desk:
         self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll)
         self._serve_http = serve_http
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics_port: int | None = None  # where /metrics is served when it has an address of its own
         self.port: int | None = None
         self._accepting = False
         self._stopped = asyncio.Event()
@@ -135,6 +137,7 @@ class Desk:
             server = site._server
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+            await self._serve_metrics_apart()
         for name, plugin in self.plugins.items():
             try:
                 await plugin.ready()
@@ -149,6 +152,18 @@ class Desk:
             },
         )
 
+    async def _serve_metrics_apart(self) -> None:
+        """Serve ``/metrics`` on ``server.metrics_host:metrics_port`` when configured."""
+        server = self.config.server
+        if server.metrics_port is None:
+            return
+        self._metrics_runner = web.AppRunner(build_metrics_app(self), access_log=None, handle_signals=False)
+        await self._metrics_runner.setup()
+        site = web.TCPSite(self._metrics_runner, server.metrics_host or server.host, server.metrics_port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.metrics_port = sockets[0].getsockname()[1] if sockets else server.metrics_port
+
     async def stop(self, timeout: float = 30.0) -> None:
         """Graceful shutdown: stop intake, finish events and deliveries in flight, stop plugins, close."""
         self._accepting = False
@@ -158,9 +173,10 @@ class Desk:
         for name in reversed(list(self.plugins)):
             await self._stop_plugin(name, self.plugins[name])
         self.plugins.clear()
-        if self._runner:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._metrics_runner = None
         await self.rate_limits.stop()
         await self.fanout.stop()
         await close_db()

@@ -28,6 +28,7 @@ from bot_core.adapters import (
     RoomRef,
 )
 from bot_core.events import AgentMessage, Attachment
+from bot_core.names import clean_display_name, clean_file_name
 from bot_core.plugin import Plugin, PluginKind, route
 from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
@@ -206,7 +207,8 @@ class MatrixWorkspace(Plugin):
         if conversation.existing_room_id:
             return RoomRef(self.instance_name, conversation.existing_room_id)
         channel = conversation.channel.capitalize()
-        display = f"{conversation.customer_name} ({channel})"
+        name = clean_display_name(conversation.customer_name, fallback="Customer")
+        display = ghost_name(conversation.customer_name, conversation.channel)
         ghost = await self.ghost(conversation.channel, conversation.external_user_id, display)
         if conversation.avatar_url:
             try:
@@ -217,7 +219,7 @@ class MatrixWorkspace(Plugin):
         agents = await self._roster.invitees(self._bot)
         response = await self._bot.room_create(
             name=display,
-            topic=f"Support conversation with {conversation.customer_name} on {channel}, relayed by relaydesk",
+            topic=f"Support conversation with {name} on {channel}, relayed by relaydesk",
             federate=False,
             preset=RoomPreset.private_chat,
             invite=[ghost.user_id, *agents],
@@ -233,9 +235,7 @@ class MatrixWorkspace(Plugin):
     async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
         """Post the customer's message as their ghost (an edit replaces the earlier event)."""
         ghost = await self.ghost(
-            message.channel,
-            message.external_user_id,
-            f"{message.sender_name} ({message.channel.capitalize()})",
+            message.channel, message.external_user_id, ghost_name(message.sender_name, message.channel)
         )
         content: dict[str, Any] = {"msgtype": "m.text", "body": message.text}
         if message.reply_to and not message.edit_of:
@@ -261,7 +261,7 @@ class MatrixWorkspace(Plugin):
         self, room: RoomRef, channel: str, external_user_id: str, name: str, active: bool
     ) -> None:
         """Show the customer's ghost typing in the room (or stop); best effort, like any typing notice."""
-        ghost = await self.ghost(channel, external_user_id, f"{name} ({channel.capitalize()})")
+        ghost = await self.ghost(channel, external_user_id, ghost_name(name, channel))
         response = await ghost.room_typing(room.room_id, typing_state=active, timeout=CUSTOMER_TYPING_MS)
         if not isinstance(response, RoomTypingResponse):
             self.services.log.info("customer typing not shown", extra={"room": room.room_id})
@@ -274,9 +274,8 @@ class MatrixWorkspace(Plugin):
     async def _post_attachment(self, ghost: AsyncClient, room_id: str, attachment: Attachment) -> str | None:
         if not attachment.url:
             return None
-        mxc = await self._upload_from(
-            ghost, attachment.url, attachment.name or attachment.kind, attachment.mime_type
-        )
+        name = clean_file_name(attachment.name, fallback=attachment.kind)
+        mxc = await self._upload_from(ghost, attachment.url, name, attachment.mime_type)
         content = attachment_content(attachment, mxc)
         response = check_response(
             await ghost.room_send(room_id, "m.room.message", content), "post attachment"
@@ -370,3 +369,8 @@ class MatrixWorkspace(Plugin):
 
     def _not_an_agent(self, sender: str) -> bool:
         return self._is_ours(sender) or not self._roster.known_agent(sender)
+
+
+def ghost_name(name: str, channel: str) -> str:
+    """A ghost's display name (and the room's name): ``Alice (Telegram)``, control and bidi characters removed."""
+    return f"{clean_display_name(name, fallback='Customer')} ({channel.capitalize()})"

@@ -53,6 +53,7 @@ from bot_core.adapters import (
 from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
 from bot_core.events import AgentMessage, Attachment
+from bot_core.names import clean_display_name, clean_file_name
 from bot_core.plugin import Plugin, PluginKind, route
 from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
@@ -378,7 +379,8 @@ class MatrixBotWorkspace(Plugin):
             response = await client.room_create(
                 name=customer_label(conversation.customer_name, conversation.channel),
                 topic=(
-                    f"Support conversation with {conversation.customer_name} on {channel}, "
+                    f"Support conversation with {clean_display_name(conversation.customer_name, fallback='Customer')} "
+                    f"on {channel}, "
                     "relayed by relaydesk"
                 ),
                 federate=False,
@@ -455,7 +457,7 @@ class MatrixBotWorkspace(Plugin):
         client = self._require_client()
         if not attachment.url or self._http is None:
             raise MatrixError("the channel gave no URL for this file")
-        name = attachment.name or attachment.kind
+        name = clean_file_name(attachment.name, fallback=attachment.kind)
         mxc = await upload_from(self._http, client, attachment.url, name, attachment.mime_type)
         content = attachment_content(attachment, mxc, body=f"{label}: {name}")
         tx_id = f"relaydesk-{self.instance_name}-{message.message_id}-file{index}"
@@ -498,8 +500,8 @@ class MatrixBotWorkspace(Plugin):
 
 
 def customer_label(name: str, channel: str) -> str:
-    """How the bot names a customer: ``Alice (Telegram)``."""
-    return f"{name} ({channel.capitalize()})"
+    """How the bot names a customer: ``Alice (Telegram)`` (control and bidi characters removed)."""
+    return f"{clean_display_name(name, fallback='Customer')} ({channel.capitalize()})"
 
 
 def customer_message_text(
@@ -512,7 +514,7 @@ def customer_message_text(
     label = customer_label(message.sender_name, message.channel)
     lines = [message.text] if message.text else []
     for attachment in message.attachments if listed is None else listed:
-        what = attachment.name or attachment.mime_type or attachment.kind
+        what = clean_file_name(attachment.name, fallback="") or attachment.mime_type or attachment.kind
         lines.append(f"[{attachment.kind}: {what}]" + (f" {attachment.url}" if attachment.url else ""))
     text = "\n".join(lines)
     plain = f"{label}: {text}"

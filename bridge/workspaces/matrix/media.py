@@ -17,6 +17,7 @@ from aiohttp import web
 from nio import AsyncClient
 
 from bot_core.events import Attachment
+from bot_core.names import clean_file_name
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 
 MAX_MEDIA_BYTES = 50 * 1024 * 1024
@@ -85,7 +86,7 @@ def attachment_content(attachment: Attachment, mxc: str, body: str | None = None
         info["mimetype"] = attachment.mime_type
     if attachment.size:
         info["size"] = attachment.size
-    name = attachment.name or attachment.kind
+    name = clean_file_name(attachment.name, fallback=attachment.kind)
     return {
         "msgtype": KIND_MSGTYPES.get(attachment.kind, "m.file"),
         "body": body or name,
@@ -105,6 +106,6 @@ def agent_attachment(content: dict[str, Any], link: str) -> Attachment | None:
         kind=kind,  # type: ignore[arg-type]
         url=link,
         mime_type=info.get("mimetype"),
-        name=str(content.get("filename") or content.get("body") or "file"),
+        name=clean_file_name(str(content.get("filename") or content.get("body") or "file")),
         size=info.get("size"),
     )
