@@ -165,6 +165,11 @@ class ServerConfig(BaseModel):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve ``/metrics`` on this port only (not on ``port``): e.g. an address only the monitoring reaches."""
 
+    download_link_ttl: float = Field(default=30 * 24 * 3600, ge=0)
+    """Seconds a file link relaydesk hands out stays valid (0: forever); an expired link answers 410."""
+    downloads_per_minute: int = Field(default=60, ge=1)
+    """File downloads per client address and minute (also the burst), over every worker; then 429."""
+
     @field_validator("metrics_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

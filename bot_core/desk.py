@@ -16,6 +16,7 @@ from bot_core.adapters import Channel, RoomRef, TypingChannel, TypingWorkspace, 
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
 from bot_core.conversations import conversation_for_room
+from bot_core.downloads import DownloadPolicy
 from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, ScheduledFire, dump_event
 from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox, OutboxSettings
@@ -193,6 +194,11 @@ class Desk:
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
+            downloads=DownloadPolicy(
+                link_ttl=self.config.server.download_link_ttl,
+                per_minute=self.config.server.downloads_per_minute,
+                rate_limits=self.rate_limits,
+            ),
         )
         plugin = spec.plugin_class(spec.config, services, instance_name=spec.instance_name)
         kind = plugin.kind

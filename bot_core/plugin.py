@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from bot_core.downloads import DownloadPolicy
 from bot_core.events import LifecycleKind
 from storage.fanout import Fanout, LocalFanout
 from storage.ratelimit import MemoryRateLimits, RateLimits
@@ -159,6 +160,8 @@ class PluginServices:
     the desk has one): a channel with public endpoints limits floods there.
     ``metrics_registry`` is the desk's Prometheus registry (served on ``/metrics``): a plugin may register
     its own collector there in :meth:`Plugin.start` and must unregister it in :meth:`Plugin.stop`.
+    ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
+    signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
 
     log: logging.Logger
@@ -170,6 +173,7 @@ class PluginServices:
     metrics_registry: CollectorRegistry | None = None
     fanout: Fanout = field(default_factory=LocalFanout)
     rate_limits: RateLimits = field(default_factory=MemoryRateLimits)
+    downloads: DownloadPolicy = field(default_factory=DownloadPolicy)
 
 
 class Plugin:

@@ -96,7 +96,7 @@ class MatrixWorkspace(Plugin):
         self._ghost_prefix = self.registration.user_prefix
         self._ghost_re = re.compile(rf"^@{re.escape(self._ghost_prefix)}.*:{re.escape(server_name)}$")
         self._http = aiohttp.ClientSession()
-        self._media = MediaLinks(MEDIA_PREFIX, self.registration.hs_token.encode())
+        self._media = MediaLinks(MEDIA_PREFIX, self.registration.hs_token.encode(), self.services.downloads)
         self._bot = self._client(self.bot_user_id, self.registration.as_token)
         self._roster = AgentRoster(self.settings.agents, self.settings.space, self._is_ours)
         self._typing = TypingRelay(self.services.agent_typing, self._not_an_agent)
@@ -284,9 +284,9 @@ class MatrixWorkspace(Plugin):
 
     # -- media from agents, served to channels ---------------------------------------------------
 
-    def media_url(self, mxc: str) -> str:
-        """A signed relaydesk URL from which a channel adapter can fetch an agent's file."""
-        return self._media.link(self.services.http_base_url, mxc)
+    def media_url(self, mxc: str, room_id: str = "") -> str:
+        """A signed, expiring relaydesk URL from which a channel adapter can fetch an agent's file."""
+        return self._media.link(self.services.http_base_url, mxc, room_id)
 
     @route("GET", MEDIA_PREFIX + "/{server}/{media_id}")
     async def media(self, request: web.Request) -> web.StreamResponse:

@@ -159,7 +159,7 @@ class MatrixBotWorkspace(Plugin):
             if key is None:
                 key = secrets.token_hex(32)
                 await self._state.set("media_key", key)
-            self._media = MediaLinks(MEDIA_PREFIX, str(key).encode())
+            self._media = MediaLinks(MEDIA_PREFIX, str(key).encode(), self.services.downloads)
             self._since = await self._state.get(self._token_key())
             if self._since is None:
                 # First start with this account: begin at "now", so earlier history is not relayed.
@@ -468,11 +468,11 @@ class MatrixBotWorkspace(Plugin):
 
     # -- media from agents, served to channels ---------------------------------------------------
 
-    def media_url(self, mxc: str) -> str:
-        """A signed relaydesk URL from which a channel adapter can fetch an agent's file."""
+    def media_url(self, mxc: str, room_id: str = "") -> str:
+        """A signed, expiring relaydesk URL from which a channel adapter can fetch an agent's file."""
         if self._media is None:
             raise MatrixError("the matrix bot is not started")
-        return self._media.link(self.services.http_base_url, mxc)
+        return self._media.link(self.services.http_base_url, mxc, room_id)
 
     @route("GET", MEDIA_PREFIX + "/{server}/{media_id}")
     async def media(self, request: web.Request) -> web.StreamResponse:
