@@ -168,7 +168,7 @@ class ServerConfig(BaseModel):
     download_link_ttl: float = Field(default=30 * 24 * 3600, ge=0)
     """Seconds a file link relaydesk hands out stays valid (0: forever); an expired link answers 410."""
     downloads_per_minute: int = Field(default=60, ge=1)
-    """File downloads per client address and minute (also the burst), over every worker; then 429."""
+    """File downloads per client address, conversation and minute (also the burst), over every worker; then 429."""
 
     @field_validator("metrics_token", mode="before")
     @classmethod

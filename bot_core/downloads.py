@@ -10,8 +10,10 @@ agent's Matrix file to the customer's channel, a widget upload to the agents). E
   sandbox`` and ``Content-Disposition: attachment`` unless the type is a plain raster image (PNG, JPEG,
   GIF, WebP; never SVG), so an HTML or SVG file can never run script on relaydesk's origin;
 * is streamed in chunks (:func:`stream`), never read whole into memory;
-* takes a token from the client address's bucket in the desk's shared rate limits
-  (:meth:`DownloadPolicy.admit`), 429 with ``Retry-After`` when it is empty.
+* takes a token from the bucket of the client's address and the link's conversation in the desk's
+  shared rate limits (:meth:`DownloadPolicy.admit`), 429 with ``Retry-After`` when it is empty. Per
+  conversation too, because relaydesk's own adapters fetch these links (a customer's file copied into
+  the agents' workspace) from one address, as does every client behind a reverse proxy.
 """
 
 from __future__ import annotations
@@ -116,9 +118,11 @@ class DownloadPolicy:
         """A :class:`LinkSigner` with ``key`` and this policy's link lifetime."""
         return LinkSigner(key, self.link_ttl)
 
-    async def admit(self, request: web.Request, bucket: str) -> None:
-        """Take a download token for the client's address, or raise 429 with ``Retry-After``."""
-        wait = await self.rate_limits.take(f"downloads:{bucket}", request.remote or "?", self.per_minute)
+    async def admit(self, request: web.Request, bucket: str, scope: str = "") -> None:
+        """Take a download token for the client's address and ``scope`` (the link's conversation, as
+        :meth:`LinkSigner.check` returned it), or raise 429 with ``Retry-After``."""
+        key = f"{request.remote or '?'}|{scope}"
+        wait = await self.rate_limits.take(f"downloads:{bucket}", key, self.per_minute)
         if wait > 0:
             retry = str(max(1, math.ceil(wait)))
             raise web.HTTPTooManyRequests(

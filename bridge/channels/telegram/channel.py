@@ -228,8 +228,8 @@ class TelegramChannel(Plugin):
         file_id = request.match_info["file_id"]
         if self._links is None or self._http is None:
             raise web.HTTPServiceUnavailable(text="the telegram channel is not started")
-        await self._links.policy.admit(request, "telegram-files")
-        self._links.signer.check(file_id, request.query)
+        scope = self._links.signer.check(file_id, request.query)
+        await self._links.policy.admit(request, "telegram-files", scope)
         return await serve_file(request, self.bot, self._http, file_id, self._scrub)
 
     # -- outbound ------------------------------------------------------------------------------

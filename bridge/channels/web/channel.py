@@ -730,8 +730,8 @@ class WebChannel(Plugin):
         within the desk's downloads per address and minute.
         """
         file_id = request.match_info["file_id"]
-        await self.services.downloads.admit(request, f"{self.instance_name}-files")
-        self._file_signer.check(file_id, request.query)
+        scope = self._file_signer.check(file_id, request.query)
+        await self.services.downloads.admit(request, f"{self.instance_name}-files", scope)
         stored = await asyncio.to_thread(self._files.load, file_id)
         if stored is None:
             raise web.HTTPNotFound(text="no such file")

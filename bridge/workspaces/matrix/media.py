@@ -49,11 +49,11 @@ class MediaLinks:
     async def serve(
         self, request: web.Request, http: aiohttp.ClientSession, homeserver: str, token: str
     ) -> web.StreamResponse:
-        """Stream a linked file to a channel: 429 over the rate, 403 on a bad signature, 410 once
-        expired, 404 when the homeserver does not have it."""
+        """Stream a linked file to a channel: 403 on a bad signature, 410 once expired, 429 over the
+        rate, 404 when the homeserver does not have it."""
         server, media_id = request.match_info["server"], request.match_info["media_id"]
-        await self._policy.admit(request, "matrix-media")
-        self.signer.check(f"{server}/{media_id}", request.query)
+        scope = self.signer.check(f"{server}/{media_id}", request.query)
+        await self._policy.admit(request, "matrix-media", scope)
         url = f"{homeserver.rstrip('/')}/_matrix/client/v1/media/download/{server}/{media_id}"
         async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
             if resp.status != 200:
