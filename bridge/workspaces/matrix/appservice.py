@@ -360,8 +360,8 @@ class MatrixWorkspace(Plugin):
                 await self.notice(
                     RoomRef(self.instance_name, message.room_id), refusal_notice(message.agent_id)
                 )
-            except MatrixError as exc:
-                self.log.warning("refusal notice not posted", extra={"error": str(exc)})
+            except Exception as exc:  # best effort: the message stays dropped either way
+                self.log.warning("refusal notice not posted", extra={"error": repr(exc)[:300]})
         return False
 
     def _is_ours(self, sender: str) -> bool:

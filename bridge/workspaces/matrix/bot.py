@@ -341,8 +341,8 @@ class MatrixBotWorkspace(Plugin):
                 await self.notice(
                     RoomRef(self.instance_name, message.room_id), refusal_notice(message.agent_id)
                 )
-            except MatrixError as exc:
-                self.log.warning("refusal notice not posted", extra={"error": str(exc)})
+            except Exception as exc:  # best effort: the message stays dropped either way
+                self.log.warning("refusal notice not posted", extra={"error": repr(exc)[:300]})
         return False
 
     def _agent_messages(self, room_id: str, events: Iterable[dict[str, Any]]) -> list[AgentMessage]:
