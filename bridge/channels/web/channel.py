@@ -47,11 +47,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from bot_core.adapters import ChannelCapabilities, Delivery, SentRef
 from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
+from bot_core.downloads import CHUNK_BYTES, download_headers
 from bot_core.events import Attachment, CustomerMessage, utcnow
 from bot_core.plugin import Plugin, PluginKind, route
 from bot_core.transcript import TranscriptEntry, customer_transcript, shown_in_room
 from bridge.channels.web.ratelimit import RateLimited
-from bridge.channels.web.sessions import BadSession, FileSigner, SessionSigner, VisitorSession
+from bridge.channels.web.sessions import BadSession, SessionSigner, VisitorSession, derive_key
 from bridge.channels.web.uploads import (
     DEFAULT_TYPES,
     FileStore,
@@ -165,7 +166,7 @@ class WebChannel(Plugin):
         """Resolve the secret, load the widget's files, start watching sent messages reach the room."""
         secret = await asyncio.to_thread(self._resolve_secret)
         self._signer = SessionSigner(secret, self.settings.session_days * 86400)
-        self._file_signer = FileSigner(secret)
+        self._file_signer = self.services.downloads.signer(derive_key(secret, "files"))
         self._identity_secret = (
             self.settings.identity_secret.get_secret_value() if self.settings.identity_secret else ""
         )
@@ -372,7 +373,7 @@ class WebChannel(Plugin):
                 external_user_id=session.subject,
                 external_message_id=external_id,
                 text=text,
-                attachments=tuple(self._attachment_of(f) for f in files),
+                attachments=tuple(self._attachment_of(f, session.subject) for f in files),
                 display_name=session.name,
                 attributes=attributes,
             )
@@ -436,10 +437,11 @@ class WebChannel(Plugin):
             )
         return data
 
-    def _attachment_of(self, stored: StoredFile) -> Attachment:
+    def _attachment_of(self, stored: StoredFile, visitor: str) -> Attachment:
+        """The attachment of an upload: an expiring link signed for this file and visitor."""
         url = (
             f"{self.base_url}/web/files/{stored.file_id}/{quote(stored.name)}"
-            f"?sig={self._file_signer.sign(stored.file_id)}"
+            f"?{self._file_signer.query(stored.file_id, visitor)}"
         )
         return Attachment(
             kind="image" if stored.kind == "image" else "file",
@@ -690,7 +692,7 @@ class WebChannel(Plugin):
             return self._error(request, 400, str(exc))
         except NotAccepting:
             return self._error(request, 503, "relaydesk is restarting: try again in a moment")
-        attachment = self._attachment_json(self._attachment_of(stored))
+        attachment = self._attachment_json(self._attachment_of(stored, visitor.subject))
         return self._json(request, {"client_id": client_id, "state": "sent", "attachment": attachment})
 
     async def _read_upload(self, request: web.Request, limit: int) -> tuple[StoredFile, str, str]:
@@ -746,25 +748,20 @@ class WebChannel(Plugin):
 
     @route("GET", "/web/files/{file_id}/{name}")
     async def file(self, request: web.Request) -> web.StreamResponse:
-        """An uploaded file, for whoever holds its signed link (the agents' workspace, the widget)."""
+        """An uploaded file, for whoever holds its signed, unexpired link (the agents' workspace, the widget).
+
+        Streamed from disk with the safe download headers (an attachment unless a plain raster image),
+        within the desk's downloads per address and minute.
+        """
         file_id = request.match_info["file_id"]
-        if not self._file_signer.check(file_id, request.query.get("sig", "")):
-            raise web.HTTPForbidden(text="bad or missing signature")
+        scope = self._file_signer.check(file_id, request.query)
+        await self.services.downloads.admit(request, f"{self.instance_name}-files", scope)
         stored = await asyncio.to_thread(self._files.load, file_id)
         if stored is None:
             raise web.HTTPNotFound(text="no such file")
-        disposition = "inline" if stored.kind == "image" else "attachment"
-        response = web.FileResponse(
-            stored.path,
-            headers={
-                "Content-Type": stored.mime_type,
-                "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(stored.name)}",
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "sandbox; default-src 'none'",
-                "Cache-Control": "private, max-age=86400",
-            },
+        return web.FileResponse(
+            stored.path, chunk_size=CHUNK_BYTES, headers=download_headers(stored.mime_type, stored.name)
         )
-        return response
 
     # -- the WebSocket ---------------------------------------------------------------------------
 

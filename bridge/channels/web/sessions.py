@@ -133,18 +133,3 @@ class SessionSigner:
         display = (name or "").strip()[:100] or (email or "").strip()[:100] or claim
         clean_email = (email or "").strip()[:MAX_CLAIM_CHARS] or None
         return VisitorSession(subject, display, clean_email, True, time.time() + self.ttl)
-
-
-class FileSigner:
-    """Signs links to uploaded files, so that only relaydesk hands them out."""
-
-    def __init__(self, secret: bytes) -> None:
-        self._key = derive_key(secret, "files")
-
-    def sign(self, file_id: str) -> str:
-        """The signature of one file's link."""
-        return hmac.new(self._key, file_id.encode(), hashlib.sha256).hexdigest()[:32]
-
-    def check(self, file_id: str, signature: str) -> bool:
-        """True when ``signature`` is this file's."""
-        return hmac.compare_digest(signature.encode(), self.sign(file_id).encode())

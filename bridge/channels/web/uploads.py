@@ -1,7 +1,7 @@
 """Files customers send from the widget: type and size checks, storage on disk, and what to call them.
 
 A file is kept under ``upload_dir/<id>`` with a small JSON sidecar (name, type, size). Ids are random
-(128 bits), and links to them are signed on top (see :class:`~bridge.channels.web.sessions.FileSigner`).
+(128 bits), and links to them are signed on top, with an expiry (see :mod:`bot_core.downloads`).
 The type a browser declares is not trusted for images and PDFs: the first bytes must match it.
 """
 
