@@ -60,6 +60,7 @@ Errors
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import types
@@ -155,6 +156,22 @@ class ServerConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Reverse proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client."""
+    header_timeout: float = Field(default=15.0, gt=0)
+    """Seconds a client has to send a request's headers (also how long an idle connection stays open)."""
+    body_timeout: float = Field(default=120.0, gt=0)
+    """Seconds a client has to send a request's whole body once its headers arrived (HTTP 408 after)."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or a CIDR network") from None
+        return value
 
 
 class LogConfig(BaseModel):

@@ -23,7 +23,7 @@ from bot_core.pipeline import Pipeline
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
 from bot_core.relay import Relay
 from bot_core.scheduler import Scheduler
-from bot_core.server import build_app
+from bot_core.server import make_runner
 from storage import hot
 from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
@@ -128,7 +128,7 @@ class Desk:
         await self.scheduler.start()
         self.scheduler.set_periodic(self._pipeline.periodic_jobs())
         if self._serve_http:
-            self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+            self._runner = make_runner(self)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
             await site.start()

@@ -3,13 +3,19 @@
 A file is kept under ``upload_dir/<id>`` with a small JSON sidecar (name, type, size). Ids are random
 (128 bits), and links to them are signed on top (see :class:`~bridge.channels.web.sessions.FileSigner`).
 The type a browser declares is not trusted for images and PDFs: the first bytes must match it.
+The directory has a quota: a file that would take it past ``quota_bytes`` is refused (HTTP 507) and the
+operator is told in the log; a file whose message is then refused is removed again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +30,8 @@ KNOWN_TYPES: dict[str, tuple[str, tuple[bytes, ...]]] = {
 }
 DEFAULT_TYPES = list(KNOWN_TYPES)
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+USAGE_RESCAN_SECONDS = 30.0  # how old the directory's measured size may get (other workers write too)
+log = logging.getLogger("relaydesk.web.uploads")
 
 
 class UploadRefused(Exception):
@@ -97,20 +105,63 @@ class StoredFile:
 
 
 class FileStore:
-    """Uploaded files in one directory."""
+    """Uploaded files in one directory, at most ``quota_bytes`` of them (``None``: no quota)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, quota_bytes: int | None = None) -> None:
         self.root = root
+        self.quota_bytes = quota_bytes
+        self._lock = threading.Lock()
+        self._usage: int | None = None
+        self._measured_at = 0.0
+
+    def usage(self) -> int:
+        """Bytes the directory holds now (measured again every few seconds; blocking)."""
+        with self._lock:
+            return self._current_usage()
+
+    def _current_usage(self) -> int:
+        now = time.monotonic()
+        if self._usage is None or now - self._measured_at > USAGE_RESCAN_SECONDS:
+            self._usage, self._measured_at = _directory_size(self.root), now
+        return self._usage
 
     def save(self, name: str, mime_type: str, data: bytes) -> StoredFile:
-        """Store ``data``; returns it with its new random id (blocking: call it in a thread)."""
+        """Store ``data``; returns it with its new random id (blocking: call it in a thread).
+
+        Raises :class:`UploadRefused` (507) when it would take the directory past its quota.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"name": name, "mime_type": mime_type, "size": len(data)})
+        with self._lock:
+            used = self._current_usage()
+            if self.quota_bytes is not None and used + len(data) + len(meta) > self.quota_bytes:
+                log.warning(
+                    "the upload directory is full: a file was refused (raise upload_quota_bytes or "
+                    "remove old files)",
+                    extra={"directory": str(self.root), "used": used, "quota": self.quota_bytes},
+                )
+                raise UploadRefused("We cannot accept files right now: try again later.", status=507)
+            self._usage = used + len(data) + len(meta)
         file_id = secrets.token_urlsafe(16)
         path = self.root / file_id
         path.write_bytes(data)
-        meta = {"name": name, "mime_type": mime_type, "size": len(data)}
-        (self.root / f"{file_id}.json").write_text(json.dumps(meta), encoding="utf-8")
+        (self.root / f"{file_id}.json").write_text(meta, encoding="utf-8")
         return StoredFile(file_id, name, mime_type, len(data), path)
+
+    def remove(self, file_id: str) -> None:
+        """Delete a stored file whose message was not accepted after all (blocking)."""
+        if not _ID.match(file_id):
+            return
+        freed = 0
+        for path in (self.root / file_id, self.root / f"{file_id}.json"):
+            try:
+                freed += path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+        with self._lock:
+            if self._usage is not None:
+                self._usage = max(0, self._usage - freed)
 
     def load(self, file_id: str) -> StoredFile | None:
         """The stored file with this id, or None (blocking: call it in a thread)."""
@@ -124,3 +175,18 @@ class FileStore:
         if not path.is_file():
             return None
         return StoredFile(file_id, str(meta["name"]), str(meta["mime_type"]), int(meta["size"]), path)
+
+
+def _directory_size(root: Path) -> int:
+    """The bytes of the files directly in ``root`` (0 if it does not exist yet)."""
+    total = 0
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                try:
+                    total += entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue  # removed meanwhile
+    except FileNotFoundError:
+        return 0
+    return total
