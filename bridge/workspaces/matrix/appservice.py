@@ -36,6 +36,7 @@ from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.roster import AgentRoster
 from bridge.workspaces.matrix.send import send_message
+from bridge.workspaces.matrix.transactions import transaction_body
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 SEEN_TRANSACTIONS = 1000
@@ -333,12 +334,16 @@ class MatrixWorkspace(Plugin):
         txn_id = request.match_info["txn_id"]
         if txn_id in self._seen_txns:
             return web.json_response({})
-        body = await request.json()
-        for event in body.get("events", []):
+        body = await transaction_body(request)
+        if body is None:
+            self.log.info("malformed transaction refused", extra={"txn_id": txn_id})
+            return web.json_response({"errcode": "M_NOT_JSON", "error": "malformed transaction"}, status=400)
+        events, ephemerals = body
+        for event in events:
             agent_event = self._agent_message(event)
             if agent_event is not None:
                 await self.services.inbound(agent_event)  # stored before we answer 200
-        for ephemeral in body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral") or []:
+        for ephemeral in ephemerals:
             self._typing.event(ephemeral)
         self._seen_txns[txn_id] = None
         while len(self._seen_txns) > SEEN_TRANSACTIONS:
