@@ -56,6 +56,7 @@ from bridge.channels.web.sessions import CLAIM_FIELDS, BadSession, FileSigner, S
 from bridge.channels.web.uploads import (
     DEFAULT_TYPES,
     FileStore,
+    PartialFile,
     StoredFile,
     UploadRefused,
     check_type,
@@ -179,6 +180,7 @@ class WebChannel(Plugin):
             self.settings.identity_secret.get_secret_value() if self.settings.identity_secret else ""
         )
         self._widget_js, self._demo_html = await asyncio.to_thread(_load_static)
+        await asyncio.to_thread(self._files.sweep_partials)
         self._watcher = asyncio.create_task(self._watch_room(), name=f"{self.instance_name}-room-watch")
         # Pushes go through the desk's fan-out, so a visitor connected to another worker gets them too.
         self._fanout_off = await self.services.fanout.subscribe(self._fanout_topic, self._on_fanout)
@@ -687,32 +689,33 @@ class WebChannel(Plugin):
             await self._message_token(visitor)  # before anything is read or stored
         except RateLimited as exc:
             return self._too_fast(request, exc)
+        partial: PartialFile | None = None
         stored: StoredFile | None = None
         try:
-            form = await read_upload_form(request, self.settings.max_upload_bytes)
+            form = await read_upload_form(request, self.settings.max_upload_bytes, self._files)
+            partial = form.file
             client_id, text = self._checked(form.client_id, form.text, with_file=True)
-            mime = check_type(form.name, form.declared_type, form.data[:16], self.settings.upload_types)
-            stored = await asyncio.to_thread(self._files.save, form.name, mime, form.data)
+            mime = check_type(form.name, form.declared_type, partial.head, self.settings.upload_types)
+            stored = await asyncio.to_thread(self._files.commit, partial, form.name, mime)
             await self._accept(visitor, client_id, text, [stored])
         except (BadInput, UploadRefused) as exc:
-            return await self._refuse_upload(request, stored, exc.status, str(exc))
+            await self._drop_upload(partial, stored)
+            return self._error(request, exc.status, str(exc))
         except NotAccepting:
-            return await self._refuse_upload(
-                request, stored, 503, "relaydesk is restarting: try again in a moment"
-            )
+            await self._drop_upload(partial, stored)
+            return self._error(request, 503, "relaydesk is restarting: try again in a moment")
         except BaseException:
-            if stored is not None:
-                await asyncio.to_thread(self._files.remove, stored.file_id)
+            await self._drop_upload(partial, stored)
             raise
         attachment = self._attachment_json(self._attachment_of(stored))
         return self._json(request, {"client_id": client_id, "state": "sent", "attachment": attachment})
 
-    async def _refuse_upload(
-        self, request: web.Request, stored: StoredFile | None, status: int, message: str
-    ) -> web.StreamResponse:
-        if stored is not None:  # the message was refused after its file was stored: nothing stays
+    async def _drop_upload(self, partial: PartialFile | None, stored: StoredFile | None) -> None:
+        """Remove the file of an upload whose message was refused: nothing of it stays on disk."""
+        if stored is not None:
             await asyncio.to_thread(self._files.remove, stored.file_id)
-        return self._error(request, status, message)
+        elif partial is not None:
+            await asyncio.to_thread(partial.discard)
 
     @route("POST", "/web/api/receipts")
     async def receipts(self, request: web.Request) -> web.StreamResponse:

@@ -2,18 +2,20 @@
 
 Every size is checked while the bytes arrive, so a client cannot make relaydesk buffer more than the
 limits whatever it sends: a text field beyond :data:`MAX_FIELD_BYTES`, a file beyond the upload limit,
-or more than :data:`MAX_PARTS` parts is refused at once. A body aiohttp cannot parse as multipart is a
+or more than :data:`MAX_PARTS` parts is refused at once. The file goes to disk chunk by chunk (a
+:class:`~bridge.channels.web.uploads.PartialFile`), removed again if the form is refused. A body aiohttp cannot parse as multipart is a
 :class:`~bridge.channels.web.validation.BadInput` (400), never a server error.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from bridge.channels.web.uploads import clean_name, too_large
+from bridge.channels.web.uploads import FileStore, PartialFile, clean_name, too_large
 from bridge.channels.web.validation import BadInput
 
 MAX_FIELD_BYTES = 64 * 1024  # client_id and text (the text's own limit, in characters, is checked after)
@@ -31,11 +33,12 @@ class UploadForm:
     text: str
     name: str
     declared_type: str
-    data: bytes
+    file: PartialFile
 
 
-async def read_upload_form(request: web.Request, file_limit: int) -> UploadForm:
-    """Read the form up to its ``file`` part; raises :class:`BadInput` or ``UploadRefused`` (413)."""
+async def read_upload_form(request: web.Request, file_limit: int, store: FileStore) -> UploadForm:
+    """Read the form up to its ``file`` part, the file into ``store`` (the caller commits or discards
+    it); raises :class:`BadInput` or ``UploadRefused`` (413) and leaves no file behind then."""
     if (
         request.content_length is not None
         and request.content_length > file_limit + MAX_PARTS * MAX_FIELD_BYTES
@@ -56,11 +59,14 @@ async def read_upload_form(request: web.Request, file_limit: int) -> UploadForm:
             fields[part.name] = await _read_field(part)
         elif part.name == "file":
             name = clean_name(part.filename)
-            data = await _read_file(part, name, file_limit)
-            if not data:
-                raise BadInput(f"“{name}” is empty.")
+            partial = await asyncio.to_thread(store.begin)
+            try:
+                await _read_file(part, name, file_limit, partial)
+            except BaseException:
+                await asyncio.to_thread(partial.discard)
+                raise
             declared = part.headers.get("Content-Type", "")
-            return UploadForm(fields["client_id"], fields["text"], name, declared, data)
+            return UploadForm(fields["client_id"], fields["text"], name, declared, partial)
     raise BadInput(f"too many parts in the upload (at most {MAX_PARTS})")
 
 
@@ -83,13 +89,15 @@ async def _read_field(part: BodyPartReader) -> str:
         raise BadInput(f"the field {part.name} is not valid UTF-8") from None
 
 
-async def _read_file(part: BodyPartReader, name: str, limit: int) -> bytes:
-    data = bytearray()
+async def _read_file(part: BodyPartReader, name: str, limit: int, partial: PartialFile) -> None:
+    size = 0
     while chunk := await _chunk(part):
-        data += chunk
-        if len(data) > limit:
+        size += len(chunk)
+        if size > limit:
             raise too_large(name, limit)
-    return bytes(data)
+        await asyncio.to_thread(partial.write, chunk)
+    if not size:
+        raise BadInput(f"“{name}” is empty.")
 
 
 async def _chunk(part: BodyPartReader) -> bytes:

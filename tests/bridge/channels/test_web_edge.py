@@ -207,6 +207,19 @@ async def test_slow_clients_are_timed_out_on_headers_and_on_bodies(
     await asyncio.wait_for(reader.read(), 10)  # the server closes the connection
     writer.close()
 
+    # a file that trickles: 408, and what had arrived of it is removed from disk
+    reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+    writer.write(
+        b"POST /web/api/upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\n".encode()
+        + b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        + b"Content-Type: image/png\r\n\r\n"
+        + PNG
+    )
+    assert await read_status(reader) == 408
+    writer.close()
+    assert not any(site.upload_dir.iterdir())
+
 
 def png_form(client_id: str, data: bytes = PNG, text: str = "") -> aiohttp.FormData:
     """The widget's upload form with a PNG file."""
