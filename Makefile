@@ -1,44 +1,65 @@
 # relaydesk: `make run` and `make test` work on a fresh machine with only python3 (3.11+).
+# Installs come from the hashed locks in requirements/ (`make lock` refreshes them from pyproject.toml).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+SHELL  := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip's note about local package mirrors this machine kind configures, which do not hold every package
+PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
 
-.PHONY: run test lint typecheck bench check migrate clean
+.PHONY: run test lint typecheck bench check migrate lock lock-check clean
 
-$(STAMP): pyproject.toml
+# install LOCK: the venv, then exactly the locked packages (hashes checked), then relaydesk itself
+define install_lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "relaydesk needs Python 3.11 or newer")'
+	@$(if $(NO_LOCK_CHECK),true,$(PYTHON) requirements/lock.py check $(1))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "Installing relaydesk and its dependencies into $(VENV) ..."
-	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@echo "Installing relaydesk and its locked dependencies (requirements/$(1)) into $(VENV) ..."
+	@$(BIN)/python -m pip install --quiet --no-input --require-hashes --no-deps -r requirements/$(1) 2>&1 | $(PIP_QUIET)
+	@$(BIN)/python -m pip install --quiet --no-input --no-deps --no-build-isolation -e . 2>&1 | $(PIP_QUIET)
+endef
 
-run: $(STAMP)                 ## set up and run relaydesk with plugins.yaml (SQLite, in-process bus)
-	$(BIN)/relaydesk check plugins.yaml
-	$(BIN)/relaydesk migrate -c plugins.yaml
-	$(BIN)/relaydesk run -c plugins.yaml
+$(VENV)/.run-installed: pyproject.toml requirements/run.txt
+	$(call install_lock,run.txt)
+	@touch $@
 
-lint: $(STAMP)
+$(VENV)/.dev-installed: pyproject.toml requirements/dev.txt
+	$(call install_lock,dev.txt)
+	@touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed   ## set up and run relaydesk with plugins.yaml (SQLite, in-process bus)
+	@$(BIN)/relaydesk check plugins.yaml >/dev/null
+	@$(BIN)/relaydesk migrate -c plugins.yaml >/dev/null
+	@exec $(BIN)/relaydesk run -c plugins.yaml
+
+lock-check:                   ## the locks match pyproject.toml
+	@$(PYTHON) requirements/lock.py check
+
+lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)           ## strict for bot_core/ and storage/ (see pyproject.toml)
+typecheck: $(VENV)/.dev-installed  ## strict for bot_core/ and storage/ (see pyproject.toml)
 	$(BIN)/mypy bot_core storage bridge plugins tests
 
-test: lint typecheck          ## set up and run everything CI runs
+test: lock-check lint typecheck    ## set up and run everything CI runs
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)               ## core throughput/latency (SQLite; PostgreSQL+Redis), then relaydesk vs bare nio into Synapse, then FAQ matching
+bench: $(VENV)/.dev-installed  ## core throughput/latency (SQLite; PostgreSQL+Redis), then relaydesk vs bare nio into Synapse, then FAQ matching
 	$(BIN)/python -m bench.relay
 	$(BIN)/python -m bench.matrix
 	$(BIN)/python -m bench.faq
 
-check: $(STAMP)
+check: $(VENV)/.run-installed
 	$(BIN)/relaydesk check plugins.yaml
 
-migrate: $(STAMP)
+migrate: $(VENV)/.run-installed
 	$(BIN)/relaydesk migrate -c plugins.yaml
+
+lock:                         ## refresh requirements/*.txt from pyproject.toml (UPGRADE=1: newest allowed versions)
+	@$(MAKE) --no-print-directory NO_LOCK_CHECK=1 $(VENV)/.dev-installed
+	$(BIN)/python requirements/lock.py lock $(BIN)/pip-compile $(if $(UPGRADE),--upgrade)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache relaydesk.db*

@@ -123,7 +123,15 @@ def use_fast_event_loop() -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run relaydesk until SIGTERM or SIGINT; SIGHUP reloads plugins.yaml."""
+    from bot_core.desk import AddressUnavailable, bind_http
+
     config = _load(args.config)
+    try:  # a taken port is said first, in one line, before anything starts or prints
+        for sock in bind_http(config.server.host, config.server.port):
+            sock.close()
+    except AddressUnavailable as exc:
+        print(f"relaydesk: {exc}", file=sys.stderr)
+        return 2
     use_fast_event_loop()
     setup_logging(config.log.level, config.log.format, config_secrets(config))
     if args.migrate:
@@ -134,11 +142,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(config: DeskConfig, path: Path, pid_file: Path) -> int:
-    from bot_core.desk import Desk
+    from bot_core.desk import AddressUnavailable, Desk
 
     desk = Desk(config)
+    desk.hold_announcements = True
     try:
         await desk.start()
+    except AddressUnavailable as exc:
+        print(f"relaydesk: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         log.error("relaydesk could not start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return 1
@@ -163,12 +175,24 @@ async def _run(config: DeskConfig, path: Path, pid_file: Path) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    print(f"relaydesk is running on http://{config.server.host}:{desk.port} (health: /healthz)", flush=True)
+    print(ready_banner(desk.announcements, f"http://{config.server.host}:{desk.port}"), flush=True)
     await stop.wait()
     log.info("shutting down: finishing work in flight")
     await desk.stop()
     await asyncio.to_thread(pid_file.unlink, missing_ok=True)
     return 0
+
+
+def ready_banner(announcements: list[str], base_url: str) -> str:
+    """The block ``relaydesk run`` prints last: what the plugins announced, then where relaydesk runs."""
+    rule = "-" * 78
+    lines = [rule]
+    for text in announcements:
+        lines += [text.rstrip(), ""]
+    lines.append(f"relaydesk is running on {base_url}  (health: /healthz, metrics: /metrics)")
+    lines.append("Stop it with Ctrl-C: it finishes the work in flight, then exits.")
+    lines.append(rule)
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

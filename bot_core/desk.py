@@ -5,8 +5,10 @@ in the right order, and reloaded from plugins.yaml without dropping a conversati
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +41,53 @@ log = logging.getLogger("relaydesk.desk")
 
 class NotAccepting(RuntimeError):
     """Raised by ``inbound`` while the desk shuts down: webhooks should answer 503 so the platform retries."""
+
+
+class AddressUnavailable(RuntimeError):
+    """The HTTP server's address cannot be bound (in use by another relaydesk or program, or not allowed)."""
+
+
+# How long the HTTP server waits for requests still running when it closes. Long polls and WebSockets
+# were already ended by the plugins' closing(), so what is left are short requests.
+HTTP_SHUTDOWN_SECONDS = 2.0
+
+
+def bind_http(host: str, port: int) -> list[socket.socket]:
+    """Bind the HTTP server's listening sockets now (every address ``host`` resolves to).
+
+    relaydesk binds before it starts anything else, so a port that is taken is reported at once, in
+    one line, instead of after a homeserver was started and a login printed.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise AddressUnavailable(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if port == 0:
+        infos = infos[:1]  # an ephemeral port would differ per address
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the port is already in use (is relaydesk already running?)"
+        elif exc.errno == errno.EACCES:
+            reason = "not allowed (ports below 1024 need privileges)"
+        else:
+            reason = exc.strerror or str(exc)
+        raise AddressUnavailable(
+            f"cannot listen on {host}:{port}: {reason}. Stop the other program, or set another port"
+            " (server.port in plugins.yaml, RELAYDESK_PORT in the sample)."
+        ) from None
+    return sockets
 
 
 class Desk:
@@ -82,7 +131,10 @@ class Desk:
         self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll)
         self._serve_http = serve_http
         self._runner: web.AppRunner | None = None
+        self._sites: list[web.BaseSite] = []
         self.port: int | None = None
+        self.announcements: list[str] = []
+        self.hold_announcements = False
         self._accepting = False
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -105,7 +157,19 @@ class Desk:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open storage, start plugins, replay what a crash left, then accept events and serve HTTP."""
+        """Open storage, start plugins, replay what a crash left, then accept events and serve HTTP.
+
+        Raises :class:`AddressUnavailable` (before anything else is started) when the HTTP address is taken.
+        """
+        sockets = bind_http(self.config.server.host, self.config.server.port) if self._serve_http else []
+        try:
+            await self._start(sockets)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+
+    async def _start(self, sockets: list[socket.socket]) -> None:
         await init_db(self.config.storage.database)
         await self.fanout.start()
         await self.rate_limits.start()
@@ -128,12 +192,12 @@ class Desk:
         await self.scheduler.start()
         self.scheduler.set_periodic(self._pipeline.periodic_jobs())
         if self._serve_http:
-            self._runner = make_runner(self)
+            self._runner = make_runner(self, shutdown_timeout=HTTP_SHUTDOWN_SECONDS)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
-            await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
+            for sock in sockets:
+                site = web.SockSite(self._runner, sock)
+                await site.start()
+                self._sites.append(site)
             self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
         for name, plugin in self.plugins.items():
             try:
@@ -150,8 +214,20 @@ class Desk:
         )
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Graceful shutdown: stop intake, finish events and deliveries in flight, stop plugins, close."""
+        """Graceful shutdown: stop intake, finish events and deliveries in flight, stop plugins, close.
+
+        New connections are refused at once and the plugins end their long-lived ones (long polls,
+        WebSockets) before anything is waited for, so connected clients never hold the stop up.
+        """
         self._accepting = False
+        for site in self._sites:
+            await site.stop()  # the listening sockets close; requests on open connections still run
+        self._sites.clear()
+        for name in reversed(list(self.plugins)):
+            try:
+                await self.plugins[name].closing()
+            except Exception:
+                log.exception("plugin failed in closing()", extra={"plugin": name})
         await self.scheduler.stop()
         await self.bus.stop(timeout)
         await self.outbox.stop(timeout)
@@ -177,6 +253,7 @@ class Desk:
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
+            announce=self._announce,
         )
         plugin = spec.plugin_class(spec.config, services, instance_name=spec.instance_name)
         kind = plugin.kind
@@ -197,6 +274,13 @@ class Desk:
 
     def _rebuild_pipeline(self) -> None:
         self._pipeline = Pipeline([self._core, *self.plugins.values()], self.metrics)
+
+    def _announce(self, text: str) -> None:
+        """A plugin's lines for the person who started relaydesk: kept for the command, or printed now."""
+        if self.hold_announcements:
+            self.announcements.append(text)
+        else:
+            print(text, flush=True)
 
     # -- intake --------------------------------------------------------------------------------
 

@@ -137,6 +137,10 @@ async def _no_typing(room_id: str, agent_name: str, active: bool) -> None:
     """Without a desk, typing reports go nowhere."""
 
 
+def _print_announcement(text: str) -> None:
+    print(text, flush=True)
+
+
 async def _no_customer_typing(external_user_id: str, active: bool) -> None:
     """Without a desk, typing reports go nowhere."""
 
@@ -159,6 +163,9 @@ class PluginServices:
     the desk has one): a channel with public endpoints limits floods there.
     ``metrics_registry`` is the desk's Prometheus registry (served on ``/metrics``): a plugin may register
     its own collector there in :meth:`Plugin.start` and must unregister it in :meth:`Plugin.stop`.
+    ``announce(text)`` is for what the person who started relaydesk must read (a login, a URL): the
+    ``relaydesk run`` command prints every announcement together, last, once relaydesk is ready, so
+    log lines never push them out of view (outside the command they are printed at once).
     """
 
     log: logging.Logger
@@ -170,6 +177,7 @@ class PluginServices:
     metrics_registry: CollectorRegistry | None = None
     fanout: Fanout = field(default_factory=LocalFanout)
     rate_limits: RateLimits = field(default_factory=MemoryRateLimits)
+    announce: Callable[[str], None] = _print_announcement
 
 
 class Plugin:
@@ -214,6 +222,13 @@ class Plugin:
 
     async def ready(self) -> None:
         """Called once relaydesk accepts events and serves HTTP (e.g. to tell a platform we are back)."""
+
+    async def closing(self) -> None:
+        """Called first when relaydesk shuts down, before the work in flight is finished.
+
+        End long-lived client connections here (long polls, WebSockets: clients reconnect to the next
+        relaydesk) and refuse new ones; everything else keeps working until :meth:`stop`.
+        """
 
     async def stop(self) -> None:
         """Called once when the engine disables the plugin; close what :meth:`start` opened."""

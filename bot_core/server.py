@@ -56,7 +56,7 @@ def build_app(desk: Desk) -> web.Application:
         for spec, _bound in plugin.bound_routes():
             attr = next(a for a, s in plugin.route_specs() if s == spec)
             app.router.add_route(spec.method, spec.path, _late_bound(desk, instance, attr))
-            log.info("route", extra={"plugin": instance, "method": spec.method, "path": spec.path})
+            log.debug("route", extra={"plugin": instance, "method": spec.method, "path": spec.path})
     return app
 
 
@@ -71,12 +71,13 @@ def _late_bound(desk: Desk, instance: str, attr: str) -> Handler:
     return handle
 
 
-def make_runner(desk: Desk) -> web.AppRunner:
+def make_runner(desk: Desk, *, shutdown_timeout: float) -> web.AppRunner:
     """The runner of :func:`build_app`, with the header timeout and the one-line log of malformed requests."""
     return web.AppRunner(
         build_app(desk),
         access_log=None,
         handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
         keepalive_timeout=desk.config.server.header_timeout,
         logger=cast(logging.Logger, _ClientErrorLog(logging.getLogger("relaydesk.server.http"))),
     )

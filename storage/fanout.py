@@ -132,7 +132,7 @@ class RedisFanout:
                 await self._reader
             self._reader = None
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
             self._pubsub = None
         self._topics.callbacks.clear()
         await self._client.aclose()

@@ -82,6 +82,7 @@ TOO_MANY_CONNECTIONS = "Too many open chat connections: close another tab of thi
 MAX_CLAIM_FIELD_CHARS = 1000  # a claimed user id, email or name (what is kept of it is shorter still)
 MAX_POLL_WAIT = 30.0
 MAX_FRAME_BYTES = 64 * 1024
+WS_RESTARTING = 1012  # "service restart": the widget reconnects
 
 
 class WebConfig(BaseModel):
@@ -159,6 +160,7 @@ class WebChannel(Plugin):
         )
         self._listeners: dict[str, set[_Listener]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
+        self._closing = False  # relaydesk is stopping: live connections are ended and refused
         self._typing: dict[str, tuple[str, float]] = {}
         self._watched: dict[str, _Watched] = {}  # channel message id -> who to tell once it is in the room
         self._watch_wake = asyncio.Event()
@@ -196,11 +198,31 @@ class WebChannel(Plugin):
 
     async def ready(self) -> None:
         """Say where the demo page is (``make run`` prints it with the agent's login)."""
-        print(
+        self.services.announce(
             f"Web chat demo: {self.base_url}/web/demo  (open it in a browser and write as a customer;\n"
-            f'  on your own site add <script src="{self.base_url}/web/widget.js" async></script>)',
-            flush=True,
+            f'  on your own site add <script src="{self.base_url}/web/widget.js" async></script>)'
         )
+
+    async def closing(self) -> None:
+        """relaydesk is stopping: end every long poll and WebSocket now and refuse new ones (503).
+
+        The widget reconnects, to this relaydesk once it is back or to another worker, and reads what it
+        missed from the history; nothing a visitor sent is lost (a send is acknowledged only once stored).
+        """
+        self._closing = True
+        await self._end_connections()
+
+    async def _end_connections(self) -> None:
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener.put(None)
+        for ws in list(self._sockets):
+            await ws.close(code=WS_RESTARTING, message=b"relaydesk is restarting")
+
+    def _restarting(self, request: web.Request) -> web.StreamResponse:
+        response = self._error(request, 503, "relaydesk is restarting; try again in a moment")
+        response.headers["Retry-After"] = "1"
+        return response
 
     async def stop(self) -> None:
         """Close every connection (visitors reconnect to the next relaydesk) and stop the watcher."""
@@ -212,11 +234,8 @@ class WebChannel(Plugin):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
-        for listeners in self._listeners.values():
-            for listener in listeners:
-                listener.put(None)
-        for ws in list(self._sockets):
-            await ws.close(code=1001, message=b"relaydesk is restarting")
+        self._closing = True
+        await self._end_connections()
 
     async def reconfigure(self, config: BaseModel) -> None:
         """Apply new texts and limits live; a new secret or upload directory needs a restart."""
@@ -634,6 +653,8 @@ class WebChannel(Plugin):
             wait = seconds_param(request.query, "wait", MAX_POLL_WAIT)
         except BadInput as exc:
             return self._error(request, exc.status, str(exc))
+        if wait > 0 and self._closing:
+            return self._restarting(request)
         if wait > 0:
             if self.connected(visitor.subject) >= self.settings.max_connections_per_visitor:
                 return self._error(request, 429, TOO_MANY_CONNECTIONS)
@@ -766,6 +787,8 @@ class WebChannel(Plugin):
         allowed = self.settings.allowed_origins
         if origin and "*" not in allowed and origin not in allowed:
             return self._error(request, 403, "this site may not embed the widget")
+        if self._closing:
+            return self._restarting(request)
         if self.connected(visitor.subject) >= self.settings.max_connections_per_visitor:
             return self._error(request, 429, TOO_MANY_CONNECTIONS)
         listener = self._subscribe(visitor.subject)  # before the handshake's await: the cap holds
@@ -811,7 +834,7 @@ class WebChannel(Plugin):
         while True:
             frame = await listener.queue.get()
             if frame is None:
-                await ws.close(code=1001, message=b"relaydesk is restarting")
+                await ws.close(code=WS_RESTARTING, message=b"relaydesk is restarting")
                 return
             try:
                 await ws.send_json(frame)

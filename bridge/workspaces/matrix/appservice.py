@@ -130,11 +130,10 @@ class MatrixWorkspace(Plugin):
         agent = self._dev_server.user_id("agent")
         if agent not in self.settings.agents:
             self.settings = self.settings.model_copy(update={"agents": [*self.settings.agents, agent]})
-        print(
+        self.services.announce(
             f"Matrix dev homeserver: {self.homeserver}  (log in with any Matrix client, e.g. Element)\n"
             f"  user: agent ({agent})   password: {password}\n"
-            "  every customer appears in a room of their own; answer there.",
-            flush=True,
+            "  every customer appears in a room of their own; answer there."
         )
 
     async def stop(self) -> None:
