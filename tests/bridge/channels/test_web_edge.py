@@ -120,6 +120,11 @@ async def test_behind_a_trusted_proxy_clients_have_their_own_session_limit_and_r
         for _ in range(5):
             async with http.post(url, json={"token": tokens[0]}, headers=via("203.0.113.7")) as resp:
                 assert resp.status == 200
+        # the live connection works through the proxy too
+        ws_url = f"{site.base}/web/ws?token={tokens[0]}"
+        async with http.ws_connect(ws_url, headers=via("203.0.113.7")) as ws:
+            await ws.send_json({"type": "ping"})
+            assert await ws.receive_json(timeout=10) == {"type": "pong"}
 
 
 # -- 5. limits ---------------------------------------------------------------------------------
