@@ -207,10 +207,14 @@ class Workspace(Protocol):
         """Post a customer's message into the room, shown as the customer."""
         ...
 
-    async def notice(self, room: RoomRef, text: str) -> PostedRef:
-        """Post a notice from the bot into the room (never sent to the customer)."""
+    async def notice(self, room: RoomRef, text: str, key: str = "") -> PostedRef:
+        """Post a notice from the bot into the room (never sent to the customer).
+
+        ``key`` is the outbox row's idempotency key: a retried post carries the same one, so a
+        workspace can show it only once.
+        """
         ...
 
-    async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
-        """Create or update the room's pinned customer card."""
+    async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
+        """Create or update the room's pinned customer card (``key``: as for :meth:`notice`)."""
         ...

@@ -70,7 +70,16 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot_core.plugin import Plugin
 from bot_core.registry import PluginNotFound, resolve_plugin
@@ -156,12 +165,22 @@ class ServerConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    health_degraded_after: float = Field(default=60.0, gt=0)
+    """Seconds an adapter's receiving loop may fail before ``/healthz`` says ``degraded`` (still 200)."""
+    health_down_after: float = Field(default=300.0, gt=0)
+    """Seconds of failing after which ``/healthz`` says ``down`` and answers 503 (restart me)."""
     trusted_proxies: list[str] = Field(default_factory=list)
     """Reverse proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client."""
     header_timeout: float = Field(default=15.0, gt=0)
     """Seconds a client has to send a request's headers (also how long an idle connection stays open)."""
     body_timeout: float = Field(default=120.0, gt=0)
     """Seconds a client has to send a request's whole body once its headers arrived (HTTP 408 after)."""
+
+    @model_validator(mode="after")
+    def _down_after_degraded(self) -> ServerConfig:
+        if self.health_down_after <= self.health_degraded_after:
+            raise ValueError("health_down_after must be greater than health_degraded_after")
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -23,6 +23,7 @@ from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox, OutboxSettings
 from bot_core.pipeline import Pipeline
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
+from bot_core.receiving import Receivers, ReceiveSettings, ReceiveState
 from bot_core.relay import Relay
 from bot_core.scheduler import Scheduler
 from bot_core.server import make_runner
@@ -103,8 +104,13 @@ class Desk:
         bus: EventBus | None = None,
         fanout: Fanout | None = None,
         rate_limits: RateLimits | None = None,
+        receive_settings: ReceiveSettings | None = None,
     ) -> None:
         self.config = config
+        self.receive_settings = receive_settings or ReceiveSettings(
+            degraded_after=config.server.health_degraded_after,
+            down_after=config.server.health_down_after,
+        )
         self.metrics = Metrics()
         self.plugins: dict[str, Plugin] = {}
         self._core = CoreCommands(
@@ -136,6 +142,7 @@ class Desk:
         self.announcements: list[str] = []
         self.hold_announcements = False
         self._accepting = False
+        self._stopping = False
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
 
@@ -145,6 +152,11 @@ class Desk:
     def pipeline(self) -> Pipeline:
         """The pipeline in force."""
         return self._pipeline
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has begun (and after it finished)."""
+        return self._stopping
 
     def adapter(self, name: str) -> object | None:
         """The enabled channel or workspace plugin called ``name``."""
@@ -220,6 +232,7 @@ class Desk:
         WebSockets) before anything is waited for, so connected clients never hold the stop up.
         """
         self._accepting = False
+        self._stopping = True
         for site in self._sites:
             await site.stop()  # the listening sockets close; requests on open connections still run
         self._sites.clear()
@@ -254,6 +267,11 @@ class Desk:
             fanout=self.fanout,
             rate_limits=self.rate_limits,
             announce=self._announce,
+            receivers=Receivers(
+                spec.instance_name,
+                logging.getLogger(f"relaydesk.plugin.{spec.instance_name}"),
+                self.receive_settings,
+            ),
         )
         plugin = spec.plugin_class(spec.config, services, instance_name=spec.instance_name)
         kind = plugin.kind
@@ -392,21 +410,52 @@ class Desk:
     # -- observation ---------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        """What ``/healthz`` reports: status, database reachability, bus and outbox backlog."""
+        """What ``/healthz`` reports (served with 503 when ``status`` is ``down`` or ``stopping``).
+
+        ``status`` is ``down`` when the database is unreachable or an adapter's receiving is down,
+        ``degraded`` when an adapter's receiving has been failing for a while (see
+        :mod:`bot_core.receiving`), ``stopping`` during shutdown, ``ok`` otherwise. ``receiving`` has
+        each adapter that runs receiving loops, with its state and each loop's failure streak.
+        """
         report: dict[str, Any] = {"status": "ok" if self._accepting else "stopping"}
+        down = False
         try:
             await connections.get("default").execute_query("SELECT 1")
             report["database"] = "ok"
         except Exception as exc:
-            report["status"] = "degraded"
+            down = True
             report["database"] = f"error: {type(exc).__name__}"
         report["bus_pending"] = await self.bus.pending()
         report["plugins"] = list(self.plugins)
+        worst = ReceiveState.OK
+        receiving: dict[str, Any] = {}
+        for name, state, loops in self._receiving():
+            worst = max(worst, state, key=lambda s: s.severity)
+            receiving[name] = {"state": state.value, "loops": loops}
+        report["receiving"] = receiving
+        if down or worst is ReceiveState.DOWN:
+            report["status"] = "down"
+        elif worst is ReceiveState.DEGRADED and report["status"] == "ok":
+            report["status"] = "degraded"
         return report
+
+    def _receiving(self) -> list[tuple[str, ReceiveState, dict[str, dict[str, object]]]]:
+        """Every adapter with receiving loops: its state and its loops' reports."""
+        found = []
+        for name, plugin in self.plugins.items():
+            if plugin.services.receivers.loops:
+                state, loops = plugin.services.receivers.report()
+                found.append((name, state, loops))
+        return found
 
     async def refresh_gauges(self) -> None:
         """Update the gauges that are read on scrape."""
         self.metrics.bus_pending.set(await self.bus.pending())
+        self.metrics.receiving_state.clear()  # adapters stopped since the last scrape disappear
+        for name, _state, loops in self._receiving():
+            for loop, entry in loops.items():
+                value = ReceiveState(str(entry["state"])).severity
+                self.metrics.receiving_state.labels(adapter=name, loop=loop).set(value)
         self.metrics.outbox_depth.set(
             await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).count()
         )

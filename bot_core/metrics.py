@@ -43,6 +43,12 @@ class Metrics:
         self.bus_pending = Gauge(
             "relaydesk_bus_pending", "Bus entries published but not yet acknowledged", registry=self.registry
         )
+        self.receiving_state = Gauge(
+            "relaydesk_receiving_state",
+            "Receiving loops of the adapters: 0 ok, 1 degraded (failing a while), 2 down",
+            ["adapter", "loop"],
+            registry=self.registry,
+        )
         self.handler_seconds = Histogram(
             "relaydesk_handler_seconds",
             "Time spent in plugin handlers",

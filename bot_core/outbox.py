@@ -472,9 +472,9 @@ class Outbox:
             return _Sent(posted.external_message_id, None if edit_of else "workspace_message_id")
         if kind == "card":
             conversation = await Conversation.get(id=row.conversation_id)
-            await workspace.show_card(room, await customer_card(conversation))
+            await workspace.show_card(room, await customer_card(conversation), key=row.idempotency_key)
             return _Sent("")
-        posted = await workspace.notice(room, str(payload.get("text", "")))
+        posted = await workspace.notice(room, str(payload.get("text", "")), key=row.idempotency_key)
         return _Sent(posted.external_message_id)
 
     async def _ensure_room(self, workspace: Workspace, name: str, conversation: Conversation) -> RoomRef:
@@ -501,7 +501,8 @@ class Outbox:
             conversation.room_id = room.id
             ref = RoomRef(name, room.external_id)
         if new_room:
-            await workspace.show_card(ref, await customer_card(conversation))
+            # keyed by the stored room: a card posted again after a crash shows once
+            await workspace.show_card(ref, await customer_card(conversation), key=f"card:room:{room.id}")
         self._rooms[conversation.id] = ref
         return ref
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from bot_core.events import LifecycleKind
+from bot_core.receiving import Receivers
 from storage.fanout import Fanout, LocalFanout
 from storage.ratelimit import MemoryRateLimits, RateLimits
 
@@ -166,6 +167,9 @@ class PluginServices:
     ``announce(text)`` is for what the person who started relaydesk must read (a login, a URL): the
     ``relaydesk run`` command prints every announcement together, last, once relaydesk is ready, so
     log lines never push them out of view (outside the command they are printed at once).
+    ``receivers`` runs an adapter's receiving loops (long polling, sync) under supervision: a loop made
+    with ``receivers.loop(name, body)`` survives every error and is reported on ``/healthz`` and
+    ``/metrics`` as ok / degraded / down (:mod:`bot_core.receiving`).
     """
 
     log: logging.Logger
@@ -178,6 +182,7 @@ class PluginServices:
     fanout: Fanout = field(default_factory=LocalFanout)
     rate_limits: RateLimits = field(default_factory=MemoryRateLimits)
     announce: Callable[[str], None] = _print_announcement
+    receivers: Receivers = field(default_factory=Receivers)
 
 
 class Plugin:

@@ -44,7 +44,8 @@ def build_app(desk: Desk) -> web.Application:
 
     async def healthz(_request: web.Request) -> web.Response:
         report = await desk.health()
-        return web.json_response(report, status=200 if report["status"] == "ok" else 503)
+        # degraded is still 200: the desk works, a receiving loop retries; down asks for a restart
+        return web.json_response(report, status=200 if report["status"] in ("ok", "degraded") else 503)
 
     async def metrics(_request: web.Request) -> web.Response:
         await desk.refresh_gauges()
@@ -63,6 +64,8 @@ def build_app(desk: Desk) -> web.Application:
 def _late_bound(desk: Desk, instance: str, attr: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         plugin = desk.plugins.get(instance)
+        if plugin is None and desk.stopping:
+            raise web.HTTPServiceUnavailable(text="relaydesk is restarting", headers={"Retry-After": "1"})
         if plugin is None:
             raise web.HTTPNotFound(text=f"plugin '{instance}' is not enabled")
         handler: Handler = getattr(plugin, attr)

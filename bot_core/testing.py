@@ -217,11 +217,11 @@ class MemoryWorkspace(Plugin):
             ),
         )
 
-    async def notice(self, room: RoomRef, text: str) -> PostedRef:
+    async def notice(self, room: RoomRef, text: str, key: str = "") -> PostedRef:
         """Record a bot notice in the room."""
         return await self._post(room, RoomPost("notice", text, "relaydesk"))
 
-    async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
+    async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Keep the latest card of the room."""
         self.rooms[room.room_id].card = card
         await self.posts.add((room.room_id, RoomPost("card", card.state)))

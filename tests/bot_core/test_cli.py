@@ -257,3 +257,104 @@ async def test_killed_between_storing_and_sending_delivers_exactly_once_after_re
     finally:
         desk.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(desk.proc.wait(), 30)
+
+
+async def _long_poller(base: str, token: str, statuses: list[int], first_returned: asyncio.Event) -> None:
+    """A visitor on the HTTP fallback, as the widget is: a 25 s long poll, polled again as soon as it returns."""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        wait = 0  # the first poll reads the history at once, the next ones wait for news
+        while True:
+            try:
+                async with http.get(f"{base}/web/api/messages?after=0&newest=0&wait={wait}") as resp:
+                    statuses.append(resp.status)
+                    await resp.read()
+                    if resp.status != 200:
+                        return  # the widget backs off here (1 s, 2 s, ...) and polls the next relaydesk
+            except aiohttp.ClientError:
+                return  # the server is gone
+            first_returned.set()
+            wait = 25
+
+
+async def _websocket_visitor(base: str, token: str, closes: list[int | None], synced: asyncio.Event) -> None:
+    """A visitor on the WebSocket, as the widget is: reconnects at once when the server closes it."""
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.ws_connect(f"{base}/web/ws?token={token}") as ws:
+                    await ws.send_json({"type": "sync", "after": 0})
+                    async for _msg in ws:
+                        synced.set()  # the history came: the visitor is connected
+                    closes.append(ws.close_code)
+            except (aiohttp.ClientError, aiohttp.WSServerHandshakeError):
+                return
+
+
+async def test_stop_with_long_polling_and_websocket_visitors_is_quick(workdir: Path) -> None:
+    """`make run`'s setup (the shipped plugins.yaml, dev homeserver included), a visitor on each transport,
+    then Ctrl-C: both visitors are let go at once and relaydesk exits within 2 s."""
+    repo = Path(__file__).resolve().parents[2]
+    (workdir / "plugins.yaml").write_text((repo / "plugins.yaml").read_text())
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *RELAYDESK,
+        "run",
+        "--migrate",
+        cwd=workdir,
+        env={**os.environ, "RELAYDESK_PORT": str(port), "RELAYDESK_MATRIX_PORT": str(_free_port())},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    running = Running(proc, port)
+    await running.wait_log("relaydesk started", 60)
+    assert not [line for line in running.lines if " route " in line]  # routes are logged at DEBUG only
+    base = f"http://127.0.0.1:{running.port}"
+    async with aiohttp.ClientSession() as http, http.post(f"{base}/web/api/session", json={}) as resp:
+        token = (await resp.json())["token"]
+    statuses: list[int] = []
+    closes: list[int | None] = []
+    polled = asyncio.Event()
+    poller = asyncio.create_task(_long_poller(base, token, statuses, polled))
+    synced = asyncio.Event()
+    socket_visitor = asyncio.create_task(_websocket_visitor(base, token, closes, synced))
+    # both are connected: the first poll (history) returned and the long poll is waiting; the socket synced
+    await asyncio.wait_for(polled.wait(), 10)
+    await asyncio.wait_for(synced.wait(), 10)
+    try:
+        started = asyncio.get_running_loop().time()
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        took = asyncio.get_running_loop().time() - started
+        print(f"relaydesk stopped {took:.2f} s after SIGINT with a long-polling and a WebSocket visitor")
+        assert took <= 2.0, f"the stop took {took:.1f} s"
+        await asyncio.wait_for(asyncio.gather(poller, socket_visitor), 10)
+    finally:
+        poller.cancel()
+        socket_visitor.cancel()
+    assert 1012 in closes  # the widget was told "service restart" and reconnects
+    assert statuses[:1] == [200] and all(s in (200, 503) for s in statuses), statuses
+    await running.wait_log("relaydesk stopped")
+
+
+def test_a_taken_port_is_said_in_one_line_before_anything_starts(tmp_path: Path) -> None:
+    """A second relaydesk (or any program) on the port: exit status 2, one line, no login printed."""
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "plugins.yaml").write_text((repo / "plugins.yaml").read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "run",
+            "--migrate",
+            cwd=tmp_path,
+            env={"RELAYDESK_PORT": str(port), "RELAYDESK_MATRIX_PORT": str(_free_port())},
+        )
+    assert result.returncode == 2
+    assert result.stdout == ""  # no login, no demo address: nothing was started
+    assert result.stderr.splitlines() == [
+        f"relaydesk: cannot listen on 127.0.0.1:{port}: the port is already in use (is relaydesk already"
+        " running?). Stop the other program, or set another port (server.port in plugins.yaml,"
+        " RELAYDESK_PORT in the sample)."
+    ]
+    assert not (tmp_path / "var").exists()  # no homeserver was set up

@@ -150,6 +150,9 @@ async def test_the_shipped_plugins_yaml_runs_and_answers_healthz(tmp_path: Path)
         while b"relaydesk is running" not in banner:
             banner += await asyncio.wait_for(proc.stdout.readline(), 60)
         text = banner.decode()
+        # the first screen: one block, printed last, with the login and the demo page; nothing before it
+        assert text.startswith("-" * 78 + "\n"), text
+        assert text.index("password: ") < text.index("Web chat demo") < text.index("relaydesk is running")
         assert f"relaydesk is running on http://127.0.0.1:{port}" in text
         assert "user: agent (@agent:localhost)" in text and "password: " in text  # how to log in
         assert f"Web chat demo: http://127.0.0.1:{port}/web/demo" in text  # where to write as a customer

@@ -7,6 +7,8 @@ What it does, as the real API does it:
 - ``getUpdates`` with real offset semantics (an update is confirmed, never returned again, once a call
   asks for a greater offset; a negative offset forgets all but the last updates), long polling, 409 while a
   webhook is set, and 409 "terminated by other getUpdates request" for a poll superseded by a newer one.
+- A gateway in front of the API that fails: :meth:`TelegramEmulator.gateway_down` makes a method answer
+  an HTML error page (not JSON, as nginx or a cloud proxy does) until :meth:`TelegramEmulator.gateway_up`.
 - ``setWebhook``/``deleteWebhook``/``getWebhookInfo``: while a webhook is set, pending updates are POSTed
   to it in order with ``X-Telegram-Bot-Api-Secret-Token``; one that is not answered 2xx is retried.
 - ``sendMessage``, ``sendPhoto``, ``sendDocument`` (multipart upload, ``attach://``, file_id or URL),
@@ -53,6 +55,11 @@ CHAT_ACTIONS = {
     "record_video_note",
     "upload_video_note",
 }
+
+GATEWAY_PAGE = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 
 
 class ApiError(Exception):
@@ -155,6 +162,7 @@ class TelegramEmulator:
         self._webhook_task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._hang = asyncio.Event()
+        self._gateway_down: dict[str, int] = {}  # lowercased method -> HTTP status of the HTML page
         self.port = 0
 
     # -- server ---------------------------------------------------------------------------------
@@ -227,6 +235,14 @@ class TelegramEmulator:
     def hang(self, method: str, *, times: int = 1) -> None:
         """Never answer the next ``times`` calls of ``method`` (until the emulator stops)."""
         self._injected.append(Injected(method, None, times))
+
+    def gateway_down(self, method: str, status: int = 502) -> None:
+        """Answer every call of ``method`` with a proxy's HTML error page until :meth:`gateway_up`."""
+        self._gateway_down[method.lower()] = status
+
+    def gateway_up(self, method: str) -> None:
+        """``method`` is answered by the API again."""
+        self._gateway_down.pop(method.lower(), None)
 
     def block(self, user_id: int) -> None:
         """The user blocked the bot: sending to them answers 403."""
@@ -444,6 +460,11 @@ class TelegramEmulator:
         params, files = await self._params(request)
         call = Call(method, params, files)
         self.calls.append(call)
+        gateway_status = self._gateway_down.get(method.lower())
+        if gateway_status is not None:
+            call.status = gateway_status
+            await self._notify()
+            return web.Response(text=GATEWAY_PAGE, status=gateway_status, content_type="text/html")
         try:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")

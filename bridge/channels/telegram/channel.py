@@ -27,6 +27,7 @@ from bot_core.adapters import ChannelCapabilities, Delivery, SentRef, TemporaryF
 from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
 from bot_core.plugin import Plugin, PluginKind, route
+from bot_core.receiving import ReceiveLoop
 from bridge.channels.telegram.chat_action import TypingIndicator
 from bridge.channels.telegram.errors import Scrubber, describe
 from bridge.channels.telegram.files import FILES_PREFIX, FileLinks, serve_file
@@ -113,7 +114,8 @@ class TelegramChannel(Plugin):
         self._links: FileLinks | None = None
         self._sender: Sender | None = None
         self._typing = TypingIndicator(self.bot, self.log, self._scrub)
-        self._poll_task: asyncio.Task[None] | None = None
+        self._polling: ReceiveLoop | None = None
+        self._registering: ReceiveLoop | None = None  # retries setWebhook after a failure
         self._recent: OrderedDict[int, None] = OrderedDict()  # update ids already on the bus
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -149,31 +151,51 @@ class TelegramChannel(Plugin):
             poller = Poller(
                 self.bot, self._intake, self._state, self.log, self._scrub, timeout=self.settings.poll_timeout
             )
-            self._poll_task = asyncio.create_task(poller.run(), name=f"{self.instance_name}-polling")
+            self._polling = self.services.receivers.loop("polling", poller.run, describe=poller.describe)
+            self._polling.start()
             return
+        try:
+            await self._set_webhook()
+        except Exception:
+            # Until Telegram takes the webhook no update arrives: keep trying (shown on /healthz).
+            self._registering = self.services.receivers.loop(
+                "webhook", self._register_webhook, describe=self._describe
+            )
+            self._registering.start()
+
+    async def _set_webhook(self) -> None:
+        """Register the webhook with the secret token (aiogram's errors propagate)."""
         assert self.settings.webhook_url and self.settings.webhook_secret
         url = self.settings.webhook_url + WEBHOOK_PATH
-        try:
-            await self.bot.set_webhook(
-                url,
-                secret_token=self.settings.webhook_secret.get_secret_value(),
-                allowed_updates=ALLOWED_UPDATES,
-                drop_pending_updates=False,
-            )
-            self.log.info("telegram webhook set", extra={"url": url})
-        except (TelegramAPIError, TelegramNetworkError) as exc:
-            self.log.error("telegram setWebhook failed", extra={"error": describe(exc, self._scrub)})
+        await self.bot.set_webhook(
+            url,
+            secret_token=self.settings.webhook_secret.get_secret_value(),
+            allowed_updates=ALLOWED_UPDATES,
+            drop_pending_updates=False,
+        )
+        self.log.info("telegram webhook set", extra={"url": url})
+
+    async def _register_webhook(self, loop: ReceiveLoop) -> None:
+        """Retry setWebhook with the loop's backoff until it works, then rest (updates come to the route)."""
+        while True:
+            try:
+                await self._set_webhook()
+            except Exception as exc:
+                await loop.failed("telegram setWebhook failed", exc)
+                continue
+            loop.ok()
+            await asyncio.Event().wait()
+
+    def _describe(self, exc: BaseException) -> str:
+        return " ".join(describe(exc, self._scrub).split())[:300]
 
     async def stop(self) -> None:
         """Stop polling and typing indicators and close the HTTP sessions (a webhook stays registered:
         Telegram keeps the updates that arrive meanwhile and delivers them after the restart)."""
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            try:
-                await self._poll_task
-            except asyncio.CancelledError:
-                pass
-            self._poll_task = None
+        for loop in (self._polling, self._registering):
+            if loop is not None:
+                await loop.stop()
+        self._polling = self._registering = None
         await self._typing.close()
         if self._http is not None:
             await self._http.close()

@@ -108,6 +108,8 @@ class WebConfig(BaseModel):
     allowed_origins: list[str] = ["*"]  # pages allowed to embed the widget ("*": any)
     messages_per_minute: int = Field(default=30, ge=1)  # per visitor (texts and files), also the burst
     sessions_per_minute: int = Field(default=30, ge=1)  # new sessions per client address (not renewals)
+    # a widget that fell back to long polling tries the WebSocket again this often (and after an outage)
+    websocket_retry_seconds: float = Field(default=30.0, ge=1, le=3600)
     max_connections_per_visitor: int = Field(default=10, ge=1)  # WebSockets and long polls, per worker
     upload_quota_bytes: int = Field(default=1024**3, ge=1)  # the whole upload_dir; beyond it files get 507
 
@@ -636,6 +638,7 @@ class WebChannel(Plugin):
                     "max_upload_bytes": settings.max_upload_bytes,
                     "upload_types": settings.upload_types,
                     "upload_types_text": describe_types(settings.upload_types),
+                    "websocket_retry_seconds": settings.websocket_retry_seconds,
                 },
             },
         )

@@ -2,8 +2,15 @@
 
 Synapse pushes room events to ``PUT /_matrix/app/v1/transactions/{txnId}``; the hs_token is checked on
 every push (403 otherwise). Agent messages become :class:`AgentMessage` events; the bridge's own events
-and its ghosts' events are never echoed back. A replayed transaction is answered at once, and its
-events are dropped again by the engine's receipts (source = this workspace, id = the Matrix event id).
+and its ghosts' events are never echoed back. Every push is handled by its events, never skipped by its
+transaction id: a homeserver numbers its transactions from 1 again after some restarts (Synapse on
+SQLite, a re-created database, a changed registration). An event seen before is dropped here, and
+again by the engine's receipts (source = this workspace, id = the Matrix event id).
+
+Posts are idempotent across relaydesk's restarts: each ghost logs in with the same device every time
+(the homeserver de-duplicates transaction ids per device), and every room post uses the outbox row's
+key as its transaction id. Ghosts' posts carry an empty ``m.mentions``: a customer typing an agent's
+name never notifies anyone.
 """
 
 from __future__ import annotations
@@ -34,12 +41,16 @@ from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
+from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster
 from bridge.workspaces.matrix.send import send_message
 from bridge.workspaces.matrix.transactions import transaction_body
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 SEEN_TRANSACTIONS = 1000
+SEEN_EVENTS = 10_000
+GHOST_DEVICE = "RELAYDESK"  # every ghost's one device: the homeserver scopes transaction ids to it
+NO_MENTIONS: dict[str, Any] = {}  # m.mentions of a ghost's post: customers' text notifies no one
 MEDIA_PREFIX = "/matrix/media"
 CUSTOMER_TYPING_MS = 10_000  # the widget repeats "typing" every few seconds while the customer types
 
@@ -81,8 +92,11 @@ class MatrixWorkspace(Plugin):
         self._ghosts: dict[str, AsyncClient] = {}
         self._ghost_lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
-        self._seen_txns: OrderedDict[str, None] = OrderedDict()
+        self._seen_txns: OrderedDict[str, frozenset[str]] = OrderedDict()  # txn id -> its event ids
+        self._seen_events: OrderedDict[str, None] = OrderedDict()
+        self._portals = PortalRooms(self.instance_name, self.log)
         self._cards = PinnedCards()
+        self._bot_device = ""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -101,6 +115,8 @@ class MatrixWorkspace(Plugin):
         self._roster = AgentRoster(self.settings.agents, self.settings.space, self._is_ours)
         self._typing = TypingRelay(self.services.agent_typing, self._is_ours)
         await self._roster.start(self._bot)
+        self._bot_device = await self._ensure_bot_device()
+        self._cards.device_id = self._bot_device
 
     async def ready(self) -> None:
         """Ping the homeserver: it then pushes at once the transactions it queued while we were down."""
@@ -177,11 +193,51 @@ class MatrixWorkspace(Plugin):
                 self._ghosts[user_id] = client
         return client
 
+    async def _ensure_bot_device(self) -> str:
+        """Give the appservice's own user the device its posts name (made once); "" when impossible.
+
+        Its as_token has no device, so the homeserver would remember the bot's transaction ids (the
+        notices', the card's) only in memory, until it restarts; posting "from" a device keeps them
+        in its database. Without the device the bot still posts, with that shorter memory.
+        """
+        assert self._http is not None
+        headers = {"Authorization": f"Bearer {self.registration.as_token}"}
+        base = self.homeserver.rstrip("/")
+        try:
+            async with self._http.get(
+                f"{base}/_matrix/client/v3/devices/{GHOST_DEVICE}", headers=headers
+            ) as resp:
+                if resp.status == 200:
+                    return GHOST_DEVICE
+            login = {
+                "type": "m.login.application_service",
+                "identifier": {"type": "m.id.user", "user": self.registration.sender_localpart},
+                "device_id": GHOST_DEVICE,
+                "initial_device_display_name": "relaydesk",
+            }
+            async with self._http.post(
+                f"{base}/_matrix/client/v3/login", json=login, headers=headers
+            ) as resp:
+                if resp.status == 200:
+                    return GHOST_DEVICE  # the session's token is not needed: the as_token names the device
+                reason = f"HTTP {resp.status}"
+        except aiohttp.ClientError as exc:
+            reason = str(exc)
+        self.log.warning(
+            "the bot has no device: its notices are de-duplicated in memory only", extra={"error": reason}
+        )
+        return ""
+
     async def _ghost_token(self, localpart: str) -> str:
         assert self._http is not None
         headers = {"Authorization": f"Bearer {self.registration.as_token}"}
         base = self.homeserver.rstrip("/")
-        body = {"type": "m.login.application_service", "username": localpart, "inhibit_login": False}
+        body = {
+            "type": "m.login.application_service",
+            "username": localpart,
+            "inhibit_login": False,
+            "device_id": GHOST_DEVICE,
+        }
         async with self._http.post(f"{base}/_matrix/client/v3/register", json=body, headers=headers) as resp:
             data = await resp.json()
             if resp.status == 200:
@@ -191,6 +247,7 @@ class MatrixWorkspace(Plugin):
         login = {
             "type": "m.login.application_service",
             "identifier": {"type": "m.id.user", "user": localpart},
+            "device_id": GHOST_DEVICE,  # the same device at every start: retried posts are recognised
         }
         async with self._http.post(f"{base}/_matrix/client/v3/login", json=login, headers=headers) as resp:
             data = await resp.json()
@@ -214,22 +271,28 @@ class MatrixWorkspace(Plugin):
                 check_response(await ghost.set_avatar(mxc), "set ghost avatar")
             except (MatrixError, aiohttp.ClientError) as exc:
                 self.log.warning("customer avatar not copied", extra={"error": str(exc)})
-        agents = await self._roster.invitees(self._bot)
-        response = await self._bot.room_create(
-            name=display,
-            topic=f"Support conversation with {conversation.customer_name} on {channel}, relayed by relaydesk",
-            federate=False,
-            preset=RoomPreset.private_chat,
-            invite=[ghost.user_id, *agents],
-            power_level_override={
-                # the creator (the bot) is omitted: room version 12 gives creators unlimited power
-                "users": {a: 50 for a in agents},
-                "events": {"m.room.pinned_events": 50},
-            },
-        )
-        if isinstance(response, RoomCreateError):
-            check_response(response, "create portal room")
-        room_id = response.room_id
+        bot = self._bot
+
+        async def create(marker: dict[str, Any]) -> str:
+            agents = await self._roster.invitees(bot)
+            response = await bot.room_create(
+                name=display,
+                topic=f"Support conversation with {conversation.customer_name} on {channel}, relayed by relaydesk",
+                federate=False,
+                preset=RoomPreset.private_chat,
+                invite=[ghost.user_id, *agents],
+                initial_state=[marker],
+                power_level_override={
+                    # the creator (the bot) is omitted: room version 12 gives creators unlimited power
+                    "users": {a: 50 for a in agents},
+                    "events": {"m.room.pinned_events": 50},
+                },
+            )
+            if isinstance(response, RoomCreateError):
+                check_response(response, "create portal room")
+            return str(response.room_id)
+
+        room_id, _created = await self._portals.get_or_create(bot, conversation.customer_id, create)
         check_response(await ghost.join(room_id), "ghost joins portal room")
         return RoomRef(self.instance_name, room_id)
 
@@ -240,19 +303,22 @@ class MatrixWorkspace(Plugin):
             message.external_user_id,
             f"{message.sender_name} ({message.channel.capitalize()})",
         )
-        content: dict[str, Any] = {"msgtype": "m.text", "body": message.text}
+        # the plain body only, and no one mentioned: what a customer types never notifies an agent
+        content: dict[str, Any] = {"msgtype": "m.text", "body": message.text, "m.mentions": NO_MENTIONS}
         if message.reply_to and not message.edit_of:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": message.reply_to}}
         if message.edit_of:
             content = {
                 "msgtype": "m.text",
                 "body": f"* {message.text}",
-                "m.new_content": {"msgtype": "m.text", "body": message.text},
+                "m.mentions": NO_MENTIONS,
+                "m.new_content": {"msgtype": "m.text", "body": message.text, "m.mentions": NO_MENTIONS},
                 "m.relates_to": {"rel_type": "m.replace", "event_id": message.edit_of},
             }
         last: str | None = None
-        for attachment in message.attachments:
-            last = await self._post_attachment(ghost, room.room_id, attachment)
+        for index, attachment in enumerate(message.attachments):
+            txn = f"{message.idempotency_key}:file{index}" if message.idempotency_key else ""
+            last = await self._post_attachment(ghost, room.room_id, attachment, txn)
         if not message.text and last is not None:
             return PostedRef(last)
         # the outbox row's key as the transaction id: a retried post shows once
@@ -274,17 +340,16 @@ class MatrixWorkspace(Plugin):
         assert self._http is not None
         return await upload_from(self._http, client, url, name, mime)
 
-    async def _post_attachment(self, ghost: AsyncClient, room_id: str, attachment: Attachment) -> str | None:
+    async def _post_attachment(
+        self, ghost: AsyncClient, room_id: str, attachment: Attachment, txn: str
+    ) -> str | None:
         if not attachment.url:
             return None
         mxc = await self._upload_from(
             ghost, attachment.url, attachment.name or attachment.kind, attachment.mime_type
         )
-        content = attachment_content(attachment, mxc)
-        response = check_response(
-            await ghost.room_send(room_id, "m.room.message", content), "post attachment"
-        )
-        return str(response.event_id)
+        content = {**attachment_content(attachment, mxc), "m.mentions": NO_MENTIONS}
+        return await send_message(ghost, room_id, content, txn, "post attachment")
 
     # -- media from agents, served to channels ---------------------------------------------------
 
@@ -298,19 +363,18 @@ class MatrixWorkspace(Plugin):
         assert self._http is not None
         return await self._media.serve(request, self._http, self.homeserver, self.registration.as_token)
 
-    async def notice(self, room: RoomRef, text: str) -> PostedRef:
-        """Post an m.notice from the bot."""
+    async def notice(self, room: RoomRef, text: str, key: str = "") -> PostedRef:
+        """Post an m.notice from the bot (``key``, the outbox row's, is its transaction id)."""
         assert self._bot is not None
-        response = check_response(
-            await self._bot.room_send(room.room_id, "m.room.message", {"msgtype": "m.notice", "body": text}),
-            "notice",
+        content = {"msgtype": "m.notice", "body": text}
+        return PostedRef(
+            await send_message(self._bot, room.room_id, content, key, "notice", self._bot_device)
         )
-        return PostedRef(response.event_id)
 
-    async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
+    async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""
         assert self._bot is not None
-        await self._cards.show(self._bot, room.room_id, card)
+        await self._cards.show(self._bot, room.room_id, card, key)
 
     # -- transactions from the homeserver ------------------------------------------------------
 
@@ -327,27 +391,48 @@ class MatrixWorkspace(Plugin):
 
     @route("PUT", "/_matrix/app/v1/transactions/{txn_id}")
     async def transaction(self, request: web.Request) -> web.Response:
-        """Receive pushed events: check the hs_token, skip replays, turn agent messages into events."""
+        """Receive pushed events: check the hs_token, turn agent messages into events.
+
+        Handled by its events, whatever its transaction id: an id seen before may carry new events
+        (the homeserver numbers from 1 again after a restart). Events seen before are skipped.
+        """
         if not self._authorised(request):
             return web.json_response({"errcode": "M_FORBIDDEN", "error": "bad hs_token"}, status=403)
         txn_id = request.match_info["txn_id"]
-        if txn_id in self._seen_txns:
-            return web.json_response({})
         body = await transaction_body(request)
         if body is None:
             self.log.info("malformed transaction refused", extra={"txn_id": txn_id})
             return web.json_response({"errcode": "M_NOT_JSON", "error": "malformed transaction"}, status=400)
         events, ephemerals = body
+        ids = frozenset(str(e["event_id"]) for e in events if isinstance(e.get("event_id"), str))
+        fields = {"txn_id": txn_id, "events": len(events), "workspace": self.instance_name}
+        earlier = self._seen_txns.get(txn_id)
+        if earlier is not None and earlier == ids:
+            self.log.debug("replayed transaction", extra=fields)
+        elif ids and all(i in self._seen_events for i in ids):
+            self.log.info("transaction of events seen before", extra=fields)
+        elif earlier is not None:
+            self.log.info("transaction id reused with new events (the homeserver restarted?)", extra=fields)
         for event in events:
+            event_id = event.get("event_id")
+            if isinstance(event_id, str) and event_id in self._seen_events:
+                continue
             agent_event = self._agent_message(event)
             if agent_event is not None:
                 await self.services.inbound(agent_event)  # stored before we answer 200
+            if isinstance(event_id, str):
+                self._remember(self._seen_events, event_id, None, SEEN_EVENTS)
         for ephemeral in ephemerals:
             self._typing.event(ephemeral)
-        self._seen_txns[txn_id] = None
-        while len(self._seen_txns) > SEEN_TRANSACTIONS:
-            self._seen_txns.popitem(last=False)
+        self._remember(self._seen_txns, txn_id, ids, SEEN_TRANSACTIONS)
         return web.json_response({})
+
+    @staticmethod
+    def _remember(seen: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+        seen[key] = value
+        seen.move_to_end(key)
+        while len(seen) > limit:
+            seen.popitem(last=False)
 
     def _agent_message(self, event: dict[str, Any]) -> AgentMessage | None:
         """An agent's message in a room, or None for everything else (our own and our ghosts' events too)."""

@@ -14,13 +14,18 @@ message in it was accepted by the bus, and it is stored in the database so that 
 where the last process stopped (messages written while relaydesk was down are relayed then). When a
 room had more new events than one sync returns, the gap is paged in with ``/messages``. Events that
 are pushed twice (a batch retried after a failure) are dropped by the engine's receipts.
+
+Nothing is doubled either: the bot logs in with the same device at every start (its id derives from
+the workspace instance and the account), so the homeserver recognises a post retried after a crash by its transaction id, which is
+the outbox row's key for every post (customer messages, files, notices, the card); portal rooms are
+made exactly once per customer (:mod:`bridge.workspaces.matrix.portal`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
-import random
 import re
 import secrets
 from collections import OrderedDict
@@ -54,10 +59,12 @@ from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
 from bot_core.events import AgentMessage, Attachment
 from bot_core.plugin import Plugin, PluginKind, route
+from bot_core.receiving import ReceiveLoop
 from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
+from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
@@ -66,7 +73,6 @@ GAP_PAGE = 100  # events per /messages page when a sync's timeline was cut short
 GAP_MAX_PAGES = 50  # at most this many pages per room and sync (5000 events), then a warning
 PUSHED_MEMORY = 2000  # event ids remembered as pushed, so a retried batch is not pushed again
 NOT_ACCEPTING_WAIT = 0.2  # the desk is starting (or stopping): try the batch again soon
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 60.0
 USER_ID = re.compile(r"^@[^:\s]+:\S+$")
 MEDIA_PREFIX = "/matrix-bot/media"
 
@@ -123,7 +129,7 @@ class MatrixBotWorkspace(Plugin):
         self._client: AsyncClient | None = None
         self._logged_in_here = False  # a password login made a device; stop() logs it out again
         self._since: str | None = None
-        self._sync_task: asyncio.Task[None] | None = None
+        self._sync: ReceiveLoop | None = None
         self._pushed: OrderedDict[str, None] = OrderedDict()
         self._cards = PinnedCards()
         self._creator_in_power_levels = False  # older room versions want the creator listed
@@ -132,6 +138,7 @@ class MatrixBotWorkspace(Plugin):
         self._media: MediaLinks | None = None
         self._roster = AgentRoster(config.agents, config.space, self._is_ours)
         self._typing = TypingRelay(self.services.agent_typing, self._is_ours)
+        self._portals = PortalRooms(self.instance_name, self.log)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -177,18 +184,15 @@ class MatrixBotWorkspace(Plugin):
 
     async def ready(self) -> None:
         """Start the sync loop once relaydesk accepts events (what it pushes must find the bus open)."""
-        if self._sync_task is None and self._client is not None:
-            self._sync_task = asyncio.create_task(self._sync_loop(), name=f"{self.instance_name}-sync")
+        if self._sync is None and self._client is not None:
+            self._sync = self.services.receivers.loop("sync", self._sync_loop)
+            self._sync.start()
 
     async def stop(self) -> None:
         """Stop the sync loop, log out a session made by :meth:`start`, close the client."""
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            try:
-                await self._sync_task
-            except asyncio.CancelledError:
-                pass
-            self._sync_task = None
+        if self._sync is not None:
+            await self._sync.stop()
+            self._sync = None
         await self._typing.close()
         if self._client is not None:
             if self._logged_in_here:
@@ -206,6 +210,8 @@ class MatrixBotWorkspace(Plugin):
         client = self._require_client()
         password, token = self.settings.password, self.settings.access_token
         if password is not None and password.get_secret_value():
+            # the same device at every start: a post retried after a crash keeps its transaction id's scope
+            client.device_id = self._device_id()
             login = await client.login(password.get_secret_value(), device_name="relaydesk")
             if not isinstance(login, LoginResponse):
                 raise MatrixError(f"matrix bot login as {self.settings.user_id} refused: {login.message}")
@@ -224,6 +230,11 @@ class MatrixBotWorkspace(Plugin):
             raise MatrixError(f"the matrix bot credentials belong to {actual}, not {self.settings.user_id}")
         client.user_id = actual
         self.user_id = actual
+
+    def _device_id(self) -> str:
+        """This bot's device: the same at every start of this workspace instance (no storage needed)."""
+        digest = hashlib.sha256(f"{self.instance_name}\n{self.settings.user_id}".encode()).hexdigest()
+        return f"RELAYDESK{digest[:8].upper()}"
 
     def _token_key(self) -> str:
         return f"sync_token:{self.user_id}"
@@ -247,24 +258,18 @@ class MatrixBotWorkspace(Plugin):
 
     # -- the sync loop -------------------------------------------------------------------------
 
-    async def _sync_loop(self) -> None:
-        """Sync forever; a failed batch is fetched again from the same token after a backoff."""
-        delay = BACKOFF_FIRST
+    async def _sync_loop(self, loop: ReceiveLoop) -> None:
+        """Sync forever; a failed batch is fetched again from the same token after the loop's backoff."""
         while True:
             try:
                 await self._sync_once()
-                delay = BACKOFF_FIRST
-            except asyncio.CancelledError:
-                raise
             except NotAccepting:
                 await asyncio.sleep(NOT_ACCEPTING_WAIT)
+                continue
             except Exception as exc:
-                self.log.warning(
-                    "matrix bot sync failed, retrying",
-                    extra={"error": repr(exc)[:300], "retry_in": round(delay, 2)},
-                )
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, BACKOFF_MAX)
+                await loop.failed("matrix bot sync failed, retrying", exc)
+                continue
+            loop.ok()
 
     async def _sync_once(self) -> None:
         """One /sync: push every agent message of the batch, then (only then) store the new token."""
@@ -351,6 +356,16 @@ class MatrixBotWorkspace(Plugin):
             return RoomRef(self.instance_name, conversation.existing_room_id)
         client = self._require_client()
         channel = conversation.channel.capitalize()
+
+        async def create(marker: dict[str, Any]) -> str:
+            return await self._create_room(client, conversation, channel, marker)
+
+        room_id, _created = await self._portals.get_or_create(client, conversation.customer_id, create)
+        return RoomRef(self.instance_name, room_id)
+
+    async def _create_room(
+        self, client: AsyncClient, conversation: ConversationView, channel: str, marker: dict[str, Any]
+    ) -> str:
         agents = await self._roster.invitees(client)
         for _ in range(2):
             power: dict[str, Any] = {"events": {"m.room.pinned_events": 50}}
@@ -368,6 +383,7 @@ class MatrixBotWorkspace(Plugin):
                 federate=False,
                 preset=RoomPreset.private_chat,
                 invite=agents,
+                initial_state=[marker],
                 power_level_override=power,
             )
             if (
@@ -380,7 +396,7 @@ class MatrixBotWorkspace(Plugin):
                 continue
             break
         check_response(response, "create room")
-        return RoomRef(self.instance_name, response.room_id)
+        return str(response.room_id)
 
     async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
         """Post the customer's message with their name in bold before it, then their files.
@@ -421,10 +437,13 @@ class MatrixBotWorkspace(Plugin):
                 "m.new_content": content,
                 "m.relates_to": {"rel_type": "m.replace", "event_id": message.edit_of},
             }
-        # A retried first post (e.g. after a timeout the homeserver had in fact accepted) reuses its
-        # transaction id, so the homeserver answers with the same event instead of posting it twice.
-        # Edits keep random ids: an edit back to an earlier text must be posted again.
-        tx_id = None if message.edit_of else f"relaydesk-{self.instance_name}-{message.message_id}"
+        # A retried post (e.g. after a timeout the homeserver had in fact accepted, or a crash before the
+        # row was marked sent) reuses its transaction id, the outbox row's key, so the homeserver answers
+        # with the same event instead of posting it twice. Without a key, edits get random ids (an edit
+        # back to an earlier text must be posted again).
+        tx_id = message.idempotency_key or (
+            None if message.edit_of else f"relaydesk-{self.instance_name}-{message.message_id}"
+        )
         response = check_response(
             await client.room_send(room.room_id, "m.room.message", content, tx_id=tx_id),
             "post as customer",
@@ -442,7 +461,11 @@ class MatrixBotWorkspace(Plugin):
         name = attachment.name or attachment.kind
         mxc = await upload_from(self._http, client, attachment.url, name, attachment.mime_type)
         content = attachment_content(attachment, mxc, body=f"{label}: {name}")
-        tx_id = f"relaydesk-{self.instance_name}-{message.message_id}-file{index}"
+        tx_id = (
+            f"{message.idempotency_key}:file{index}"
+            if message.idempotency_key
+            else f"relaydesk-{self.instance_name}-{message.message_id}-file{index}"
+        )
         response = check_response(
             await client.room_send(room_id, "m.room.message", content, tx_id=tx_id), "post customer file"
         )
@@ -464,18 +487,23 @@ class MatrixBotWorkspace(Plugin):
             raise web.HTTPServiceUnavailable(text="the matrix bot is not started")
         return await self._media.serve(request, self._http, self.settings.homeserver, client.access_token)
 
-    async def notice(self, room: RoomRef, text: str) -> PostedRef:
-        """Post an m.notice from the bot (agents' clients show it as a bot message)."""
+    async def notice(self, room: RoomRef, text: str, key: str = "") -> PostedRef:
+        """Post an m.notice from the bot (agents' clients show it as a bot message).
+
+        ``key``, the outbox row's, is the transaction id: a notice retried after a crash shows once.
+        """
         client = self._require_client()
         response = check_response(
-            await client.room_send(room.room_id, "m.room.message", {"msgtype": "m.notice", "body": text}),
+            await client.room_send(
+                room.room_id, "m.room.message", {"msgtype": "m.notice", "body": text}, tx_id=key or None
+            ),
             "notice",
         )
         return PostedRef(response.event_id)
 
-    async def show_card(self, room: RoomRef, card: CustomerCard) -> None:
+    async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""
-        await self._cards.show(self._require_client(), room.room_id, card)
+        await self._cards.show(self._require_client(), room.room_id, card, key)
 
 
 # -- message formats -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 from typing import Any
 from urllib.parse import quote
@@ -10,6 +11,7 @@ from nio import AsyncClient
 
 from bot_core.adapters import CustomerCard
 from bridge.workspaces.matrix.errors import check_response
+from bridge.workspaces.matrix.send import send_message
 
 
 def card_text(card: CustomerCard, room_id: str = "") -> tuple[str, str]:
@@ -53,15 +55,18 @@ class PinnedCards:
     """Posts each room's customer card once, pins it, and edits it in place afterwards.
 
     The card's event id is remembered per room; after a restart it is read back from the room's
-    ``m.room.pinned_events`` state.
+    ``m.room.pinned_events`` state. Each post's transaction id is the outbox row's key (or, without one,
+    a digest of the room and the card's text), so a post retried after a crash shows once.
     """
 
     def __init__(self) -> None:
         self._events: dict[str, str] = {}
+        self.device_id = ""  # for an appservice's own user: see :func:`send_message`
 
-    async def show(self, client: AsyncClient, room_id: str, card: CustomerCard) -> None:
+    async def show(self, client: AsyncClient, room_id: str, card: CustomerCard, key: str = "") -> None:
         """Post and pin ``card`` in ``room_id``, or edit the pinned one (an m.replace)."""
         plain, rich = card_text(card, room_id)
+        txn = key or "card-" + hashlib.sha256(f"{room_id}\n{plain}".encode()).hexdigest()[:32]
         content: dict[str, Any] = {
             "msgtype": "m.notice",
             "body": plain,
@@ -76,12 +81,12 @@ class PinnedCards:
                 "m.new_content": content,
                 "m.relates_to": {"rel_type": "m.replace", "event_id": card_event},
             }
-            check_response(await client.room_send(room_id, "m.room.message", edit), "update card")
+            await send_message(client, room_id, edit, txn, "update card", self.device_id)
             return
-        response = check_response(await client.room_send(room_id, "m.room.message", content), "post card")
-        self._events[room_id] = response.event_id
+        event_id = await send_message(client, room_id, content, txn, "post card", self.device_id)
+        self._events[room_id] = event_id
         check_response(
-            await client.room_put_state(room_id, "m.room.pinned_events", {"pinned": [response.event_id]}),
+            await client.room_put_state(room_id, "m.room.pinned_events", {"pinned": [event_id]}),
             "pin card",
         )
 

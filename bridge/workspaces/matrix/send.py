@@ -22,15 +22,19 @@ from bridge.workspaces.matrix.errors import MatrixError
 
 
 async def send_message(
-    client: AsyncClient, room_id: str, content: dict[str, Any], txn_id: str, what: str
+    client: AsyncClient, room_id: str, content: dict[str, Any], txn_id: str, what: str, device_id: str = ""
 ) -> str:
     """PUT one ``m.room.message`` into ``room_id`` as ``client``; the event's id.
 
-    ``txn_id`` makes the post idempotent (a new random one when empty). Errors come as the outbox's:
+    ``txn_id`` makes the post idempotent (a new random one when empty). ``device_id`` is for the
+    appservice's own user, whose as_token has no device: the homeserver then keeps the transaction
+    id in its database, scoped to that device, instead of only in memory. Errors come as the outbox's:
     :class:`RetryAfter` when rate limited, :class:`MatrixError` otherwise.
     """
     txn = quote(txn_id or uuid.uuid4().hex, safe="")
     path = f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/m.room.message/{txn}"
+    if device_id:  # user_id too: Synapse fails on a device without it (it looks the device up by an object)
+        path += f"?user_id={quote(client.user_id, safe='')}&device_id={quote(device_id, safe='')}"
     headers = {"Authorization": f"Bearer {client.access_token}", "Content-Type": "application/json"}
     response = await client.send("PUT", path, json.dumps(content), headers)
     try:

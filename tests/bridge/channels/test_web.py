@@ -80,7 +80,9 @@ async def web_desk(tmp_path: Path) -> AsyncIterator[WebDeskFactory]:
     """Start relaydesk with the web channel and either the Matrix workspace or the in-memory double."""
     running: list[Desk] = []
 
-    async def start(synapse: SynapseInfo | None = None, *, echo: bool = False) -> WebDesk:
+    async def start(
+        synapse: SynapseInfo | None = None, *, echo: bool = False, web_extra: str = ""
+    ) -> WebDesk:
         url = f"sqlite://{tmp_path / 'relaydesk.db'}"
         await migrate(url)
         port = synapse.appservice_port if synapse else free_port()
@@ -104,7 +106,7 @@ plugins:{workspace}
       dev_secret_file: "{tmp_path / "web-secret"}"
       upload_dir: "{tmp_path / "uploads"}"
       max_upload_bytes: {UPLOAD_LIMIT}
-"""
+{web_extra}"""
         if echo:
             text += '  - echo: {greeting: "Thanks, we got your message."}\n'
         config = parse_config(text, "plugins.yaml", environ={"SHOP_IDENTITY_SECRET": IDENTITY_SECRET})

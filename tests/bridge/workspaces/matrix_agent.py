@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -109,6 +110,22 @@ async def room_of(user: str) -> str:
     identity = await Identity.get(external_id=user)
     room = await Room.get(customer_id=identity.customer_id)
     return room.external_id
+
+
+def mark_unsent(sqlite_url: str, outbox_ids: list[int]) -> None:
+    """Put sent outbox rows back to pending in a stopped desk's SQLite file: a crash after the platform
+    took them and before they were marked sent, as the next process finds it."""
+    db = sqlite3.connect(sqlite_url.removeprefix("sqlite://"))
+    try:
+        with db:
+            for outbox_id in outbox_ids:
+                db.execute(
+                    "UPDATE outbox_item SET status = 'pending', claimed_until = NULL,"
+                    " next_attempt_at = created_at WHERE id = ?",
+                    (outbox_id,),
+                )
+    finally:
+        db.close()
 
 
 async def edit_then_redact(agent: Agent, channel: MemoryChannel, room_id: str) -> str:

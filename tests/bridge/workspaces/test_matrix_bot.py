@@ -22,12 +22,13 @@ from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.bot import MatrixBotWorkspace
 from bridge.workspaces.matrix.devserver import free_port
 from bridge.workspaces.matrix.errors import MatrixError
-from storage.models import Room
+from storage.models import OutboxItem, OutboxStatus, OutboxTarget, Room
 from tests.bridge.workspaces.matrix_agent import (
     PNG_BYTES,
     Agent,
     agent_sends_image,
     edit_then_redact,
+    mark_unsent,
     room_of,
     typing_and_reply,
 )
@@ -458,3 +459,38 @@ async def test_rooms_of_older_versions_list_the_bot_in_the_power_levels(
     assert users == {bot.user_id: 100, synapse.agent_user_id: 50}
     pinned = await agent.client.room_get_state_event(room_id, "m.room.pinned_events")
     assert pinned.content["pinned"]  # the bot could pin the card
+
+
+async def test_a_post_and_a_notice_resent_after_a_crash_by_a_new_process_show_once(
+    synapse: SynapseInfo, sqlite_url: str, bot_desk: BotDeskFactory, bot: BotAccount, agent: Agent
+) -> None:
+    """The bot logs in with the same device each start and every post's transaction id is its outbox
+    key: Synapse recognises what the next process sends again."""
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"quinn-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "where is my parcel?", name="Quinn")
+    assert await desk.wait_settled(30)
+    room_id = await room_of(user)
+    await agent.sync_until(lambda: any(t.endswith("where is my parcel?") for _, t in agent.texts(room_id)))
+    await agent.say(room_id, "!note ask the depot")
+    await agent.sync_until(lambda: any("Note: ask the depot" in t for _, t in agent.texts(room_id)))
+    assert await desk.wait_settled(30)
+    rows = [
+        r.id
+        for r in await OutboxItem.filter(target=OutboxTarget.ROOM, status=OutboxStatus.SENT)
+        if any(s in str(r.payload.get("text")) for s in ("where is my parcel?", "ask the depot"))
+    ]
+    assert len(rows) == 2
+    cast(MatrixBotWorkspace, desk.plugins["matrix"])._logged_in_here = False  # a crash logs nothing out
+    await desk.stop(timeout=10)
+    mark_unsent(sqlite_url, rows)
+
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    assert await desk.wait_settled(30)
+    assert await OutboxItem.filter(id__in=rows, status=OutboxStatus.SENT).count() == 2
+    await cast(MemoryChannel, desk.plugins["customers"]).customer_writes(user, "any news?", name="Quinn")
+    await agent.sync_until(lambda: any(t.endswith("any news?") for _, t in agent.texts(room_id)))
+    texts = [t for _, t in agent.texts(room_id)]
+    assert sum(t.endswith("where is my parcel?") for t in texts) == 1
+    assert sum("Note: ask the depot" in t for t in texts) == 1

@@ -58,6 +58,7 @@
     config: {
       title: "Chat with us", welcome: "", bot_name: "Assistant", max_text_length: 4000,
       max_upload_bytes: 10485760, upload_types: [], upload_types_text: "",
+      websocket_retry_seconds: 30,
     },
     items: {},          // key -> message (customer: "c:<client id>", answers: "m:<message id>")
     seq: 0,             // creation order of messages without an id yet
@@ -71,6 +72,10 @@
     ws: null,
     wsFailures: 0,
     polling: settings.transport === "http",
+    httpOnly: settings.transport === "http",  // the site asked for long polling: never try WebSocket
+    probing: false,     // a WebSocket is being tried while on long polling
+    pollFailed: false,  // the last long poll failed (relaydesk was unreachable)
+    probeTimer: null,
     backoff: 1000,
     typingTimer: null,
     agentName: "",
@@ -475,7 +480,7 @@
         // the token may have expired, or WebSocket may be blocked on this network: check the session,
         // then try again, or fall back to plain HTTP after two failed attempts
         openSession(claimsIdentity).then(function () {
-          if (state.wsFailures >= 2) state.polling = true;
+          if (state.wsFailures >= 2) { state.polling = true; resendOverHttp(); scheduleProbe(); }
           connect();
         }, function () { setTimeout(connect, nextBackoff()); });
       }, opened ? 500 : nextBackoff());
@@ -552,14 +557,59 @@
     api("GET", "/web/api/messages?" + query).then(function (res) {
       if (res.status === 401) return openSession(claimsIdentity).then(poll);
       if (!res.ok) throw new Error("HTTP " + res.status);
+      var recovered = state.pollFailed;
       state.polledOnce = true;
+      state.pollFailed = false;
       state.backoff = 1000;
       setStatus("");
       applyHistory(res.data);
+      if (recovered) probeWebSocket();  // relaydesk is back after an outage: its WebSocket may work too
       poll();
     }).catch(function () {
+      state.pollFailed = true;
       setStatus("Reconnecting…");
       setTimeout(poll, nextBackoff());
+    });
+  }
+
+  function scheduleProbe() {
+    // while on long polling after the WebSocket failed, try it again every websocket_retry_seconds
+    if (state.httpOnly || state.probeTimer) return;
+    state.probeTimer = setTimeout(function () {
+      state.probeTimer = null;
+      if (!state.polling) return;
+      probeWebSocket();
+      scheduleProbe();
+    }, (state.config.websocket_retry_seconds || 30) * 1000);
+  }
+
+  function probeWebSocket() {
+    // On long polling after the WebSocket failed: try one; if it opens, go back to it (the poll loop
+    // ends by itself once state.polling is false). A failed try changes nothing.
+    if (state.httpOnly || state.probing || !("WebSocket" in window)) return;
+    var probe;
+    try { probe = new WebSocket(WS_BASE + "/web/ws?token=" + encodeURIComponent(state.token)); }
+    catch (e) { return; }
+    state.probing = true;
+    probe.onopen = function () {
+      state.probing = false;
+      probe.onclose = null;
+      probe.close();
+      if (!state.polling) return;
+      state.polling = false;
+      state.wsFailures = 0;
+      connect();
+    };
+    probe.onclose = function () { state.probing = false; };
+  }
+
+  function resendOverHttp() {
+    // frames written while the WebSocket was failing go out over plain HTTP (the client id keeps one copy)
+    Object.keys(state.unacked).forEach(function (cid) {
+      var frame = state.unacked[cid];
+      delete state.unacked[cid];
+      var item = state.items["c:" + cid];
+      if (item && frame.type === "send") postText(item, frame, 0);
     });
   }
 

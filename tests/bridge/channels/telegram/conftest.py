@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from bot_core.desk import Desk
+from bot_core.receiving import ReceiveSettings
 from bot_core.testing import MemoryWorkspace
 from bridge.channels.telegram import TelegramChannel
 from tests.emulators.telegram import TelegramEmulator
@@ -15,6 +17,8 @@ from tests.emulators.telegram import TelegramEmulator
 TOKEN = "123456789:AAHtestTokenForTheRelaydeskEmulator_x1"
 WEBHOOK_SECRET = "s3cret-webhook_token"
 ENV = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET}
+# receiving loops that turn degraded after 0.3 s of failing and retry every 0.1 s at most
+FAST_RECEIVING = ReceiveSettings(degraded_after=0.3, down_after=60, backoff_first=0.02, backoff_max=0.1)
 
 
 @pytest.fixture
@@ -72,3 +76,13 @@ def only_telegram_yaml(emulator: TelegramEmulator) -> str:
 def parts(desk: Desk) -> tuple[TelegramChannel, MemoryWorkspace]:
     """The desk's Telegram channel and workspace double."""
     return cast(TelegramChannel, desk.plugins["telegram"]), cast(MemoryWorkspace, desk.plugins["desk"])
+
+
+async def health_until(desk: Desk, status: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Ask the desk's health report until its status is ``status`` (the condition a test waits on)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (health := await desk.health())["status"] != status:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"health never said {status}: {health}")
+        await asyncio.sleep(0.05)
+    return health

@@ -10,7 +10,14 @@ import aiohttp
 from bridge.channels.telegram.channel import WEBHOOK_PATH
 from bridge.workspaces.matrix.devserver import free_port
 from storage.models import Direction, InboundReceipt, Message
-from tests.bridge.channels.telegram.conftest import ENV, WEBHOOK_SECRET, doubles_yaml, parts
+from tests.bridge.channels.telegram.conftest import (
+    ENV,
+    FAST_RECEIVING,
+    WEBHOOK_SECRET,
+    doubles_yaml,
+    health_until,
+    parts,
+)
 from tests.conftest import DeskFactory
 from tests.emulators.telegram import TelegramEmulator
 
@@ -135,3 +142,25 @@ async def test_the_webhook_route_is_closed_in_polling_mode(
     assert status == 404
     assert await desk.wait_settled(5)
     assert await Message.all().count() == 0
+
+
+async def test_a_failed_setwebhook_is_retried_and_shown_on_healthz_until_telegram_takes_it(
+    telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    port = free_port()
+    yaml_text = doubles_yaml(telegram, port=port, mode="webhook", webhook_url=f"http://127.0.0.1:{port}")
+    telegram.gateway_down("setWebhook")
+    desk = await make_desk(
+        sqlite_url, yaml_text, serve_http=True, http_port=port, environ=ENV, receive_settings=FAST_RECEIVING
+    )
+    _channel, workspace = parts(desk)
+    await telegram.wait_for(lambda: sum(c.status == 502 for c in telegram.calls_of("setWebhook")) >= 3)
+    health = await health_until(desk, "degraded")
+    assert health["receiving"]["telegram"]["loops"]["webhook"]["state"] == "degraded"
+
+    telegram.gateway_up("setWebhook")
+    await telegram.wait_for(lambda: telegram.webhook is not None)
+    await health_until(desk, "ok")
+    await telegram.customer_sends(telegram.user(9002, "Eve"), "finally through")
+    await workspace.posts.wait_for(lambda posts: any(p.kind == "customer_message" for _, p in posts))
+    assert workspace.texts(workspace.room_of("9002").room_id, "customer_message") == ["finally through"]
