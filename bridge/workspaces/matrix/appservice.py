@@ -380,7 +380,10 @@ class MatrixWorkspace(Plugin):
 
     def _authorised(self, request: web.Request) -> bool:
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return hmac.compare_digest(supplied.encode(), self.registration.hs_token.encode())
+        # aiohttp keeps bytes that are not UTF-8 as lone surrogates: encoded back as they came, never a 500
+        return hmac.compare_digest(
+            supplied.encode("utf-8", "surrogateescape"), self.registration.hs_token.encode()
+        )
 
     @route("POST", "/_matrix/app/v1/ping")
     async def ping(self, request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -41,5 +42,14 @@ plugins:
         odd = {"events": [1, "event", None, {"type": "m.room.message", "content": "not an object"}]}
         async with http.put(f"{base}-odd", data=json.dumps(odd), headers=auth) as resp:
             assert resp.status == 200
+    # a token header of bytes that are not UTF-8 is a wrong token, not a server error
+    reader, writer = await asyncio.open_connection("127.0.0.1", synapse.appservice_port)
+    writer.write(
+        b"PUT /_matrix/app/v1/transactions/raw HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Authorization: Bearer \xff\xfe\r\n\r\n{}"
+    )
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status_line.split()[1] == b"403"
     assert await desk.wait_settled(10)
     assert await InboundReceipt.all().count() == 0
