@@ -7,6 +7,7 @@ disk. One desk serves the whole module; examples are few (the module runs in wel
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import AsyncIterator
@@ -308,3 +309,52 @@ async def test_websocket_frames(site: WebSite, http: aiohttp.ClientSession, toke
             answers.append(answer)
     if any(a.get("type") == "error" for a in answers):
         assert await site.snapshot() == before, answers
+
+
+# -- raw requests: header bytes no HTTP client would send ------------------------------------------
+
+HEADER_VALUE = st.binary(max_size=24).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@FUZZ
+@given(
+    route=st.sampled_from(
+        [
+            b"POST /web/api/session",
+            b"GET /web/api/messages?after=0",
+            b"POST /web/api/messages",
+            b"POST /web/api/upload",
+            b"POST /web/api/receipts",
+            b"GET /web/ws",
+            b"OPTIONS /web/api/messages",
+        ]
+    ),
+    authorization=HEADER_VALUE,
+    origin=HEADER_VALUE,
+    content_type=HEADER_VALUE,
+    body=st.binary(max_size=60),
+)
+async def test_raw_header_bytes(
+    site: WebSite, route: bytes, authorization: bytes, origin: bytes, content_type: bytes, body: bytes
+) -> None:
+    before = await site.snapshot()
+    reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+    writer.write(
+        route
+        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        + b"Authorization: Bearer "
+        + authorization
+        + b"\r\nOrigin: "
+        + origin
+        + b"\r\nContent-Type: "
+        + content_type
+        + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    status = int(status_line.split()[1])
+    assert status < 500, status_line
+    if status >= 400:
+        assert await site.snapshot() == before
