@@ -62,6 +62,7 @@ Errors
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import types
@@ -171,6 +172,12 @@ class ServerConfig(BaseModel):
     """Seconds an adapter's receiving loop may fail before ``/healthz`` says ``degraded`` (still 200)."""
     health_down_after: float = Field(default=300.0, gt=0)
     """Seconds of failing after which ``/healthz`` says ``down`` and answers 503 (restart me)."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Reverse proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client."""
+    header_timeout: float = Field(default=15.0, gt=0)
+    """Seconds a client has to send a request's headers (also how long an idle connection stays open)."""
+    body_timeout: float = Field(default=120.0, gt=0)
+    """Seconds a client has to send a request's whole body once its headers arrived (HTTP 408 after)."""
 
     @model_validator(mode="after")
     def _down_after_degraded(self) -> ServerConfig:
@@ -194,6 +201,16 @@ class ServerConfig(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or a CIDR network") from None
+        return value
 
 
 class LogConfig(BaseModel):

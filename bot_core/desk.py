@@ -27,7 +27,7 @@ from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
 from bot_core.receiving import Receivers, ReceiveSettings, ReceiveState
 from bot_core.relay import Relay
 from bot_core.scheduler import Scheduler
-from bot_core.server import build_app, build_metrics_app
+from bot_core.server import build_metrics_app, make_runner
 from storage import hot
 from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
@@ -207,12 +207,7 @@ class Desk:
         await self.scheduler.start()
         self.scheduler.set_periodic(self._pipeline.periodic_jobs())
         if self._serve_http:
-            self._runner = web.AppRunner(
-                build_app(self),
-                access_log=None,
-                handle_signals=False,
-                shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
-            )
+            self._runner = make_runner(self, shutdown_timeout=HTTP_SHUTDOWN_SECONDS)
             await self._runner.setup()
             for sock in sockets:
                 site = web.SockSite(self._runner, sock)

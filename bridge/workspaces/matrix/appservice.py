@@ -45,6 +45,7 @@ from bridge.workspaces.matrix.media import MediaLinks, attachment_content, uploa
 from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels, refusal_notice
 from bridge.workspaces.matrix.send import send_message
+from bridge.workspaces.matrix.transactions import transaction_body
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 SEEN_TRANSACTIONS = 1000
@@ -375,7 +376,10 @@ class MatrixWorkspace(Plugin):
 
     def _authorised(self, request: web.Request) -> bool:
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return hmac.compare_digest(supplied.encode(), self.registration.hs_token.encode())
+        # aiohttp keeps bytes that are not UTF-8 as lone surrogates: encoded back as they came, never a 500
+        return hmac.compare_digest(
+            supplied.encode("utf-8", "surrogateescape"), self.registration.hs_token.encode()
+        )
 
     @route("POST", "/_matrix/app/v1/ping")
     async def ping(self, request: web.Request) -> web.Response:
@@ -394,8 +398,11 @@ class MatrixWorkspace(Plugin):
         if not self._authorised(request):
             return web.json_response({"errcode": "M_FORBIDDEN", "error": "bad hs_token"}, status=403)
         txn_id = request.match_info["txn_id"]
-        body = await request.json()
-        events = [e for e in body.get("events") or [] if isinstance(e, dict)]
+        body = await transaction_body(request)
+        if body is None:
+            self.log.info("malformed transaction refused", extra={"txn_id": txn_id})
+            return web.json_response({"errcode": "M_NOT_JSON", "error": "malformed transaction"}, status=400)
+        events, ephemerals = body
         ids = frozenset(str(e["event_id"]) for e in events if isinstance(e.get("event_id"), str))
         fields = {"txn_id": txn_id, "events": len(events), "workspace": self.instance_name}
         earlier = self._seen_txns.get(txn_id)
@@ -414,7 +421,7 @@ class MatrixWorkspace(Plugin):
                 await self.services.inbound(agent_event)  # stored before we answer 200
             if isinstance(event_id, str):
                 self._remember(self._seen_events, event_id, None, SEEN_EVENTS)
-        for ephemeral in body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral") or []:
+        for ephemeral in ephemerals:
             self._typing.event(ephemeral)
         self._remember(self._seen_txns, txn_id, ids, SEEN_TRANSACTIONS)
         return web.json_response({})
