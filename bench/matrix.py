@@ -83,6 +83,7 @@ from bridge.workspaces.matrix.devserver import (
     require_synapse,
     write_registration,
 )
+from bridge.workspaces.matrix.roster import portal_power_levels
 from storage.db import migrate
 from storage.models import Identity, OutboxItem, OutboxStatus, Room
 
@@ -522,7 +523,7 @@ async def _bare_room(
         federate=False,
         preset=RoomPreset.private_chat,
         invite=[user_id, *agents],
-        power_level_override={"users": {a: 50 for a in agents}, "events": {"m.room.pinned_events": 50}},
+        power_level_override=portal_power_levels(agents),
     )
     room_id = getattr(created, "room_id", None)
     if not room_id:

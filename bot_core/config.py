@@ -49,9 +49,11 @@ Environment variables
 
 Secrets
     A setting whose type is pydantic ``SecretStr``/``SecretBytes`` (optionally ``| None``, or inside a
-    nested model, list or dict) must be given through ``${VAR}`` references: a literal value, or a
-    ``${VAR:-default}`` with a non-empty default, is refused. Error messages never include the
-    values of settings.
+    nested model, list or dict) must be exactly one ``${VAR}`` (or ``${VAR:-}`` when optional): a
+    literal value, text around the reference (``literal-${VAR}``), two references, or a
+    ``${VAR:-default}`` with a non-empty default, is refused. So is a password written in the
+    ``storage.database`` or ``storage.redis`` URL (the whole URL or the password alone must come
+    from a variable). Error messages never include the values of settings.
 
 Errors
     Every problem found is reported at once in a :class:`ConfigError`, one line each, like
@@ -61,6 +63,7 @@ Errors
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import types
@@ -68,6 +71,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -170,12 +174,45 @@ class ServerConfig(BaseModel):
     """Seconds an adapter's receiving loop may fail before ``/healthz`` says ``degraded`` (still 200)."""
     health_down_after: float = Field(default=300.0, gt=0)
     """Seconds of failing after which ``/healthz`` says ``down`` and answers 503 (restart me)."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Reverse proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client."""
+    header_timeout: float = Field(default=15.0, gt=0)
+    """Seconds a client has to send a request's headers (also how long an idle connection stays open)."""
+    body_timeout: float = Field(default=120.0, gt=0)
+    """Seconds a client has to send a request's whole body once its headers arrived (HTTP 408 after)."""
 
     @model_validator(mode="after")
     def _down_after_degraded(self) -> ServerConfig:
         if self.health_down_after <= self.health_degraded_after:
             raise ValueError("health_down_after must be greater than health_degraded_after")
         return self
+
+    metrics_token: SecretStr | None = None
+    """When set (``${RELAYDESK_METRICS_TOKEN}``), ``/metrics`` answers only ``Authorization: Bearer <it>``."""
+    metrics_host: str | None = None
+    """The address of ``metrics_port`` (default: ``host``)."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve ``/metrics`` on this port only (not on ``port``): e.g. an address only the monitoring reaches."""
+
+    download_link_ttl: float = Field(default=30 * 24 * 3600, ge=0)
+    """Seconds a file link relaydesk hands out stays valid (0: forever); an expired link answers 410."""
+    downloads_per_minute: int = Field(default=60, ge=1)
+    """File downloads per client address, conversation and minute (also the burst), over every worker; then 429."""
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or a CIDR network") from None
+        return value
 
 
 class LogConfig(BaseModel):
@@ -287,10 +324,30 @@ class _Interpolated:
     variables: list[str] = field(default_factory=list)
     literal_default: bool = False  # a non-empty ${VAR:-default} default is written (used or not)
     errors: list[str] = field(default_factory=list)
+    raw: str = ""  # the text as written
+    whole_reference: bool = False  # the text is exactly one ${VAR} (or ${VAR:-}), nothing around it
+
+
+_WHOLE_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}\Z")
+_ANY_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-([^}]*))?\}")
+_FROM_ENV = "\x00"  # stands for a value that comes from the environment, in :func:`_literal_password`
+
+
+def _literal_password(raw: str) -> bool:
+    """Whether the URL written as ``raw`` has a password that is not exactly one ``${VAR}``.
+
+    A ``${VAR:-default}`` counts as its default (the value used when the variable is not set).
+    """
+    marked = _ANY_REF.sub(lambda m: m.group(1) or _FROM_ENV, raw.replace("$${", "${"))
+    try:
+        password = urlsplit(marked).password
+    except ValueError:
+        return False  # not a URL: validation says so
+    return bool(password) and password != _FROM_ENV
 
 
 def _interpolate(text: str, environ: Mapping[str, str]) -> _Interpolated:
-    result = _Interpolated(value="")
+    result = _Interpolated(value="", raw=text, whole_reference=bool(_WHOLE_REF.match(text)))
     out: list[str] = []
     pos = 0
     while True:
@@ -643,6 +700,35 @@ class _Checker:
                     "when the secret is optional) and set VAR in the environment",
                     mark_bad=True,
                 )
+            elif not interpolated.whole_reference:
+                self.add(
+                    path,
+                    "a secret must be exactly one ${VAR} reference with nothing written around it (text "
+                    f"around it would be a secret written in {self.display_name}): put the whole secret "
+                    f"in the environment (for example ${{{example}}})",
+                    mark_bad=True,
+                )
+
+    def check_url_passwords(self, data: object) -> None:
+        """Refuse a password written in ``storage.database`` or ``storage.redis`` (not from ``${VAR}``)."""
+        if not isinstance(data, dict):
+            return
+        for key in ("database", "redis"):
+            value = data.get(key)
+            if not isinstance(value, str):
+                continue
+            path: DocPath = ("storage", key)
+            interpolated = self.doc.refs.get(path)
+            raw = interpolated.raw if interpolated is not None else value
+            if not self.is_bad(path) and _literal_password(raw):
+                variable = "DATABASE_PASSWORD" if key == "database" else "REDIS_PASSWORD"
+                self.add(
+                    path,
+                    f"the URL has a password written in {self.display_name}: take it from the environment, "
+                    f"either the whole URL (${{{key.upper()}_URL}}) or the password alone "
+                    f"(scheme://user:${{{variable}}}@host/...)",
+                    mark_bad=True,
+                )
 
     def validate(self, model: type[BaseModel], data: object, base: DocPath) -> BaseModel | None:
         try:
@@ -721,6 +807,8 @@ class _Checker:
                 continue
             value = {} if value is None else value
             self.check_secrets(model, value, (key,), key)
+            if key == "storage":
+                self.check_url_passwords(value)
             validated = self.validate(model, value, (key,))
             if validated is not None:
                 sections[key] = validated

@@ -19,6 +19,7 @@ from bot_core.adapters import Channel, RoomRef, TypingChannel, TypingWorkspace, 
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
 from bot_core.conversations import conversation_for_room
+from bot_core.downloads import DownloadPolicy
 from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, ScheduledFire, dump_event
 from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox, OutboxSettings
@@ -27,7 +28,7 @@ from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
 from bot_core.receiving import Receivers, ReceiveSettings, ReceiveState
 from bot_core.relay import Relay
 from bot_core.scheduler import Scheduler
-from bot_core.server import build_app
+from bot_core.server import build_metrics_app, make_runner
 from storage import hot
 from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
@@ -150,6 +151,8 @@ class Desk:
         self._serve_http = serve_http
         self._runner: web.AppRunner | None = None
         self._sites: list[web.BaseSite] = []
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics_port: int | None = None  # where /metrics is served when it has an address of its own
         self.port: int | None = None
         self.announcements: list[str] = []
         self.hold_announcements = False
@@ -216,18 +219,14 @@ class Desk:
         await self.scheduler.start()
         self.scheduler.set_periodic(self._pipeline.periodic_jobs())
         if self._serve_http:
-            self._runner = web.AppRunner(
-                build_app(self),
-                access_log=None,
-                handle_signals=False,
-                shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
-            )
+            self._runner = make_runner(self, shutdown_timeout=HTTP_SHUTDOWN_SECONDS)
             await self._runner.setup()
             for sock in sockets:
                 site = web.SockSite(self._runner, sock)
                 await site.start()
                 self._sites.append(site)
             self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+            await self._serve_metrics_apart()
         for name, plugin in self.plugins.items():
             try:
                 await plugin.ready()
@@ -241,6 +240,18 @@ class Desk:
                 "http": f"{self.config.server.host}:{self.port}" if self._serve_http else "off",
             },
         )
+
+    async def _serve_metrics_apart(self) -> None:
+        """Serve ``/metrics`` on ``server.metrics_host:metrics_port`` when configured."""
+        server = self.config.server
+        if server.metrics_port is None:
+            return
+        self._metrics_runner = web.AppRunner(build_metrics_app(self), access_log=None, handle_signals=False)
+        await self._metrics_runner.setup()
+        site = web.TCPSite(self._metrics_runner, server.metrics_host or server.host, server.metrics_port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.metrics_port = sockets[0].getsockname()[1] if sockets else server.metrics_port
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Graceful shutdown: stop intake, finish events and deliveries in flight, stop plugins, close.
@@ -264,9 +275,10 @@ class Desk:
         for name in reversed(list(self.plugins)):
             await self._stop_plugin(name, self.plugins[name])
         self.plugins.clear()
-        if self._runner:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._metrics_runner = None
         await self.rate_limits.stop()
         await self.fanout.stop()
         await close_db()
@@ -288,6 +300,11 @@ class Desk:
                 spec.instance_name,
                 logging.getLogger(f"relaydesk.plugin.{spec.instance_name}"),
                 self.receive_settings,
+            ),
+            downloads=DownloadPolicy(
+                link_ttl=self.config.server.download_link_ttl,
+                per_minute=self.config.server.downloads_per_minute,
+                rate_limits=self.rate_limits,
             ),
         )
         plugin = spec.plugin_class(spec.config, services, instance_name=spec.instance_name)

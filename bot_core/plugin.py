@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from bot_core.downloads import DownloadPolicy
 from bot_core.events import LifecycleKind
 from bot_core.receiving import Receivers
 from storage.fanout import Fanout, LocalFanout
@@ -170,6 +171,8 @@ class PluginServices:
     ``receivers`` runs an adapter's receiving loops (long polling, sync) under supervision: a loop made
     with ``receivers.loop(name, body)`` survives every error and is reported on ``/healthz`` and
     ``/metrics`` as ok / degraded / down (:mod:`bot_core.receiving`).
+    ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
+    signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
 
     log: logging.Logger
@@ -183,6 +186,7 @@ class PluginServices:
     rate_limits: RateLimits = field(default_factory=MemoryRateLimits)
     announce: Callable[[str], None] = _print_announcement
     receivers: Receivers = field(default_factory=Receivers)
+    downloads: DownloadPolicy = field(default_factory=DownloadPolicy)
 
 
 class Plugin:

@@ -75,6 +75,9 @@ DEFAULT_MESSAGES = {
 }
 
 
+EDITING_COMMANDS = frozenset({"add", "learn", "reload"})
+
+
 class FaqConfig(BaseModel):
     """Settings of the FAQ plugin (plugins.yaml)."""
 
@@ -112,6 +115,11 @@ class FaqConfig(BaseModel):
     handover_team: str | None = None
     reload_interval: float = Field(2.0, ge=0, description="seconds between checks of the file (0: never)")
     messages: dict[str, Messages] = Field(default_factory=lambda: dict(DEFAULT_MESSAGES))
+    faq_editors: list[str] = Field(
+        default_factory=list,
+        description="agent ids allowed to change the knowledge base (!faq add, learn, reload); "
+        "empty: every agent (the workspace relays only its agents' commands)",
+    )
 
 
 class FaqPlugin(Plugin):
@@ -414,6 +422,11 @@ class FaqPlugin(Plugin):
                 "(with an existing id: the question becomes another phrasing of it)\n"
                 "!faq list · !faq ask <question> · !faq stats · !faq reload"
             )
+            return HANDLED
+        editors = self.settings.faq_editors
+        if sub.lower() in EDITING_COMMANDS and editors and cmd.agent_id not in editors:
+            self.log.warning("faq edit refused", extra={"agent": cmd.agent_id, "command": sub.lower()})
+            await ctx.notice(f"⚠ {cmd.agent_id} may not change the FAQ: ask one of its editors.")
             return HANDLED
         await handler(ctx, rest.strip())
         return HANDLED

@@ -9,6 +9,7 @@ update is acknowledged only once it is on the bus. Outbound messages come from t
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 from collections import OrderedDict
@@ -137,7 +138,7 @@ class TelegramChannel(Plugin):
             key = secrets.token_hex(32)
             await self._state.set("file_link_key", key)
         base = self.services.http_base_url.replace("//0.0.0.0:", "//127.0.0.1:")
-        self._links = FileLinks(base, str(key).encode())
+        self._links = FileLinks(base, str(key).encode(), self.services.downloads)
         self._http = aiohttp.ClientSession()
         self._sender = Sender(self.bot, self._http, self._scrub, self._state)
 
@@ -209,8 +210,13 @@ class TelegramChannel(Plugin):
         if update.update_id in self._recent:
             return  # a redelivery of an update already stored
         assert self._links is not None
+        sent = update.message or update.edited_message
+        chat = str(sent.chat.id) if sent is not None else ""
         message = customer_message(
-            update, self.instance_name, self._links.link, self.settings.start_attribute
+            update,
+            self.instance_name,
+            functools.partial(self._links.link, scope=chat),
+            self.settings.start_attribute,
         )
         if message is not None:
             await self.services.inbound(message)
@@ -239,12 +245,14 @@ class TelegramChannel(Plugin):
         return web.json_response({"ok": True})
 
     @route("GET", FILES_PREFIX + "/{file_id}")
-    async def file(self, request: web.Request) -> web.Response:
-        """A customer's file for the workspace: only with this file's signature."""
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        """A customer's file for the workspace: only with this file's signature, within the download rate."""
         file_id = request.match_info["file_id"]
-        if self._links is None or not self._links.valid(file_id, request.query.get("sig", "")):
-            raise web.HTTPForbidden(text="bad or missing signature")
-        return await serve_file(self.bot, file_id, self._scrub)
+        if self._links is None or self._http is None:
+            raise web.HTTPServiceUnavailable(text="the telegram channel is not started")
+        scope = self._links.signer.check(file_id, request.query)
+        await self._links.policy.admit(request, "telegram-files", scope)
+        return await serve_file(request, self.bot, self._http, file_id, self._scrub)
 
     # -- outbound ------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ def error(status: int, description: str) -> web.Response:
 def secret_matches(request: web.Request, secret: str) -> bool:
     """Whether the request carries the webhook's secret token."""
     given = request.headers.get(SECRET_HEADER, "")
-    return hmac.compare_digest(given.encode(), secret.encode())
+    # aiohttp keeps bytes that are not UTF-8 as lone surrogates: encoded back as they came, never a 500
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode())
 
 
 async def read_update(request: web.Request, bot: Bot) -> Update | web.Response:
@@ -35,7 +36,7 @@ async def read_update(request: web.Request, bot: Bot) -> Update | web.Response:
         return error(413, "update too large")
     try:
         data = json.loads(await request.read())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         return error(400, "the body is not JSON")
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         return error(400, "not a Telegram update: update_id is missing")

@@ -43,26 +43,36 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import BodyPartReader, WSMsgType, web
+from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bot_core.adapters import ChannelCapabilities, Delivery, SentRef
 from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
+from bot_core.downloads import CHUNK_BYTES, download_headers
 from bot_core.events import Attachment, CustomerMessage, utcnow
 from bot_core.plugin import Plugin, PluginKind, route
 from bot_core.transcript import TranscriptEntry, customer_transcript, shown_in_room
+from bridge.channels.web.multipart import read_upload_form
 from bridge.channels.web.ratelimit import RateLimited
-from bridge.channels.web.sessions import BadSession, FileSigner, SessionSigner, VisitorSession
+from bridge.channels.web.sessions import CLAIM_FIELDS, BadSession, SessionSigner, VisitorSession, derive_key
 from bridge.channels.web.uploads import (
     DEFAULT_TYPES,
     FileStore,
+    PartialFile,
     StoredFile,
     UploadRefused,
     check_type,
-    clean_name,
     describe_types,
-    too_large,
+)
+from bridge.channels.web.validation import (
+    BadInput,
+    int_param,
+    int_value,
+    parse_object,
+    read_body,
+    seconds_param,
+    text_value,
 )
 
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
@@ -71,6 +81,8 @@ ROOM_WATCH_SECONDS = 120.0  # how long a sent message is watched for reaching th
 ROOM_WATCH_INTERVAL = 0.3
 TYPING_REPEAT_SECONDS = 2.5  # a visitor's "still typing" is passed on at most this often
 TOO_FAST = "You are sending messages faster than we can read them"
+TOO_MANY_CONNECTIONS = "Too many open chat connections: close another tab of this chat"
+MAX_CLAIM_FIELD_CHARS = 1000  # a claimed user id, email or name (what is kept of it is shorter still)
 MAX_POLL_WAIT = 30.0
 MAX_FRAME_BYTES = 64 * 1024
 WS_RESTARTING = 1012  # "service restart": the widget reconnects
@@ -82,9 +94,10 @@ class WebConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Signs visitor sessions and file links. Empty: use (or create) dev_secret_file, if set.
     secret: SecretStr | None = None
-    # Shared with the site's backend, which sends HMAC-SHA256(identity_secret, user id or email) for
-    # its logged-in users. Empty: every visitor is anonymous (a claimed identity is refused).
+    # Shared with the site's backend, which sends HMAC-SHA256(identity_secret, the claim as sorted JSON)
+    # for its logged-in users (see sessions.py). Empty: every visitor is anonymous (a claim is refused).
     identity_secret: SecretStr | None = None
+    identity_max_age_seconds: float = Field(default=86400.0, gt=0)  # how long a claim's hash is good for
     dev_secret_file: Path | None = None  # for demos: a generated secret kept here when `secret` is empty
     title: str = "Chat with us"
     welcome: str = "Hi! Ask us anything: an agent answers right here."
@@ -97,9 +110,11 @@ class WebConfig(BaseModel):
     history_limit: int = Field(default=200, ge=1, le=2000)
     allowed_origins: list[str] = ["*"]  # pages allowed to embed the widget ("*": any)
     messages_per_minute: int = Field(default=30, ge=1)  # per visitor (texts and files), also the burst
-    sessions_per_minute: int = Field(default=30, ge=1)  # new sessions per client address
+    sessions_per_minute: int = Field(default=30, ge=1)  # new sessions per client address (not renewals)
     # a widget that fell back to long polling tries the WebSocket again this often (and after an outage)
     websocket_retry_seconds: float = Field(default=30.0, ge=1, le=3600)
+    max_connections_per_visitor: int = Field(default=10, ge=1)  # WebSockets and long polls, per worker
+    upload_quota_bytes: int = Field(default=1024**3, ge=1)  # the whole upload_dir; beyond it files get 507
 
 
 @dataclass(eq=False)
@@ -157,7 +172,7 @@ class WebChannel(Plugin):
         self._watcher: asyncio.Task[None] | None = None
         self._fanout_off: Callable[[], None] | None = None
         self._typing_reported: dict[str, float] = {}  # visitor typing -> when the agents were last told
-        self._files = FileStore(config.upload_dir)
+        self._files = FileStore(config.upload_dir, config.upload_quota_bytes)
         self._widget_js = b""
         self._demo_html = b""
 
@@ -167,11 +182,12 @@ class WebChannel(Plugin):
         """Resolve the secret, load the widget's files, start watching sent messages reach the room."""
         secret = await asyncio.to_thread(self._resolve_secret)
         self._signer = SessionSigner(secret, self.settings.session_days * 86400)
-        self._file_signer = FileSigner(secret)
+        self._file_signer = self.services.downloads.signer(derive_key(secret, "files"))
         self._identity_secret = (
             self.settings.identity_secret.get_secret_value() if self.settings.identity_secret else ""
         )
         self._widget_js, self._demo_html = await asyncio.to_thread(_load_static)
+        await asyncio.to_thread(self._files.sweep_partials)
         self._watcher = asyncio.create_task(self._watch_room(), name=f"{self.instance_name}-room-watch")
         # Pushes go through the desk's fan-out, so a visitor connected to another worker gets them too.
         self._fanout_off = await self.services.fanout.subscribe(self._fanout_topic, self._on_fanout)
@@ -230,6 +246,7 @@ class WebChannel(Plugin):
         """Apply new texts and limits live; a new secret or upload directory needs a restart."""
         assert isinstance(config, WebConfig)
         self.config = self.settings = config
+        self._files.quota_bytes = config.upload_quota_bytes
         self.capabilities = ChannelCapabilities(
             max_text_length=config.max_text_length,
             media_kinds=frozenset({"image", "file"}),
@@ -355,17 +372,22 @@ class WebChannel(Plugin):
 
     # -- messages in -----------------------------------------------------------------------------
 
-    async def _accept(
-        self, session: VisitorSession, client_id: str, text: str, files: list[StoredFile]
-    ) -> None:
-        """Hand a visitor's message to the engine; returns once it is stored (raises ValueError if invalid)."""
-        if not CLIENT_ID.match(client_id):
-            raise ValueError("bad client_id")
-        text = text.strip()
-        if not text and not files:
-            raise ValueError("The message is empty.")
+    def _checked(self, client_id: Any, text: Any, *, with_file: bool = False) -> tuple[str, str]:
+        """A message's client id and text as sent, checked (raises :class:`BadInput`)."""
+        if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
+            raise BadInput("bad client_id")
+        text = text_value(text, "text").strip()
+        if not text and not with_file:
+            raise BadInput("The message is empty.")
         if len(text) > self.settings.max_text_length:
-            raise ValueError(f"The message is too long (at most {self.settings.max_text_length} characters).")
+            raise BadInput(f"The message is too long (at most {self.settings.max_text_length} characters).")
+        return client_id, text
+
+    async def _accept(
+        self, session: VisitorSession, client_id: Any, text: Any, files: list[StoredFile]
+    ) -> None:
+        """Hand a visitor's message to the engine; returns once it is stored (raises BadInput if invalid)."""
+        client_id, text = self._checked(client_id, text, with_file=bool(files))
         external_id = f"{session.subject}/{client_id}"
         attributes = {"email": session.email} if session.verified and session.email else {}
         await self.services.inbound(
@@ -374,7 +396,7 @@ class WebChannel(Plugin):
                 external_user_id=session.subject,
                 external_message_id=external_id,
                 text=text,
-                attachments=tuple(self._attachment_of(f) for f in files),
+                attachments=tuple(self._attachment_of(f, session.subject) for f in files),
                 display_name=session.name,
                 attributes=attributes,
             )
@@ -448,10 +470,11 @@ class WebChannel(Plugin):
                 )
         return data
 
-    def _attachment_of(self, stored: StoredFile) -> Attachment:
+    def _attachment_of(self, stored: StoredFile, visitor: str) -> Attachment:
+        """The attachment of an upload: an expiring link signed for this file and visitor."""
         url = (
             f"{self.base_url}/web/files/{stored.file_id}/{quote(stored.name)}"
-            f"?sig={self._file_signer.sign(stored.file_id)}"
+            f"?{self._file_signer.query(stored.file_id, visitor)}"
         )
         return Attachment(
             kind="image" if stored.kind == "image" else "file",
@@ -483,10 +506,14 @@ class WebChannel(Plugin):
         }
 
     async def _receipt(self, subject: str, delivered: Any, read: Any) -> None:
-        """Raise the visitor's delivered/read watermarks (they never go back)."""
+        """Raise the visitor's delivered/read watermarks (they never go back); raises BadInput first."""
+        marks = (
+            ("delivered_upto", int_value(delivered, "delivered")),
+            ("read_upto", int_value(read, "read")),
+        )
         store = StateStore(self.instance_name, f"visitor:{subject}")
-        for key, value in (("delivered_upto", delivered), ("read_upto", read)):
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        for key, value in marks:
+            if value is not None and value > 0:
                 if value > int(await store.get(key, 0) or 0):
                     await store.set(key, value)
 
@@ -505,10 +532,14 @@ class WebChannel(Plugin):
         return self._cors(request, response)
 
     def _error(self, request: web.Request, status: int, message: str) -> web.StreamResponse:
+        """A refusal: ``{"error": message}``, logged once (one line, no traceback)."""
+        self.log.info(
+            "web request refused",
+            extra={"path": request.path, "status": status, "reason": message, "client": request.remote},
+        )
         return self._json(request, {"error": message}, status)
 
     def _too_fast(self, request: web.Request, exc: RateLimited) -> web.StreamResponse:
-        self.log.info("web request over the rate limit", extra={"path": request.path})
         response = self._error(request, 429, str(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
@@ -528,16 +559,10 @@ class WebChannel(Plugin):
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         return self._signer.verify(token or request.query.get("token", ""))
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
-        if request.content_length is not None and request.content_length > MAX_FRAME_BYTES:
-            raise ValueError("request too large")
-        try:
-            data = json.loads(await request.content.read(MAX_FRAME_BYTES + 1) or b"{}")
-        except ValueError:
-            raise ValueError("the body is not JSON") from None
-        if not isinstance(data, dict):
-            raise ValueError("the body must be a JSON object")
-        return data
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        """The whole JSON object body (raises :class:`BadInput`)."""
+        return parse_object(await read_body(request, MAX_FRAME_BYTES))
 
     # -- routes: page and script -----------------------------------------------------------------
 
@@ -574,37 +599,42 @@ class WebChannel(Plugin):
 
     @route("POST", "/web/api/session")
     async def session(self, request: web.Request) -> web.StreamResponse:
-        """A token: for a verified identity, renewed from a valid token, or for a new visitor."""
+        """A token: for a verified identity, renewed from a valid token, or for a new visitor.
+
+        Only new sessions count against ``sessions_per_minute`` of the client's address: a renewal
+        shows a valid token already.
+        """
         try:
-            await self._take(
-                "sessions",
-                request.remote or "",
-                self.settings.sessions_per_minute,
-                "Too many new chat sessions from your address",
-            )
-        except RateLimited as exc:
-            return self._too_fast(request, exc)
-        try:
-            body = await self._body(request)
-        except ValueError as exc:
-            return self._error(request, 400, str(exc))
-        claims = {k: body.get(k) for k in ("user_id", "email", "name", "user_hash")}
-        if any(isinstance(v, str) and v for k, v in claims.items() if k != "name"):
+            claims, user_hash, token = _session_request(await self._body(request))
+        except BadInput as exc:
+            return self._error(request, exc.status, str(exc))
+        if token and not (user_hash or "user_id" in claims or "email" in claims):
             try:
-                visitor = self._signer.verified(
-                    self._identity_secret,
-                    **{k: v if isinstance(v, str) else None for k, v in claims.items()},
-                )
-            except BadSession as exc:
-                self.log.info("identity claim refused", extra={"reason": str(exc)})
-                return self._error(request, 401, f"Identity not verified: {exc}.")
-        elif isinstance(body.get("token"), str) and body["token"]:
-            try:
-                visitor = self._signer.renewed(self._signer.verify(body["token"]))
+                visitor = self._signer.renewed(self._signer.verify(token))
             except BadSession as exc:
                 return self._error(request, 401, f"Session not valid: {exc}.")
         else:
-            visitor = self._signer.anonymous()
+            try:
+                await self._take(
+                    "sessions",
+                    request.remote or "",
+                    self.settings.sessions_per_minute,
+                    "Too many new chat sessions from your address",
+                )
+            except RateLimited as exc:
+                return self._too_fast(request, exc)
+            if user_hash or "user_id" in claims or "email" in claims:
+                try:
+                    visitor = self._signer.verified(
+                        self._identity_secret,
+                        claims,
+                        user_hash,
+                        max_age=self.settings.identity_max_age_seconds,
+                    )
+                except BadSession as exc:
+                    return self._error(request, 401, f"Identity not verified: {exc}.")
+            else:
+                visitor = self._signer.anonymous()
         settings = self.settings
         return self._json(
             request,
@@ -635,14 +665,16 @@ class WebChannel(Plugin):
         except BadSession as exc:
             return self._error(request, 401, f"Session not valid: {exc}.")
         try:
-            after = max(0, int(request.query.get("after", "0")))
-            newest = max(after, int(request.query.get("newest", "0")))
-            wait = min(MAX_POLL_WAIT, max(0.0, float(request.query.get("wait", "0"))))
-        except ValueError:
-            return self._error(request, 400, "after, newest and wait must be numbers")
+            after = int_param(request.query, "after")
+            newest = max(after, int_param(request.query, "newest"))
+            wait = seconds_param(request.query, "wait", MAX_POLL_WAIT)
+        except BadInput as exc:
+            return self._error(request, exc.status, str(exc))
         if wait > 0 and self._closing:
             return self._restarting(request)
         if wait > 0:
+            if self.connected(visitor.subject) >= self.settings.max_connections_per_visitor:
+                return self._error(request, 429, TOO_MANY_CONNECTIONS)
             listener = self._subscribe(visitor.subject)
             try:
                 news = await customer_transcript(self.instance_name, visitor.subject, after=newest, limit=1)
@@ -668,79 +700,60 @@ class WebChannel(Plugin):
         except BadSession as exc:
             return self._error(request, 401, f"Session not valid: {exc}.")
         try:
-            await self._message_token(visitor)
             body = await self._body(request)
-            client_id = str(body.get("client_id", ""))
-            await self._accept(visitor, client_id, str(body.get("text", "")), [])
+            client_id, text = self._checked(body.get("client_id"), body.get("text"))
+            await self._message_token(visitor)
+            await self._accept(visitor, client_id, text, [])
         except RateLimited as exc:
             return self._too_fast(request, exc)
-        except ValueError as exc:
-            return self._error(request, 400, str(exc))
+        except BadInput as exc:
+            return self._error(request, exc.status, str(exc))
         except NotAccepting:
             return self._error(request, 503, "relaydesk is restarting: try again in a moment")
         return self._json(request, {"client_id": client_id, "state": "sent"})
 
     @route("POST", "/web/api/upload")
     async def upload(self, request: web.Request) -> web.StreamResponse:
-        """Send a file (multipart: ``client_id``, optional ``text``, then ``file``), within the limits."""
+        """Send a file (multipart: ``client_id``, optional ``text``, then ``file``), within the limits.
+
+        The file is stored only once everything else about the message is known to be acceptable, and
+        removed again if the engine does not take the message after all.
+        """
         try:
             visitor = self._session_of(request)
         except BadSession as exc:
             return self._error(request, 401, f"Session not valid: {exc}.")
-        limit = self.settings.max_upload_bytes
         try:
             await self._message_token(visitor)  # before anything is read or stored
         except RateLimited as exc:
             return self._too_fast(request, exc)
+        partial: PartialFile | None = None
+        stored: StoredFile | None = None
         try:
-            stored, client_id, text = await self._read_upload(request, limit)
+            form = await read_upload_form(request, self.settings.max_upload_bytes, self._files)
+            partial = form.file
+            client_id, text = self._checked(form.client_id, form.text, with_file=True)
+            mime = check_type(form.name, form.declared_type, partial.head, self.settings.upload_types)
+            stored = await asyncio.to_thread(self._files.commit, partial, form.name, mime)
             await self._accept(visitor, client_id, text, [stored])
-        except UploadRefused as exc:
-            self.log.info("upload refused", extra={"status": exc.status})
+        except (BadInput, UploadRefused) as exc:
+            await self._drop_upload(partial, stored)
             return self._error(request, exc.status, str(exc))
-        except ValueError as exc:
-            return self._error(request, 400, str(exc))
         except NotAccepting:
+            await self._drop_upload(partial, stored)
             return self._error(request, 503, "relaydesk is restarting: try again in a moment")
-        attachment = self._attachment_json(self._attachment_of(stored))
+        except BaseException:
+            await self._drop_upload(partial, stored)
+            raise
+        attachment = self._attachment_json(self._attachment_of(stored, visitor.subject))
         return self._json(request, {"client_id": client_id, "state": "sent", "attachment": attachment})
 
-    async def _read_upload(self, request: web.Request, limit: int) -> tuple[StoredFile, str, str]:
-        if request.content_length is not None and request.content_length > limit + MAX_FRAME_BYTES:
-            raise too_large("The file", limit)
-        try:
-            reader = await request.multipart()
-        except (AssertionError, ValueError):
-            raise ValueError("expected a multipart/form-data body") from None
-        client_id, text = "", ""
-        while True:
-            part = await reader.next()
-            if part is None:
-                raise ValueError("no file in the upload")
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.name in ("client_id", "text"):
-                value = (await part.read(decode=True))[:MAX_FRAME_BYTES].decode("utf-8", "replace")
-                client_id, text = (value, text) if part.name == "client_id" else (client_id, value)
-                continue
-            if part.name != "file":
-                continue
-            name = clean_name(part.filename)
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await part.read_chunk(64 * 1024):
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(name, limit)
-                chunks.append(chunk)
-            data = b"".join(chunks)
-            if not data:
-                raise UploadRefused(f"“{name}” is empty.", status=400)
-            mime = check_type(
-                name, part.headers.get("Content-Type", ""), data[:16], self.settings.upload_types
-            )
-            stored = await asyncio.to_thread(self._files.save, name, mime, data)
-            return stored, client_id, text
+    async def _drop_upload(self, partial: PartialFile | None, stored: StoredFile | None) -> None:
+        """Remove the file of an upload whose message was refused: nothing of it stays on disk."""
+        if stored is not None:
+            await asyncio.to_thread(self._files.remove, stored.file_id)
+        elif partial is not None:
+            await asyncio.to_thread(partial.discard)
 
     @route("POST", "/web/api/receipts")
     async def receipts(self, request: web.Request) -> web.StreamResponse:
@@ -751,32 +764,27 @@ class WebChannel(Plugin):
             return self._error(request, 401, f"Session not valid: {exc}.")
         try:
             body = await self._body(request)
-        except ValueError as exc:
-            return self._error(request, 400, str(exc))
-        await self._receipt(visitor.subject, body.get("delivered"), body.get("read"))
+            await self._receipt(visitor.subject, body.get("delivered"), body.get("read"))
+        except BadInput as exc:
+            return self._error(request, exc.status, str(exc))
         return self._json(request, await self._watermarks(visitor.subject))
 
     @route("GET", "/web/files/{file_id}/{name}")
     async def file(self, request: web.Request) -> web.StreamResponse:
-        """An uploaded file, for whoever holds its signed link (the agents' workspace, the widget)."""
+        """An uploaded file, for whoever holds its signed, unexpired link (the agents' workspace, the widget).
+
+        Streamed from disk with the safe download headers (an attachment unless a plain raster image),
+        within the desk's downloads per address and minute.
+        """
         file_id = request.match_info["file_id"]
-        if not self._file_signer.check(file_id, request.query.get("sig", "")):
-            raise web.HTTPForbidden(text="bad or missing signature")
+        scope = self._file_signer.check(file_id, request.query)
+        await self.services.downloads.admit(request, f"{self.instance_name}-files", scope)
         stored = await asyncio.to_thread(self._files.load, file_id)
         if stored is None:
             raise web.HTTPNotFound(text="no such file")
-        disposition = "inline" if stored.kind == "image" else "attachment"
-        response = web.FileResponse(
-            stored.path,
-            headers={
-                "Content-Type": stored.mime_type,
-                "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(stored.name)}",
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "sandbox; default-src 'none'",
-                "Cache-Control": "private, max-age=86400",
-            },
+        return web.FileResponse(
+            stored.path, chunk_size=CHUNK_BYTES, headers=download_headers(stored.mime_type, stored.name)
         )
-        return response
 
     # -- the WebSocket ---------------------------------------------------------------------------
 
@@ -793,30 +801,32 @@ class WebChannel(Plugin):
             return self._error(request, 403, "this site may not embed the widget")
         if self._closing:
             return self._restarting(request)
+        if self.connected(visitor.subject) >= self.settings.max_connections_per_visitor:
+            return self._error(request, 429, TOO_MANY_CONNECTIONS)
+        listener = self._subscribe(visitor.subject)  # before the handshake's await: the cap holds
         ws = web.WebSocketResponse(heartbeat=25.0, max_msg_size=MAX_FRAME_BYTES)
-        await ws.prepare(request)
-        self._sockets.add(ws)
-        listener = self._subscribe(visitor.subject)
-        pump = asyncio.create_task(self._pump(ws, listener), name=f"{self.instance_name}-ws-out")
+        pump: asyncio.Task[None] | None = None
         try:
+            await ws.prepare(request)
+            self._sockets.add(ws)
+            pump = asyncio.create_task(self._pump(ws, listener), name=f"{self.instance_name}-ws-out")
             async for msg in ws:
                 if msg.type is not WSMsgType.TEXT:
                     continue
                 try:
-                    frame = json.loads(msg.data)
-                except ValueError:
-                    listener.put({"type": "error", "message": "frames are JSON objects"})
-                    continue
-                if isinstance(frame, dict):
-                    await self._on_frame(visitor, listener, frame)
+                    await self._on_frame(visitor, listener, parse_object(msg.data, "a frame"))
+                except BadInput as exc:
+                    self.log.info("web frame refused", extra={"reason": str(exc), "client": request.remote})
+                    listener.put({"type": "error", "message": str(exc)})
         finally:
             self._unsubscribe(visitor.subject, listener)
             self._sockets.discard(ws)
             if visitor.subject in self._typing_reported:  # gone while typing: the agents stop seeing it
                 await self._customer_typing(visitor.subject, False)
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
         return ws
 
     async def _customer_typing(self, subject: str, active: bool) -> None:
@@ -846,8 +856,7 @@ class WebChannel(Plugin):
     async def _on_frame(self, visitor: VisitorSession, listener: _Listener, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "sync":
-            after = frame.get("after")
-            after = after if isinstance(after, int) and after > 0 else 0
+            after = int_value(frame.get("after"), "after") or 0
             listener.put(
                 {
                     "type": "history",
@@ -858,11 +867,12 @@ class WebChannel(Plugin):
                 }
             )
         elif kind == "send":
-            client_id = str(frame.get("client_id", ""))
+            client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else ""
             try:
+                checked_id, text = self._checked(client_id, frame.get("text"))
                 await self._message_token(visitor)
-                await self._accept(visitor, client_id, str(frame.get("text", "")), [])
-            except (ValueError, RateLimited) as exc:
+                await self._accept(visitor, checked_id, text, [])
+            except (BadInput, RateLimited) as exc:
                 listener.put({"type": "error", "client_id": client_id, "message": str(exc)})
             except NotAccepting:
                 listener.put({"type": "retry", "client_id": client_id})
@@ -874,6 +884,24 @@ class WebChannel(Plugin):
             await self._receipt(visitor.subject, frame.get("delivered"), frame.get("read"))
         elif kind == "ping":
             listener.put({"type": "pong"})
+
+
+def _session_request(body: dict[str, Any]) -> tuple[dict[str, str | int], str, str]:
+    """The claimed identity fields (non-empty, with ``issued_at``), the ``user_hash`` and the ``token``
+    of a session request, checked (raises :class:`BadInput`)."""
+    claims: dict[str, str | int] = {}
+    for key in CLAIM_FIELDS:
+        value = text_value(body.get(key), key, single_line=True)
+        if len(value) > MAX_CLAIM_FIELD_CHARS:
+            raise BadInput(f"{key} is too long")
+        if value:
+            claims[key] = value
+    issued_at = int_value(body.get("issued_at"), "issued_at")
+    if issued_at is not None:
+        claims["issued_at"] = issued_at
+    user_hash = text_value(body.get("user_hash"), "user_hash", single_line=True)[:MAX_CLAIM_FIELD_CHARS]
+    token = text_value(body.get("token"), "token", single_line=True)
+    return claims, user_hash, token
 
 
 def _key_of_sent(ref: str) -> str:

@@ -3,7 +3,10 @@
 A token is ``rdw1.<payload>.<signature>``: the payload (base64url JSON) names the visitor and when the
 token expires; the signature is an HMAC-SHA256 of it under a key derived from the channel's secret.
 Anonymous visitors get an unguessable random id (128 bits); a *verified* visitor's id comes from
-the site's own user id or email, accepted only with the HMAC the site's backend computed for it.
+the site's own user id or email, accepted only with the HMAC the site's backend computed over every
+claimed field (user id, email, name) and the time it vouched for them (``issued_at``, Unix seconds):
+the canonical form is the claim as JSON with sorted keys and no spaces, fields left empty left out
+(:func:`canonical_claims`). A claim older than the channel's ``identity_max_age_seconds`` is refused.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 TOKEN_PREFIX = "rdw1"
 MAX_CLAIM_CHARS = 128  # longest user id or email accepted as a verified identity
+CLAIM_FIELDS = ("user_id", "email", "name")  # what a site's backend vouches for (besides issued_at)
+CLOCK_SKEW_SECONDS = 300  # an issued_at this far in the future is still accepted (clocks differ)
 
 
 class BadSession(Exception):
@@ -37,9 +43,18 @@ def derive_key(secret: bytes, purpose: str) -> bytes:
     return hmac.new(secret, f"relaydesk web {purpose}".encode(), hashlib.sha256).digest()
 
 
-def identity_hash(identity_secret: str, value: str) -> str:
-    """What a site's backend computes for a logged-in user: hex HMAC-SHA256 of the user id (or email)."""
-    return hmac.new(identity_secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+def canonical_claims(claims: Mapping[str, str | int]) -> bytes:
+    """The bytes a site's backend signs: the claim as sorted, compact JSON (UTF-8, not ASCII-escaped)."""
+    return json.dumps(dict(claims), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def identity_hash(identity_secret: str, claims: Mapping[str, str | int]) -> str:
+    """What a site's backend computes for a logged-in user: hex HMAC-SHA256 of :func:`canonical_claims`.
+
+    ``claims`` holds ``issued_at`` (Unix seconds) and the non-empty fields among ``user_id``, ``email``
+    and ``name`` that the widget is given.
+    """
+    return hmac.new(identity_secret.encode(), canonical_claims(claims), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class SessionSigner:
     def verify(self, token: str, *, now: float | None = None) -> VisitorSession:
         """The session a token carries; raises :class:`BadSession` if it is forged, damaged or expired."""
         parts = token.split(".")
-        if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+        if not token.isascii() or len(parts) != 3 or parts[0] != TOKEN_PREFIX:
             raise BadSession("not a visitor token")
         payload, signature = parts[1], parts[2]
         if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
@@ -111,40 +126,36 @@ class SessionSigner:
     def verified(
         self,
         identity_secret: str | None,
+        claims: Mapping[str, str | int],
+        user_hash: str,
         *,
-        user_id: str | None,
-        email: str | None,
-        name: str | None,
-        user_hash: str | None,
+        max_age: float,
+        now: float | None = None,
     ) -> VisitorSession:
-        """A visitor the site vouched for: ``user_hash`` must be the HMAC of the user id (or the email).
+        """A visitor the site vouched for: ``user_hash`` must be :func:`identity_hash` of ``claims``.
 
-        Raises :class:`BadSession` when identity verification is off, or the hash does not match.
+        ``claims`` are the non-empty claimed fields and ``issued_at``, as the client sent them (already
+        checked to be strings of valid Unicode and an integer). Raises :class:`BadSession` when identity
+        verification is off, the hash does not match, or the claim is older than ``max_age`` seconds.
         """
         if not identity_secret:
             raise BadSession("identity verification is not enabled on this relaydesk")
-        claim = (user_id or "").strip() or (email or "").strip().lower()
-        if not claim or len(claim) > MAX_CLAIM_CHARS:
+        user_id = str(claims.get("user_id") or "").strip()
+        email = str(claims.get("email") or "").strip()
+        claim = user_id or email.lower()
+        if not claim or len(claim) > MAX_CLAIM_CHARS or len(email) > MAX_CLAIM_CHARS:
             raise BadSession("a verified identity needs a user id or an email (at most 128 characters)")
-        expected = identity_hash(identity_secret, claim)
-        if not hmac.compare_digest((user_hash or "").lower().encode(), expected.encode()):
+        issued_at = claims.get("issued_at")
+        if not isinstance(issued_at, int):
+            raise BadSession("the claim has no issued_at (Unix seconds, covered by the hash)")
+        expected = identity_hash(identity_secret, claims)
+        if not hmac.compare_digest(user_hash.lower().encode(), expected.encode()):
             raise BadSession("the identity hash does not match")
-        subject = f"u-{claim}" if (user_id or "").strip() else f"e-{claim}"
-        display = (name or "").strip()[:100] or (email or "").strip()[:100] or claim
-        clean_email = (email or "").strip()[:MAX_CLAIM_CHARS] or None
-        return VisitorSession(subject, display, clean_email, True, time.time() + self.ttl)
-
-
-class FileSigner:
-    """Signs links to uploaded files, so that only relaydesk hands them out."""
-
-    def __init__(self, secret: bytes) -> None:
-        self._key = derive_key(secret, "files")
-
-    def sign(self, file_id: str) -> str:
-        """The signature of one file's link."""
-        return hmac.new(self._key, file_id.encode(), hashlib.sha256).hexdigest()[:32]
-
-    def check(self, file_id: str, signature: str) -> bool:
-        """True when ``signature`` is this file's."""
-        return hmac.compare_digest(signature.encode(), self.sign(file_id).encode())
+        current = time.time() if now is None else now
+        if issued_at > current + CLOCK_SKEW_SECONDS:
+            raise BadSession("the claim's issued_at is in the future")
+        if current - issued_at > max_age:
+            raise BadSession("the claim has expired (issued_at too old): the page must compute a new hash")
+        subject = f"u-{claim}" if user_id else f"e-{claim}"
+        display = str(claims.get("name") or "").strip()[:100] or email[:100] or claim
+        return VisitorSession(subject, display, email or None, True, current + self.ttl)

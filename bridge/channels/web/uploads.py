@@ -1,17 +1,26 @@
 """Files customers send from the widget: type and size checks, storage on disk, and what to call them.
 
-A file is kept under ``upload_dir/<id>`` with a small JSON sidecar (name, type, size). Ids are random
-(128 bits), and links to them are signed on top (see :class:`~bridge.channels.web.sessions.FileSigner`).
+A file is kept under ``upload_dir/<id>`` with a small JSON sidecar (name, type, size); while it arrives
+it is written to ``upload_dir/.part-<random>`` (never held in memory), renamed once accepted and removed
+otherwise. Ids are random (128 bits), and links to them are signed on top, with an expiry (see
+:mod:`bot_core.downloads`).
 The type a browser declares is not trusted for images and PDFs: the first bytes must match it.
+The directory has a quota: a file that would take it past ``quota_bytes`` is refused (HTTP 507) and the
+operator is told in the log; a file whose message is then refused is removed again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 # The types the widget accepts by default, with a word for people and the bytes they must start with.
 KNOWN_TYPES: dict[str, tuple[str, tuple[bytes, ...]]] = {
@@ -24,6 +33,10 @@ KNOWN_TYPES: dict[str, tuple[str, tuple[bytes, ...]]] = {
 }
 DEFAULT_TYPES = list(KNOWN_TYPES)
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+PARTIAL_PREFIX = ".part-"
+PARTIAL_MAX_AGE_SECONDS = 3600.0  # a partial file this old was left by a crash: removed at start
+USAGE_RESCAN_SECONDS = 30.0  # how old the directory's measured size may get (other workers write too)
+log = logging.getLogger("relaydesk.web.uploads")
 
 
 class UploadRefused(Exception):
@@ -96,21 +109,121 @@ class StoredFile:
         return "image" if self.mime_type.startswith("image/") else "file"
 
 
+class PartialFile:
+    """An upload being received, written to disk as it arrives (blocking methods: call them in a thread)."""
+
+    HEAD_BYTES = 16  # what the type check looks at
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self.head = b""
+        self._handle: BinaryIO | None = path.open("xb")
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``."""
+        assert self._handle is not None
+        self._handle.write(chunk)
+        if len(self.head) < self.HEAD_BYTES:
+            self.head = (self.head + chunk)[: self.HEAD_BYTES]
+        self.size += len(chunk)
+
+    def close(self) -> None:
+        """Flush and close (the file stays)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def discard(self) -> None:
+        """Close and remove the file (an upload refused or broken off)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
 class FileStore:
-    """Uploaded files in one directory."""
+    """Uploaded files in one directory, at most ``quota_bytes`` of them (``None``: no quota)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, quota_bytes: int | None = None) -> None:
         self.root = root
+        self.quota_bytes = quota_bytes
+        self._lock = threading.Lock()
+        self._usage: int | None = None
+        self._measured_at = 0.0
 
-    def save(self, name: str, mime_type: str, data: bytes) -> StoredFile:
-        """Store ``data``; returns it with its new random id (blocking: call it in a thread)."""
+    def usage(self) -> int:
+        """Bytes the directory holds now (measured again every few seconds; blocking)."""
+        with self._lock:
+            return self._current_usage()
+
+    def _current_usage(self) -> int:
+        now = time.monotonic()
+        if self._usage is None or now - self._measured_at > USAGE_RESCAN_SECONDS:
+            self._usage, self._measured_at = _directory_size(self.root), now
+        return self._usage
+
+    def begin(self) -> PartialFile:
+        """A new file to receive an upload into (blocking: call it in a thread)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        return PartialFile(self.root / f"{PARTIAL_PREFIX}{secrets.token_urlsafe(16)}")
+
+    def commit(self, partial: PartialFile, name: str, mime_type: str) -> StoredFile:
+        """Keep a received file; returns it with its new random id (blocking: call it in a thread).
+
+        Raises :class:`UploadRefused` (507), and removes the file, when it would take the directory
+        past its quota.
+        """
+        partial.close()
+        meta = json.dumps({"name": name, "mime_type": mime_type, "size": partial.size})
+        with self._lock:
+            used = self._current_usage()
+            if self.quota_bytes is not None and used + partial.size + len(meta) > self.quota_bytes:
+                partial.discard()
+                log.warning(
+                    "the upload directory is full: a file was refused (raise upload_quota_bytes or "
+                    "remove old files)",
+                    extra={"directory": str(self.root), "used": used, "quota": self.quota_bytes},
+                )
+                raise UploadRefused("We cannot accept files right now: try again later.", status=507)
+            self._usage = used + partial.size + len(meta)
         file_id = secrets.token_urlsafe(16)
         path = self.root / file_id
-        path.write_bytes(data)
-        meta = {"name": name, "mime_type": mime_type, "size": len(data)}
-        (self.root / f"{file_id}.json").write_text(json.dumps(meta), encoding="utf-8")
-        return StoredFile(file_id, name, mime_type, len(data), path)
+        (self.root / f"{file_id}.json").write_text(meta, encoding="utf-8")
+        partial.path.rename(path)
+        return StoredFile(file_id, name, mime_type, partial.size, path)
+
+    def save(self, name: str, mime_type: str, data: bytes) -> StoredFile:
+        """Store ``data`` at once (blocking: call it in a thread); see :meth:`commit`."""
+        partial = self.begin()
+        partial.write(data)
+        return self.commit(partial, name, mime_type)
+
+    def sweep_partials(self) -> int:
+        """Remove partial files a crash left behind (older than an hour); returns how many (blocking)."""
+        removed = 0
+        cutoff = time.time() - PARTIAL_MAX_AGE_SECONDS
+        for path in self.root.glob(f"{PARTIAL_PREFIX}*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def remove(self, file_id: str) -> None:
+        """Delete a stored file whose message was not accepted after all (blocking)."""
+        if not _ID.match(file_id):
+            return
+        freed = 0
+        for path in (self.root / file_id, self.root / f"{file_id}.json"):
+            try:
+                freed += path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+        with self._lock:
+            if self._usage is not None:
+                self._usage = max(0, self._usage - freed)
 
     def load(self, file_id: str) -> StoredFile | None:
         """The stored file with this id, or None (blocking: call it in a thread)."""
@@ -124,3 +237,20 @@ class FileStore:
         if not path.is_file():
             return None
         return StoredFile(file_id, str(meta["name"]), str(meta["mime_type"]), int(meta["size"]), path)
+
+
+def _directory_size(root: Path) -> int:
+    """The bytes of the files directly in ``root`` (0 if it does not exist yet)."""
+    total = 0
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.name.startswith(PARTIAL_PREFIX):
+                    continue  # uploads still arriving are bounded by max_upload_bytes, not the quota
+                try:
+                    total += entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue  # removed meanwhile
+    except FileNotFoundError:
+        return 0
+    return total

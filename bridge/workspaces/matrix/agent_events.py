@@ -26,12 +26,12 @@ def agent_message(
     is_ours: Callable[[str], bool],
     room_id: str,
     event: dict[str, Any],
-    media_link: Callable[[str], str] | None = None,
+    media_link: Callable[[str, str], str] | None = None,
 ) -> AgentMessage | None:
     """An agent's text, file, edit or deletion as an :class:`AgentMessage`; None for anything else.
 
     ``is_ours`` tells the bridge's own users (its bot, its ghosts): their events (the customers' messages,
-    notices, the card) are never agent messages. ``media_link`` turns an ``mxc://`` URI into the signed
+    notices, the card) are never agent messages. ``media_link(mxc, room_id)`` turns an ``mxc://`` URI into the signed
     URL a channel fetches the file from; without it, agents' files are not relayed.
     """
     sender = event.get("sender")
@@ -54,7 +54,7 @@ def agent_message(
     if event.get("type") != "m.room.message":
         return None
     if media_link is not None and content.get("url"):
-        attachment = agent_attachment(content, media_link(str(content["url"])))
+        attachment = agent_attachment(content, media_link(str(content["url"]), room_id))
         if attachment is not None:
             return AgentMessage(**common, attachments=(attachment,))
     if content.get("msgtype") not in ("m.text", "m.emote"):

@@ -35,6 +35,7 @@ from bot_core.adapters import (
     RoomRef,
 )
 from bot_core.events import AgentMessage, Attachment
+from bot_core.names import clean_display_name, clean_file_name
 from bot_core.plugin import Plugin, PluginKind, route
 from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
@@ -42,8 +43,9 @@ from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration,
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.portal import PortalRooms
-from bridge.workspaces.matrix.roster import AgentRoster
+from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels, refusal_notice
 from bridge.workspaces.matrix.send import send_message
+from bridge.workspaces.matrix.transactions import transaction_body
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 SEEN_TRANSACTIONS = 1000
@@ -109,10 +111,10 @@ class MatrixWorkspace(Plugin):
         self._ghost_prefix = self.registration.user_prefix
         self._ghost_re = re.compile(rf"^@{re.escape(self._ghost_prefix)}.*:{re.escape(server_name)}$")
         self._http = aiohttp.ClientSession()
-        self._media = MediaLinks(MEDIA_PREFIX, self.registration.hs_token.encode())
+        self._media = MediaLinks(MEDIA_PREFIX, self.registration.hs_token.encode(), self.services.downloads)
         self._bot = self._client(self.bot_user_id, self.registration.as_token)
         self._roster = AgentRoster(self.settings.agents, self.settings.space, self._is_ours)
-        self._typing = TypingRelay(self.services.agent_typing, self._is_ours)
+        self._typing = TypingRelay(self.services.agent_typing, self._not_an_agent)
         await self._roster.start(self._bot)
         self._bot_device = await self._ensure_bot_device()
         self._cards.device_id = self._bot_device
@@ -262,7 +264,8 @@ class MatrixWorkspace(Plugin):
         if conversation.existing_room_id:
             return RoomRef(self.instance_name, conversation.existing_room_id)
         channel = conversation.channel.capitalize()
-        display = f"{conversation.customer_name} ({channel})"
+        name = clean_display_name(conversation.customer_name, fallback="Customer")
+        display = ghost_name(conversation.customer_name, conversation.channel)
         ghost = await self.ghost(conversation.channel, conversation.external_user_id, display)
         if conversation.avatar_url:
             try:
@@ -276,16 +279,13 @@ class MatrixWorkspace(Plugin):
             agents = await self._roster.invitees(bot)
             response = await bot.room_create(
                 name=display,
-                topic=f"Support conversation with {conversation.customer_name} on {channel}, relayed by relaydesk",
+                topic=f"Support conversation with {name} on {channel}, relayed by relaydesk",
                 federate=False,
                 preset=RoomPreset.private_chat,
                 invite=[ghost.user_id, *agents],
                 initial_state=[marker],
-                power_level_override={
-                    # the creator (the bot) is omitted: room version 12 gives creators unlimited power
-                    "users": {a: 50 for a in agents},
-                    "events": {"m.room.pinned_events": 50},
-                },
+                # the creator (the bot) is omitted: room version 12 gives creators unlimited power
+                power_level_override=portal_power_levels(agents),
             )
             if isinstance(response, RoomCreateError):
                 check_response(response, "create portal room")
@@ -298,9 +298,7 @@ class MatrixWorkspace(Plugin):
     async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
         """Post the customer's message as their ghost (an edit replaces the earlier event)."""
         ghost = await self.ghost(
-            message.channel,
-            message.external_user_id,
-            f"{message.sender_name} ({message.channel.capitalize()})",
+            message.channel, message.external_user_id, ghost_name(message.sender_name, message.channel)
         )
         # the plain body only, and no one mentioned: what a customer types never notifies an agent
         content: dict[str, Any] = {"msgtype": "m.text", "body": message.text, "m.mentions": NO_MENTIONS}
@@ -329,7 +327,7 @@ class MatrixWorkspace(Plugin):
         self, room: RoomRef, channel: str, external_user_id: str, name: str, active: bool
     ) -> None:
         """Show the customer's ghost typing in the room (or stop); best effort, like any typing notice."""
-        ghost = await self.ghost(channel, external_user_id, f"{name} ({channel.capitalize()})")
+        ghost = await self.ghost(channel, external_user_id, ghost_name(name, channel))
         response = await ghost.room_typing(room.room_id, typing_state=active, timeout=CUSTOMER_TYPING_MS)
         if not isinstance(response, RoomTypingResponse):
             self.services.log.info("customer typing not shown", extra={"room": room.room_id})
@@ -344,17 +342,16 @@ class MatrixWorkspace(Plugin):
     ) -> str | None:
         if not attachment.url:
             return None
-        mxc = await self._upload_from(
-            ghost, attachment.url, attachment.name or attachment.kind, attachment.mime_type
-        )
+        name = clean_file_name(attachment.name, fallback=attachment.kind)
+        mxc = await self._upload_from(ghost, attachment.url, name, attachment.mime_type)
         content = {**attachment_content(attachment, mxc), "m.mentions": NO_MENTIONS}
         return await send_message(ghost, room_id, content, txn, "post attachment")
 
     # -- media from agents, served to channels ---------------------------------------------------
 
-    def media_url(self, mxc: str) -> str:
-        """A signed relaydesk URL from which a channel adapter can fetch an agent's file."""
-        return self._media.link(self.services.http_base_url, mxc)
+    def media_url(self, mxc: str, room_id: str = "") -> str:
+        """A signed, expiring relaydesk URL from which a channel adapter can fetch an agent's file."""
+        return self._media.link(self.services.http_base_url, mxc, room_id)
 
     @route("GET", MEDIA_PREFIX + "/{server}/{media_id}")
     async def media(self, request: web.Request) -> web.StreamResponse:
@@ -379,7 +376,10 @@ class MatrixWorkspace(Plugin):
 
     def _authorised(self, request: web.Request) -> bool:
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return hmac.compare_digest(supplied.encode(), self.registration.hs_token.encode())
+        # aiohttp keeps bytes that are not UTF-8 as lone surrogates: encoded back as they came, never a 500
+        return hmac.compare_digest(
+            supplied.encode("utf-8", "surrogateescape"), self.registration.hs_token.encode()
+        )
 
     @route("POST", "/_matrix/app/v1/ping")
     async def ping(self, request: web.Request) -> web.Response:
@@ -398,8 +398,11 @@ class MatrixWorkspace(Plugin):
         if not self._authorised(request):
             return web.json_response({"errcode": "M_FORBIDDEN", "error": "bad hs_token"}, status=403)
         txn_id = request.match_info["txn_id"]
-        body = await request.json()
-        events = [e for e in body.get("events") or [] if isinstance(e, dict)]
+        body = await transaction_body(request)
+        if body is None:
+            self.log.info("malformed transaction refused", extra={"txn_id": txn_id})
+            return web.json_response({"errcode": "M_NOT_JSON", "error": "malformed transaction"}, status=400)
+        events, ephemerals = body
         ids = frozenset(str(e["event_id"]) for e in events if isinstance(e.get("event_id"), str))
         fields = {"txn_id": txn_id, "events": len(events), "workspace": self.instance_name}
         earlier = self._seen_txns.get(txn_id)
@@ -414,11 +417,11 @@ class MatrixWorkspace(Plugin):
             if isinstance(event_id, str) and event_id in self._seen_events:
                 continue
             agent_event = self._agent_message(event)
-            if agent_event is not None:
+            if agent_event is not None and await self._from_an_agent(agent_event):
                 await self.services.inbound(agent_event)  # stored before we answer 200
             if isinstance(event_id, str):
                 self._remember(self._seen_events, event_id, None, SEEN_EVENTS)
-        for ephemeral in body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral") or []:
+        for ephemeral in ephemerals:
             self._typing.event(ephemeral)
         self._remember(self._seen_txns, txn_id, ids, SEEN_TRANSACTIONS)
         return web.json_response({})
@@ -436,5 +439,30 @@ class MatrixWorkspace(Plugin):
             self.instance_name, self._is_ours, str(event.get("room_id", "")), event, self.media_url
         )
 
+    async def _from_an_agent(self, message: AgentMessage) -> bool:
+        """Whether the sender is an agent; if not, the room is told (once per sender) and it is dropped."""
+        assert self._bot is not None
+        if await self._roster.is_agent(self._bot, message.agent_id):
+            return True
+        self.log.warning(
+            "message from a non-agent dropped", extra={"room": message.room_id, "sender": message.agent_id}
+        )
+        if self._roster.first_refusal(message.room_id, message.agent_id):
+            try:
+                await self.notice(
+                    RoomRef(self.instance_name, message.room_id), refusal_notice(message.agent_id)
+                )
+            except Exception as exc:  # best effort: the message stays dropped either way
+                self.log.warning("refusal notice not posted", extra={"error": repr(exc)[:300]})
+        return False
+
     def _is_ours(self, sender: str) -> bool:
         return sender == self.bot_user_id or bool(self._ghost_re.match(sender))
+
+    def _not_an_agent(self, sender: str) -> bool:
+        return self._is_ours(sender) or not self._roster.known_agent(sender)
+
+
+def ghost_name(name: str, channel: str) -> str:
+    """A ghost's display name (and the room's name): ``Alice (Telegram)``, control and bidi characters removed."""
+    return f"{clean_display_name(name, fallback='Customer')} ({channel.capitalize()})"

@@ -58,6 +58,7 @@ from bot_core.adapters import (
 from bot_core.context import StateStore
 from bot_core.desk import NotAccepting
 from bot_core.events import AgentMessage, Attachment
+from bot_core.names import clean_display_name, clean_file_name
 from bot_core.plugin import Plugin, PluginKind, route
 from bot_core.receiving import ReceiveLoop
 from bridge.workspaces.matrix.agent_events import agent_message
@@ -65,7 +66,7 @@ from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.portal import PortalRooms
-from bridge.workspaces.matrix.roster import AgentRoster
+from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels, refusal_notice
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
@@ -137,7 +138,7 @@ class MatrixBotWorkspace(Plugin):
         self._http: aiohttp.ClientSession | None = None
         self._media: MediaLinks | None = None
         self._roster = AgentRoster(config.agents, config.space, self._is_ours)
-        self._typing = TypingRelay(self.services.agent_typing, self._is_ours)
+        self._typing = TypingRelay(self.services.agent_typing, self._not_an_agent)
         self._portals = PortalRooms(self.instance_name, self.log)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -165,7 +166,7 @@ class MatrixBotWorkspace(Plugin):
             if key is None:
                 key = secrets.token_hex(32)
                 await self._state.set("media_key", key)
-            self._media = MediaLinks(MEDIA_PREFIX, str(key).encode())
+            self._media = MediaLinks(MEDIA_PREFIX, str(key).encode(), self.services.downloads)
             self._since = await self._state.get(self._token_key())
             if self._since is None:
                 # First start with this account: begin at "now", so earlier history is not relayed.
@@ -291,7 +292,9 @@ class MatrixBotWorkspace(Plugin):
             events = [e.source for e in info.timeline.events]
             if info.timeline.limited and info.timeline.prev_batch and since:
                 events = await self._missed(room_id, info.timeline.prev_batch, since) + events
-            await self._push(self._agent_messages(room_id, events))
+            await self._push(
+                [m for m in self._agent_messages(room_id, events) if await self._from_an_agent(m)]
+            )
         for room_id, joined in response.rooms.join.items():
             for ephemeral in joined.ephemeral:
                 users = getattr(ephemeral, "users", None)
@@ -327,6 +330,25 @@ class MatrixBotWorkspace(Plugin):
 
     def _is_ours(self, sender: str) -> bool:
         return sender == self.user_id
+
+    def _not_an_agent(self, sender: str) -> bool:
+        return self._is_ours(sender) or not self._roster.known_agent(sender)
+
+    async def _from_an_agent(self, message: AgentMessage) -> bool:
+        """Whether the sender is an agent; if not, the room is told (once per sender) and it is dropped."""
+        if await self._roster.is_agent(self._require_client(), message.agent_id):
+            return True
+        self.log.warning(
+            "message from a non-agent dropped", extra={"room": message.room_id, "sender": message.agent_id}
+        )
+        if self._roster.first_refusal(message.room_id, message.agent_id):
+            try:
+                await self.notice(
+                    RoomRef(self.instance_name, message.room_id), refusal_notice(message.agent_id)
+                )
+            except Exception as exc:  # best effort: the message stays dropped either way
+                self.log.warning("refusal notice not posted", extra={"error": repr(exc)[:300]})
+        return False
 
     def _agent_messages(self, room_id: str, events: Iterable[dict[str, Any]]) -> list[AgentMessage]:
         seen: set[str] = set()
@@ -368,16 +390,12 @@ class MatrixBotWorkspace(Plugin):
     ) -> str:
         agents = await self._roster.invitees(client)
         for _ in range(2):
-            power: dict[str, Any] = {"events": {"m.room.pinned_events": 50}}
-            if agents or self._creator_in_power_levels:
-                users = {a: 50 for a in agents}
-                if self._creator_in_power_levels:
-                    users[self.user_id] = 100
-                power["users"] = users
+            power = portal_power_levels(agents, self.user_id if self._creator_in_power_levels else None)
             response = await client.room_create(
                 name=customer_label(conversation.customer_name, conversation.channel),
                 topic=(
-                    f"Support conversation with {conversation.customer_name} on {channel}, "
+                    f"Support conversation with {clean_display_name(conversation.customer_name, fallback='Customer')} "
+                    f"on {channel}, "
                     "relayed by relaydesk"
                 ),
                 federate=False,
@@ -458,7 +476,7 @@ class MatrixBotWorkspace(Plugin):
         client = self._require_client()
         if not attachment.url or self._http is None:
             raise MatrixError("the channel gave no URL for this file")
-        name = attachment.name or attachment.kind
+        name = clean_file_name(attachment.name, fallback=attachment.kind)
         mxc = await upload_from(self._http, client, attachment.url, name, attachment.mime_type)
         content = attachment_content(attachment, mxc, body=f"{label}: {name}")
         tx_id = (
@@ -473,11 +491,11 @@ class MatrixBotWorkspace(Plugin):
 
     # -- media from agents, served to channels ---------------------------------------------------
 
-    def media_url(self, mxc: str) -> str:
-        """A signed relaydesk URL from which a channel adapter can fetch an agent's file."""
+    def media_url(self, mxc: str, room_id: str = "") -> str:
+        """A signed, expiring relaydesk URL from which a channel adapter can fetch an agent's file."""
         if self._media is None:
             raise MatrixError("the matrix bot is not started")
-        return self._media.link(self.services.http_base_url, mxc)
+        return self._media.link(self.services.http_base_url, mxc, room_id)
 
     @route("GET", MEDIA_PREFIX + "/{server}/{media_id}")
     async def media(self, request: web.Request) -> web.StreamResponse:
@@ -510,8 +528,8 @@ class MatrixBotWorkspace(Plugin):
 
 
 def customer_label(name: str, channel: str) -> str:
-    """How the bot names a customer: ``Alice (Telegram)``."""
-    return f"{name} ({channel.capitalize()})"
+    """How the bot names a customer: ``Alice (Telegram)`` (control and bidi characters removed)."""
+    return f"{clean_display_name(name, fallback='Customer')} ({channel.capitalize()})"
 
 
 def customer_message_text(
@@ -524,7 +542,7 @@ def customer_message_text(
     label = customer_label(message.sender_name, message.channel)
     lines = [message.text] if message.text else []
     for attachment in message.attachments if listed is None else listed:
-        what = attachment.name or attachment.mime_type or attachment.kind
+        what = clean_file_name(attachment.name, fallback="") or attachment.mime_type or attachment.kind
         lines.append(f"[{attachment.kind}: {what}]" + (f" {attachment.url}" if attachment.url else ""))
     text = "\n".join(lines)
     plain = f"{label}: {text}"

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from nio import AsyncClient
 
 from bot_core.adapters import CustomerCard
+from bot_core.names import clean_display_name
 from bridge.workspaces.matrix.errors import check_response
 from bridge.workspaces.matrix.send import send_message
 
@@ -20,7 +21,8 @@ def card_text(card: CustomerCard, room_id: str = "") -> tuple[str, str]:
     Earlier conversations link (matrix.to permalinks) to their first message in ``room_id``.
     """
     identities = [
-        f"{i.channel}: {i.display_name or i.external_user_id}{'' if i.reachable else ' (unreachable)'}"
+        f"{i.channel}: {clean_display_name(i.display_name) or i.external_user_id}"
+        f"{'' if i.reachable else ' (unreachable)'}"
         for i in card.identities
     ]
     status = (
@@ -28,7 +30,11 @@ def card_text(card: CustomerCard, room_id: str = "") -> tuple[str, str]:
         + (f", team {card.team}" if card.team else "")
         + (f", owner {card.assignee}" if card.assignee else "")
     )
-    lines = [f"Customer card: {card.name}", status, "Identities: " + "; ".join(identities)]
+    lines = [
+        f"Customer card: {clean_display_name(card.name, fallback='Customer')}",
+        status,
+        "Identities: " + "; ".join(identities),
+    ]
     if card.tags:
         lines.append("Tags: " + ", ".join(card.tags))
     if card.attributes:

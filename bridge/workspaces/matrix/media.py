@@ -2,13 +2,13 @@
 
 Customer files are copied into the homeserver's media repository and posted as ``m.image``/``m.file``
 events. Agent files stay in the media repository; channels fetch them through a relaydesk URL signed
-with HMAC (:class:`MediaLinks`), so a channel adapter never holds a Matrix token.
+with HMAC (:class:`MediaLinks`), so a channel adapter never holds a Matrix token. The link expires and
+names the room the file was posted in; the file is streamed with the download headers of
+:mod:`bot_core.downloads` (an agent's HTML or SVG is an attachment in a sandbox, never a page).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 from typing import Any
 
@@ -16,7 +16,9 @@ import aiohttp
 from aiohttp import web
 from nio import AsyncClient
 
+from bot_core.downloads import CHUNK_BYTES, DownloadPolicy, download_headers, stream
 from bot_core.events import Attachment
+from bot_core.names import clean_file_name
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 
 MAX_MEDIA_BYTES = 50 * 1024 * 1024
@@ -28,37 +30,40 @@ class MediaLinks:
     """Signed relaydesk URLs for files in the media repository, and the handler that serves them.
 
     ``prefix`` is the route's path up to ``/{server}/{media_id}`` (e.g. ``/matrix/media``); ``key``
-    signs the links and must outlive restarts, since links wait in the outbox.
+    signs the links and must outlive restarts, since links wait in the outbox; ``policy`` is the
+    desk's download policy (link lifetime, downloads per address).
     """
 
-    def __init__(self, prefix: str, key: bytes) -> None:
+    def __init__(self, prefix: str, key: bytes, policy: DownloadPolicy) -> None:
         self.prefix = prefix.rstrip("/")
-        self._key = key
+        self.signer = policy.signer(key)
+        self._policy = policy
 
-    def signature(self, server: str, media_id: str) -> str:
-        """The signature of one file's link."""
-        return hmac.new(self._key, f"{server}/{media_id}".encode(), hashlib.sha256).hexdigest()[:32]
-
-    def link(self, base_url: str, mxc: str) -> str:
-        """A signed URL on relaydesk's server (``base_url``) from which a channel fetches ``mxc``."""
+    def link(self, base_url: str, mxc: str, room_id: str = "", *, expires_at: float | None = None) -> str:
+        """A signed URL on relaydesk's server (``base_url``) from which a channel fetches ``mxc``
+        (posted in ``room_id``), valid until ``expires_at`` (default: the policy's lifetime)."""
         server, _, media_id = mxc.removeprefix("mxc://").partition("/")
-        return (
-            f"{base_url.rstrip('/')}{self.prefix}/{server}/{media_id}?sig={self.signature(server, media_id)}"
-        )
+        query = self.signer.query(f"{server}/{media_id}", room_id, expires_at=expires_at)
+        return f"{base_url.rstrip('/')}{self.prefix}/{server}/{media_id}?{query}"
 
     async def serve(
         self, request: web.Request, http: aiohttp.ClientSession, homeserver: str, token: str
-    ) -> web.Response:
-        """Answer a channel's request for a linked file: 403 on a bad signature, 404 when it is gone."""
+    ) -> web.StreamResponse:
+        """Stream a linked file to a channel: 403 on a bad signature, 410 once expired, 429 over the
+        rate, 404 when the homeserver does not have it."""
         server, media_id = request.match_info["server"], request.match_info["media_id"]
-        expected = self.signature(server, media_id)
-        if not hmac.compare_digest(request.query.get("sig", "").encode(), expected.encode()):
-            raise web.HTTPForbidden(text="bad or missing signature")
+        scope = self.signer.check(f"{server}/{media_id}", request.query)
+        await self._policy.admit(request, "matrix-media", scope)
         url = f"{homeserver.rstrip('/')}/_matrix/client/v1/media/download/{server}/{media_id}"
         async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
             if resp.status != 200:
                 raise web.HTTPNotFound(text="no such media")
-            return web.Response(body=await resp.read(), content_type=resp.content_type)
+            disposition = resp.content_disposition
+            name = clean_file_name(disposition.filename if disposition else None, fallback=media_id)
+            # a body aiohttp decompresses has another length than the homeserver announced
+            size = None if "Content-Encoding" in resp.headers else resp.content_length
+            headers = download_headers(resp.content_type, name)
+            return await stream(request, resp.content.iter_chunked(CHUNK_BYTES), headers, size)
 
 
 async def upload_from(
@@ -85,7 +90,7 @@ def attachment_content(attachment: Attachment, mxc: str, body: str | None = None
         info["mimetype"] = attachment.mime_type
     if attachment.size:
         info["size"] = attachment.size
-    name = attachment.name or attachment.kind
+    name = clean_file_name(attachment.name, fallback=attachment.kind)
     return {
         "msgtype": KIND_MSGTYPES.get(attachment.kind, "m.file"),
         "body": body or name,
@@ -105,6 +110,6 @@ def agent_attachment(content: dict[str, Any], link: str) -> Attachment | None:
         kind=kind,  # type: ignore[arg-type]
         url=link,
         mime_type=info.get("mimetype"),
-        name=str(content.get("filename") or content.get("body") or "file"),
+        name=clean_file_name(str(content.get("filename") or content.get("body") or "file")),
         size=info.get("size"),
     )

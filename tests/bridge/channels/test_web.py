@@ -70,6 +70,12 @@ class WebDesk:
 WebDeskFactory = Callable[..., Awaitable[WebDesk]]
 
 
+def identity_claim(secret: str = IDENTITY_SECRET, **fields: str) -> dict[str, str | int]:
+    """What a shop's backend hands the widget for a logged-in user: the fields, issued_at and their hash."""
+    claims: dict[str, str | int] = {**fields, "issued_at": int(time.time())}
+    return {**claims, "user_hash": identity_hash(secret, claims)}
+
+
 @pytest.fixture
 async def web_desk(tmp_path: Path) -> AsyncIterator[WebDeskFactory]:
     """Start relaydesk with the web channel and either the Matrix workspace or the in-memory double."""
@@ -406,13 +412,13 @@ async def test_forged_expired_and_unverified_sessions_get_401(
         # A claimed identity counts only with the hash the shop's backend computed.
         for claim in (
             {"user_id": "alice"},
-            {"user_id": "alice", "user_hash": identity_hash("guessed", "alice")},
-            {"email": "alice@example.com", "user_hash": identity_hash(IDENTITY_SECRET, "bob@example.com")},
+            identity_claim("guessed", user_id="alice"),
+            {**identity_claim(email="bob@example.com"), "email": "alice@example.com"},
         ):
             async with http.post(f"{site.base}/web/api/session", json=claim) as resp:
                 assert resp.status == 401, claim
                 assert (await resp.json())["error"].startswith("Identity not verified")
-        verified = {"user_id": "alice", "name": "Alice", "user_hash": identity_hash(IDENTITY_SECRET, "alice")}
+        verified = identity_claim(user_id="alice", name="Alice")
         async with http.post(f"{site.base}/web/api/session", json=verified) as resp:
             assert resp.status == 200
             assert (await resp.json())["verified"] is True
@@ -440,7 +446,7 @@ async def test_forged_expired_and_unverified_sessions_get_401(
 # -- identities, transports, layout ----------------------------------------------------------------
 
 
-def shop_page(site: WebDesk, settings: Mapping[str, object] | None = None, **data: str) -> str:
+def shop_page(site: WebDesk, settings: Mapping[str, object] | None = None, **data: object) -> str:
     """A page of another site (another origin) that embeds the widget with one script tag."""
     attrs = "".join(f' data-{k.replace("_", "-")}="{v}"' for k, v in data.items())
     config = f"<script>window.relaydeskSettings = {json.dumps(settings)};</script>" if settings else ""
@@ -492,7 +498,7 @@ async def test_a_verified_customer_keeps_their_history_on_another_device_and_a_b
     browser: Any, web_desk: WebDeskFactory, shop: Shop
 ) -> None:
     site = await web_desk()
-    alice = {"user_id": "alice-42", "name": "Alice", "user_hash": identity_hash(IDENTITY_SECRET, "alice-42")}
+    alice = identity_claim(user_id="alice-42", name="Alice")
     laptop = await browser.new_context()
     phone = await browser.new_context(viewport={"width": 390, "height": 760})
     stranger = await browser.new_context()
@@ -515,7 +521,7 @@ async def test_a_verified_customer_keeps_their_history_on_another_device_and_a_b
         await expect(widget.texts()).to_have_text(["Written on my laptop", "Hi Alice, on it."])
 
         # Someone claiming to be Alice without the right hash chats as an anonymous visitor.
-        forged = {**alice, "user_hash": identity_hash("guess", "alice-42")}
+        forged = identity_claim("guess", user_id="alice-42", name="Alice")
         page = await shop.open(stranger, shop_page(site, forged))
         widget = Widget(page)
         await widget.open()
@@ -647,5 +653,13 @@ async def test_history_leaves_out_internal_notes_and_agent_edits_and_deletions_f
 
 
 def test_identity_hash_is_what_a_backend_computes_with_the_standard_library() -> None:
-    expected = hmac.new(IDENTITY_SECRET.encode(), b"alice-42", hashlib.sha256).hexdigest()
-    assert identity_hash(IDENTITY_SECRET, "alice-42") == expected
+    claims: dict[str, str | int] = {"user_id": "alice-42", "name": "Ålice", "issued_at": 1765000000}
+    # the README's one-liner
+    expected = hmac.new(
+        IDENTITY_SECRET.encode(),
+        json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(),
+        hashlib.sha256,
+    ).hexdigest()
+    assert identity_hash(IDENTITY_SECRET, claims) == expected
+    signed = '{"issued_at":1765000000,"name":"Ålice","user_id":"alice-42"}'.encode()  # JSON.stringify's form
+    assert expected == hmac.new(IDENTITY_SECRET.encode(), signed, hashlib.sha256).hexdigest()

@@ -288,6 +288,15 @@ async def test_members_of_the_agents_space_are_invited_to_each_new_portal_room(
         await agent.client.room_invite(space.room_id, kim.user_id)
         await kim.join(space.room_id)
         assert await invited_to_new_room() == {synapse.agent_user_id, lee.user_id, kim.user_id}
+        # a member of the space is an agent (not in the `agents` list): kim's answer is relayed
+        user = f"gus-{uuid.uuid4().hex[:6]}"
+        await channel.customer_writes(user, "anyone there?", name="Gus")
+        assert await desk.wait_settled(30)
+        room_id = await room_of(user)
+        await kim.join(room_id)
+        await kim.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "Kim here, hi!"})
+        await channel.sent.wait_for(lambda items: any(d.external_user_id == user for d in items), 20)
+        assert channel.texts_to(user) == ["Kim here, hi!"]
     finally:
         await lee.close()
         await kim.close()

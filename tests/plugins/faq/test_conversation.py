@@ -280,6 +280,32 @@ async def test_agents_add_and_learn_entries_from_the_room(faq_desk: FaqDesk, kb_
     assert "Can I collect it from a parcel locker?" in faq.loaded.kb.entries["pickup"].questions
 
 
+async def test_only_the_configured_faq_editors_change_the_knowledge_base(
+    faq_desk: FaqDesk, kb_file: Path
+) -> None:
+    desk = await faq_desk('      faq_editors: ["@editor:example.com"]')
+    channel, workspace = doubles(desk)
+    await channel.customer_writes("pam", "hello")
+    await channel.sent.wait_for(lambda _: len(channel.texts_to("pam")) == 1)
+    room = workspace.room_of("pam").room_id
+
+    await workspace.agent_writes(room, "!faq add Do you ship to Mars? | Yes, free.", agent="@alice")
+    await workspace.posts.wait_for(
+        lambda _: any("may not change the FAQ" in t for t in workspace.texts(room, "notice"))
+    )
+    assert "Mars" not in kb_file.read_text(encoding="utf-8")
+    await workspace.agent_writes(room, "!faq list", agent="@alice")  # reading stays open to agents
+    await workspace.posts.wait_for(
+        lambda _: any("opening-hours" in t for t in workspace.texts(room, "notice"))
+    )
+
+    await workspace.agent_writes(room, "!faq add Do you ship to Mars? | No.", agent="@editor:example.com")
+    await workspace.posts.wait_for(
+        lambda _: any("Added FAQ entry" in t for t in workspace.texts(room, "notice"))
+    )
+    assert "Mars" in kb_file.read_text(encoding="utf-8")
+
+
 async def test_stats_in_the_room_and_on_metrics(faq_desk: FaqDesk) -> None:
     desk = await faq_desk()
     channel, workspace = doubles(desk)

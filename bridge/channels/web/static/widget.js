@@ -2,9 +2,9 @@
  *
  * Embed with one tag:  <script src="https://support.example.com/web/widget.js" async></script>
  * Optional settings, as data attributes on that tag or in window.relaydeskSettings (read, never written):
- *   user_id / email + user_hash  a logged-in customer, vouched for by your backend:
- *                                user_hash = hex HMAC-SHA256(identity secret, user_id (or email))
- *   name                         their name (used only with a verified identity)
+ *   user_id / email, name,       a logged-in customer, vouched for by your backend:
+ *   issued_at + user_hash        user_hash = hex HMAC-SHA256(identity secret, the claim as sorted compact
+ *                                JSON: {"email", "issued_at", "name", "user_id"}, empty fields left out)
  *   transport: "http"            never try WebSocket (long polling only)
  *
  * Everything lives inside this function and a Shadow DOM: no globals, no styles leak either way.
@@ -35,12 +35,15 @@
       ["user_id", "email", "name", "user_hash", "transport"].forEach(function (k) {
         if (typeof global[k] === "string") out[k] = global[k];
       });
+      if (typeof global.issued_at === "number" || typeof global.issued_at === "string") out.issued_at = global.issued_at;
     }
     var data = tag.dataset || {};
     if (data.userId) out.user_id = data.userId;
     if (data.email) out.email = data.email;
     if (data.name) out.name = data.name;
     if (data.userHash) out.user_hash = data.userHash;
+    if (data.issuedAt) out.issued_at = data.issuedAt;
+    if (out.issued_at !== undefined) out.issued_at = Number(out.issued_at);
     if (data.transport) out.transport = data.transport;
     return out;
   }
@@ -401,8 +404,11 @@
 
   function openSession(useClaims) {
     var body = {};
-    if (useClaims) {
-      ["user_id", "email", "name", "user_hash"].forEach(function (k) { if (settings[k]) body[k] = settings[k]; });
+    var renewing = useClaims && state.verified && state.token;
+    if (renewing) {
+      body.token = state.token;  // the verified session is renewed: the page's claim may be old by now
+    } else if (useClaims) {
+      ["user_id", "email", "name", "user_hash", "issued_at"].forEach(function (k) { if (settings[k]) body[k] = settings[k]; });
     } else {
       var stored = storage.get(TOKEN_KEY);
       if (stored) body.token = stored;
@@ -411,6 +417,7 @@
     state.token = null;
     return api("POST", "/web/api/session", body).then(function (res) {
       if (res.status === 401) {
+        if (renewing) { state.verified = false; return openSession(true); }
         if (useClaims) {
           if (window.console) console.warn("relaydesk: " + (res.data.error || "identity not verified") + " Chatting anonymously.");
           claimsIdentity = false;

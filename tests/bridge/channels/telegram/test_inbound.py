@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 from aiogram.utils.payload import encode_payload
 
@@ -53,6 +55,35 @@ async def test_photos_documents_voice_and_stickers_reach_the_room_with_their_byt
         assert await _fetch(url) == (200, expected)
     forged = posts[0].attachments[0].url.split("?")[0] + "?sig=" + "0" * 32  # type: ignore[union-attr]
     assert (await _fetch(forged))[0] == 403
+
+
+async def test_files_are_served_as_safe_downloads_and_their_links_expire(
+    telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    port = free_port()
+    desk = await make_desk(
+        sqlite_url, doubles_yaml(telegram, port=port), serve_http=True, http_port=port, environ=ENV
+    )
+    _channel, workspace = parts(desk)
+    ines = telegram.user(2011, "Ines")
+    await telegram.customer_sends(ines, document=("page.html", b"<script>alert(1)</script>", "text/html"))
+    await telegram.customer_sends(ines, photo=JPEG)
+    await workspace.posts.wait_for(lambda posts: sum(p.kind == "customer_message" for _, p in posts) == 2)
+    html, photo = [p.attachments[0] for p in workspace.room_of("2011").posts if p.kind == "customer_message"]
+    assert html.url is not None and photo.url is not None
+    async with aiohttp.ClientSession() as http:
+        async with http.get(html.url) as resp:
+            assert resp.status == 200 and await resp.read() == b"<script>alert(1)</script>"
+            assert resp.headers["Content-Disposition"].startswith("attachment")
+            assert "sandbox" in resp.headers["Content-Security-Policy"]
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        async with http.get(photo.url) as resp:
+            assert resp.status == 200 and resp.headers["Content-Disposition"].startswith("inline")
+        links = desk.plugins["telegram"]._links  # type: ignore[attr-defined]
+        file_id = html.platform_file_id
+        expired = links.signer.query(file_id, "2011", expires_at=time.time() - 5)
+        async with http.get(f"{html.url.split('?')[0]}?{expired}") as resp:
+            assert resp.status == 410
 
 
 async def test_an_edited_message_updates_the_mirrored_one(
