@@ -17,7 +17,7 @@ define install_lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing relaydesk and its locked dependencies (requirements/$(1)) into $(VENV) ..."
 	@$(BIN)/python -m pip install --quiet --no-input --require-hashes --no-deps -r requirements/$(1) 2>&1 | $(PIP_QUIET)
-	@$(BIN)/python -m pip install --quiet --no-input --no-deps --no-build-isolation -e . 2>&1 | $(PIP_QUIET)
+	@PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet --no-input --no-deps --no-build-isolation -e . 2>&1 | $(PIP_QUIET)
 endef
 
 $(VENV)/.run-installed: pyproject.toml requirements/run.txt
