@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from bot_core.events import AgentMessage, utcnow
 from bridge.workspaces.matrix.media import agent_attachment
+
+log = logging.getLogger("relaydesk.matrix.events")
 
 
 def without_reply_fallback(body: str) -> str:
@@ -22,6 +25,34 @@ def without_reply_fallback(body: str) -> str:
 
 
 def agent_message(
+    workspace: str,
+    is_ours: Callable[[str], bool],
+    room_id: str,
+    event: dict[str, Any],
+    media_link: Callable[[str, str], str] | None = None,
+) -> AgentMessage | None:
+    """An agent's text, file, edit or deletion as an :class:`AgentMessage`; None for anything else.
+
+    ``is_ours`` tells the bridge's own users (its bot, its ghosts): their events (the customers' messages,
+    notices, the card) are never agent messages. ``media_link(mxc, room_id)`` turns an ``mxc://`` URI into the signed
+    URL a channel fetches the file from; without it, agents' files are not relayed. An event whose fields
+    have the wrong shape (a homeserver bug, or whoever holds the token) is skipped with one INFO line.
+    """
+    try:
+        return _agent_message(workspace, is_ours, room_id, event, media_link)
+    except (AttributeError, TypeError, ValueError) as exc:
+        log.info(
+            "malformed room event skipped",
+            extra={
+                "room": room_id[:200],
+                "event": str(event.get("event_id", ""))[:200],
+                "error": type(exc).__name__,
+            },
+        )
+        return None
+
+
+def _agent_message(
     workspace: str,
     is_ours: Callable[[str], bool],
     room_id: str,
@@ -53,8 +84,9 @@ def agent_message(
         return AgentMessage(**common, redacts=str(redacts)) if redacts else None
     if event.get("type") != "m.room.message":
         return None
-    if media_link is not None and content.get("url"):
-        attachment = agent_attachment(content, media_link(str(content["url"]), room_id))
+    url = content.get("url")
+    if media_link is not None and isinstance(url, str) and url.startswith("mxc://"):
+        attachment = agent_attachment(content, media_link(url, room_id))
         if attachment is not None:
             return AgentMessage(**common, attachments=(attachment,))
     if content.get("msgtype") not in ("m.text", "m.emote"):

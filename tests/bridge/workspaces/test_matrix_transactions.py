@@ -42,6 +42,33 @@ plugins:
         odd = {"events": [1, "event", None, {"type": "m.room.message", "content": "not an object"}]}
         async with http.put(f"{base}-odd", data=json.dumps(odd), headers=auth) as resp:
             assert resp.status == 200
+        # events with fields of the wrong shape (from an agent, in a room) are skipped, not a 500
+        agent = synapse.agent_user_id
+        shapes = [
+            {"m.relates_to": "not an object", "msgtype": "m.text", "body": "x"},
+            {
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$e"},
+                "msgtype": "m.text",
+                "m.new_content": 7,
+            },
+            {"msgtype": "m.text", "body": {"not": "text"}},
+            {"msgtype": "m.image", "url": ["mxc://x/y"], "body": "f"},
+        ]
+        malformed = {
+            "events": [
+                {
+                    "type": "m.room.message",
+                    "room_id": "!r:localhost",
+                    "sender": agent,
+                    "event_id": f"$bad{n}",
+                    "origin_server_ts": "yesterday" if n == 0 else 1,
+                    "content": content,
+                }
+                for n, content in enumerate(shapes)
+            ]
+        }
+        async with http.put(f"{base}-shapes", data=json.dumps(malformed), headers=auth) as resp:
+            assert resp.status == 200, await resp.text()
     # a token header of bytes that are not UTF-8 is a wrong token, not a server error
     reader, writer = await asyncio.open_connection("127.0.0.1", synapse.appservice_port)
     writer.write(
@@ -52,4 +79,4 @@ plugins:
     writer.close()
     assert status_line.split()[1] == b"403"
     assert await desk.wait_settled(10)
-    assert await InboundReceipt.all().count() == 0
+    assert [(r.source, r.external_id) for r in await InboundReceipt.all()] == []
