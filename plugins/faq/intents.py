@@ -1,0 +1,78 @@
+"""Intents that always go to a person: asking for one, a complaint, a manager, a legal threat.
+
+Recognised by meaning, not by a word inside a question, in two ways that work with every matcher:
+
+* short whole-message patterns per language ("agent", "转人工", "let me talk to your manager"), from the
+  locale files and the plugin's config;
+* example phrasings of each intent, fitted into the matcher next to the knowledge base under ids that
+  are not entries (``@complaint``): a message ranked closest to an intent's examples, confidently, is
+  that intent, while "What are your customer service hours?" stays closest to the hours entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from plugins.faq.locales import Locale, Patterns
+from plugins.faq.matching import Example
+
+INTENT_PREFIX = "@"
+
+
+def intent_of(entry_id: str) -> str | None:
+    """The intent a matcher candidate stands for, or None for a knowledge-base entry."""
+    return entry_id[len(INTENT_PREFIX) :] if entry_id.startswith(INTENT_PREFIX) else None
+
+
+@dataclass(frozen=True)
+class IntentSpec:
+    """One intent across languages: its whole-message patterns and its example phrasings."""
+
+    name: str
+    patterns: Patterns
+    examples: tuple[str, ...]
+
+
+class HandoverIntents:
+    """The always-human intents of a plugin instance (locale files merged with the config)."""
+
+    def __init__(self, specs: Iterable[IntentSpec]) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+
+    @classmethod
+    def build(
+        cls,
+        locales: Mapping[str, Locale],
+        extra: Mapping[str, tuple[Sequence[str], Sequence[str]]] = {},
+        disabled: Iterable[str] = (),
+    ) -> HandoverIntents:
+        """Merge every locale's intents with ``extra`` (name → (patterns, examples)) minus ``disabled``."""
+        patterns: dict[str, Patterns] = {}
+        examples: dict[str, list[str]] = {}
+        for locale in locales.values():
+            for name, intent in locale.intents.items():
+                patterns[name] = patterns.get(name, Patterns()) + intent.patterns
+                examples.setdefault(name, []).extend(intent.examples)
+        for name, (more_patterns, more_examples) in extra.items():
+            patterns[name] = patterns.get(name, Patterns()) + Patterns.of(more_patterns, f"intent {name}")
+            examples.setdefault(name, []).extend(more_examples)
+        off = set(disabled)
+        return cls(
+            IntentSpec(name, patterns[name], tuple(dict.fromkeys(examples.get(name, []))))
+            for name in patterns
+            if name not in off
+        )
+
+    def by_pattern(self, text: str) -> str | None:
+        """The intent whose whole-message pattern ``text`` is; a request for a person is checked last."""
+        ordered = sorted(self.specs.values(), key=lambda s: s.name == "person")
+        return next((spec.name for spec in ordered if spec.patterns.match(text)), None)
+
+    def examples(self) -> list[Example]:
+        """The intents' example phrasings, under their matcher ids (see :func:`intent_of`)."""
+        return [
+            Example(f"{INTENT_PREFIX}{spec.name}", text)
+            for spec in self.specs.values()
+            for text in spec.examples
+        ]
