@@ -4,9 +4,10 @@ For each message of a conversation still with the bot:
 
 1. the conversation's language is updated (:mod:`plugins.faq.language`);
 2. a whole-message always-human intent (a person, a complaint, a manager, a legal threat) hands over;
-3. a reply to a "did you mean" list picks that entry ("2", "第二个"; "0" asks for a person);
-4. thanks or "that's not what I asked" judge the previous reply (:mod:`plugins.faq.policy`); too many
-   failed turns hand over;
+3. thanks (or "👍"), "that's not what I asked" or anything else judge the previous reply
+   (:mod:`plugins.faq.policy`); too many failed turns hand over;
+4. a reply to a "did you mean" list picks that entry ("2", "第二个"; "0" asks for a person, at any time);
+   thanks are answered once, a number without a list asks for the question in words;
 5. otherwise the matcher ranks the entries and the intents' example phrasings together: a confident
    intent hands over, a confident entry is answered; below the threshold the best entries are offered
    as choices when they are plausible (the calibrated choice floor, and for the lexical matcher a shared
@@ -18,6 +19,7 @@ decides; the plugin stores and sends (:class:`Turn`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,7 +29,10 @@ from plugins.faq.loader import Loaded
 from plugins.faq.locales import Locale, Patterns
 from plugins.faq.policy import ConversationState, Policy
 from plugins.faq.rules import picked_choice
+from plugins.faq.text import normalise
 from plugins.faq.topic import TopicIndex
+
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 @dataclass
@@ -84,27 +89,31 @@ class Dialogue:
             if intent != "person":  # a complaint says what it is about; "agent" does not
                 state.open_question = text
             return self._hand_over(state, turn, intent)
-        pending, state.choices = state.choices, []
-        if pending:
-            pick = picked_choice(text, len(pending))
-            if pick == 0:
-                return self._hand_over(state, turn, "person")
-            if pick is not None and pending[pick - 1] in self.loaded.kb.entries:
-                return self._answer(state, turn, pending[pick - 1], picked=True)
-        thanks, not_helped = self.thanks.match(text), self.not_helped.match(text)
+        offered = [e for e in state.choices if e in self.loaded.kb.entries]
+        pick = picked_choice(text, len(offered)) if offered else None
+        if pick == 0 or normalise(text) == "0":  # "0 to talk to a person", as the prompts say
+            return self._hand_over(state, turn, "person")
+        wordless = not _LETTER.search(text)  # digits, emoji, punctuation: no question in it
+        thanks = self.thanks.match(text) or (wordless and not any(c.isdigit() for c in text))
+        not_helped = self.not_helped.match(text)
         self.policy.follow_up(state, thanks=thanks, not_helped=not_helped)
         if self.policy.exhausted(state):
             return self._hand_over(state, turn, "unanswered")
-        if thanks:  # said once; later thanks need no reply at all
+        if pick is not None:  # the list stays on offer until the next question
+            return self._answer(state, turn, offered[pick - 1], picked=True)
+        if thanks:  # a thanks is answered once; later thanks, "👍" and the like need no reply
             welcome = self.locale(turn.language).messages["welcome"]
-            return self._send(state, turn, welcome) if self.policy.may_send(state, welcome) else turn
-        if not_helped:
+            if wordless or not self.policy.may_send(state, welcome):
+                return turn
+            return self._send(state, turn, welcome)
+        if not_helped or wordless or picked_choice(text, 5) is not None:  # a number without a list
             return self._say(state, turn, self.locale(turn.language).messages["rephrase"])
         state.open_question = text
         return self._question(state, turn, text)
 
     def _question(self, state: ConversationState, turn: Turn, text: str) -> Turn:
         kb, calibration = self.loaded.kb, self.loaded.calibration
+        state.choices = []
         match = self.loaded.matcher.match(text, self.choices)
         best = match.best
         if best is not None and match.confidence >= calibration.threshold:
