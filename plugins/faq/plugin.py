@@ -394,6 +394,10 @@ class FaqPlugin(Plugin):
         await ctx.tag(f"handoff:{reason}")
         await ctx.queue(self.settings.handover_team)
         self.stats.hand_over(reason)
+        self.log.info(
+            "faq handed over",
+            extra={"conversation": ctx.conversation.id, "reason": reason, "language": turn.language},
+        )
 
     @on_agent_message()
     async def remember_reply(self, ctx: Context, msg: AgentMessage) -> None:

@@ -289,3 +289,26 @@ async def test_the_channel_locale_sets_the_language_of_a_number(faq_desk: FaqDes
     assert await desk.wait_settled()
     (reply,) = channel.texts_to("mei")
     assert CJK.search(reply), reply
+
+
+async def test_always_human_intents_and_texts_come_from_the_config(faq_desk: FaqDesk) -> None:
+    desk = await faq_desk(
+        "      handover_intents:\n"
+        "        refund-dispute: {patterns: ['(i )?(filed|opened) a chargeback.*']}\n"
+        "        complaint: {enabled: false}\n"
+        "      handover_phrases: [operator please]\n"
+        "      messages: {en: {handover: {refund-dispute: 'A colleague from billing will take this.'}}}\n"
+    )
+    customer = Customer(desk, "ros")
+    (reply,) = await customer.says("I opened a chargeback with my bank")
+    assert reply.startswith("A colleague from billing will take this.")
+    assert (
+        "handed over (refund-dispute). Question: I opened a chargeback with my bank"
+        in customer.handover_notice()
+    )
+    assert "handoff:refund-dispute" in (await customer.conversation()).tags
+    (reply,) = await Customer(desk, "sam").says("I want to make a complaint")  # turned off: the normal path
+    assert not reply.startswith("I'm sorry to hear that")
+    operator = Customer(desk, "tom")
+    await operator.says("Operator, please!")
+    assert "handed over (asked for a person)" in operator.handover_notice()
