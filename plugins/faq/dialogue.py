@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from plugins.faq.calibrate import Calibration
 from plugins.faq.intents import HandoverIntents, intent_of
 from plugins.faq.language import conversation_language, guess
 from plugins.faq.loader import Loaded
@@ -112,7 +113,7 @@ class Dialogue:
         return self._question(state, turn, text)
 
     def _question(self, state: ConversationState, turn: Turn, text: str) -> Turn:
-        kb, calibration = self.loaded.kb, self.loaded.calibration
+        kb, calibration = self.loaded.kb, self.thresholds(text)
         state.choices = []
         match = self.loaded.matcher.match(text, self.choices)
         best = match.best
@@ -143,6 +144,10 @@ class Dialogue:
         state.choices = options
         turn.suggested = True
         return turn
+
+    def thresholds(self, text: str) -> Calibration:
+        """The calibrated (or configured) answer threshold and choice floor ``text`` is judged by."""
+        return self.loaded.calibration
 
     def title(self, entry_id: str, language: str) -> str:
         """How an entry is offered in a choice list: its first phrasing in ``language``, else its first."""

@@ -44,7 +44,7 @@ class HandoverIntents:
     def build(
         cls,
         locales: Mapping[str, Locale],
-        extra: Mapping[str, tuple[Sequence[str], Sequence[str]]] = {},
+        extra: Mapping[str, tuple[Sequence[str], Sequence[str]]] | None = None,
         disabled: Iterable[str] = (),
     ) -> HandoverIntents:
         """Merge every locale's intents with ``extra`` (name → (patterns, examples)) minus ``disabled``."""
@@ -54,7 +54,7 @@ class HandoverIntents:
             for name, intent in locale.intents.items():
                 patterns[name] = patterns.get(name, Patterns()) + intent.patterns
                 examples.setdefault(name, []).extend(intent.examples)
-        for name, (more_patterns, more_examples) in extra.items():
+        for name, (more_patterns, more_examples) in (extra or {}).items():
             patterns[name] = patterns.get(name, Patterns()) + Patterns.of(more_patterns, f"intent {name}")
             examples.setdefault(name, []).extend(more_examples)
         off = set(disabled)
