@@ -8,8 +8,8 @@ For each message of a conversation still with the bot:
    (:mod:`plugins.faq.policy`); too many failed turns hand over;
 4. a reply to a "did you mean" list picks that entry ("2", "第二个"; "0" asks for a person, at any time);
    thanks are answered once, a number without a list asks for the question in words;
-5. otherwise the matcher ranks the entries and the intents' example phrasings together: a confident
-   intent hands over, a confident entry is answered; below the threshold the best entries are offered
+5. otherwise a question the intent recogniser confidently takes for an always-human intent hands over;
+   the matcher ranks the entries and a confident one is answered; below the threshold the best entries are offered
    as choices when they are plausible (the calibrated choice floor, and for the lexical matcher a shared
    topic word), and an off-topic question is told so and handed over at once.
 
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from plugins.faq.calibrate import Calibration
-from plugins.faq.intents import HandoverIntents, intent_of
+from plugins.faq.intents import HandoverIntents, IntentRecogniser
 from plugins.faq.language import conversation_language, guess
 from plugins.faq.loader import Loaded
 from plugins.faq.locales import Locale, Patterns
@@ -60,9 +60,11 @@ class Dialogue:
         intents: HandoverIntents,
         policy: Policy,
         *,
+        recogniser: IntentRecogniser | None = None,
         choices: int = 3,
     ) -> None:
         self.loaded = loaded
+        self.recogniser = recogniser
         self.locales = locales
         self.intents = intents
         self.policy = policy
@@ -115,15 +117,14 @@ class Dialogue:
     def _question(self, state: ConversationState, turn: Turn, text: str) -> Turn:
         kb, calibration = self.loaded.kb, self.thresholds(text)
         state.choices = []
+        intent = self.recogniser.intent(text) if self.recogniser is not None else None
+        if intent is not None and intent in self.intents.specs:
+            return self._hand_over(state, turn, intent)
         match = self.loaded.matcher.match(text, self.choices)
         best = match.best
-        if best is not None and match.confidence >= calibration.threshold:
-            intent = intent_of(best.entry_id)
-            if intent is not None and intent in self.intents.specs:
-                return self._hand_over(state, turn, intent)
-            if best.entry_id in kb.entries:
-                self.policy.helped(state)
-                return self._answer(state, turn, best.entry_id)
+        if best is not None and match.confidence >= calibration.threshold and best.entry_id in kb.entries:
+            self.policy.helped(state)
+            return self._answer(state, turn, best.entry_id)
         turn.unanswered = text
         options = [c.entry_id for c in match.candidates if c.entry_id in kb.entries]
         plausible = (

@@ -4,9 +4,11 @@ Recognised by meaning, not by a word inside a question, in two ways that work wi
 
 * short whole-message patterns per language ("agent", "转人工", "let me talk to your manager"), from the
   locale files and the plugin's config;
-* example phrasings of each intent, fitted into the matcher next to the knowledge base under ids that
-  are not entries (``@complaint``): a message ranked closest to an intent's examples, confidently, is
-  that intent, while "What are your customer service hours?" stays closest to the hours entry.
+* example phrasings of each intent, learned next to the knowledge base's phrasings under ids that are
+  not entries (``@complaint``) by a second matcher (:class:`IntentRecogniser`): a message it ranks
+  closest to an intent's examples, with a confidence above its own calibrated threshold, is that intent,
+  while "What are your customer service hours?" stays closest to the hours entry. The knowledge base's
+  matcher and its calibration are left as they are.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from plugins.faq.calibrate import calibrate
+from plugins.faq.loader import make_matcher
 from plugins.faq.locales import Locale, Patterns
-from plugins.faq.matching import Example
+from plugins.faq.matching import Example, Matcher
 
 INTENT_PREFIX = "@"
 
@@ -76,3 +80,37 @@ class HandoverIntents:
             for spec in self.specs.values()
             for text in spec.examples
         ]
+
+
+@dataclass(frozen=True)
+class IntentRecogniser:
+    """A matcher fitted on the knowledge base's phrasings and the intents' examples, and its threshold."""
+
+    matcher: Matcher
+    threshold: float
+
+    @classmethod
+    def fit(
+        cls,
+        kind: str,
+        entries: Sequence[Example],
+        intents: Sequence[Example],
+        previous: Matcher | None = None,
+    ) -> IntentRecogniser | None:
+        """Fit and calibrate one (blocking). ``kind`` is the FAQ's matcher: the recogniser is lexical for
+        lexical, semantic for semantic and tuned (multilingual and quick to fit: no second fine-tuning);
+        ``previous`` shares its model and caches. None without intent examples."""
+        if not intents:
+            return None
+        matcher = make_matcher("lexical" if kind == "lexical" else "semantic", previous)
+        examples = [*entries, *intents]
+        matcher.fit(examples)
+        return cls(matcher, calibrate(matcher.spawn(), examples).threshold)
+
+    def intent(self, text: str) -> str | None:
+        """The intent ``text`` confidently means, or None (an entry, or not sure)."""
+        match = self.matcher.match(text)
+        best = match.best
+        if best is None or match.confidence < self.threshold:
+            return None
+        return intent_of(best.entry_id)

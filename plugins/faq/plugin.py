@@ -38,10 +38,11 @@ from bot_core import (
 )
 from bot_core.context import Context
 from plugins.faq.dialogue import Dialogue, Turn
-from plugins.faq.intents import HandoverIntents, intent_of
+from plugins.faq.intents import HandoverIntents, IntentRecogniser
 from plugins.faq.knowledge import KnowledgeBaseError, Problem, add_to_file, file_signature
 from plugins.faq.loader import Loaded, build
 from plugins.faq.locales import HANDOVER_TEXTS, MESSAGE_TEXTS, Locale, LocaleError, load_locales
+from plugins.faq.matching import Matcher
 from plugins.faq.policy import ConversationState, Policy
 from plugins.faq.semantic import MissingExtra
 from plugins.faq.stats import FaqCollector, FaqStats, reason_label
@@ -175,6 +176,7 @@ class FaqPlugin(Plugin):
         self.locales = _locales(self.settings)
         self.intents = _intents(self.settings, self.locales)
         self.dialogue: Dialogue | None = None
+        self.recogniser: IntentRecogniser | None = None
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._collector: FaqCollector | None = None
@@ -298,7 +300,13 @@ class FaqPlugin(Plugin):
                     unrelated_share=s.unrelated_share,
                     signature=signature,
                     previous=self.loaded.matcher if self.loaded else None,
-                    extra_examples=self.intents.examples(),
+                )
+                recogniser = await asyncio.to_thread(
+                    IntentRecogniser.fit,
+                    s.matcher,
+                    loaded.kb.examples(),
+                    self.intents.examples(),
+                    loaded.matcher if s.matcher != "tuned" else self._recogniser_model(),
                 )
             except (KnowledgeBaseError, MissingExtra) as exc:
                 if isinstance(exc, MissingExtra):
@@ -315,6 +323,7 @@ class FaqPlugin(Plugin):
                     raise exc from None
                 return False
             self.loaded = loaded
+            self.recogniser = recogniser
             self.dialogue = self._dialogue(loaded)
             self.last_error = None
             self._failed_signature = None
@@ -343,9 +352,19 @@ class FaqPlugin(Plugin):
 
     # -- the conversation ----------------------------------------------------------------------
 
+    def _recogniser_model(self) -> Matcher | None:
+        return self.recogniser.matcher if self.recogniser is not None else None
+
     def _dialogue(self, loaded: Loaded) -> Dialogue:
         policy = Policy(self.settings.max_unanswered, self.settings.max_failed)
-        return Dialogue(loaded, self.locales, self.intents, policy, choices=self.settings.choices)
+        return Dialogue(
+            loaded,
+            self.locales,
+            self.intents,
+            policy,
+            recogniser=self.recogniser,
+            choices=self.settings.choices,
+        )
 
     @on_customer_message()
     async def on_question(self, ctx: Context, msg: CustomerMessage) -> Handled | None:
@@ -523,11 +542,7 @@ class FaqPlugin(Plugin):
         lines = [
             f"Confidence {match.confidence:.3f} (answer ≥ {c.threshold:.3f}; {choices} ≥ {c.suggest_floor:.3f}): {verdict}"
         ]
-        lines += [
-            f"{i}. {cand.entry_id if intent_of(cand.entry_id) is None else 'always human: ' + str(intent_of(cand.entry_id))}"
-            f" ({cand.score:.3f})"
-            for i, cand in enumerate(match.candidates, 1)
-        ]
+        lines += [f"{i}. {cand.entry_id} ({cand.score:.3f})" for i, cand in enumerate(match.candidates, 1)]
         await ctx.notice("\n".join(lines))
 
     async def _cmd_stats(self, ctx: Context, rest: str) -> None:

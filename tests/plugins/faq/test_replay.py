@@ -12,7 +12,7 @@ import random
 from collections import Counter
 
 from plugins.faq.dialogue import Dialogue
-from plugins.faq.intents import HandoverIntents
+from plugins.faq.intents import HandoverIntents, IntentRecogniser
 from plugins.faq.knowledge import load
 from plugins.faq.loader import build
 from plugins.faq.locales import load_locales
@@ -56,8 +56,9 @@ def messages(rng: random.Random, questions: list[str]) -> list[str]:
 def test_a_thousand_messages_never_get_the_same_reply_twice_in_a_conversation() -> None:
     locales = load_locales()
     intents = HandoverIntents.build(locales)
-    loaded = build(str(SAMPLE), extra_examples=intents.examples())
-    dialogue = Dialogue(loaded, locales, intents, Policy())
+    loaded = build(str(SAMPLE))
+    recogniser = IntentRecogniser.fit("lexical", loaded.kb.examples(), intents.examples())
+    dialogue = Dialogue(loaded, locales, intents, Policy(), recogniser=recogniser)
     questions = [q for entry in load(SAMPLE).entries.values() for q in entry.questions]
     rng = random.Random(17)
     sent = conversations = 0

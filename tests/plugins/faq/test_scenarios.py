@@ -209,11 +209,12 @@ async def off_topic(desk: Desk, user: str) -> None:
 
 
 async def notice_names_the_open_question(desk: Desk, user: str) -> None:
-    """ "agent" after a question: the agents read the question, not "agent"."""
+    """ "agent" after a question: the agents read the question, not "agent" (a matcher may hand the
+    question itself over already)."""
     customer = Customer(desk, user)
     await customer.says("my order number is 12345", "agent")
     notice = customer.handover_notice()
-    assert "handed over (asked for a person). Question: my order number is 12345" in notice
+    assert notice.endswith("Question: my order number is 12345"), notice
     other = Customer(desk, f"{user}-zh")
     await other.says("订单怎么还没发货", "转人工")
     assert "Question: 订单怎么还没发货" in other.handover_notice()
