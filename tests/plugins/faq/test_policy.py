@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from plugins.faq.intents import HandoverIntents, intent_of
+from plugins.faq.intents import HandoverIntents, IntentRecogniser, intent_of
+from plugins.faq.knowledge import load
 from plugins.faq.language import conversation_language, guess
 from plugins.faq.locales import LocaleError, load_locales
 from plugins.faq.policy import ConversationState, Policy
+from tests.plugins.faq.conftest import SAMPLE
+from tests.plugins.faq.test_matching import needs_semantic
 
 LOCALES = load_locales()
 INTENTS = HandoverIntents.build(LOCALES)
@@ -132,3 +135,16 @@ def test_intent_examples_get_ids_that_are_no_entries() -> None:
     custom = HandoverIntents.build(LOCALES, {"refund-dispute": (["chargeback.*"], ["I filed a chargeback"])})
     assert custom.by_pattern("Chargeback!") == "refund-dispute"
     assert "person" not in HandoverIntents.build(LOCALES, disabled=["person"]).specs
+
+
+@pytest.mark.parametrize("kind", ["lexical", pytest.param("semantic", marks=needs_semantic)])
+def test_intents_are_recognised_by_meaning_next_to_the_knowledge_base(kind: str) -> None:
+    entries = load(SAMPLE).examples()
+    recogniser = IntentRecogniser.fit(kind, entries, INTENTS.examples())
+    assert recogniser is not None
+    assert recogniser.intent("我对你们的客服很不满意") == "complaint"  # no pattern says so: the examples do
+    for question in ["What are your customer service hours?", "How do I return an item?", "客服几点上班？"]:
+        assert recogniser.intent(question) is None, question
+    if kind == "semantic":
+        assert recogniser.intent("I'm really unhappy with how your courier treated me") == "complaint"
+    assert IntentRecogniser.fit(kind, entries, []) is None
