@@ -1,13 +1,12 @@
 """The FAQ plugin: answers routine questions from a knowledge base, and hands over the rest at once.
 
-For every customer message of a conversation still with the bot (not queued, not taken by an agent):
-
-1. a request for a person ("agent", "human", "人工", "转人工", ...) hands over at once;
-2. a reply to a "did you mean" list picks that entry ("2", "第二个"; "0"/"none" hands over);
-3. otherwise the matcher ranks the entries: at or above the knowledge base's threshold the bot answers;
-   below it, if the best entries are plausible, it offers them as numbered choices, else it hands over;
-4. the bot never sends the same reply twice in a row (an answer the customer asks for again means it
-   did not help: hand over), and after ``max_unanswered`` turns without an answer it hands over.
+For every customer message of a conversation still with the bot (not queued, not taken by an agent) the
+conversation logic (:mod:`plugins.faq.dialogue`) answers, offers "did you mean" choices or hands over,
+under the conversation policy (:mod:`plugins.faq.policy`: no reply twice, two failed turns in a row or
+three in all hand over), in the conversation's language (:mod:`plugins.faq.language`, the bot's words in
+``plugins/faq/locales/<code>.yaml``). A request for a person, a complaint, a manager or a legal threat
+always goes to a person (:mod:`plugins.faq.intents`); the agents' notice says which, and the conversation
+is tagged ``handoff:<reason>``.
 
 Handing over puts the conversation in the queue (``ctx.queue``) and tells the customer what happens next.
 Agents edit the knowledge base from the room with ``!faq``; the file is reloaded when it changes, and a
@@ -17,6 +16,7 @@ broken file is reported while the last good knowledge base stays in use.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import shutil
 from collections.abc import Callable
@@ -37,42 +37,48 @@ from bot_core import (
     on_customer_message,
 )
 from bot_core.context import Context
-from plugins.faq.knowledge import KnowledgeBaseError, Problem, add_to_file, detect_language, file_signature
+from plugins.faq.dialogue import Dialogue, Turn
+from plugins.faq.intents import HandoverIntents, IntentRecogniser
+from plugins.faq.knowledge import KnowledgeBaseError, Problem, add_to_file, file_signature
 from plugins.faq.loader import Loaded, build
-from plugins.faq.rules import DEFAULT_HANDOVER_PHRASES, HandoverPhrases, picked_choice
+from plugins.faq.locales import HANDOVER_TEXTS, MESSAGE_TEXTS, Locale, LocaleError, load_locales
+from plugins.faq.matching import Matcher
+from plugins.faq.policy import ConversationState, Policy
 from plugins.faq.semantic import MissingExtra
-from plugins.faq.stats import HANDOVER_REASONS, FaqCollector, FaqStats
+from plugins.faq.stats import FaqCollector, FaqStats, reason_label
+from plugins.faq.text import normalise
 
 EXAMPLE_KNOWLEDGE_BASE = Path(__file__).parent / "examples" / "shop.yaml"
+STATE_KEY = "conversation"  # the policy's state, per conversation
+LANGUAGE_KEY = "language"  # the conversation's language code, for whoever wants to show texts in it
+LOCALE_ATTRIBUTES = ("locale", "language", "language_code")  # where a channel may give the customer's locale
 
 
 class Messages(BaseModel):
-    """What the bot says, in one language. ``{choices}`` is the numbered list."""
+    """What the bot says in one language, replacing the locale file's texts that are given."""
 
     model_config = ConfigDict(extra="forbid")
-    did_you_mean: str
-    handover_asked: str
-    handover_unsure: str
-    handover_repeat: str
-    next_steps: str
+    did_you_mean: str | None = Field(None, description="must contain {choices}, the numbered list")
+    rephrase: str | None = None
+    welcome: str | None = None
+    next_steps: str | None = None
+    handover: dict[str, str] = Field(
+        default_factory=dict, description=f"per reason: {', '.join(HANDOVER_TEXTS)} (or a custom intent)"
+    )
 
 
-DEFAULT_MESSAGES = {
-    "en": Messages(
-        did_you_mean="I'm not sure I understood. Did you mean:\n{choices}\nReply with a number, or 0 to talk to a person.",
-        handover_asked="Sure, I'm passing you to a person on our team.",
-        handover_unsure="I don't have a good answer to that, so I'm passing you to a person on our team.",
-        handover_repeat="It looks like that answer didn't help, so I'm passing you to a person on our team.",
-        next_steps="They will reply right here; you don't need to repeat your question.",
-    ),
-    "zh": Messages(
-        did_you_mean="我不太确定您的意思。您是想问：\n{choices}\n请回复编号，或回复 0 转人工客服。",
-        handover_asked="好的，正在为您转接人工客服。",
-        handover_unsure="这个问题我暂时无法准确回答，正在为您转接人工客服。",
-        handover_repeat="看来刚才的回答没有帮到您，正在为您转接人工客服。",
-        next_steps="客服会在这里直接回复您，您不需要重复问题。",
-    ),
-}
+class HandoverIntent(BaseModel):
+    """An intent that always goes to a person (adds to a shipped one of the same name)."""
+
+    model_config = ConfigDict(extra="forbid")
+    patterns: list[str] = Field(
+        default_factory=list,
+        description="regular expressions matched against the whole message (lower case, no punctuation)",
+    )
+    examples: list[str] = Field(
+        default_factory=list, description="phrasings the matcher learns, any language"
+    )
+    enabled: bool = True
 
 
 EDITING_COMMANDS = frozenset({"add", "learn", "reload"})
@@ -110,16 +116,58 @@ class FaqConfig(BaseModel):
         0.2, ge=0, lt=1, description="calibration: expected share of questions the KB does not cover"
     )
     choices: int = Field(3, ge=1, le=5)
-    max_unanswered: int = Field(2, ge=1, description="turns without an answer before handing over")
-    handover_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_HANDOVER_PHRASES))
+    max_unanswered: int = Field(
+        2, ge=1, description="failed turns in a row (choices offered, answer not helpful) before handing over"
+    )
+    max_failed: int = Field(3, ge=1, description="failed turns in one conversation before handing over")
+    handover_phrases: list[str] = Field(
+        default_factory=list,
+        description="more whole messages that ask for a person (plain text, any language), "
+        "besides the locale files' patterns",
+    )
+    handover_intents: dict[str, HandoverIntent] = Field(
+        default_factory=dict,
+        description="intents that always go to a person, added to the shipped person, complaint, manager "
+        "and legal (same name: more patterns and examples; enabled: false turns one off)",
+    )
     handover_team: str | None = None
+    locales_dir: str | None = Field(
+        None,
+        description="a directory of more <code>.yaml locale files (new languages, or replacing shipped ones)",
+    )
     reload_interval: float = Field(2.0, ge=0, description="seconds between checks of the file (0: never)")
-    messages: dict[str, Messages] = Field(default_factory=lambda: dict(DEFAULT_MESSAGES))
+    messages: dict[str, Messages] = Field(
+        default_factory=dict, description="per language code: texts replacing the locale file's"
+    )
     faq_editors: list[str] = Field(
         default_factory=list,
         description="agent ids allowed to change the knowledge base (!faq add, learn, reload); "
         "empty: every agent (the workspace relays only its agents' commands)",
     )
+
+
+def _locales(settings: FaqConfig) -> dict[str, Locale]:
+    """The locale files with the config's message overrides applied."""
+    locales = load_locales(settings.locales_dir)
+    for code, override in settings.messages.items():
+        base = locales.get(code) or locales.get("en") or next(iter(locales.values()))
+        texts = {m: getattr(override, m) or base.messages[m] for m in MESSAGE_TEXTS}
+        if "{choices}" not in texts["did_you_mean"]:
+            raise LocaleError(f"plugin faq, field messages.{code}.did_you_mean: must contain {{choices}}")
+        locales[code] = dataclasses.replace(
+            base, code=code, messages=texts, handover={**base.handover, **override.handover}
+        )
+    return locales
+
+
+def _intents(settings: FaqConfig, locales: dict[str, Locale]) -> HandoverIntents:
+    extra = {name: (i.patterns, i.examples) for name, i in settings.handover_intents.items()}
+    if settings.handover_phrases:
+        patterns, examples = extra.get("person", ([], []))
+        phrases = [re.escape(normalise(p)) for p in settings.handover_phrases if normalise(p)]
+        extra["person"] = ([*patterns, *phrases], examples)
+    disabled = [name for name, i in settings.handover_intents.items() if not i.enabled]
+    return HandoverIntents.build(locales, extra, disabled)
 
 
 class FaqPlugin(Plugin):
@@ -133,7 +181,10 @@ class FaqPlugin(Plugin):
         self.loaded: Loaded | None = None
         self.last_error: str | None = None
         self.stats = FaqStats()
-        self._phrases = HandoverPhrases(self.settings.handover_phrases)
+        self.locales = _locales(self.settings)
+        self.intents = _intents(self.settings, self.locales)
+        self.dialogue: Dialogue | None = None
+        self.recogniser: IntentRecogniser | None = None
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._collector: FaqCollector | None = None
@@ -193,7 +244,10 @@ class FaqPlugin(Plugin):
         """Apply new settings; a new file or matcher is loaded (the old one stays if it is broken)."""
         old = self.settings
         self.config = config
-        self._phrases = HandoverPhrases(self.settings.handover_phrases)
+        self.locales = _locales(self.settings)
+        intents = _intents(self.settings, self.locales)
+        examples_changed = intents.examples() != self.intents.examples()
+        self.intents = intents
         fields = (
             "knowledge_base",
             "matcher",
@@ -202,8 +256,10 @@ class FaqPlugin(Plugin):
             "target_wrong",
             "unrelated_share",
         )
-        if any(getattr(old, f) != getattr(self.settings, f) for f in fields):
+        if examples_changed or any(getattr(old, f) != getattr(self.settings, f) for f in fields):
             await self.reload()
+        elif self.loaded is not None:
+            self.dialogue = self._dialogue(self.loaded)
         if old.reload_interval != self.settings.reload_interval:
             if self._watcher is not None:
                 self._watcher.cancel()
@@ -253,6 +309,13 @@ class FaqPlugin(Plugin):
                     signature=signature,
                     previous=self.loaded.matcher if self.loaded else None,
                 )
+                recogniser = await asyncio.to_thread(
+                    IntentRecogniser.fit,
+                    s.matcher,
+                    loaded.kb.examples(),
+                    self.intents.examples(),
+                    loaded.matcher if s.matcher != "tuned" else self._recogniser_model(),
+                )
             except (KnowledgeBaseError, MissingExtra) as exc:
                 if isinstance(exc, MissingExtra):
                     exc = MissingExtra(f"plugin '{self.instance_name}', field 'matcher': {exc}")
@@ -268,6 +331,8 @@ class FaqPlugin(Plugin):
                     raise exc from None
                 return False
             self.loaded = loaded
+            self.recogniser = recogniser
+            self.dialogue = self._dialogue(loaded)
             self.last_error = None
             self._failed_signature = None
             c = loaded.calibration
@@ -295,101 +360,71 @@ class FaqPlugin(Plugin):
 
     # -- the conversation ----------------------------------------------------------------------
 
-    def _messages(self, language: str) -> Messages:
-        table = self.settings.messages
-        return table.get(language) or table.get("en") or next(iter(table.values()))
+    def _recogniser_model(self) -> Matcher | None:
+        return self.recogniser.matcher if self.recogniser is not None else None
+
+    def _dialogue(self, loaded: Loaded) -> Dialogue:
+        policy = Policy(self.settings.max_unanswered, self.settings.max_failed)
+        return Dialogue(
+            loaded,
+            self.locales,
+            self.intents,
+            policy,
+            recogniser=self.recogniser,
+            choices=self.settings.choices,
+        )
 
     @on_customer_message()
     async def on_question(self, ctx: Context, msg: CustomerMessage) -> Handled | None:
-        """Answer, offer choices, or hand over (see the module docstring)."""
-        loaded = self.loaded
+        """Answer, offer choices, or hand over (see :mod:`plugins.faq.dialogue`)."""
+        dialogue = self.dialogue
         text = msg.text.strip()
-        if loaded is None or not text or msg.edit_of or ctx.conversation.state != "bot":
+        if dialogue is None or not text or msg.edit_of or ctx.conversation.state != "bot":
             return None  # not ours: agents (or later plugins) take it
         seen = await ctx.state.get("seen", False)
         if not seen:
             await ctx.state.set("seen", True)
         self.stats.question(new_conversation=not seen)
-        language = detect_language(text, loaded.kb.language)
-        if self._phrases.asks_for_person(text):
-            return await self._hand_over(ctx, "asked", language, text)
-        pending: list[str] = await ctx.state.get("choices", []) or []
-        if pending:
-            await ctx.state.set("choices", [])
-            pick = picked_choice(text, len(pending))
-            if pick == 0:
-                return await self._hand_over(ctx, "asked", language, text)
-            if pick is not None and pending[pick - 1] in loaded.kb.entries:
-                return await self._answer(ctx, pending[pick - 1], language, text)
-        match = await asyncio.to_thread(loaded.matcher.match, text, self.settings.choices)
-        calibration = loaded.calibration
-        best = match.best
-        if (
-            best is not None
-            and match.confidence >= calibration.threshold
-            and best.entry_id in loaded.kb.entries
-        ):
-            return await self._answer(ctx, best.entry_id, language, text)
-        unanswered = int(await ctx.state.get("unanswered", 0)) + 1
-        await ctx.state.set("unanswered", unanswered)
-        await ctx.state.set("open_question", text)
-        options = [c.entry_id for c in match.candidates if c.entry_id in loaded.kb.entries]
-        if (
-            match.offer_confidence < calibration.suggest_floor
-            or not options
-            or unanswered >= self.settings.max_unanswered
-        ):
-            self.stats.not_answered(text)
-            reason = "unsure" if unanswered < self.settings.max_unanswered else "unanswered"
-            return await self._hand_over(ctx, reason, language, text)
-        lines = "\n".join(f"{i}. {self._title(loaded, e, language)}" for i, e in enumerate(options, 1))
-        reply = self._messages(language).did_you_mean.format(choices=lines)
-        if not await self._say(ctx, reply):
-            return await self._hand_over(ctx, "repeat", language, text)
-        await ctx.state.set("choices", options)
-        self.stats.suggest(text)
+        state = ConversationState.from_json(await ctx.state.get(STATE_KEY))
+        turn = await asyncio.to_thread(dialogue.turn, state, text, self._channel_locale(ctx, msg))
+        if turn.language_changed:
+            await ctx.state.set(LANGUAGE_KEY, turn.language)
+            await ctx.tag(f"lang:{turn.language}")
+        if turn.reply:
+            await ctx.reply(turn.reply)
+        if turn.answered:
+            self.stats.answer(turn.answered)
+        if turn.suggested and turn.unanswered:
+            self.stats.suggest(turn.unanswered)
+        elif turn.unanswered:
+            self.stats.not_answered(turn.unanswered)
+        if turn.handover:
+            await self._hand_over(ctx, turn)
+        # stored last: a crash before this replays the same turn, and the outbox keys keep it from doubling
+        await ctx.state.set(STATE_KEY, state.to_json())
         return HANDLED
 
     @staticmethod
-    def _title(loaded: Loaded, entry_id: str, language: str) -> str:
-        entry = loaded.kb.entries[entry_id]
-        same = [q for q in entry.questions if detect_language(q, loaded.kb.language) == language]
-        return (same or list(entry.questions))[0]
+    def _channel_locale(ctx: Context, msg: CustomerMessage) -> str | None:
+        """The customer's locale when the channel gives one (message or customer attributes)."""
+        for attributes in (msg.attributes, ctx.customer.attributes):
+            for key in LOCALE_ATTRIBUTES:
+                if attributes.get(key):
+                    return attributes[key]
+        return None
 
-    async def _say(self, ctx: Context, text: str) -> bool:
-        """Reply unless it would repeat the bot's previous reply word for word; False if it would."""
-        if await ctx.state.get("last_reply") == text:
-            return False
-        await ctx.state.set("last_reply", text)
-        await ctx.reply(text)
-        return True
-
-    async def _answer(self, ctx: Context, entry_id: str, language: str, question: str) -> Handled:
-        assert self.loaded is not None
-        entry = self.loaded.kb.entries[entry_id]
-        if not await self._say(ctx, entry.render(language)):
-            return await self._hand_over(ctx, "repeat", language, question)
-        await ctx.state.set("unanswered", 0)
-        self.stats.answer(entry_id)
-        return HANDLED
-
-    async def _hand_over(self, ctx: Context, reason: str, language: str, question: str) -> Handled:
-        """Tell the customer what happens next, queue the conversation, tell the agents why."""
-        messages = self._messages(language)
-        lead = {
-            "asked": messages.handover_asked,
-            "repeat": messages.handover_repeat,
-        }.get(reason, messages.handover_unsure)
-        await ctx.state.set("choices", [])
-        if reason != "asked":  # "agent" or "0" is no question to learn from; keep the last real one
-            await ctx.state.set("open_question", question)
-        await self._say(ctx, f"{lead} {messages.next_steps}")
-        await ctx.notice(
-            f"🤖 {self.instance_name}: handed over ({HANDOVER_REASONS[reason]}). Question: {question}"
-        )
+    async def _hand_over(self, ctx: Context, turn: Turn) -> None:
+        """Tell the agents why and what the open question is, tag the conversation, queue it."""
+        reason = turn.handover or "person"
+        question = f"Question: {turn.question}" if turn.question else "No question asked."
+        await ctx.notice(f"🤖 {self.instance_name}: handed over ({reason_label(reason)}). {question}")
+        await ctx.tag(f"handoff:{reason}")
         await ctx.queue(self.settings.handover_team)
         self.stats.hand_over(reason)
-        return HANDLED
+        self.log.info(
+            "faq handed over",
+            extra={"conversation": ctx.conversation.id, "reason": reason, "language": turn.language},
+        )
 
     @on_agent_message()
     async def remember_reply(self, ctx: Context, msg: AgentMessage) -> None:
@@ -461,7 +496,7 @@ class FaqPlugin(Plugin):
             await ctx.notice(f"✅ Added FAQ entry '{entry_id}' ({len(questions)} question(s)).")
 
     async def _cmd_learn(self, ctx: Context, rest: str) -> None:
-        question = await ctx.state.get("open_question")
+        question = ConversationState.from_json(await ctx.state.get(STATE_KEY)).open_question
         reply = await ctx.state.get("agent_reply")
         if self.loaded is None or not question:
             await ctx.notice("Nothing to learn: the customer has no question the FAQ did not answer.")
@@ -496,19 +531,22 @@ class FaqPlugin(Plugin):
         await ctx.notice("\n".join(lines))
 
     async def _cmd_ask(self, ctx: Context, rest: str) -> None:
-        loaded = self.loaded
-        if loaded is None or not rest:
+        loaded, dialogue = self.loaded, self.dialogue
+        if loaded is None or dialogue is None or not rest:
             await ctx.notice("Usage: !faq ask <question> — shows what the FAQ would do")
             return
         match = await asyncio.to_thread(loaded.matcher.match, rest, self.settings.choices)
-        c = loaded.calibration
+        turn = await asyncio.to_thread(
+            dialogue.turn, ConversationState(), rest
+        )  # a new conversation's first turn
         verdict = (
-            "answer"
-            if match.confidence >= c.threshold
+            f"hand over ({reason_label(turn.handover)})"
+            if turn.handover
+            else f"answer {turn.answered}"
+            if turn.answered
             else "offer choices"
-            if match.offer_confidence >= c.suggest_floor
-            else "hand over"
         )
+        c = loaded.calibration
         choices = (
             f"choice confidence {match.offer_confidence:.3f}"
             if match.choice_confidence is not None
@@ -539,7 +577,7 @@ class FaqPlugin(Plugin):
             f"Answered {s.answered} ({s.answer_rate:.0%}); offered choices {s.suggested}; "
             f"handed over {handovers} ({s.handover_rate:.0%} of conversations)"
             + (
-                ": " + ", ".join(f"{HANDOVER_REASONS[r]} {n}" for r, n in s.handed_over.most_common())
+                ": " + ", ".join(f"{reason_label(r)} {n}" for r, n in s.handed_over.most_common())
                 if handovers
                 else "."
             ),

@@ -20,11 +20,19 @@ from plugins.faq.lexical import cosine
 from plugins.faq.text import char_ngrams
 
 HANDOVER_REASONS = {
-    "asked": "asked for a person",
-    "unsure": "no confident answer",
-    "unanswered": "too many unanswered turns",
-    "repeat": "same answer again",
+    "person": "asked for a person",
+    "complaint": "complaint",
+    "manager": "asked for a manager",
+    "legal": "legal threat",
+    "off_topic": "not in the knowledge base",
+    "unanswered": "not helped after several tries",
+    "repeat": "would have repeated a reply",
 }
+
+
+def reason_label(reason: str) -> str:
+    """What agents read for a hand-over reason (a custom intent: its name)."""
+    return HANDOVER_REASONS.get(reason, reason)
 
 
 @dataclass
@@ -83,7 +91,7 @@ class FaqStats:
                 self.unanswered.popleft()
 
     def hand_over(self, reason: str) -> None:
-        """The FAQ handed the conversation to the agents for ``reason`` (a key of HANDOVER_REASONS)."""
+        """The FAQ handed the conversation to the agents for ``reason`` (HANDOVER_REASONS, or a custom intent)."""
         with self._lock:
             self.handed_over[reason] += 1
 
@@ -141,7 +149,7 @@ class FaqCollector:
         handovers = CounterMetricFamily(
             "relaydesk_faq_handovers", "Conversations handed to agents, by reason", labels=[*labels, "reason"]
         )
-        for reason in HANDOVER_REASONS:
+        for reason in dict.fromkeys([*HANDOVER_REASONS, *sorted(s.handed_over)]):
             handovers.add_metric([self.instance, reason], s.handed_over.get(reason, 0))
         yield handovers
         hits = CounterMetricFamily(

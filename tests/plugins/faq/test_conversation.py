@@ -85,7 +85,7 @@ async def test_an_unrelated_question_is_not_answered(faq_desk: FaqDesk) -> None:
     assert "passing you to a person" in reply and "reply right here" in reply  # says what happens next
     assert await desk.wait_settled()
     assert await state_of("bob") is ConversationState.QUEUED
-    assert any("handed over (no confident answer)" in t for t in room_notices(workspace, "bob"))
+    assert any("handed over (not in the knowledge base)" in t for t in room_notices(workspace, "bob"))
 
     reply = await ask(channel, "cy", "What is the capital of France?")
     assert reply not in ALL_ANSWERS  # at most "did you mean" choices, never a guess
@@ -147,7 +147,7 @@ async def test_unanswered_turns_hand_over_after_the_configured_number(faq_desk: 
     channel, _ = doubles(desk)
 
     assert "Did you mean" in await ask(channel, "gus", "my order number is 12345")
-    reply = await ask(channel, "gus", "What is the capital of France?")  # second turn without an answer
+    reply = await ask(channel, "gus", "I paid but my order is missing")  # second turn without an answer
     assert "passing you to a person" in reply
     assert await desk.wait_settled()
     assert await state_of("gus") is ConversationState.QUEUED
@@ -321,7 +321,8 @@ async def test_stats_in_the_room_and_on_metrics(faq_desk: FaqDesk) -> None:
     report = next(t for t in workspace.texts(room, "notice") if t.startswith("FAQ since"))
     assert "5 questions in 4 conversations" in report
     assert "Answered 2 (40%)" in report
-    assert "offered choices 2" in report and "asked for a person 1" in report
+    assert "offered choices 0" in report  # nothing about bicycles in the knowledge base: no choices either
+    assert "not in the knowledge base 2" in report and "asked for a person 1" in report
     assert "Top entries: opening-hours 1, payment-methods 1" in report
     assert (
         "Hot unanswered questions" in report
@@ -331,7 +332,7 @@ async def test_stats_in_the_room_and_on_metrics(faq_desk: FaqDesk) -> None:
     metrics = desk.metrics.render().decode()
     assert 'relaydesk_faq_answered_total{plugin="faq"} 2.0' in metrics
     assert 'relaydesk_faq_entry_hits_total{entry="opening-hours",plugin="faq"} 1.0' in metrics
-    assert 'relaydesk_faq_handovers_total{plugin="faq",reason="asked"} 1.0' in metrics
+    assert 'relaydesk_faq_handovers_total{plugin="faq",reason="person"} 1.0' in metrics
     assert 'relaydesk_faq_answer_ratio{plugin="faq"} 0.4' in metrics
 
 
