@@ -168,6 +168,11 @@ class MemoryRoom:
     card: CustomerCard | None = None
 
 
+# every room any MemoryWorkspace made in this process: a desk started again on the same database finds
+# its rooms, as a real workspace's rooms outlive a restart of relaydesk
+_ROOMS_EVER_MADE: dict[str, MemoryRoom] = {}
+
+
 class MemoryWorkspace(Plugin):
     """An agent-side workspace double: rooms in memory; ``agent_writes`` pushes an agent message in."""
 
@@ -187,13 +192,20 @@ class MemoryWorkspace(Plugin):
         """Create a room for the conversation's customer."""
         room_id = conversation.existing_room_id or f"!room{next(_ids)}"
         self.rooms.setdefault(room_id, MemoryRoom(room_id, conversation))
+        _ROOMS_EVER_MADE.setdefault(room_id, self.rooms[room_id])
         return RoomRef(self.instance_name, room_id)
+
+    def _room(self, room_id: str) -> MemoryRoom:
+        """A room of this double, or one an earlier double (before a restart) made: rooms outlive relaydesk."""
+        if room_id not in self.rooms and room_id in _ROOMS_EVER_MADE:
+            self.rooms[room_id] = MemoryRoom(room_id, _ROOMS_EVER_MADE[room_id].conversation)
+        return self.rooms[room_id]
 
     async def _post(self, room: RoomRef, post: RoomPost) -> PostedRef:
         if self.failures:
             raise self.failures.pop(0)
         post.ref = f"$ev{next(_ids)}"
-        self.rooms[room.room_id].posts.append(post)
+        self._room(room.room_id).posts.append(post)
         await self.posts.add((room.room_id, post))
         return PostedRef(post.ref)
 
@@ -223,7 +235,7 @@ class MemoryWorkspace(Plugin):
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Keep the latest card of the room."""
-        self.rooms[room.room_id].card = card
+        self._room(room.room_id).card = card
         await self.posts.add((room.room_id, RoomPost("card", card.state)))
 
     async def agent_writes(
