@@ -340,17 +340,18 @@ class Context:
         if existing.source == source:
             return task_key  # this very call, made before a crash: the event is being replayed
         await ScheduledTask.filter(id=existing.id).update(
-            **values, fired_at=None, cancelled_at=None, revision=F("revision") + 1
+            **values, fired_at=None, ran_at=None, cancelled_at=None, revision=F("revision") + 1
         )
         return task_key
 
     async def cancel(self, key: str) -> bool:
-        """Cancel this plugin's pending task ``key`` (in this conversation); True if one was pending.
+        """Cancel this plugin's task ``key`` (in this conversation) unless it ran; True if this call did.
 
-        A cancelled task never fires, even if it was due and waiting on the bus behind this event.
+        A cancelled task never runs, even one already due and waiting on the bus behind this event.
+        Cancelling again (or in a replay of this event) returns False.
         """
         cancelled = await ScheduledTask.filter(
-            plugin=self.plugin, scope=self._task_scope(), key=key, fired_at=None, cancelled_at=None
+            plugin=self.plugin, scope=self._task_scope(), key=key, ran_at=None, cancelled_at=None
         ).update(cancelled_at=utcnow(), revision=F("revision") + 1)
         return bool(cancelled)
 

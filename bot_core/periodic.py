@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,13 +43,13 @@ class PeriodicSpec:
         return CronTrigger.from_crontab(self.cron or "", timezone=ZoneInfo(self.timezone))
 
     def next_after(self, last: datetime) -> datetime:
-        """The first slot strictly after ``last`` (an aware datetime)."""
+        """The first slot strictly after ``last`` (an aware datetime), in UTC."""
         if self.every:
             return last + timedelta(seconds=self.every)
         nxt = self._trigger.get_next_fire_time(last, last + _ONE_US)
         if nxt is None:  # a cron expression that never fires again (e.g. 30 February)
             return datetime.max.replace(tzinfo=last.tzinfo)
-        return nxt  # type: ignore[no-any-return]
+        return nxt.astimezone(UTC)  # type: ignore[no-any-return]
 
     def latest_due(self, last: datetime, now: datetime) -> datetime | None:
         """The latest slot in ``(last, now]``, or None: missed slots collapse into this one fire."""

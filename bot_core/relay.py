@@ -36,7 +36,7 @@ from bot_core.events import (
 from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox
 from bot_core.pipeline import Pipeline
-from bot_core.scheduler import fire_is_current, fire_receipt_id
+from bot_core.scheduler import claim_fire, fire_receipt_id
 from storage import hot
 from storage.bus import BusEntry
 from storage.models import (
@@ -336,7 +336,7 @@ class Relay:
         receipt = await self._receipt("schedule", source_id)
         if receipt is None:
             return
-        if not await fire_is_current(fire):
+        if not await claim_fire(fire):
             log.info("cancelled or moved task not fired", extra={"plugin": fire.plugin, "job": fire.job})
             await self._done(receipt)
             return

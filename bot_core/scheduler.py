@@ -5,7 +5,7 @@ other events. One poll loop does both, against the clock :attr:`Scheduler.now` (
 
 * a one-off task is published once it is due, then marked fired. Its receipt (task id and revision)
   drops a copy published by a second worker; a task moved or cancelled after it was published is
-  dropped when its fire is handled (:func:`fire_is_current`).
+  dropped when its fire is handled (:func:`claim_fire`).
 * a periodic job's slots come from :mod:`bot_core.periodic`. Its last fired slot is stored in
   ``periodic_run``; a worker fires a slot only if it moves that row forward (a conditional update), so
   each slot fires once across workers, and restarts keep the clock. Slots missed while relaydesk was
@@ -179,15 +179,20 @@ class Scheduler:
         return row.last_slot_at
 
 
-async def fire_is_current(fire: ScheduledFire) -> bool:
-    """Whether a one-off task's fire should still run: its task is neither cancelled nor moved since.
+async def claim_fire(fire: ScheduledFire) -> bool:
+    """Whether a fire should run now; for a one-off task, records that its handler starts (``ran_at``).
 
-    A fire can wait on the bus behind its conversation's earlier events; one of them may cancel or
-    reschedule the task, and then this fire is stale. Periodic fires are always current.
+    False when the task was cancelled or moved since the fire was published: a fire can wait on the bus
+    behind its conversation's earlier events, and one of them may cancel or reschedule the task. The
+    conditional update pairs with :meth:`Context.cancel`'s, so a task either runs or is cancelled, never
+    both. Periodic fires always run (their slot was claimed when published).
     """
     if fire.task_id is None:
         return True
-    return await ScheduledTask.filter(id=fire.task_id, revision=fire.revision, cancelled_at=None).exists()
+    claimed = await ScheduledTask.filter(id=fire.task_id, revision=fire.revision, cancelled_at=None).update(
+        ran_at=utcnow()
+    )
+    return bool(claimed)
 
 
 def fire_receipt_id(fire: ScheduledFire) -> str:

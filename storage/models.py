@@ -244,7 +244,8 @@ class ScheduledTask(Model):
     ``key`` is unique per plugin and scope (``conversation:N`` or ``global``): scheduling a key again
     moves its task (``revision`` counts the moves, and a fire of an older revision is dropped).
     ``source`` is the idempotency key of the call that last set the task, so the same event handled
-    again (a replay) leaves it alone. A cancelled task keeps its row (``cancelled_at``) and never fires.
+    again (a replay) leaves it alone. ``fired_at``: published to the bus; ``ran_at``: its handler
+    started. A task can be cancelled until it ran; it keeps its row (``cancelled_at``) and never runs.
     Rows from before keyed scheduling have no key.
     """
 
@@ -262,6 +263,7 @@ class ScheduledTask(Model):
     data: dict[str, object] = fields.JSONField(default=dict)
     due_at = fields.DatetimeField()
     fired_at = fields.DatetimeField(null=True)
+    ran_at = fields.DatetimeField(null=True)
     cancelled_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 

@@ -33,6 +33,11 @@ class Migration(migrations.Migration):
         ),
         ops.AddField(
             model_name='ScheduledTask',
+            name='ran_at',
+            field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
+        ),
+        ops.AddField(
+            model_name='ScheduledTask',
             name='revision',
             field=fields.IntField(default=0, db_default=0),
         ),
