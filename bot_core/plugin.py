@@ -129,7 +129,7 @@ def on_schedule(
     """
 
     def decorate(func: F) -> F:
-        where = f"{func.__qualname__.rsplit('.', 1)[0]} job '{job}'"
+        where = f"plugin {func.__module__}:{func.__qualname__.rsplit('.', 1)[0]} job '{job}'"
         spec = periodic_spec(where, every, cron, timezone)
         return _mark(HandlerSpec(HandlerKind.SCHEDULE, job=job, periodic=spec))(func)
 

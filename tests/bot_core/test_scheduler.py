@@ -187,7 +187,9 @@ async def test_two_desks_on_one_database_fire_a_slot_once(
     redis_url, prefix = redis_prefix
     clock = Clock(T0)
     desks = [
-        await _desk(make_desk, postgres_url, clock, redis=redis_url, bus=RedisStreamsBus(redis_url, prefix=prefix))
+        await _desk(
+            make_desk, postgres_url, clock, redis=redis_url, bus=RedisStreamsBus(redis_url, prefix=prefix)
+        )
         for _ in range(2)
     ]
     for step in range(1, 4):
