@@ -244,8 +244,9 @@ class ScheduledTask(Model):
     ``key`` is unique per plugin and scope (``conversation:N`` or ``global``): scheduling a key again
     moves its task (``revision`` counts the moves, and a fire of an older revision is dropped).
     ``source`` is the idempotency key of the call that last set the task, so the same event handled
-    again (a replay) leaves it alone. ``fired_at``: published to the bus; ``ran_at``: its handler
-    started. A task can be cancelled until it ran; it keeps its row (``cancelled_at``) and never runs.
+    again (a replay) leaves it alone. ``fired_at`` is when it was published to the bus, ``ran_at``
+    when its handler started. A task can be cancelled until it ran: it keeps its row (``cancelled_at``)
+    and never runs.
     Rows from before keyed scheduling have no key.
     """
 
@@ -277,7 +278,7 @@ class PeriodicRun(Model):
     """The last slot a periodic job (``@on_schedule(every=|cron=)``) fired for, shared by every worker.
 
     A worker fires a slot only if it moves ``last_slot_at`` forward (a conditional update), so one
-    worker fires each slot; the next slot is computed from ``last_slot_at``, so restarts keep the clock.
+    worker fires each slot. The next slot is computed from ``last_slot_at``, so restarts keep the clock.
     """
 
     id = fields.IntField(primary_key=True)
