@@ -156,7 +156,7 @@ class Scheduler:
             raise
         job.last = slot
         job.next_at = job.spec.next_after(slot)
-        log.info(
+        log.debug(
             "periodic job fired",
             extra={
                 "plugin": job.plugin,

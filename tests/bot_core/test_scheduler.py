@@ -12,10 +12,18 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from bot_core import HANDLED, CustomerMessage, Plugin, on_customer_message, on_schedule
+from bot_core import (
+    HANDLED,
+    AgentMessage,
+    CustomerMessage,
+    Plugin,
+    on_agent_message,
+    on_customer_message,
+    on_schedule,
+)
 from bot_core.context import Context
 from bot_core.desk import Desk
-from bot_core.events import ScheduledFire, dump_event
+from bot_core.events import ScheduledFire, dump_event, utcnow
 from bot_core.scheduler import Scheduler
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.models import InboundReceipt, PeriodicRun, ScheduledTask
@@ -66,6 +74,24 @@ class Reminders(Plugin):
     @on_schedule("hourly", every=3600)
     async def hourly(self, ctx: Context, fire: ScheduledFire) -> None:
         type(self).ran.append(("hourly", fire.data["slot"]))
+
+
+class FollowUp(Plugin):
+    """The README's example: asks whether everything is solved when nobody answered for 10 minutes."""
+
+    name = "follow_up"
+
+    @on_customer_message()
+    async def remember(self, ctx: Context, msg: CustomerMessage) -> None:
+        await ctx.schedule("follow_up", key="follow_up", delay=600, data={"text": msg.text})
+
+    @on_agent_message()
+    async def answered(self, ctx: Context, msg: AgentMessage) -> None:
+        await ctx.cancel("follow_up")
+
+    @on_schedule("follow_up")
+    async def follow_up(self, ctx: Context, fire: ScheduledFire) -> None:
+        await ctx.reply("Is there anything else we can do for you?")
 
 
 YAML = DOUBLES_YAML + '  - reminders: {use: "tests.bot_core.test_scheduler:Reminders"}\n'
@@ -226,3 +252,25 @@ async def test_a_restart_keeps_the_clock_and_fires_missed_slots_once(
     assert Reminders.ran == [("hourly", h) for h in hours]
     stored = await PeriodicRun.get(plugin="reminders", job="hourly")
     assert stored.last_slot_at == T0 + timedelta(hours=6)
+
+
+async def test_the_readme_follow_up_waits_for_the_last_message_and_an_agent_answer_cancels_it(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    clock = Clock(utcnow())
+    yaml_text = DOUBLES_YAML + '  - follow_up: {use: "tests.bot_core.test_scheduler:FollowUp"}\n'
+    desk = await make_desk(sqlite_url, yaml_text, scheduler_clock=clock, scheduler_poll=3600)
+    channel, workspace = doubles(desk)
+    await _writes(desk, "hello", "m1")
+    await _writes(desk, "anyone there?", "m2")
+    assert await ScheduledTask.all().count() == 1  # the second message moved the one follow-up
+    assert await _scan(desk, clock, utcnow() + timedelta(seconds=601)) == 1
+    await channel.sent.wait_for(lambda items: len(items) == 1)
+    assert channel.texts_to("u1") == ["Is there anything else we can do for you?"]
+
+    await _writes(desk, "one more thing", "m3")
+    await workspace.agent_writes(workspace.room_of("u1").room_id, "Sure, tell me.")
+    await channel.sent.wait_for(lambda items: len(items) == 2)
+    assert await desk.bus.wait_idle(10)
+    assert await _scan(desk, clock, utcnow() + timedelta(seconds=1200)) == 0
+    assert channel.texts_to("u1") == ["Is there anything else we can do for you?", "Sure, tell me."]
