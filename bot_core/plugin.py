@@ -66,12 +66,7 @@ class HandlerSpec:
     usage: str = ""
     lifecycle: frozenset[LifecycleKind] = frozenset()
     job: str | None = None
-    periodic: PeriodicSpec | None = None
-
-    @property
-    def every_seconds(self) -> float | None:
-        """The interval of an ``every=`` periodic job (None for cron and one-off jobs)."""
-        return self.periodic.every if self.periodic else None
+    periodic: PeriodicSpec | None = None  # set for a periodic job (every= or cron=)
 
 
 @dataclass(frozen=True)

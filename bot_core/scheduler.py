@@ -148,7 +148,7 @@ class Scheduler:
             await self._publish(
                 ScheduledFire(plugin=job.plugin, job=job.job, data={"slot": slot.isoformat()})
             )
-        except BaseException:
+        except Exception:
             # give the slot back so this or another worker fires it on a later scan
             await PeriodicRun.filter(plugin=job.plugin, job=job.job, last_slot_at=slot).update(
                 last_slot_at=previous
