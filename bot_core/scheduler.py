@@ -49,6 +49,7 @@ class Scheduler:
         self._poll = poll_interval
         self.now: Clock = now
         """The scheduler's clock (an aware datetime); tests replace it to move time without waiting."""
+        self.first_scan_done = asyncio.Event()  # set once the loop's scan at start is over (for tests)
         self._periodic: dict[tuple[str, str], _Periodic] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -81,6 +82,7 @@ class Scheduler:
                 await self.tick()
             except Exception:
                 log.exception("scheduler scan failed")
+            self.first_scan_done.set()
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._poll)
             except TimeoutError:

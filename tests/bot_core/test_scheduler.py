@@ -99,8 +99,13 @@ YAML = DOUBLES_YAML + '  - reminders: {use: "tests.bot_core.test_scheduler:Remin
 
 async def _desk(make_desk: DeskFactory, url: str, clock: Clock, **kwargs: object) -> Desk:
     desk = await make_desk(url, YAML, scheduler_clock=clock, scheduler_poll=3600, **kwargs)
-    await desk.scheduler.tick()  # the start's own scan may still be running: this one certainly ran
+    await _start_scan_done(desk)
     return desk
+
+
+async def _start_scan_done(desk: Desk) -> None:
+    """Wait for the scan the desk makes at start, so it cannot run on a clock the test moved since."""
+    await asyncio.wait_for(desk.scheduler.first_scan_done.wait(), 10)
 
 
 async def _writes(desk: Desk, text: str, message_id: str) -> None:
@@ -269,6 +274,7 @@ async def test_the_readme_follow_up_waits_for_the_last_message_and_an_agent_answ
     clock = Clock(utcnow())
     yaml_text = DOUBLES_YAML + '  - follow_up: {use: "tests.bot_core.test_scheduler:FollowUp"}\n'
     desk = await make_desk(sqlite_url, yaml_text, scheduler_clock=clock, scheduler_poll=3600)
+    await _start_scan_done(desk)
     channel, workspace = doubles(desk)
     await _writes(desk, "hello", "m1")
     await _writes(desk, "anyone there?", "m2")
