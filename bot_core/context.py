@@ -348,11 +348,12 @@ class Context:
         """Cancel this plugin's task ``key`` (in this conversation) unless it ran; True if this call did.
 
         A cancelled task never runs, even one already due and waiting on the bus behind this event.
-        Cancelling again (or in a replay of this event) returns False.
+        Cancelling again (or in a replay of this event) returns False. ``fired_at`` is set too, so the
+        scheduler's scan for due tasks (``fired_at IS NULL``, indexed) never wades through cancelled ones.
         """
         cancelled = await ScheduledTask.filter(
             plugin=self.plugin, scope=self._task_scope(), key=key, ran_at=None, cancelled_at=None
-        ).update(cancelled_at=utcnow(), revision=F("revision") + 1)
+        ).update(cancelled_at=utcnow(), fired_at=utcnow(), revision=F("revision") + 1)
         return bool(cancelled)
 
     # -- internals -----------------------------------------------------------------------------

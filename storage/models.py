@@ -244,8 +244,8 @@ class ScheduledTask(Model):
     ``key`` is unique per plugin and scope (``conversation:N`` or ``global``): scheduling a key again
     moves its task (``revision`` counts the moves, and a fire of an older revision is dropped).
     ``source`` is the idempotency key of the call that last set the task, so the same event handled
-    again (a replay) leaves it alone. ``fired_at`` is when it was published to the bus, ``ran_at``
-    when its handler started. A task can be cancelled until it ran: it keeps its row (``cancelled_at``)
+    again (a replay) leaves it alone. ``fired_at`` is when it was published to the bus (or cancelled
+    first), ``ran_at`` when its handler started. A task can be cancelled until it ran: it keeps its row (``cancelled_at``)
     and never runs.
     Rows from before keyed scheduling have no key.
     """
