@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
 
 from bot_core.events import Attachment, LifecycleKind, utcnow
 from storage.models import (
@@ -28,6 +29,8 @@ from storage.models import (
 
 if TYPE_CHECKING:
     from bot_core.outbox import Outbox
+
+MAX_TASK_KEY = 255  # the column's width (scheduled_task.key)
 
 
 class EngineHooks(Protocol):
@@ -295,22 +298,63 @@ class Context:
         self,
         job: str,
         *,
+        key: str | None = None,
         delay: float | timedelta | None = None,
         at: datetime | None = None,
         data: dict[str, Any] | None = None,
-    ) -> int:
-        """Run this plugin's ``@on_schedule(job)`` handler later, for this conversation; returns the task id."""
+    ) -> str:
+        """Run this plugin's ``@on_schedule(job)`` handler at ``at`` or after ``delay``; returns the task's key.
+
+        The task belongs to this conversation (or is global for an event without one). ``key`` names it
+        within this plugin and conversation: scheduling a key that exists *moves* it (new time, job and
+        data; a task that fired or was cancelled is armed again), so one task per key is ever pending.
+        Without ``key``, the key is derived from the event being handled and this call's place in its
+        handling. Either way, an event handled again after a crash (a replay) does not schedule twice.
+        """
+        if at is not None and delay is not None:
+            raise ValueError(f"plugin '{self.plugin}': schedule() takes at= or delay=, not both")
         if at is None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
             at = utcnow() + timedelta(seconds=seconds)
-        task = await ScheduledTask.create(
-            plugin=self.plugin,
-            job=job,
-            conversation_id=self._conversation.id if self._conversation else None,
-            data=data or {},
-            due_at=at,
+        elif at.tzinfo is None:
+            raise ValueError(f"plugin '{self.plugin}': schedule(at=) needs a timezone-aware datetime")
+        if key is not None and not 0 < len(key) <= MAX_TASK_KEY:
+            raise ValueError(f"plugin '{self.plugin}': a task key must have 1 to {MAX_TASK_KEY} characters")
+        source = self._keys.next("schedule")
+        task_key = key or source
+        ident: dict[str, Any] = {"plugin": self.plugin, "scope": self._task_scope(), "key": task_key}
+        values: dict[str, Any] = {
+            "job": job,
+            "conversation_id": self._conversation.id if self._conversation else None,
+            "data": data or {},
+            "due_at": at,
+            "source": source,
+        }
+        existing = await ScheduledTask.get_or_none(**ident)
+        if existing is None:
+            try:
+                await ScheduledTask.create(**ident, **values)
+                return task_key
+            except IntegrityError:  # another worker created it first (a global key): move it below
+                existing = await ScheduledTask.get(**ident)
+        if existing.source == source:
+            return task_key  # this very call, made before a crash: the event is being replayed
+        await ScheduledTask.filter(id=existing.id).update(
+            **values, fired_at=None, ran_at=None, cancelled_at=None, revision=F("revision") + 1
         )
-        return int(task.id)
+        return task_key
+
+    async def cancel(self, key: str) -> bool:
+        """Cancel this plugin's task ``key`` (in this conversation) unless it ran; True if this call did.
+
+        A cancelled task never runs, even one already due and waiting on the bus behind this event.
+        Cancelling again (or in a replay of this event) returns False. ``fired_at`` is set too, so the
+        scheduler's scan for due tasks (``fired_at IS NULL``, indexed) never wades through cancelled ones.
+        """
+        cancelled = await ScheduledTask.filter(
+            plugin=self.plugin, scope=self._task_scope(), key=key, ran_at=None, cancelled_at=None
+        ).update(cancelled_at=utcnow(), fired_at=utcnow(), revision=F("revision") + 1)
+        return bool(cancelled)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -321,6 +365,9 @@ class Context:
             await self._engine.outbox.enqueue_room(
                 conv, workspace, "notice", key=self._keys.next("notice"), text=text
             )
+
+    def _task_scope(self) -> str:
+        return f"conversation:{self._conversation.id}" if self._conversation else "global"
 
     def _require_conversation(self) -> Conversation:
         if self._conversation is None:

@@ -20,14 +20,14 @@ from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
 from bot_core.conversations import conversation_for_room
 from bot_core.downloads import DownloadPolicy
-from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, ScheduledFire, dump_event
+from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, ScheduledFire, dump_event, utcnow
 from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox, OutboxSettings
 from bot_core.pipeline import Pipeline
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
 from bot_core.receiving import Receivers, ReceiveSettings, ReceiveState
 from bot_core.relay import Relay
-from bot_core.scheduler import Scheduler
+from bot_core.scheduler import Clock, Scheduler
 from bot_core.server import build_metrics_app, make_runner
 from storage import hot
 from storage.bus import BusEntry, EventBus
@@ -114,6 +114,7 @@ class Desk:
         serve_http: bool = True,
         outbox_settings: OutboxSettings | None = None,
         scheduler_poll: float = 1.0,
+        scheduler_clock: Clock = utcnow,
         bus: EventBus | None = None,
         fanout: Fanout | None = None,
         rate_limits: RateLimits | None = None,
@@ -147,7 +148,7 @@ class Desk:
             single_worker=not redis_url,
         )
         self.relay = Relay(lambda: self._pipeline, self.outbox, self.metrics, self.default_workspace)
-        self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll)
+        self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll, now=scheduler_clock)
         self._serve_http = serve_http
         self._runner: web.AppRunner | None = None
         self._sites: list[web.BaseSite] = []

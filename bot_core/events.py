@@ -132,6 +132,7 @@ class ScheduledFire(_Event):
     plugin: str
     job: str
     task_id: int | None = None
+    revision: int = 0  # of the task: a task moved or cancelled after this fire was published drops it
     conversation_id: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     timestamp: datetime = Field(default_factory=utcnow)

@@ -16,6 +16,7 @@ from typing import Any
 from bot_core.context import Context
 from bot_core.events import AgentCommand, AgentMessage, ConversationEvent, CustomerMessage, ScheduledFire
 from bot_core.metrics import Metrics
+from bot_core.periodic import PeriodicSpec
 from bot_core.plugin import HANDLED, HandlerKind, HandlerSpec, Plugin
 
 log = logging.getLogger("relaydesk.pipeline")
@@ -115,12 +116,12 @@ class Pipeline:
                 return True
         return False
 
-    def periodic_jobs(self) -> list[tuple[str, str, float]]:
-        """(plugin instance, job, every seconds) of every ``@on_schedule(..., every=N)`` handler."""
+    def periodic_jobs(self) -> list[tuple[str, str, PeriodicSpec]]:
+        """(plugin instance, job, when) of every periodic ``@on_schedule(..., every=|cron=)`` handler."""
         return [
-            (b.instance, b.spec.job or "", b.spec.every_seconds)
+            (b.instance, b.spec.job or "", b.spec.periodic)
             for b in self._by_kind[HandlerKind.SCHEDULE]
-            if b.spec.every_seconds
+            if b.spec.periodic
         ]
 
     def command_help(self) -> list[CommandHelp]:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bot_core.downloads import DownloadPolicy
 from bot_core.events import LifecycleKind
+from bot_core.periodic import PeriodicSpec, periodic_spec
 from bot_core.receiving import Receivers
 from storage.fanout import Fanout, LocalFanout
 from storage.ratelimit import MemoryRateLimits, RateLimits
@@ -65,7 +66,7 @@ class HandlerSpec:
     usage: str = ""
     lifecycle: frozenset[LifecycleKind] = frozenset()
     job: str | None = None
-    every_seconds: float | None = None
+    periodic: PeriodicSpec | None = None  # set for a periodic job (every= or cron=)
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,24 @@ def on_conversation_event(*kinds: LifecycleKind | str) -> Callable[[F], F]:
     return _mark(HandlerSpec(HandlerKind.CONVERSATION_EVENT, lifecycle=chosen))
 
 
-def on_schedule(job: str, *, every: float | None = None) -> Callable[[F], F]:
-    """Handle the scheduled job ``job``: fired by ``ctx.schedule`` or, with ``every``, every N seconds."""
-    return _mark(HandlerSpec(HandlerKind.SCHEDULE, job=job, every_seconds=every))
+def on_schedule(
+    job: str, *, every: float | None = None, cron: str | None = None, timezone: str | None = None
+) -> Callable[[F], F]:
+    """Handle the scheduled job ``job``: fired by ``ctx.schedule``, or periodically.
+
+    ``every=N`` fires every N seconds, counted from the job's last run stored in the database (so a
+    restart keeps the rhythm); ``cron="0 9 * * mon-fri"`` fires at the crontab times in ``timezone``
+    (an IANA name, default UTC; days of week by name). Each slot fires once across all workers; slots
+    missed while relaydesk was down fire once, at start. A bad declaration raises
+    :class:`~bot_core.periodic.PeriodicJobError` naming the plugin class and the job.
+    """
+
+    def decorate(func: F) -> F:
+        where = f"plugin {func.__module__}:{func.__qualname__.rsplit('.', 1)[0]} job '{job}'"
+        spec = periodic_spec(where, every, cron, timezone)
+        return _mark(HandlerSpec(HandlerKind.SCHEDULE, job=job, periodic=spec))(func)
+
+    return decorate
 
 
 def route(method: str, path: str) -> Callable[[F], F]:

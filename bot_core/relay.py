@@ -36,6 +36,7 @@ from bot_core.events import (
 from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox
 from bot_core.pipeline import Pipeline
+from bot_core.scheduler import claim_fire, fire_receipt_id
 from storage import hot
 from storage.bus import BusEntry
 from storage.models import (
@@ -360,13 +361,13 @@ class Relay:
     # -- scheduled jobs ------------------------------------------------------------------------
 
     async def _scheduled(self, pipeline: Pipeline, fire: ScheduledFire) -> None:
-        source_id = (
-            f"task:{fire.task_id}"
-            if fire.task_id is not None
-            else f"{fire.plugin}:{fire.job}:{fire.data.get('slot')}"
-        )
+        source_id = fire_receipt_id(fire)
         receipt = await self._receipt("schedule", source_id)
         if receipt is None:
+            return
+        if not await claim_fire(fire):
+            log.info("cancelled or moved task not fired", extra={"plugin": fire.plugin, "job": fire.job})
+            await self._done(receipt)
             return
         keys = ActionKeys(f"schedule:{source_id}")
         conversation = (

@@ -1,5 +1,5 @@
 """Tortoise-orm models: customers and their identities, conversations, messages, rooms, agents, teams,
-the outbox, scheduled tasks, plugin state and the inbound-event receipts used to drop duplicates.
+the outbox, scheduled tasks and periodic runs, plugin state and the inbound-event receipts used to drop duplicates.
 
 Schema changes go through tortoise's migrations in ``storage/migrations`` (``relaydesk migrate``).
 """
@@ -239,23 +239,57 @@ class OutboxItem(Model):
 
 
 class ScheduledTask(Model):
-    """A job a plugin scheduled for later (``ctx.schedule``), fired once, even across workers."""
+    """A job a plugin scheduled for later (``ctx.schedule``), fired once, even across workers.
+
+    ``key`` is unique per plugin and scope (``conversation:N`` or ``global``): scheduling a key again
+    moves its task (``revision`` counts the moves, and a fire of an older revision is dropped).
+    ``source`` is the idempotency key of the call that last set the task, so the same event handled
+    again (a replay) leaves it alone. ``fired_at`` is when it was published to the bus (or cancelled
+    first), ``ran_at`` when its handler started. A task can be cancelled until it ran: it keeps its row (``cancelled_at``)
+    and never runs.
+    Rows from before keyed scheduling have no key.
+    """
 
     conversation_id: int | None  # set by the foreign key below
     id = fields.BigIntField(primary_key=True)
     plugin = fields.CharField(max_length=100)
     job = fields.CharField(max_length=100)
+    scope = fields.CharField(max_length=100, default="global", db_default="global")
+    key = fields.CharField(max_length=255, null=True)
+    source = fields.CharField(max_length=255, null=True)
+    revision = fields.IntField(default=0, db_default=0)
     conversation: fields.ForeignKeyNullableRelation[Conversation] = fields.ForeignKeyField(
         "models.Conversation", related_name="scheduled", null=True, on_delete=fields.CASCADE
     )
     data: dict[str, object] = fields.JSONField(default=dict)
     due_at = fields.DatetimeField()
     fired_at = fields.DatetimeField(null=True)
+    ran_at = fields.DatetimeField(null=True)
+    cancelled_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "scheduled_task"
         indexes = (("fired_at", "due_at"),)
+        unique_together = (("plugin", "scope", "key"),)
+
+
+class PeriodicRun(Model):
+    """The last slot a periodic job (``@on_schedule(every=|cron=)``) fired for, shared by every worker.
+
+    A worker fires a slot only if it moves ``last_slot_at`` forward (a conditional update), so one
+    worker fires each slot. The next slot is computed from ``last_slot_at``, so restarts keep the clock.
+    """
+
+    id = fields.IntField(primary_key=True)
+    plugin = fields.CharField(max_length=100)
+    job = fields.CharField(max_length=100)
+    last_slot_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "periodic_run"
+        unique_together = (("plugin", "job"),)
 
 
 class PluginState(Model):

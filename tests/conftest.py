@@ -132,7 +132,7 @@ async def make_desk() -> AsyncIterator[DeskFactory]:
             config,
             serve_http=serve_http,
             outbox_settings=cast(OutboxSettings, kwargs.pop("outbox", FAST_OUTBOX)),
-            scheduler_poll=0.1,
+            scheduler_poll=cast(float, kwargs.pop("scheduler_poll", 0.1)),
             **kwargs,  # type: ignore[arg-type]
         )
         await desk.start()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-from tortoise.exceptions import IntegrityError
+from pathlib import Path
 
-from storage.db import close_db, init_db, migrate
+import pytest
+from tortoise import connections
+from tortoise.exceptions import IntegrityError
+from tortoise.migrations.api import migrate as tortoise_migrate
+
+from storage.db import close_db, init_db, migrate, tortoise_config
 from storage.models import (
     Conversation,
     ConversationState,
@@ -16,9 +20,12 @@ from storage.models import (
     Message,
     OutboxItem,
     OutboxTarget,
+    PeriodicRun,
     PluginState,
     Room,
+    ScheduledTask,
 )
+from tests.conftest import drop_postgres_database, fresh_postgres_schema
 
 
 async def test_a_customer_has_identities_on_several_channels(database_url: str) -> None:
@@ -87,3 +94,32 @@ async def test_migrate_is_idempotent(database_url: str) -> None:
         assert await Customer.all().count() == 0
     finally:
         await close_db()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+async def test_keyed_scheduling_migration_upgrades_a_database_with_tasks(store: str, tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'old.db'}" if store == "sqlite" else await fresh_postgres_schema()
+    try:
+        try:  # the schema as released before keyed scheduling, with a pending task in it
+            await tortoise_migrate(config=tortoise_config(url), target="models.0001_initial")
+            await init_db(url)
+            await connections.get("default").execute_script(
+                "INSERT INTO scheduled_task (plugin, job, data, due_at, created_at) VALUES"
+                " ('faq', 'follow_up', '{}', '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')"
+            )
+        finally:
+            await close_db()
+        await migrate(url)
+        await init_db(url)
+        try:
+            old = await ScheduledTask.get(job="follow_up")
+            assert (old.key, old.scope, old.revision, old.cancelled_at) == (None, "global", 0, None)
+            await ScheduledTask.create(plugin="faq", job="j", key="k", due_at=old.due_at)
+            with pytest.raises(IntegrityError):
+                await ScheduledTask.create(plugin="faq", job="j", key="k", due_at=old.due_at)
+            await PeriodicRun.create(plugin="faq", job="daily", last_slot_at=old.due_at)
+        finally:
+            await close_db()
+    finally:
+        if store == "postgres":
+            await drop_postgres_database(url)
