@@ -198,7 +198,8 @@
   }
 
   // The host is a custom element (a host rule on div, section ... never matches it) attached to <html>,
-  // not <body>: a transform or filter on body would otherwise anchor the fixed launcher to body's box.
+  // not <body> (a transform or filter on body would anchor the fixed launcher to body's box), and shown
+  // in the top layer where browsers have it (see mount).
   var host = document.createElement("relaydesk-widget");
   host.setAttribute("data-relaydesk-widget", "");
   var root = host.attachShadow({ mode: "open" });
@@ -254,7 +255,15 @@
   var frame = el("div", { class: "frame", dir: TEXTS.dir || "ltr", lang: LOCALE }, [announcer, panel, launcher]);
   root.appendChild(frame);
 
-  function mount() { document.documentElement.appendChild(host); }
+  function mount() {
+    document.documentElement.appendChild(host);
+    // In the top layer (a manual popover, never light-dismissed) the widget is placed against the
+    // viewport whatever the page does: a transform on <html> or <body> cannot move it off-screen.
+    if (typeof host.showPopover === "function") {
+      host.setAttribute("popover", "manual");
+      try { host.showPopover(); } catch (e) { /* not in the top layer: fixed still holds without transforms */ }
+    }
+  }
   if (document.body) mount(); else document.addEventListener("DOMContentLoaded", mount);
 
   // -- opening and closing; a modal dialog on small screens ----------------------------------------
