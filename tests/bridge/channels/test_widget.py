@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, expect
 
 from tests.bridge.channels import test_web
 from tests.bridge.channels.test_web import Shop, WebDesk, WebDeskFactory, Widget, eventually, shop_page
@@ -146,7 +146,9 @@ class HeaderShop(Shop):
 
     async def _page(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        return web.Response(text=self.pages[name], content_type="text/html", headers=self.headers.get(name, {}))
+        return web.Response(
+            text=self.pages[name], content_type="text/html", headers=self.headers.get(name, {})
+        )
 
     async def open_with(self, context: BrowserContext, html: str, headers: dict[str, str]) -> Page:
         self.headers[f"page{len(self.pages)}"] = headers
@@ -262,8 +264,9 @@ async def test_axe_finds_no_serious_violation_on_a_desktop_and_on_a_phone(
     browser: Browser, web_desk: WebDeskFactory, shop: Shop
 ) -> None:
     site = await web_desk(echo=True)
-    for viewport in ({"width": 1280, "height": 800}, {"width": 375, "height": 667}):
-        context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
+    sizes: list[ViewportSize] = [{"width": 1280, "height": 800}, {"width": 375, "height": 667}]
+    for viewport in sizes:
+        context = await browser.new_context(viewport=viewport)
         try:
             page = await shop.open(context, shop_page(site))
             widget = Widget(page)
@@ -282,7 +285,9 @@ async def test_a_keyboard_only_visitor_on_a_phone_gets_a_modal_dialog_with_large
     browser: Browser, web_desk: WebDeskFactory, shop: Shop
 ) -> None:
     site = await web_desk()
-    context = await browser.new_context(viewport={"width": 375, "height": 667}, is_mobile=True, has_touch=True)
+    context = await browser.new_context(
+        viewport={"width": 375, "height": 667}, is_mobile=True, has_touch=True
+    )
     try:
         html = shop_page(site).replace("<h1>Shop</h1>", '<h1>Shop</h1><a href="#cart">Cart</a>')
         html = html.replace("<title>", '<meta name="viewport" content="width=device-width"><title>')
