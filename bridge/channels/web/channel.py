@@ -892,8 +892,11 @@ class WebChannel(Plugin):
                 checked_id, text = self._checked(client_id, frame.get("text"))
                 await self._message_token(visitor)
                 await self._accept(visitor, checked_id, text, [])
-            except (BadInput, RateLimited) as exc:
+            except BadInput as exc:
                 listener.put({"type": "error", "client_id": client_id, "message": str(exc)})
+            except RateLimited as exc:  # the widget offers to send it again
+                frame = {"type": "error", "client_id": client_id, "message": str(exc)}
+                listener.put({**frame, "retry_after": exc.retry_after})
             except NotAccepting:
                 listener.put({"type": "retry", "client_id": client_id})
             else:

@@ -134,6 +134,30 @@ async def test_offline_the_visitor_is_told_at_once_and_what_they_write_goes_when
     assert await history_texts(site) == ["online", "written offline"]
 
 
+async def test_a_message_refused_as_too_fast_is_not_sent_and_a_tap_sends_it(
+    browser_context: BrowserContext, web_desk: WebDeskFactory
+) -> None:
+    site = await web_desk(web_extra="      messages_per_minute: 2\n")
+    page = await browser_context.new_page()
+    await page.goto(f"{site.base}/web/demo")
+    widget = Widget(page)
+    await widget.open()
+    for text in ("one", "two", "three"):
+        await widget.write(text)
+    third = widget.messages("customer").nth(2)
+    await expect(third).to_have_attribute("data-state", "failed")
+    await expect(third.locator(".state")).to_have_text("· ! Not sent. Tap to retry")
+    await expect(widget.error).to_contain_text("You are sending messages faster than we can read them")
+    assert [e["text"] for e in (await outbox_of(page, site)).values()] == ["three"]  # kept for the retry
+
+    await site.web.reconfigure(site.web.settings.model_copy(update={"messages_per_minute": 6000}))
+    await third.get_by_role("button", name="Retry").click()
+    await expect(third).to_have_attribute("data-state", "delivered")
+    await expect(widget.error).to_have_text("")
+    assert await history_texts(site) == ["one", "two", "three"]
+    assert await outbox_of(page, site) == {}
+
+
 # -- strict CSP, hostile host pages ------------------------------------------------------------------
 
 
@@ -325,6 +349,31 @@ async def test_a_keyboard_only_visitor_on_a_phone_gets_a_modal_dialog_with_large
         await expect(widget.panel).to_be_hidden()
         assert await page.evaluate("document.body.inert") is False
         await expect(widget.launcher).to_be_focused()
+    finally:
+        await context.close()
+
+
+async def test_a_phone_on_its_side_with_the_keyboard_up_still_shows_messages_and_the_input(
+    browser: Browser, web_desk: WebDeskFactory
+) -> None:
+    site = await web_desk()
+    context = await browser.new_context(
+        viewport={"width": 740, "height": 300}, is_mobile=True, has_touch=True
+    )
+    try:
+        page = await context.new_page()
+        await page.goto(f"{site.base}/web/demo")
+        widget = Widget(page)
+        await widget.open()
+        await widget.write("landscape")
+        await expect(widget.texts("customer")).to_have_text(["landscape"])
+        panel = await widget.panel.bounding_box()
+        assert panel is not None and (panel["y"], panel["height"]) == (0, 300)  # all of it, not more
+        scroller = await page.locator(f"{HOST} .scroller").bounding_box()
+        composer = await widget.input.bounding_box()
+        assert scroller is not None and scroller["height"] >= 100
+        assert composer is not None and composer["y"] + composer["height"] <= 300
+        await expect(widget.panel).to_have_attribute("aria-modal", "true")
     finally:
         await context.close()
 

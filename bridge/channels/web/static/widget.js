@@ -268,7 +268,8 @@
 
   // -- opening and closing; a modal dialog on small screens ----------------------------------------
 
-  var small = window.matchMedia ? window.matchMedia("(max-width: 520px)") : { matches: false };
+  var SMALL_SCREEN = "(max-width: 520px), (max-height: 520px)";  // as in widget.css
+  var small = window.matchMedia ? window.matchMedia(SMALL_SCREEN) : { matches: false };
   var inertBefore = null;  // body's own inert, restored when the modal panel closes
 
   function setModal(on) {
@@ -801,7 +802,7 @@
         delete state.inflight[data.client_id];
         break;
       case "error": {
-        if (data.client_id) refused(data.client_id, data.message, false);
+        if (data.client_id) refused(data.client_id, data.message, !!data.retry_after);  // too fast: retry later
         else setError(data.message || t("something_wrong"));
         break;
       }
