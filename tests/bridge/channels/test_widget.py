@@ -158,6 +158,27 @@ async def test_a_message_refused_as_too_fast_is_not_sent_and_a_tap_sends_it(
     assert await outbox_of(page, site) == {}
 
 
+async def test_without_local_storage_messages_written_offline_are_still_sent_once_back(
+    browser_context: BrowserContext, web_desk: WebDeskFactory
+) -> None:
+    site = await web_desk()
+    await browser_context.add_init_script(  # storage blocked, as by some privacy settings
+        "Object.defineProperty(window, 'localStorage', {get() { throw new DOMException('no', 'SecurityError'); }});"
+    )
+    page = await browser_context.new_page()
+    await page.goto(f"{site.base}/web/demo")
+    widget = Widget(page)
+    await widget.open()
+    await widget.write("first")
+    await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
+    await browser_context.set_offline(True)
+    await widget.write("second, offline")
+    await expect(widget.messages("customer").last).to_have_attribute("data-state", "queued")
+    await browser_context.set_offline(False)
+    await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
+    assert await history_texts(site) == ["first", "second, offline"]
+
+
 # -- strict CSP, hostile host pages ------------------------------------------------------------------
 
 

@@ -150,17 +150,27 @@
 
   // -- the outbox: what the visitor wrote and relaydesk has not acknowledged (survives a reload) --
 
+  // This page's own entries are also kept in memory: without localStorage (blocked, full) they are still
+  // sent while the page is open. Other tabs of the site share the stored ones (the client id keeps one copy).
   var outbox = {
-    load: function () {
+    mine: {},
+    stored: function () {
       try { return JSON.parse(storage.get(OUTBOX_KEY) || "{}") || {}; } catch (e) { return {}; }
     },
+    load: function () {
+      var all = outbox.stored();
+      Object.keys(outbox.mine).forEach(function (cid) { if (!(cid in all)) all[cid] = outbox.mine[cid]; });
+      return all;
+    },
     put: function (entry) {
-      var all = outbox.load();
+      outbox.mine[entry.client_id] = entry;
+      var all = outbox.stored();
       all[entry.client_id] = entry;
       storage.set(OUTBOX_KEY, JSON.stringify(all));
     },
     drop: function (cid) {
-      var all = outbox.load();
+      delete outbox.mine[cid];
+      var all = outbox.stored();
       if (!(cid in all)) return;
       delete all[cid];
       if (Object.keys(all).length) storage.set(OUTBOX_KEY, JSON.stringify(all));
@@ -484,7 +494,8 @@
       if (msg[k] !== undefined && msg[k] !== null) item[k] = msg[k];
     });
     if (msg.state) setItemState(item, msg.state, true);
-    if (item.side === "customer" && item.client_id && STATES[item.state] >= STATES.sent) acknowledged(item.client_id);
+    // in relaydesk's history (it has an id there), or said to be sent: stored, so out of the outbox
+    if (item.side === "customer" && item.client_id && (msg.id || STATES[item.state] >= STATES.sent)) acknowledged(item.client_id);
     if (item.id && item.id > state.newest) state.newest = item.id;
     if (item.side === "agent") {
       if (item.author) state.agentName = item.author;
