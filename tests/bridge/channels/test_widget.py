@@ -8,6 +8,8 @@ restart is a stopped desk and a new one on the same database, secret and port.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -17,14 +19,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, expect
 
-from tests.bridge.channels import test_web
+from tests.bridge.channels import test_web, test_web_transport
 from tests.bridge.channels.test_web import Shop, WebDesk, WebDeskFactory, Widget, eventually, shop_page
+from tests.bridge.channels.test_web_transport import WebSocketBlockingProxy
 
 web_desk = test_web.web_desk  # the fixtures: relaydesk with the web channel, and another web site
 shop = test_web.shop
+proxy_for = test_web_transport.proxy_for  # proxies in front of relaydesk, stopped after the test
 
 AXE = Path(__file__).resolve().parents[2] / "fixtures" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 HOST = "[data-relaydesk-widget]"
@@ -177,6 +181,69 @@ async def test_without_local_storage_messages_written_offline_are_still_sent_onc
     await browser_context.set_offline(False)
     await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
     assert await history_texts(site) == ["first", "second, offline"]
+
+
+class BlackHoleProxy(WebSocketBlockingProxy):
+    """The proxy, whose open WebSockets can die silently (``kill``): frames from the browser vanish and
+    nothing comes back, but the socket stays open, as on a network path that died without a close.
+    Connections made afterwards work."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.block_websockets = False
+        self._open: set[web.WebSocketResponse] = set()
+        self._dead: set[web.WebSocketResponse] = set()
+
+    def kill(self) -> None:
+        self._dead |= self._open
+
+    async def _pipe_websocket(self, request: web.Request) -> web.StreamResponse:
+        assert self._client is not None
+        down = web.WebSocketResponse()
+        await down.prepare(request)
+        self._open.add(down)
+        url = self.upstream.replace("http", "ws", 1) + request.path_qs
+        async with self._client.ws_connect(url) as up:
+
+            async def relay_to_browser() -> None:
+                async for msg in up:
+                    if msg.type is WSMsgType.TEXT and down not in self._dead:
+                        await down.send_str(msg.data)
+
+            task = asyncio.create_task(relay_to_browser())
+            try:
+                async for msg in down:
+                    if msg.type is WSMsgType.TEXT and down not in self._dead:
+                        await up.send_str(msg.data)
+            finally:
+                self._open.discard(down)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return down
+
+
+async def test_on_a_connection_that_died_silently_the_message_is_resent_over_a_new_one(
+    browser_context: BrowserContext, web_desk: WebDeskFactory, proxy_for: list[WebSocketBlockingProxy]
+) -> None:
+    site = await web_desk()
+    proxy = BlackHoleProxy(site.base)
+    await proxy.start()
+    proxy_for.append(proxy)
+    page = await browser_context.new_page()
+    await page.goto(f"{proxy.base}/web/demo")
+    widget = Widget(page)
+    await widget.open()
+    await widget.write("through the proxy")
+    await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
+
+    proxy.kill()
+    await widget.write("into the void")
+    lost = widget.messages("customer").last
+    await expect(lost).to_have_attribute("data-state", "sending")
+    # no acknowledgement within 5 s: the widget gives up on that socket and sends it over a new one
+    await expect(lost).to_have_attribute("data-state", "delivered", timeout=8000)
+    assert await history_texts(site) == ["through the proxy", "into the void"]
 
 
 # -- strict CSP, hostile host pages ------------------------------------------------------------------

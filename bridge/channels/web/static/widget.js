@@ -129,6 +129,7 @@
     deliveredUpto: 0,
     sentReceipt: { delivered: 0, read: 0 },
     inflight: {},       // client id -> the socket it went over, or "http": sent, not acknowledged yet
+    sentAt: {},         // client id -> when it went over the socket
     ackTimer: null,
     historyLoaded: false,
     open: false,
@@ -629,11 +630,12 @@
     else if (state.connected) setStatus("");
     else if (!state.started) setStatus("");
     else setStatus(state.everConnected ? t("reconnecting") : t("connecting"));
-    // what waits in the outbox says whether it is on its way or waits for the connection
-    var waiting = state.connected && online() ? "sending" : "queued";
+    // what waits in the outbox while there is no connection says so, and keeps saying it until
+    // relaydesk has acknowledged it (a connection that is back may be no better than the last one)
+    if (state.connected && online()) return;
     Object.keys(outbox.load()).forEach(function (cid) {
       var item = state.items["c:" + cid];
-      if (item && (item.state === "sending" || item.state === "queued")) setItemState(item, waiting);
+      if (item && item.state === "sending") setItemState(item, "queued");
     });
   }
 
@@ -909,6 +911,7 @@
       if (state.inflight[cid]) return;
       if (viaSocket) {
         state.inflight[cid] = viaSocket;
+        state.sentAt[cid] = Date.now();
         viaSocket.send(JSON.stringify({ type: "send", client_id: cid, text: entry.text }));
         armAckTimer();
       } else if (state.polling && state.connected) {
@@ -919,15 +922,20 @@
     showConnection();
   }
 
-  function armAckTimer() {
+  function armAckTimer(delay) {
     // a socket that takes frames but answers nothing (a dead network path) is closed and reopened
     if (state.ackTimer) return;
     state.ackTimer = setTimeout(function () {
       state.ackTimer = null;
-      var ws = state.ws;
-      var stuck = Object.keys(state.inflight).some(function (cid) { return ws && state.inflight[cid] === ws; });
-      if (stuck && ws) { try { ws.close(); } catch (e) { /* closed already */ } ws.onclose && ws.onclose(); }
-    }, ACK_TIMEOUT_MS);
+      var ws = state.ws, now = Date.now(), stuck = false, oldest = now;
+      Object.keys(state.inflight).forEach(function (cid) {
+        if (!ws || state.inflight[cid] !== ws) return;
+        var at = state.sentAt[cid] || 0;
+        if (now - at >= ACK_TIMEOUT_MS) stuck = true; else oldest = Math.min(oldest, at);
+      });
+      if (stuck) { try { ws.close(); } catch (e) { /* closed already */ } if (ws.onclose) ws.onclose(); }
+      else if (oldest < now) armAckTimer(ACK_TIMEOUT_MS - (now - oldest));
+    }, delay || ACK_TIMEOUT_MS);
   }
 
   function forgetInflight(ws) {
