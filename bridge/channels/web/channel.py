@@ -3,7 +3,7 @@
 Routes (all on relaydesk's own HTTP server):
 
 =============================  ==========================================================================
-``GET /web/widget.js``         the widget: one script tag, an IIFE drawing into a Shadow DOM
+``GET /web/widget.js``         the widget: one script tag, an IIFE drawing into a Shadow DOM (gzip, ETag)
 ``GET /web/demo``              a demo shop page with the widget on it
 ``POST /web/api/session``      a visitor token: new, renewed, or for a verified identity (401 if not)
 ``GET /web/ws?token=``         the live connection (401 before the upgrade for a bad or expired token)
@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import hashlib
 import json
 import os
 import re
@@ -173,7 +175,7 @@ class WebChannel(Plugin):
         self._fanout_off: Callable[[], None] | None = None
         self._typing_reported: dict[str, float] = {}  # visitor typing -> when the agents were last told
         self._files = FileStore(config.upload_dir, config.upload_quota_bytes)
-        self._widget_js = b""
+        self._widget_js = WidgetScript.of(b"")
         self._demo_html = b""
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -568,12 +570,30 @@ class WebChannel(Plugin):
 
     @route("GET", "/web/widget.js")
     async def widget_js(self, request: web.Request) -> web.StreamResponse:
-        """The widget script."""
+        """The widget script: gzipped when the browser takes it, with an ETag (304 when unchanged).
+
+        ``/web/widget.js`` (the tag sites embed) is cached for five minutes, then revalidated;
+        ``/web/widget.js?v=<version>`` (this exact version) for a year.
+        """
+        script = self._widget_js
+        zipped = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+        etag = f'"{script.version}-gz"' if zipped else f'"{script.version}"'
+        forever = request.query.get("v") == script.version
+        headers = {
+            "Cache-Control": "public, max-age=31536000, immutable" if forever else "public, max-age=300",
+            "ETag": etag,
+            "Vary": "Accept-Encoding",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if _etag_matches(request.headers.get("If-None-Match", ""), etag):
+            return web.Response(status=304, headers=headers)
+        if zipped:
+            headers["Content-Encoding"] = "gzip"
         return web.Response(
-            body=self._widget_js,
+            body=script.gzipped if zipped else script.body,
             content_type="application/javascript",
             charset="utf-8",
-            headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+            headers=headers,
         )
 
     @route("GET", "/web/demo")
@@ -872,8 +892,11 @@ class WebChannel(Plugin):
                 checked_id, text = self._checked(client_id, frame.get("text"))
                 await self._message_token(visitor)
                 await self._accept(visitor, checked_id, text, [])
-            except (BadInput, RateLimited) as exc:
+            except BadInput as exc:
                 listener.put({"type": "error", "client_id": client_id, "message": str(exc)})
+            except RateLimited as exc:  # the widget offers to send it again
+                frame = {"type": "error", "client_id": client_id, "message": str(exc)}
+                listener.put({**frame, "retry_after": exc.retry_after})
             except NotAccepting:
                 listener.put({"type": "retry", "client_id": client_id})
             else:
@@ -909,11 +932,42 @@ def _key_of_sent(ref: str) -> str:
     return f"m:{ref[1:]}" if ref.startswith("m") else f"o:{ref[1:]}"
 
 
-def _load_static() -> tuple[bytes, bytes]:
-    """The widget script (its stylesheet inlined, for the Shadow DOM) and the demo page."""
+@dataclass(frozen=True)
+class WidgetScript:
+    """The widget script as served: its bytes, gzipped once, and the version (a hash) naming both."""
+
+    body: bytes
+    gzipped: bytes
+    version: str
+
+    @classmethod
+    def of(cls, body: bytes) -> WidgetScript:
+        """The script ``body`` with its compressed form and version."""
+        version = hashlib.sha256(body).hexdigest()[:16]
+        return cls(body, gzip.compress(body, compresslevel=9, mtime=0), version)
+
+
+def _load_static() -> tuple[WidgetScript, bytes]:
+    """The widget script (its stylesheet and locale texts inlined) and the demo page (loading that
+    script's version, so it may be cached for good)."""
     static = resources.files("bridge.channels.web") / "static"
     script = (static / "widget.js").read_text(encoding="utf-8")
     css = (static / "widget.css").read_text(encoding="utf-8")
+    locales = {
+        entry.name.removesuffix(".json"): json.loads(entry.read_text(encoding="utf-8"))
+        for entry in sorted((static / "locales").iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".json")
+    }
     script = script.replace('"__RELAYDESK_CSS__"', json.dumps(css))
+    script = script.replace('"__RELAYDESK_LOCALES__"', json.dumps(locales, ensure_ascii=False))
+    widget = WidgetScript.of(script.encode())
     demo = (static / "demo.html").read_text(encoding="utf-8")
-    return script.encode(), demo.encode()
+    demo = demo.replace('src="/web/widget.js"', f'src="/web/widget.js?v={widget.version}"')
+    return widget, demo.encode()
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """Whether an If-None-Match header names ``etag`` (weakly compared, as for a GET)."""
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))

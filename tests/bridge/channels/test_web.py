@@ -78,7 +78,8 @@ def identity_claim(secret: str = IDENTITY_SECRET, **fields: str) -> dict[str, st
 
 @pytest.fixture
 async def web_desk(tmp_path: Path) -> AsyncIterator[WebDeskFactory]:
-    """Start relaydesk with the web channel and either the Matrix workspace or the in-memory double."""
+    """Start relaydesk with the web channel and either the Matrix workspace or the in-memory double
+    (started again with ``port=`` of a stopped one: the same database, secret and address, as a restart)."""
     running: list[Desk] = []
 
     async def start(
@@ -87,10 +88,11 @@ async def web_desk(tmp_path: Path) -> AsyncIterator[WebDeskFactory]:
         echo: bool = False,
         web_extra: str = "",
         outbox: OutboxSettings = FAST_OUTBOX,
+        port: int | None = None,
     ) -> WebDesk:
         url = f"sqlite://{tmp_path / 'relaydesk.db'}"
         await migrate(url)
-        port = synapse.appservice_port if synapse else free_port()
+        port = port or (synapse.appservice_port if synapse else free_port())
         if synapse:
             workspace = f"""
   - matrix:
