@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -76,6 +76,14 @@ _CAS_TRIES = 5
 Publish = Callable[[ConversationEvent], Awaitable[None]]
 
 
+@dataclass
+class _Opening:
+    """Serialises one process's outreaches to one customer (dropped when no one uses it)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 def _always(kind: LifecycleKind) -> bool:
     return True
 
@@ -95,7 +103,7 @@ class ConversationService:
         self._default_workspace = default_workspace
         self._publish = publish
         self._wants = wants
-        self._opening: dict[int, asyncio.Lock] = {}
+        self._opening: dict[int, _Opening] = {}
 
     # -- what a Context needs ------------------------------------------------------------------
 
@@ -233,7 +241,13 @@ class ConversationService:
         """Log and publish that the context's conversation was just created (in ``bot``)."""
         conversation = ctx.raw_conversation
         assert conversation is not None
-        action_key = f"{ctx.keys.event_key}:opened"
+        entry = await self._log_opened(conversation, ctx.keys, by)
+        await self._opened_room(ctx)
+        await self._emit(entry)
+
+    @staticmethod
+    async def _log_opened(conversation: Conversation, keys: ActionKeys, by: str) -> ConversationLog:
+        action_key = f"{keys.event_key}:opened"
         columns = {
             "conversation_id": conversation.id,
             "what": LifecycleKind.OPENED.value,
@@ -242,22 +256,25 @@ class ConversationService:
             "team": None,
             "agent_id": None,
             "by": by,
-            "event_key": ctx.keys.event_key,
+            "event_key": keys.event_key,
             "action_key": action_key,
             "at": conversation.created_at,
         }
         try:
-            entry = ConversationLog(id=await hot.insert_conversation_log(**columns), **columns)
+            return ConversationLog(id=await hot.insert_conversation_log(**columns), **columns)
         except IntegrityError:
             found = await ConversationLog.get_or_none(action_key=action_key)
             if found is None:
                 raise
-            entry = found
+            return found
+
+    async def _opened_room(self, ctx: Context) -> None:
+        conversation = ctx.raw_conversation
+        assert conversation is not None
         workspace = self.room_workspace(conversation)
         if workspace and conversation.room_id:
             # a new conversation in a returning customer's room refreshes its card (a new room shows one)
             await self.outbox.enqueue_room(conversation, workspace, "card", key=ctx.keys.next("card"))
-        await self._emit(entry)
 
     async def republish(self, event_key: str) -> None:
         """Publish again every change the event ``event_key`` made (after a crash interrupted it)."""
@@ -314,43 +331,53 @@ class ConversationService:
         customer = await Customer.get_or_none(id=customer_id)
         if customer is None:
             raise LookupError(f"plugin '{ctx.plugin}': no customer {customer_id}")
-        lock = self._opening.setdefault(customer_id, asyncio.Lock())
-        async with lock:  # two outreaches of one process never open two conversations
-            last = await Conversation.filter(customer_id=customer_id).order_by("-id").first()
-            identity = await _identity_for(customer_id, channel, last)
-            if identity is None:
-                raise LookupError(
-                    f"plugin '{ctx.plugin}': customer {customer_id} has no identity on {channel}"
+        opening = self._opening.setdefault(customer_id, _Opening())
+        opening.users += 1
+        try:
+            async with opening.lock:  # two outreaches of one process never open two conversations
+                conversation, identity, entry = await self._outbound_conversation(
+                    ctx, customer_id, channel, reuse_closed
                 )
-            conversation = (
-                await Conversation.filter(identity_id=identity.id)
-                .exclude(state=S.CLOSED)
-                .order_by("-id")
-                .first()
-            )
-            created = False
-            if conversation is None and reuse_closed and last is not None and last.identity_id == identity.id:
-                conversation = last
-            if conversation is None:
-                conversation = await Conversation.create(
-                    customer_id=customer_id,
-                    identity_id=identity.id,
-                    room_id=last.room_id if last else None,
-                    state=S.BOT,
-                )
-                created = True
-            if len(self._opening) > 1000 and not lock.locked():
-                self._opening.pop(customer_id, None)
+        finally:
+            opening.users -= 1
+            if not opening.users:
+                del self._opening[customer_id]
         out = Context(
             self, ctx.plugin, ctx.keys, conversation=conversation, customer=customer, identity=identity
         )
-        if created:
+        if entry is not None:
             log.info(
                 "outbound conversation opened",
                 extra={"conversation": conversation.id, "customer": customer_id, "plugin": ctx.plugin},
             )
-            await self.opened(out, by=ctx.plugin)
+            await self._opened_room(out)
+            await self._emit(entry)
         return out
+
+    async def _outbound_conversation(
+        self, ctx: Context, customer_id: int, channel: str | None, reuse_closed: bool
+    ) -> tuple[Conversation, Identity, ConversationLog | None]:
+        """The conversation an outreach writes into, and the log row when it was opened for it."""
+        last = await Conversation.filter(customer_id=customer_id).order_by("-id").first()
+        identity = await _identity_for(customer_id, channel, last)
+        if identity is None:
+            raise LookupError(f"plugin '{ctx.plugin}': customer {customer_id} has no identity on {channel}")
+        conversation = (
+            await Conversation.filter(identity_id=identity.id).exclude(state=S.CLOSED).order_by("-id").first()
+        )
+        if conversation is None and reuse_closed and last is not None and last.identity_id == identity.id:
+            conversation = last
+        if conversation is not None:
+            return conversation, identity, None
+        async with in_transaction():  # created and logged together
+            conversation = await Conversation.create(
+                customer_id=customer_id,
+                identity_id=identity.id,
+                room_id=last.room_id if last else None,
+                state=S.BOT,
+            )
+            entry = await self._log_opened(conversation, ctx.keys, ctx.plugin)
+        return conversation, identity, entry
 
 
 async def _identity_for(customer_id: int, channel: str | None, last: Conversation | None) -> Identity | None:

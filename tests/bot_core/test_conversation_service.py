@@ -104,7 +104,9 @@ async def test_a_hand_over_and_a_claim_at_the_same_moment_end_assigned_with_one_
         erin = await get_or_create_agent("desk", "@erin", None)
         assert (row.state, row.assignee_id) == (ConversationState.ASSIGNED, erin.id), order
         log = await _log(conversation.id)
-        expected = [("opened", None, "bot", "customers:race-" + order[0])]
+        expected: list[tuple[str, str | None, str, str | None]] = [
+            ("opened", None, "bot", "customers:race-" + order[0])
+        ]
         if queued:  # the hand-over came first: the claim then took it from the queue
             expected += [("queued", "bot", "queued", "faq"), ("assigned", "queued", "assigned", "@erin")]
         else:  # the claim came first: the hand-over was refused, it does not undo the claim
@@ -143,6 +145,11 @@ async def test_closed_is_final_and_the_customers_next_message_opens_a_new_conver
     row = await Conversation.get(id=conversation.id)
     assert row.state is ConversationState.CLOSED and row.team_id is None and row.assignee_id is None
     assert [what for what, *_ in await _log(conversation.id)] == ["opened", "closed"]
+    # an agent's command that changes nothing says so
+    room = workspace.room_of("u1").room_id
+    await workspace.agent_writes(room, "!claim", agent="@erin")
+    assert await desk.wait_settled(10)
+    assert workspace.texts(room, "notice")[-1] == "!claim changed nothing: this conversation is closed."
     # the customer writes again: a new conversation in the same room, the closed one stays closed
     await channel.customer_writes("u1", "one more thing")
     assert await desk.wait_settled(10)
