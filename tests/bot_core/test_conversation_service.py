@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from bot_core import ConversationEvent, LifecycleKind, Plugin, on_conversation_event
+from bot_core import ConversationEvent, LifecycleKind, Plugin, on_conversation_event, on_schedule
 from bot_core.context import ActionKeys, Context
 from bot_core.conversation_service import TRANSITIONS, conversation_times, times_from_log
 from bot_core.conversations import get_or_create_agent
 from bot_core.desk import Desk
-from bot_core.events import dump_event
+from bot_core.events import ScheduledFire, dump_event
 from storage.bus.journal import DbJournal
 from storage.db import close_db, init_db
 from storage.models import (
@@ -26,6 +26,7 @@ from tests.bot_core.test_relay_loop import doubles
 from tests.conftest import DOUBLES_YAML, DeskFactory
 
 RECORDER_YAML = DOUBLES_YAML + '  - rec: {use: "tests.bot_core.test_conversation_service:Recorder"}\n'
+NUDGE_YAML = DOUBLES_YAML + '  - nudge: {use: "tests.bot_core.test_conversation_service:Nudge"}\n'
 SURVEY_YAML = DOUBLES_YAML + '  - survey: {use: "tests.bot_core.test_conversation_service:Survey"}\n'
 
 
@@ -50,6 +51,18 @@ class Survey(Plugin):
     async def ask(self, ctx: Context, event: ConversationEvent) -> None:
         out = await ctx.for_customer(ctx.customer.id, reuse_closed=type(self).reuse_closed)
         await out.reply("How did we do? Answer 1 to 5.")
+
+
+class Nudge(Plugin):
+    """A global job (no conversation) that writes to one customer: outreach."""
+
+    name = "nudge"
+
+    @on_schedule("nudge")
+    async def nudge(self, ctx: Context, fire: ScheduledFire) -> None:
+        assert not ctx.has_conversation
+        out = await ctx.for_customer(int(fire.data["customer"]))
+        await out.reply("Your order has shipped.")
 
 
 async def _opened(desk: Desk, user: str) -> Conversation:
@@ -321,3 +334,24 @@ async def test_outreach_can_write_into_the_closed_conversation_itself(
     assert await Conversation.filter(customer_id=conversation.customer_id).count() == 1
     assert (await Conversation.get(id=conversation.id)).state is ConversationState.CLOSED
     Survey.reuse_closed = False
+
+
+async def test_a_global_job_writes_to_a_customer_without_an_open_conversation(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(sqlite_url, NUDGE_YAML)
+    channel, workspace = doubles(desk)
+    conversation = await _opened(desk, "u6")
+    room = workspace.room_of("u6").room_id
+    await workspace.agent_writes(room, "!close", agent="@erin")
+    assert await desk.wait_settled(10)
+    for slot in (1, 2):  # twice: the second writes into the conversation the first opened
+        fire = ScheduledFire(
+            plugin="nudge", job="nudge", data={"customer": conversation.customer_id, "slot": slot}
+        )
+        await desk.bus.publish(fire.conversation_key(), dump_event(fire))
+        assert await desk.wait_settled(10)
+    assert channel.texts_to("u6") == ["Your order has shipped."] * 2
+    conversations = await Conversation.filter(customer_id=conversation.customer_id).order_by("id")
+    assert [c.state for c in conversations] == [ConversationState.CLOSED, ConversationState.BOT]
+    assert await _log(conversations[1].id) == [("opened", None, "bot", "nudge")]
