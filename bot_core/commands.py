@@ -24,13 +24,15 @@ class CoreCommands(Plugin):
     @on_command("claim", help="take this conversation")
     async def claim(self, ctx: Context, cmd: AgentCommand) -> Handled:
         """Assign the conversation to the agent who typed the command."""
-        await ctx.assign(cmd.agent_id)
+        if not await ctx.assign(cmd.agent_id):
+            await _unchanged(ctx, cmd)
         return HANDLED
 
     @on_command("close", help="close this conversation")
     async def close(self, ctx: Context, cmd: AgentCommand) -> Handled:
         """Close the conversation."""
-        await ctx.close()
+        if not await ctx.close():
+            await _unchanged(ctx, cmd)
         return HANDLED
 
     @on_command("transfer", usage="<team>", help="hand this conversation to another team's queue")
@@ -39,7 +41,8 @@ class CoreCommands(Plugin):
         if not cmd.args:
             await ctx.notice("Usage: !transfer <team>")
             return HANDLED
-        await ctx.transfer(cmd.args[0])
+        if not await ctx.transfer(cmd.args[0]):
+            await _unchanged(ctx, cmd)
         return HANDLED
 
     @on_command("note", usage="<text>", help="internal note, never sent to the customer")
@@ -69,6 +72,11 @@ class CoreCommands(Plugin):
             lines.append(f"!{item.command}{usage} — {item.help or '(no help)'}")
         await ctx.notice("\n".join(lines))
         return HANDLED
+
+
+async def _unchanged(ctx: Context, cmd: AgentCommand) -> None:
+    """Tell the agent their command changed nothing, and why (the state it found)."""
+    await ctx.notice(f"!{cmd.command} changed nothing: this conversation is {ctx.conversation.state}.")
 
 
 def parse_command(text: str) -> tuple[str, tuple[str, ...], str] | None:

@@ -1,12 +1,13 @@
 """The handler context: the only way a plugin acts on a conversation.
 
 Every action is stored before it has any effect outside: replies become outbox rows, state changes
-are saved and announced as lifecycle events. Outbox rows get idempotency keys derived from the event
+go through the conversation service (compare-and-set, logged, published as conversation events). Outbox rows get idempotency keys derived from the event
 being handled, so an event handled again after a crash does not send twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,7 +35,7 @@ MAX_TASK_KEY = 255  # the column's width (scheduled_task.key)
 
 
 class EngineHooks(Protocol):
-    """What a context needs from the engine beyond storage."""
+    """What a context needs from the engine beyond storage (:class:`bot_core.conversation_service.ConversationService`)."""
 
     outbox: Outbox
 
@@ -42,14 +43,22 @@ class EngineHooks(Protocol):
         """The workspace instance whose room shows this conversation (None if no workspace is enabled)."""
         ...
 
-    async def lifecycle(
-        self, ctx: Context, kind: LifecycleKind, *, team: str | None = None, agent_id: str | None = None
-    ) -> None:
-        """Announce a stored state change: room notice, card update, plugin handlers."""
+    async def change(
+        self,
+        ctx: Context,
+        kind: LifecycleKind,
+        *,
+        team: str | None = None,
+        agent_id: str | None = None,
+        only_from: Iterable[ConversationState] | None = None,
+    ) -> bool:
+        """Apply a lifecycle change if the transition table allows it now; True if it applied."""
         ...
 
-    async def ensure_agent(self, agent_id: str) -> Agent:
-        """The agent with this id in the desk's workspace (created on first sight)."""
+    async def customer_context(
+        self, ctx: Context, customer_id: int, *, channel: str | None = None, reuse_closed: bool = False
+    ) -> Context:
+        """A context writing to the customer: their open conversation, or a new outbound one."""
         ...
 
 
@@ -145,11 +154,10 @@ class Context:
         self._customer = customer
         self._identity = identity
         self.agent = agent
-        self.depth = 0
 
     def for_plugin(self, plugin: str) -> Context:
         """The same context seen by another plugin (same event, same key sequence)."""
-        ctx = Context(
+        return Context(
             self._engine,
             plugin,
             self._keys,
@@ -158,8 +166,20 @@ class Context:
             identity=self._identity,
             agent=self.agent,
         )
-        ctx.depth = self.depth
-        return ctx
+
+    async def for_customer(
+        self, customer_id: int, *, channel: str | None = None, reuse_closed: bool = False
+    ) -> Context:
+        """A context for writing to customer ``customer_id`` (outreach, follow-ups, surveys), from any handler.
+
+        Its ``reply`` goes into the customer's open conversation; when they have none, an outbound
+        conversation is opened (in their room, logged and announced as ``opened``; their answer
+        continues it), or with ``reuse_closed=True`` it writes into their last conversation even though
+        it is closed (it stays closed). ``channel`` chooses which of their identities gets it.
+        """
+        return await self._engine.customer_context(
+            self, customer_id, channel=channel, reuse_closed=reuse_closed
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -245,41 +265,26 @@ class Context:
         """Post a notice from the bot in the room (not stored as a conversation message)."""
         await self._room_notice(text)
 
-    async def queue(self, team: str | None = None) -> None:
-        """Put the conversation in the queue (of ``team`` when given) for an agent to take."""
-        from bot_core.conversations import get_or_create_team, set_state
+    async def queue(self, team: str | None = None) -> bool:
+        """Put the conversation in the queue (of ``team`` when given) for an agent to take.
 
-        conv = self._require_conversation()
-        chosen = await get_or_create_team(team) if team else False
-        await set_state(conv, ConversationState.QUEUED, team=chosen, assignee=None)
-        await self._engine.lifecycle(self, LifecycleKind.QUEUED, team=team)
+        Only a conversation still with the bot is queued: False when it is not (an agent claimed it
+        meanwhile, it is closed, or it already waits).
+        """
+        return await self._engine.change(self, LifecycleKind.QUEUED, team=team)
 
-    async def assign(self, agent_id: str) -> None:
-        """Give the conversation to the agent with workspace id ``agent_id``."""
-        from bot_core.conversations import set_state
+    async def assign(self, agent_id: str) -> bool:
+        """Give the conversation to the agent with workspace id ``agent_id``; False if it is closed or theirs."""
+        return await self._engine.change(self, LifecycleKind.ASSIGNED, agent_id=agent_id)
 
-        conv = self._require_conversation()
-        agent = await self._engine.ensure_agent(agent_id)
-        await set_state(conv, ConversationState.ASSIGNED, assignee=agent)
-        await self._engine.lifecycle(self, LifecycleKind.ASSIGNED, agent_id=agent_id)
+    async def transfer(self, team: str) -> bool:
+        """Hand the conversation, with its whole history, to ``team``'s queue; False if it is closed."""
+        return await self._engine.change(self, LifecycleKind.TRANSFERRED, team=team)
 
-    async def transfer(self, team: str) -> None:
-        """Hand the conversation, with its whole history, to ``team``'s queue."""
-        from bot_core.conversations import get_or_create_team, set_state
-
-        conv = self._require_conversation()
-        await set_state(conv, ConversationState.QUEUED, team=await get_or_create_team(team), assignee=None)
-        await self._engine.lifecycle(self, LifecycleKind.TRANSFERRED, team=team)
-
-    async def close(self) -> None:
-        """Close the conversation; the customer's next message opens a new one in the same room."""
-        from bot_core.conversations import set_state
-
-        conv = self._require_conversation()
-        if conv.state is ConversationState.CLOSED:
-            return
-        await set_state(conv, ConversationState.CLOSED)
-        await self._engine.lifecycle(self, LifecycleKind.CLOSED)
+    async def close(self) -> bool:
+        """Close the conversation (the customer's next message opens a new one in the same room); False if
+        it was closed already."""
+        return await self._engine.change(self, LifecycleKind.CLOSED)
 
     async def tag(self, *tags: str) -> None:
         """Add tags to the conversation and the customer (shown on the card)."""

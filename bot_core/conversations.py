@@ -8,13 +8,12 @@ creating the same identity) and the loser re-reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot_core.adapters import ConversationView, CustomerCard, EarlierConversation, IdentityView
-from bot_core.events import CustomerMessage, utcnow
+from bot_core.events import CustomerMessage
 from storage import hot
 from storage.models import (
     Agent,
@@ -187,33 +186,3 @@ async def conversation_for_room(workspace: str, room_id: str) -> Conversation | 
     if room is None:
         return None
     return await Conversation.filter(room_id=room.id).order_by("-id").first()
-
-
-async def set_state(
-    conversation: Conversation,
-    state: ConversationState,
-    *,
-    team: Team | bool | None = False,
-    assignee: Agent | bool | None = False,
-    now: datetime | None = None,
-) -> None:
-    """Move ``conversation`` to ``state``; ``team``/``assignee`` change only when given (None clears)."""
-    now = now or utcnow()
-    conversation.state = state
-    fields = ["state", "updated_at"]
-    if team is not False:
-        conversation.team = team if isinstance(team, Team) else None
-        fields.append("team_id")
-    if assignee is not False:
-        conversation.assignee = assignee if isinstance(assignee, Agent) else None
-        fields.append("assignee_id")
-    if state is ConversationState.QUEUED:
-        conversation.queued_at = now
-        fields.append("queued_at")
-    elif state is ConversationState.ASSIGNED:
-        conversation.assigned_at = now
-        fields.append("assigned_at")
-    elif state is ConversationState.CLOSED:
-        conversation.closed_at = now
-        fields.append("closed_at")
-    await conversation.save(update_fields=fields)

@@ -18,9 +18,19 @@ from tortoise import connections
 from bot_core.adapters import Channel, RoomRef, TypingChannel, TypingWorkspace, Workspace
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
+from bot_core.conversation_service import ConversationService
 from bot_core.conversations import conversation_for_room
 from bot_core.downloads import DownloadPolicy
-from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, ScheduledFire, dump_event, utcnow
+from bot_core.events import (
+    AgentCommand,
+    AgentMessage,
+    ConversationEvent,
+    CustomerMessage,
+    LifecycleKind,
+    ScheduledFire,
+    dump_event,
+    utcnow,
+)
 from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox, OutboxSettings
 from bot_core.pipeline import Pipeline
@@ -147,7 +157,12 @@ class Desk:
             default_workspace=self.default_workspace,
             single_worker=not redis_url,
         )
-        self.relay = Relay(lambda: self._pipeline, self.outbox, self.metrics, self.default_workspace)
+        self.conversations = ConversationService(
+            self.outbox, self.default_workspace, self._publish_event, wants=self._handled
+        )
+        self.relay = Relay(
+            lambda: self._pipeline, self.outbox, self.metrics, self.default_workspace, self.conversations
+        )
         self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll, now=scheduler_clock)
         self._serve_http = serve_http
         self._runner: web.AppRunner | None = None
@@ -377,6 +392,13 @@ class Desk:
 
     async def _publish_fire(self, fire: ScheduledFire) -> None:
         await self.bus.publish(fire.conversation_key(), dump_event(fire))
+
+    async def _publish_event(self, event: ConversationEvent) -> None:
+        await self.bus.publish(event.conversation_key(), dump_event(event))
+
+    def _handled(self, kind: LifecycleKind) -> bool:
+        """Whether an enabled plugin handles ``kind`` (changes nobody handles are logged, not published)."""
+        return self._pipeline.handles(kind)
 
     async def _dead_letter(self, entry: BusEntry, exc: BaseException) -> None:
         log.error(

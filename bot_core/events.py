@@ -110,7 +110,11 @@ class LifecycleKind(enum.StrEnum):
 
 
 class ConversationEvent(_Event):
-    """A lifecycle change of a conversation, emitted by the engine after it is stored."""
+    """A lifecycle change of a conversation, published on the bus once it is stored in the conversation log.
+
+    ``log_id`` is the change's row in the log (what a replayed copy is recognised by); ``from_state``
+    and ``to_state`` the conversation's states before and after (``from_state`` is None when opened).
+    """
 
     type: Literal["conversation_event"] = "conversation_event"
     kind: LifecycleKind
@@ -118,6 +122,9 @@ class ConversationEvent(_Event):
     team: str | None = None
     agent_id: str | None = None
     by: str | None = None
+    log_id: int | None = None
+    from_state: str | None = None
+    to_state: str | None = None
     timestamp: datetime = Field(default_factory=utcnow)
 
     def conversation_key(self) -> str:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot_core.context import Context
-from bot_core.events import AgentCommand, AgentMessage, ConversationEvent, CustomerMessage, ScheduledFire
+from bot_core.events import (
+    AgentCommand,
+    AgentMessage,
+    ConversationEvent,
+    CustomerMessage,
+    LifecycleKind,
+    ScheduledFire,
+)
 from bot_core.metrics import Metrics
 from bot_core.periodic import PeriodicSpec
 from bot_core.plugin import HANDLED, HandlerKind, HandlerSpec, Plugin
@@ -61,6 +68,9 @@ class Pipeline:
                 if spec.kind is HandlerKind.COMMAND and spec.command:
                     # the first plugin in plugins.yaml order owns a command name
                     self.commands.setdefault(spec.command, bound)
+        self._lifecycle_kinds = frozenset(
+            kind for bound in self._by_kind[HandlerKind.CONVERSATION_EVENT] for kind in bound.spec.lifecycle
+        )
 
     def plugin(self, instance: str) -> Plugin | None:
         """The enabled plugin instance called ``instance``."""
@@ -100,6 +110,10 @@ class Pipeline:
             return False
         await self._call(bound, ctx, cmd, "command")
         return True
+
+    def handles(self, kind: LifecycleKind) -> bool:
+        """Whether any conversation-event handler wants events of ``kind``."""
+        return kind in self._lifecycle_kinds
 
     async def lifecycle(self, ctx: Context, event: ConversationEvent) -> None:
         """Run the conversation-event handlers interested in ``event.kind`` (all of them run)."""

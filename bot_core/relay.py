@@ -18,6 +18,7 @@ from tortoise.exceptions import IntegrityError
 
 from bot_core.commands import parse_command
 from bot_core.context import ActionKeys, Context
+from bot_core.conversation_service import ConversationService
 from bot_core.conversations import (
     conversation_for_room,
     get_or_create_agent,
@@ -40,20 +41,17 @@ from bot_core.scheduler import claim_fire, fire_receipt_id
 from storage import hot
 from storage.bus import BusEntry
 from storage.models import (
-    Agent,
     Conversation,
+    ConversationLog,
     ConversationState,
     Customer,
     Direction,
     Identity,
     InboundReceipt,
     Message,
-    Team,
 )
 
 log = logging.getLogger("relaydesk.relay")
-
-MAX_LIFECYCLE_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,11 @@ class Receipt:
 
 
 class Relay:
-    """Handles every bus entry; also the engine hooks behind each plugin :class:`Context`."""
+    """Handles every bus entry: intake (dedup, store, mirror), then the plugins.
+
+    Contexts act through the :class:`ConversationService` (``conversations``), which also publishes the
+    conversation events this relay hands to the plugins' ``@on_conversation_event`` handlers.
+    """
 
     def __init__(
         self,
@@ -74,11 +76,13 @@ class Relay:
         outbox: Outbox,
         metrics: Metrics,
         default_workspace: Callable[[], str | None],
+        conversations: ConversationService,
     ) -> None:
         self._pipeline = pipeline
         self.outbox = outbox
         self._metrics = metrics
         self._default_workspace = default_workspace
+        self.conversations = conversations
 
     # -- bus entry point -----------------------------------------------------------------------
 
@@ -95,6 +99,8 @@ class Relay:
             await self._agent_command(pipeline, event)
         elif isinstance(event, ScheduledFire):
             await self._scheduled(pipeline, event)
+        elif isinstance(event, ConversationEvent):
+            await self._conversation_event(pipeline, event)
         else:
             log.warning("bus entry of an unexpected type dropped", extra={"type": event.type})
         self._metrics.event_seconds.labels(event.type).observe(time.perf_counter() - started)
@@ -111,8 +117,11 @@ class Relay:
                 return None
             return Receipt(existing.id, fresh=False)  # a crash interrupted it: handle again
 
-    @staticmethod
-    async def _done(receipt: Receipt) -> None:
+    async def _done(self, receipt: Receipt, keys: ActionKeys | None = None) -> None:
+        if keys is not None and not receipt.fresh:
+            # a crash interrupted this event: the conversation events of changes it made before may
+            # not have been published (their receipts drop the ones that were)
+            await self.conversations.republish(keys.event_key)
         await hot.mark_receipt_processed(receipt.id)
 
     # -- customer side -------------------------------------------------------------------------
@@ -182,15 +191,22 @@ class Relay:
         if not opened.identity.reachable:
             await self._reachable_again(conversation, opened.identity, workspace, keys.event_key)
         ctx = Context(
-            self, "core", keys, conversation=conversation, customer=opened.customer, identity=opened.identity
+            self.conversations,
+            "core",
+            keys,
+            conversation=conversation,
+            customer=opened.customer,
+            identity=opened.identity,
         )
-        if opened.new_conversation:
-            await self.lifecycle(ctx, LifecycleKind.OPENED)
+        if opened.new_conversation or (
+            not receipt.fresh and not await ConversationLog.exists(conversation_id=conversation.id)
+        ):  # (or a crash came between creating the conversation and logging it)
+            await self.conversations.opened(ctx, by=f"{msg.channel}:{msg.external_user_id}")
         elif msg.attributes and workspace:
             # e.g. a returning customer followed a new deep link (another order): the card shows it
             await self.outbox.enqueue_room(conversation, workspace, "card", key=keys.next("card"))
         await pipeline.customer_message(ctx, msg)
-        await self._done(receipt)
+        await self._done(receipt, keys)
 
     async def _reachable_again(
         self, conversation: Conversation, identity: Identity, workspace: str | None, source: str
@@ -246,7 +262,13 @@ class Relay:
         identity = await Identity.get(id=conversation.identity_id)
         agent = await get_or_create_agent(workspace, agent_id, agent_name)
         return Context(
-            self, "core", keys, conversation=conversation, customer=customer, identity=identity, agent=agent
+            self.conversations,
+            "core",
+            keys,
+            conversation=conversation,
+            customer=customer,
+            identity=identity,
+            agent=agent,
         )
 
     async def _agent_message(self, pipeline: Pipeline, msg: AgentMessage) -> None:
@@ -312,9 +334,14 @@ class Relay:
                     f"({identity.unreachable_reason or 'unreachable'}): this reply was not sent."
                 )
             if conversation.state in (ConversationState.BOT, ConversationState.QUEUED):
-                # the first agent to answer takes the conversation
-                await ctx.assign(msg.agent_id)
-        await self._done(receipt)
+                # the first agent to answer takes the conversation (unless someone took it meanwhile)
+                await self.conversations.change(
+                    ctx,
+                    LifecycleKind.ASSIGNED,
+                    agent_id=msg.agent_id,
+                    only_from=(ConversationState.BOT, ConversationState.QUEUED),
+                )
+        await self._done(receipt, keys)
 
     async def _agent_correction(
         self, conversation: Conversation, identity: Identity, msg: AgentMessage, keys: ActionKeys
@@ -356,7 +383,7 @@ class Relay:
         if ctx is not None:
             if not await pipeline.command(ctx, cmd):
                 await ctx.notice(f"Unknown command !{cmd.command}. Type !help for the list.")
-        await self._done(receipt)
+        await self._done(receipt, keys)
 
     # -- scheduled jobs ------------------------------------------------------------------------
 
@@ -378,68 +405,43 @@ class Relay:
             customer = await Customer.get(id=conversation.customer_id)
             identity = await Identity.get(id=conversation.identity_id)
         ctx = Context(
-            self, fire.plugin, keys, conversation=conversation, customer=customer, identity=identity
+            self.conversations,
+            fire.plugin,
+            keys,
+            conversation=conversation,
+            customer=customer,
+            identity=identity,
         )
         if not await pipeline.scheduled(ctx, fire):
             log.warning(
                 "scheduled job has no handler (plugin disabled?)",
                 extra={"plugin": fire.plugin, "job": fire.job},
             )
-        await self._done(receipt)
+        await self._done(receipt, keys)
 
-    # -- engine hooks for Context --------------------------------------------------------------
+    # -- conversation events -------------------------------------------------------------------
+
+    async def _conversation_event(self, pipeline: Pipeline, event: ConversationEvent) -> None:
+        """A logged change of a conversation: its handlers run once (the receipt is the log row's id)."""
+        receipt = await self._receipt("conversation", str(event.log_id))
+        if receipt is None:
+            return
+        keys = ActionKeys(f"conversation:{event.log_id}")
+        conversation = await Conversation.get_or_none(id=event.conversation_id)
+        if conversation is not None:
+            customer = await Customer.get(id=conversation.customer_id)
+            identity = await Identity.get(id=conversation.identity_id)
+            ctx = Context(
+                self.conversations,
+                "core",
+                keys,
+                conversation=conversation,
+                customer=customer,
+                identity=identity,
+            )
+            await pipeline.lifecycle(ctx, event)
+        await self._done(receipt, keys)
 
     def room_workspace(self, conversation: Conversation) -> str | None:
         """The workspace hosting the rooms (the first workspace plugin in plugins.yaml)."""
         return self._default_workspace()
-
-    async def ensure_agent(self, agent_id: str) -> Agent:
-        """The agent with ``agent_id`` in the rooms' workspace."""
-        return await get_or_create_agent(self._default_workspace() or "", agent_id, None)
-
-    async def lifecycle(
-        self, ctx: Context, kind: LifecycleKind, *, team: str | None = None, agent_id: str | None = None
-    ) -> None:
-        """Announce a stored state change in the room, refresh the card and run lifecycle handlers."""
-        conversation = ctx.raw_conversation
-        if conversation is None:
-            return
-        workspace = self.room_workspace(conversation)
-        text = await self._lifecycle_text(kind, conversation, team, ctx)
-        if workspace and text:
-            await self.outbox.enqueue_room(
-                conversation, workspace, "notice", key=ctx.keys.next("lifecycle"), text=text
-            )
-        # a new conversation in a returning customer's room refreshes its card (a new room shows one anyway)
-        if workspace and (kind is not LifecycleKind.OPENED or conversation.room_id):
-            await self.outbox.enqueue_room(conversation, workspace, "card", key=ctx.keys.next("card"))
-        if ctx.depth >= MAX_LIFECYCLE_DEPTH:
-            log.warning("lifecycle handlers nested too deep; not dispatching", extra={"kind": kind.value})
-            return
-        event = ConversationEvent(
-            kind=kind,
-            conversation_id=conversation.id,
-            team=team,
-            agent_id=agent_id,
-            by=ctx.agent.external_id if ctx.agent else ctx.plugin,
-        )
-        inner = ctx.for_plugin(ctx.plugin)
-        inner.depth = ctx.depth + 1
-        await self._pipeline().lifecycle(inner, event)
-
-    @staticmethod
-    async def _lifecycle_text(
-        kind: LifecycleKind, conversation: Conversation, team: str | None, ctx: Context
-    ) -> str:
-        if kind is LifecycleKind.QUEUED:
-            return f"⏳ Waiting for an agent{f' in {team}' if team else ''}."
-        if kind is LifecycleKind.ASSIGNED:
-            agent = await Agent.get_or_none(id=conversation.assignee_id) if conversation.assignee_id else None
-            who = (agent.display_name or agent.external_id) if agent else "an agent"
-            return f"👤 Assigned to {who}."
-        if kind is LifecycleKind.TRANSFERRED:
-            current = await Team.get_or_none(id=conversation.team_id) if conversation.team_id else None
-            return f"➡ Transferred to {current.name if current else team}, with the whole conversation."
-        if kind is LifecycleKind.CLOSED:
-            return "✅ Conversation closed. The customer's next message opens a new one here."
-        return ""

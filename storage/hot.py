@@ -32,6 +32,7 @@ from tortoise.transactions import in_transaction
 from storage.models import (
     BusJournalEntry,
     Conversation,
+    ConversationLog,
     ConversationState,
     Customer,
     Identity,
@@ -340,6 +341,13 @@ async def touch_conversation(conversation: Conversation, at: datetime) -> None:
     conversation.updated_at = now
 
 
+async def insert_conversation_log(**columns: Any) -> int:
+    """Append one row to the conversation log (``columns`` as :func:`_insert_row` takes them); its id.
+    ``IntegrityError`` when its ``action_key`` is known (a replayed event)."""
+    row_id, _values = await _insert_row(ConversationLog, **columns)
+    return row_id
+
+
 # -- the outbox --------------------------------------------------------------------------------------
 
 
@@ -461,6 +469,7 @@ __all__ = [
     "commit_point",
     "delete_journal_entry",
     "durable",
+    "insert_conversation_log",
     "insert_message",
     "insert_outbox_row",
     "insert_receipt",

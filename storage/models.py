@@ -1,5 +1,6 @@
-"""Tortoise-orm models: customers and their identities, conversations, messages, rooms, agents, teams,
-the outbox, scheduled tasks and periodic runs, plugin state and the inbound-event receipts used to drop duplicates.
+"""Tortoise-orm models: customers and their identities, conversations (and their log), messages, rooms,
+agents, teams, the outbox, scheduled tasks and periodic runs, plugin state and the inbound-event receipts
+used to drop duplicates.
 
 Schema changes go through tortoise's migrations in ``storage/migrations`` (``relaydesk migrate``).
 """
@@ -162,6 +163,35 @@ class Conversation(Model):
     class Meta:
         table = "conversation"
         indexes = (("identity_id", "state"),)
+
+
+class ConversationLog(Model):
+    """One applied change of a conversation's state, team or owner (append-only).
+
+    ``what`` is the lifecycle kind (opened, queued, assigned, transferred, closed), ``by`` who did it
+    (an agent's workspace id or a plugin), ``event_key`` the event whose handling made it and
+    ``action_key`` that action's own key, unique: a replayed event finds its change here. First
+    response, waits and handle times are computed from these rows.
+    """
+
+    conversation_id: int  # set by the foreign key below
+    id = fields.BigIntField(primary_key=True)
+    conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="log", on_delete=fields.CASCADE
+    )
+    what = fields.CharField(max_length=20)
+    from_state = fields.CharField(max_length=20, null=True)
+    to_state = fields.CharField(max_length=20)
+    team = fields.CharField(max_length=100, null=True)
+    agent_id = fields.CharField(max_length=255, null=True)
+    by = fields.CharField(max_length=255, null=True)
+    event_key = fields.CharField(max_length=255, db_index=True)
+    action_key = fields.CharField(max_length=255, unique=True)
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "conversation_log"
+        indexes = (("conversation_id", "id"),)
 
 
 class Message(Model):
