@@ -314,7 +314,7 @@ class FaqPlugin(Plugin):
             if pick is not None and pending[pick - 1] in loaded.kb.entries:
                 return await self._answer(ctx, pending[pick - 1], language, text)
         match = await asyncio.to_thread(loaded.matcher.match, text, self.settings.choices)
-        calibration = loaded.calibration
+        calibration = loaded.calibration.for_language(language)  # each language has its own threshold
         best = match.best
         if (
             best is not None
@@ -488,7 +488,7 @@ class FaqPlugin(Plugin):
             await ctx.notice("Usage: !faq ask <question> — shows what the FAQ would do")
             return
         match = await asyncio.to_thread(loaded.matcher.match, rest, self.settings.choices)
-        c = loaded.calibration
+        c = loaded.calibration.for_language(detect_language(rest, loaded.kb.language))
         verdict = (
             "answer"
             if match.confidence >= c.threshold
@@ -535,7 +535,7 @@ class FaqPlugin(Plugin):
             c = self.loaded.calibration
             lines.append(
                 f"Knowledge base: {len(self.loaded.kb.entries)} entries, {self.settings.matcher} matcher, "
-                f"threshold {c.threshold:.3f} ({c.source})."
+                f"{c.describe()}."
             )
         if s.hits:
             lines.append("Top entries: " + ", ".join(f"{e} {n}" for e, n in s.hits.most_common(10)))
