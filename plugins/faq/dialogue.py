@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from plugins.faq.calibrate import Calibration
 from plugins.faq.intents import HandoverIntents, IntentRecogniser
+from plugins.faq.knowledge import detect_language
 from plugins.faq.language import conversation_language, guess
 from plugins.faq.loader import Loaded
 from plugins.faq.locales import Locale, Patterns
@@ -148,7 +149,7 @@ class Dialogue:
 
     def thresholds(self, text: str) -> Calibration:
         """The calibrated (or configured) answer threshold and choice floor ``text`` is judged by."""
-        return self.loaded.calibration
+        return self.loaded.calibration.for_language(detect_language(text, self.loaded.kb.language))
 
     def title(self, entry_id: str, language: str) -> str:
         """How an entry is offered in a choice list: its first phrasing in ``language``, else its first."""

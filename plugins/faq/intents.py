@@ -105,7 +105,9 @@ class IntentRecogniser:
         matcher = make_matcher("lexical" if kind == "lexical" else "semantic", previous)
         examples = [*entries, *intents]
         matcher.fit(examples)
-        return cls(matcher, calibrate(matcher.spawn(), examples).threshold)
+        # the intents' few example phrasings: the plain empirical rule, not the small-sample margin
+        # (with a handful of examples per intent the margin would refuse every match)
+        return cls(matcher, calibrate(matcher.spawn(), examples, confidence=0.5).threshold)
 
     def intent(self, text: str) -> str | None:
         """The intent ``text`` confidently means, or None (an entry, or not sure)."""

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from plugins.faq.calibrate import Calibration, calibrate
-from plugins.faq.knowledge import KnowledgeBase, load
+from plugins.faq.knowledge import KnowledgeBase, detect_language, load
 from plugins.faq.lexical import LexicalMatcher
 from plugins.faq.matching import Matcher
 from plugins.faq.semantic import SemanticMatcher
@@ -48,25 +48,20 @@ def build(
     signature: tuple[int, int] | None = None,
     previous: Matcher | None = None,
 ) -> Loaded:
-    """Load the file, fit the matcher and calibrate (blocking: run it in a thread)."""
+    """Load the file, fit the matcher and calibrate, per language (blocking: run it in a thread).
+
+    A configured ``threshold`` / ``suggest_floor`` replaces the calibrated one in every language."""
     started = time.perf_counter()
     kb = load(path, plugin)
     model = make_matcher(matcher, previous)
     examples = kb.examples()
     model.fit(examples)
-    found = calibrate(model.spawn(), examples, target_wrong=target_wrong, unrelated_share=unrelated_share)
-    if threshold is not None:
-        floor = suggest_floor if suggest_floor is not None else found.suggest_floor
-        found = Calibration(
-            threshold, floor, found.expected_correct, found.expected_wrong, found.samples, "config"
-        )
-    elif suggest_floor is not None:
-        found = Calibration(
-            found.threshold,
-            suggest_floor,
-            found.expected_correct,
-            found.expected_wrong,
-            found.samples,
-            found.source,
-        )
+    found = calibrate(
+        model.spawn(),
+        examples,
+        target_wrong=target_wrong,
+        unrelated_share=unrelated_share,
+        language_of=lambda text: detect_language(text, kb.language),
+    )
+    found = found.overridden(threshold, suggest_floor)
     return Loaded(kb, model, found, signature, time.perf_counter() - started)

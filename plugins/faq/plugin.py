@@ -546,7 +546,7 @@ class FaqPlugin(Plugin):
             if turn.answered
             else "offer choices"
         )
-        c = loaded.calibration
+        c = dialogue.thresholds(rest)
         choices = (
             f"choice confidence {match.offer_confidence:.3f}"
             if match.choice_confidence is not None
@@ -586,7 +586,7 @@ class FaqPlugin(Plugin):
             c = self.loaded.calibration
             lines.append(
                 f"Knowledge base: {len(self.loaded.kb.entries)} entries, {self.settings.matcher} matcher, "
-                f"threshold {c.threshold:.3f} ({c.source})."
+                f"{c.describe()}."
             )
         if s.hits:
             lines.append("Top entries: " + ", ".join(f"{e} {n}" for e, n in s.hits.most_common(10)))

@@ -51,7 +51,7 @@ def test_a_tiny_data_set_runs_end_to_end_and_prints_a_row() -> None:
     result = run(DataSet("tiny", KB, questions), "lexical")
     assert 0.0 <= result.wrong <= 1.0 and 0.0 <= result.correct <= result.top1 <= 1.0
     assert result.oos_answered is not None and result.qps > 0 and result.load_seconds > 0
-    assert "| tiny | lexical |" in table([result])
+    assert "| tiny | en | lexical |" in table([result])
 
 
 def test_knowledge_base_is_the_first_phrasings_per_intent_in_file_order() -> None:
@@ -69,9 +69,16 @@ def test_the_real_data_on_a_slice() -> None:
     assert len({e.entry_id for e in clinc.knowledge}) == 150 and len(clinc.knowledge) == 1500
     assert sum(q.intent is None for q in clinc.questions) == 1000
     lines: list[str] = []
-    results = main(["--matcher", "lexical", "--limit", "60", "--no-big"], out=lines.append)
-    assert {r.dataset for r in results} == {"BANKING77", "CLINC150"}
-    assert "\n| CLINC150 | lexical |" in "\n".join(lines)
+    results = main(
+        ["--matcher", "lexical", "--limit", "60", "--no-big", "--datasets", "massive,mixed"], out=lines.append
+    )
+    assert {r.dataset for r in results} == {"MASSIVE zh-CN", "CLINC150+MASSIVE"}
+    text = "\n".join(lines)
+    assert "\n| MASSIVE zh-CN | zh | lexical |" in text
+    # the two-language knowledge base: a row for all its questions, then one per language
+    mixed = next(r for r in results if r.dataset == "CLINC150+MASSIVE")
+    assert [r.language for r in mixed.languages] == ["en", "zh"]
+    assert "\n| CLINC150+MASSIVE | zh | lexical |" in text
 
 
 def test_choices_are_offered_on_the_choice_confidence_and_counted_for_out_of_scope_questions() -> None:
