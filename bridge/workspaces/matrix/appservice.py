@@ -43,7 +43,7 @@ from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration,
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.portal import PortalRooms
-from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels, refusal_notice
+from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels
 from bridge.workspaces.matrix.send import send_message
 from bridge.workspaces.matrix.transactions import transaction_body
 from bridge.workspaces.matrix.typing_relay import TypingRelay
@@ -442,19 +442,10 @@ class MatrixWorkspace(Plugin):
     async def _from_an_agent(self, message: AgentMessage) -> bool:
         """Whether the sender is an agent; if not, the room is told (once per sender) and it is dropped."""
         assert self._bot is not None
-        if await self._roster.is_agent(self._bot, message.agent_id):
-            return True
-        self.log.warning(
-            "message from a non-agent dropped", extra={"room": message.room_id, "sender": message.agent_id}
+        room = RoomRef(self.instance_name, message.room_id)
+        return await self._roster.admit(
+            self._bot, message.room_id, message.agent_id, lambda text: self.notice(room, text), self.log
         )
-        if self._roster.first_refusal(message.room_id, message.agent_id):
-            try:
-                await self.notice(
-                    RoomRef(self.instance_name, message.room_id), refusal_notice(message.agent_id)
-                )
-            except Exception as exc:  # best effort: the message stays dropped either way
-                self.log.warning("refusal notice not posted", extra={"error": repr(exc)[:300]})
-        return False
 
     def _is_ours(self, sender: str) -> bool:
         return sender == self.bot_user_id or bool(self._ghost_re.match(sender))

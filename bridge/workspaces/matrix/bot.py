@@ -66,7 +66,7 @@ from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.portal import PortalRooms
-from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels, refusal_notice
+from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
@@ -336,19 +336,14 @@ class MatrixBotWorkspace(Plugin):
 
     async def _from_an_agent(self, message: AgentMessage) -> bool:
         """Whether the sender is an agent; if not, the room is told (once per sender) and it is dropped."""
-        if await self._roster.is_agent(self._require_client(), message.agent_id):
-            return True
-        self.log.warning(
-            "message from a non-agent dropped", extra={"room": message.room_id, "sender": message.agent_id}
+        room = RoomRef(self.instance_name, message.room_id)
+        return await self._roster.admit(
+            self._require_client(),
+            message.room_id,
+            message.agent_id,
+            lambda text: self.notice(room, text),
+            self.log,
         )
-        if self._roster.first_refusal(message.room_id, message.agent_id):
-            try:
-                await self.notice(
-                    RoomRef(self.instance_name, message.room_id), refusal_notice(message.agent_id)
-                )
-            except Exception as exc:  # best effort: the message stays dropped either way
-                self.log.warning("refusal notice not posted", extra={"error": repr(exc)[:300]})
-        return False
 
     def _agent_messages(self, room_id: str, events: Iterable[dict[str, Any]]) -> list[AgentMessage]:
         seen: set[str] = set()

@@ -7,9 +7,10 @@ an agent: their messages and commands are dropped, and the room is told so once 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from nio import AsyncClient, JoinedMembersResponse, JoinResponse, RoomResolveAliasResponse
@@ -144,6 +145,26 @@ class AgentRoster:
         except MatrixError:
             return user_id in self._members  # the homeserver is unreachable: keep the last answer
         return user_id in self._members
+
+    async def admit(
+        self,
+        client: AsyncClient,
+        room_id: str,
+        sender: str,
+        post_notice: Callable[[str], Awaitable[object]],
+        log: logging.Logger,
+    ) -> bool:
+        """Whether ``sender``'s message in ``room_id`` is an agent's; if not, it is logged, the room is
+        told once per sender (best effort: the message stays dropped either way) and False returned."""
+        if await self.is_agent(client, sender):
+            return True
+        log.warning("message from a non-agent dropped", extra={"room": room_id, "sender": sender})
+        if self.first_refusal(room_id, sender):
+            try:
+                await post_notice(refusal_notice(sender))
+            except Exception as exc:
+                log.warning("refusal notice not posted", extra={"error": repr(exc)[:300]})
+        return False
 
     def first_refusal(self, room_id: str, user_id: str) -> bool:
         """True the first time ``user_id`` is refused in ``room_id`` (in this process): tell the room."""
