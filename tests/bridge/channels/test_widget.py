@@ -34,6 +34,15 @@ AXE = Path(__file__).resolve().parents[2] / "fixtures" / "axe" / "node_modules" 
 HOST = "[data-relaydesk-widget]"
 
 
+async def open_widget(context: BrowserContext, url: str) -> tuple[Page, Widget]:
+    """A new page at ``url`` with the widget's panel opened, as a visitor clicks the launcher."""
+    page = await context.new_page()
+    await page.goto(url)
+    widget = Widget(page)
+    await widget.open()
+    return page, widget
+
+
 async def history_texts(site: WebDesk) -> list[str]:
     """The texts of the (only) visitor's conversation as relaydesk stored it."""
     return [m["text"] for m in await site.web.history(await site.subject())]
@@ -56,10 +65,7 @@ async def test_a_message_written_while_relaydesk_restarts_is_delivered_once_when
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk()
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    page, widget = await open_widget(browser_context, f"{site.base}/web/demo")
     await widget.write("before the restart")
     await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
 
@@ -87,10 +93,7 @@ async def test_a_message_written_while_relaydesk_is_down_survives_closing_the_pa
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk()
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    page, widget = await open_widget(browser_context, f"{site.base}/web/demo")
     await widget.write("hello")
     await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
     port, rooms = int(site.base.rsplit(":", 1)[1]), site.workspace.rooms
@@ -101,10 +104,7 @@ async def test_a_message_written_while_relaydesk_is_down_survives_closing_the_pa
 
     again = await web_desk(port=port)
     again.workspace.rooms.update(rooms)
-    page = await browser_context.new_page()
-    await page.goto(f"{again.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    page, widget = await open_widget(browser_context, f"{again.base}/web/demo")
     await expect(widget.texts("customer")).to_have_text(["hello", "my order 1234 never came"])
     await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
     assert await history_texts(again) == ["hello", "my order 1234 never came"]
@@ -115,10 +115,7 @@ async def test_offline_the_visitor_is_told_at_once_and_what_they_write_goes_when
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk()
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    page, widget = await open_widget(browser_context, f"{site.base}/web/demo")
     await widget.write("online")
     await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
 
@@ -142,10 +139,7 @@ async def test_a_message_refused_as_too_fast_is_not_sent_and_a_tap_sends_it(
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk(web_extra="      messages_per_minute: 2\n")
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    page, widget = await open_widget(browser_context, f"{site.base}/web/demo")
     for text in ("one", "two", "three"):
         await widget.write(text)
     third = widget.messages("customer").nth(2)
@@ -169,10 +163,7 @@ async def test_without_local_storage_messages_written_offline_are_still_sent_onc
     await browser_context.add_init_script(  # storage blocked, as by some privacy settings
         "Object.defineProperty(window, 'localStorage', {get() { throw new DOMException('no', 'SecurityError'); }});"
     )
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    _page, widget = await open_widget(browser_context, f"{site.base}/web/demo")
     await widget.write("first")
     await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
     await browser_context.set_offline(True)
@@ -230,10 +221,7 @@ async def test_on_a_connection_that_died_silently_the_message_is_resent_over_a_n
     proxy = BlackHoleProxy(site.base)
     await proxy.start()
     proxy_for.append(proxy)
-    page = await browser_context.new_page()
-    await page.goto(f"{proxy.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    _page, widget = await open_widget(browser_context, f"{proxy.base}/web/demo")
     await widget.write("through the proxy")
     await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
 
@@ -470,10 +458,7 @@ async def test_screen_readers_hear_a_state_change_once_and_answers_while_the_pan
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk()
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    page, widget = await open_widget(browser_context, f"{site.base}/web/demo")
     assert await page.locator(f"{HOST} header, {HOST} [role=banner]").count() == 0  # the page has the banner
     assert await page.locator(f"{HOST} [role=log] > ol > li.message").count() == 0
     await page.locator(HOST).evaluate(
@@ -505,10 +490,7 @@ async def test_the_focus_ring_contrasts_and_forced_colours_keep_the_edges(
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk()
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    page, widget = await open_widget(browser_context, f"{site.base}/web/demo")
     await page.keyboard.press("Shift+Tab")  # from the input to the attach button
     ring = await page.locator(f"{HOST} .attach").evaluate(
         "b => { const s = getComputedStyle(b); return [s.outlineStyle, s.outlineWidth, s.outlineColor]; }"
@@ -601,10 +583,7 @@ async def test_the_limit_counts_characters_long_pastes_are_not_cut_and_the_input
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk(web_extra="      max_text_length: 20\n")
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    page, widget = await open_widget(browser_context, f"{site.base}/web/demo")
     counter = page.locator(f"{HOST} .counter")
     await expect(counter).to_be_hidden()
     await widget.input.fill("😀" * 20)  # 20 characters, 40 UTF-16 units: within the limit
@@ -642,10 +621,7 @@ async def test_links_in_answers_are_clickable_and_only_http(
     browser_context: BrowserContext, web_desk: WebDeskFactory
 ) -> None:
     site = await web_desk()
-    page = await browser_context.new_page()
-    await page.goto(f"{site.base}/web/demo")
-    widget = Widget(page)
-    await widget.open()
+    _page, widget = await open_widget(browser_context, f"{site.base}/web/demo")
     await widget.write("help?")
     await expect(widget.messages("customer").last).to_have_attribute("data-state", "delivered")
     room = site.workspace.room_of(await site.subject())
