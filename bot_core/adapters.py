@@ -13,6 +13,10 @@ from typing import Protocol, runtime_checkable
 from bot_core.events import AgentCommand, AgentMessage, Attachment, CustomerMessage
 
 
+class NotAccepting(RuntimeError):
+    """Raised by ``inbound`` while the desk shuts down: webhooks should answer 503 so the platform retries."""
+
+
 class DeliveryError(Exception):
     """Base class of the errors an adapter raises from ``send`` or ``post``."""
 

@@ -198,6 +198,28 @@ class ServerConfig(BaseModel):
     """Seconds a file link relaydesk hands out stays valid (0: forever); an expired link answers 410."""
     downloads_per_minute: int = Field(default=60, ge=1)
     """File downloads per client address, conversation and minute (also the burst), over every worker; then 429."""
+    public_url: str | None = None
+    """Where the outside world reaches this server (``https://desk.example.com``, behind a proxy or tunnel):
+    links platforms and people fetch start here. Default: ``http://host:port``, the bind address."""
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: object) -> object:
+        if value in ("", None):
+            return None
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def bind_url(self) -> str:
+        """``http://host:port``: the address the HTTP server binds."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def public_base_url(self) -> str:
+        """``public_url`` when set, else the bind address."""
+        return self.public_url or self.bind_url
 
     @field_validator("metrics_token", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from aiohttp import web
 from tortoise import connections
 
 from bot_core.adapters import Channel, RoomRef, TypingChannel, TypingWorkspace, Workspace
+from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
 from bot_core.conversation_service import ConversationService
@@ -61,10 +62,6 @@ def outbox_settings_of(config: DeskConfig, base: OutboxSettings | None = None) -
         notice_after=section.notice_after,
         max_backoff=section.max_backoff,
     )
-
-
-class NotAccepting(RuntimeError):
-    """Raised by ``inbound`` while the desk shuts down: webhooks should answer 503 so the platform retries."""
 
 
 class AddressUnavailable(RuntimeError):
@@ -307,7 +304,9 @@ class Desk:
             inbound=self.inbound,
             agent_typing=functools.partial(self.agent_typing, spec.instance_name),
             customer_typing=functools.partial(self.customer_typing, spec.instance_name),
-            http_base_url=f"http://{self.config.server.host}:{self.config.server.port}",
+            http_base_url=self.config.server.bind_url,
+            public_url=self.config.server.public_base_url,
+            plugin_name=spec.instance_name,
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,

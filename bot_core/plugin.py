@@ -1,8 +1,9 @@
 """The plugin API: a plugin class has a name, a kind and a pydantic config model, and registers handlers.
 
 Handlers are declared with the decorators below and run in plugins.yaml order. A handler returns
-:data:`HANDLED` to stop propagation (no later plugin sees the event, and a customer message is not
-mirrored to the room), or ``None`` to let the event go on.
+:data:`HANDLED` to stop propagation (no later plugin sees the event), or ``None`` to let the event go
+on. The room always shows the customer's message, handled or not: the agents see what was asked and
+what a plugin answered. Plugins import all of this from :mod:`bot_core.api`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypeVar as DefaultTypeVar
 
+from bot_core.adapters import Inbound
+from bot_core.context import StateStore
 from bot_core.downloads import DownloadPolicy
-from bot_core.events import LifecycleKind
+from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, LifecycleKind
 from bot_core.periodic import PeriodicSpec, periodic_spec
 from bot_core.receiving import Receivers
 from storage.fanout import Fanout, LocalFanout
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
 
 
 class Handled(enum.Enum):
-    """The sentinel type a handler returns to stop propagation."""
+    """The sentinel type a handler returns to stop propagation (the room still shows the message)."""
 
     HANDLED = "handled"
 
@@ -147,7 +151,7 @@ class EmptyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-async def _no_inbound(event: Any) -> None:
+async def _no_inbound(event: CustomerMessage | AgentMessage | AgentCommand) -> None:
     raise RuntimeError("this plugin was constructed without an inbound bus")
 
 
@@ -168,7 +172,7 @@ class PluginServices:
     """What the engine hands every plugin at construction.
 
     ``inbound`` appends an event to the bus and returns once it is stored: an adapter acknowledges
-    a webhook only after it returned (it raises :class:`bot_core.desk.NotAccepting` while shutting down).
+    a webhook only after it returned (it raises :class:`bot_core.adapters.NotAccepting` while shutting down).
     ``agent_typing(room_id, agent_name, active)`` is for workspaces: an agent started (or stopped) typing
     in a room; the customer's channel shows it if it can (:class:`bot_core.adapters.TypingChannel`).
     It is ephemeral: nothing is stored, and it never fails the caller.
@@ -187,16 +191,21 @@ class PluginServices:
     ``receivers`` runs an adapter's receiving loops (long polling, sync) under supervision: a loop made
     with ``receivers.loop(name, body)`` survives every error and is reported on ``/healthz`` and
     ``/metrics`` as ok / degraded / down (:mod:`bot_core.receiving`).
+    ``http_base_url`` is the address relaydesk's HTTP server binds (``http://host:port``), for fetches from
+    this machine; ``public_url`` is where the outside world reaches it (``server.public_url``, behind a
+    proxy or tunnel; the bind address if unset): every link a platform or a person fetches starts there.
+    ``store(scope)`` is the plugin's key-value store for ``scope`` (:class:`bot_core.context.StateStore`).
     ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
     signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
 
     log: logging.Logger
-    inbound: Callable[[Any], Awaitable[None]] = _no_inbound
+    inbound: Inbound = _no_inbound
     agent_typing: Callable[[str, str, bool], Awaitable[None]] = _no_typing
     customer_typing: Callable[[str, bool], Awaitable[None]] = _no_customer_typing
     http_base_url: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
+    public_url: str = ""
+    plugin_name: str = ""  # the plugin's instance name: the owner of what store() keeps
     metrics_registry: CollectorRegistry | None = None
     fanout: Fanout = field(default_factory=LocalFanout)
     rate_limits: RateLimits = field(default_factory=MemoryRateLimits)
@@ -204,11 +213,31 @@ class PluginServices:
     receivers: Receivers = field(default_factory=Receivers)
     downloads: DownloadPolicy = field(default_factory=DownloadPolicy)
 
+    def store(self, scope: str) -> StateStore:
+        """The plugin's key-value store for ``scope`` (a name the plugin picks, e.g. ``"telegram"``)."""
+        if not self.plugin_name:
+            raise RuntimeError("these services were built without a plugin name: nothing to own the store")
+        return StateStore(self.plugin_name, scope)
 
-class Plugin:
+
+ConfigT = DefaultTypeVar("ConfigT", bound=BaseModel, default=Any)
+
+
+def _config_of(cls: type) -> type[BaseModel] | None:
+    """The config model given as the generic parameter (``class P(Plugin[PConfig])``), if any."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        for arg in get_args(base):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None
+
+
+class Plugin(Generic[ConfigT]):
     """Base class of every plugin: channels, workspaces and features.
 
-    Subclasses set ``name`` (the name used in plugins.yaml), ``kind`` and a nested pydantic ``Config``.
+    Subclasses set ``name`` (the name used in plugins.yaml), ``kind`` and their pydantic config model,
+    either as the generic parameter (``class FaqPlugin(Plugin[FaqConfig])``: ``self.config`` is then a
+    ``FaqConfig`` to the type checker, and ``Config`` is set from it) or as a nested class ``Config``.
     The engine calls :meth:`start` after construction and :meth:`stop` before it drops the plugin
     (shutdown, or a reload that disables it); :meth:`reconfigure` applies a changed config live.
     """
@@ -222,6 +251,10 @@ class Plugin:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "Config" not in vars(cls):
+            config = _config_of(cls)
+            if config is not None:
+                cls.Config = config
         handlers = dict(cls._handlers)
         routes = dict(cls._routes)
         for attr, value in vars(cls).items():
@@ -235,9 +268,9 @@ class Plugin:
         cls._routes = tuple(routes.items())
 
     def __init__(
-        self, config: BaseModel, services: PluginServices, *, instance_name: str | None = None
+        self, config: ConfigT, services: PluginServices, *, instance_name: str | None = None
     ) -> None:
-        self.config = config
+        self.config: ConfigT = config
         self.services = services
         self.log = services.log
         self.instance_name = instance_name or self.name
@@ -258,7 +291,7 @@ class Plugin:
     async def stop(self) -> None:
         """Called once when the engine disables the plugin; close what :meth:`start` opened."""
 
-    async def reconfigure(self, config: BaseModel) -> None:
+    async def reconfigure(self, config: ConfigT) -> None:
         """Apply a new validated config without a restart. The default just swaps it in."""
         self.config = config
 

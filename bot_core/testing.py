@@ -33,7 +33,7 @@ from bot_core.adapters import (
     SentRef,
 )
 from bot_core.events import AgentMessage, Attachment, CustomerMessage
-from bot_core.plugin import Plugin, PluginKind, route
+from bot_core.plugin import EmptyConfig, Plugin, PluginKind, route
 
 _ids = itertools.count(1)
 
@@ -60,7 +60,7 @@ class _Recorder:
         return self.items
 
 
-class MemoryChannel(Plugin):
+class MemoryChannel(Plugin["MemoryChannel.Config"]):
     """A customer-side channel double: ``customer_writes`` pushes a message in, ``sent`` records deliveries."""
 
     name = "memory_channel"
@@ -86,7 +86,6 @@ class MemoryChannel(Plugin):
         self.failures: list[DeliveryError] = []
         self.send_delay: float = 0.0
         config = self.config
-        assert isinstance(config, MemoryChannel.Config)
         self.capabilities = ChannelCapabilities(
             max_text_length=config.max_text_length, edits=config.edits, deletes=config.deletes
         )
@@ -114,14 +113,14 @@ class MemoryChannel(Plugin):
 
     async def send(self, delivery: Delivery) -> SentRef:
         """Record the delivery, or raise the next queued failure."""
-        if self.config.crash_before_send:  # type: ignore[attr-defined]
+        if self.config.crash_before_send:
             os.kill(os.getpid(), signal.SIGKILL)
         await self.sending.add(delivery)
         if self.send_delay:
             await asyncio.sleep(self.send_delay)
         if self.failures:
             raise self.failures.pop(0)
-        record_file = self.config.record_file  # type: ignore[attr-defined]
+        record_file = self.config.record_file
         if record_file:
             line = {"user": delivery.external_user_id, "text": delivery.text, "key": delivery.idempotency_key}
             with Path(record_file).open("a", encoding="utf-8") as fh:
@@ -173,7 +172,7 @@ class MemoryRoom:
 _ROOMS_EVER_MADE: dict[str, MemoryRoom] = {}
 
 
-class MemoryWorkspace(Plugin):
+class MemoryWorkspace(Plugin[EmptyConfig]):
     """An agent-side workspace double: rooms in memory; ``agent_writes`` pushes an agent message in."""
 
     name = "memory_workspace"

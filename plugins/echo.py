@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from bot_core import CustomerMessage, Plugin, on_customer_message
-from bot_core.context import Context
+from bot_core.api import Context, CustomerMessage, Plugin, on_customer_message
 
 
-class EchoPlugin(Plugin):
+class EchoPlugin(Plugin["EchoPlugin.Config"]):
     """Greets a customer once per conversation so they know their message arrived."""
 
     name = "echo"
@@ -25,4 +24,4 @@ class EchoPlugin(Plugin):
         if await ctx.state.get("greeted"):
             return
         await ctx.state.set("greeted", True)
-        await ctx.reply(self.config.greeting)  # type: ignore[attr-defined]
+        await ctx.reply(self.config.greeting)

@@ -170,11 +170,10 @@ def _intents(settings: FaqConfig, locales: dict[str, Locale]) -> HandoverIntents
     return HandoverIntents.build(locales, extra, disabled)
 
 
-class FaqPlugin(Plugin):
+class FaqPlugin(Plugin[FaqConfig]):
     """Answers FAQs it is sure about, offers choices when unsure, hands over the rest (see the module doc)."""
 
     name = "faq"
-    Config = FaqConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -193,7 +192,6 @@ class FaqPlugin(Plugin):
     @property
     def settings(self) -> FaqConfig:
         """The validated config."""
-        assert isinstance(self.config, FaqConfig)
         return self.config
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -240,7 +238,7 @@ class FaqPlugin(Plugin):
             self.services.metrics_registry.unregister(self._collector)
             self._collector = None
 
-    async def reconfigure(self, config: BaseModel) -> None:
+    async def reconfigure(self, config: FaqConfig) -> None:
         """Apply new settings; a new file or matcher is loaded (the old one stays if it is broken)."""
         old = self.settings
         self.config = config

@@ -6,22 +6,22 @@ import inspect
 
 from pydantic import BaseModel
 
-from bot_core import (
+from bot_core.api import (
     HANDLED,
     AgentCommand,
+    Context,
     CustomerMessage,
     Plugin,
     on_command,
     on_customer_message,
     on_schedule,
 )
-from bot_core.context import Context
 from bot_core.events import ScheduledFire
 from tests.bot_core.test_relay_loop import doubles
 from tests.conftest import DOUBLES_YAML, DeskFactory
 
 
-class OpeningHours(Plugin):
+class OpeningHours(Plugin["OpeningHours.Config"]):
     """Answers 'when are you open', lets agents change the hours, and follows up after a reply."""
 
     name = "opening_hours"
@@ -32,10 +32,10 @@ class OpeningHours(Plugin):
 
     @on_customer_message(matches=r"(?i)\bopen\b|hours|营业时间")
     async def answer(self, ctx: Context, msg: CustomerMessage) -> object:
-        hours = await ctx.global_state.get("hours", self.config.hours)  # type: ignore[attr-defined]
+        hours = await ctx.global_state.get("hours", self.config.hours)
         await ctx.reply(f"We are open {hours}.")
         await ctx.tag("hours")
-        await ctx.schedule("follow_up", delay=self.config.follow_up_after)  # type: ignore[attr-defined]
+        await ctx.schedule("follow_up", delay=self.config.follow_up_after)
         return HANDLED
 
     @on_command("hours", usage="<text>", help="set the opening hours")

@@ -24,9 +24,8 @@ from aiogram.types import Update
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bot_core.adapters import ChannelCapabilities, Delivery, SentRef, TemporaryFailure
+from bot_core.adapters import ChannelCapabilities, Delivery, NotAccepting, SentRef, TemporaryFailure
 from bot_core.context import StateStore
-from bot_core.desk import NotAccepting
 from bot_core.plugin import Plugin, PluginKind, route
 from bot_core.receiving import ReceiveLoop
 from bridge.channels.telegram.chat_action import TypingIndicator
@@ -43,7 +42,7 @@ SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 RECENT_UPDATES = 2048
 
 
-class TelegramChannel(Plugin):
+class TelegramChannel(Plugin["TelegramChannel.Config"]):
     """Customers on Telegram, through one bot."""
 
     name = "telegram"
@@ -102,7 +101,6 @@ class TelegramChannel(Plugin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = self.config
-        assert isinstance(config, TelegramChannel.Config)
         self.settings = config
         token = config.token.get_secret_value()
         self._scrub = Scrubber(token)

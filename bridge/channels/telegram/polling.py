@@ -22,8 +22,8 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramConflictError, TelegramRetryAfter
 from aiogram.types import Update
 
+from bot_core.adapters import NotAccepting
 from bot_core.context import StateStore
-from bot_core.desk import NotAccepting
 from bot_core.receiving import ReceiveLoop
 from bridge.channels.telegram.errors import Scrubber, describe
 

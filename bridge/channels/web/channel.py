@@ -48,9 +48,8 @@ from urllib.parse import quote
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from bot_core.adapters import ChannelCapabilities, Delivery, SentRef
+from bot_core.adapters import ChannelCapabilities, Delivery, NotAccepting, SentRef
 from bot_core.context import StateStore
-from bot_core.desk import NotAccepting
 from bot_core.downloads import CHUNK_BYTES, download_headers
 from bot_core.events import Attachment, CustomerMessage, utcnow
 from bot_core.plugin import Plugin, PluginKind, route
@@ -143,12 +142,11 @@ class _Watched:
     until: float
 
 
-class WebChannel(Plugin):
+class WebChannel(Plugin[WebConfig]):
     """Customers chat from a widget on the company's own site."""
 
     name = "web"
     kind = PluginKind.CHANNEL
-    Config = WebConfig
 
     capabilities = ChannelCapabilities(
         max_text_length=4000, media_kinds=frozenset({"image", "file"}), edits=True, deletes=True
@@ -157,7 +155,6 @@ class WebChannel(Plugin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = self.config
-        assert isinstance(config, WebConfig)
         self.settings = config
         self.capabilities = ChannelCapabilities(
             max_text_length=config.max_text_length,
@@ -244,9 +241,8 @@ class WebChannel(Plugin):
         self._closing = True
         await self._end_connections()
 
-    async def reconfigure(self, config: BaseModel) -> None:
+    async def reconfigure(self, config: WebConfig) -> None:
         """Apply new texts and limits live; a new secret or upload directory needs a restart."""
-        assert isinstance(config, WebConfig)
         self.config = self.settings = config
         self._files.quota_bytes = config.upload_quota_bytes
         self.capabilities = ChannelCapabilities(

@@ -64,7 +64,7 @@ class DevHomeserverSettings(BaseModel):
     port: int = 8008
 
 
-class MatrixWorkspace(Plugin):
+class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
     """Agents answer customers from Matrix rooms; each customer is a ghost user in their portal room."""
 
     name = "matrix"
@@ -85,7 +85,6 @@ class MatrixWorkspace(Plugin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = self.config
-        assert isinstance(config, MatrixWorkspace.Config)
         self.settings = config
         self.homeserver = config.homeserver
         self._dev_server: DevHomeserver | None = None

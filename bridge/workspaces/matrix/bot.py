@@ -52,11 +52,11 @@ from bot_core.adapters import (
     ConversationView,
     CustomerCard,
     MessageView,
+    NotAccepting,
     PostedRef,
     RoomRef,
 )
 from bot_core.context import StateStore
-from bot_core.desk import NotAccepting
 from bot_core.events import AgentMessage, Attachment
 from bot_core.names import clean_display_name, clean_file_name
 from bot_core.plugin import Plugin, PluginKind, route
@@ -78,7 +78,7 @@ USER_ID = re.compile(r"^@[^:\s]+:\S+$")
 MEDIA_PREFIX = "/matrix-bot/media"
 
 
-class MatrixBotWorkspace(Plugin):
+class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
     """Agents answer customers from Matrix rooms run by one bot account (no application service needed)."""
 
     name = "matrix_bot"
@@ -124,7 +124,6 @@ class MatrixBotWorkspace(Plugin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = self.config
-        assert isinstance(config, MatrixBotWorkspace.Config)
         self.settings = config
         self.user_id = config.user_id
         self._client: AsyncClient | None = None

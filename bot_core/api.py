@@ -1,0 +1,98 @@
+"""The public API: everything a plugin or an adapter may use, in one import.
+
+``from bot_core.api import Plugin, on_customer_message, Context, HANDLED`` is the supported way in; the
+modules these names come from are relaydesk's inside and may change. Adapters find the protocols the
+outbox calls (:class:`Channel`, :class:`Workspace` and the optional ones), the errors they raise
+(:class:`RetryAfter`, :class:`TemporaryFailure`, :class:`Undeliverable`) and :class:`NotAccepting`,
+which ``services.inbound`` raises while relaydesk shuts down (answer 503: the platform retries).
+A plugin's key-value store is ``self.services.store(scope)`` (or ``ctx.state`` in a handler).
+"""
+
+from bot_core.adapters import (
+    Channel,
+    ChannelCapabilities,
+    ConversationView,
+    CustomerCard,
+    Delivery,
+    DeliveryError,
+    DeliveryStateChannel,
+    IdentityView,
+    Inbound,
+    MessageView,
+    NotAccepting,
+    PostedRef,
+    RetryAfter,
+    RoomRef,
+    SentRef,
+    TemporaryFailure,
+    TypingChannel,
+    TypingWorkspace,
+    Undeliverable,
+    Workspace,
+)
+from bot_core.context import Context, StateStore
+from bot_core.events import (
+    AgentCommand,
+    AgentMessage,
+    Attachment,
+    ConversationEvent,
+    CustomerMessage,
+    LifecycleKind,
+)
+from bot_core.plugin import (
+    HANDLED,
+    EmptyConfig,
+    Handled,
+    Plugin,
+    PluginKind,
+    PluginServices,
+    on_agent_message,
+    on_command,
+    on_conversation_event,
+    on_customer_message,
+    on_schedule,
+    route,
+)
+
+__all__ = [
+    "HANDLED",
+    "AgentCommand",
+    "AgentMessage",
+    "Attachment",
+    "Channel",
+    "ChannelCapabilities",
+    "Context",
+    "ConversationEvent",
+    "ConversationView",
+    "CustomerCard",
+    "CustomerMessage",
+    "Delivery",
+    "DeliveryError",
+    "DeliveryStateChannel",
+    "EmptyConfig",
+    "Handled",
+    "IdentityView",
+    "Inbound",
+    "LifecycleKind",
+    "MessageView",
+    "NotAccepting",
+    "Plugin",
+    "PluginKind",
+    "PluginServices",
+    "PostedRef",
+    "RetryAfter",
+    "RoomRef",
+    "SentRef",
+    "StateStore",
+    "TemporaryFailure",
+    "TypingChannel",
+    "TypingWorkspace",
+    "Undeliverable",
+    "Workspace",
+    "on_agent_message",
+    "on_command",
+    "on_conversation_event",
+    "on_customer_message",
+    "on_schedule",
+    "route",
+]
