@@ -201,10 +201,11 @@ class WebChannel(Plugin[WebConfig]):
             self._publish_here(subject, frame)
 
     async def ready(self) -> None:
-        """Say where the demo page is (``make run`` prints it with the agent's login)."""
+        """Say where the demo page is (``make run`` prints it with the agent's login), at the public URL."""
+        public = self.services.public_url.rstrip("/") or self.base_url
         self.services.announce(
-            f"Web chat demo: {self.base_url}/web/demo  (open it in a browser and write as a customer;\n"
-            f'  on your own site add <script src="{self.base_url}/web/widget.js" async></script>)'
+            f"Web chat demo: {public}/web/demo  (open it in a browser and write as a customer;\n"
+            f'  on your own site add <script src="{public}/web/widget.js" async></script>)'
         )
 
     async def closing(self) -> None:
@@ -282,7 +283,7 @@ class WebChannel(Plugin[WebConfig]):
 
     @property
     def base_url(self) -> str:
-        """Where relaydesk's HTTP server is reached (links to uploaded files start here)."""
+        """The bind address (links to uploaded files start here: the workspace fetches them in-process)."""
         return self.services.http_base_url.rstrip("/")
 
     # -- Channel protocol ------------------------------------------------------------------------
