@@ -274,6 +274,8 @@ class Plugin(Generic[ConfigT]):
         self.services = services
         self.log = services.log
         self.instance_name = instance_name or self.name
+        if not services.plugin_name:  # services made by hand (a test): this plugin owns its store
+            services.plugin_name = self.instance_name
 
     async def start(self) -> None:
         """Called once when the engine enables the plugin; open connections here."""

@@ -25,7 +25,6 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from bot_core.adapters import ChannelCapabilities, Delivery, NotAccepting, SentRef, TemporaryFailure
-from bot_core.context import StateStore
 from bot_core.plugin import Plugin, PluginKind, route
 from bot_core.receiving import ReceiveLoop
 from bridge.channels.telegram.chat_action import TypingIndicator
@@ -108,7 +107,7 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
             api=TelegramAPIServer.from_base(config.api_server), timeout=config.request_timeout
         )
         self.bot = Bot(token, session=session)
-        self._state = StateStore(self.instance_name, "telegram")
+        self._state = self.services.store("telegram")
         self._http: aiohttp.ClientSession | None = None
         self._links: FileLinks | None = None
         self._sender: Sender | None = None

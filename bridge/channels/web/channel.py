@@ -49,7 +49,6 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bot_core.adapters import ChannelCapabilities, Delivery, NotAccepting, SentRef
-from bot_core.context import StateStore
 from bot_core.downloads import CHUNK_BYTES, download_headers
 from bot_core.events import Attachment, CustomerMessage, utcnow
 from bot_core.plugin import Plugin, PluginKind, route
@@ -498,7 +497,7 @@ class WebChannel(Plugin[WebConfig]):
         }
 
     async def _watermarks(self, subject: str) -> dict[str, int]:
-        store = StateStore(self.instance_name, f"visitor:{subject}")
+        store = self.services.store(f"visitor:{subject}")
         return {
             "delivered_upto": int(await store.get("delivered_upto", 0) or 0),
             "read_upto": int(await store.get("read_upto", 0) or 0),
@@ -510,7 +509,7 @@ class WebChannel(Plugin[WebConfig]):
             ("delivered_upto", int_value(delivered, "delivered")),
             ("read_upto", int_value(read, "read")),
         )
-        store = StateStore(self.instance_name, f"visitor:{subject}")
+        store = self.services.store(f"visitor:{subject}")
         for key, value in marks:
             if value is not None and value > 0:
                 if value > int(await store.get(key, 0) or 0):

@@ -56,7 +56,6 @@ from bot_core.adapters import (
     PostedRef,
     RoomRef,
 )
-from bot_core.context import StateStore
 from bot_core.events import AgentMessage, Attachment
 from bot_core.names import clean_display_name, clean_file_name
 from bot_core.plugin import Plugin, PluginKind, route
@@ -133,7 +132,7 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
         self._pushed: OrderedDict[str, None] = OrderedDict()
         self._cards = PinnedCards()
         self._creator_in_power_levels = False  # older room versions want the creator listed
-        self._state = StateStore(self.instance_name, "matrix_bot")
+        self._state = self.services.store("matrix_bot")
         self._http: aiohttp.ClientSession | None = None
         self._media: MediaLinks | None = None
         self._roster = AgentRoster(config.agents, config.space, self._is_ours)
