@@ -46,7 +46,7 @@ from plugins.faq.matching import Example, Matcher
 
 DEFAULT_CONFIDENCE = 0.9
 """One-sided level of the upper bound on the wrong-answer share (chosen on development data, see
-docs/benchmarks.md, "FAQ: calibration per language")."""
+docs/benchmarks-history.md, "FAQ: calibration per language")."""
 MIN_ROUTINE = 20
 """Routine held-out questions a language needs for a threshold of its own."""
 
