@@ -25,10 +25,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot_core import (
+from bot_core.api import (
     HANDLED,
     AgentCommand,
     AgentMessage,
+    Context,
     CustomerMessage,
     Handled,
     Plugin,
@@ -36,7 +37,6 @@ from bot_core import (
     on_command,
     on_customer_message,
 )
-from bot_core.context import Context
 from plugins.faq.dialogue import Dialogue, Turn
 from plugins.faq.intents import HandoverIntents, IntentRecogniser
 from plugins.faq.knowledge import KnowledgeBaseError, Problem, add_to_file, file_signature
