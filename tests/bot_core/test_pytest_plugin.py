@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import sys
+import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -49,3 +50,8 @@ async def test_the_readme_plugin_test_passes_and_a_wrong_expectation_fails(tmp_p
     assert "1 failed, 1 passed" in output, output
     assert "FAILED test_wrong.py::test_the_hours_are_answered" in output, output
     assert "We are open 9-17." in output, output  # the failure shows what the customer got
+
+
+def test_the_plugin_is_registered_for_pytest_in_pyproject() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["entry-points"]["pytest11"] == {"relaydesk": "bot_core.pytest_plugin"}
