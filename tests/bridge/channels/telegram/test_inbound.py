@@ -184,3 +184,17 @@ async def test_a_reply_points_at_the_message_it_answers_in_the_room(
     agents_copy = await Message.get(direction=Direction.OUTBOUND, text="Blue or navy?")
     assert navy.reply_to == agents_copy.workspace_message_id and navy.reply_to is not None
     assert mistake.reply_to == first.ref
+
+
+async def test_the_users_app_language_reaches_the_card_as_their_locale(
+    telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(sqlite_url, doubles_yaml(telegram), environ=ENV)
+    _channel, workspace = parts(desk)
+    joao = telegram.user(2031, "João", language_code="pt-br")
+    await telegram.customer_sends(joao, text="olá")
+    await workspace.posts.wait_for(lambda posts: any(p.kind == "card" for _, p in posts))
+    card = workspace.room_of("2031").card
+    assert card is not None and card.attributes.get("locale") == "pt-BR"
+    customer = await Customer.get(display_name="João")
+    assert customer.locale == "pt-BR" and "locale" not in customer.attributes
