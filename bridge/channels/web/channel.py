@@ -404,7 +404,7 @@ class WebChannel(Plugin):
         attributes = {"email": session.email} if session.verified and session.email else {}
         for key in (TIMEZONE, LOCALE):
             value = (browser or {}).get(key)
-            if isinstance(value, str) and value.strip():
+            if isinstance(value, str) and value.strip() and value.isascii() and value.isprintable():
                 attributes[key] = value.strip()[:MAX_HINT_CHARS]
         await self.services.inbound(
             CustomerMessage(
