@@ -17,6 +17,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 
 from bot_core.events import utcnow
+from storage import hot
 from storage.models import Consent, Conversation
 
 SERVICE = "service"
@@ -83,7 +84,7 @@ async def record(customer_id: int, topic: str, granted: bool, source: str) -> bo
 
 async def refusal(conversation_id: int, topic: str) -> str | None:
     """Why a message on ``topic`` in this conversation may not go to its customer; None if it may."""
-    row = await Consent.filter(customer__conversations__id=conversation_id, topic=topic).first()
+    row = await hot.consent_of_conversation(conversation_id, topic)
     if topic == MARKETING:
         if row is not None and row.granted:
             return None
