@@ -30,6 +30,7 @@ from bot_core.adapters import (
     Undeliverable,
     Workspace,
 )
+from bot_core.consent import ConsentInfo
 from bot_core.context import Context, StateStore
 from bot_core.events import (
     AgentCommand,
@@ -61,6 +62,7 @@ __all__ = [
     "Attachment",
     "Channel",
     "ChannelCapabilities",
+    "ConsentInfo",
     "Context",
     "ConversationEvent",
     "ConversationView",

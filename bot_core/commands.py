@@ -1,10 +1,11 @@
-"""The agent commands every desk has: !claim, !close, !transfer, !note, !tag and !help."""
+"""The agent commands every desk has: !claim, !close, !transfer, !note, !tag, !consent and !help."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from bot_core.consent import TOPICS
 from bot_core.context import Context
 from bot_core.events import AgentCommand
 from bot_core.pipeline import CommandHelp
@@ -63,6 +64,31 @@ class CoreCommands(Plugin):
         await ctx.tag(*cmd.args)
         return HANDLED
 
+    @on_command(
+        "consent", usage="<topic> on|off", help="record the customer's opt-in or opt-out (service, marketing)"
+    )
+    async def consent(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Record the customer's word on a topic, as an agent was told it."""
+        if (
+            len(cmd.args) != 2
+            or cmd.args[0].lower() not in TOPICS
+            or cmd.args[1].lower() not in ("on", "off")
+        ):
+            current = [f"{t}: {await _consent_text(ctx, t)}" for t in TOPICS]
+            await ctx.notice(
+                "Usage: !consent <topic> on|off (topics: "
+                + ", ".join(TOPICS)
+                + ")\nNow: "
+                + "; ".join(current)
+            )
+            return HANDLED
+        topic, granted = cmd.args[0].lower(), cmd.args[1].lower() == "on"
+        before = await ctx.consent(topic)
+        await ctx.set_consent(topic, granted, f"agent {cmd.agent_id} !consent")
+        if before is not None and before.granted == granted:
+            await ctx.notice(f"!consent changed nothing: {topic} is {await _consent_text(ctx, topic)}.")
+        return HANDLED
+
     @on_command("help", help="list the commands")
     async def help(self, ctx: Context, cmd: AgentCommand) -> Handled:
         """Post the list of commands of every enabled plugin."""
@@ -77,6 +103,14 @@ class CoreCommands(Plugin):
 async def _unchanged(ctx: Context, cmd: AgentCommand) -> None:
     """Tell the agent their command changed nothing, and why (the state it found)."""
     await ctx.notice(f"!{cmd.command} changed nothing: this conversation is {ctx.conversation.state}.")
+
+
+async def _consent_text(ctx: Context, topic: str) -> str:
+    """The customer's consent for ``topic`` in words, for the room."""
+    info = await ctx.consent(topic)
+    if info is None:
+        return "not recorded (service replies are sent, marketing is not)"
+    return f"{'on' if info.granted else 'off'} ({info.source}, {info.at:%Y-%m-%d %H:%M} UTC)"
 
 
 def parse_command(text: str) -> tuple[str, tuple[str, ...], str] | None:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
+from bot_core import consent
+from bot_core.consent import ConsentInfo
 from bot_core.events import Attachment, LifecycleKind, utcnow
 from storage.models import (
     Agent,
@@ -73,6 +75,10 @@ class CustomerInfo:
     attributes: dict[str, str]
     tags: tuple[str, ...]
     reachable: bool
+    timezone: str | None = None
+    """An IANA time zone name (``Europe/Berlin``), when a channel told it."""
+    locale: str | None = None
+    """A BCP 47 language tag (``de-CH``), when a channel told it."""
 
 
 @dataclass(frozen=True)
@@ -154,10 +160,11 @@ class Context:
         self._customer = customer
         self._identity = identity
         self.agent = agent
+        self._topic = consent.SERVICE
 
     def for_plugin(self, plugin: str) -> Context:
         """The same context seen by another plugin (same event, same key sequence)."""
-        return Context(
+        other = Context(
             self._engine,
             plugin,
             self._keys,
@@ -166,9 +173,16 @@ class Context:
             identity=self._identity,
             agent=self.agent,
         )
+        other._topic = self._topic
+        return other
 
     async def for_customer(
-        self, customer_id: int, *, channel: str | None = None, reuse_closed: bool = False
+        self,
+        customer_id: int,
+        *,
+        channel: str | None = None,
+        reuse_closed: bool = False,
+        topic: str = consent.SERVICE,
     ) -> Context:
         """A context for writing to customer ``customer_id`` (outreach, follow-ups, surveys), from any handler.
 
@@ -176,10 +190,17 @@ class Context:
         conversation is opened (in their room, logged and announced as ``opened``; their answer
         continues it), or with ``reuse_closed=True`` it writes into their last conversation even though
         it is closed (it stays closed). ``channel`` chooses which of their identities gets it.
+
+        ``topic`` is what its replies are about: ``service`` (the customer's own case: sent unless
+        they opted out) or ``marketing`` (sent only with their opt-in, see :meth:`consent`). A reply
+        without consent is not sent and the room is told why.
         """
-        return await self._engine.customer_context(
+        consent.check_topic(topic)
+        out = await self._engine.customer_context(
             self, customer_id, channel=channel, reuse_closed=reuse_closed
         )
+        out._topic = topic
+        return out
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -195,6 +216,8 @@ class Context:
             attributes=dict(customer.attributes),
             tags=tuple(customer.tags),
             reachable=identity.reachable,
+            timezone=customer.timezone,
+            locale=customer.locale,
         )
 
     @property
@@ -209,6 +232,13 @@ class Context:
             tags=tuple(conv.tags),
             created_at=conv.created_at,
         )
+
+    async def consent(self, topic: str) -> ConsentInfo | None:
+        """The customer's recorded consent for ``topic`` (``service`` or ``marketing``), None if never given.
+
+        None means the defaults apply: service replies are sent, marketing is not.
+        """
+        return await consent.read(self._require_customer()[0].id, topic)
 
     @property
     def has_conversation(self) -> bool:
@@ -232,8 +262,14 @@ class Context:
 
     # -- acting --------------------------------------------------------------------------------
 
-    async def reply(self, text: str, attachments: tuple[Attachment, ...] = ()) -> None:
-        """Send ``text`` to the customer as the bot; agents see it in the room as a notice."""
+    async def reply(
+        self, text: str, attachments: tuple[Attachment, ...] = (), *, topic: str | None = None
+    ) -> None:
+        """Send ``text`` to the customer as the bot; agents see it in the room as a notice.
+
+        ``topic`` defaults to the context's (``service``, or the one given to :meth:`for_customer`); a
+        reply the customer has not consented to is not sent, and the room is told why.
+        """
         conv = self._require_conversation()
         _, identity = self._require_customer()
         message = await Message.create(
@@ -245,7 +281,13 @@ class Context:
             channel=identity.channel,
         )
         await self._engine.outbox.enqueue_customer(
-            conv, identity, text, key=self._keys.next("reply"), attachments=attachments, message=message
+            conv,
+            identity,
+            text,
+            key=self._keys.next("reply"),
+            attachments=attachments,
+            message=message,
+            topic=topic or self._topic,
         )
         await self._room_notice(f"🤖 {self.plugin} answered: {text}")
 
@@ -264,6 +306,20 @@ class Context:
     async def notice(self, text: str) -> None:
         """Post a notice from the bot in the room (not stored as a conversation message)."""
         await self._room_notice(text)
+
+    async def set_consent(self, topic: str, granted: bool, source: str) -> None:
+        """Record the customer's opt-in (``granted``) or opt-out for ``topic``, and where it came from
+        (``"web widget checkbox"``, ``"agent !consent"``); the room is told when it changes."""
+        customer, _ = self._require_customer()
+        key = self._keys.next("consent")  # taken either way: the keys of later actions stay the same
+        changed = await consent.record(customer.id, topic, granted, source)
+        workspace = self._engine.room_workspace(self._conversation) if self._conversation else None
+        if changed and workspace and self._conversation is not None:
+            word = "opted in to" if granted else "opted out of"
+            text = f"✓ The customer {word} {topic} messages ({source})."
+            await self._engine.outbox.enqueue_room(
+                self._conversation, workspace, "notice", key=key, text=text
+            )
 
     async def queue(self, team: str | None = None) -> bool:
         """Put the conversation in the queue (of ``team`` when given) for an agent to take.

@@ -14,6 +14,7 @@ from tortoise.transactions import in_transaction
 
 from bot_core.adapters import ConversationView, CustomerCard, EarlierConversation, IdentityView
 from bot_core.events import CustomerMessage
+from bot_core.locales import LOCALE, TIMEZONE, customer_hints, valid_locale, valid_timezone
 from storage import hot
 from storage.models import (
     Agent,
@@ -35,6 +36,8 @@ class Opened:
     identity: Identity
     conversation: Conversation
     new_conversation: bool
+    customer_changed: bool = False
+    """The message brought new attributes, time zone or locale (the card shows them)."""
 
 
 async def resolve_customer(msg: CustomerMessage) -> Opened:
@@ -44,12 +47,16 @@ async def resolve_customer(msg: CustomerMessage) -> Opened:
     if open_now is not None and _unchanged(open_now[1], open_now[2], msg):
         await hot.touch_conversation(open_now[0], msg.timestamp)
         return Opened(open_now[2], open_now[1], open_now[0], False)
+    attributes, zone, locale = customer_hints(msg.attributes)
     identity = await Identity.get_or_none(channel=msg.channel, external_id=msg.external_user_id)
     if identity is None:
         try:
             async with in_transaction():
                 customer = await Customer.create(
-                    display_name=msg.display_name or msg.external_user_id, attributes=dict(msg.attributes)
+                    display_name=msg.display_name or msg.external_user_id,
+                    attributes=attributes,
+                    timezone=zone,
+                    locale=locale,
                 )
                 identity = await Identity.create(
                     customer=customer,
@@ -70,9 +77,18 @@ async def resolve_customer(msg: CustomerMessage) -> Opened:
         changed_identity = True
     if changed_identity:
         await identity.save(update_fields=["display_name", "avatar_url"])
-    if msg.attributes and any(customer.attributes.get(k) != v for k, v in msg.attributes.items()):
-        customer.attributes = {**customer.attributes, **msg.attributes}
-        await customer.save(update_fields=["attributes"])
+    changed_customer: list[str] = []
+    if attributes and any(customer.attributes.get(k) != v for k, v in attributes.items()):
+        customer.attributes = {**customer.attributes, **attributes}
+        changed_customer.append("attributes")
+    if zone and customer.timezone != zone:
+        customer.timezone = zone
+        changed_customer.append("timezone")
+    if locale and customer.locale != locale:
+        customer.locale = locale
+        changed_customer.append("locale")
+    if changed_customer:
+        await customer.save(update_fields=changed_customer)
 
     conversation = (
         await Conversation.filter(identity_id=identity.id)
@@ -93,15 +109,23 @@ async def resolve_customer(msg: CustomerMessage) -> Opened:
     else:
         conversation.last_customer_message_at = msg.timestamp
         await conversation.save(update_fields=["last_customer_message_at", "updated_at"])
-    return Opened(customer, identity, conversation, new)
+    return Opened(customer, identity, conversation, new, bool(changed_customer))
 
 
 def _unchanged(identity: Identity, customer: Customer, msg: CustomerMessage) -> bool:
-    """True when ``msg`` brings no new name, avatar or customer attribute (nothing to update)."""
+    """True when ``msg`` brings no new name, avatar, customer attribute, time zone or locale (nothing to
+    update)."""
     return (
         (not msg.display_name or identity.display_name == msg.display_name)
         and (not msg.avatar_url or identity.avatar_url == msg.avatar_url)
-        and all(customer.attributes.get(k) == v for k, v in msg.attributes.items())
+        and all(
+            (customer.timezone == v.strip() or valid_timezone(v) is None)
+            if k == TIMEZONE
+            else customer.locale == valid_locale(v)
+            if k == LOCALE
+            else customer.attributes.get(k) == v
+            for k, v in msg.attributes.items()
+        )
     )
 
 
@@ -144,9 +168,19 @@ async def customer_card(conversation: Conversation) -> CustomerCard:
         state=view.state,
         team=view.team,
         assignee=view.assignee,
-        attributes=dict(customer.attributes),
+        attributes=_card_attributes(customer),
         earlier_conversations=tuple([await _earlier(c) for c in earlier]),
     )
+
+
+def _card_attributes(customer: Customer) -> dict[str, str]:
+    """What the card lists as the customer's details: their attributes, time zone and locale."""
+    shown = dict(customer.attributes)
+    if customer.timezone:
+        shown["time zone"] = customer.timezone
+    if customer.locale:
+        shown["locale"] = customer.locale
+    return shown
 
 
 async def _earlier(conversation: Conversation) -> EarlierConversation:

@@ -32,6 +32,7 @@ from typing import Any, cast
 
 from tortoise.exceptions import IntegrityError
 
+from bot_core import consent
 from bot_core.adapters import (
     Channel,
     Delivery,
@@ -136,11 +137,14 @@ class Outbox:
         message: Message | None = None,
         agent_name: str | None = None,
         correction: str | None = None,
+        topic: str = consent.SERVICE,
     ) -> None:
         """Store a delivery to the customer's identity; idempotent on ``key``.
 
         ``correction`` ("edit" or "delete") makes it follow up ``message``, already sent: the channel
         edits or deletes its copy where it can; otherwise the customer gets a correction message.
+        ``topic`` (``service`` or ``marketing``) is checked against the customer's consent when the
+        row is sent (see :mod:`bot_core.consent`).
         """
         payload: dict[str, Any] = {
             "text": text,
@@ -148,6 +152,8 @@ class Outbox:
             "agent_name": agent_name,
             "correction": correction,
         }
+        if topic != consent.SERVICE:
+            payload["topic"] = consent.check_topic(topic)
         await self._enqueue(
             OutboxTarget.CUSTOMER, identity.channel, identity.external_id, conversation, payload, key, message
         )
@@ -400,6 +406,10 @@ class Outbox:
         correction = payload.get("correction")
         if correction:
             return _Sent(await self._send_correction(channel, row, str(correction)))
+        if row.conversation_id is not None:  # checked at each try: an opt-out meanwhile stops it
+            refused = await consent.refusal(row.conversation_id, str(payload.get("topic", consent.SERVICE)))
+            if refused:
+                raise Undeliverable(refused)
         delivery = Delivery(
             outbox_id=row.id,
             channel=row.adapter,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
 
+from bot_core import consent
 from bot_core.commands import parse_command
 from bot_core.context import ActionKeys, Context
 from bot_core.conversation_service import ConversationService
@@ -190,6 +191,8 @@ class Relay:
             )
         if not opened.identity.reachable:
             await self._reachable_again(conversation, opened.identity, workspace, keys.event_key)
+        if consent.is_stop(msg.text):
+            await self._opted_out(conversation, workspace, msg, keys.event_key)
         ctx = Context(
             self.conversations,
             "core",
@@ -202,7 +205,7 @@ class Relay:
             not receipt.fresh and not await ConversationLog.exists(conversation_id=conversation.id)
         ):  # (or a crash came between creating the conversation and logging it)
             await self.conversations.opened(ctx, by=f"{msg.channel}:{msg.external_user_id}")
-        elif msg.attributes and workspace:
+        elif opened.customer_changed and workspace:
             # e.g. a returning customer followed a new deep link (another order): the card shows it
             await self.outbox.enqueue_room(conversation, workspace, "card", key=keys.next("card"))
         await pipeline.customer_message(ctx, msg)
@@ -234,6 +237,25 @@ class Relay:
         log.info(
             "customer reachable again", extra={"channel": identity.channel, "conversation": conversation.id}
         )
+
+    async def _opted_out(
+        self, conversation: Conversation, workspace: str | None, msg: CustomerMessage, source: str
+    ) -> None:
+        """The customer wrote STOP: no more marketing to them (service replies to what they write go on).
+
+        Keyed by the event like :meth:`_reachable_again`, so a replay neither loses nor doubles the notice.
+        """
+        word = msg.text.strip()
+        if await consent.record(conversation.customer_id, consent.MARKETING, False, f"customer wrote {word}"):
+            log.info("customer opted out of marketing", extra={"conversation": conversation.id})
+        if workspace:
+            await self.outbox.enqueue_room(
+                conversation,
+                workspace,
+                "notice",
+                key=f"{source}:opt-out",
+                text=f"✓ The customer wrote {word}: no more marketing messages are sent to them.",
+            )
 
     @staticmethod
     def _mirror_details(

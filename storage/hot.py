@@ -31,6 +31,7 @@ from tortoise.transactions import in_transaction
 
 from storage.models import (
     BusJournalEntry,
+    Consent,
     Conversation,
     ConversationLog,
     ConversationState,
@@ -324,6 +325,18 @@ async def open_conversation_of(
         return None
     row = rows[0]
     return _load(Conversation, row, "v_"), _load(Identity, row, "i_"), _load(Customer, row, "c_")
+
+
+async def consent_of_conversation(conversation_id: int, topic: str) -> Consent | None:
+    """The consent record for ``topic`` of the customer of conversation ``conversation_id``, if any
+    (asked before every delivery to a customer)."""
+    sql = (
+        f"SELECT {_columns(Consent, 'k_', 'k')} "
+        'FROM "consent" "k" JOIN "conversation" "v" ON "v"."customer_id"="k"."customer_id" '
+        'WHERE "v"."id"=? AND "k"."topic"=?'
+    )
+    _count, rows = await _query(sql, [conversation_id, topic])
+    return _load(Consent, rows[0], "k_") if rows else None
 
 
 async def touch_conversation(conversation: Conversation, at: datetime) -> None:

@@ -51,6 +51,7 @@ class Team(Model):
 
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=100, unique=True)
+    timezone = fields.CharField(max_length=64, null=True)  # an IANA zone name (working hours, handoffs)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -82,10 +83,33 @@ class Customer(Model):
     display_name = fields.CharField(max_length=255, default="")
     attributes: dict[str, str] = fields.JSONField(default=dict)
     tags: list[str] = fields.JSONField(default=list)
+    timezone = fields.CharField(max_length=64, null=True)  # an IANA zone name, from a channel that knows it
+    locale = fields.CharField(max_length=35, null=True)  # a BCP 47 language tag, e.g. de-CH
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "customer"
+
+
+class Consent(Model):
+    """A customer's latest word on one topic (service or marketing), with its source and time.
+
+    One row per customer and topic: a new opt-in or opt-out replaces the old one.
+    """
+
+    customer_id: int  # set by the foreign key below
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="consents", on_delete=fields.CASCADE
+    )
+    topic = fields.CharField(max_length=20)
+    granted = fields.BooleanField()
+    source = fields.CharField(max_length=255)
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "consent"
+        unique_together = (("customer", "topic"),)
 
 
 class Identity(Model):

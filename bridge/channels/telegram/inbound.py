@@ -17,6 +17,7 @@ from aiogram.types import Message, Update
 from aiogram.utils.payload import decode_payload
 
 from bot_core.events import Attachment, CustomerMessage
+from bot_core.locales import LOCALE
 
 FileLink = Callable[[str], str]
 ATTRIBUTE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -157,6 +158,15 @@ def _display_name(message: Message) -> str | None:
     return " ".join(p for p in (user.first_name, user.last_name) if p) or user.username
 
 
+def _attributes(message: Message, text: str, start_key: str) -> dict[str, str]:
+    """A message's customer attributes: a deep link's payload, and the user's app language as their locale."""
+    attributes = start_attributes(text, start_key)
+    user = message.from_user
+    if user is not None and user.language_code:
+        attributes[LOCALE] = user.language_code
+    return attributes
+
+
 def customer_message(
     update: Update, channel: str, file_link: FileLink, start_key: str = "start"
 ) -> CustomerMessage | None:
@@ -187,6 +197,6 @@ def customer_message(
         reply_to=message_ref(chat_id, reply.message_id) if reply is not None else None,
         display_name=_display_name(message),
         edit_of=ref if edited else None,
-        attributes={} if edited else start_attributes(text, start_key),
+        attributes={} if edited else _attributes(message, text, start_key),
         timestamp=sent_at,
     )

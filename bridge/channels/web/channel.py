@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from bot_core.adapters import ChannelCapabilities, Delivery, NotAccepting, SentRef
 from bot_core.downloads import CHUNK_BYTES, download_headers
 from bot_core.events import Attachment, CustomerMessage, utcnow
+from bot_core.locales import LOCALE, TIMEZONE
 from bot_core.plugin import Plugin, PluginKind, route
 from bot_core.transcript import TranscriptEntry, customer_transcript, shown_in_room
 from bridge.channels.web.multipart import read_upload_form
@@ -85,6 +86,7 @@ TOO_MANY_CONNECTIONS = "Too many open chat connections: close another tab of thi
 MAX_CLAIM_FIELD_CHARS = 1000  # a claimed user id, email or name (what is kept of it is shorter still)
 MAX_POLL_WAIT = 30.0
 MAX_FRAME_BYTES = 64 * 1024
+MAX_HINT_CHARS = 64  # a time zone or locale the browser gives with a message (the core checks it)
 WS_RESTARTING = 1012  # "service restart": the widget reconnects
 
 
@@ -382,12 +384,24 @@ class WebChannel(Plugin[WebConfig]):
         return client_id, text
 
     async def _accept(
-        self, session: VisitorSession, client_id: Any, text: Any, files: list[StoredFile]
+        self,
+        session: VisitorSession,
+        client_id: Any,
+        text: Any,
+        files: list[StoredFile],
+        browser: dict[str, Any] | None = None,
     ) -> None:
-        """Hand a visitor's message to the engine; returns once it is stored (raises BadInput if invalid)."""
+        """Hand a visitor's message to the engine; returns once it is stored (raises BadInput if invalid).
+
+        ``browser`` is the message's body: its ``timezone`` and ``locale`` (what the visitor's browser
+        says) become customer attributes, checked by the core."""
         client_id, text = self._checked(client_id, text, with_file=bool(files))
         external_id = f"{session.subject}/{client_id}"
         attributes = {"email": session.email} if session.verified and session.email else {}
+        for key in (TIMEZONE, LOCALE):
+            value = (browser or {}).get(key)
+            if isinstance(value, str) and value.strip() and value.isascii() and value.isprintable():
+                attributes[key] = value.strip()[:MAX_HINT_CHARS]
         await self.services.inbound(
             CustomerMessage(
                 channel=self.instance_name,
@@ -719,7 +733,7 @@ class WebChannel(Plugin[WebConfig]):
             body = await self._body(request)
             client_id, text = self._checked(body.get("client_id"), body.get("text"))
             await self._message_token(visitor)
-            await self._accept(visitor, client_id, text, [])
+            await self._accept(visitor, client_id, text, [], body)
         except RateLimited as exc:
             return self._too_fast(request, exc)
         except BadInput as exc:
@@ -887,7 +901,7 @@ class WebChannel(Plugin[WebConfig]):
             try:
                 checked_id, text = self._checked(client_id, frame.get("text"))
                 await self._message_token(visitor)
-                await self._accept(visitor, checked_id, text, [])
+                await self._accept(visitor, checked_id, text, [], frame)
             except BadInput as exc:
                 listener.put({"type": "error", "client_id": client_id, "message": str(exc)})
             except RateLimited as exc:  # the widget offers to send it again

@@ -21,7 +21,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import BrowserContext, FilePayload, Locator, Page, expect
+from playwright.async_api import Browser, BrowserContext, FilePayload, Locator, Page, expect
 
 from bot_core.config import parse_config
 from bot_core.context import StateStore
@@ -665,3 +665,17 @@ def test_identity_hash_is_what_a_backend_computes_with_the_standard_library() ->
     assert identity_hash(IDENTITY_SECRET, claims) == expected
     signed = '{"issued_at":1765000000,"name":"Ålice","user_id":"alice-42"}'.encode()  # JSON.stringify's form
     assert expected == hmac.new(IDENTITY_SECRET.encode(), signed, hashlib.sha256).hexdigest()
+
+
+async def test_the_visitors_time_zone_and_language_from_the_browser_reach_the_card(
+    browser: Browser, web_desk: WebDeskFactory
+) -> None:
+    site = await web_desk()
+    context = await browser.new_context(timezone_id="Asia/Tokyo", locale="ja-JP")
+    try:
+        _widget, room_id = await _first_question(site, context, "こんにちは")
+    finally:
+        await context.close()
+    card = site.workspace.rooms[room_id].card
+    assert card is not None
+    assert (card.attributes.get("time zone"), card.attributes.get("locale")) == ("Asia/Tokyo", "ja-JP")

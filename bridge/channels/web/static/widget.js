@@ -912,7 +912,7 @@
       if (viaSocket) {
         state.inflight[cid] = viaSocket;
         state.sentAt[cid] = Date.now();
-        viaSocket.send(JSON.stringify({ type: "send", client_id: cid, text: entry.text }));
+        viaSocket.send(JSON.stringify(withBrowser({ type: "send", client_id: cid, text: entry.text })));
         armAckTimer();
       } else if (state.polling && state.connected) {
         state.inflight[cid] = "http";
@@ -994,8 +994,15 @@
     if (!state.started) start();
   }
 
+  // the visitor's time zone and language go with each message, for the agents' card (the server checks them)
+  function withBrowser(body) {
+    try { body.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone || undefined; } catch (e) { /* an old browser */ }
+    if (navigator.language) body.locale = navigator.language;
+    return body;
+  }
+
   function postText(item, entry) {
-    api("POST", "/web/api/messages", { client_id: entry.client_id, text: entry.text }).then(function (res) {
+    api("POST", "/web/api/messages", withBrowser({ client_id: entry.client_id, text: entry.text })).then(function (res) {
       if (res.ok) { acknowledged(entry.client_id); setItemState(item, "sent"); return; }
       if (res.status >= 500 || res.status === 401) throw new Error("retry");
       refused(entry.client_id, res.data.error, res.status === 429);

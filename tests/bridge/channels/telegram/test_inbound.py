@@ -117,8 +117,9 @@ async def test_a_start_deep_link_puts_the_order_on_the_customer_card(
     assert await desk.wait_settled(10)
     nora = workspace.room_of("2003").card
     omar = workspace.room_of("2004").card
-    assert nora is not None and nora.attributes == {"order_id": "A-1042", "src": "checkout"}
-    assert omar is not None and omar.attributes == {"start": "summer_sale"}
+    # (and the locale: their app's language)
+    assert nora is not None and nora.attributes == {"order_id": "A-1042", "src": "checkout", "locale": "en"}
+    assert omar is not None and omar.attributes == {"start": "summer_sale", "locale": "en"}
     assert (await Customer.get(display_name="Nora")).attributes["order_id"] == "A-1042"
 
 
@@ -161,7 +162,7 @@ async def test_a_returning_customer_with_a_new_deep_link_gets_the_card_updated(
     await workspace.posts.wait_for(lambda posts: sum(p.kind == "customer_message" for _, p in posts) == 2)
     assert await desk.wait_settled(10)
     card = workspace.room_of("2006").card
-    assert card is not None and card.attributes == {"order_id": "B-2"}
+    assert card is not None and card.attributes == {"order_id": "B-2", "locale": "en"}
 
 
 async def test_a_reply_points_at_the_message_it_answers_in_the_room(
@@ -184,3 +185,17 @@ async def test_a_reply_points_at_the_message_it_answers_in_the_room(
     agents_copy = await Message.get(direction=Direction.OUTBOUND, text="Blue or navy?")
     assert navy.reply_to == agents_copy.workspace_message_id and navy.reply_to is not None
     assert mistake.reply_to == first.ref
+
+
+async def test_the_users_app_language_reaches_the_card_as_their_locale(
+    telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(sqlite_url, doubles_yaml(telegram), environ=ENV)
+    _channel, workspace = parts(desk)
+    joao = telegram.user(2031, "João", language_code="pt-br")
+    await telegram.customer_sends(joao, text="olá")
+    await workspace.posts.wait_for(lambda posts: any(p.kind == "card" for _, p in posts))
+    card = workspace.room_of("2031").card
+    assert card is not None and card.attributes.get("locale") == "pt-BR"
+    customer = await Customer.get(display_name="João")
+    assert customer.locale == "pt-BR" and "locale" not in customer.attributes
