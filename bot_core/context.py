@@ -39,7 +39,7 @@ class EngineHooks(Protocol):
 
     outbox: Outbox
 
-    def room_workspace(self, conversation: Conversation) -> str | None:
+    async def room_workspace(self, conversation: Conversation) -> str | None:
         """The workspace instance whose room shows this conversation (None if no workspace is enabled)."""
         ...
 
@@ -295,7 +295,7 @@ class Context:
         await conv.save(update_fields=["tags", "updated_at"])
         customer.tags = sorted(set(customer.tags) | set(clean))
         await customer.save(update_fields=["tags"])
-        workspace = self._engine.room_workspace(conv)
+        workspace = await self._engine.room_workspace(conv)
         if workspace:
             await self._engine.outbox.enqueue_room(conv, workspace, "card", key=self._keys.next("card"))
 
@@ -365,7 +365,7 @@ class Context:
 
     async def _room_notice(self, text: str) -> None:
         conv = self._require_conversation()
-        workspace = self._engine.room_workspace(conv)
+        workspace = await self._engine.room_workspace(conv)
         if workspace:
             await self._engine.outbox.enqueue_room(
                 conv, workspace, "notice", key=self._keys.next("notice"), text=text

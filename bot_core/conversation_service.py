@@ -28,6 +28,7 @@ from tortoise.transactions import in_transaction
 
 from bot_core.conversations import get_or_create_agent, get_or_create_team
 from bot_core.events import ConversationEvent, LifecycleKind, utcnow
+from bot_core.rooms import RoomDirectory
 from storage import hot
 from storage.models import (
     Agent,
@@ -94,26 +95,26 @@ class ConversationService:
     def __init__(
         self,
         outbox: Outbox,
-        default_workspace: Callable[[], str | None],
+        rooms: RoomDirectory,
         publish: Publish,
         *,
         wants: Callable[[LifecycleKind], bool] = _always,
     ) -> None:
         self.outbox = outbox
-        self._default_workspace = default_workspace
+        self.rooms = rooms
         self._publish = publish
         self._wants = wants
         self._opening: dict[int, _Opening] = {}
 
     # -- what a Context needs ------------------------------------------------------------------
 
-    def room_workspace(self, conversation: Conversation) -> str | None:
-        """The workspace hosting the rooms (the first workspace plugin in plugins.yaml)."""
-        return self._default_workspace()
+    async def room_workspace(self, conversation: Conversation) -> str | None:
+        """The workspace whose room shows the conversation now (:class:`bot_core.rooms.RoomDirectory`)."""
+        return await self.rooms.workspace_of(conversation)
 
-    async def ensure_agent(self, agent_id: str) -> Agent:
-        """The agent with ``agent_id`` in the rooms' workspace."""
-        return await get_or_create_agent(self._default_workspace() or "", agent_id, None)
+    async def ensure_agent(self, agent_id: str, workspace: str | None) -> Agent:
+        """The agent with ``agent_id`` in ``workspace``."""
+        return await get_or_create_agent(workspace or "", agent_id, None)
 
     # -- changes -------------------------------------------------------------------------------
 
@@ -136,7 +137,11 @@ class ConversationService:
         allowed = rule.from_states if only_from is None else rule.from_states & frozenset(only_from)
         action_key = ctx.keys.next("state")
         team_row = await get_or_create_team(team) if team else None
-        agent = await self.ensure_agent(agent_id) if agent_id else None
+        before = await self.room_workspace(conversation)  # a transfer may move it to another workspace
+        agent = None
+        if agent_id:
+            acting = ctx.agent if ctx.agent and ctx.agent.external_id == agent_id else None
+            agent = await self.ensure_agent(agent_id, acting.workspace if acting else before)
         by = ctx.agent.external_id if ctx.agent else ctx.plugin
         entry: ConversationLog | None = None
         current = conversation
@@ -172,7 +177,7 @@ class ConversationService:
                 await self._sync(conversation)
                 return False
         await self._sync(conversation)
-        await self._announce(ctx, kind, conversation, team)
+        await self._announce(ctx, kind, conversation, team, before)
         await self._emit(entry)
         return True
 
@@ -271,7 +276,7 @@ class ConversationService:
     async def _opened_room(self, ctx: Context) -> None:
         conversation = ctx.raw_conversation
         assert conversation is not None
-        workspace = self.room_workspace(conversation)
+        workspace = await self.room_workspace(conversation)
         if workspace and conversation.room_id:
             # a new conversation in a returning customer's room refreshes its card (a new room shows one)
             await self.outbox.enqueue_room(conversation, workspace, "card", key=ctx.keys.next("card"))
@@ -300,10 +305,28 @@ class ConversationService:
         )
 
     async def _announce(
-        self, ctx: Context, kind: LifecycleKind, conversation: Conversation, team: str | None
+        self,
+        ctx: Context,
+        kind: LifecycleKind,
+        conversation: Conversation,
+        team: str | None,
+        before: str | None,
     ) -> None:
-        """The room's notice of a change, and the card refreshed."""
-        workspace = self.room_workspace(conversation)
+        """The room's notice of a change, and the card refreshed.
+
+        A transfer to a team on another workspace tells the room it leaves (``before``) first; the
+        room in the team's workspace (the customer's, opened on its first post) gets the notice and card.
+        """
+        workspace = await self.room_workspace(conversation)
+        if before and workspace != before:
+            await self.outbox.enqueue_room(
+                conversation,
+                before,
+                "notice",
+                key=ctx.keys.next("moved"),
+                text=f"➡ Transferred to {team} on {workspace or 'no workspace'}: the conversation continues "
+                "there; answers written here are no longer relayed.",
+            )
         if not workspace:
             return
         text = await _lifecycle_text(kind, conversation, team)

@@ -36,6 +36,7 @@ from bot_core.adapters import (
     Channel,
     Delivery,
     MessageView,
+    OpsWorkspace,
     RetryAfter,
     RoomRef,
     TemporaryFailure,
@@ -46,6 +47,7 @@ from bot_core.conversations import conversation_view, customer_card
 from bot_core.delivery_notices import DELAY, DeliveryNotices, duration, give_up_time
 from bot_core.events import Attachment, utcnow
 from bot_core.metrics import Metrics
+from bot_core.rooms import RoomDirectory
 from storage import hot
 from storage.models import (
     Conversation,
@@ -97,11 +99,11 @@ class Outbox:
         metrics: Metrics,
         settings: OutboxSettings | None = None,
         *,
-        default_workspace: Callable[[], str | None] = lambda: None,
+        rooms: RoomDirectory | None = None,
         single_worker: bool = True,
     ) -> None:
         self._lookup = lookup
-        self._default_workspace = default_workspace
+        self.directory = rooms or RoomDirectory(lambda: ())
         self._metrics = metrics
         self.settings = settings or OutboxSettings()
         self._single_worker = single_worker
@@ -171,23 +173,32 @@ class Outbox:
         payload: dict[str, Any] = {"kind": kind, "text": text, **(details or {})}
         await self._enqueue(OutboxTarget.ROOM, workspace, "", conversation, payload, key, message)
 
+    async def enqueue_ops(self, workspace: str, channel: str, text: str, *, key: str) -> None:
+        """Store a post into ``channel`` of ``workspace`` (an ops room: alerts, digests); idempotent on ``key``.
+
+        Ops rows belong to no conversation: they share one lane (no conversation, target ``room``).
+        """
+        payload: dict[str, Any] = {"kind": "ops", "text": text}
+        await self._enqueue(OutboxTarget.ROOM, workspace, channel, None, payload, key, None)
+
     async def _enqueue(
         self,
         target: OutboxTarget,
         adapter: str,
         address: str,
-        conversation: Conversation,
+        conversation: Conversation | None,
         payload: dict[str, Any],
         key: str,
         message: Message | None,
     ) -> None:
+        conversation_id = conversation.id if conversation else None
         try:
             row_id = await hot.insert_outbox_row(
                 idempotency_key=key,
                 target=target,
                 adapter=adapter,
                 address=address,
-                conversation_id=conversation.id,
+                conversation_id=conversation_id,
                 message_id=message.id if message else None,
                 payload=payload,
                 next_attempt_at=utcnow(),
@@ -197,7 +208,7 @@ class Outbox:
         point = hot.commit_point()
         if point is not None:
             self._uncommitted[row_id] = point
-        self._kick((conversation.id, target.value))
+        self._kick((conversation_id, target.value))
 
     # -- running -------------------------------------------------------------------------------
 
@@ -443,7 +454,13 @@ class Outbox:
         raise Undeliverable(f"{row.adapter} cannot delete a message the customer already received")
 
     async def _post_to_room(self, workspace: Workspace, row: OutboxItem) -> _Sent:
-        assert row.conversation_id is not None
+        if row.conversation_id is None:  # an ops post: the row's address is the channel
+            if not isinstance(workspace, OpsWorkspace):
+                raise Undeliverable(f"'{row.adapter}' cannot post to channels (no post_to_channel)")
+            posted = await workspace.post_to_channel(
+                row.address, str(row.payload.get("text", "")), key=row.idempotency_key
+            )
+            return _Sent(posted.external_message_id)
         room = self._rooms.get(row.conversation_id)
         if room is None or room.workspace != row.adapter:
             room = await self._ensure_room(
@@ -502,7 +519,8 @@ class Outbox:
             if existing is not None:
                 room = existing
             else:
-                ref = await workspace.ensure_room(await conversation_view(conversation))
+                # the view names no room of another workspace (the conversation may be bound to one)
+                ref = await workspace.ensure_room(await conversation_view(conversation, workspace=name))
                 room = await Room.create(
                     workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id
                 )
@@ -605,8 +623,5 @@ class Outbox:
             log.warning("telling a given-up delivery failed", exc_info=True, extra={"outbox_id": row.id})
 
     async def _room_workspace(self, conversation: Conversation) -> str | None:
-        """The workspace of the conversation's room (bound, or the one that will host it)."""
-        if conversation.room_id:
-            room = await Room.get(id=conversation.room_id)
-            return room.workspace
-        return self._default_workspace()
+        """The workspace whose room shows the conversation now (:class:`bot_core.rooms.RoomDirectory`)."""
+        return await self.directory.workspace_of(conversation)
