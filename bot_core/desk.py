@@ -445,6 +445,9 @@ class Desk:
             if new.outbox != self.config.outbox:
                 self.outbox.settings = outbox_settings_of(new, self.outbox.settings)
                 changes.append("outbox: retry window and notice delay applied")
+            if new.teams != self.config.teams:
+                # the room directory reads self.config.teams, replaced below
+                changes.append("teams: applied (a moved team's conversations move with their next post)")
             plugins = dict(self.plugins)
             for name, spec in new_specs.items():
                 old = old_specs.get(name)

@@ -153,3 +153,15 @@ def test_a_team_naming_no_workspace_plugin_is_refused_with_its_line() -> None:
         "plugins.yaml:7: field 'teams.billing.workspace': team 'billing': 'customers' is not a workspace "
         "plugin of this file (workspace plugins: support, billing_ws)"
     ]
+
+
+async def test_a_reload_applies_a_teams_new_workspace(database_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(database_url, TWO_TEAMS.replace("{workspace: billing_ws}", "{}"))
+    billing = cast(MemoryWorkspace, _plugin(desk, "billing_ws"))
+    assert desk.rooms.workspace_for_team("billing") == "support"
+    changes = await desk.reload(parse_config(TWO_TEAMS, "plugins.yaml", environ={}))
+    assert "teams: applied (a moved team's conversations move with their next post)" in changes
+    assert desk.rooms.workspace_for_team("billing") == "billing_ws"
+    await desk.plugins["customers"].services.post_to_ops("billing", "moved")
+    assert await desk.wait_settled(10)
+    assert billing.channels == {"ops-billing": ["moved"]}
