@@ -37,6 +37,7 @@ from storage.models import (
     ConversationState,
     Customer,
     Identity,
+    Room,
     Team,
 )
 
@@ -137,11 +138,11 @@ class ConversationService:
         allowed = rule.from_states if only_from is None else rule.from_states & frozenset(only_from)
         action_key = ctx.keys.next("state")
         team_row = await get_or_create_team(team) if team else None
-        before = await self.room_workspace(conversation)  # a transfer may move it to another workspace
         agent = None
         if agent_id:
             acting = ctx.agent if ctx.agent and ctx.agent.external_id == agent_id else None
-            agent = await self.ensure_agent(agent_id, acting.workspace if acting else before)
+            workspace = acting.workspace if acting else await self.room_workspace(conversation)
+            agent = await self.ensure_agent(agent_id, workspace)
         by = ctx.agent.external_id if ctx.agent else ctx.plugin
         entry: ConversationLog | None = None
         current = conversation
@@ -177,7 +178,7 @@ class ConversationService:
                 await self._sync(conversation)
                 return False
         await self._sync(conversation)
-        await self._announce(ctx, kind, conversation, team, before)
+        await self._announce(ctx, kind, conversation, team)
         await self._emit(entry)
         return True
 
@@ -310,23 +311,28 @@ class ConversationService:
         kind: LifecycleKind,
         conversation: Conversation,
         team: str | None,
-        before: str | None,
     ) -> None:
         """The room's notice of a change, and the card refreshed.
 
-        A transfer to a team on another workspace tells the room it leaves (``before``) first; the
-        room in the team's workspace (the customer's, opened on its first post) gets the notice and card.
+        A transfer to a team on another workspace first tells the room the conversation is shown in
+        (bound to), then the room in the team's workspace (the customer's, opened by its first post)
+        gets the notice and card. Whether it moved is read from the binding, not from before the change,
+        so an event replayed after a crash decides the same while that notice was not posted yet.
         """
         workspace = await self.room_workspace(conversation)
-        if before and workspace != before:
-            await self.outbox.enqueue_room(
-                conversation,
-                before,
-                "notice",
-                key=ctx.keys.next("moved"),
-                text=f"➡ Transferred to {team} on {workspace or 'no workspace'}: the conversation continues "
-                "there; answers written here are no longer relayed.",
-            )
+        if kind is LifecycleKind.TRANSFERRED:
+            moved_key = ctx.keys.next("moved")  # taken either way: the keys after it stay the same
+            shown_in = await _bound_workspace(conversation)
+            if shown_in and shown_in != workspace:
+                await self.outbox.enqueue_room(
+                    conversation,
+                    shown_in,
+                    "notice",
+                    key=moved_key,
+                    text=f"➡ Transferred to {team} on {workspace or 'no workspace'}: the conversation "
+                    "continues there (the earlier messages stay here); answers written here are no longer "
+                    "relayed.",
+                )
         if not workspace:
             return
         text = await _lifecycle_text(kind, conversation, team)
@@ -401,6 +407,14 @@ class ConversationService:
             )
             entry = await self._log_opened(conversation, ctx.keys, ctx.plugin)
         return conversation, identity, entry
+
+
+async def _bound_workspace(conversation: Conversation) -> str | None:
+    """The workspace of the room the conversation is bound to (None before its first post)."""
+    if not conversation.room_id:
+        return None
+    room = await Room.get_or_none(id=conversation.room_id)
+    return room.workspace if room else None
 
 
 async def _identity_for(customer_id: int, channel: str | None, last: Conversation | None) -> Identity | None:
