@@ -43,15 +43,25 @@ class OpsRooms:
 
         async def create(marker: dict[str, Any]) -> str:
             agents = list(await invitees())
-            response = await client.room_create(
-                name=f"relaydesk {channel}",
-                topic=f"relaydesk's {channel} room: alerts and digests (not a customer conversation)",
-                federate=False,
-                preset=RoomPreset.private_chat,
-                invite=agents,
-                initial_state=[marker, {"type": OPS_STATE, "state_key": "", "content": {"channel": channel}}],
-                power_level_override=portal_power_levels(agents),
-            )
+            for creator in (None, client.user_id):
+                response = await client.room_create(
+                    name=f"relaydesk {channel}",
+                    topic=f"relaydesk's {channel} room: alerts and digests (not a customer conversation)",
+                    federate=False,
+                    preset=RoomPreset.private_chat,
+                    invite=agents,
+                    initial_state=[
+                        marker,
+                        {"type": OPS_STATE, "state_key": "", "content": {"channel": channel}},
+                    ],
+                    power_level_override=portal_power_levels(agents, creator),
+                )
+                # room versions before 12 need the creator listed in the power levels (12 refuses it)
+                if not (
+                    isinstance(response, RoomCreateError)
+                    and "power_level_content_override" in (response.message or "")
+                ):
+                    break
             if isinstance(response, RoomCreateError):
                 check_response(response, f"create the {channel} ops room")
             return str(response.room_id)
