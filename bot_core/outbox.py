@@ -112,7 +112,8 @@ class Outbox:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self._room_locks: dict[int, asyncio.Lock] = {}
-        self._rooms: dict[int, RoomRef] = {}  # conversation id -> its bound room (bindings never change)
+        # conversation id -> its bound room (rebound when the conversation moves to another workspace)
+        self._rooms: dict[int, RoomRef] = {}
         # lanes waiting for a free slot, oldest first (a dict keeps insertion order: fair, unlike a set)
         self._waiting: dict[tuple[int | None, str], None] = {}
         self._settled = asyncio.Event()
