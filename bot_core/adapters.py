@@ -216,6 +216,17 @@ class TypingWorkspace(Protocol):
 
 
 @runtime_checkable
+class OpsWorkspace(Protocol):
+    """A workspace that can post into a named channel outside conversations (optional, on top of
+    :class:`Workspace`): a team's ops room for alerts and digests. The workspace makes the channel's room
+    once (and invites the agents), then posts there as the bot."""
+
+    async def post_to_channel(self, channel: str, text: str, key: str = "") -> PostedRef:
+        """Post ``text`` into ``channel``'s room (``key``: the outbox row's, as for :meth:`Workspace.notice`)."""
+        ...
+
+
+@runtime_checkable
 class Workspace(Protocol):
     """Agent-side adapter: slack, matrix."""
 

@@ -22,9 +22,10 @@ File format
           config: {shop_api: "https://shop.example.com/api"}
 
 Top level
-    Only ``storage``, ``server``, ``log``, ``outbox`` and ``plugins`` are allowed; each may be left out
-    (defaults apply). The first four are validated by :class:`StorageConfig`, :class:`ServerConfig`,
-    :class:`LogConfig` and :class:`OutboxConfig`.
+    Only ``storage``, ``server``, ``log``, ``outbox``, ``plugins`` and ``teams`` are allowed; each may be
+    left out (defaults apply). The first four are validated by :class:`StorageConfig`, :class:`ServerConfig`,
+    :class:`LogConfig` and :class:`OutboxConfig`; ``teams`` maps team names to :class:`TeamConfig`
+    (``teams: {billing: {workspace: matrix_billing}}``: which workspace hosts the team's rooms).
 
 Plugins
     ``plugins`` is a list, in the order handlers run. Each entry is a mapping with exactly one key, the
@@ -97,6 +98,7 @@ __all__ = [
     "PluginSpec",
     "ServerConfig",
     "StorageConfig",
+    "TeamConfig",
     "load_config",
     "parse_config",
 ]
@@ -290,6 +292,16 @@ class OutboxConfig(BaseModel):
         return _seconds(value)
 
 
+class TeamConfig(BaseModel):
+    """One team in plugins.yaml's ``teams:`` section (see :mod:`bot_core.rooms`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workspace: str | None = None
+    """The workspace plugin (instance name) whose rooms show this team's conversations and whose
+    ``ops-<team>`` channel gets its ops posts; unset: the first workspace plugin."""
+
+
 @dataclass(frozen=True)
 class PluginSpec:
     """One enabled plugin instance, as configured: ready for the engine to construct.
@@ -317,6 +329,8 @@ class DeskConfig(BaseModel):
     log: LogConfig = Field(default_factory=LogConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     plugins: list[PluginSpec] = Field(default_factory=list)
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    """Teams with settings of their own (``teams: {billing: {workspace: matrix_billing}}``)."""
     source: Path | None = None
     """The file the config was loaded from (None when parsed from a string)."""
     env_vars: dict[str, tuple[str, ...]] = Field(default_factory=dict)
@@ -815,7 +829,7 @@ class _Checker:
 
         sections: dict[str, BaseModel] = {}
         for key, value in data.items():
-            if key == "plugins":
+            if key in ("plugins", "teams"):
                 continue
             model = DeskConfig.SECTIONS.get(key) if isinstance(key, str) else None
             if model is None:
@@ -836,12 +850,14 @@ class _Checker:
                 sections[key] = validated
 
         specs = self.check_plugins(data.get("plugins"))
+        teams = self.check_teams(data.get("teams"), specs)
         if self.items:
             return None
         return DeskConfig.model_validate(
             {
                 **sections,
                 "plugins": specs,
+                "teams": teams,
                 "source": source,
                 "env_vars": {
                     f"{key}.{name}": variables
@@ -850,6 +866,37 @@ class _Checker:
                 },
             }
         )
+
+    def check_teams(self, raw: object, specs: list[PluginSpec]) -> dict[str, TeamConfig]:
+        """plugins.yaml's ``teams:``: a mapping of team names to settings; a ``workspace`` must name a
+        workspace plugin of the file."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.add(
+                ("teams",), f"'teams' must be a mapping of team names to settings, found {_describe(raw)}"
+            )
+            return {}
+        workspaces = [s.instance_name for s in specs if s.plugin_class.kind.value == "workspace"]
+        teams: dict[str, TeamConfig] = {}
+        for name, value in raw.items():
+            path: DocPath = ("teams", name)
+            if not isinstance(name, str) or not name.strip():
+                self.add(path, f"a team name must be a non-empty string, found {name!r}")
+                continue
+            team = self.validate(TeamConfig, {} if value is None else value, path)
+            if not isinstance(team, TeamConfig):
+                continue
+            if team.workspace is not None and team.workspace not in workspaces:
+                known = ", ".join(workspaces) or "none"
+                self.add(
+                    (*path, "workspace"),
+                    f"team {name!r}: {team.workspace!r} is not a workspace plugin of this file "
+                    f"(workspace plugins: {known})",
+                )
+                continue
+            teams[name] = team
+        return teams
 
     def check_plugins(self, raw: object) -> list[PluginSpec]:
         if raw is None:
@@ -968,7 +1015,7 @@ class _Checker:
         )
 
 
-_TOP_LEVEL = ("storage", "server", "log", "outbox", "plugins")
+_TOP_LEVEL = ("storage", "server", "log", "outbox", "plugins", "teams")
 
 
 def _get(data: object, relative: DocPath) -> object:

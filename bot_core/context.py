@@ -41,7 +41,7 @@ class EngineHooks(Protocol):
 
     outbox: Outbox
 
-    def room_workspace(self, conversation: Conversation) -> str | None:
+    async def room_workspace(self, conversation: Conversation) -> str | None:
         """The workspace instance whose room shows this conversation (None if no workspace is enabled)."""
         ...
 
@@ -313,7 +313,7 @@ class Context:
         customer, _ = self._require_customer()
         key = self._keys.next("consent")  # taken either way: the keys of later actions stay the same
         changed = await consent.record(customer.id, topic, granted, source)
-        workspace = self._engine.room_workspace(self._conversation) if self._conversation else None
+        workspace = await self._engine.room_workspace(self._conversation) if self._conversation else None
         if changed and workspace and self._conversation is not None:
             word = "opted in to" if granted else "opted out of"
             text = f"✓ The customer {word} {topic} messages ({source})."
@@ -351,7 +351,7 @@ class Context:
         await conv.save(update_fields=["tags", "updated_at"])
         customer.tags = sorted(set(customer.tags) | set(clean))
         await customer.save(update_fields=["tags"])
-        workspace = self._engine.room_workspace(conv)
+        workspace = await self._engine.room_workspace(conv)
         if workspace:
             await self._engine.outbox.enqueue_room(conv, workspace, "card", key=self._keys.next("card"))
 
@@ -421,7 +421,7 @@ class Context:
 
     async def _room_notice(self, text: str) -> None:
         conv = self._require_conversation()
-        workspace = self._engine.room_workspace(conv)
+        workspace = await self._engine.room_workspace(conv)
         if workspace:
             await self._engine.outbox.enqueue_room(
                 conv, workspace, "notice", key=self._keys.next("notice"), text=text

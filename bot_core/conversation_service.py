@@ -28,6 +28,7 @@ from tortoise.transactions import in_transaction
 
 from bot_core.conversations import get_or_create_agent, get_or_create_team
 from bot_core.events import ConversationEvent, LifecycleKind, utcnow
+from bot_core.rooms import RoomDirectory
 from storage import hot
 from storage.models import (
     Agent,
@@ -36,6 +37,7 @@ from storage.models import (
     ConversationState,
     Customer,
     Identity,
+    Room,
     Team,
 )
 
@@ -94,26 +96,26 @@ class ConversationService:
     def __init__(
         self,
         outbox: Outbox,
-        default_workspace: Callable[[], str | None],
+        rooms: RoomDirectory,
         publish: Publish,
         *,
         wants: Callable[[LifecycleKind], bool] = _always,
     ) -> None:
         self.outbox = outbox
-        self._default_workspace = default_workspace
+        self.rooms = rooms
         self._publish = publish
         self._wants = wants
         self._opening: dict[int, _Opening] = {}
 
     # -- what a Context needs ------------------------------------------------------------------
 
-    def room_workspace(self, conversation: Conversation) -> str | None:
-        """The workspace hosting the rooms (the first workspace plugin in plugins.yaml)."""
-        return self._default_workspace()
+    async def room_workspace(self, conversation: Conversation) -> str | None:
+        """The workspace whose room shows the conversation now (:class:`bot_core.rooms.RoomDirectory`)."""
+        return await self.rooms.workspace_of(conversation)
 
-    async def ensure_agent(self, agent_id: str) -> Agent:
-        """The agent with ``agent_id`` in the rooms' workspace."""
-        return await get_or_create_agent(self._default_workspace() or "", agent_id, None)
+    async def ensure_agent(self, agent_id: str, workspace: str | None) -> Agent:
+        """The agent with ``agent_id`` in ``workspace``."""
+        return await get_or_create_agent(workspace or "", agent_id, None)
 
     # -- changes -------------------------------------------------------------------------------
 
@@ -136,7 +138,11 @@ class ConversationService:
         allowed = rule.from_states if only_from is None else rule.from_states & frozenset(only_from)
         action_key = ctx.keys.next("state")
         team_row = await get_or_create_team(team) if team else None
-        agent = await self.ensure_agent(agent_id) if agent_id else None
+        agent = None
+        if agent_id:
+            acting = ctx.agent if ctx.agent and ctx.agent.external_id == agent_id else None
+            workspace = acting.workspace if acting else await self.room_workspace(conversation)
+            agent = await self.ensure_agent(agent_id, workspace)
         by = ctx.agent.external_id if ctx.agent else ctx.plugin
         entry: ConversationLog | None = None
         current = conversation
@@ -271,7 +277,7 @@ class ConversationService:
     async def _opened_room(self, ctx: Context) -> None:
         conversation = ctx.raw_conversation
         assert conversation is not None
-        workspace = self.room_workspace(conversation)
+        workspace = await self.room_workspace(conversation)
         if workspace and conversation.room_id:
             # a new conversation in a returning customer's room refreshes its card (a new room shows one)
             await self.outbox.enqueue_room(conversation, workspace, "card", key=ctx.keys.next("card"))
@@ -300,10 +306,33 @@ class ConversationService:
         )
 
     async def _announce(
-        self, ctx: Context, kind: LifecycleKind, conversation: Conversation, team: str | None
+        self,
+        ctx: Context,
+        kind: LifecycleKind,
+        conversation: Conversation,
+        team: str | None,
     ) -> None:
-        """The room's notice of a change, and the card refreshed."""
-        workspace = self.room_workspace(conversation)
+        """The room's notice of a change, and the card refreshed.
+
+        A transfer to a team on another workspace first tells the room the conversation is shown in
+        (bound to), then the room in the team's workspace (the customer's, opened by its first post)
+        gets the notice and card. Whether it moved is read from the binding, not from before the change,
+        so an event replayed after a crash decides the same while that notice was not posted yet.
+        """
+        workspace = await self.room_workspace(conversation)
+        if kind is LifecycleKind.TRANSFERRED:
+            moved_key = ctx.keys.next("moved")  # taken either way: the keys after it stay the same
+            shown_in = await _bound_workspace(conversation)
+            if shown_in and shown_in != workspace:
+                await self.outbox.enqueue_room(
+                    conversation,
+                    shown_in,
+                    "notice",
+                    key=moved_key,
+                    text=f"➡ Transferred to {team} on {workspace or 'no workspace'}: the conversation "
+                    "continues there (the earlier messages stay here); answers written here are no longer "
+                    "relayed.",
+                )
         if not workspace:
             return
         text = await _lifecycle_text(kind, conversation, team)
@@ -378,6 +407,14 @@ class ConversationService:
             )
             entry = await self._log_opened(conversation, ctx.keys, ctx.plugin)
         return conversation, identity, entry
+
+
+async def _bound_workspace(conversation: Conversation) -> str | None:
+    """The workspace of the room the conversation is bound to (None before its first post)."""
+    if not conversation.room_id:
+        return None
+    room = await Room.get_or_none(id=conversation.room_id)
+    return room.workspace if room else None
 
 
 async def _identity_for(customer_id: int, channel: str | None, last: Conversation | None) -> Identity | None:

@@ -129,13 +129,19 @@ def _unchanged(identity: Identity, customer: Customer, msg: CustomerMessage) -> 
     )
 
 
-async def conversation_view(conversation: Conversation) -> ConversationView:
-    """The read-only view of ``conversation`` that workspaces receive."""
+async def conversation_view(conversation: Conversation, workspace: str | None = None) -> ConversationView:
+    """The read-only view of ``conversation`` that workspaces receive.
+
+    With ``workspace``, ``existing_room_id`` is the conversation's room only if it is a room of that
+    workspace: a room id of one workspace is never handed to another.
+    """
     customer = await Customer.get(id=conversation.customer_id)
     identity = await Identity.get(id=conversation.identity_id)
     team = await Team.get_or_none(id=conversation.team_id) if conversation.team_id else None
     agent = await Agent.get_or_none(id=conversation.assignee_id) if conversation.assignee_id else None
     room = await Room.get_or_none(id=conversation.room_id) if conversation.room_id else None
+    if room is not None and workspace is not None and room.workspace != workspace:
+        room = None
     return ConversationView(
         conversation_id=conversation.id,
         customer_id=customer.id,

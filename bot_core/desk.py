@@ -10,6 +10,7 @@ import errno
 import functools
 import logging
 import socket
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -38,6 +39,7 @@ from bot_core.pipeline import Pipeline
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind, PluginServices
 from bot_core.receiving import Receivers, ReceiveSettings, ReceiveState
 from bot_core.relay import Relay
+from bot_core.rooms import RoomDirectory
 from bot_core.scheduler import Clock, Scheduler
 from bot_core.server import build_metrics_app, make_runner
 from storage import hot
@@ -147,19 +149,18 @@ class Desk:
         self.rate_limits: RateLimits = rate_limits or (
             RedisRateLimits(redis_url) if redis_url else MemoryRateLimits()
         )
+        self.rooms = RoomDirectory(self._workspace_names, self._team_workspaces)
         self.outbox = Outbox(
             self.adapter,
             self.metrics,
             outbox_settings or outbox_settings_of(config),
-            default_workspace=self.default_workspace,
+            rooms=self.rooms,
             single_worker=not redis_url,
         )
         self.conversations = ConversationService(
-            self.outbox, self.default_workspace, self._publish_event, wants=self._handled
+            self.outbox, self.rooms, self._publish_event, wants=self._handled
         )
-        self.relay = Relay(
-            lambda: self._pipeline, self.outbox, self.metrics, self.default_workspace, self.conversations
-        )
+        self.relay = Relay(lambda: self._pipeline, self.outbox, self.metrics, self.conversations)
         self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll, now=scheduler_clock)
         self._serve_http = serve_http
         self._runner: web.AppRunner | None = None
@@ -191,8 +192,16 @@ class Desk:
         return self.plugins.get(name)
 
     def default_workspace(self) -> str | None:
-        """The workspace that hosts the rooms: the first workspace plugin in plugins.yaml."""
-        return next((n for n, p in self.plugins.items() if p.kind is PluginKind.WORKSPACE), None)
+        """The first workspace plugin in plugins.yaml (teams may have others: see :attr:`rooms`)."""
+        return self.rooms.first_workspace()
+
+    def _workspace_names(self) -> list[str]:
+        """The enabled workspace plugins, in plugins.yaml order."""
+        return [n for n, p in self.plugins.items() if p.kind is PluginKind.WORKSPACE]
+
+    def _team_workspaces(self) -> dict[str, str]:
+        """plugins.yaml's ``teams:``: the workspace of each team that names one."""
+        return {name: team.workspace for name, team in self.config.teams.items() if team.workspace}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -307,6 +316,7 @@ class Desk:
             http_base_url=self.config.server.bind_url,
             public_url=self.config.server.public_base_url,
             plugin_name=spec.instance_name,
+            post_to_ops=functools.partial(self.post_to_ops, spec.instance_name),
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
@@ -389,6 +399,18 @@ class Desk:
         except Exception:
             log.warning("customer typing indicator failed", exc_info=True, extra={"channel": channel})
 
+    async def post_to_ops(self, plugin: str, team: str | None, text: str, *, key: str | None = None) -> None:
+        """Queue ``text`` for ``team``'s ops room in the team's workspace (a plugin's ``services.post_to_ops``).
+
+        With ``key`` the post is made once per plugin and key (the outbox row's idempotency key).
+        """
+        workspace, channel = self.rooms.ops_target(team)
+        if workspace is None:
+            log.warning("ops post dropped: no workspace is enabled", extra={"plugin": plugin, "team": team})
+            return
+        row_key = f"ops:{plugin}:{key}" if key else f"ops:{plugin}:{uuid.uuid4().hex}"
+        await self.outbox.enqueue_ops(workspace, channel, text, key=row_key)
+
     async def _publish_fire(self, fire: ScheduledFire) -> None:
         await self.bus.publish(fire.conversation_key(), dump_event(fire))
 
@@ -422,6 +444,9 @@ class Desk:
             if new.outbox != self.config.outbox:
                 self.outbox.settings = outbox_settings_of(new, self.outbox.settings)
                 changes.append("outbox: retry window and notice delay applied")
+            if new.teams != self.config.teams:
+                # the room directory reads self.config.teams, replaced below
+                changes.append("teams: applied (a moved team's conversations move with their next post)")
             plugins = dict(self.plugins)
             for name, spec in new_specs.items():
                 old = old_specs.get(name)

@@ -37,6 +37,7 @@ from bot_core.adapters import (
     Channel,
     Delivery,
     MessageView,
+    OpsWorkspace,
     RetryAfter,
     RoomRef,
     TemporaryFailure,
@@ -47,6 +48,7 @@ from bot_core.conversations import conversation_view, customer_card
 from bot_core.delivery_notices import DELAY, DeliveryNotices, duration, give_up_time
 from bot_core.events import Attachment, utcnow
 from bot_core.metrics import Metrics
+from bot_core.rooms import RoomDirectory
 from storage import hot
 from storage.models import (
     Conversation,
@@ -98,11 +100,11 @@ class Outbox:
         metrics: Metrics,
         settings: OutboxSettings | None = None,
         *,
-        default_workspace: Callable[[], str | None] = lambda: None,
+        rooms: RoomDirectory | None = None,
         single_worker: bool = True,
     ) -> None:
         self._lookup = lookup
-        self._default_workspace = default_workspace
+        self.directory = rooms or RoomDirectory(lambda: ())
         self._metrics = metrics
         self.settings = settings or OutboxSettings()
         self._single_worker = single_worker
@@ -111,7 +113,8 @@ class Outbox:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self._room_locks: dict[int, asyncio.Lock] = {}
-        self._rooms: dict[int, RoomRef] = {}  # conversation id -> its bound room (bindings never change)
+        # conversation id -> its bound room (rebound when the conversation moves to another workspace)
+        self._rooms: dict[int, RoomRef] = {}
         # lanes waiting for a free slot, oldest first (a dict keeps insertion order: fair, unlike a set)
         self._waiting: dict[tuple[int | None, str], None] = {}
         self._settled = asyncio.Event()
@@ -177,23 +180,32 @@ class Outbox:
         payload: dict[str, Any] = {"kind": kind, "text": text, **(details or {})}
         await self._enqueue(OutboxTarget.ROOM, workspace, "", conversation, payload, key, message)
 
+    async def enqueue_ops(self, workspace: str, channel: str, text: str, *, key: str) -> None:
+        """Store a post into ``channel`` of ``workspace`` (an ops room: alerts, digests); idempotent on ``key``.
+
+        Ops rows belong to no conversation: they share one lane (no conversation, target ``room``).
+        """
+        payload: dict[str, Any] = {"kind": "ops", "text": text}
+        await self._enqueue(OutboxTarget.ROOM, workspace, channel, None, payload, key, None)
+
     async def _enqueue(
         self,
         target: OutboxTarget,
         adapter: str,
         address: str,
-        conversation: Conversation,
+        conversation: Conversation | None,
         payload: dict[str, Any],
         key: str,
         message: Message | None,
     ) -> None:
+        conversation_id = conversation.id if conversation else None
         try:
             row_id = await hot.insert_outbox_row(
                 idempotency_key=key,
                 target=target,
                 adapter=adapter,
                 address=address,
-                conversation_id=conversation.id,
+                conversation_id=conversation_id,
                 message_id=message.id if message else None,
                 payload=payload,
                 next_attempt_at=utcnow(),
@@ -203,7 +215,7 @@ class Outbox:
         point = hot.commit_point()
         if point is not None:
             self._uncommitted[row_id] = point
-        self._kick((conversation.id, target.value))
+        self._kick((conversation_id, target.value))
 
     # -- running -------------------------------------------------------------------------------
 
@@ -453,7 +465,13 @@ class Outbox:
         raise Undeliverable(f"{row.adapter} cannot delete a message the customer already received")
 
     async def _post_to_room(self, workspace: Workspace, row: OutboxItem) -> _Sent:
-        assert row.conversation_id is not None
+        if row.conversation_id is None:  # an ops post: the row's address is the channel
+            if not isinstance(workspace, OpsWorkspace):
+                raise Undeliverable(f"'{row.adapter}' cannot post to channels (no post_to_channel)")
+            posted = await workspace.post_to_channel(
+                row.address, str(row.payload.get("text", "")), key=row.idempotency_key
+            )
+            return _Sent(posted.external_message_id)
         room = self._rooms.get(row.conversation_id)
         if room is None or room.workspace != row.adapter:
             room = await self._ensure_room(
@@ -512,7 +530,8 @@ class Outbox:
             if existing is not None:
                 room = existing
             else:
-                ref = await workspace.ensure_room(await conversation_view(conversation))
+                # the view names no room of another workspace (the conversation may be bound to one)
+                ref = await workspace.ensure_room(await conversation_view(conversation, workspace=name))
                 room = await Room.create(
                     workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id
                 )
@@ -615,8 +634,5 @@ class Outbox:
             log.warning("telling a given-up delivery failed", exc_info=True, extra={"outbox_id": row.id})
 
     async def _room_workspace(self, conversation: Conversation) -> str | None:
-        """The workspace of the conversation's room (bound, or the one that will host it)."""
-        if conversation.room_id:
-            room = await Room.get(id=conversation.room_id)
-            return room.workspace
-        return self._default_workspace()
+        """The workspace whose room shows the conversation now (:class:`bot_core.rooms.RoomDirectory`)."""
+        return await self.directory.workspace_of(conversation)

@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypeVar as DefaultTypeVar
@@ -167,6 +167,18 @@ async def _no_customer_typing(external_user_id: str, active: bool) -> None:
     """Without a desk, typing reports go nowhere."""
 
 
+class PostToOps(Protocol):
+    """``services.post_to_ops``: post into a team's ops room through the outbox."""
+
+    async def __call__(self, team: str | None, text: str, *, key: str | None = None) -> None:
+        """Queue ``text`` for ``team``'s ops room (``key``: post once per key)."""
+        ...
+
+
+async def _no_ops(team: str | None, text: str, *, key: str | None = None) -> None:
+    raise RuntimeError("this plugin was constructed without a desk: there is no ops room")
+
+
 @dataclass
 class PluginServices:
     """What the engine hands every plugin at construction.
@@ -195,6 +207,10 @@ class PluginServices:
     this machine; ``public_url`` is where the outside world reaches it (``server.public_url``, behind a
     proxy or tunnel; the bind address if unset): every link a platform or a person fetches starts there.
     ``store(scope)`` is the plugin's key-value store for ``scope`` (:class:`bot_core.context.StateStore`).
+    ``post_to_ops(team, text, key=None)`` posts ``text`` into ``team``'s ops room (alerts, digests; no
+    team: the desk's ``ops`` room) in the team's workspace, through the outbox (a crash loses nothing).
+    Give a ``key`` (``"digest:2026-12-06"``) to post it once however often the call is repeated (a
+    replayed event, a retried job); without one every call posts.
     ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
     signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
@@ -212,6 +228,7 @@ class PluginServices:
     announce: Callable[[str], None] = _print_announcement
     receivers: Receivers = field(default_factory=Receivers)
     downloads: DownloadPolicy = field(default_factory=DownloadPolicy)
+    post_to_ops: PostToOps = _no_ops
 
     def store(self, scope: str) -> StateStore:
         """The plugin's key-value store for ``scope`` (a name the plugin picks, e.g. ``"telegram"``)."""

@@ -76,13 +76,11 @@ class Relay:
         pipeline: Callable[[], Pipeline],
         outbox: Outbox,
         metrics: Metrics,
-        default_workspace: Callable[[], str | None],
         conversations: ConversationService,
     ) -> None:
         self._pipeline = pipeline
         self.outbox = outbox
         self._metrics = metrics
-        self._default_workspace = default_workspace
         self.conversations = conversations
 
     # -- bus entry point -----------------------------------------------------------------------
@@ -134,7 +132,7 @@ class Relay:
         opened = await resolve_customer(msg)
         conversation = opened.conversation
         keys = ActionKeys(f"{msg.channel}:{msg.external_message_id}")
-        workspace = self.room_workspace(conversation)
+        workspace = await self.conversations.room_workspace(conversation)
         attachments = [a.model_dump(mode="json") for a in msg.attachments]
         if msg.edit_of:
             original = await Message.filter(
@@ -463,7 +461,3 @@ class Relay:
             )
             await pipeline.lifecycle(ctx, event)
         await self._done(receipt, keys)
-
-    def room_workspace(self, conversation: Conversation) -> str | None:
-        """The workspace hosting the rooms (the first workspace plugin in plugins.yaml)."""
-        return self._default_workspace()

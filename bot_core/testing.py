@@ -181,6 +181,9 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rooms: dict[str, MemoryRoom] = {}
+        self.rooms_asked: list[ConversationView] = []  # every ensure_room call, as the core made it
+        self.channels: dict[str, list[str]] = {}  # ops channel -> texts posted there
+        self._channel_posts: dict[str, PostedRef] = {}  # key -> what it posted (a retry shows once)
         self.posts = _Recorder()
         self.failures: list[DeliveryError] = []
         self.customer_typing_shown = (
@@ -189,6 +192,7 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
 
     async def ensure_room(self, conversation: ConversationView) -> RoomRef:
         """Create a room for the conversation's customer."""
+        self.rooms_asked.append(conversation)
         room_id = conversation.existing_room_id or f"!room{next(_ids)}"
         self.rooms.setdefault(room_id, MemoryRoom(room_id, conversation))
         _ROOMS_EVER_MADE.setdefault(room_id, self.rooms[room_id])
@@ -231,6 +235,19 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
     async def notice(self, room: RoomRef, text: str, key: str = "") -> PostedRef:
         """Record a bot notice in the room."""
         return await self._post(room, RoomPost("notice", text, "relaydesk"))
+
+    async def post_to_channel(self, channel: str, text: str, key: str = "") -> PostedRef:
+        """Record an ops post in ``channel`` (recorded as room ``#channel``); a key seen before posts nothing."""
+        if key and key in self._channel_posts:
+            return self._channel_posts[key]
+        if self.failures:
+            raise self.failures.pop(0)
+        ref = PostedRef(f"$ev{next(_ids)}")
+        self.channels.setdefault(channel, []).append(text)
+        if key:
+            self._channel_posts[key] = ref
+        await self.posts.add((f"#{channel}", RoomPost("ops", text, "relaydesk", ref.external_message_id)))
+        return ref
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Keep the latest card of the room."""

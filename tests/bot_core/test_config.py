@@ -615,7 +615,7 @@ def test_unknown_top_level_key() -> None:
     assert (item.line, item.plugin, item.field) == (2, None, "plugin")
     assert (
         item.message
-        == "unknown top-level key 'plugin' (did you mean 'plugins'?); allowed: storage, server, log, outbox, plugins"
+        == "unknown top-level key 'plugin' (did you mean 'plugins'?); allowed: storage, server, log, outbox, plugins, teams"
     )
 
 

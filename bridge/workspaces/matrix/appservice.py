@@ -42,6 +42,7 @@ from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
+from bridge.workspaces.matrix.ops_rooms import OpsRooms
 from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels
 from bridge.workspaces.matrix.send import send_message
@@ -113,6 +114,7 @@ class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
         self._media = MediaLinks(MEDIA_PREFIX, self.registration.hs_token.encode(), self.services.downloads)
         self._bot = self._client(self.bot_user_id, self.registration.as_token)
         self._roster = AgentRoster(self.settings.agents, self.settings.space, self._is_ours)
+        self._ops = OpsRooms(self.instance_name, self.log)
         self._typing = TypingRelay(self.services.agent_typing, self._not_an_agent)
         await self._roster.start(self._bot)
         self._bot_device = await self._ensure_bot_device()
@@ -365,6 +367,14 @@ class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
         return PostedRef(
             await send_message(self._bot, room.room_id, content, key, "notice", self._bot_device)
         )
+
+    async def post_to_channel(self, channel: str, text: str, key: str = "") -> PostedRef:
+        """Post ``text`` into ``channel``'s ops room (made once, by its alias; the agents invited)."""
+        bot = self._bot
+        assert bot is not None
+        room_id = await self._ops.room(bot, channel, lambda: self._roster.invitees(bot))
+        content = {"msgtype": "m.text", "body": text}  # m.text: an alert should notify the agents
+        return PostedRef(await send_message(bot, room_id, content, key, "ops post", self._bot_device))
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""

@@ -64,6 +64,7 @@ from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
+from bridge.workspaces.matrix.ops_rooms import OpsRooms
 from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels
 from bridge.workspaces.matrix.typing_relay import TypingRelay
@@ -138,6 +139,7 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
         self._roster = AgentRoster(config.agents, config.space, self._is_ours)
         self._typing = TypingRelay(self.services.agent_typing, self._not_an_agent)
         self._portals = PortalRooms(self.instance_name, self.log)
+        self._ops = OpsRooms(self.instance_name, self.log)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -497,6 +499,18 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
         if self._media is None or self._http is None:
             raise web.HTTPServiceUnavailable(text="the matrix bot is not started")
         return await self._media.serve(request, self._http, self.settings.homeserver, client.access_token)
+
+    async def post_to_channel(self, channel: str, text: str, key: str = "") -> PostedRef:
+        """Post ``text`` into ``channel``'s ops room (made once, the agents invited); ``key`` as for notices."""
+        client = self._require_client()
+        room_id = await self._ops.room(client, channel, lambda: self._roster.invitees(client))
+        response = check_response(
+            await client.room_send(
+                room_id, "m.room.message", {"msgtype": "m.text", "body": text}, tx_id=key or None
+            ),
+            "ops post",
+        )
+        return PostedRef(response.event_id)
 
     async def notice(self, room: RoomRef, text: str, key: str = "") -> PostedRef:
         """Post an m.notice from the bot (agents' clients show it as a bot message).

@@ -18,6 +18,7 @@ from typing import Any
 from nio import AsyncClient, JoinedRoomsResponse, RoomGetStateResponse
 
 from bridge.workspaces.matrix.errors import MatrixError, check_response
+from bridge.workspaces.matrix.ops_rooms import OPS_STATE
 from bridge.workspaces.matrix.portal import PORTAL_STATE
 
 CLOSE_REASON = "relaydesk: duplicate portal room, closed (the customer's conversation is in another room)"
@@ -64,6 +65,8 @@ def _orphan(
     create = by_type.get(("m.room.create", ""))
     if create is None or create.get("sender") != bot or create.get("content", {}).get("type") == "m.space":
         return None
+    if (OPS_STATE, "") in by_type:
+        return None  # an ops room (alerts, digests), not a portal room
     marker = by_type.get((PORTAL_STATE, ""), {}).get("content", {})
     if marker.get("key") in pending_keys:
         return None

@@ -35,25 +35,27 @@ def intent_key(customer_id: int) -> str:
 class PortalRooms:
     """Get-or-create of a workspace's portal rooms: one room per customer, whatever crashes when."""
 
-    def __init__(self, workspace: str, log: logging.Logger) -> None:
-        self._state = StateStore(workspace, STATE_SCOPE)
-        self._locks: dict[int, asyncio.Lock] = {}
+    def __init__(self, workspace: str, log: logging.Logger, scope: str = STATE_SCOPE) -> None:
+        self._state = StateStore(workspace, scope)
+        self._locks: dict[int | str, asyncio.Lock] = {}
         self._log = log
 
     async def get_or_create(
         self,
         client: AsyncClient,
-        customer_id: int,
+        customer_id: int | str,
         create: Callable[[dict[str, Any]], Awaitable[str]],
     ) -> tuple[str, bool]:
         """The customer's room id, and whether it was created now (False: adopted from an earlier try).
+
+        A string ``customer_id`` names a room of another kind (an ops channel: ``channel:<name>``).
 
         ``create(marker)`` makes the room with ``marker`` among its initial state events and returns its
         id; ``client`` acts as the bridge (it created the room and is a member of it).
         """
         lock = self._locks.setdefault(customer_id, asyncio.Lock())
         async with lock:
-            name = intent_key(customer_id)
+            name = intent_key(customer_id) if isinstance(customer_id, int) else customer_id
             intent = await self._state.get(name) or {}
             key = intent.get("key")
             if key:

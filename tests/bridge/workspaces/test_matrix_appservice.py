@@ -325,3 +325,35 @@ async def test_agent_typing_is_shown_to_the_customer_and_customer_replies_quote_
         synapse, sqlite_url, make_desk, "Hana", "Is the blue one in stock?"
     )
     await typing_and_reply(agent, channel, user, room_id)
+
+
+async def test_ops_posts_land_in_one_ops_room_per_team_made_once(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    """services.post_to_ops: the team's ops room is made once (found again by its alias after a restart),
+    the agents are invited, and a post repeated with the same key shows once."""
+    team = f"billing{uuid.uuid4().hex[:6]}"
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    services = desk.plugins["customers"].services
+    await services.post_to_ops(team, "3 invoices wait for an answer", key="digest:1")
+    await services.post_to_ops(team, "3 invoices wait for an answer", key="digest:1")
+    assert await desk.wait_settled(30)
+    await desk.stop(timeout=10)
+
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    await desk.plugins["customers"].services.post_to_ops(team, "queue is empty again")
+    assert await desk.wait_settled(30)
+
+    def ops_rooms() -> list[str]:
+        return [r for r in agent.timeline if any(t == "queue is empty again" for _, t in agent.texts(r))]
+
+    await agent.sync_until(lambda: ops_rooms())
+    (room_id,) = ops_rooms()
+    name = await agent.client.room_get_state_event(room_id, "m.room.name")
+    assert name.content["name"] == f"relaydesk ops-{team}"
+    texts = [t for _, t in agent.texts(room_id)]
+    assert texts == ["3 invoices wait for an answer", "queue is empty again"]

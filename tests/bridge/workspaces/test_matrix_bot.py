@@ -494,3 +494,24 @@ async def test_a_post_and_a_notice_resent_after_a_crash_by_a_new_process_show_on
     texts = [t for _, t in agent.texts(room_id)]
     assert sum(t.endswith("where is my parcel?") for t in texts) == 1
     assert sum("Note: ask the depot" in t for t in texts) == 1
+
+
+async def test_ops_posts_in_bot_mode_land_in_the_teams_ops_room(
+    synapse: SynapseInfo, sqlite_url: str, bot_desk: BotDeskFactory, bot: BotAccount, agent: Agent
+) -> None:
+    team = f"sales{uuid.uuid4().hex[:6]}"
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    services = desk.plugins["customers"].services
+    await services.post_to_ops(team, "5 leads waiting", key="digest:1")
+    await services.post_to_ops(team, "one more lead")
+    assert await desk.wait_settled(30)
+
+    def ops_room() -> str | None:
+        return next((r for r in agent.timeline if "one more lead" in [t for _, t in agent.texts(r)]), None)
+
+    await agent.sync_until(lambda: ops_room() is not None)
+    room_id = ops_room()
+    assert room_id is not None
+    assert [t for _, t in agent.texts(room_id)] == ["5 leads waiting", "one more lead"]
+    name = await agent.client.room_get_state_event(room_id, "m.room.name")
+    assert name.content["name"] == f"relaydesk ops-{team}"

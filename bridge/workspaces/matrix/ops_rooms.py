@@ -1,0 +1,71 @@
+"""Ops rooms (a team's alerts and digests): one Matrix room per ops channel, made exactly once.
+
+They are made like portal rooms (:class:`bridge.workspaces.matrix.portal.PortalRooms`, in a plugin-state
+scope of their own, ``ops_rooms``, keyed ``channel:<name>``): the creation is recorded before the room is
+made, so a crash in between never makes a second one. (An alias would be simpler, but Synapse refuses
+an application service's aliases outside the namespace its registration reserves, and relaydesk's
+registration reserves none.) The agents are invited when it is made, with the portal rooms' power
+levels (only relaydesk invites). The room carries ``org.relaydesk.ops`` state so that
+``relaydesk matrix orphans`` never takes it for an orphan portal room.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from nio import AsyncClient, RoomCreateError, RoomPreset
+
+from bridge.workspaces.matrix.errors import check_response
+from bridge.workspaces.matrix.portal import PortalRooms
+from bridge.workspaces.matrix.roster import portal_power_levels
+
+OPS_STATE = "org.relaydesk.ops"
+"""The state event (state key "") naming an ops room's channel."""
+STATE_SCOPE = "ops_rooms"
+
+
+class OpsRooms:
+    """Get-or-create of a workspace's ops rooms; room ids are cached once known."""
+
+    def __init__(self, workspace: str, log: logging.Logger) -> None:
+        self._made = PortalRooms(workspace, log, STATE_SCOPE)
+        self._rooms: dict[str, str] = {}
+
+    async def room(
+        self, client: AsyncClient, channel: str, invitees: Callable[[], Awaitable[Sequence[str]]]
+    ) -> str:
+        """The room id of ``channel``'s ops room, made (agents from ``invitees()`` invited) the first time."""
+        known = self._rooms.get(channel)
+        if known is not None:
+            return known
+
+        async def create(marker: dict[str, Any]) -> str:
+            agents = list(await invitees())
+            for creator in (None, client.user_id):
+                response = await client.room_create(
+                    name=f"relaydesk {channel}",
+                    topic=f"relaydesk's {channel} room: alerts and digests (not a customer conversation)",
+                    federate=False,
+                    preset=RoomPreset.private_chat,
+                    invite=agents,
+                    initial_state=[
+                        marker,
+                        {"type": OPS_STATE, "state_key": "", "content": {"channel": channel}},
+                    ],
+                    power_level_override=portal_power_levels(agents, creator),
+                )
+                # room versions before 12 need the creator listed in the power levels (12 refuses it)
+                if not (
+                    isinstance(response, RoomCreateError)
+                    and "power_level_content_override" in (response.message or "")
+                ):
+                    break
+            if isinstance(response, RoomCreateError):
+                check_response(response, f"create the {channel} ops room")
+            return str(response.room_id)
+
+        room_id, _created = await self._made.get_or_create(client, f"channel:{channel}", create)
+        self._rooms[channel] = room_id
+        return room_id
