@@ -90,7 +90,9 @@ class Dialogue:
         )
         intent = self.intents.by_pattern(text)
         if intent is not None:
-            if intent != "person":  # a complaint says what it is about; "agent" does not
+            # a complaint says what it is about, and so does "My tent broke. Can I talk to an agent?";
+            # a bare "agent" does not (the open question stays the one asked before)
+            if intent != "person" or not self.intents.is_only(intent, text):
                 state.open_question = text
             return self._hand_over(state, turn, intent)
         offered = [e for e in state.choices if e in self.loaded.kb.entries]

@@ -13,6 +13,7 @@ Recognised by meaning, not by a word inside a question, in two ways that work wi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from plugins.faq.locales import Locale, Patterns
 from plugins.faq.matching import Example, Matcher
 
 INTENT_PREFIX = "@"
+_SENTENCE_END = re.compile(r"[.!?;\n\u3002\uff01\uff1f\uff1b]+")  # also the full-width 。！？；
 
 
 def intent_of(entry_id: str) -> str | None:
@@ -69,9 +71,17 @@ class HandoverIntents:
         )
 
     def by_pattern(self, text: str) -> str | None:
-        """The intent whose whole-message pattern ``text`` is; a request for a person is checked last."""
+        """The intent whose whole-message pattern ``text``, or one of its sentences, is ("My tent broke.
+        Can I talk to an agent?"); a request for a person is checked last. A word inside a sentence
+        ("What are your customer service hours?") is never enough."""
+        parts = [text, *(p for p in _SENTENCE_END.split(text) if p.strip())]
         ordered = sorted(self.specs.values(), key=lambda s: s.name == "person")
-        return next((spec.name for spec in ordered if spec.patterns.match(text)), None)
+        return next((spec.name for spec in ordered if any(spec.patterns.match(p) for p in parts)), None)
+
+    def is_only(self, intent: str, text: str) -> bool:
+        """True when the whole of ``text`` is ``intent``'s pattern ("agent"), with no question beside it."""
+        spec = self.specs.get(intent)
+        return spec is not None and bool(spec.patterns.match(text))
 
     def examples(self) -> list[Example]:
         """The intents' example phrasings, under their matcher ids (see :func:`intent_of`)."""

@@ -221,6 +221,25 @@ async def notice_names_the_open_question(desk: Desk, user: str) -> None:
     assert (await other.says("谢谢")) == []  # handed over: the bot stays quiet
 
 
+async def person_asked_after_a_sentence(desk: Desk, user: str) -> None:
+    """A request for a person in a sentence of its own goes to a person at once (no "did you mean"), and
+    the agents read the whole message."""
+    await always_human(
+        desk,
+        user,
+        "My Ridge 2 tent arrived with a broken pole. Can I talk to an agent?",
+        "person",
+        "asked for a person",
+        "Sure, I'm passing you to a person",
+    )
+
+
+async def person_asked_after_a_sentence_in_chinese(desk: Desk, user: str) -> None:
+    await always_human(
+        desk, user, "帐篷的杆子断了。转人工", "person", "asked for a person", "好的，正在为您转接人工客服"
+    )
+
+
 STORIES: dict[str, Story] = {
     "loop-pick-1": loop_by_picking_a_choice,
     "loop-not-what-i-asked": loop_by_saying_not_what_i_asked,
@@ -236,6 +255,8 @@ STORIES: dict[str, Story] = {
     "ai-zh": are_you_an_ai,
     "off-topic": off_topic,
     "notice-question": notice_names_the_open_question,
+    "person-after-a-sentence": person_asked_after_a_sentence,
+    "person-after-a-sentence-zh": person_asked_after_a_sentence_in_chinese,
 }
 
 
