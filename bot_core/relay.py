@@ -42,6 +42,7 @@ from bot_core.scheduler import claim_fire, fire_receipt_id
 from storage import hot
 from storage.bus import BusEntry
 from storage.models import (
+    Agent,
     Conversation,
     ConversationLog,
     ConversationState,
@@ -278,12 +279,18 @@ class Relay:
                 "event in a room relaydesk does not know", extra={"workspace": workspace, "room": room_id}
             )
             return None
+        agent = await get_or_create_agent(workspace, agent_id, agent_name)
+        return await self._context_of(conversation, "core", keys, agent)
+
+    async def _context_of(
+        self, conversation: Conversation, plugin: str, keys: ActionKeys, agent: Agent | None = None
+    ) -> Context:
+        """A context on a stored conversation, with its customer and identity loaded."""
         customer = await Customer.get(id=conversation.customer_id)
         identity = await Identity.get(id=conversation.identity_id)
-        agent = await get_or_create_agent(workspace, agent_id, agent_name)
         return Context(
             self.conversations,
-            "core",
+            plugin,
             keys,
             conversation=conversation,
             customer=customer,
@@ -420,17 +427,10 @@ class Relay:
         conversation = (
             await Conversation.get_or_none(id=fire.conversation_id) if fire.conversation_id else None
         )
-        customer = identity = None
-        if conversation is not None:
-            customer = await Customer.get(id=conversation.customer_id)
-            identity = await Identity.get(id=conversation.identity_id)
-        ctx = Context(
-            self.conversations,
-            fire.plugin,
-            keys,
-            conversation=conversation,
-            customer=customer,
-            identity=identity,
+        ctx = (
+            await self._context_of(conversation, fire.plugin, keys)
+            if conversation is not None
+            else Context(self.conversations, fire.plugin, keys)
         )
         if not await pipeline.scheduled(ctx, fire):
             log.warning(
@@ -449,15 +449,5 @@ class Relay:
         keys = ActionKeys(f"conversation:{event.log_id}")
         conversation = await Conversation.get_or_none(id=event.conversation_id)
         if conversation is not None:
-            customer = await Customer.get(id=conversation.customer_id)
-            identity = await Identity.get(id=conversation.identity_id)
-            ctx = Context(
-                self.conversations,
-                "core",
-                keys,
-                conversation=conversation,
-                customer=customer,
-                identity=identity,
-            )
-            await pipeline.lifecycle(ctx, event)
+            await pipeline.lifecycle(await self._context_of(conversation, "core", keys), event)
         await self._done(receipt, keys)

@@ -7,25 +7,15 @@ the test has seen the room told and more tries than the old six-try give-up allo
 from __future__ import annotations
 
 from bot_core.outbox import OutboxSettings
-from bot_core.testing import MemoryWorkspace
 from storage.models import Identity, OutboxItem, OutboxStatus
 from tests.bridge.channels.telegram.conftest import ENV, doubles_yaml, parts
+from tests.bridge.channels.telegram.test_outbound import _room_of_new_customer
 from tests.conftest import DeskFactory
 from tests.emulators.telegram import TelegramEmulator
 
 OUTAGE_OUTBOX = OutboxSettings(
     base_backoff=0.02, max_backoff=0.1, poll_interval=0.2, retry_window=120.0, notice_after=0.5
 )
-
-
-async def _room_of_new_customer(
-    telegram: TelegramEmulator, workspace: MemoryWorkspace, user_id: int, name: str
-) -> str:
-    await telegram.customer_sends(telegram.user(user_id, name), "hello")
-    await workspace.posts.wait_for(
-        lambda posts: any(p.kind == "customer_message" and p.sender == name for _, p in posts)
-    )
-    return workspace.room_of(str(user_id)).room_id
 
 
 async def test_telegram_answering_502_for_minutes_delivers_every_answer_once_in_order(
