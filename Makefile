@@ -8,7 +8,7 @@ SHELL  := /bin/bash
 # pip's note about local package mirrors this machine kind configures, which do not hold every package
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
 
-.PHONY: run test lint typecheck bench check migrate lock lock-check clean axe
+.PHONY: run test lint typecheck bench check migrate lock lock-check clean axe compose-schema
 
 # install LOCK: the venv, then exactly the locked packages (hashes checked), then relaydesk itself
 define install_lock
@@ -54,7 +54,15 @@ $(AXE_DIR)/node_modules/.installed: $(AXE_DIR)/package.json $(AXE_DIR)/package-l
 
 axe: $(AXE_DIR)/node_modules/.installed
 
-test: lock-check lint typecheck axe    ## set up and run everything CI runs
+# the Compose specification's schema (inside the docker-compose v1 wheel, hash-pinned), for tests/docker/
+COMPOSE_SCHEMA_DIR := $(VENV)/compose-schema
+$(COMPOSE_SCHEMA_DIR)/.downloaded: requirements/compose-schema.txt | $(VENV)/.dev-installed
+	@$(BIN)/python -m pip download --quiet --no-input --no-deps --require-hashes -r $< -d $(COMPOSE_SCHEMA_DIR) 2>&1 | $(PIP_QUIET)
+	@touch $@
+
+compose-schema: $(COMPOSE_SCHEMA_DIR)/.downloaded
+
+test: lock-check lint typecheck axe compose-schema    ## set up and run everything CI runs
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev-installed  ## core throughput/latency (SQLite; PostgreSQL+Redis), then relaydesk vs bare nio into Synapse, then FAQ matching
