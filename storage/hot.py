@@ -444,7 +444,9 @@ async def mark_outbox_sent(
     and on the instance) and return its lane's next head (as :func:`outbox_lane_head`).
 
     With ``message_column`` (one of :data:`MESSAGE_ID_COLUMNS`), the row's message gets the platform's
-    id there too (edits and replies find it by this id). All in one transaction: one commit per delivery.
+    id there too (edits and replies find it by this id); a message delivered to the customer
+    (``channel_message_id``) is ``sent`` unless its channel reported more already. All in one
+    transaction: one commit per delivery.
     """
     attempts, at = row.attempts + 1, timezone.now()
     statements: list[tuple[str, Sequence[Any]]] = [
@@ -463,9 +465,20 @@ async def mark_outbox_sent(
     if message_column is not None and row.message_id is not None:
         if message_column not in MESSAGE_ID_COLUMNS:
             raise ValueError(f"not a message id column: {message_column!r}")
-        statements.append(
-            (f'UPDATE "message" SET "{message_column}"=? WHERE "id"=?', [external_message_id, row.message_id])
-        )
+        if message_column == "channel_message_id":  # delivered to the customer: the message is sent
+            # (unless the channel told more already: a status never goes back)
+            sql = (
+                'UPDATE "message" SET "channel_message_id"=?, "delivery_status"='
+                'CASE WHEN "delivery_status"=? THEN ? ELSE "delivery_status" END WHERE "id"=?'
+            )
+            statements.append((sql, [external_message_id, "", "sent", row.message_id]))
+        else:
+            statements.append(
+                (
+                    f'UPDATE "message" SET "{message_column}"=? WHERE "id"=?',
+                    [external_message_id, row.message_id],
+                )
+            )
     statements.append(_lane_head_sql(row.conversation_id, row.target.value))
     results = await _query_all(statements)
     row.status, row.external_message_id, row.claimed_until = OutboxStatus.SENT, external_message_id, None

@@ -24,9 +24,17 @@ from aiogram.types import Update
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bot_core.adapters import ChannelCapabilities, Delivery, NotAccepting, SentRef, TemporaryFailure
-from bot_core.plugin import Plugin, PluginKind, route
-from bot_core.receiving import ReceiveLoop
+from bot_core.api import (
+    ChannelCapabilities,
+    Delivery,
+    NotAccepting,
+    Plugin,
+    PluginKind,
+    ReceiveLoop,
+    SentRef,
+    TemporaryFailure,
+    route,
+)
 from bridge.channels.telegram.chat_action import TypingIndicator
 from bridge.channels.telegram.errors import Scrubber, describe
 from bridge.channels.telegram.files import FILES_PREFIX, FileLinks, serve_file

@@ -27,16 +27,20 @@ from aiohttp import web
 from nio import AsyncClient, RoomCreateError, RoomPreset, RoomTypingResponse
 from pydantic import BaseModel, ConfigDict
 
-from bot_core.adapters import (
+from bot_core.api import (
+    AgentMessage,
+    Attachment,
     ConversationView,
     CustomerCard,
     MessageView,
+    Plugin,
+    PluginKind,
     PostedRef,
     RoomRef,
+    clean_display_name,
+    clean_file_name,
+    route,
 )
-from bot_core.events import AgentMessage, Attachment
-from bot_core.names import clean_display_name, clean_file_name
-from bot_core.plugin import Plugin, PluginKind, route
 from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files

@@ -48,18 +48,22 @@ from nio import (
 )
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bot_core.adapters import (
+from bot_core.api import (
+    AgentMessage,
+    Attachment,
     ConversationView,
     CustomerCard,
     MessageView,
     NotAccepting,
+    Plugin,
+    PluginKind,
     PostedRef,
+    ReceiveLoop,
     RoomRef,
+    clean_display_name,
+    clean_file_name,
+    route,
 )
-from bot_core.events import AgentMessage, Attachment
-from bot_core.names import clean_display_name, clean_file_name
-from bot_core.plugin import Plugin, PluginKind, route
-from bot_core.receiving import ReceiveLoop
 from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response

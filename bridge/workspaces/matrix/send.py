@@ -17,7 +17,7 @@ from urllib.parse import quote
 import aiohttp
 from nio import AsyncClient
 
-from bot_core.adapters import RetryAfter
+from bot_core.api import RetryAfter
 from bridge.workspaces.matrix.errors import MatrixError
 
 
