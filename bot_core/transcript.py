@@ -118,4 +118,3 @@ async def room_deliveries(message_ids: list[int]) -> dict[int, RoomDelivery]:
         elif DELAY in payload:
             found[row["message_id"]] = "pending"
     return found
-

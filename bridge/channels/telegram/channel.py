@@ -1,7 +1,8 @@
 """The Telegram channel plugin (aiogram 3): customers write to the shop's bot, agents' answers go back.
 
 Two ways to receive updates (``mode``): long ``polling`` (no public URL needed), or a ``webhook`` that
-Telegram calls at ``<webhook_url>/telegram/webhook`` with the configured secret token. Either way an
+Telegram calls at ``<webhook_url>/telegram/webhook`` with the configured secret token (``webhook_url``
+defaults to ``server.public_url``, where the world reaches relaydesk). Either way an
 update is acknowledged only once it is on the bus. Outbound messages come from the outbox through
 :meth:`TelegramChannel.send`.
 """
@@ -61,7 +62,8 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
         model_config = ConfigDict(extra="forbid")
         token: SecretStr
         mode: Literal["polling", "webhook"] = "polling"
-        webhook_url: str | None = None  # relaydesk's public base URL, e.g. https://desk.example.com
+        # relaydesk's public base URL, e.g. https://desk.example.com (unset: server.public_url)
+        webhook_url: str | None = None
         webhook_secret: SecretStr | None = None  # 1-256 of A-Z a-z 0-9 _ -
         api_server: str = "https://api.telegram.org"  # a local Bot API server (or the test emulator)
         poll_timeout: int = Field(30, ge=0, le=50)
@@ -90,8 +92,6 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
         def _webhook_settings(self) -> Self:
             if self.mode == "webhook":
                 secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
-                if not self.webhook_url:
-                    raise ValueError("mode webhook needs webhook_url (relaydesk's public https:// base URL)")
                 if not SECRET.match(secret):
                     raise ValueError(
                         "mode webhook needs webhook_secret: 1-256 characters of A-Z, a-z, 0-9, _ and -"
@@ -171,8 +171,8 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
 
     async def _set_webhook(self) -> None:
         """Register the webhook with the secret token (aiogram's errors propagate)."""
-        assert self.settings.webhook_url and self.settings.webhook_secret
-        url = self.settings.webhook_url + WEBHOOK_PATH
+        assert self.settings.webhook_secret
+        url = self.webhook_base_url + WEBHOOK_PATH
         await self.bot.set_webhook(
             url,
             secret_token=self.settings.webhook_secret.get_secret_value(),
@@ -180,6 +180,11 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
             drop_pending_updates=False,
         )
         self.log.info("telegram webhook set", extra={"url": url})
+
+    @property
+    def webhook_base_url(self) -> str:
+        """Where Telegram reaches relaydesk: ``webhook_url``, else ``server.public_url``."""
+        return (self.settings.webhook_url or self.services.public_url).rstrip("/")
 
     async def _register_webhook(self, loop: ReceiveLoop) -> None:
         """Retry setWebhook with the loop's backoff until it works, then rest (updates come to the route)."""
