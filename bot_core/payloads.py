@@ -121,7 +121,7 @@ def dump_payload(payload: _Payload) -> dict[str, Any]:
 def parse_payload(target: str, data: object) -> OutboxPayload:
     """The payload of a row for ``target`` (``customer`` or ``room``); raises :class:`PayloadError`."""
     if not isinstance(data, dict):
-        raise PayloadError(f"payload is {type(data).__name__}, not an object")
+        raise PayloadError(f"payload is not a JSON object: {data!r:.200}")
     kind = data.get("kind")
     if target == "customer":
         if kind is None:  # written before payloads were typed: every customer row was a message
