@@ -145,6 +145,8 @@ class Outbox:
         self._uncommitted: dict[int, int] = {}
         # adapter name -> (the adapter object, is it a channel, is it a workspace)
         self._adapter_roles: dict[str, tuple[object, bool, bool]] = {}
+        # channel name -> (the adapter object, does it show delivery states)
+        self._state_channels: dict[str, tuple[object, bool]] = {}
         self.notices = DeliveryNotices(self, lookup, self._room_workspace)
         # adapter -> lanes of this process whose head waits out a backoff after a temporary failure: a
         # success through that adapter means the platform is back, and they are tried again at once
@@ -471,7 +473,11 @@ class Outbox:
         """A customer's message reached the room: channels showing delivery states mark it *delivered*
         (the web widget's tick; it used to poll the database for this)."""
         channel = self._lookup(payload.channel)
-        if not isinstance(channel, DeliveryStateChannel):
+        cached = self._state_channels.get(payload.channel)
+        if cached is None or cached[0] is not channel:  # a runtime protocol check is slow: once per adapter
+            cached = (channel, isinstance(channel, DeliveryStateChannel))
+            self._state_channels[payload.channel] = cached
+        if not cached[1]:
             return
         try:
             await self.notices.tell_channel(row, "delivered", payload.channel_message_id)

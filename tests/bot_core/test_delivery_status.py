@@ -106,9 +106,7 @@ async def test_a_status_for_an_unknown_message_is_logged_and_dropped(
     assert len(workspace.rooms[room_id].posts) == posts  # the room was told nothing
 
 
-async def test_a_delivery_the_outbox_gave_up_is_failed(
-    sqlite_url: str, make_desk: DeskFactory
-) -> None:
+async def test_a_delivery_the_outbox_gave_up_is_failed(sqlite_url: str, make_desk: DeskFactory) -> None:
     desk = await make_desk(sqlite_url)
     channel, workspace = doubles(desk)
     await channel.customer_writes("u1", "hi")
