@@ -10,6 +10,11 @@ multi-worker run left. Marking a row sent, noting the platform's id on its messa
 lane's next row are one transaction. On SQLite a row is sent only once its insert is committed (writes
 are committed once per turn of the event loop: :func:`storage.hot.durable`).
 
+A row's payload is one of the models of :mod:`bot_core.payloads`, parsed when the row is sent; a row
+that does not parse is given up at once (logged, never retried) and its lane goes on. A delivery the
+channel took marks its message ``sent`` (:mod:`bot_core.delivery_status` keeps what channels report
+later); a customer's message the room took is shown *delivered* on channels that show delivery states.
+
 Failures: :class:`RetryAfter` waits as long as the platform asked (it is never counted as a failure);
 :class:`TemporaryFailure` and unexpected errors (5xx, timeouts, an unreachable platform) back off
 exponentially (capped at ``max_backoff``) for as long as the row is younger than ``retry_window``
