@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from bot_core.events import AgentCommand, AgentMessage, Attachment, CustomerMessage
+from bot_core.events import AgentCommand, AgentMessage, Attachment, CustomerMessage, DeliveryStatus
 
 
 class NotAccepting(RuntimeError):
@@ -54,8 +54,23 @@ class ChannelCapabilities:
 
 
 @dataclass(frozen=True)
+class TemplateRef:
+    """A message template the platform approved beforehand (WhatsApp's, say): its name, language and the
+    values of its placeholders, in order. A channel that cannot send templates sends the delivery's text."""
+
+    name: str
+    language: str
+    variables: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Delivery:
-    """One outbound message to a customer, as the outbox hands it to a channel."""
+    """One outbound message to a customer, as the outbox hands it to a channel.
+
+    ``kind`` says what it is: ``message`` (an answer, a bot reply, a correction of one) or ``template``
+    (``template`` names it; ``text`` is its rendering, for channels that send no templates), or
+    ``notice`` (relaydesk's own word to the customer about a delivery: late, lost).
+    """
 
     outbox_id: int
     channel: str
@@ -71,6 +86,8 @@ class Delivery:
     )
     # the stored message this delivers (or corrects), for channels keeping history
     message_id: int | None = None
+    kind: str = "message"
+    template: TemplateRef | None = None
 
 
 @dataclass(frozen=True)
@@ -162,10 +179,15 @@ class CustomerCard:
     earlier_conversations: tuple[EarlierConversation, ...] = ()
 
 
+InboundEvent = CustomerMessage | AgentMessage | AgentCommand | DeliveryStatus
+"""What an adapter hands the core: a customer's or an agent's message or command, or a channel's news
+about a delivery (:class:`DeliveryStatus`)."""
+
+
 class Inbound(Protocol):
     """Where adapters push events: the bus append happens before this returns (so the webhook can ack)."""
 
-    async def __call__(self, event: CustomerMessage | AgentMessage | AgentCommand) -> None: ...
+    async def __call__(self, event: InboundEvent) -> None: ...
 
 
 @runtime_checkable
@@ -212,6 +234,20 @@ class TypingWorkspace(Protocol):
         self, room: RoomRef, channel: str, external_user_id: str, name: str, active: bool
     ) -> None:
         """Show (``active``) or stop showing the customer typing in ``room``; best effort, quick to return."""
+        ...
+
+
+@runtime_checkable
+class DeliveryStatusWorkspace(Protocol):
+    """A workspace that marks an agent's message with what the customer's channel reported about it
+    (optional, on top of :class:`Workspace`): ``delivered`` or ``read``. The Matrix workspace reacts to
+    the message (``✓ delivered``, ``✓✓ read``). A ``failed`` is told in a notice by the core instead, and
+    ``sent`` is every relayed message's state (not shown)."""
+
+    async def show_delivery_status(
+        self, room: RoomRef, workspace_message_id: str, status: str, key: str = ""
+    ) -> None:
+        """Mark the room's message ``workspace_message_id`` with ``status`` (``key``: as for :meth:`Workspace.notice`)."""
         ...
 
 

@@ -6,6 +6,13 @@ outbox calls (:class:`Channel`, :class:`Workspace` and the optional ones), the e
 (:class:`RetryAfter`, :class:`TemporaryFailure`, :class:`Undeliverable`) and :class:`NotAccepting`,
 which ``services.inbound`` raises while relaydesk shuts down (answer 503: the platform retries).
 A plugin's key-value store is ``self.services.store(scope)`` (or ``ctx.state`` in a handler).
+Channels report what became of a message they sent with :class:`DeliveryStatus` through
+``services.inbound``; a :class:`Delivery` says what it is (``kind``) and may name a :class:`TemplateRef`.
+Adapters' helpers are here too: supervised receiving loops (:class:`ReceiveLoop`), signed downloads
+(:class:`DownloadPolicy`, :func:`download_headers`, :func:`stream`), name cleaning, the customer's
+transcript for channels that show history, and for adapter commands :func:`load_config` and
+:func:`desk_database`. ``tests/test_import_rule.py`` checks that ``bridge/`` and ``plugins/`` import
+nothing else of ``bot_core`` (nor ``storage``).
 """
 
 from bot_core.adapters import (
@@ -16,8 +23,10 @@ from bot_core.adapters import (
     Delivery,
     DeliveryError,
     DeliveryStateChannel,
+    DeliveryStatusWorkspace,
     IdentityView,
     Inbound,
+    InboundEvent,
     MessageView,
     NotAccepting,
     OpsWorkspace,
@@ -25,22 +34,31 @@ from bot_core.adapters import (
     RetryAfter,
     RoomRef,
     SentRef,
+    TemplateRef,
     TemporaryFailure,
     TypingChannel,
     TypingWorkspace,
     Undeliverable,
     Workspace,
 )
+from bot_core.config import ConfigError, load_config
 from bot_core.consent import ConsentInfo
 from bot_core.context import Context, StateStore
+from bot_core.downloads import CHUNK_BYTES, DownloadPolicy, download_headers, stream
 from bot_core.events import (
     AgentCommand,
     AgentMessage,
     Attachment,
     ConversationEvent,
     CustomerMessage,
+    DeliveryStatus,
+    DeliveryStatusValue,
     LifecycleKind,
+    utcnow,
 )
+from bot_core.locales import LOCALE, TIMEZONE
+from bot_core.maintenance import desk_database, workspace_rooms
+from bot_core.names import clean_display_name, clean_file_name
 from bot_core.plugin import (
     HANDLED,
     EmptyConfig,
@@ -55,14 +73,20 @@ from bot_core.plugin import (
     on_schedule,
     route,
 )
+from bot_core.receiving import ReceiveLoop
+from bot_core.transcript import TranscriptEntry, customer_transcript
 
 __all__ = [
+    "CHUNK_BYTES",
     "HANDLED",
+    "LOCALE",
+    "TIMEZONE",
     "AgentCommand",
     "AgentMessage",
     "Attachment",
     "Channel",
     "ChannelCapabilities",
+    "ConfigError",
     "ConsentInfo",
     "Context",
     "ConversationEvent",
@@ -72,10 +96,15 @@ __all__ = [
     "Delivery",
     "DeliveryError",
     "DeliveryStateChannel",
+    "DeliveryStatus",
+    "DeliveryStatusValue",
+    "DeliveryStatusWorkspace",
+    "DownloadPolicy",
     "EmptyConfig",
     "Handled",
     "IdentityView",
     "Inbound",
+    "InboundEvent",
     "LifecycleKind",
     "MessageView",
     "NotAccepting",
@@ -84,19 +113,31 @@ __all__ = [
     "PluginKind",
     "PluginServices",
     "PostedRef",
+    "ReceiveLoop",
     "RetryAfter",
     "RoomRef",
     "SentRef",
     "StateStore",
+    "TemplateRef",
     "TemporaryFailure",
+    "TranscriptEntry",
     "TypingChannel",
     "TypingWorkspace",
     "Undeliverable",
     "Workspace",
+    "clean_display_name",
+    "clean_file_name",
+    "customer_transcript",
+    "desk_database",
+    "download_headers",
+    "load_config",
     "on_agent_message",
     "on_command",
     "on_conversation_event",
     "on_customer_message",
     "on_schedule",
     "route",
+    "stream",
+    "utcnow",
+    "workspace_rooms",
 ]

@@ -16,6 +16,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
 from bot_core import consent
+from bot_core.adapters import TemplateRef
 from bot_core.consent import ConsentInfo
 from bot_core.events import Attachment, LifecycleKind, utcnow
 from storage.models import (
@@ -263,12 +264,19 @@ class Context:
     # -- acting --------------------------------------------------------------------------------
 
     async def reply(
-        self, text: str, attachments: tuple[Attachment, ...] = (), *, topic: str | None = None
+        self,
+        text: str,
+        attachments: tuple[Attachment, ...] = (),
+        *,
+        topic: str | None = None,
+        template: TemplateRef | None = None,
     ) -> None:
         """Send ``text`` to the customer as the bot; agents see it in the room as a notice.
 
         ``topic`` defaults to the context's (``service``, or the one given to :meth:`for_customer`); a
-        reply the customer has not consented to is not sent, and the room is told why.
+        reply the customer has not consented to is not sent, and the room is told why. With
+        ``template`` the channel sends that approved template where it can (WhatsApp outside its
+        24-hour window, say) and ``text`` (its rendering) otherwise.
         """
         conv = self._require_conversation()
         _, identity = self._require_customer()
@@ -288,6 +296,7 @@ class Context:
             attachments=attachments,
             message=message,
             topic=topic or self._topic,
+            template=template,
         )
         await self._room_notice(f"🤖 {self.plugin} answered: {text}")
 

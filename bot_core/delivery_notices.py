@@ -111,7 +111,7 @@ class DeliveryNotices:
         else:
             late = [r for r in (row, *waiting) if _is_customer_message(r)]
             for message_row in late:
-                await self._tell_channel(message_row, "pending")
+                await self.tell_channel(message_row, "pending")
             if late and not self._shows_states(late[0]):
                 if await self._tell_customer(conversation, CUSTOMER_DELAYED, f"delayed:{row.id}"):
                     flag = "told"
@@ -145,7 +145,7 @@ class DeliveryNotices:
         """``row`` went through after failing at least once: tell whoever was told it was late."""
         flag = row.payload.get(DELAY)
         if _is_customer_message(row):
-            await self._tell_channel(row, "delivered")
+            await self.tell_channel(row, "delivered")
         if flag not in ("notice", "told") or row.conversation_id is None:
             return
         conversation = await Conversation.get(id=row.conversation_id)
@@ -204,7 +204,7 @@ class DeliveryNotices:
         await self._outbox.enqueue_room(
             conversation, row.adapter, "notice", key=f"failed:{row.id}", text=text
         )
-        await self._tell_channel(row, "undelivered")
+        await self.tell_channel(row, "undelivered")
         if not self._shows_states(row):
             await self._tell_customer(
                 conversation,
@@ -221,16 +221,19 @@ class DeliveryNotices:
     def _shows_states(self, row: OutboxItem) -> bool:
         return self._state_channel(row) is not None
 
-    async def _tell_channel(self, row: OutboxItem, state: str) -> None:
-        """Show ``state`` on the customer's message of room row ``row``, where the channel can."""
+    async def tell_channel(self, row: OutboxItem, state: str, channel_message_id: str | None = None) -> None:
+        """Show ``state`` on the customer's message of room row ``row``, where the channel can
+        (``channel_message_id``: the message's id on the channel, if the row carries it)."""
         channel = self._state_channel(row)
         if channel is None or row.message_id is None:
             return
-        message = await Message.get_or_none(id=row.message_id)
-        if message is None or not message.channel_message_id:
-            return
+        if not channel_message_id:
+            message = await Message.get_or_none(id=row.message_id)
+            if message is None or not message.channel_message_id:
+                return
+            channel_message_id = message.channel_message_id
         try:
-            await channel.delivery_state(str(row.payload.get("user", "")), message.channel_message_id, state)
+            await channel.delivery_state(str(row.payload.get("user", "")), channel_message_id, state)
         except Exception:  # best effort: the state is read from storage again on reconnect
             log.warning("telling a delivery state failed", exc_info=True, extra={"outbox_id": row.id})
 

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from tortoise import connections
 
-from bot_core.adapters import Channel, RoomRef, TypingChannel, TypingWorkspace, Workspace
+from bot_core.adapters import Channel, InboundEvent, RoomRef, TypingChannel, TypingWorkspace, Workspace
 from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
@@ -24,10 +24,7 @@ from bot_core.conversation_service import ConversationService
 from bot_core.conversations import conversation_for_room
 from bot_core.downloads import DownloadPolicy
 from bot_core.events import (
-    AgentCommand,
-    AgentMessage,
     ConversationEvent,
-    CustomerMessage,
     LifecycleKind,
     ScheduledFire,
     dump_event,
@@ -361,7 +358,7 @@ class Desk:
 
     # -- intake --------------------------------------------------------------------------------
 
-    async def inbound(self, event: CustomerMessage | AgentMessage | AgentCommand) -> None:
+    async def inbound(self, event: InboundEvent) -> None:
         """Append an adapter's event to the bus; returns once it is stored (then the adapter may ack)."""
         if not self._accepting:
             raise NotAccepting("relaydesk is shutting down")

@@ -99,6 +99,33 @@ class AgentCommand(_Event):
         return f"room:{self.workspace}:{self.room_id}"
 
 
+DeliveryStatusValue = Literal["sent", "delivered", "read", "failed"]
+
+
+class DeliveryStatus(_Event):
+    """A channel's news about a message it was handed: the platform has it (``sent``), the customer's
+    device has it (``delivered``), the customer read it (``read``), or it failed after all (``failed``,
+    with the platform's code and text in ``error``, e.g. ``"131026 undeliverable"``).
+
+    ``channel_message_id`` is the id the channel returned in ``SentRef.external_message_id``. A channel
+    hands it to the core with ``await services.inbound(event)`` like any inbound event; the core keeps
+    the message's status (never going back: read > delivered > sent; failed is final) and shows it in
+    the workspace.
+    """
+
+    type: Literal["delivery_status"] = "delivery_status"
+    channel: str
+    external_user_id: str
+    channel_message_id: str
+    status: DeliveryStatusValue
+    error: str = ""
+    timestamp: datetime = Field(default_factory=utcnow)
+
+    def conversation_key(self) -> str:
+        """Ordered with the customer's own messages on that channel."""
+        return f"{self.channel}:{self.external_user_id}"
+
+
 class LifecycleKind(enum.StrEnum):
     """What happened to a conversation."""
 
@@ -152,7 +179,7 @@ class ScheduledFire(_Event):
 
 
 Event = Annotated[
-    CustomerMessage | AgentMessage | AgentCommand | ConversationEvent | ScheduledFire,
+    CustomerMessage | AgentMessage | AgentCommand | ConversationEvent | ScheduledFire | DeliveryStatus,
     Field(discriminator="type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -10,6 +10,11 @@ multi-worker run left. Marking a row sent, noting the platform's id on its messa
 lane's next row are one transaction. On SQLite a row is sent only once its insert is committed (writes
 are committed once per turn of the event loop: :func:`storage.hot.durable`).
 
+A row's payload is one of the models of :mod:`bot_core.payloads`, parsed when the row is sent; a row
+that does not parse is given up at once (logged, never retried) and its lane goes on. A delivery the
+channel took marks its message ``sent`` (:mod:`bot_core.delivery_status` keeps what channels report
+later); a customer's message the room took is shown *delivered* on channels that show delivery states.
+
 Failures: :class:`RetryAfter` waits as long as the platform asked (it is never counted as a failure);
 :class:`TemporaryFailure` and unexpected errors (5xx, timeouts, an unreachable platform) back off
 exponentially (capped at ``max_backoff``) for as long as the row is younger than ``retry_window``
@@ -36,10 +41,13 @@ from bot_core import consent
 from bot_core.adapters import (
     Channel,
     Delivery,
+    DeliveryStateChannel,
+    DeliveryStatusWorkspace,
     MessageView,
     OpsWorkspace,
     RetryAfter,
     RoomRef,
+    TemplateRef,
     TemporaryFailure,
     Undeliverable,
     Workspace,
@@ -48,6 +56,18 @@ from bot_core.conversations import conversation_view, customer_card
 from bot_core.delivery_notices import DELAY, DeliveryNotices, duration, give_up_time
 from bot_core.events import Attachment, utcnow
 from bot_core.metrics import Metrics
+from bot_core.payloads import (
+    CustomerTemplate,
+    CustomerText,
+    OpsPost,
+    OutboxPayload,
+    PayloadError,
+    RoomCard,
+    RoomCustomerMessage,
+    RoomStatus,
+    dump_payload,
+    parse_payload,
+)
 from bot_core.rooms import RoomDirectory
 from storage import hot
 from storage.models import (
@@ -91,6 +111,14 @@ class _Sent:
     message_column: str | None = None
 
 
+def _delivery_kind(payload: CustomerText | CustomerTemplate, row: OutboxItem) -> str:
+    """What a channel is told a delivery is: ``template``, ``message``, or ``notice`` (relaydesk's own word
+    about a delivery: no stored message, a key :mod:`bot_core.delivery_notices` made)."""
+    if isinstance(payload, CustomerTemplate):
+        return "template"
+    return "message" if row.message_id is not None else "notice"
+
+
 class Outbox:
     """Stores outbound deliveries and sends them through the adapters found by ``lookup``."""
 
@@ -122,10 +150,16 @@ class Outbox:
         self._uncommitted: dict[int, int] = {}
         # adapter name -> (the adapter object, is it a channel, is it a workspace)
         self._adapter_roles: dict[str, tuple[object, bool, bool]] = {}
+        # channel name -> (the adapter object, does it show delivery states)
+        self._state_channels: dict[str, tuple[object, bool]] = {}
         self.notices = DeliveryNotices(self, lookup, self._room_workspace)
         # adapter -> lanes of this process whose head waits out a backoff after a temporary failure: a
         # success through that adapter means the platform is back, and they are tried again at once
         self._backing_off: dict[str, set[tuple[int | None, str]]] = {}
+
+    def adapter(self, name: str) -> object | None:
+        """The enabled adapter plugin called ``name``, if any."""
+        return self._lookup(name)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -141,24 +175,39 @@ class Outbox:
         agent_name: str | None = None,
         correction: str | None = None,
         topic: str = consent.SERVICE,
+        template: TemplateRef | None = None,
     ) -> None:
         """Store a delivery to the customer's identity; idempotent on ``key``.
+
+        With ``template`` it is a template message (``text``: its rendering, sent by channels that
+        cannot send templates).
 
         ``correction`` ("edit" or "delete") makes it follow up ``message``, already sent: the channel
         edits or deletes its copy where it can; otherwise the customer gets a correction message.
         ``topic`` (``service`` or ``marketing``) is checked against the customer's consent when the
         row is sent (see :mod:`bot_core.consent`).
         """
-        payload: dict[str, Any] = {
-            "text": text,
-            "attachments": [a.model_dump(mode="json") for a in attachments],
-            "agent_name": agent_name,
-            "correction": correction,
-        }
-        if topic != consent.SERVICE:
-            payload["topic"] = consent.check_topic(topic)
+        body: CustomerText | CustomerTemplate
+        if template is not None and not correction:
+            body = CustomerTemplate(
+                template=template, text=text, agent_name=agent_name, topic=consent.check_topic(topic)
+            )
+        else:
+            body = CustomerText(
+                text=text,
+                attachments=attachments,
+                agent_name=agent_name,
+                correction=cast(Any, correction),
+                topic=consent.check_topic(topic) if topic != consent.SERVICE else topic,
+            )
         await self._enqueue(
-            OutboxTarget.CUSTOMER, identity.channel, identity.external_id, conversation, payload, key, message
+            OutboxTarget.CUSTOMER,
+            identity.channel,
+            identity.external_id,
+            conversation,
+            dump_payload(body),
+            key,
+            message,
         )
 
     async def enqueue_room(
@@ -172,20 +221,25 @@ class Outbox:
         message: Message | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Store a post into the conversation's room: ``customer_message``, ``notice`` or ``card``.
+        """Store a post into the conversation's room: ``customer_message``, ``notice``, ``card`` or
+        ``status`` (see :mod:`bot_core.payloads`; a bad kind or detail raises :class:`PayloadError`).
 
         A ``customer_message`` row carries what the room shows in ``details`` (sender, channel, user,
         attachments, edit), so posting it needs no further lookups.
         """
-        payload: dict[str, Any] = {"kind": kind, "text": text, **(details or {})}
-        await self._enqueue(OutboxTarget.ROOM, workspace, "", conversation, payload, key, message)
+        if kind == "ops":
+            raise PayloadError("an ops post belongs to no conversation: use enqueue_ops")
+        payload = parse_payload("room", {**(details or {}), "kind": kind, "text": text})
+        await self._enqueue(
+            OutboxTarget.ROOM, workspace, "", conversation, dump_payload(payload), key, message
+        )
 
     async def enqueue_ops(self, workspace: str, channel: str, text: str, *, key: str) -> None:
         """Store a post into ``channel`` of ``workspace`` (an ops room: alerts, digests); idempotent on ``key``.
 
         Ops rows belong to no conversation: they share one lane (no conversation, target ``room``).
         """
-        payload: dict[str, Any] = {"kind": "ops", "text": text}
+        payload = dump_payload(OpsPost(text=text))
         await self._enqueue(OutboxTarget.ROOM, workspace, channel, None, payload, key, None)
 
     async def _enqueue(
@@ -373,17 +427,22 @@ class Outbox:
         if point is not None:  # queued in this turn of the loop: commit it before anyone sees it
             await hot.durable(point)
         try:
+            payload = parse_payload(row.target.value, row.payload)
+        except PayloadError as exc:
+            await self._unreadable(row, str(exc))
+            return await hot.outbox_lane_head(row.conversation_id, row.target.value)
+        try:
             if adapter is None:
                 raise TemporaryFailure(f"adapter '{row.adapter}' is not enabled")
             is_channel, is_workspace = self._roles(row.adapter, adapter)
             if row.target is OutboxTarget.CUSTOMER:
                 if not is_channel:
                     raise Undeliverable(f"'{row.adapter}' is not a channel")
-                sent = await self._send_to_customer(cast(Channel, adapter), row)
+                sent = await self._send_to_customer(cast(Channel, adapter), row, payload)
             else:
                 if not is_workspace:
                     raise Undeliverable(f"'{row.adapter}' is not a workspace")
-                sent = await self._post_to_room(cast(Workspace, adapter), row)
+                sent = await self._post_to_room(cast(Workspace, adapter), row, payload)
         except RetryAfter as exc:
             self._metrics.delivery_failures.labels(row.adapter, "retry_after").inc()
             self._backing_off.get(row.adapter, set()).discard(lane)  # its wait is the platform's to set
@@ -405,42 +464,72 @@ class Outbox:
             self._metrics.messages_out.labels(row.adapter).inc()
             if self._backing_off.get(row.adapter):
                 await self._platform_back(row.adapter, lane)
-            if row.attempts or DELAY in row.payload:
+            if row.attempts or payload.delay:
                 try:
                     await self.notices.delivered_late(row)
                 except Exception:
                     log.warning("telling a late delivery failed", exc_info=True, extra={"outbox_id": row.id})
+            elif isinstance(payload, RoomCustomerMessage) and not payload.edit:
+                await self._shown_in_room(row, payload)
             return next_row
         return await hot.outbox_lane_head(row.conversation_id, row.target.value)
 
-    async def _send_to_customer(self, channel: Channel, row: OutboxItem) -> _Sent:
-        payload = row.payload
-        correction = payload.get("correction")
-        if correction:
-            return _Sent(await self._send_correction(channel, row, str(correction)))
+    async def _shown_in_room(self, row: OutboxItem, payload: RoomCustomerMessage) -> None:
+        """A customer's message reached the room: channels showing delivery states mark it *delivered*
+        (the web widget's tick; it used to poll the database for this)."""
+        channel = self._lookup(payload.channel)
+        cached = self._state_channels.get(payload.channel)
+        if cached is None or cached[0] is not channel:  # a runtime protocol check is slow: once per adapter
+            cached = (channel, isinstance(channel, DeliveryStateChannel))
+            self._state_channels[payload.channel] = cached
+        if not cached[1]:
+            return
+        try:
+            await self.notices.tell_channel(row, "delivered", payload.channel_message_id)
+        except Exception:  # best effort: the state is read from storage again on reconnect
+            log.warning("telling a delivery state failed", exc_info=True, extra={"outbox_id": row.id})
+
+    async def _unreadable(self, row: OutboxItem, reason: str) -> None:
+        """A row this version cannot read (a corrupt or unknown payload): given up and logged, never retried."""
+        row.status = OutboxStatus.FAILED
+        row.claimed_until = None
+        row.last_error = f"unreadable payload: {reason}"[:2000]
+        await row.save(update_fields=["status", "claimed_until", "last_error", "updated_at"])
+        self._metrics.delivery_failures.labels(row.adapter, "unreadable").inc()
+        log.error(
+            "outbox row unreadable: given up",
+            extra={"outbox_id": row.id, "adapter": row.adapter, "reason": reason},
+        )
+
+    async def _send_to_customer(self, channel: Channel, row: OutboxItem, payload: OutboxPayload) -> _Sent:
+        assert isinstance(payload, CustomerText | CustomerTemplate)  # parse_payload checked the target
+        if isinstance(payload, CustomerText) and payload.correction:
+            return _Sent(await self._send_correction(channel, row, payload.text, payload.correction))
         if row.conversation_id is not None:  # checked at each try: an opt-out meanwhile stops it
-            refused = await consent.refusal(row.conversation_id, str(payload.get("topic", consent.SERVICE)))
+            refused = await consent.refusal(row.conversation_id, payload.topic)
             if refused:
                 raise Undeliverable(refused)
+        template = payload.template if isinstance(payload, CustomerTemplate) else None
         delivery = Delivery(
             outbox_id=row.id,
             channel=row.adapter,
             external_user_id=row.address,
-            text=str(payload.get("text", "")),
-            attachments=tuple(Attachment.model_validate(a) for a in payload.get("attachments", []) or []),  # type: ignore[attr-defined]
+            text=payload.text,
+            attachments=payload.attachments if isinstance(payload, CustomerText) else (),
             conversation_id=row.conversation_id,
-            agent_name=payload.get("agent_name"),  # type: ignore[arg-type]
+            agent_name=payload.agent_name,
             idempotency_key=row.idempotency_key,
             message_id=row.message_id,
+            kind=_delivery_kind(payload, row),
+            template=template,
         )
         ref = await channel.send(delivery)
         return _Sent(ref.external_message_id, "channel_message_id")
 
-    async def _send_correction(self, channel: Channel, row: OutboxItem, kind: str) -> str:
+    async def _send_correction(self, channel: Channel, row: OutboxItem, text: str, kind: str) -> str:
         """Edit or delete the customer's copy of a sent message, or tell them in a new message."""
         original = await Message.get_or_none(id=row.message_id) if row.message_id else None
         sent_id = original.channel_message_id if original else None
-        text = str(row.payload.get("text", ""))
 
         def delivery(body: str, *, edit_of: str | None = None, delete_of: str | None = None) -> Delivery:
             return Delivery(
@@ -464,42 +553,39 @@ class Outbox:
             return (await channel.send(delivery(f"Correction: {text}"))).external_message_id
         raise Undeliverable(f"{row.adapter} cannot delete a message the customer already received")
 
-    async def _post_to_room(self, workspace: Workspace, row: OutboxItem) -> _Sent:
-        if row.conversation_id is None:  # an ops post: the row's address is the channel
+    async def _post_to_room(self, workspace: Workspace, row: OutboxItem, payload: OutboxPayload) -> _Sent:
+        if isinstance(payload, OpsPost) or row.conversation_id is None:
             if not isinstance(workspace, OpsWorkspace):
                 raise Undeliverable(f"'{row.adapter}' cannot post to channels (no post_to_channel)")
-            posted = await workspace.post_to_channel(
-                row.address, str(row.payload.get("text", "")), key=row.idempotency_key
-            )
+            text = payload.text if isinstance(payload, OpsPost) else ""
+            posted = await workspace.post_to_channel(row.address, text, key=row.idempotency_key)
             return _Sent(posted.external_message_id)
         room = self._rooms.get(row.conversation_id)
         if room is None or room.workspace != row.adapter:
             room = await self._ensure_room(
                 workspace, row.adapter, await Conversation.get(id=row.conversation_id)
             )
-        payload = row.payload
-        kind = payload.get("kind")
-        if kind == "customer_message":
+        if isinstance(payload, RoomCustomerMessage):
             edit_of: str | None = None
-            if payload.get("edit"):
+            if payload.edit:
                 original = await Message.get(id=row.message_id)
                 edit_of = original.workspace_message_id
             reply_to: str | None = None
-            if payload.get("reply_to"):  # the customer replied to an earlier message: its copy in the room
+            if payload.reply_to:  # the customer replied to an earlier message: its copy in the room
                 customer_id = (await Conversation.get(id=row.conversation_id)).customer_id
                 quoted = await Message.filter(
                     conversation__customer_id=customer_id,  # the customer's own history only
-                    channel=payload.get("channel"),
-                    channel_message_id=payload["reply_to"],
+                    channel=payload.channel,
+                    channel_message_id=payload.reply_to,
                 ).first()
                 reply_to = quoted.workspace_message_id if quoted else None
             view = MessageView(
                 message_id=row.message_id or 0,
-                text=str(payload.get("text", "")),
-                sender_name=str(payload.get("sender", "")),
-                channel=str(payload.get("channel", "")),
-                external_user_id=str(payload.get("user", "")),
-                attachments=tuple(Attachment.model_validate(a) for a in payload.get("attachments", []) or []),  # type: ignore[attr-defined]
+                text=payload.text,
+                sender_name=payload.sender,
+                channel=payload.channel,
+                external_user_id=payload.user,
+                attachments=payload.attachments,
                 edit_of=edit_of,
                 reply_to=reply_to,
                 idempotency_key=row.idempotency_key,
@@ -507,11 +593,21 @@ class Outbox:
             posted = await workspace.post_as_customer(room, view)
             # an edit keeps pointing at the original event
             return _Sent(posted.external_message_id, None if edit_of else "workspace_message_id")
-        if kind == "card":
+        if isinstance(payload, RoomCard):
             conversation = await Conversation.get(id=row.conversation_id)
             await workspace.show_card(room, await customer_card(conversation), key=row.idempotency_key)
             return _Sent("")
-        posted = await workspace.notice(room, str(payload.get("text", "")), key=row.idempotency_key)
+        if isinstance(payload, RoomStatus):
+            message = await Message.get_or_none(id=row.message_id) if row.message_id else None
+            if message is None or not message.workspace_message_id:
+                return _Sent("")  # nothing in the room to mark
+            if not isinstance(workspace, DeliveryStatusWorkspace):
+                return _Sent("")  # this workspace shows no delivery states
+            await workspace.show_delivery_status(
+                room, message.workspace_message_id, payload.status, key=row.idempotency_key
+            )
+            return _Sent("")
+        posted = await workspace.notice(room, payload.text, key=row.idempotency_key)
         return _Sent(posted.external_message_id)
 
     async def _ensure_room(self, workspace: Workspace, name: str, conversation: Conversation) -> RoomRef:
@@ -624,6 +720,9 @@ class Outbox:
         await row.save(update_fields=["status", "claimed_until", "last_error", "attempts", "updated_at"])
         self._metrics.delivery_failures.labels(row.adapter, "gave_up").inc()
         log.warning("delivery failed", extra={"outbox_id": row.id, "adapter": row.adapter, "reason": reason})
+        if row.target is OutboxTarget.CUSTOMER and row.message_id and not row.payload.get("correction"):
+            # the message did not reach the customer: failed, a final status (the room is told below)
+            await Message.filter(id=row.message_id).update(delivery_status="failed")
         if unreachable and row.target is OutboxTarget.CUSTOMER:
             await Identity.filter(channel=row.adapter, external_id=row.address).update(
                 reachable=False, unreachable_reason=reason[:255]

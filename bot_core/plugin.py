@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeV
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypeVar as DefaultTypeVar
 
-from bot_core.adapters import Inbound
+from bot_core.adapters import Inbound, InboundEvent
 from bot_core.context import StateStore
 from bot_core.downloads import DownloadPolicy
-from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, LifecycleKind
+from bot_core.events import LifecycleKind
 from bot_core.periodic import PeriodicSpec, periodic_spec
 from bot_core.receiving import Receivers
 from storage.fanout import Fanout, LocalFanout
@@ -151,7 +151,7 @@ class EmptyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-async def _no_inbound(event: CustomerMessage | AgentMessage | AgentCommand) -> None:
+async def _no_inbound(event: InboundEvent) -> None:
     raise RuntimeError("this plugin was constructed without an inbound bus")
 
 

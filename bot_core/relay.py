@@ -3,7 +3,8 @@
 One inbound customer message: receipt (dedup on channel + external id) → customer, identity and
 conversation (get-or-create) → message stored → mirrored into the room through the outbox → plugins.
 An agent message in a room: receipt → room → conversation → a command, or stored and queued for the
-customer in the outbox. A receipt is marked processed last, so an event interrupted by a crash is
+customer in the outbox. A channel's delivery status: kept on its message, shown in the room
+(:mod:`bot_core.delivery_status`). A receipt is marked processed last, so an event interrupted by a crash is
 handled again on replay, and the outbox's idempotency keys keep its deliveries from doubling.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
 
-from bot_core import consent
+from bot_core import consent, delivery_status
 from bot_core.commands import parse_command
 from bot_core.context import ActionKeys, Context
 from bot_core.conversation_service import ConversationService
@@ -30,6 +31,7 @@ from bot_core.events import (
     AgentMessage,
     ConversationEvent,
     CustomerMessage,
+    DeliveryStatus,
     LifecycleKind,
     ScheduledFire,
     load_event,
@@ -101,6 +103,8 @@ class Relay:
             await self._scheduled(pipeline, event)
         elif isinstance(event, ConversationEvent):
             await self._conversation_event(pipeline, event)
+        elif isinstance(event, DeliveryStatus):
+            await delivery_status.handle(event, self.conversations)  # idempotent: no receipt needed
         else:
             log.warning("bus entry of an unexpected type dropped", extra={"type": event.type})
         self._metrics.event_seconds.labels(event.type).observe(time.perf_counter() - started)
@@ -186,7 +190,11 @@ class Relay:
                 key=keys.next("mirror"),
                 message=message,
                 text=message.text,
-                details={**self._mirror_details(opened.identity, attachments), "reply_to": msg.reply_to},
+                details={
+                    **self._mirror_details(opened.identity, attachments),
+                    "reply_to": msg.reply_to,
+                    "channel_message_id": msg.external_message_id,
+                },
             )
         if not opened.identity.reachable:
             await self._reachable_again(conversation, opened.identity, workspace, keys.event_key)

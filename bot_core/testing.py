@@ -32,7 +32,7 @@ from bot_core.adapters import (
     RoomRef,
     SentRef,
 )
-from bot_core.events import AgentMessage, Attachment, CustomerMessage
+from bot_core.events import AgentMessage, Attachment, CustomerMessage, DeliveryStatus, DeliveryStatusValue
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind, route
 
 _ids = itertools.count(1)
@@ -128,6 +128,21 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
         await self.sent.add(delivery)
         return SentRef(f"out{delivery.outbox_id}")
 
+    async def reports_status(
+        self, user: str, channel_message_id: str, status: DeliveryStatusValue, error: str = ""
+    ) -> None:
+        """The platform reports what became of a message it was sent (``channel_message_id``: its
+        ``SentRef`` id, ``out<outbox id>``)."""
+        await self.services.inbound(
+            DeliveryStatus(
+                channel=self.instance_name,
+                external_user_id=user,
+                channel_message_id=channel_message_id,
+                status=status,
+                error=error,
+            )
+        )
+
     async def typing(self, external_user_id: str, agent_name: str, active: bool) -> None:
         """Record that the customer would see ``agent_name`` typing (or stop typing)."""
         await self.typing_shown.add((external_user_id, agent_name, active))
@@ -148,7 +163,7 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
 class RoomPost:
     """Something that appeared in a room."""
 
-    kind: str  # customer_message, notice, card
+    kind: str  # customer_message, notice, card, status
     text: str
     sender: str = ""
     ref: str = ""
@@ -248,6 +263,13 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
             self._channel_posts[key] = ref
         await self.posts.add((f"#{channel}", RoomPost("ops", text, "relaydesk", ref.external_message_id)))
         return ref
+
+    async def show_delivery_status(
+        self, room: RoomRef, workspace_message_id: str, status: str, key: str = ""
+    ) -> None:
+        """Record a delivery status shown on a message (a post of kind ``status``: the status as its text,
+        the marked message's id as ``edit_of``)."""
+        await self._post(room, RoomPost("status", status, "relaydesk", edit_of=workspace_message_id))
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Keep the latest card of the room."""

@@ -118,16 +118,3 @@ async def room_deliveries(message_ids: list[int]) -> dict[int, RoomDelivery]:
         elif DELAY in payload:
             found[row["message_id"]] = "pending"
     return found
-
-
-async def shown_in_room(channel: str, channel_message_ids: list[str]) -> set[str]:
-    """Which of these customer messages (by channel message id) the agents' room shows already."""
-    if not channel_message_ids:
-        return set()
-    rows = await Message.filter(
-        channel=channel,
-        channel_message_id__in=channel_message_ids,
-        direction=Direction.INBOUND,
-        workspace_message_id__isnull=False,
-    ).values_list("channel_message_id", flat=True)
-    return {str(r) for r in rows}

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from tortoise import connections, fields, timezone
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import FieldError
 from tortoise.fields.base import Field
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
@@ -182,6 +183,24 @@ def _load(model: type[M], row: Any, prefix: str = "") -> M:
         if isinstance(value, str):  # the C parser; tortoise's own is a pure-Python one, ~10x slower
             data[column] = datetime.fromisoformat(value)
     return model._init_from_db(**data)
+
+
+@dataclass(frozen=True)
+class UnreadablePayload:
+    """An outbox row's payload column that is not JSON at all (its raw text, cut): the row is loaded with
+    this as its payload, so the outbox can give it up instead of failing on the load."""
+
+    raw: str
+
+
+def _load_outbox(row: Any) -> OutboxItem:
+    """An outbox row; a payload column that does not decode becomes an :class:`UnreadablePayload`."""
+    try:
+        return _load(OutboxItem, row)
+    except FieldError:
+        data = dict(row)
+        data["payload"] = UnreadablePayload(str(data.get("payload"))[:200])
+        return _load(OutboxItem, data)
 
 
 @dataclass(frozen=True)
@@ -380,7 +399,7 @@ def _lane_head_sql(conversation_id: int | None, target: str) -> tuple[str, list[
 async def outbox_lane_head(conversation_id: int | None, target: str) -> OutboxItem | None:
     """The oldest row of a lane (a conversation's rows for one target) that is pending or being sent."""
     _count, rows = await _query(*_lane_head_sql(conversation_id, target))
-    return _load(OutboxItem, rows[0]) if rows else None
+    return _load_outbox(rows[0]) if rows else None
 
 
 @dataclass(frozen=True)
@@ -444,7 +463,9 @@ async def mark_outbox_sent(
     and on the instance) and return its lane's next head (as :func:`outbox_lane_head`).
 
     With ``message_column`` (one of :data:`MESSAGE_ID_COLUMNS`), the row's message gets the platform's
-    id there too (edits and replies find it by this id). All in one transaction: one commit per delivery.
+    id there too (edits and replies find it by this id); a message delivered to the customer
+    (``channel_message_id``) is ``sent`` unless its channel reported more already. All in one
+    transaction: one commit per delivery.
     """
     attempts, at = row.attempts + 1, timezone.now()
     statements: list[tuple[str, Sequence[Any]]] = [
@@ -463,20 +484,32 @@ async def mark_outbox_sent(
     if message_column is not None and row.message_id is not None:
         if message_column not in MESSAGE_ID_COLUMNS:
             raise ValueError(f"not a message id column: {message_column!r}")
-        statements.append(
-            (f'UPDATE "message" SET "{message_column}"=? WHERE "id"=?', [external_message_id, row.message_id])
-        )
+        if message_column == "channel_message_id":  # delivered to the customer: the message is sent
+            # (unless the channel told more already: a status never goes back)
+            sql = (
+                'UPDATE "message" SET "channel_message_id"=?, "delivery_status"='
+                'CASE WHEN "delivery_status"=? THEN ? ELSE "delivery_status" END WHERE "id"=?'
+            )
+            statements.append((sql, [external_message_id, "", "sent", row.message_id]))
+        else:
+            statements.append(
+                (
+                    f'UPDATE "message" SET "{message_column}"=? WHERE "id"=?',
+                    [external_message_id, row.message_id],
+                )
+            )
     statements.append(_lane_head_sql(row.conversation_id, row.target.value))
     results = await _query_all(statements)
     row.status, row.external_message_id, row.claimed_until = OutboxStatus.SENT, external_message_id, None
     row.attempts, row.updated_at = attempts, at
     _count, rows = results[-1]
-    return _load(OutboxItem, rows[0]) if rows else None
+    return _load_outbox(rows[0]) if rows else None
 
 
 __all__ = [
     "MESSAGE_ID_COLUMNS",
     "LaneHead",
+    "UnreadablePayload",
     "append_journal_entry",
     "claim_outbox_row",
     "commit_point",

@@ -236,6 +236,8 @@ class Message(Model):
     edits: list[dict[str, object]] = fields.JSONField(default=list)
     created_at = fields.DatetimeField(auto_now_add=True)
     edited_at = fields.DatetimeField(null=True)
+    delivery_status = fields.CharField(max_length=10, default="", db_default="")
+    """Of a message to the customer: empty (not sent yet), sent, delivered, read or failed (never back)."""
 
     class Meta:
         table = "message"

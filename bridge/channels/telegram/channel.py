@@ -1,7 +1,8 @@
 """The Telegram channel plugin (aiogram 3): customers write to the shop's bot, agents' answers go back.
 
 Two ways to receive updates (``mode``): long ``polling`` (no public URL needed), or a ``webhook`` that
-Telegram calls at ``<webhook_url>/telegram/webhook`` with the configured secret token. Either way an
+Telegram calls at ``<webhook_url>/telegram/webhook`` with the configured secret token (``webhook_url``
+defaults to ``server.public_url``, where the world reaches relaydesk). Either way an
 update is acknowledged only once it is on the bus. Outbound messages come from the outbox through
 :meth:`TelegramChannel.send`.
 """
@@ -24,9 +25,17 @@ from aiogram.types import Update
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bot_core.adapters import ChannelCapabilities, Delivery, NotAccepting, SentRef, TemporaryFailure
-from bot_core.plugin import Plugin, PluginKind, route
-from bot_core.receiving import ReceiveLoop
+from bot_core.api import (
+    ChannelCapabilities,
+    Delivery,
+    NotAccepting,
+    Plugin,
+    PluginKind,
+    ReceiveLoop,
+    SentRef,
+    TemporaryFailure,
+    route,
+)
 from bridge.channels.telegram.chat_action import TypingIndicator
 from bridge.channels.telegram.errors import Scrubber, describe
 from bridge.channels.telegram.files import FILES_PREFIX, FileLinks, serve_file
@@ -53,7 +62,8 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
         model_config = ConfigDict(extra="forbid")
         token: SecretStr
         mode: Literal["polling", "webhook"] = "polling"
-        webhook_url: str | None = None  # relaydesk's public base URL, e.g. https://desk.example.com
+        # relaydesk's public base URL, e.g. https://desk.example.com (unset: server.public_url)
+        webhook_url: str | None = None
         webhook_secret: SecretStr | None = None  # 1-256 of A-Z a-z 0-9 _ -
         api_server: str = "https://api.telegram.org"  # a local Bot API server (or the test emulator)
         poll_timeout: int = Field(30, ge=0, le=50)
@@ -82,8 +92,6 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
         def _webhook_settings(self) -> Self:
             if self.mode == "webhook":
                 secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
-                if not self.webhook_url:
-                    raise ValueError("mode webhook needs webhook_url (relaydesk's public https:// base URL)")
                 if not SECRET.match(secret):
                     raise ValueError(
                         "mode webhook needs webhook_secret: 1-256 characters of A-Z, a-z, 0-9, _ and -"
@@ -163,8 +171,8 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
 
     async def _set_webhook(self) -> None:
         """Register the webhook with the secret token (aiogram's errors propagate)."""
-        assert self.settings.webhook_url and self.settings.webhook_secret
-        url = self.settings.webhook_url + WEBHOOK_PATH
+        assert self.settings.webhook_secret
+        url = self.webhook_base_url + WEBHOOK_PATH
         await self.bot.set_webhook(
             url,
             secret_token=self.settings.webhook_secret.get_secret_value(),
@@ -172,6 +180,11 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
             drop_pending_updates=False,
         )
         self.log.info("telegram webhook set", extra={"url": url})
+
+    @property
+    def webhook_base_url(self) -> str:
+        """Where Telegram reaches relaydesk: ``webhook_url``, else ``server.public_url``."""
+        return (self.settings.webhook_url or self.services.public_url).rstrip("/")
 
     async def _register_webhook(self, loop: ReceiveLoop) -> None:
         """Retry setWebhook with the loop's backoff until it works, then rest (updates come to the route)."""

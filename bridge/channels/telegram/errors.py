@@ -17,7 +17,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
 )
 
-from bot_core.adapters import DeliveryError, RetryAfter, TemporaryFailure, Undeliverable
+from bot_core.api import DeliveryError, RetryAfter, TemporaryFailure, Undeliverable
 
 # 400s that mean the customer's chat is gone for good: later replies are not attempted
 UNREACHABLE_400 = ("chat not found", "user not found", "peer_id_invalid", "user is deactivated")

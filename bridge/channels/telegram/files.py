@@ -17,8 +17,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramNetworkError
 from aiohttp import web
 
-from bot_core.downloads import CHUNK_BYTES, DownloadPolicy, download_headers, stream
-from bot_core.names import clean_file_name
+from bot_core.api import CHUNK_BYTES, DownloadPolicy, clean_file_name, download_headers, stream
 from bridge.channels.telegram.errors import Scrubber, describe
 
 FILES_PREFIX = "/telegram/files"

@@ -16,8 +16,7 @@ from urllib.parse import parse_qsl
 from aiogram.types import Message, Update
 from aiogram.utils.payload import decode_payload
 
-from bot_core.events import Attachment, CustomerMessage
-from bot_core.locales import LOCALE
+from bot_core.api import LOCALE, Attachment, CustomerMessage
 
 FileLink = Callable[[str], str]
 ATTRIBUTE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")

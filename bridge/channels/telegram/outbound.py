@@ -17,9 +17,7 @@ from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramNetworkError
 from aiogram.types import BufferedInputFile, Message
 
-from bot_core.adapters import Delivery, SentRef, TemporaryFailure, Undeliverable
-from bot_core.context import StateStore
-from bot_core.events import Attachment
+from bot_core.api import Attachment, Delivery, SentRef, StateStore, TemporaryFailure, Undeliverable
 from bridge.channels.telegram.errors import Scrubber, delivery_error, describe
 from bridge.channels.telegram.formatting import to_telegram_html
 from bridge.channels.telegram.inbound import message_ref, parse_message_ref

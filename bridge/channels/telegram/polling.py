@@ -22,9 +22,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramConflictError, TelegramRetryAfter
 from aiogram.types import Update
 
-from bot_core.adapters import NotAccepting
-from bot_core.context import StateStore
-from bot_core.receiving import ReceiveLoop
+from bot_core.api import NotAccepting, ReceiveLoop, StateStore
 from bridge.channels.telegram.errors import Scrubber, describe
 
 OFFSET_KEY = "poll_offset"

@@ -21,10 +21,13 @@ from the history, which is always read from the database.
 
 Delivery states shown on the customer's own messages: *sent* (relaydesk stored it), *pending* (not in
 the agents' room yet, minutes late: the workspace is down and relaydesk keeps trying), *delivered* (the
-agents' room shows it), *read* (an agent has answered since), *undelivered* (given up: the room could
-not take it within the outbox's retry window, or refused it for good). For answers, the widget reports what it
+agents' room shows it: the outbox tells :meth:`WebChannel.delivery_state` as the room takes it, nothing
+polls), *read* (an agent has answered since), *undelivered* (given up: the room could not take it
+within the outbox's retry window, or refused it for good). For answers, the widget reports what it
 received and what was on screen while the page was visible; relaydesk keeps both as per-visitor
-watermarks (``delivered_upto``, ``read_upto``), which give the unread count on any device.
+watermarks (``delivered_upto``, ``read_upto``), which give the unread count on any device, and reports
+each answer they pass to the core as a :class:`DeliveryStatus` (``delivered``, ``read``), so the
+agents' room shows it.
 """
 
 from __future__ import annotations
@@ -42,18 +45,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from bot_core.adapters import ChannelCapabilities, Delivery, NotAccepting, SentRef
-from bot_core.downloads import CHUNK_BYTES, download_headers
-from bot_core.events import Attachment, CustomerMessage, utcnow
-from bot_core.locales import LOCALE, TIMEZONE
-from bot_core.plugin import Plugin, PluginKind, route
-from bot_core.transcript import TranscriptEntry, customer_transcript, shown_in_room
+from bot_core.api import (
+    CHUNK_BYTES,
+    LOCALE,
+    TIMEZONE,
+    Attachment,
+    ChannelCapabilities,
+    CustomerMessage,
+    Delivery,
+    DeliveryStatus,
+    NotAccepting,
+    Plugin,
+    PluginKind,
+    SentRef,
+    TranscriptEntry,
+    customer_transcript,
+    download_headers,
+    route,
+    utcnow,
+)
 from bridge.channels.web.multipart import read_upload_form
 from bridge.channels.web.ratelimit import RateLimited
 from bridge.channels.web.sessions import CLAIM_FIELDS, BadSession, SessionSigner, VisitorSession, derive_key
@@ -78,8 +94,6 @@ from bridge.channels.web.validation import (
 
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
 LISTENER_BACKLOG = 256  # frames queued for one connection before it is told to resync instead
-ROOM_WATCH_SECONDS = 120.0  # how long a sent message is watched for reaching the agents' room
-ROOM_WATCH_INTERVAL = 0.3
 TYPING_REPEAT_SECONDS = 2.5  # a visitor's "still typing" is passed on at most this often
 TOO_FAST = "You are sending messages faster than we can read them"
 TOO_MANY_CONNECTIONS = "Too many open chat connections: close another tab of this chat"
@@ -136,13 +150,6 @@ class _Listener:
             self.queue.put_nowait({"type": "resync"})
 
 
-@dataclass
-class _Watched:
-    subject: str
-    client_id: str
-    until: float
-
-
 class WebChannel(Plugin[WebConfig]):
     """Customers chat from a widget on the company's own site."""
 
@@ -167,9 +174,6 @@ class WebChannel(Plugin[WebConfig]):
         self._sockets: set[web.WebSocketResponse] = set()
         self._closing = False  # relaydesk is stopping: live connections are ended and refused
         self._typing: dict[str, tuple[str, float]] = {}
-        self._watched: dict[str, _Watched] = {}  # channel message id -> who to tell once it is in the room
-        self._watch_wake = asyncio.Event()
-        self._watcher: asyncio.Task[None] | None = None
         self._fanout_off: Callable[[], None] | None = None
         self._typing_reported: dict[str, float] = {}  # visitor typing -> when the agents were last told
         self._files = FileStore(config.upload_dir, config.upload_quota_bytes)
@@ -179,7 +183,7 @@ class WebChannel(Plugin[WebConfig]):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Resolve the secret, load the widget's files, start watching sent messages reach the room."""
+        """Resolve the secret, load the widget's files, listen to the fan-out."""
         secret = await asyncio.to_thread(self._resolve_secret)
         self._signer = SessionSigner(secret, self.settings.session_days * 86400)
         self._file_signer = self.services.downloads.signer(derive_key(secret, "files"))
@@ -188,7 +192,6 @@ class WebChannel(Plugin[WebConfig]):
         )
         self._widget_js, self._demo_html = await asyncio.to_thread(_load_static)
         await asyncio.to_thread(self._files.sweep_partials)
-        self._watcher = asyncio.create_task(self._watch_room(), name=f"{self.instance_name}-room-watch")
         # Pushes go through the desk's fan-out, so a visitor connected to another worker gets them too.
         self._fanout_off = await self.services.fanout.subscribe(self._fanout_topic, self._on_fanout)
 
@@ -231,15 +234,10 @@ class WebChannel(Plugin[WebConfig]):
         return response
 
     async def stop(self) -> None:
-        """Close every connection (visitors reconnect to the next relaydesk) and stop the watcher."""
+        """Close every connection (visitors reconnect to the next relaydesk) and leave the fan-out."""
         if self._fanout_off is not None:
             self._fanout_off()
             self._fanout_off = None
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
         self._closing = True
         await self._end_connections()
 
@@ -413,32 +411,7 @@ class WebChannel(Plugin[WebConfig]):
                 attributes=attributes,
             )
         )
-        self._watched[external_id] = _Watched(
-            session.subject, client_id, time.monotonic() + ROOM_WATCH_SECONDS
-        )
-        self._watch_wake.set()
         self.log.info("web message accepted", extra={"chars": len(text), "files": len(files)})
-
-    async def _watch_room(self) -> None:
-        """Tell visitors when their messages reach the agents' room (state *delivered*)."""
-        while True:
-            await self._watch_wake.wait()
-            while self._watched:
-                await asyncio.sleep(ROOM_WATCH_INTERVAL)
-                now = time.monotonic()
-                for key in [k for k, w in self._watched.items() if w.until < now]:
-                    del self._watched[key]
-                try:
-                    shown = await shown_in_room(self.instance_name, list(self._watched))
-                except Exception:
-                    self.log.warning("checking delivered messages failed", exc_info=True)
-                    continue
-                for key in shown:
-                    watched = self._watched.pop(key, None)
-                    if watched is not None:
-                        frame = {"type": "state", "client_id": watched.client_id, "state": "delivered"}
-                        await self._publish(watched.subject, frame)
-            self._watch_wake.clear()
 
     # -- history -----------------------------------------------------------------------------------
 
@@ -451,9 +424,8 @@ class WebChannel(Plugin[WebConfig]):
         return [self._entry_json(e, last_agent) for e in entries]
 
     async def delivery_state(self, external_user_id: str, channel_message_id: str, state: str) -> None:
-        """Show the outbox's news on a visitor's message: ``pending``, ``delivered`` or ``undelivered``."""
-        if state != "pending":
-            self._watched.pop(channel_message_id, None)
+        """Show the outbox's news on a visitor's message: ``pending`` (late), ``delivered`` (the agents'
+        room shows it; told by the outbox as the room takes it) or ``undelivered`` (given up)."""
         client_id = channel_message_id.rsplit("/", 1)[-1]
         await self._publish(external_user_id, {"type": "state", "client_id": client_id, "state": state})
 
@@ -518,16 +490,55 @@ class WebChannel(Plugin[WebConfig]):
         }
 
     async def _receipt(self, subject: str, delivered: Any, read: Any) -> None:
-        """Raise the visitor's delivered/read watermarks (they never go back); raises BadInput first."""
+        """Raise the visitor's delivered/read watermarks (they never go back); raises BadInput first.
+
+        The answers a watermark passes are reported to the core first (:meth:`_report_statuses`), so
+        the agents see them delivered or read; ``NotAccepting`` (relaydesk stopping) leaves the
+        watermarks where they were."""
         marks = (
             ("delivered_upto", int_value(delivered, "delivered")),
             ("read_upto", int_value(read, "read")),
         )
         store = self.services.store(f"visitor:{subject}")
+        raised: dict[str, tuple[int, int]] = {}
         for key, value in marks:
             if value is not None and value > 0:
-                if value > int(await store.get(key, 0) or 0):
-                    await store.set(key, value)
+                old = int(await store.get(key, 0) or 0)
+                if value > old:
+                    raised[key] = (old, value)
+        if not raised:
+            return
+        await self._report_statuses(subject, raised)
+        for key, (_old, value) in raised.items():
+            await store.set(key, value)
+
+    async def _report_statuses(self, subject: str, raised: dict[str, tuple[int, int]]) -> None:
+        """Tell the core what the widget received (``delivered``) and showed (``read``): one
+        :class:`DeliveryStatus` per answer between a watermark's old and new place (at most the newest
+        ``history_limit``). The ids are the ones :meth:`send` returned (``m<message id>``)."""
+        read_from, read_to = raised.get("read_upto", (0, 0))
+        got_from, got_to = raised.get("delivered_upto", (0, 0))
+        after = min(old for old, _new in raised.values())
+        entries = await customer_transcript(
+            self.instance_name, subject, after=after, limit=self.settings.history_limit
+        )
+        for entry in entries:
+            if entry.side == "customer":
+                continue
+            if read_from < entry.message_id <= read_to:
+                status: Literal["delivered", "read"] = "read"
+            elif got_from < entry.message_id <= got_to:
+                status = "delivered"
+            else:
+                continue
+            await self.services.inbound(
+                DeliveryStatus(
+                    channel=self.instance_name,
+                    external_user_id=subject,
+                    channel_message_id=f"m{entry.message_id}",
+                    status=status,
+                )
+            )
 
     # -- HTTP helpers ------------------------------------------------------------------------------
 
@@ -797,6 +808,8 @@ class WebChannel(Plugin[WebConfig]):
             await self._receipt(visitor.subject, body.get("delivered"), body.get("read"))
         except BadInput as exc:
             return self._error(request, exc.status, str(exc))
+        except NotAccepting:
+            return self._restarting(request)
         return self._json(request, await self._watermarks(visitor.subject))
 
     @route("GET", "/web/files/{file_id}/{name}")
@@ -914,7 +927,11 @@ class WebChannel(Plugin[WebConfig]):
         elif kind == "typing":
             await self._customer_typing(visitor.subject, frame.get("active") is True)
         elif kind == "receipt":
-            await self._receipt(visitor.subject, frame.get("delivered"), frame.get("read"))
+            try:
+                await self._receipt(visitor.subject, frame.get("delivered"), frame.get("read"))
+            except NotAccepting:  # relaydesk is stopping: the watermarks stay, the next receipt covers these
+                return
+
         elif kind == "ping":
             listener.put({"type": "pong"})
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bot_core.events import AgentMessage, utcnow
+from bot_core.api import AgentMessage, utcnow
 from bridge.workspaces.matrix.media import agent_attachment
 
 log = logging.getLogger("relaydesk.matrix.events")

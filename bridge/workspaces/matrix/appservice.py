@@ -27,16 +27,20 @@ from aiohttp import web
 from nio import AsyncClient, RoomCreateError, RoomPreset, RoomTypingResponse
 from pydantic import BaseModel, ConfigDict
 
-from bot_core.adapters import (
+from bot_core.api import (
+    AgentMessage,
+    Attachment,
     ConversationView,
     CustomerCard,
     MessageView,
+    Plugin,
+    PluginKind,
     PostedRef,
     RoomRef,
+    clean_display_name,
+    clean_file_name,
+    route,
 )
-from bot_core.events import AgentMessage, Attachment
-from bot_core.names import clean_display_name, clean_file_name
-from bot_core.plugin import Plugin, PluginKind, route
 from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files
@@ -45,7 +49,7 @@ from bridge.workspaces.matrix.media import MediaLinks, attachment_content, uploa
 from bridge.workspaces.matrix.ops_rooms import OpsRooms
 from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels
-from bridge.workspaces.matrix.send import send_message
+from bridge.workspaces.matrix.send import send_message, status_reaction
 from bridge.workspaces.matrix.transactions import transaction_body
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
@@ -366,6 +370,18 @@ class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
         content = {"msgtype": "m.notice", "body": text}
         return PostedRef(
             await send_message(self._bot, room.room_id, content, key, "notice", self._bot_device)
+        )
+
+    async def show_delivery_status(
+        self, room: RoomRef, workspace_message_id: str, status: str, key: str = ""
+    ) -> None:
+        """React to the agent's message with ``✓ delivered`` / ``✓✓ read`` as the bot (``key``: the
+        transaction id, so a retried mark shows once)."""
+        content = status_reaction(workspace_message_id, status)
+        if content is None or self._bot is None:
+            return
+        await send_message(
+            self._bot, room.room_id, content, key, "delivery status", self._bot_device, "m.reaction"
         )
 
     async def post_to_channel(self, channel: str, text: str, key: str = "") -> PostedRef:

@@ -48,18 +48,22 @@ from nio import (
 )
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bot_core.adapters import (
+from bot_core.api import (
+    AgentMessage,
+    Attachment,
     ConversationView,
     CustomerCard,
     MessageView,
     NotAccepting,
+    Plugin,
+    PluginKind,
     PostedRef,
+    ReceiveLoop,
     RoomRef,
+    clean_display_name,
+    clean_file_name,
+    route,
 )
-from bot_core.events import AgentMessage, Attachment
-from bot_core.names import clean_display_name, clean_file_name
-from bot_core.plugin import Plugin, PluginKind, route
-from bot_core.receiving import ReceiveLoop
 from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
@@ -67,6 +71,7 @@ from bridge.workspaces.matrix.media import MediaLinks, attachment_content, uploa
 from bridge.workspaces.matrix.ops_rooms import OpsRooms
 from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels
+from bridge.workspaces.matrix.send import status_reaction
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
@@ -499,6 +504,19 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
         if self._media is None or self._http is None:
             raise web.HTTPServiceUnavailable(text="the matrix bot is not started")
         return await self._media.serve(request, self._http, self.settings.homeserver, client.access_token)
+
+    async def show_delivery_status(
+        self, room: RoomRef, workspace_message_id: str, status: str, key: str = ""
+    ) -> None:
+        """React to the agent's message with ``✓ delivered`` / ``✓✓ read`` (``key``: the transaction id)."""
+        content = status_reaction(workspace_message_id, status)
+        if content is None:
+            return
+        client = self._require_client()
+        check_response(
+            await client.room_send(room.room_id, "m.reaction", content, tx_id=key or None),
+            "delivery status",
+        )
 
     async def post_to_channel(self, channel: str, text: str, key: str = "") -> PostedRef:
         """Post ``text`` into ``channel``'s ops room (made once, the agents invited); ``key`` as for notices."""

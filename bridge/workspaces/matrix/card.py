@@ -9,8 +9,7 @@ from urllib.parse import quote
 
 from nio import AsyncClient
 
-from bot_core.adapters import CustomerCard
-from bot_core.names import clean_display_name
+from bot_core.api import CustomerCard, clean_display_name
 from bridge.workspaces.matrix.errors import check_response
 from bridge.workspaces.matrix.send import send_message
 

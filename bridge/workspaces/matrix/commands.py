@@ -40,9 +40,7 @@ async def orphans(config_path: Path, workspace: str | None = None, *, close: boo
     """
     from nio import AsyncClient
 
-    from bot_core.config import ConfigError, load_config
-    from bot_core.context import StateStore
-    from bot_core.maintenance import desk_database, workspace_rooms
+    from bot_core.api import ConfigError, StateStore, desk_database, load_config, workspace_rooms
     from bridge.workspaces.matrix.appservice import MatrixWorkspace
     from bridge.workspaces.matrix.devserver import LOOPBACK, load_registration
     from bridge.workspaces.matrix.errors import MatrixError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot_core.adapters import RetryAfter, TemporaryFailure
+from bot_core.api import RetryAfter, TemporaryFailure
 
 
 class MatrixError(TemporaryFailure):

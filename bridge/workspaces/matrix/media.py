@@ -16,9 +16,7 @@ import aiohttp
 from aiohttp import web
 from nio import AsyncClient
 
-from bot_core.downloads import CHUNK_BYTES, DownloadPolicy, download_headers, stream
-from bot_core.events import Attachment
-from bot_core.names import clean_file_name
+from bot_core.api import CHUNK_BYTES, Attachment, DownloadPolicy, clean_file_name, download_headers, stream
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 
 MAX_MEDIA_BYTES = 50 * 1024 * 1024

@@ -19,7 +19,7 @@ from typing import Any
 
 from nio import AsyncClient, JoinedRoomsResponse, RoomGetStateEventResponse
 
-from bot_core.context import StateStore
+from bot_core.api import StateStore
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 
 PORTAL_STATE = "org.relaydesk.portal"

@@ -17,14 +17,20 @@ from urllib.parse import quote
 import aiohttp
 from nio import AsyncClient
 
-from bot_core.adapters import RetryAfter
+from bot_core.api import RetryAfter
 from bridge.workspaces.matrix.errors import MatrixError
 
 
 async def send_message(
-    client: AsyncClient, room_id: str, content: dict[str, Any], txn_id: str, what: str, device_id: str = ""
+    client: AsyncClient,
+    room_id: str,
+    content: dict[str, Any],
+    txn_id: str,
+    what: str,
+    device_id: str = "",
+    event_type: str = "m.room.message",
 ) -> str:
-    """PUT one ``m.room.message`` into ``room_id`` as ``client``; the event's id.
+    """PUT one ``m.room.message`` (or another ``event_type``) into ``room_id`` as ``client``; the event's id.
 
     ``txn_id`` makes the post idempotent (a new random one when empty). ``device_id`` is for the
     appservice's own user, whose as_token has no device: the homeserver then keeps the transaction
@@ -32,7 +38,7 @@ async def send_message(
     :class:`RetryAfter` when rate limited, :class:`MatrixError` otherwise.
     """
     txn = quote(txn_id or uuid.uuid4().hex, safe="")
-    path = f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/m.room.message/{txn}"
+    path = f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/{quote(event_type, safe='')}/{txn}"
     if device_id:  # user_id too: Synapse fails on a device without it (it looks the device up by an object)
         path += f"?user_id={quote(client.user_id, safe='')}&device_id={quote(device_id, safe='')}"
     headers = {"Authorization": f"Bearer {client.access_token}", "Content-Type": "application/json"}
@@ -58,3 +64,15 @@ def event_id_of(status: int, body: Any, what: str) -> str:
         raise RetryAfter(seconds, f"{what}: rate limited")
     detail = f"{errcode} {fields.get('error', '')}".strip() if errcode else f"HTTP {status}"
     raise MatrixError(f"{what}: {detail}")
+
+
+STATUS_REACTIONS = {"delivered": "✓ delivered", "read": "✓✓ read"}
+"""How an agent's message shows what the customer's channel reported: a reaction by relaydesk's bot."""
+
+
+def status_reaction(event_id: str, status: str) -> dict[str, Any] | None:
+    """The ``m.reaction`` content marking ``event_id`` with ``status``; None for a status not shown."""
+    key = STATUS_REACTIONS.get(status)
+    if key is None:
+        return None
+    return {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}

@@ -32,7 +32,7 @@ from bridge.channels.web import WebChannel
 from bridge.channels.web.sessions import SessionSigner, VisitorSession, identity_hash
 from bridge.workspaces.matrix.devserver import free_port
 from storage.db import migrate
-from storage.models import Identity
+from storage.models import Direction, Identity, Message
 from tests.bridge.workspaces.matrix_agent import Agent, room_of, type_until_shown
 from tests.conftest import FAST_OUTBOX
 from tests.matrix_server import SynapseInfo
@@ -212,7 +212,7 @@ async def test_customer_writes_agent_answers_in_matrix_and_nothing_is_lost_while
     await type_until_shown(  # the customer sees the agent typing
         agent, room_id, lambda s: expect(widget.typing).to_have_text("agent is typing…", timeout=s * 1000)
     )
-    await agent.say(room_id, "Sorry about that! A new pole ships today.")
+    answer_event = await agent.say(room_id, "Sorry about that! A new pole ships today.")
     answer = widget.messages("agent").last
     await expect(answer.locator(".text")).to_have_text(
         "Sorry about that! A new pole ships today.", timeout=SLOW
@@ -233,6 +233,9 @@ async def test_customer_writes_agent_answers_in_matrix_and_nothing_is_lost_while
     answer_id = int((await answer.get_attribute("data-key") or "m:0").split(":")[1])
     read = StateStore("web", f"visitor:{subject}")
     await eventually(lambda: _at_least(read, "read_upto", answer_id))  # the widget said it was seen
+    # ... and the agents see it: relaydesk's bot reacts "✓✓ read" to the answer in the room
+    await agent.sync_until(lambda: "✓✓ read" in _reactions(agent, room_id, answer_event))
+    assert await _status_of("Sorry about that! A new pole ships today.") == "read"
 
     # The visitor closes the page; the agent answers meanwhile; nothing is connected to receive it.
     await page.close()
@@ -257,6 +260,16 @@ async def test_customer_writes_agent_answers_in_matrix_and_nothing_is_lost_while
         ]
     )
     await expect(widget.badge).to_be_hidden()
+
+
+def _reactions(agent: Agent, room_id: str, event_id: str) -> list[str]:
+    """The keys of the reactions to ``event_id`` seen in the room."""
+    keys: list[str] = []
+    for event in agent.events.get(room_id, []):
+        relates = event.get("content", {}).get("m.relates_to", {})
+        if event.get("type") == "m.reaction" and relates.get("event_id") == event_id:
+            keys.append(str(relates.get("key")))
+    return keys
 
 
 async def _first_question(site: WebDesk, context: BrowserContext, text: str) -> tuple[Widget, str]:
@@ -550,6 +563,53 @@ async def test_the_agents_see_the_customer_typing_until_the_message_is_sent(
     await widget.input.press("Enter")  # sending ends the typing at once
     await shown.wait_for(lambda items: [i[-1] for i in items] == [True, False], 10)
     await expect(widget.texts("customer")).to_have_text(["first question", "and one more thing"])
+
+
+def _marks(site: WebDesk, room_id: str) -> list[tuple[str, str | None]]:
+    """The delivery statuses the room shows on agents' messages: (status, the marked message's id)."""
+    return [(p.text, p.edit_of) for p in site.workspace.rooms[room_id].posts if p.kind == "status"]
+
+
+async def _status_of(text: str) -> str:
+    message = await Message.get_or_none(direction=Direction.OUTBOUND, text=text)
+    return message.delivery_status if message else ""
+
+
+async def test_the_widget_reports_answers_delivered_then_read_and_the_room_shows_it_without_polling(
+    browser_context: BrowserContext, web_desk: WebDeskFactory
+) -> None:
+    site = await web_desk()
+    widget, room_id = await _first_question(site, browser_context, "Do you ship to Norway?")
+    # the customer's message turned "delivered" as the room took it: nothing watches the database
+    assert not [t for t in asyncio.all_tasks() if "room-watch" in t.get_name()]
+
+    # the panel is closed: the widget receives the answer (delivered) but nobody has read it yet
+    await widget.input.press("Escape")
+    await expect(widget.panel).to_be_hidden()
+    first = await site.workspace.agent_writes(room_id, "Yes, in 3 to 5 days.")
+    await expect(widget.badge).to_have_text("1", timeout=SLOW)
+    await eventually(lambda: _is(_status_of("Yes, in 3 to 5 days."), "delivered"))
+    await site.workspace.posts.wait_for(lambda _: _marks(site, room_id) == [("delivered", first)])
+
+    # the visitor opens the panel and sees it: read, and the room's mark follows
+    await widget.open()
+    await expect(widget.badge).to_be_hidden()
+    await eventually(lambda: _is(_status_of("Yes, in 3 to 5 days."), "read"))
+    await site.workspace.posts.wait_for(
+        lambda _: _marks(site, room_id) == [("delivered", first), ("read", first)]
+    )
+
+    # with the panel open, an answer is read at once (delivered and read in one receipt: one mark)
+    second = await site.workspace.agent_writes(room_id, "Customs are included.")
+    await expect(widget.texts("agent")).to_have_text(["Yes, in 3 to 5 days.", "Customs are included."])
+    await eventually(lambda: _is(_status_of("Customs are included."), "read"))
+    await site.workspace.posts.wait_for(lambda _: ("read", second) in _marks(site, room_id))
+    assert await site.desk.wait_settled(10)
+    assert [m for m in _marks(site, room_id) if m[1] == second][-1] == ("read", second)
+
+
+async def _is(value: Awaitable[Any], expected: Any) -> bool:
+    return bool(await value == expected)
 
 
 async def test_without_websocket_the_widget_falls_back_to_plain_http(

@@ -8,7 +8,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pytest
 from nio import AsyncClient, LoginResponse, RoomCreateResponse
@@ -515,3 +515,46 @@ async def test_ops_posts_in_bot_mode_land_in_the_teams_ops_room(
     assert [t for _, t in agent.texts(room_id)] == ["5 leads waiting", "one more lead"]
     name = await agent.client.room_get_state_event(room_id, "m.room.name")
     assert name.content["name"] == f"relaydesk ops-{team}"
+
+
+async def test_delivery_statuses_show_as_the_bots_reactions_and_a_failure_as_one_notice(
+    synapse: SynapseInfo, sqlite_url: str, bot_desk: BotDeskFactory, bot: BotAccount, agent: Agent
+) -> None:
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"dora-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "Is my order on its way?", name="Dora")
+    assert await desk.wait_settled(30)
+    room_id = await room_of(user)
+    await agent.sync_until(lambda: any("Is my order on its way?" in t for _, t in agent.texts(room_id)))
+    answers: list[str] = []
+    for text in ("Yes, it left today.", "Tracking: NW-1"):
+        answers.append(await agent.say(room_id, text))
+        await channel.sent.wait_for(functools.partial(_has_text, text), 20)
+    assert await desk.wait_settled(30)
+    sent = {d.text: f"out{d.outbox_id}" for d in channel.sent.items}
+
+    def reactions(event_id: str) -> list[str]:
+        return [
+            e["content"]["m.relates_to"]["key"]
+            for e in agent.events.get(room_id, [])
+            if e.get("type") == "m.reaction"
+            and e.get("sender") == bot.user_id
+            and e["content"].get("m.relates_to", {}).get("event_id") == event_id
+        ]
+
+    statuses: tuple[Literal["delivered", "read"], ...] = ("delivered", "read", "read")
+    for status in statuses:  # the repeat shows nothing more
+        await channel.reports_status(user, sent["Yes, it left today."], status)
+    await channel.reports_status(user, sent["Tracking: NW-1"], "failed", "131026 undeliverable")
+    await channel.reports_status(user, sent["Tracking: NW-1"], "delivered")  # failed is final
+    assert await desk.wait_settled(30)
+    await agent.sync_until(lambda: reactions(answers[0]) == ["✓ delivered", "✓✓ read"])
+    failure = 'Tracking: NW-1". customers reported it failed: 131026 undeliverable'
+    await agent.sync_until(lambda: any(failure in t for _, t in agent.texts(room_id)))
+    assert sum(failure in t for _, t in agent.texts(room_id)) == 1
+    assert reactions(answers[1]) == []
+
+
+def _has_text(text: str, deliveries: list[Any]) -> bool:
+    return any(d.text == text for d in deliveries)

@@ -38,11 +38,11 @@ def telegram_entry(
     request_timeout: int = 15,
 ) -> str:
     """The plugins.yaml entry of the channel, pointed at ``emulator`` (secrets from ``ENV``)."""
-    webhook = (
-        f'\n      webhook_url: "{webhook_url}"\n      webhook_secret: "${{TELEGRAM_WEBHOOK_SECRET}}"'
-        if mode == "webhook"
-        else ""
-    )
+    webhook = ""
+    if mode == "webhook":
+        webhook = '\n      webhook_secret: "${TELEGRAM_WEBHOOK_SECRET}"'
+        if webhook_url is not None:  # else: server.public_url
+            webhook += f'\n      webhook_url: "{webhook_url}"'
     return f"""
   - telegram:
       token: "${{TELEGRAM_BOT_TOKEN}}"
@@ -59,9 +59,12 @@ def doubles_yaml(
     mode: str = "polling",
     webhook_url: str | None = None,
     request_timeout: int = 15,
+    public_url: str | None = None,
 ) -> str:
-    """A desk with the Telegram channel and the in-memory workspace double (HTTP on ``port`` if given)."""
-    server = f"server: {{host: 127.0.0.1, port: {port}}}\n" if port else ""
+    """A desk with the Telegram channel and the in-memory workspace double (HTTP on ``port`` if given,
+    ``server.public_url`` if given)."""
+    public = f', public_url: "{public_url}"' if public_url else ""
+    server = f"server: {{host: 127.0.0.1, port: {port}{public}}}\n" if port else ""
     entry = telegram_entry(emulator, mode=mode, webhook_url=webhook_url, request_timeout=request_timeout)
     return f"""{server}plugins:{entry}
   - desk: {{use: "bot_core.testing:MemoryWorkspace"}}

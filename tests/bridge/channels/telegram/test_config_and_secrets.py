@@ -28,10 +28,6 @@ def test_a_literal_token_is_refused() -> None:
     ("settings", "problem"),
     [
         (
-            'token: "${TELEGRAM_BOT_TOKEN}", mode: webhook, webhook_secret: "${TELEGRAM_WEBHOOK_SECRET}"',
-            "webhook_url",
-        ),
-        (
             'token: "${TELEGRAM_BOT_TOKEN}", mode: webhook, webhook_url: "https://desk.example"',
             "webhook_secret",
         ),
@@ -44,6 +40,15 @@ def test_bad_settings_get_a_clear_error(settings: str, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(f"plugins:\n  - telegram: {{{settings}}}\n", "plugins.yaml", environ=environ)
     assert problem in str(caught.value) and "plugins.yaml:2" in str(caught.value)
+
+
+def test_webhook_mode_without_webhook_url_is_accepted_it_uses_the_public_url() -> None:
+    text = (
+        'server: {public_url: "https://desk.example"}\nplugins:\n  - telegram: {token: "${TELEGRAM_BOT_TOKEN}", '
+        'mode: webhook, webhook_secret: "${TELEGRAM_WEBHOOK_SECRET}"}\n'
+    )
+    config = parse_config(text, "plugins.yaml", environ=ENV)
+    assert config.server.public_url == "https://desk.example"
 
 
 def test_a_webhook_secret_with_characters_telegram_refuses_is_reported() -> None:

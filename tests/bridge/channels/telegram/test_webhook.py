@@ -68,6 +68,22 @@ async def test_webhook_mode_registers_the_secret_and_relays_both_ways(
     assert telegram.texts_to(9001) == ["Yes, 10:00 to 16:00."]
 
 
+async def test_without_webhook_url_the_webhook_is_registered_at_the_public_url(
+    telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    # relaydesk listens on 127.0.0.1:port and is reached by the world (here: the emulator) at localhost
+    port = free_port()
+    public = f"http://localhost:{port}/"
+    yaml_text = doubles_yaml(telegram, port=port, mode="webhook", public_url=public)
+    desk = await make_desk(sqlite_url, yaml_text, serve_http=True, http_port=port, environ=ENV)
+    _channel, workspace = parts(desk)
+    [set_webhook] = telegram.calls_of("setWebhook")
+    assert set_webhook.params["url"] == f"http://localhost:{port}{WEBHOOK_PATH}"
+    await telegram.customer_sends(telegram.user(9002, "Eve"), "Hello through the public URL")
+    await workspace.posts.wait_for(lambda posts: any(p.kind == "customer_message" for _, p in posts))
+    assert [(d.status, d.secret_header) for d in telegram.webhook_deliveries] == [(200, WEBHOOK_SECRET)]
+
+
 async def test_a_webhook_call_without_the_right_secret_is_refused_and_stores_nothing(
     telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
