@@ -391,10 +391,10 @@ class ConversationService:
         identity = await _identity_for(customer_id, channel, last)
         if identity is None:
             raise LookupError(f"plugin '{ctx.plugin}': customer {customer_id} has no identity on {channel}")
-        conversation = (
-            await Conversation.filter(identity_id=identity.id).exclude(state=S.CLOSED).order_by("-id").first()
+        conversation = (  # one open conversation per customer, whichever identity it runs on
+            await Conversation.filter(customer_id=customer_id).exclude(state=S.CLOSED).order_by("-id").first()
         )
-        if conversation is None and reuse_closed and last is not None and last.identity_id == identity.id:
+        if conversation is None and reuse_closed and last is not None:
             conversation = last
         if conversation is not None:
             return conversation, identity, None
@@ -421,7 +421,7 @@ async def _identity_for(customer_id: int, channel: str | None, last: Conversatio
     if channel is not None:
         return await Identity.filter(customer_id=customer_id, channel=channel).order_by("-id").first()
     if last is not None:
-        return await Identity.get_or_none(id=last.identity_id)
+        return await Identity.get_or_none(id=last.via_identity_id or last.identity_id)
     return await Identity.filter(customer_id=customer_id).order_by("-id").first()
 
 
