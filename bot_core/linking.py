@@ -114,7 +114,7 @@ class CustomerLinks:
                 except IntegrityError:  # another event recorded it first
                     owner = await CustomerContact.get(kind=kind, value=value)
             if owner.customer_id != customer.id:
-                customer = await self.merge(
+                customer, _shown_in = await self.merge(
                     keys,
                     customer.id,
                     owner.customer_id,
@@ -134,12 +134,13 @@ class CustomerLinks:
         reason: str,
         by: str,
         agent: Agent | None = None,
-    ) -> Customer:
-        """Merge customers ``one`` and ``other`` into the older; returns the survivor (see the module)."""
+    ) -> tuple[Customer, set[int]]:
+        """Merge customers ``one`` and ``other`` into the older (see the module); returns the survivor and
+        the conversations whose rooms were told."""
         survivor_id, absorbed_id = sorted((await _current(one), await _current(other)))
         survivor = await Customer.get(id=survivor_id)
         if survivor_id == absorbed_id:
-            return survivor
+            return survivor, set()
         absorbed = await Customer.get(id=absorbed_id)
         moved = await Identity.filter(customer_id=absorbed_id).order_by("id")
         open_s = await _open_conversation(survivor_id)
@@ -172,8 +173,8 @@ class CustomerLinks:
             "customers merged",
             extra={"customer": survivor_id, "merged": absorbed_id, "reason": reason, "by": by},
         )
-        await self._announce_merge(keys, survivor, absorbed, moved, keep, close, reason, agent)
-        return await Customer.get(id=survivor_id)
+        shown_in = await self._announce_merge(keys, survivor, absorbed, moved, keep, close, reason, agent)
+        return await Customer.get(id=survivor_id), shown_in
 
     async def _announce_merge(
         self,
@@ -185,10 +186,11 @@ class CustomerLinks:
         close: Conversation | None,
         reason: str,
         agent: Agent | None,
-    ) -> None:
+    ) -> set[int]:
         from bot_core.context import Context
 
         outbox = self._service.outbox
+        shown_in: set[int] = set()
         names = "; ".join(identity_label(i) for i in moved) or "no identities"
         if close is not None:
             other = survivor.id if close.customer_id == absorbed.id else absorbed.id
@@ -215,12 +217,13 @@ class CustomerLinks:
                 agent=agent,
             )
             await self._service.change(ctx, LifecycleKind.CLOSED)
+            shown_in.add(close.id)
         if keep is None:
-            return
+            return shown_in
         keep.customer_id = survivor.id
         workspace = await self._service.room_workspace(keep)
         if not workspace:
-            return
+            return shown_in
         text = f"🔗 Linked with customer #{absorbed.id} ({reason}): {names} now belong to this customer, with their conversations and tags."
         if close is not None:
             text += (
@@ -229,6 +232,8 @@ class CustomerLinks:
             )
         await outbox.enqueue_room(keep, workspace, "notice", key=keys.next("linked"), text=text)
         await outbox.enqueue_room(keep, workspace, "card", key=keys.next("card"))
+        shown_in.add(keep.id)
+        return shown_in
 
     # -- the commands --------------------------------------------------------------------------
 

@@ -308,3 +308,48 @@ async def test_replies_go_where_the_customer_last_wrote_or_where_via_says(
     await workspace.agent_writes(room, "answer 4")
     assert await desk.wait_settled(10)
     assert sms.texts_to(PHONE) == ["answer 2", "answer 4"]
+
+
+async def test_a_known_identity_bringing_another_customers_email_merges_them_into_the_older(
+    database_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(database_url, CHANNELS_YAML)
+    _whatsapp, _sms, telegram, web, workspace = channels(desk)
+    await telegram.customer_writes("555", "hi", name="Bo", attributes={"email": "bo@example.com"})
+    await web.customer_writes("visitor-9", "anonymous question")  # not signed in yet: another customer
+    assert await desk.wait_settled(10)
+    tg_room, web_room = workspace.room_of("555").room_id, workspace.room_of("visitor-9").room_id
+    assert await customer_of("web", "visitor-9") != await customer_of("telegram", "555")
+
+    await web.customer_writes("visitor-9", "signed in now", attributes={"email": "BO@example.com"})
+    assert await desk.wait_settled(10)
+    assert await customer_of("web", "visitor-9") == await customer_of("telegram", "555")
+    assert "signed in now" in workspace.texts(tg_room, "customer_message")  # the older conversation goes on
+    assert any("same person as customer" in t for t in workspace.texts(web_room, "notice"))
+    assert any("Conversation closed" in t for t in workspace.texts(web_room, "notice"))
+    linked = [t for t in workspace.texts(tg_room, "notice") if t.startswith("🔗 Linked")]
+    assert len(linked) == 1 and "anonymous question" in linked[0] and "the same verified email" in linked[0]
+    open_ones = await Conversation.filter(customer_id=await customer_of("telegram", "555")).exclude(
+        state=ConversationState.CLOSED
+    )
+    assert len(open_ones) == 1
+
+
+async def test_link_from_the_room_of_a_closed_conversation_says_what_it_did(
+    database_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(database_url, CHANNELS_YAML)
+    _whatsapp, sms, telegram, _web, workspace = channels(desk)
+    await telegram.customer_writes("42", "old case")
+    assert await desk.wait_settled(10)
+    room = workspace.room_of("42").room_id
+    await workspace.agent_writes(room, "!close")
+    await sms.customer_writes("+4930111222", "hello", attributes={"phone": "+49 30 111 222"})
+    assert await desk.wait_settled(10)
+
+    await workspace.agent_writes(room, "!link +4930111222")
+    assert await desk.wait_settled(10)
+    assert await customer_of("sms", "+4930111222") == await customer_of("telegram", "42")
+    assert any(t.startswith("🔗 Linked: sms (+4930111222)") for t in workspace.texts(room, "notice"))
+    card = workspace.rooms[room].card
+    assert card is not None and {i.channel for i in card.identities} == {"telegram", "sms"}
