@@ -260,7 +260,10 @@ class CustomerLinks:
             return
         agent = ctx.agent
         who = agent.external_id if agent else ctx.plugin
-        await self.merge(
+        absorbed_names = "; ".join(
+            identity_label(i) for i in await Identity.filter(customer_id=owner).order_by("id")
+        )
+        _customer, shown_in = await self.merge(
             ctx.keys,
             conversation.customer_id,
             owner,
@@ -268,6 +271,13 @@ class CustomerLinks:
             by=who,
             agent=agent,
         )
+        if conversation.id not in shown_in:  # this room's conversation is closed: say it here too
+            await ctx.notice(f"🔗 Linked: {absorbed_names} and this customer are one customer now.")
+            workspace = await self._service.room_workspace(conversation)
+            if workspace:
+                await self._service.outbox.enqueue_room(
+                    conversation, workspace, "card", key=ctx.keys.next("card")
+                )
 
     async def via_command(self, ctx: Context, args: tuple[str, ...]) -> None:
         """``!via [<channel>|<channel>:<user>|auto]``: where replies in this conversation go."""

@@ -316,6 +316,7 @@ async def test_a_known_identity_bringing_another_customers_email_merges_them_int
     desk = await make_desk(database_url, CHANNELS_YAML)
     _whatsapp, _sms, telegram, web, workspace = channels(desk)
     await telegram.customer_writes("555", "hi", name="Bo", attributes={"email": "bo@example.com"})
+    assert await desk.wait_settled(10)  # (the older customer, as its id says)
     await web.customer_writes("visitor-9", "anonymous question")  # not signed in yet: another customer
     assert await desk.wait_settled(10)
     tg_room, web_room = workspace.room_of("555").room_id, workspace.room_of("visitor-9").room_id
@@ -350,6 +351,8 @@ async def test_link_from_the_room_of_a_closed_conversation_says_what_it_did(
     await workspace.agent_writes(room, "!link +4930111222")
     assert await desk.wait_settled(10)
     assert await customer_of("sms", "+4930111222") == await customer_of("telegram", "42")
-    assert any(t.startswith("🔗 Linked: sms (+4930111222)") for t in workspace.texts(room, "notice"))
+    assert any(t.startswith("🔗 Linked: sms (+4930111222)") for t in workspace.texts(room, "notice")), (
+        workspace.texts(room)
+    )
     card = workspace.rooms[room].card
     assert card is not None and {i.channel for i in card.identities} == {"telegram", "sms"}

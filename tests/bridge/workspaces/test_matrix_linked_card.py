@@ -14,6 +14,13 @@ from tests.conftest import DeskFactory
 from tests.matrix_server import SynapseInfo
 
 
+class SmsDouble(MemoryChannel):
+    """A second channel double (without the first one's test route: one HTTP server serves both)."""
+
+    name = "sms_double"
+    _routes = ()
+
+
 def test_the_card_text_marks_the_identity_answers_go_to_and_unreachable_ones() -> None:
     card = CustomerCard(
         customer_id=1,
@@ -40,7 +47,7 @@ async def test_a_customer_writing_on_two_channels_has_one_room_whose_card_shows_
 server: {{host: 127.0.0.1, port: {synapse.appservice_port}}}
 plugins:
   - whatsapp: {{use: "bot_core.testing:MemoryChannel"}}
-  - sms: {{use: "bot_core.testing:MemoryChannel"}}{synapse.matrix_plugin_yaml()}
+  - sms: {{use: "tests.bridge.workspaces.test_matrix_linked_card:SmsDouble"}}{synapse.matrix_plugin_yaml()}
 """
     desk = await make_desk(sqlite_url, yaml, serve_http=True, http_port=synapse.appservice_port)
     whatsapp, sms = cast(MemoryChannel, desk.plugins["whatsapp"]), cast(MemoryChannel, desk.plugins["sms"])
