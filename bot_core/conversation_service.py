@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from bot_core.conversations import get_or_create_agent, get_or_create_team
+from bot_core.conversations import current_customer_id, get_or_create_agent, get_or_create_team
 from bot_core.events import ConversationEvent, LifecycleKind, utcnow
 from bot_core.rooms import RoomDirectory
 from storage import hot
@@ -357,6 +357,7 @@ class ConversationService:
         """
         from bot_core.context import Context
 
+        customer_id = await current_customer_id(customer_id)  # a merged customer's id names the survivor
         customer = await Customer.get_or_none(id=customer_id)
         if customer is None:
             raise LookupError(f"plugin '{ctx.plugin}': no customer {customer_id}")

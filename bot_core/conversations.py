@@ -184,6 +184,18 @@ def _unchanged(identity: Identity, customer: Customer, msg: CustomerMessage) -> 
     )
 
 
+async def current_customer_id(customer_id: int) -> int:
+    """The customer ``customer_id`` is now: the one it was merged into, if it was (following merges)."""
+    seen: set[int] = set()
+    while customer_id not in seen:
+        seen.add(customer_id)
+        row = await Customer.get_or_none(id=customer_id)
+        if row is None or row.merged_into_id is None:
+            return customer_id
+        customer_id = row.merged_into_id
+    return customer_id
+
+
 def reply_identity_id(conversation: Conversation) -> int:
     """The identity replies in ``conversation`` go to: the agent's pick (``!via``), else the one the
     customer last wrote from."""

@@ -24,7 +24,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot_core.contacts import EMAIL, PHONE, valid_email, valid_phone
-from bot_core.conversations import reply_identity_id
+from bot_core.conversations import current_customer_id, reply_identity_id
 from bot_core.events import LifecycleKind
 from storage.models import (
     Agent,
@@ -137,7 +137,7 @@ class CustomerLinks:
     ) -> tuple[Customer, set[int]]:
         """Merge customers ``one`` and ``other`` into the older (see the module); returns the survivor and
         the conversations whose rooms were told."""
-        survivor_id, absorbed_id = sorted((await _current(one), await _current(other)))
+        survivor_id, absorbed_id = sorted((await current_customer_id(one), await current_customer_id(other)))
         survivor = await Customer.get(id=survivor_id)
         if survivor_id == absorbed_id:
             return survivor, set()
@@ -336,18 +336,6 @@ class CustomerLinks:
             await self._service.outbox.enqueue_room(
                 conversation, workspace, "card", key=ctx.keys.next("card")
             )
-
-
-async def _current(customer_id: int) -> int:
-    """The customer ``customer_id`` is now (following merges)."""
-    seen = set()
-    while customer_id not in seen:
-        seen.add(customer_id)
-        row = await Customer.get_or_none(id=customer_id)
-        if row is None or row.merged_into_id is None:
-            return customer_id
-        customer_id = row.merged_into_id
-    return customer_id
 
 
 async def _open_conversation(customer_id: int) -> Conversation | None:

@@ -11,7 +11,7 @@ import pytest
 
 from bot_core import Plugin, on_customer_message
 from bot_core.contacts import publish_key, valid_email, valid_phone
-from bot_core.context import Context
+from bot_core.context import ActionKeys, Context
 from bot_core.desk import Desk
 from bot_core.events import CustomerMessage
 from bot_core.linking import LinkTarget, parse_link_target
@@ -257,6 +257,9 @@ async def test_an_agents_link_merges_the_customers_and_moves_their_history(
     await workspace.agent_writes(tg_room, "!link +4999999999", agent="@erin")
     assert await desk.wait_settled(10)
     notices = workspace.texts(tg_room, "notice")
+    # a plugin holding the merged customer's id reaches the survivor
+    outreach = Context(desk.conversations, "outreach", ActionKeys("outreach:1"))
+    assert (await outreach.for_customer(younger)).customer.id == older
     assert any("is this customer's already" in t for t in notices)
     assert any("no customer is known with +4999999999" in t for t in notices)
 
