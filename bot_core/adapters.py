@@ -120,6 +120,8 @@ class IdentityView:
     external_user_id: str
     display_name: str | None = None
     reachable: bool = True
+    replies: bool = False
+    """Replies in the room's conversation go to this identity (the last one written from, or ``!via``)."""
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,19 @@
-"""The agent commands every desk has: !claim, !close, !transfer, !note, !tag, !consent and !help."""
+"""The agent commands every desk has: !claim, !close, !transfer, !note, !tag, !consent, !link, !via and
+!help."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot_core.consent import TOPICS
 from bot_core.context import Context
 from bot_core.events import AgentCommand
 from bot_core.pipeline import CommandHelp
 from bot_core.plugin import HANDLED, Handled, Plugin, PluginKind, on_command
+
+if TYPE_CHECKING:
+    from bot_core.linking import CustomerLinks
 
 
 class CoreCommands(Plugin):
@@ -21,6 +25,7 @@ class CoreCommands(Plugin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.help_source: Callable[[], list[CommandHelp]] = list
+        self.links: CustomerLinks | None = None  # set by the desk
 
     @on_command("claim", help="take this conversation")
     async def claim(self, ctx: Context, cmd: AgentCommand) -> Handled:
@@ -87,6 +92,28 @@ class CoreCommands(Plugin):
         await ctx.set_consent(topic, granted, f"agent {cmd.agent_id} !consent")
         if before is not None and before.granted == granted:
             await ctx.notice(f"!consent changed nothing: {topic} is {await _consent_text(ctx, topic)}.")
+        return HANDLED
+
+    @on_command(
+        "link",
+        usage="<+phone> | <email> | <channel>:<user id>",
+        help="make the customer with that phone, email or identity and this one one customer",
+    )
+    async def link(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Merge the room's customer with another (see :mod:`bot_core.linking`)."""
+        if self.links is not None:
+            await self.links.link_command(ctx, cmd.args)
+        return HANDLED
+
+    @on_command(
+        "via",
+        usage="[<channel> | auto]",
+        help="send replies in this conversation to that channel of the customer (alone: show where)",
+    )
+    async def via(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Choose (or show) the identity replies in this conversation go to."""
+        if self.links is not None:
+            await self.links.via_command(ctx, cmd.args)
         return HANDLED
 
     @on_command("help", help="list the commands")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from bot_core.conversations import get_or_create_agent, get_or_create_team
+from bot_core.conversations import current_customer_id, get_or_create_agent, get_or_create_team
 from bot_core.events import ConversationEvent, LifecycleKind, utcnow
 from bot_core.rooms import RoomDirectory
 from storage import hot
@@ -357,6 +357,7 @@ class ConversationService:
         """
         from bot_core.context import Context
 
+        customer_id = await current_customer_id(customer_id)  # a merged customer's id names the survivor
         customer = await Customer.get_or_none(id=customer_id)
         if customer is None:
             raise LookupError(f"plugin '{ctx.plugin}': no customer {customer_id}")
@@ -391,10 +392,10 @@ class ConversationService:
         identity = await _identity_for(customer_id, channel, last)
         if identity is None:
             raise LookupError(f"plugin '{ctx.plugin}': customer {customer_id} has no identity on {channel}")
-        conversation = (
-            await Conversation.filter(identity_id=identity.id).exclude(state=S.CLOSED).order_by("-id").first()
+        conversation = (  # one open conversation per customer, whichever identity it runs on
+            await Conversation.filter(customer_id=customer_id).exclude(state=S.CLOSED).order_by("-id").first()
         )
-        if conversation is None and reuse_closed and last is not None and last.identity_id == identity.id:
+        if conversation is None and reuse_closed and last is not None:
             conversation = last
         if conversation is not None:
             return conversation, identity, None
@@ -421,7 +422,7 @@ async def _identity_for(customer_id: int, channel: str | None, last: Conversatio
     if channel is not None:
         return await Identity.filter(customer_id=customer_id, channel=channel).order_by("-id").first()
     if last is not None:
-        return await Identity.get_or_none(id=last.identity_id)
+        return await Identity.get_or_none(id=last.via_identity_id or last.identity_id)
     return await Identity.filter(customer_id=customer_id).order_by("-id").first()
 
 

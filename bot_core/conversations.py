@@ -7,12 +7,15 @@ creating the same identity) and the loser re-reads.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot_core.adapters import ConversationView, CustomerCard, EarlierConversation, IdentityView
+from bot_core.contacts import KINDS as CONTACT_KINDS
+from bot_core.contacts import contact_points, without_contacts
 from bot_core.events import CustomerMessage
 from bot_core.locales import LOCALE, TIMEZONE, customer_hints, valid_locale, valid_timezone
 from storage import hot
@@ -21,6 +24,7 @@ from storage.models import (
     Conversation,
     ConversationState,
     Customer,
+    CustomerContact,
     Identity,
     Message,
     Room,
@@ -37,27 +41,56 @@ class Opened:
     conversation: Conversation
     new_conversation: bool
     customer_changed: bool = False
-    """The message brought new attributes, time zone or locale (the card shows them)."""
+    """The message brought new attributes, time zone or locale, linked customers or came from another
+    identity than the last (the card shows them)."""
 
 
-async def resolve_customer(msg: CustomerMessage) -> Opened:
-    """Find or create the customer, the identity and the open conversation for ``msg``."""
+Link = Callable[[Customer, Identity, list[tuple[str, str]]], Awaitable[Customer]]
+"""Records an identity's verified contacts and merges the customers they link; returns the customer the
+identity belongs to afterwards (:meth:`bot_core.linking.CustomerLinks.link_contacts`)."""
+
+
+async def resolve_customer(
+    msg: CustomerMessage, bus_key: str | None = None, link: Link | None = None
+) -> Opened:
+    """Find or create the customer, the identity and the open conversation for ``msg``.
+
+    A customer has one open conversation whichever identity they write from; the conversation's
+    ``identity`` becomes the one they wrote from last (replies go there unless an agent picked another
+    with ``!via``). ``bus_key`` is the key ``msg`` was handled under: a new customer keeps it for all
+    their events. ``link`` records the verified phone or email the message brings, which may merge this
+    customer with another.
+    """
+    contacts = contact_points(msg.attributes, quiet=True)
     # Most messages continue an open conversation: one joined query finds all three rows.
     open_now = await hot.open_conversation_of(msg.channel, msg.external_user_id)
-    if open_now is not None and _unchanged(open_now[1], open_now[2], msg):
+    if (
+        open_now is not None
+        and open_now[0].identity_id == open_now[1].id
+        and _unchanged(open_now[1], open_now[2], msg)
+        and (not contacts or await _contacts_of(open_now[2].id, contacts))
+    ):
         await hot.touch_conversation(open_now[0], msg.timestamp)
         return Opened(open_now[2], open_now[1], open_now[0], False)
-    attributes, zone, locale = customer_hints(msg.attributes)
+    contacts = contact_points(msg.attributes)  # again, logging what is not valid
+    attributes, zone, locale = customer_hints(without_contacts(msg.attributes))
+    changed_customer_shown = False  # something the card shows changed (the card is refreshed)
     identity = await Identity.get_or_none(channel=msg.channel, external_id=msg.external_user_id)
     if identity is None:
+        # a new identity with a verified contact a customer has joins that customer at once
+        owners = await hot.customer_keys(None, None, contacts) if contacts and link is not None else []
         try:
             async with in_transaction():
-                customer = await Customer.create(
-                    display_name=msg.display_name or msg.external_user_id,
-                    attributes=attributes,
-                    timezone=zone,
-                    locale=locale,
-                )
+                if owners:
+                    customer = await Customer.get(id=min(owners)[0])
+                else:
+                    customer = await Customer.create(
+                        display_name=msg.display_name or msg.external_user_id,
+                        attributes=attributes,
+                        timezone=zone,
+                        locale=locale,
+                        bus_key=bus_key,
+                    )
                 identity = await Identity.create(
                     customer=customer,
                     channel=msg.channel,
@@ -67,7 +100,13 @@ async def resolve_customer(msg: CustomerMessage) -> Opened:
                 )
         except IntegrityError:
             identity = await Identity.get(channel=msg.channel, external_id=msg.external_user_id)
-    customer = await identity.customer
+    customer = await Customer.get(id=identity.customer_id)
+    if contacts and link is not None:
+        before = customer.id
+        customer = await link(customer, identity, contacts)
+        identity.customer_id = customer.id
+        if customer.id != before:
+            changed_customer_shown = True
     changed_identity = False
     if msg.display_name and identity.display_name != msg.display_name:
         identity.display_name = msg.display_name
@@ -87,11 +126,14 @@ async def resolve_customer(msg: CustomerMessage) -> Opened:
     if locale and customer.locale != locale:
         customer.locale = locale
         changed_customer.append("locale")
+    if customer.bus_key is None and bus_key:  # a customer from before keys per customer
+        customer.bus_key = bus_key
+        await customer.save(update_fields=["bus_key"])
     if changed_customer:
         await customer.save(update_fields=changed_customer)
 
     conversation = (
-        await Conversation.filter(identity_id=identity.id)
+        await Conversation.filter(customer_id=customer.id)
         .exclude(state=ConversationState.CLOSED)
         .order_by("-id")
         .first()
@@ -108,13 +150,24 @@ async def resolve_customer(msg: CustomerMessage) -> Opened:
         )
     else:
         conversation.last_customer_message_at = msg.timestamp
-        await conversation.save(update_fields=["last_customer_message_at", "updated_at"])
-    return Opened(customer, identity, conversation, new, bool(changed_customer))
+        fields = ["last_customer_message_at", "updated_at"]
+        if conversation.identity_id != identity.id:  # they wrote from another channel: replies follow
+            conversation.identity_id = identity.id
+            fields.append("identity_id")
+            changed_customer_shown = True
+        await conversation.save(update_fields=fields)
+    return Opened(customer, identity, conversation, new, bool(changed_customer) or changed_customer_shown)
+
+
+async def _contacts_of(customer_id: int, contacts: list[tuple[str, str]]) -> bool:
+    """True when every one of ``contacts`` is known as this customer's (nothing to link)."""
+    owners = await hot.customer_keys(None, None, contacts)
+    return len(owners) == len(contacts) and all(owner == customer_id for owner, _key in owners)
 
 
 def _unchanged(identity: Identity, customer: Customer, msg: CustomerMessage) -> bool:
     """True when ``msg`` brings no new name, avatar, customer attribute, time zone or locale (nothing to
-    update)."""
+    update); its verified contacts are checked apart."""
     return (
         (not msg.display_name or identity.display_name == msg.display_name)
         and (not msg.avatar_url or identity.avatar_url == msg.avatar_url)
@@ -123,10 +176,30 @@ def _unchanged(identity: Identity, customer: Customer, msg: CustomerMessage) -> 
             if k == TIMEZONE
             else customer.locale == valid_locale(v)
             if k == LOCALE
+            else True
+            if k in CONTACT_KINDS
             else customer.attributes.get(k) == v
             for k, v in msg.attributes.items()
         )
     )
+
+
+async def current_customer_id(customer_id: int) -> int:
+    """The customer ``customer_id`` is now: the one it was merged into, if it was (following merges)."""
+    seen: set[int] = set()
+    while customer_id not in seen:
+        seen.add(customer_id)
+        row = await Customer.get_or_none(id=customer_id)
+        if row is None or row.merged_into_id is None:
+            return customer_id
+        customer_id = row.merged_into_id
+    return customer_id
+
+
+def reply_identity_id(conversation: Conversation) -> int:
+    """The identity replies in ``conversation`` go to: the agent's pick (``!via``), else the one the
+    customer last wrote from."""
+    return conversation.via_identity_id or conversation.identity_id
 
 
 async def conversation_view(conversation: Conversation, workspace: str | None = None) -> ConversationView:
@@ -161,6 +234,8 @@ async def customer_card(conversation: Conversation) -> CustomerCard:
     view = await conversation_view(conversation)
     customer = await Customer.get(id=conversation.customer_id)
     identities = await Identity.filter(customer_id=customer.id).order_by("id")
+    contacts = await CustomerContact.filter(customer_id=customer.id).order_by("id")
+    replies_to = reply_identity_id(conversation)
     earlier = (
         await Conversation.filter(customer_id=customer.id, id__lt=conversation.id).order_by("-id").limit(10)
     )
@@ -168,20 +243,26 @@ async def customer_card(conversation: Conversation) -> CustomerCard:
         customer_id=customer.id,
         name=view.customer_name,
         identities=tuple(
-            IdentityView(i.channel, i.external_id, i.display_name, i.reachable) for i in identities
+            IdentityView(i.channel, i.external_id, i.display_name, i.reachable, i.id == replies_to)
+            for i in identities
         ),
         tags=tuple(sorted(set(customer.tags) | set(conversation.tags))),
         state=view.state,
         team=view.team,
         assignee=view.assignee,
-        attributes=_card_attributes(customer),
+        attributes=_card_attributes(customer, contacts),
         earlier_conversations=tuple([await _earlier(c) for c in earlier]),
     )
 
 
-def _card_attributes(customer: Customer) -> dict[str, str]:
-    """What the card lists as the customer's details: their attributes, time zone and locale."""
+def _card_attributes(customer: Customer, contacts: list[CustomerContact]) -> dict[str, str]:
+    """What the card lists as the customer's details: their attributes, verified contacts, time zone and
+    locale."""
     shown = dict(customer.attributes)
+    for kind in CONTACT_KINDS:
+        values = [c.value for c in contacts if c.kind == kind]
+        if values:
+            shown[f"verified {kind}"] = ", ".join(values)
     if customer.timezone:
         shown["time zone"] = customer.timezone
     if customer.locale:

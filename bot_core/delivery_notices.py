@@ -239,7 +239,7 @@ class DeliveryNotices:
 
     async def _tell_customer(self, conversation: Conversation, text: str, key: str) -> bool:
         """Send the customer a short message through the outbox; False if they cannot be reached."""
-        identity = await Identity.get(id=conversation.identity_id)
+        identity = await Identity.get(id=conversation.via_identity_id or conversation.identity_id)
         if not identity.reachable:
             return False
         await self._outbox.enqueue_customer(conversation, identity, text, key=key)

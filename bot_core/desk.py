@@ -20,11 +20,13 @@ from bot_core.adapters import Channel, InboundEvent, RoomRef, TypingChannel, Typ
 from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
+from bot_core.contacts import publish_key
 from bot_core.conversation_service import ConversationService
-from bot_core.conversations import conversation_for_room
+from bot_core.conversations import conversation_for_room, reply_identity_id
 from bot_core.downloads import DownloadPolicy
 from bot_core.events import (
     ConversationEvent,
+    CustomerMessage,
     LifecycleKind,
     ScheduledFire,
     dump_event,
@@ -158,6 +160,7 @@ class Desk:
             self.outbox, self.rooms, self._publish_event, wants=self._handled
         )
         self.relay = Relay(lambda: self._pipeline, self.outbox, self.metrics, self.conversations)
+        self._core.links = self.relay.links  # !link and !via
         self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll, now=scheduler_clock)
         self._serve_http = serve_http
         self._runner: web.AppRunner | None = None
@@ -362,7 +365,9 @@ class Desk:
         """Append an adapter's event to the bus; returns once it is stored (then the adapter may ack)."""
         if not self._accepting:
             raise NotAccepting("relaydesk is shutting down")
-        await self.bus.publish(event.conversation_key(), dump_event(event))
+        # a customer's events are ordered per customer, whichever channel they come from
+        key = await publish_key(event) if isinstance(event, CustomerMessage) else event.conversation_key()
+        await self.bus.publish(key, dump_event(event))
 
     async def agent_typing(self, workspace: str, room_id: str, agent_name: str, active: bool) -> None:
         """An agent types (or stopped) in a room of ``workspace``: the customer's channel shows it if it can."""
@@ -370,7 +375,7 @@ class Desk:
             conversation = await conversation_for_room(workspace, room_id)
             if conversation is None or conversation.state is ConversationState.CLOSED:
                 return
-            identity = await Identity.get_or_none(id=conversation.identity_id)
+            identity = await Identity.get_or_none(id=reply_identity_id(conversation))
             if identity is None or not identity.reachable:
                 return
             channel = self.plugins.get(identity.channel)

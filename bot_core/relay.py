@@ -10,6 +10,7 @@ handled again on replay, and the outbox's idempotency keys keep its deliveries f
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from bot_core.conversation_service import ConversationService
 from bot_core.conversations import (
     conversation_for_room,
     get_or_create_agent,
+    reply_identity_id,
     resolve_customer,
 )
 from bot_core.events import (
@@ -37,6 +39,7 @@ from bot_core.events import (
     load_event,
     utcnow,
 )
+from bot_core.linking import CustomerLinks
 from bot_core.metrics import Metrics
 from bot_core.outbox import Outbox
 from bot_core.pipeline import Pipeline
@@ -85,6 +88,7 @@ class Relay:
         self.outbox = outbox
         self._metrics = metrics
         self.conversations = conversations
+        self.links = CustomerLinks(conversations)
 
     # -- bus entry point -----------------------------------------------------------------------
 
@@ -94,7 +98,7 @@ class Relay:
         started = time.perf_counter()
         pipeline = self._pipeline()  # pinned for the whole event, even if a reload swaps it
         if isinstance(event, CustomerMessage):
-            await self._customer_message(pipeline, event)
+            await self._customer_message(pipeline, event, entry.key)
         elif isinstance(event, AgentMessage):
             await self._agent_message(pipeline, event)
         elif isinstance(event, AgentCommand):
@@ -130,13 +134,15 @@ class Relay:
 
     # -- customer side -------------------------------------------------------------------------
 
-    async def _customer_message(self, pipeline: Pipeline, msg: CustomerMessage) -> None:
+    async def _customer_message(self, pipeline: Pipeline, msg: CustomerMessage, bus_key: str) -> None:
         receipt = await self._receipt(msg.channel, msg.external_message_id)
         if receipt is None:
             return
-        opened = await resolve_customer(msg)
-        conversation = opened.conversation
         keys = ActionKeys(f"{msg.channel}:{msg.external_message_id}")
+        # a merge this message causes numbers its room posts apart: a replay (no merge) keeps the keys below
+        link_keys = ActionKeys(f"{keys.event_key}:link")
+        opened = await resolve_customer(msg, bus_key, functools.partial(self.links.link_contacts, link_keys))
+        conversation = opened.conversation
         workspace = await self.conversations.room_workspace(conversation)
         attachments = [a.model_dump(mode="json") for a in msg.attachments]
         if msg.edit_of:
@@ -293,9 +299,9 @@ class Relay:
     async def _context_of(
         self, conversation: Conversation, plugin: str, keys: ActionKeys, agent: Agent | None = None
     ) -> Context:
-        """A context on a stored conversation, with its customer and identity loaded."""
+        """A context on a stored conversation, with its customer and the identity replies go to loaded."""
         customer = await Customer.get(id=conversation.customer_id)
-        identity = await Identity.get(id=conversation.identity_id)
+        identity = await Identity.get(id=reply_identity_id(conversation))
         return Context(
             self.conversations,
             plugin,
@@ -332,7 +338,7 @@ class Relay:
             await self._done(receipt)
             return
         conversation = ctx.raw_conversation
-        identity = await Identity.get(id=conversation.identity_id)
+        identity = await Identity.get(id=reply_identity_id(conversation))
         agent_name = ctx.agent.display_name or ctx.agent.external_id
         self._metrics.messages_in.labels(msg.workspace).inc()
         if msg.edit_of or msg.redacts:
@@ -404,6 +410,12 @@ class Relay:
             return
         original.edited_at = msg.timestamp
         await original.save(update_fields=["edits", "text", "edited_at"])
+        if original.channel != identity.channel:  # the original went out on another of their channels
+            identity = (
+                await Identity.filter(customer_id=conversation.customer_id, channel=original.channel)
+                .order_by("-id")
+                .first()
+            ) or identity
         if identity.reachable:
             await self.outbox.enqueue_customer(
                 conversation, identity, body, key=keys.next(kind), message=original, correction=kind

@@ -42,16 +42,18 @@ class TranscriptEntry:
 async def customer_transcript(
     channel: str, external_user_id: str, *, after: int = 0, limit: int = 200
 ) -> list[TranscriptEntry]:
-    """The newest ``limit`` messages (with an id above ``after``) of every conversation of this identity."""
+    """The newest ``limit`` messages (with an id above ``after``) this identity's channel carried in every
+    conversation of its customer (what was written or sent on their other channels is not shown here)."""
     identity = await Identity.get_or_none(channel=channel, external_id=external_user_id)
     if identity is None:
         return []
-    conversations = await Conversation.filter(identity_id=identity.id).values_list("id", flat=True)
+    conversations = await Conversation.filter(customer_id=identity.customer_id).values_list("id", flat=True)
     if not conversations:
         return []
     rows = (
         await Message.filter(
             conversation_id__in=list(conversations),
+            channel=channel,
             direction__in=[Direction.INBOUND, Direction.OUTBOUND],
             id__gt=after,
         )

@@ -329,13 +329,14 @@ async def mark_receipt_processed(receipt_id: int) -> None:
 async def open_conversation_of(
     channel: str, external_id: str
 ) -> tuple[Conversation, Identity, Customer] | None:
-    """The newest conversation of this channel identity that is not closed, with its identity and customer."""
+    """The newest conversation not closed of this channel identity's customer (whichever identity it runs
+    on), with this identity and the customer."""
     sql = (
         f"SELECT {_columns(Conversation, 'v_', 'v')}, {_columns(Identity, 'i_', 'i')}, "
         f"{_columns(Customer, 'c_', 'c')} "
-        'FROM "conversation" "v" '
-        'JOIN "identity" "i" ON "i"."id"="v"."identity_id" '
-        'JOIN "customer" "c" ON "c"."id"="v"."customer_id" '
+        'FROM "identity" "i" '
+        'JOIN "customer" "c" ON "c"."id"="i"."customer_id" '
+        'JOIN "conversation" "v" ON "v"."customer_id"="i"."customer_id" '
         'WHERE "i"."channel"=? AND "i"."external_id"=? AND "v"."state"<>? '
         'ORDER BY "v"."id" DESC LIMIT 1'
     )
@@ -344,6 +345,32 @@ async def open_conversation_of(
         return None
     row = rows[0]
     return _load(Conversation, row, "v_"), _load(Identity, row, "i_"), _load(Customer, row, "c_")
+
+
+async def customer_keys(
+    channel: str | None, external_id: str | None, contacts: Sequence[tuple[str, str]] = ()
+) -> list[tuple[int, str | None]]:
+    """(customer id, bus key) of the customer of this channel identity (none with ``channel=None``) and of
+    the owners of ``contacts`` (verified ``(kind, value)`` pairs): what an inbound event is
+    published under. One statement."""
+    parts = []
+    values: list[Any] = []
+    if channel is not None:
+        parts.append(
+            'SELECT "c"."id", "c"."bus_key" FROM "identity" "i" '
+            'JOIN "customer" "c" ON "c"."id"="i"."customer_id" WHERE "i"."channel"=? AND "i"."external_id"=?'
+        )
+        values += [channel, external_id]
+    for kind, value in contacts:
+        parts.append(
+            'SELECT "c"."id", "c"."bus_key" FROM "customer_contact" "k" '
+            'JOIN "customer" "c" ON "c"."id"="k"."customer_id" WHERE "k"."kind"=? AND "k"."value"=?'
+        )
+        values += [kind, value]
+    if not parts:
+        return []
+    _count, rows = await _query(" UNION ALL ".join(parts), values)
+    return [(int(row[0]), row[1]) for row in rows]
 
 
 async def consent_of_conversation(conversation_id: int, topic: str) -> Consent | None:
@@ -513,6 +540,7 @@ __all__ = [
     "append_journal_entry",
     "claim_outbox_row",
     "commit_point",
+    "customer_keys",
     "delete_journal_entry",
     "durable",
     "insert_conversation_log",

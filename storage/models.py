@@ -77,18 +77,53 @@ class Agent(Model):
 
 
 class Customer(Model):
-    """One person, whatever channels they write from."""
+    """One person, whatever channels they write from.
 
+    ``bus_key`` is the bus key every event of theirs is published under (the key their first message
+    had), so their messages on several channels are handled in order. A customer merged into another
+    keeps its row (its rooms may stay with it) with ``merged_into_id`` naming the one it became.
+    """
+
+    merged_into_id: int | None  # set by the foreign key below
     id = fields.IntField(primary_key=True)
     display_name = fields.CharField(max_length=255, default="")
     attributes: dict[str, str] = fields.JSONField(default=dict)
     tags: list[str] = fields.JSONField(default=list)
     timezone = fields.CharField(max_length=64, null=True)  # an IANA zone name, from a channel that knows it
     locale = fields.CharField(max_length=35, null=True)  # a BCP 47 language tag, e.g. de-CH
+    bus_key = fields.CharField(max_length=255, null=True)
+    merged_into: fields.ForeignKeyNullableRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="merged", null=True, on_delete=fields.SET_NULL
+    )
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "customer"
+
+
+class CustomerContact(Model):
+    """A verified contact point of a customer: a phone number (E.164) or an email address (lower case).
+
+    Unique per kind and value: a verified phone or email belongs to one customer, and identities that
+    bring the same one are linked into that customer. ``identity_id`` is the identity that brought it.
+    """
+
+    customer_id: int  # set by the foreign key below
+    identity_id: int | None  # set by the foreign key below
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="contacts", on_delete=fields.CASCADE
+    )
+    kind = fields.CharField(max_length=10)
+    value = fields.CharField(max_length=255)
+    identity: fields.ForeignKeyNullableRelation[Identity] = fields.ForeignKeyField(
+        "models.Identity", related_name="contacts", null=True, on_delete=fields.SET_NULL
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "customer_contact"
+        unique_together = (("kind", "value"),)
 
 
 class Consent(Model):
@@ -159,13 +194,17 @@ class Conversation(Model):
     room_id: int | None  # set by the foreign key below
     team_id: int | None  # set by the foreign key below
     assignee_id: int | None  # set by the foreign key below
+    via_identity_id: int | None  # set by the foreign key below
     id = fields.IntField(primary_key=True)
     customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
         "models.Customer", related_name="conversations", on_delete=fields.CASCADE
     )
     identity: fields.ForeignKeyRelation[Identity] = fields.ForeignKeyField(
         "models.Identity", related_name="conversations", on_delete=fields.CASCADE
-    )
+    )  # the identity the customer last wrote from (or was written to first): replies go there
+    via_identity: fields.ForeignKeyNullableRelation[Identity] = fields.ForeignKeyField(
+        "models.Identity", related_name="via_conversations", null=True, on_delete=fields.SET_NULL
+    )  # an agent's pick (!via): replies go there instead, until changed
     room: fields.ForeignKeyNullableRelation[Room] = fields.ForeignKeyField(
         "models.Room", related_name="conversations", null=True, on_delete=fields.SET_NULL
     )
@@ -186,7 +225,7 @@ class Conversation(Model):
 
     class Meta:
         table = "conversation"
-        indexes = (("identity_id", "state"),)
+        indexes = (("identity_id", "state"), ("customer_id", "state"))
 
 
 class ConversationLog(Model):

@@ -22,6 +22,7 @@ FileLink = Callable[[str], str]
 ATTRIBUTE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 START = re.compile(r"^/start(?:@\w+)?(?:\s+(\S+))?\s*$")
 MAX_ATTRIBUTE_VALUE = 256
+VERIFIED_CONTACTS = ("phone", "email")  # attribute names reserved for contacts a channel verified
 
 
 def message_ref(chat_id: int | str, message_id: int | str) -> str:
@@ -51,7 +52,11 @@ def start_attributes(text: str, plain_key: str) -> dict[str, str]:
     except (ValueError, UnicodeDecodeError):
         pairs = []
     if pairs and all(ATTRIBUTE_KEY.match(k) and v.isprintable() for k, v in pairs):
-        return {k: v[:MAX_ATTRIBUTE_VALUE] for k, v in pairs}
+        # anyone can make a deep link: a phone or email in it is not verified, and the core links
+        # customers by the verified ones channels give under these names
+        return {
+            (f"unverified_{k}" if k in VERIFIED_CONTACTS else k): v[:MAX_ATTRIBUTE_VALUE] for k, v in pairs
+        }
     return {plain_key: payload}
 
 

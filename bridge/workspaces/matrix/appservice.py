@@ -317,16 +317,34 @@ class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
                 "m.new_content": {"msgtype": "m.text", "body": message.text, "m.mentions": NO_MENTIONS},
                 "m.relates_to": {"rel_type": "m.replace", "event_id": message.edit_of},
             }
-        last: str | None = None
-        for index, attachment in enumerate(message.attachments):
-            txn = f"{message.idempotency_key}:file{index}" if message.idempotency_key else ""
-            last = await self._post_attachment(ghost, room.room_id, attachment, txn)
-        if not message.text and last is not None:
-            return PostedRef(last)
-        # the outbox row's key as the transaction id: a retried post shows once
-        return PostedRef(
-            await send_message(ghost, room.room_id, content, message.idempotency_key, "post as customer")
-        )
+
+        async def post() -> PostedRef:
+            last: str | None = None
+            for index, attachment in enumerate(message.attachments):
+                txn = f"{message.idempotency_key}:file{index}" if message.idempotency_key else ""
+                last = await self._post_attachment(ghost, room.room_id, attachment, txn)
+            if not message.text and last is not None:
+                return PostedRef(last)
+            # the outbox row's key as the transaction id: a retried post shows once
+            return PostedRef(
+                await send_message(ghost, room.room_id, content, message.idempotency_key, "post as customer")
+            )
+
+        try:
+            return await post()
+        except MatrixError as exc:
+            # a customer linked across channels writes from another identity: its ghost is not in the
+            # room yet (checked only on this refusal, so the usual post costs nothing more)
+            if "M_FORBIDDEN" not in str(exc):
+                raise
+            await self._ghost_joins(ghost, room.room_id)
+            return await post()
+
+    async def _ghost_joins(self, ghost: AsyncClient, room_id: str) -> None:
+        """Invite ``ghost`` into the portal room (only relaydesk may invite) and join it there."""
+        assert self._bot is not None
+        await self._bot.room_invite(room_id, ghost.user_id)  # refused when invited already: the join says
+        check_response(await ghost.join(room_id), "ghost joins portal room")
 
     async def customer_typing(
         self, room: RoomRef, channel: str, external_user_id: str, name: str, active: bool

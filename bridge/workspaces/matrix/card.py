@@ -22,6 +22,7 @@ def card_text(card: CustomerCard, room_id: str = "") -> tuple[str, str]:
     identities = [
         f"{i.channel}: {clean_display_name(i.display_name) or i.external_user_id}"
         f"{'' if i.reachable else ' (unreachable)'}"
+        f"{' ← replies go here' if i.replies and len(card.identities) > 1 else ''}"
         for i in card.identities
     ]
     status = (
