@@ -146,7 +146,9 @@ def verdict(value: float, goal: float) -> str:
 
 def main() -> None:
     """Run the simulated day(s) and print the prediction error."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--days", type=int, default=1)
     args = parser.parse_args()
@@ -158,7 +160,9 @@ def main() -> None:
     med, p90 = statistics.median(errors), percentile(errors, 0.9)
     waits = sorted(a for _, a in pairs)
     print(f"customers told a wait: {len(pairs)} (median actual wait {statistics.median(waits) / 60:.1f} min)")
-    print(f"median |quoted-actual|/actual: {med:.0%} (goal <= {GOAL_MEDIAN:.0%}): {verdict(med, GOAL_MEDIAN)}")
+    print(
+        f"median |quoted-actual|/actual: {med:.0%} (goal <= {GOAL_MEDIAN:.0%}): {verdict(med, GOAL_MEDIAN)}"
+    )
     print(f"p90    |quoted-actual|/actual: {p90:.0%} (goal <= {GOAL_P90:.0%}): {verdict(p90, GOAL_P90)}")
 
 

@@ -40,6 +40,7 @@ from bot_core.events import (
     ConversationEvent,
     CustomerMessage,
     LifecycleKind,
+    ScheduledFire,
 )
 from bot_core.plugin import (
     HANDLED,
@@ -86,6 +87,7 @@ __all__ = [
     "PostedRef",
     "RetryAfter",
     "RoomRef",
+    "ScheduledFire",
     "SentRef",
     "StateStore",
     "TemporaryFailure",

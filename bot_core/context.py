@@ -329,9 +329,14 @@ class Context:
         """
         return await self._engine.change(self, LifecycleKind.QUEUED, team=team)
 
-    async def assign(self, agent_id: str) -> bool:
-        """Give the conversation to the agent with workspace id ``agent_id``; False if it is closed or theirs."""
-        return await self._engine.change(self, LifecycleKind.ASSIGNED, agent_id=agent_id)
+    async def assign(self, agent_id: str, *, unowned: bool = False) -> bool:
+        """Give the conversation to the agent with workspace id ``agent_id``; False if it is closed or theirs.
+
+        With ``unowned=True`` only a conversation no agent has (with the bot, or waiting) is given: an
+        automatic hand-out never takes a conversation from an agent who claimed it meanwhile.
+        """
+        only_from = (ConversationState.BOT, ConversationState.QUEUED) if unowned else None
+        return await self._engine.change(self, LifecycleKind.ASSIGNED, agent_id=agent_id, only_from=only_from)
 
     async def transfer(self, team: str) -> bool:
         """Hand the conversation, with its whole history, to ``team``'s queue; False if it is closed."""

@@ -68,7 +68,9 @@ def check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not an IANA time zone (like Europe/Berlin or Asia/Shanghai)") from None
+        raise ValueError(
+            f"{value!r} is not an IANA time zone (like Europe/Berlin or Asia/Shanghai)"
+        ) from None
     return value
 
 
@@ -141,7 +143,8 @@ class Match(BaseModel):
     )
     tags: list[str] = Field(default_factory=list, description="any of these conversation or customer tags")
     language: list[str] = Field(
-        default_factory=list, description="any of these languages (en, zh): the FAQ's, else the customer's locale"
+        default_factory=list,
+        description="any of these languages (en, zh): the FAQ's, else the customer's locale",
     )
     channel: list[str] = Field(default_factory=list, description="any of these channel plugin names")
     attributes: dict[str, str] = Field(
@@ -196,8 +199,12 @@ class HandoffConfig(BaseModel):
         if not self.teams:
             raise ValueError("teams: at least one team is needed")
         if self.default_team not in self.teams:
-            raise ValueError(f"default_team {self.default_team!r} is not one of the teams ({', '.join(self.teams)})")
+            raise ValueError(
+                f"default_team {self.default_team!r} is not one of the teams ({', '.join(self.teams)})"
+            )
         for n, rule in enumerate(self.rules):
             if rule.team not in self.teams:
-                raise ValueError(f"rules[{n}].team {rule.team!r} is not one of the teams ({', '.join(self.teams)})")
+                raise ValueError(
+                    f"rules[{n}].team {rule.team!r} is not one of the teams ({', '.join(self.teams)})"
+                )
         return self

@@ -29,7 +29,9 @@ def mean_handle(handles: Sequence[float]) -> float:
     return sum(last) / len(last) if last else DEFAULT_HANDLE
 
 
-def expected_waits(free_slots: int, busy_slots: int, handles: Sequence[float], waiting: int) -> list[float] | None:
+def expected_waits(
+    free_slots: int, busy_slots: int, handles: Sequence[float], waiting: int
+) -> list[float] | None:
     """The expected wait (seconds) of each of ``waiting`` conversations in queue order.
 
     ``free_slots`` / ``busy_slots``: slots of the available agents free now / holding a conversation;
