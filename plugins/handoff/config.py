@@ -86,11 +86,15 @@ class Targets(BaseModel):
     """Response targets of a team; a target left out is not watched."""
 
     model_config = ConfigDict(extra="forbid")
-    first_response: Duration | None = Field(None, description="from joining the queue to an agent taking it")
-    next_response: Duration | None = Field(
-        None, description="from a customer's message to the owner's answer, while assigned"
+    first_response: Duration | None = Field(
+        default=None, description="from joining the queue to an agent taking it"
     )
-    resolution: Duration | None = Field(None, description="from the conversation's start to its close")
+    next_response: Duration | None = Field(
+        default=None, description="from a customer's message to the owner's answer, while assigned"
+    )
+    resolution: Duration | None = Field(
+        default=None, description="from the conversation's start to its close"
+    )
 
 
 class TeamConfig(BaseModel):
@@ -109,7 +113,7 @@ class TeamConfig(BaseModel):
     targets: Targets = Field(default_factory=Targets)
     assignment: Assignment = Assignment.CLAIM
     sticky: Duration | None = Field(
-        None,
+        default=None,
         description="a returning customer goes to the agent who served them last, if that was within "
         "this time and the agent is available with room",
     )
@@ -150,7 +154,7 @@ class Match(BaseModel):
     attributes: dict[str, str] = Field(
         default_factory=dict, description="customer attributes that must have these values"
     )
-    time: str | None = Field(None, description="a window like '18:00-08:00' in `timezone`")
+    time: str | None = Field(default=None, description="a window like '18:00-08:00' in `timezone`")
     timezone: str = "UTC"
 
     @field_validator("timezone")

@@ -343,9 +343,9 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         if await self._sticky(ctx, team):
             return
         await self._dispatch(ctx, team)
-        entry = await self.queue.get(ctx.customer.id)
-        if entry is not None and entry.conversation == ctx.conversation.id:
-            await self._tell_place(ctx, entry, update=False)
+        waiting = await self.queue.get(ctx.customer.id)
+        if waiting is not None and waiting.conversation == ctx.conversation.id:
+            await self._tell_place(ctx, waiting, update=False)
 
     async def _tell_place(self, ctx: Context, entry: Entry, *, update: bool) -> None:
         """Tell the customer their place (and wait); with ``update``, only if it changed enough."""
@@ -693,15 +693,15 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         """Schedule a promise, or cancel one."""
         promises: list[dict[str, Any]] = list(await ctx.state.get("followups", []))
         if len(cmd.args) == 2 and cmd.args[0].lower() == "cancel":
-            n = cmd.args[1].lstrip("#")
-            found = next((p for p in promises if str(p["n"]) == n and not p.get("done")), None)
+            which = cmd.args[1].lstrip("#")
+            found = next((p for p in promises if str(p["n"]) == which and not p.get("done")), None)
             if found is None:
-                await ctx.notice(f"No open follow-up #{n}.")
+                await ctx.notice(f"No open follow-up #{which}.")
                 return HANDLED
-            await ctx.cancel(f"followup:{n}")
+            await ctx.cancel(f"followup:{which}")
             found["done"] = "cancelled"
             await ctx.state.set("followups", promises)
-            await ctx.notice(f"Follow-up #{n} cancelled.")
+            await ctx.notice(f"Follow-up #{which} cancelled.")
             return HANDLED
         team = await self.team_of(ctx)
         zone = ZoneInfo(self.team(team).timezone)
@@ -711,7 +711,7 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             await ctx.notice(str(exc))
             return HANDLED
         n = len(promises) + 1
-        record = {
+        record: dict[str, Any] = {
             "n": n,
             "due": _iso(promise.due.astimezone(ZoneInfo("UTC"))),
             "what": promise.what,

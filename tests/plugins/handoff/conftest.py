@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -65,8 +65,8 @@ class Desk2:
         """Wait until every event is handled and every delivery sent."""
         assert await self.desk.wait_settled(15)
 
-    async def says(self, user: str, text: str, **extra: object) -> None:
-        """Customer ``user`` writes ``text``."""
+    async def says(self, user: str, text: str, **extra: Any) -> None:
+        """Customer ``user`` writes ``text`` (``extra``: more CustomerMessage fields)."""
         await self.channel.customer_writes(user, text, **extra)
         await self.settle()
 

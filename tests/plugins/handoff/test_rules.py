@@ -70,7 +70,12 @@ def test_complaint_jumps_the_line_and_intents_route() -> None:
 BERLIN_WEEK = TeamConfig.model_validate(
     {
         "timezone": "Europe/Berlin",
-        "hours": {"mon": "09:00-17:00", "tue": "09:00-12:00, 13:00-17:00", "fri": "09:00-17:00", "sat": "22:00-02:00"},
+        "hours": {
+            "mon": "09:00-17:00",
+            "tue": "09:00-12:00, 13:00-17:00",
+            "fri": "09:00-17:00",
+            "sat": "22:00-02:00",
+        },
         "holidays": ["2026-12-25"],
     }
 )
@@ -85,7 +90,9 @@ def test_hours_in_the_teams_time_zone() -> None:
     assert not hours.is_open(datetime(2026, 12, 8, 11, 30, tzinfo=UTC))  # Tuesday 12:30 lunch
     assert not hours.is_open(datetime(2026, 12, 9, 10, 0, tzinfo=UTC))  # Wednesday
     # Monday 17:30 Berlin: next opening Tuesday 09:00 Berlin
-    assert hours.next_open(datetime(2026, 12, 7, 16, 30, tzinfo=UTC)) == datetime(2026, 12, 8, 8, 0, tzinfo=UTC)
+    assert hours.next_open(datetime(2026, 12, 7, 16, 30, tzinfo=UTC)) == datetime(
+        2026, 12, 8, 8, 0, tzinfo=UTC
+    )
 
 
 def test_overnight_window_and_holidays() -> None:
@@ -95,20 +102,32 @@ def test_overnight_window_and_holidays() -> None:
     assert hours.is_open(datetime(2026, 12, 13, 0, 30, tzinfo=UTC))  # Sun 01:30 Berlin
     assert not hours.is_open(datetime(2026, 12, 13, 1, 0, tzinfo=UTC))  # Sun 02:00 Berlin
     assert not hours.is_open(datetime(2026, 12, 25, 10, 0, tzinfo=UTC))
-    assert hours.next_open(datetime(2026, 12, 24, 20, 0, tzinfo=UTC)) == datetime(2026, 12, 26, 21, 0, tzinfo=UTC)
+    assert hours.next_open(datetime(2026, 12, 24, 20, 0, tzinfo=UTC)) == datetime(
+        2026, 12, 26, 21, 0, tzinfo=UTC
+    )
 
 
 def test_daylight_saving_change() -> None:
     """09:00 Berlin is 08:00 UTC before the spring change (Sunday 29 March 2026) and 07:00 UTC after it; a
     window starting in the skipped hour opens at 03:00 summer time; autumn's repeated hour is opened once."""
-    hours = Hours.of(TeamConfig.model_validate({"timezone": "Europe/Berlin", "hours": {"mon": "09:00-17:00"}}))
-    assert hours.next_open(datetime(2026, 3, 27, 18, 0, tzinfo=UTC)) == datetime(2026, 3, 30, 7, 0, tzinfo=UTC)
-    assert hours.next_open(datetime(2026, 3, 20, 18, 0, tzinfo=UTC)) == datetime(2026, 3, 23, 8, 0, tzinfo=UTC)
+    hours = Hours.of(
+        TeamConfig.model_validate({"timezone": "Europe/Berlin", "hours": {"mon": "09:00-17:00"}})
+    )
+    assert hours.next_open(datetime(2026, 3, 27, 18, 0, tzinfo=UTC)) == datetime(
+        2026, 3, 30, 7, 0, tzinfo=UTC
+    )
+    assert hours.next_open(datetime(2026, 3, 20, 18, 0, tzinfo=UTC)) == datetime(
+        2026, 3, 23, 8, 0, tzinfo=UTC
+    )
     gap = Hours.of(TeamConfig.model_validate({"timezone": "Europe/Berlin", "hours": {"sun": "02:30-05:00"}}))
     assert gap.next_open(datetime(2026, 3, 28, 12, 0, tzinfo=UTC)) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
-    autumn = Hours.of(TeamConfig.model_validate({"timezone": "Europe/Berlin", "hours": {"sun": "02:30-05:00"}}))
+    autumn = Hours.of(
+        TeamConfig.model_validate({"timezone": "Europe/Berlin", "hours": {"sun": "02:30-05:00"}})
+    )
     # 25 October 2026: 02:30 happens twice; the first (CEST, 00:30 UTC) opens
-    assert autumn.next_open(datetime(2026, 10, 24, 12, 0, tzinfo=UTC)) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert autumn.next_open(datetime(2026, 10, 24, 12, 0, tzinfo=UTC)) == datetime(
+        2026, 10, 25, 0, 30, tzinfo=UTC
+    )
     assert autumn.is_open(datetime(2026, 10, 25, 1, 45, tzinfo=UTC))  # the second 02:45 (CET) too
 
 
@@ -163,6 +182,8 @@ plugins:
     assert "plugins.yaml" in text and "handoff" in text
     assert "timezone" in text and "Europe/Berlinn" in text
     assert "first_response" in text and "soon" in text
-    with pytest.raises(ValidationError, match="rules\\[0\\].team 'sales'"):
-        HandoffConfig.model_validate({"default_team": "support", "teams": {"support": {}}, "rules": [{"team": "sales"}]})
+    with pytest.raises(ValidationError, match=r"rules\[0\]\.team 'sales'"):
+        HandoffConfig.model_validate(
+            {"default_team": "support", "teams": {"support": {}}, "rules": [{"team": "sales"}]}
+        )
     assert date(2026, 12, 25) in Hours.of(BERLIN_WEEK).holidays

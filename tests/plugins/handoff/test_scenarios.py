@@ -104,14 +104,18 @@ async def test_d_promise_fires_after_a_restart(handoff_desk: StartDesk) -> None:
     await desk.agent("u1", "!followup 3d call back about the refund --tell-customer", ALICE)
     assert "Follow-up #1 set for Fri 2026-12-11 10:00 (Europe/Berlin)" in desk.notices("u1")[-1]
     await desk.agent("u1", "!followups", ALICE)
-    assert "#1 2026-12-11T09:00 UTC: call back about the refund (tells the customer)" in desk.notices("u1")[-1]
+    assert (
+        "#1 2026-12-11T09:00 UTC: call back about the refund (tells the customer)" in desk.notices("u1")[-1]
+    )
     await desk.desk.stop(timeout=5)
 
     clock.move(days=3, minutes=1)
     again = await handoff_desk(CLAIMING, clock=clock)
     await again.desk.scheduler.tick()
     await again.settle()
-    assert any(f"⏰ {ALICE}: follow-up #1 is due: call back about the refund" in n for n in again.notices("u1"))
+    assert any(
+        f"⏰ {ALICE}: follow-up #1 is due: call back about the refund" in n for n in again.notices("u1")
+    )
     assert again.got("u1") == ["As promised, we're following up on: call back about the refund"]
     await again.agent("u1", "!followups", ALICE)
     assert again.notices("u1")[-1] == "No open follow-ups."
@@ -125,7 +129,9 @@ async def test_e_after_a_transfer_the_new_agent_has_the_photo(handoff_desk: Star
     await desk.agent("u1", "!available", ALICE)
     await desk.agent("u1", "!available", CARA)
     await desk.says("u1", "I want to talk to a person")
-    photo = Attachment(kind="image", url="https://files.example/tent.jpg", mime_type="image/jpeg", name="tent.jpg")
+    photo = Attachment(
+        kind="image", url="https://files.example/tent.jpg", mime_type="image/jpeg", name="tent.jpg"
+    )
     await desk.says("u1", "here is the broken tent", attachments=(photo,))
     await desk.agent("u1", "!transfer billing: refund approved, needs IBAN", ALICE)
     room = desk.workspace.rooms[desk.room("u1")]
@@ -134,12 +140,16 @@ async def test_e_after_a_transfer_the_new_agent_has_the_photo(handoff_desk: Star
     notices = desk.notices("u1")
     assert any("Hand-over from Alice to billing: refund approved, needs IBAN" in n for n in notices), notices
     assert any(f"🔔 {CARA}: this conversation is yours" in n for n in notices), notices
-    assert room.card is not None and "cara" in (room.card.assignee or "").lower() and room.card.team == "billing"
+    assert (
+        room.card is not None and "cara" in (room.card.assignee or "").lower() and room.card.team == "billing"
+    )
     told = desk.got("u1")
     assert "I'm passing you to our billing team. They can see everything you sent" in told[-1], told
     assert not any("send" in t.lower() and "photo" in t.lower() for t in told)
 
     await desk.agent("u1", f"!transfer {BOB}: customer asks for Bob", CARA)
-    assert desk.got("u1")[-1] == "Bob is taking over your conversation and can see everything you sent so far."
+    assert (
+        desk.got("u1")[-1] == "Bob is taking over your conversation and can see everything you sent so far."
+    )
     card = desk.workspace.rooms[desk.room("u1")].card
     assert card is not None and "bob" in (card.assignee or "").lower()
