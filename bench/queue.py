@@ -11,8 +11,8 @@ The figure is the prediction error |quoted - actual| / actual over every custome
 a minute or more (a shorter quote is told as "in a moment"), as median and 90th percentile.
 Goals: median ≤ 25 %, p90 ≤ 60 %.
 
-    python -m bench.queue                # one day, seed 20
-    python -m bench.queue --days 5       # five days, more customers
+    python -m bench.queue                # five days, seed 20
+    python -m bench.queue --days 1 --seed 7
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seed", type=int, default=20)
-    parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--days", type=int, default=5)
     args = parser.parse_args()
     pairs = simulate(args.seed, args.days)
     errors = [abs(q - a) / a for q, a in pairs]

@@ -3,6 +3,8 @@ follow-up times and the config's error messages (pure functions, no desk)."""
 
 from __future__ import annotations
 
+import math
+
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -144,10 +146,12 @@ def test_the_customers_time_zone_in_the_closed_message() -> None:
 
 
 def test_expected_waits() -> None:
-    """Free slots first, then one mean handle time per slot for each place further back; nobody: None."""
+    """Free slots first; then the first to wait gets ln 2 departures' time, the n-th (n - 1); nobody: None."""
     assert expected_waits(0, 0, [], 3) is None
-    assert expected_waits(2, 0, [300.0], 3) == [0.0, 0.0, 150.0]
-    assert expected_waits(0, 3, [], 2) == [DEFAULT_HANDLE / 3, 2 * DEFAULT_HANDLE / 3]
+    assert expected_waits(2, 0, [300.0], 4) == [0.0, 0.0, pytest.approx(150.0 * math.log(2)), 150.0]
+    theta = DEFAULT_HANDLE / 3
+    assert expected_waits(0, 3, [], 3) == [pytest.approx(theta * math.log(2)), theta, 2 * theta]
+    assert expected_waits(0, 1, [100.0] * 40 + [1000.0] * 30, 2)[1] == 1000.0  # the last 30 count
 
 
 def test_followup_times() -> None:

@@ -47,7 +47,7 @@ async def test_a_greeting_loop_ends_with_a_person_a_place_and_a_wait(handoff_des
 
     await ask_for_person(desk, "u1")  # Alice is full (capacity 1): u1 waits, first in line
     told = desk.got("u1")[-1]
-    assert told.startswith("You are number 1 in line. Expected wait: about 10 minutes."), told
+    assert told.startswith("You are number 1 in line. Expected wait: about 7 minutes."), told  # ln 2 x 10 min
 
     await desk.agent("u0", "!close", ALICE)  # Alice is free: u1 is handed to her
     assert any(f"🔔 {ALICE}: this conversation is yours" in n for n in desk.notices("u1"))
