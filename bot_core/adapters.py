@@ -227,6 +227,20 @@ class OpsWorkspace(Protocol):
 
 
 @runtime_checkable
+class InvitingWorkspace(Protocol):
+    """A workspace whose rooms an agent must be in to see them (optional, on top of :class:`Workspace`):
+    Matrix. ``ctx.invite`` (a hand-over to an agent or a team) reaches the room through the outbox; a
+    workspace without this method shows every room to its agents, and the row is done."""
+
+    async def invite(self, room: RoomRef, user_id: str) -> None:
+        """Make sure ``user_id`` can join ``room``: invite them unless they are in it or invited already.
+
+        Raise :class:`Undeliverable` when they may not be there (not one of the workspace's agents).
+        """
+        ...
+
+
+@runtime_checkable
 class Workspace(Protocol):
     """Agent-side adapter: slack, matrix."""
 

@@ -347,6 +347,20 @@ class Context:
         it was closed already."""
         return await self._engine.change(self, LifecycleKind.CLOSED)
 
+    async def invite(self, agent_id: str) -> None:
+        """Make sure the agent with workspace id ``agent_id`` can see this conversation's room.
+
+        In a workspace whose agents see a room by being in it (Matrix) they are invited unless they are
+        there already (through the outbox: a crash loses nothing); elsewhere nothing needs doing.
+        """
+        conv = self._require_conversation()
+        key = self._keys.next("invite")
+        workspace = await self._engine.room_workspace(conv)
+        if workspace:
+            await self._engine.outbox.enqueue_room(
+                conv, workspace, "invite", key=key, details={"user": agent_id}
+            )
+
     async def tag(self, *tags: str) -> None:
         """Add tags to the conversation and the customer (shown on the card)."""
         conv = self._require_conversation()

@@ -36,6 +36,7 @@ from bot_core import consent
 from bot_core.adapters import (
     Channel,
     Delivery,
+    InvitingWorkspace,
     MessageView,
     OpsWorkspace,
     RetryAfter,
@@ -172,7 +173,8 @@ class Outbox:
         message: Message | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Store a post into the conversation's room: ``customer_message``, ``notice`` or ``card``.
+        """Store a post into the conversation's room: ``customer_message``, ``notice``, ``card`` or
+        ``invite`` (``details={"user": ...}``: the agent invited where the workspace needs it).
 
         A ``customer_message`` row carries what the room shows in ``details`` (sender, channel, user,
         attachments, edit), so posting it needs no further lookups.
@@ -507,6 +509,10 @@ class Outbox:
             posted = await workspace.post_as_customer(room, view)
             # an edit keeps pointing at the original event
             return _Sent(posted.external_message_id, None if edit_of else "workspace_message_id")
+        if kind == "invite":  # ctx.invite: only workspaces whose agents see a room by being in it
+            if isinstance(workspace, InvitingWorkspace):
+                await workspace.invite(room, str(payload.get("user", "")))
+            return _Sent("")
         if kind == "card":
             conversation = await Conversation.get(id=row.conversation_id)
             await workspace.show_card(room, await customer_card(conversation), key=row.idempotency_key)

@@ -31,6 +31,7 @@ from bot_core.adapters import (
     PostedRef,
     RoomRef,
     SentRef,
+    Undeliverable,
 )
 from bot_core.events import AgentMessage, Attachment, CustomerMessage
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind, route
@@ -148,7 +149,7 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
 class RoomPost:
     """Something that appeared in a room."""
 
-    kind: str  # customer_message, notice, card
+    kind: str  # customer_message, notice, card, invite
     text: str
     sender: str = ""
     ref: str = ""
@@ -183,6 +184,8 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         self.rooms: dict[str, MemoryRoom] = {}
         self.rooms_asked: list[ConversationView] = []  # every ensure_room call, as the core made it
         self.channels: dict[str, list[str]] = {}  # ops channel -> texts posted there
+        self.invited: dict[str, list[str]] = {}  # room id -> who ctx.invite invited there
+        self.not_agents: set[str] = set()  # invites of these are refused
         self._channel_posts: dict[str, PostedRef] = {}  # key -> what it posted (a retry shows once)
         self.posts = _Recorder()
         self.failures: list[DeliveryError] = []
@@ -248,6 +251,14 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
             self._channel_posts[key] = ref
         await self.posts.add((f"#{channel}", RoomPost("ops", text, "relaydesk", ref.external_message_id)))
         return ref
+
+    async def invite(self, room: RoomRef, user_id: str) -> None:
+        """Record that ``user_id`` was invited to the room (``invited``: room id -> user ids, in order);
+        someone in ``not_agents`` is refused, as a real workspace refuses whoever is not one of its agents."""
+        if user_id in self.not_agents:
+            raise Undeliverable(f"{user_id} is not one of this desk's agents")
+        self.invited.setdefault(room.room_id, []).append(user_id)
+        await self.posts.add((room.room_id, RoomPost("invite", user_id, "relaydesk")))
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Keep the latest card of the room."""

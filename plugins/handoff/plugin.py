@@ -430,7 +430,8 @@ class HandoffPlugin(Plugin[HandoffConfig]):
                 self.metrics.first_response.labels(team).observe(max(waited, 0.0))
         if entry is not None and self.metrics is not None:
             self.metrics.wait.labels(entry.team).observe(max((now - entry.arrived_at).total_seconds(), 0.0))
-        if agent and event.by != agent:  # handed to them (not their own !claim or answer): tell them
+        if agent and event.by != agent:  # handed to them (not their own !claim or answer): bring them in
+            await ctx.invite(agent)
             await ctx.notice(f"🔔 {agent}: this conversation is yours now ({ctx.customer.name}).")
         if entry is not None:
             await self._gauge(entry.team)
@@ -648,6 +649,8 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         if not await ctx.transfer(target):
             await ctx.notice(f"!transfer changed nothing: this conversation is {ctx.conversation.state}.")
             return HANDLED
+        for member in self.team(target).members:
+            await ctx.invite(member)  # in Matrix: into this room, which holds the whole history
         members = ", ".join(self.team(target).members) or "(no members)"
         await ctx.notice(
             f"🔔 {target}: {members}: a conversation is handed to you{' with a note' if note else ''}."

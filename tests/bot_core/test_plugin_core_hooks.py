@@ -82,3 +82,34 @@ async def test_assign_unowned_never_takes_from_an_agent(sqlite_url: str, make_de
 def test_scheduled_fire_is_public() -> None:
     """A plugin's ``@on_schedule`` handler can name its event type from the public API."""
     assert "ScheduledFire" in api.__all__
+
+
+class Inviter(Plugin):
+    """``invite <agent>`` asks for the agent to be brought into the room."""
+
+    name = "inviter"
+
+    @on_customer_message(matches=r"^invite ")
+    async def invite(self, ctx: Context, msg: CustomerMessage) -> object:
+        await ctx.invite(msg.text.split()[1])
+        return HANDLED
+
+
+async def test_invite_reaches_a_workspace_that_invites(sqlite_url: str, make_desk: DeskFactory) -> None:
+    """``ctx.invite`` goes through the outbox to ``InvitingWorkspace.invite``; a refusal is told in the room."""
+    yaml_text = DOUBLES_YAML + '  - inviter: {use: "tests.bot_core.test_plugin_core_hooks:Inviter"}\n'
+    desk = await make_desk(sqlite_url, yaml_text)
+    channel, workspace = doubles(desk)
+    await channel.customer_writes("u1", "hi")
+    assert await desk.wait_settled()
+    room = workspace.room_of("u1").room_id
+    await channel.customer_writes("u1", "invite @erin")
+    assert await desk.wait_settled()
+    assert workspace.invited == {room: ["@erin"]}
+    workspace.not_agents.add("@mallory")
+    await channel.customer_writes("u1", "invite @mallory")
+    assert await desk.wait_settled()
+    assert workspace.invited == {room: ["@erin"]}
+    assert workspace.texts(room, "notice")[-1] == (
+        "⚠ @mallory could not be invited to this room: @mallory is not one of this desk's agents"
+    )

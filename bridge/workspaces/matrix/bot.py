@@ -66,7 +66,7 @@ from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.ops_rooms import OpsRooms
 from bridge.workspaces.matrix.portal import PortalRooms
-from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels
+from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
@@ -525,6 +525,10 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
             "notice",
         )
         return PostedRef(response.event_id)
+
+    async def invite(self, room: RoomRef, user_id: str) -> None:
+        """Invite an agent to the portal room (a hand-over), unless they are in it or invited already."""
+        await invite_agent(self._require_client(), self._roster, room.room_id, user_id)
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""

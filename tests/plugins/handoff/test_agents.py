@@ -56,7 +56,9 @@ async def test_least_busy_and_capacity(handoff_desk: StartDesk) -> None:
     assert sorted(got.values()).count(A) == 2 and sorted(got.values()).count(B) == 2
     await desk.says("u4", "help")  # both full (2 each): u4 waits, with a wait now known
     assert "u4" not in await owners(desk)
-    assert desk.got("u4")[-1].startswith("You are number 1 in line. Expected wait: about 2 minutes.")  # ln2 x 10/4 min
+    assert desk.got("u4")[-1].startswith(
+        "You are number 1 in line. Expected wait: about 2 minutes."
+    )  # ln2 x 10/4 min
     await desk.agent("u1", "!close", B)  # Bob has room again: u4 is his
     assert (await owners(desk))["u4"] == B
 

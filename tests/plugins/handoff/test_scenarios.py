@@ -143,6 +143,8 @@ async def test_e_after_a_transfer_the_new_agent_has_the_photo(handoff_desk: Star
     assert (
         room.card is not None and "cara" in (room.card.assignee or "").lower() and room.card.team == "billing"
     )
+    # Alice as the first owner, Cara as billing's member, then as the owner
+    assert desk.workspace.invited[room.room_id] == [ALICE, CARA, CARA]
     told = desk.got("u1")
     assert "I'm passing you to our billing team. They can see everything you sent" in told[-1], told
     assert not any("send" in t.lower() and "photo" in t.lower() for t in told)
@@ -153,3 +155,4 @@ async def test_e_after_a_transfer_the_new_agent_has_the_photo(handoff_desk: Star
     )
     card = desk.workspace.rooms[desk.room("u1")].card
     assert card is not None and "bob" in (card.assignee or "").lower()
+    assert desk.workspace.invited[room.room_id][-1] == BOB
