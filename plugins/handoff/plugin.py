@@ -244,6 +244,8 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         if msg.edit_of:
             return None
         state = ctx.conversation.state
+        if not await ctx.state.get("started_at"):
+            await ctx.state.set("started_at", _iso(self.now()))  # the resolution clock (the desk's clock)
         if state == "bot":
             kept = f"{await ctx.state.get('text', '')}\n{msg.text}"[-TEXT_KEEP:]
             await ctx.state.set("text", kept)
@@ -335,7 +337,7 @@ class HandoffPlugin(Plugin[HandoffConfig]):
                 ctx, "first_response", team, now + targets.first_response, targets.first_response
             )
         if targets.resolution is not None:
-            start = ctx.conversation.created_at
+            start = await self._started(ctx)
             await self._watch(
                 ctx, "resolution", team, max(start + targets.resolution, now), targets.resolution
             )
@@ -346,6 +348,15 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         waiting = await self.queue.get(ctx.customer.id)
         if waiting is not None and waiting.conversation == ctx.conversation.id:
             await self._tell_place(ctx, waiting, update=False)
+
+    async def _started(self, ctx: Context) -> datetime:
+        """When the conversation started on the desk's clock (its first customer message handled here;
+        for one queued without any, now, recorded)."""
+        started = await ctx.state.get("started_at")
+        if not started:
+            started = _iso(self.now())
+            await ctx.state.set("started_at", started)
+        return datetime.fromisoformat(started)
 
     async def _tell_place(self, ctx: Context, entry: Entry, *, update: bool) -> None:
         """Tell the customer their place (and wait); with ``update``, only if it changed enough."""
@@ -452,9 +463,8 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         for target in TARGET_NAMES:
             await ctx.cancel(f"target:{target}")
         if self.metrics is not None:
-            self.metrics.resolution.labels(team).observe(
-                max((now - ctx.conversation.created_at).total_seconds(), 0)
-            )
+            started = await self._started(ctx)
+            self.metrics.resolution.labels(team).observe(max((now - started).total_seconds(), 0))
         open_promises = [p for p in await ctx.state.get("followups", []) if not p.get("done")]
         if open_promises:
             lines = "\n".join(f"#{p['n']} {p['due'][:16]} UTC: {p['what']}" for p in open_promises)

@@ -167,3 +167,47 @@ async def test_metrics(handoff_desk: StartDesk) -> None:
     assert 'relaydesk_handoff_first_response_seconds_count{team="support"} 1.0' in text
     assert 'relaydesk_handoff_resolution_seconds_count{team="support"} 1.0' in text
     assert 'relaydesk_handoff_waiting{team="support"} 0.0' in text
+
+
+async def test_next_response_and_resolution_targets(handoff_desk: StartDesk) -> None:
+    """The owner's answer stops the next-response clock; an unanswered message breaches it once; the
+    resolution target counts from the start; a close stops every clock."""
+    extra = "    targets: {next_response: 10m, resolution: 1h}"
+    desk = await handoff_desk(teams("claim", extra=extra), faq=False)
+    await desk.says("u1", "help")
+    await desk.agent("u1", "!claim", A)
+    await desk.says("u1", "are you there?")
+    await desk.tick(minutes=5)
+    await desk.agent("u1", "Yes, looking into it.", A)  # answered in time: no breach
+    await desk.tick(minutes=10)
+    assert not any("target" in n for n in desk.notices("u1")), desk.notices("u1")
+    await desk.says("u1", "any news?")
+    await desk.tick(minutes=11)
+    breaches = [n for n in desk.notices("u1") if "next-response target (10 min)" in n]
+    assert len(breaches) == 1 and "next-response target (10 min) missed" in desk.ops("support")[-1]
+    await desk.tick(minutes=40)  # 1 h 6 min since the start
+    assert sum("resolution target (60 min)" in n for n in desk.notices("u1")) == 1
+    await desk.agent("u1", "!close", A)
+    await desk.tick(hours=3)
+    assert sum("target" in n for n in desk.notices("u1")) == 2
+
+
+async def test_followups_cancel_and_closing_with_open_ones(handoff_desk: StartDesk) -> None:
+    """``!followup cancel`` drops a promise (it never fires); closing with an open one says so."""
+    desk = await handoff_desk(teams("claim"), faq=False)
+    await desk.says("u1", "help")
+    await desk.agent("u1", "!claim", A)
+    await desk.agent("u1", "!followup 2h check the parcel", A)
+    await desk.agent("u1", "!followup tomorrow 10:00 call back --tell-customer", A)
+    await desk.agent("u1", "!followup soon", A)
+    assert desk.notices("u1")[-1].startswith("Usage: !followup <when> <what>")
+    await desk.agent("u1", "!followup cancel 1", A)
+    assert desk.notices("u1")[-1] == "Follow-up #1 cancelled."
+    await desk.agent("u1", "!close", A)
+    closing = desk.notices("u1")[-1]
+    assert "closed with 1 open follow-up(s)" in closing and "#2 2026-12-09T09:00 UTC: call back" in closing
+    await desk.tick(hours=3)
+    assert not any("follow-up #1 is due" in n for n in desk.notices("u1"))
+    await desk.tick(days=1)
+    assert any("follow-up #2 is due: call back" in n for n in desk.notices("u1"))
+    assert desk.got("u1")[-1] == "As promised, we're following up on: call back"
