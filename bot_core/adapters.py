@@ -160,6 +160,8 @@ class CustomerCard:
     assignee: str | None
     attributes: dict[str, str] = field(default_factory=dict)
     earlier_conversations: tuple[EarlierConversation, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Lines plugins keep on this conversation's card (``ctx.card_note``), e.g. the open promises."""
 
 
 class Inbound(Protocol):

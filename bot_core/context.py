@@ -17,6 +17,7 @@ from tortoise.expressions import F
 
 from bot_core import consent
 from bot_core.consent import ConsentInfo
+from bot_core.conversations import card_notes_scope
 from bot_core.events import Attachment, LifecycleKind, utcnow
 from storage.models import (
     Agent,
@@ -346,6 +347,20 @@ class Context:
         """Close the conversation (the customer's next message opens a new one in the same room); False if
         it was closed already."""
         return await self._engine.change(self, LifecycleKind.CLOSED)
+
+    async def card_note(self, key: str, text: str | None) -> None:
+        """Keep ``text`` as a line of this conversation's card under ``key`` (this plugin's), or drop it
+        with None; the card is refreshed. For what agents must see at a glance: open promises, a deadline."""
+        conv = self._require_conversation()
+        store = StateStore(self.plugin, card_notes_scope(conv.id))
+        if text is None:
+            await store.delete(key)
+        else:
+            await store.set(key, text)
+        workspace = await self._engine.room_workspace(conv)
+        card_key = self._keys.next("card")
+        if workspace:
+            await self._engine.outbox.enqueue_room(conv, workspace, "card", key=card_key)
 
     async def invite(self, agent_id: str) -> None:
         """Make sure the agent with workspace id ``agent_id`` can see this conversation's room.

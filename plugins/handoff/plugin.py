@@ -714,6 +714,7 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             await ctx.cancel(f"followup:{which}")
             found["done"] = "cancelled"
             await ctx.state.set("followups", promises)
+            await self._card_promises(ctx, promises)
             await ctx.notice(f"Follow-up #{which} cancelled.")
             return HANDLED
         team = await self.team_of(ctx)
@@ -733,6 +734,7 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         }
         await ctx.schedule("followup", key=f"followup:{n}", at=promise.due, data=record)
         await ctx.state.set("followups", [*promises, record])
+        await self._card_promises(ctx, [*promises, record])
         told = " The customer will get a message then." if promise.tell_customer else ""
         await ctx.notice(
             f"⏰ Follow-up #{n} set for {promise.due.astimezone(zone):%a %Y-%m-%d %H:%M} ({zone.key}): {promise.what}.{told}"
@@ -769,3 +771,15 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             if p["n"] == n:
                 p["done"] = "fired"
         await ctx.state.set("followups", promises)
+        await self._card_promises(ctx, promises)
+
+    async def _card_promises(self, ctx: Context, promises: list[dict[str, Any]]) -> None:
+        """The card lists the open promises (in the team's time zone), or nothing when none is open."""
+        zone = ZoneInfo(self.team(await self.team_of(ctx)).timezone)
+        open_ones = [
+            f"#{p['n']} {datetime.fromisoformat(p['due']).astimezone(zone):%a %d %b %H:%M} {p['what']}"
+            + (" (tells the customer)" if p.get("tell") else "")
+            for p in promises
+            if not p.get("done")
+        ]
+        await ctx.card_note("promises", "Promises: " + "; ".join(open_ones) if open_ones else None)

@@ -201,8 +201,16 @@ async def test_followups_cancel_and_closing_with_open_ones(handoff_desk: StartDe
     await desk.agent("u1", "!followup tomorrow 10:00 call back --tell-customer", A)
     await desk.agent("u1", "!followup soon", A)
     assert desk.notices("u1")[-1].startswith("Usage: !followup <when> <what>")
+    card = desk.workspace.room_of("u1").card
+    assert card is not None and card.notes == (
+        "Promises: #1 Tue 08 Dec 12:00 check the parcel; #2 Wed 09 Dec 10:00 call back (tells the customer)",
+    )
     await desk.agent("u1", "!followup cancel 1", A)
     assert desk.notices("u1")[-1] == "Follow-up #1 cancelled."
+    card = desk.workspace.room_of("u1").card
+    assert card is not None and card.notes == (
+        "Promises: #2 Wed 09 Dec 10:00 call back (tells the customer)",
+    )
     await desk.agent("u1", "!close", A)
     closing = desk.notices("u1")[-1]
     assert "closed with 1 open follow-up(s)" in closing and "#2 2026-12-09T09:00 UTC: call back" in closing
@@ -211,3 +219,5 @@ async def test_followups_cancel_and_closing_with_open_ones(handoff_desk: StartDe
     await desk.tick(days=1)
     assert any("follow-up #2 is due: call back" in n for n in desk.notices("u1"))
     assert desk.got("u1")[-1] == "As promised, we're following up on: call back"
+    card = desk.workspace.room_of("u1").card
+    assert card is not None and card.notes == ()  # nothing open any more
