@@ -41,11 +41,9 @@ GOAL_P90 = 0.60
 
 @dataclass
 class Slot:
-    """One slot of one agent: busy until ``free_at``, with the conversation taken at ``since``."""
+    """One slot of one agent (a conversation it can hold): busy until ``free_at``."""
 
     free_at: float = 0.0
-    since: float = 0.0
-    handle: float = 0.0
 
 
 @dataclass(order=True)
@@ -61,7 +59,7 @@ def simulate(seed: int, days: int) -> list[tuple[float, float]]:
     """(quoted, actual) waits of every customer who was told a wait of a minute or more."""
     rng = random.Random(seed)
     pairs: list[tuple[float, float]] = []
-    for day in range(days):
+    for _ in range(days):
         arrivals = []
         t = 0.0
         end = len(RATES) * HOUR
@@ -72,7 +70,7 @@ def simulate(seed: int, days: int) -> list[tuple[float, float]]:
                 break
             arrivals.append(t)
         handles = [HANDLE_MEDIAN * math.exp(rng.gauss(0, HANDLE_SIGMA)) for _ in arrivals]
-        pairs += _day(arrivals, handles, seed * 1000 + day)
+        pairs += _day(arrivals, handles)
     return pairs
 
 
@@ -80,7 +78,8 @@ def _agents_at(t: float) -> int:
     return AGENTS[min(int(t // HOUR), len(AGENTS) - 1)]
 
 
-def _day(arrivals: list[float], handles: list[float], _seed: int) -> list[tuple[float, float]]:
+def _day(arrivals: list[float], handles: list[float]) -> list[tuple[float, float]]:
+    """One day: (quoted, actual) of each customer told a wait of a minute or more."""
     slots: list[Slot] = []
     queue: list[Waiting] = []
     recent: list[float] = []
@@ -107,7 +106,7 @@ def _day(arrivals: list[float], handles: list[float], _seed: int) -> list[tuple[
             if slot.free_at <= now:
                 customer = heapq.heappop(queue)
                 taken[customer.n] = now
-                slot.since, slot.free_at, slot.handle = now, now + customer.handle, customer.handle
+                slot.free_at = now + customer.handle
                 heapq.heappush(events, (slot.free_at, 0, customer.n))
 
     while events:
