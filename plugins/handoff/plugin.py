@@ -298,6 +298,9 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         chosen = route(self.config, facts)
         await ctx.state.set("team", chosen.team)
         await ctx.state.set("priority", chosen.priority)
+        why = "the default team" if chosen.rule is None else f"rule {chosen.rule + 1}"
+        priority = f", priority {chosen.priority}" if chosen.priority else ""
+        await ctx.notice(f"🧭 Routed to {chosen.team} ({why}{priority}).")
         if event.team != chosen.team:
             await ctx.transfer(chosen.team)  # its event finds the entry below in place
         await self._enqueue(ctx, chosen.team, chosen.priority)

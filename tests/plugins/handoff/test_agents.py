@@ -126,6 +126,7 @@ async def test_complaint_jumps_the_line(handoff_desk: StartDesk) -> None:
     line = desk.notices("u1")[-1]
     assert line.index("1. angry") < line.index("2. u1") < line.index("3. u2"), line
     assert "priority 10" in line
+    assert "🧭 Routed to support (the default team, priority 10)." in desk.notices("angry")
 
 
 async def test_outside_hours_one_reply_in_the_customers_zone_and_language(handoff_desk: StartDesk) -> None:
