@@ -102,13 +102,13 @@ StartDesk = Callable[..., Awaitable[Desk2]]
 
 
 @pytest.fixture
-def handoff_desk(sqlite_url: str, make_desk: DeskFactory) -> StartDesk:
-    """Start a desk with ``settings`` for handoff on the shared database and ``clock``."""
+def handoff_desk(database_url: str, make_desk: DeskFactory) -> StartDesk:
+    """Start a desk with ``settings`` for handoff on the test's database (SQLite, and PostgreSQL) and ``clock``."""
 
     async def start(settings: str, *, clock: Clock | None = None, faq: bool = True) -> Desk2:
         clock = clock or Clock()
         desk = await make_desk(
-            sqlite_url, handoff_yaml(settings, faq=faq), scheduler_clock=clock, scheduler_poll=3600
+            database_url, handoff_yaml(settings, faq=faq), scheduler_clock=clock, scheduler_poll=3600
         )
         await asyncio.wait_for(desk.scheduler.first_scan_done.wait(), 10)
         return Desk2(desk, clock)
