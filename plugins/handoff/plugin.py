@@ -255,7 +255,7 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             return None
         if state == "queued":
             # the place is kept; what they wrote is in the room already. Tell them again if it changed enough.
-            entry = await self.queue.get(ctx.customer.id)
+            entry = await self.queue.find(ctx.customer.id, ctx.conversation.id)
             if entry is not None:
                 await self._tell_place(ctx, entry, update=True)
             return None
@@ -314,8 +314,8 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             await self.owners.delete(str(ctx.conversation.id))
             since = datetime.fromisoformat(owner["since"])
             await self._record_handle(owner["team"], (self.now() - since).total_seconds())
-        entry = await self.queue.get(ctx.customer.id)
-        if entry is not None and entry.conversation == ctx.conversation.id and entry.team == team:
+        entry = await self.queue.find(ctx.customer.id, ctx.conversation.id)
+        if entry is not None and entry.team == team:
             return  # routed here by :meth:`queued`, already in line
         await ctx.state.set("team", team)
         if ctx.conversation.state == "queued":
@@ -325,7 +325,9 @@ class HandoffPlugin(Plugin[HandoffConfig]):
 
     async def _enqueue(self, ctx: Context, team: str, priority: int) -> None:
         now = self.now()
-        old = await self.queue.get(ctx.customer.id)
+        old = await self.queue.find(ctx.customer.id, ctx.conversation.id) or await self.queue.get(
+            ctx.customer.id
+        )
         if old is not None and old.team == team:
             # the same customer again (another channel, a new conversation): the place is kept
             entry = replace(old, conversation=ctx.conversation.id, priority=max(priority, old.priority))

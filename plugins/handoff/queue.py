@@ -54,10 +54,31 @@ class Queue:
         """Store (or replace) the customer's entry."""
         await self.store.set(str(entry.customer), asdict(entry))
 
-    async def remove(self, customer: int, conversation: int | None = None) -> Entry | None:
-        """Take the customer out of the line (only if waiting with ``conversation``, when given)."""
+    async def find(self, customer: int, conversation: int) -> Entry | None:
+        """The entry of ``conversation``, normally under ``customer``.
+
+        One found under another customer id is moved under this one: the two customers were linked into
+        one (their conversations moved with them) and the place stays with the conversation; if this
+        customer waited already too, the better of the two places is kept.
+        """
         entry = await self.get(customer)
-        if entry is None or (conversation is not None and entry.conversation != conversation):
+        if entry is not None and entry.conversation == conversation:
+            return entry
+        for key, data in (await self.store.items()).items():
+            if data.get("conversation") != conversation or key == str(customer):
+                continue
+            found = _entry(data)
+            await self.store.delete(key)
+            best = found if entry is None or found.order() < entry.order() else entry
+            moved = replace(best, customer=customer, conversation=conversation)
+            await self.put(moved)
+            return moved
+        return None
+
+    async def remove(self, customer: int, conversation: int) -> Entry | None:
+        """Take ``conversation`` out of the line; the entry, if it waited."""
+        entry = await self.find(customer, conversation)
+        if entry is None:
             return None
         await self.store.delete(str(customer))
         return entry

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from storage.models import Conversation, Customer, Identity
 from tests.plugins.handoff.conftest import Clock, Desk2, StartDesk
 
 A, B, C = "@alice:example.org", "@bob:example.org", "@cara:example.org"
@@ -222,3 +223,25 @@ async def test_followups_cancel_and_closing_with_open_ones(handoff_desk: StartDe
     assert desk.got("u1")[-1] == "As promised, we're following up on: call back"
     card = desk.workspace.room_of("u1").card
     assert card is not None and card.notes == ()  # nothing open any more
+
+
+async def test_a_linked_customer_keeps_the_place(handoff_desk: StartDesk) -> None:
+    """Customers linked into one (what linking by a verified phone number does: identity and conversation
+    move to the other customer) keep the waiting conversation's place: no duplicate, no ghost in the line."""
+    desk = await handoff_desk(teams("claim"), faq=False)
+    await desk.says("u1", "help")
+    await desk.says("u2", "help")
+    conversation = await Conversation.filter(identity__external_id="u1").first()
+    assert conversation is not None
+    merged = await Customer.create(display_name="u1")
+    await Identity.filter(external_id="u1").update(customer_id=merged.id)
+    await Conversation.filter(id=conversation.id).update(customer_id=merged.id)
+    await desk.says("u1", "still there?")
+    assert len(desk.got("u1")) == 1  # nothing new to tell: same place
+    await desk.agent("u2", "!queue", A)
+    line = desk.notices("u2")[-1]
+    assert "2 waiting" in line and line.index("1. u1") < line.index("2. u2"), line
+    await desk.agent("u1", "!claim", A)
+    await desk.agent("u2", "!queue", A)
+    line = desk.notices("u2")[-1]
+    assert "1 waiting" in line and "1. u2" in line and "u1" not in line.split("\n", 1)[1], line
