@@ -229,6 +229,17 @@ class OpsWorkspace(Protocol):
 
 
 @runtime_checkable
+class MentioningWorkspace(Protocol):
+    """A workspace that can address a post to people so that their clients notify them (optional, on top
+    of :class:`Workspace`): Matrix, where the bot's notices never notify. ``ctx.mention`` uses it; a
+    workspace without it gets a plain notice."""
+
+    async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
+        """Post ``text`` into ``room`` mentioning ``user_ids`` (``key``: as for :meth:`Workspace.notice`)."""
+        ...
+
+
+@runtime_checkable
 class InvitingWorkspace(Protocol):
     """A workspace whose rooms an agent must be in to see them (optional, on top of :class:`Workspace`):
     Matrix. ``ctx.invite`` (a hand-over to an agent or a team) reaches the room through the outbox; a

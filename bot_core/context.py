@@ -362,6 +362,17 @@ class Context:
         if workspace:
             await self._engine.outbox.enqueue_room(conv, workspace, "card", key=card_key)
 
+    async def mention(self, text: str, *agent_ids: str) -> None:
+        """Post ``text`` in the room addressed to the agents ``agent_ids``: their clients notify them where
+        the workspace can (Matrix: a mention), else it is a notice like :meth:`notice`."""
+        conv = self._require_conversation()
+        key = self._keys.next("mention")
+        workspace = await self._engine.room_workspace(conv)
+        if workspace:
+            await self._engine.outbox.enqueue_room(
+                conv, workspace, "mention", key=key, text=text, details={"users": list(agent_ids)}
+            )
+
     async def invite(self, agent_id: str) -> None:
         """Make sure the agent with workspace id ``agent_id`` can see this conversation's room.
 

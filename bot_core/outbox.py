@@ -37,6 +37,7 @@ from bot_core.adapters import (
     Channel,
     Delivery,
     InvitingWorkspace,
+    MentioningWorkspace,
     MessageView,
     OpsWorkspace,
     RetryAfter,
@@ -173,8 +174,9 @@ class Outbox:
         message: Message | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Store a post into the conversation's room: ``customer_message``, ``notice``, ``card`` or
-        ``invite`` (``details={"user": ...}``: the agent invited where the workspace needs it).
+        """Store a post into the conversation's room: ``customer_message``, ``notice``, ``card``,
+        ``invite`` (``details={"user": ...}``: the agent invited where the workspace needs it) or ``mention``
+        (a notice addressed to ``details={"users": [...]}``, so that their clients notify them).
 
         A ``customer_message`` row carries what the room shows in ``details`` (sender, channel, user,
         attachments, edit), so posting it needs no further lookups.
@@ -513,6 +515,12 @@ class Outbox:
             if isinstance(workspace, InvitingWorkspace):
                 await workspace.invite(room, str(payload.get("user", "")))
             return _Sent("")
+        if kind == "mention" and isinstance(workspace, MentioningWorkspace):  # else a plain notice, below
+            users = tuple(str(u) for u in payload.get("users", []) or [])  # type: ignore[attr-defined]
+            posted = await workspace.mention(
+                room, users, str(payload.get("text", "")), key=row.idempotency_key
+            )
+            return _Sent(posted.external_message_id)
         if kind == "card":
             conversation = await Conversation.get(id=row.conversation_id)
             await workspace.show_card(room, await customer_card(conversation), key=row.idempotency_key)

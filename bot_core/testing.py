@@ -156,6 +156,7 @@ class RoomPost:
     edit_of: str | None = None
     attachments: tuple[Attachment, ...] = ()
     reply_to: str | None = None
+    mentions: tuple[str, ...] = ()  # a notice addressed to these agents (ctx.mention)
 
 
 @dataclass
@@ -251,6 +252,10 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
             self._channel_posts[key] = ref
         await self.posts.add((f"#{channel}", RoomPost("ops", text, "relaydesk", ref.external_message_id)))
         return ref
+
+    async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
+        """Record a notice addressed to ``user_ids`` (a notice whose ``mentions`` name them)."""
+        return await self._post(room, RoomPost("notice", text, "relaydesk", mentions=tuple(user_ids)))
 
     async def invite(self, room: RoomRef, user_id: str) -> None:
         """Record that ``user_id`` was invited to the room (``invited``: room id -> user ids, in order);

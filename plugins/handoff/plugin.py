@@ -448,7 +448,7 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             self.metrics.wait.labels(entry.team).observe(max((now - entry.arrived_at).total_seconds(), 0.0))
         if agent and event.by != agent:  # handed to them (not their own !claim or answer): bring them in
             await ctx.invite(agent)
-            await ctx.notice(f"🔔 {agent}: this conversation is yours now ({ctx.customer.name}).")
+            await ctx.mention(f"🔔 {agent}: this conversation is yours now ({ctx.customer.name}).", agent)
         if entry is not None:
             await self._gauge(entry.team)
             await self._tell_line(ctx, entry.team)
@@ -667,8 +667,9 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         for member in self.team(target).members:
             await ctx.invite(member)  # in Matrix: into this room, which holds the whole history
         members = ", ".join(self.team(target).members) or "(no members)"
-        await ctx.notice(
-            f"🔔 {target}: {members}: a conversation is handed to you{' with a note' if note else ''}."
+        await ctx.mention(
+            f"🔔 {target}: {members}: a conversation is handed to you{' with a note' if note else ''}.",
+            *self.team(target).members,
         )
         await ctx.reply(texts.say("transfer_team", team=target))
         return HANDLED

@@ -67,6 +67,7 @@ from bridge.workspaces.matrix.media import MediaLinks, attachment_content, uploa
 from bridge.workspaces.matrix.ops_rooms import OpsRooms
 from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels
+from bridge.workspaces.matrix.send import mention_content
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
@@ -523,6 +524,15 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
                 room.room_id, "m.room.message", {"msgtype": "m.notice", "body": text}, tx_id=key or None
             ),
             "notice",
+        )
+        return PostedRef(response.event_id)
+
+    async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
+        """Post ``text`` mentioning ``user_ids`` (an m.text with ``m.mentions``: they are notified)."""
+        client = self._require_client()
+        content = mention_content(user_ids, text)
+        response = check_response(
+            await client.room_send(room.room_id, "m.room.message", content, tx_id=key or None), "mention"
         )
         return PostedRef(response.event_id)
 

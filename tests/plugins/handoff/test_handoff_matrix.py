@@ -90,7 +90,10 @@ async def test_transfer_invites_the_new_agent_who_finds_the_photo_and_the_note(
         assert images and images[0]["content"]["body"] == "tent.png"
         bodies = [str(e.get("content", {}).get("body", "")) for e in events]
         assert any("refund approved, needs IBAN" in b for b in bodies), bodies
-        assert any(f"🔔 billing: {bob_id}" in b for b in bodies), bodies
+        ping = next(e for e in events if f"🔔 billing: {bob_id}" in str(e.get("content", {}).get("body", "")))
+        assert ping["content"]["msgtype"] == "m.text"  # a notice would not notify him
+        assert ping["content"]["m.mentions"] == {"user_ids": [bob_id]}
+        assert f'<a href="https://matrix.to/#/{bob_id}">{bob_id}</a>' in ping["content"]["formatted_body"]
         assert any(b.startswith("Customer card: Mia") for b in bodies), bodies
 
         # Bob claims it and answers: the customer gets his answer

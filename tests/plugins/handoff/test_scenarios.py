@@ -42,6 +42,8 @@ async def test_a_greeting_loop_ends_with_a_person_a_place_and_a_wait(handoff_des
     await desk.agent("u0", "!available", ALICE)
     await desk.says("u0", "I want to talk to a person")  # Alice has room: it is hers at once
     assert any(f"🔔 {ALICE}: this conversation is yours" in n for n in desk.notices("u0"))
+    mentions = [p.mentions for p in desk.workspace.room_of("u0").posts if p.mentions]
+    assert mentions == [(ALICE,)]  # addressed to her: her client notifies her
     card = desk.workspace.room_of("u0").card
     assert card is not None and "alice" in (card.assignee or "").lower()  # the room shows the owner
 
