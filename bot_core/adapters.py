@@ -179,6 +179,8 @@ class CustomerCard:
     assignee: str | None
     attributes: dict[str, str] = field(default_factory=dict)
     earlier_conversations: tuple[EarlierConversation, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Lines plugins keep on this conversation's card (``ctx.card_note``), e.g. the open promises."""
 
 
 InboundEvent = CustomerMessage | AgentMessage | AgentCommand | DeliveryStatus
@@ -261,6 +263,31 @@ class OpsWorkspace(Protocol):
 
     async def post_to_channel(self, channel: str, text: str, key: str = "") -> PostedRef:
         """Post ``text`` into ``channel``'s room (``key``: the outbox row's, as for :meth:`Workspace.notice`)."""
+        ...
+
+
+@runtime_checkable
+class MentioningWorkspace(Protocol):
+    """A workspace that can address a post to people so that their clients notify them (optional, on top
+    of :class:`Workspace`): Matrix, where the bot's notices never notify. ``ctx.mention`` uses it; a
+    workspace without it gets a plain notice."""
+
+    async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
+        """Post ``text`` into ``room`` mentioning ``user_ids`` (``key``: as for :meth:`Workspace.notice`)."""
+        ...
+
+
+@runtime_checkable
+class InvitingWorkspace(Protocol):
+    """A workspace whose rooms an agent must be in to see them (optional, on top of :class:`Workspace`):
+    Matrix. ``ctx.invite`` (a hand-over to an agent or a team) reaches the room through the outbox; a
+    workspace without this method shows every room to its agents, and the row is done."""
+
+    async def invite(self, room: RoomRef, user_id: str) -> None:
+        """Make sure ``user_id`` can join ``room``: invite them unless they are in it or invited already.
+
+        Raise :class:`Undeliverable` when they may not be there (not one of the workspace's agents).
+        """
         ...
 
 

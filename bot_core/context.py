@@ -18,6 +18,7 @@ from tortoise.expressions import F
 from bot_core import consent
 from bot_core.adapters import TemplateRef
 from bot_core.consent import ConsentInfo
+from bot_core.conversations import card_notes_scope
 from bot_core.events import Attachment, LifecycleKind, utcnow
 from storage.models import (
     Agent,
@@ -338,9 +339,14 @@ class Context:
         """
         return await self._engine.change(self, LifecycleKind.QUEUED, team=team)
 
-    async def assign(self, agent_id: str) -> bool:
-        """Give the conversation to the agent with workspace id ``agent_id``; False if it is closed or theirs."""
-        return await self._engine.change(self, LifecycleKind.ASSIGNED, agent_id=agent_id)
+    async def assign(self, agent_id: str, *, unowned: bool = False) -> bool:
+        """Give the conversation to the agent with workspace id ``agent_id``; False if it is closed or theirs.
+
+        With ``unowned=True`` only a conversation no agent has (with the bot, or waiting) is given: an
+        automatic hand-out never takes a conversation from an agent who claimed it meanwhile.
+        """
+        only_from = (ConversationState.BOT, ConversationState.QUEUED) if unowned else None
+        return await self._engine.change(self, LifecycleKind.ASSIGNED, agent_id=agent_id, only_from=only_from)
 
     async def transfer(self, team: str) -> bool:
         """Hand the conversation, with its whole history, to ``team``'s queue; False if it is closed."""
@@ -350,6 +356,45 @@ class Context:
         """Close the conversation (the customer's next message opens a new one in the same room); False if
         it was closed already."""
         return await self._engine.change(self, LifecycleKind.CLOSED)
+
+    async def card_note(self, key: str, text: str | None) -> None:
+        """Keep ``text`` as a line of this conversation's card under ``key`` (this plugin's), or drop it
+        with None; the card is refreshed. For what agents must see at a glance: open promises, a deadline."""
+        conv = self._require_conversation()
+        store = StateStore(self.plugin, card_notes_scope(conv.id))
+        if text is None:
+            await store.delete(key)
+        else:
+            await store.set(key, text)
+        workspace = await self._engine.room_workspace(conv)
+        card_key = self._keys.next("card")
+        if workspace:
+            await self._engine.outbox.enqueue_room(conv, workspace, "card", key=card_key)
+
+    async def mention(self, text: str, *agent_ids: str) -> None:
+        """Post ``text`` in the room addressed to the agents ``agent_ids``: their clients notify them where
+        the workspace can (Matrix: a mention), else it is a notice like :meth:`notice`."""
+        conv = self._require_conversation()
+        key = self._keys.next("mention")
+        workspace = await self._engine.room_workspace(conv)
+        if workspace:
+            await self._engine.outbox.enqueue_room(
+                conv, workspace, "mention", key=key, text=text, details={"users": list(agent_ids)}
+            )
+
+    async def invite(self, agent_id: str) -> None:
+        """Make sure the agent with workspace id ``agent_id`` can see this conversation's room.
+
+        In a workspace whose agents see a room by being in it (Matrix) they are invited unless they are
+        there already (through the outbox: a crash loses nothing); elsewhere nothing needs doing.
+        """
+        conv = self._require_conversation()
+        key = self._keys.next("invite")
+        workspace = await self._engine.room_workspace(conv)
+        if workspace:
+            await self._engine.outbox.enqueue_room(
+                conv, workspace, "invite", key=key, details={"user": agent_id}
+            )
 
     async def tag(self, *tags: str) -> None:
         """Add tags to the conversation and the customer (shown on the card)."""

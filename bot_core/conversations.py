@@ -27,6 +27,7 @@ from storage.models import (
     CustomerContact,
     Identity,
     Message,
+    PluginState,
     Room,
     Team,
 )
@@ -230,7 +231,8 @@ async def conversation_view(conversation: Conversation, workspace: str | None = 
 
 
 async def customer_card(conversation: Conversation) -> CustomerCard:
-    """The pinned card of a conversation's room: identities, tags, status, owner, earlier conversations."""
+    """The pinned card of a conversation's room: identities, tags, status, owner, earlier conversations and
+    the plugins' notes."""
     view = await conversation_view(conversation)
     customer = await Customer.get(id=conversation.customer_id)
     identities = await Identity.filter(customer_id=customer.id).order_by("id")
@@ -252,7 +254,19 @@ async def customer_card(conversation: Conversation) -> CustomerCard:
         assignee=view.assignee,
         attributes=_card_attributes(customer, contacts),
         earlier_conversations=tuple([await _earlier(c) for c in earlier]),
+        notes=await card_notes(conversation.id),
     )
+
+
+def card_notes_scope(conversation_id: int) -> str:
+    """The plugin-state scope holding the lines plugins keep on a conversation's card."""
+    return f"card:{conversation_id}"
+
+
+async def card_notes(conversation_id: int) -> tuple[str, ...]:
+    """The lines plugins keep on the conversation's card (``ctx.card_note``), by plugin and key."""
+    rows = await PluginState.filter(scope=card_notes_scope(conversation_id)).order_by("plugin", "key")
+    return tuple(str(row.value["v"]) for row in rows)  # type: ignore[index]
 
 
 def _card_attributes(customer: Customer, contacts: list[CustomerContact]) -> dict[str, str]:

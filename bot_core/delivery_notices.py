@@ -189,6 +189,12 @@ class DeliveryNotices:
                     conversation, workspace, "card", key=f"card:unreachable:{row.id}"
                 )
             return
+        if row.payload.get("kind") == "invite":  # ctx.invite: the room says who could not be brought in
+            text = f"⚠ {row.payload.get('user')} could not be invited to this room: {reason}"
+            await self._outbox.enqueue_room(
+                conversation, row.adapter, "notice", key=f"failed:{row.id}", text=text
+            )
+            return
         if not _is_customer_message(row):
             return
         said = str(row.payload.get("text", ""))

@@ -317,6 +317,7 @@ class Desk:
             public_url=self.config.server.public_base_url,
             plugin_name=spec.instance_name,
             post_to_ops=functools.partial(self.post_to_ops, spec.instance_name),
+            now=self.scheduler.now,
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
@@ -350,7 +351,8 @@ class Desk:
             log.exception("plugin failed to stop cleanly", extra={"plugin": name})
 
     def _rebuild_pipeline(self) -> None:
-        self._pipeline = Pipeline([self._core, *self.plugins.values()], self.metrics)
+        # the core's commands come last, so a plugin may replace one (handoff's !transfer @agent: note)
+        self._pipeline = Pipeline([*self.plugins.values(), self._core], self.metrics)
 
     def _announce(self, text: str) -> None:
         """A plugin's lines for the person who started relaydesk: kept for the command, or printed now."""

@@ -43,6 +43,8 @@ from bot_core.adapters import (
     Delivery,
     DeliveryStateChannel,
     DeliveryStatusWorkspace,
+    InvitingWorkspace,
+    MentioningWorkspace,
     MessageView,
     OpsWorkspace,
     RetryAfter,
@@ -64,6 +66,8 @@ from bot_core.payloads import (
     PayloadError,
     RoomCard,
     RoomCustomerMessage,
+    RoomInvite,
+    RoomMention,
     RoomStatus,
     dump_payload,
     parse_payload,
@@ -221,8 +225,10 @@ class Outbox:
         message: Message | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Store a post into the conversation's room: ``customer_message``, ``notice``, ``card`` or
-        ``status`` (see :mod:`bot_core.payloads`; a bad kind or detail raises :class:`PayloadError`).
+        """Store a post into the conversation's room: ``customer_message``, ``notice``, ``card``, ``status``,
+        ``invite`` (``details={"user": ...}``: the agent invited where the workspace needs it) or ``mention``
+        (a notice addressed to ``details={"users": [...]}``, so that their clients notify them); see
+        :mod:`bot_core.payloads` (a bad kind or detail raises :class:`PayloadError`).
 
         A ``customer_message`` row carries what the room shows in ``details`` (sender, channel, user,
         attachments, edit), so posting it needs no further lookups.
@@ -593,6 +599,15 @@ class Outbox:
             posted = await workspace.post_as_customer(room, view)
             # an edit keeps pointing at the original event
             return _Sent(posted.external_message_id, None if edit_of else "workspace_message_id")
+        if isinstance(
+            payload, RoomInvite
+        ):  # ctx.invite: only workspaces whose agents see a room by being in it
+            if isinstance(workspace, InvitingWorkspace):
+                await workspace.invite(room, payload.user)
+            return _Sent("")
+        if isinstance(payload, RoomMention) and isinstance(workspace, MentioningWorkspace):  # else a notice
+            posted = await workspace.mention(room, payload.users, payload.text, key=row.idempotency_key)
+            return _Sent(posted.external_message_id)
         if isinstance(payload, RoomCard):
             conversation = await Conversation.get(id=row.conversation_id)
             await workspace.show_card(room, await customer_card(conversation), key=row.idempotency_key)

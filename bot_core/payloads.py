@@ -22,7 +22,7 @@ from bot_core.adapters import TemplateRef
 from bot_core.events import Attachment, DeliveryStatusValue
 
 CUSTOMER_KINDS = frozenset({"message", "template"})
-ROOM_KINDS = frozenset({"customer_message", "notice", "card", "status", "ops"})
+ROOM_KINDS = frozenset({"customer_message", "notice", "card", "status", "invite", "mention", "ops"})
 
 
 class _Payload(BaseModel):
@@ -93,6 +93,22 @@ class RoomStatus(_Payload):
     text: str = ""
 
 
+class RoomInvite(_Payload):
+    """Invite an agent into the room, where the workspace's agents see a room by being in it (Matrix)."""
+
+    kind: Literal["invite"] = "invite"
+    user: str
+    text: str = ""
+
+
+class RoomMention(_Payload):
+    """A notice addressed to ``users`` so that their clients notify them (a plain notice elsewhere)."""
+
+    kind: Literal["mention"] = "mention"
+    users: tuple[str, ...] = ()
+    text: str = ""
+
+
 class OpsPost(_Payload):
     """A post in a team's ops room (the row's address is the channel)."""
 
@@ -101,7 +117,15 @@ class OpsPost(_Payload):
 
 
 OutboxPayload = Annotated[
-    CustomerText | CustomerTemplate | RoomCustomerMessage | RoomNotice | RoomCard | RoomStatus | OpsPost,
+    CustomerText
+    | CustomerTemplate
+    | RoomCustomerMessage
+    | RoomNotice
+    | RoomCard
+    | RoomStatus
+    | RoomInvite
+    | RoomMention
+    | OpsPost,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[OutboxPayload] = TypeAdapter(OutboxPayload)

@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
@@ -21,7 +22,7 @@ from typing_extensions import TypeVar as DefaultTypeVar
 from bot_core.adapters import Inbound, InboundEvent
 from bot_core.context import StateStore
 from bot_core.downloads import DownloadPolicy
-from bot_core.events import LifecycleKind
+from bot_core.events import LifecycleKind, utcnow
 from bot_core.periodic import PeriodicSpec, periodic_spec
 from bot_core.receiving import Receivers
 from storage.fanout import Fanout, LocalFanout
@@ -211,6 +212,9 @@ class PluginServices:
     team: the desk's ``ops`` room) in the team's workspace, through the outbox (a crash loses nothing).
     Give a ``key`` (``"digest:2026-12-06"``) to post it once however often the call is repeated (a
     replayed event, a retried job); without one every call posts.
+    ``now()`` is the desk's clock (the scheduler's: a test may set it with ``Desk(scheduler_clock=)``):
+    a plugin that reasons about time (opening hours, waits) asks it, so its "now" and its scheduled
+    tasks' due times agree.
     ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
     signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
@@ -229,6 +233,7 @@ class PluginServices:
     receivers: Receivers = field(default_factory=Receivers)
     downloads: DownloadPolicy = field(default_factory=DownloadPolicy)
     post_to_ops: PostToOps = _no_ops
+    now: Callable[[], datetime] = utcnow
 
     def store(self, scope: str) -> StateStore:
         """The plugin's key-value store for ``scope`` (a name the plugin picks, e.g. ``"telegram"``)."""

@@ -31,6 +31,7 @@ from bot_core.adapters import (
     PostedRef,
     RoomRef,
     SentRef,
+    Undeliverable,
 )
 from bot_core.events import AgentMessage, Attachment, CustomerMessage, DeliveryStatus, DeliveryStatusValue
 from bot_core.plugin import EmptyConfig, Plugin, PluginKind, route
@@ -163,13 +164,14 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
 class RoomPost:
     """Something that appeared in a room."""
 
-    kind: str  # customer_message, notice, card, status
+    kind: str  # customer_message, notice, card, status, invite
     text: str
     sender: str = ""
     ref: str = ""
     edit_of: str | None = None
     attachments: tuple[Attachment, ...] = ()
     reply_to: str | None = None
+    mentions: tuple[str, ...] = ()  # a notice addressed to these agents (ctx.mention)
 
 
 @dataclass
@@ -198,6 +200,8 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         self.rooms: dict[str, MemoryRoom] = {}
         self.rooms_asked: list[ConversationView] = []  # every ensure_room call, as the core made it
         self.channels: dict[str, list[str]] = {}  # ops channel -> texts posted there
+        self.invited: dict[str, list[str]] = {}  # room id -> who ctx.invite invited there
+        self.not_agents: set[str] = set()  # invites of these are refused
         self._channel_posts: dict[str, PostedRef] = {}  # key -> what it posted (a retry shows once)
         self.posts = _Recorder()
         self.failures: list[DeliveryError] = []
@@ -270,6 +274,18 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         """Record a delivery status shown on a message (a post of kind ``status``: the status as its text,
         the marked message's id as ``edit_of``)."""
         await self._post(room, RoomPost("status", status, "relaydesk", edit_of=workspace_message_id))
+
+    async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
+        """Record a notice addressed to ``user_ids`` (a notice whose ``mentions`` name them)."""
+        return await self._post(room, RoomPost("notice", text, "relaydesk", mentions=tuple(user_ids)))
+
+    async def invite(self, room: RoomRef, user_id: str) -> None:
+        """Record that ``user_id`` was invited to the room (``invited``: room id -> user ids, in order);
+        someone in ``not_agents`` is refused, as a real workspace refuses whoever is not one of its agents."""
+        if user_id in self.not_agents:
+            raise Undeliverable(f"{user_id} is not one of this desk's agents")
+        self.invited.setdefault(room.room_id, []).append(user_id)
+        await self.posts.add((room.room_id, RoomPost("invite", user_id, "relaydesk")))
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Keep the latest card of the room."""

@@ -48,8 +48,8 @@ from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.ops_rooms import OpsRooms
 from bridge.workspaces.matrix.portal import PortalRooms
-from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels
-from bridge.workspaces.matrix.send import send_message, status_reaction
+from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels
+from bridge.workspaces.matrix.send import mention_content, send_message, status_reaction
 from bridge.workspaces.matrix.transactions import transaction_body
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
@@ -409,6 +409,19 @@ class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
         room_id = await self._ops.room(bot, channel, lambda: self._roster.invitees(bot))
         content = {"msgtype": "m.text", "body": text}  # m.text: an alert should notify the agents
         return PostedRef(await send_message(bot, room_id, content, key, "ops post", self._bot_device))
+
+    async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
+        """Post ``text`` from the bot mentioning ``user_ids`` (an m.text with ``m.mentions``: they are notified)."""
+        assert self._bot is not None
+        content = mention_content(user_ids, text)
+        return PostedRef(
+            await send_message(self._bot, room.room_id, content, key, "mention", self._bot_device)
+        )
+
+    async def invite(self, room: RoomRef, user_id: str) -> None:
+        """Invite an agent to the portal room (a hand-over), unless they are in it or invited already."""
+        assert self._bot is not None
+        await invite_agent(self._bot, self._roster, room.room_id, user_id)
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""

@@ -70,8 +70,8 @@ from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.ops_rooms import OpsRooms
 from bridge.workspaces.matrix.portal import PortalRooms
-from bridge.workspaces.matrix.roster import AgentRoster, portal_power_levels
-from bridge.workspaces.matrix.send import status_reaction
+from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels
+from bridge.workspaces.matrix.send import mention_content, status_reaction
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
 REQUEST_TIMEOUT = 30.0  # seconds for every request but the long-polling sync
@@ -543,6 +543,19 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
             "notice",
         )
         return PostedRef(response.event_id)
+
+    async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
+        """Post ``text`` mentioning ``user_ids`` (an m.text with ``m.mentions``: they are notified)."""
+        client = self._require_client()
+        content = mention_content(user_ids, text)
+        response = check_response(
+            await client.room_send(room.room_id, "m.room.message", content, tx_id=key or None), "mention"
+        )
+        return PostedRef(response.event_id)
+
+    async def invite(self, room: RoomRef, user_id: str) -> None:
+        """Invite an agent to the portal room (a hand-over), unless they are in it or invited already."""
+        await invite_agent(self._require_client(), self._roster, room.room_id, user_id)
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""

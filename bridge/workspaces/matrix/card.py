@@ -39,6 +39,7 @@ def card_text(card: CustomerCard, room_id: str = "") -> tuple[str, str]:
         lines.append("Tags: " + ", ".join(card.tags))
     if card.attributes:
         lines.append("Details: " + ", ".join(f"{k}={v}" for k, v in sorted(card.attributes.items())))
+    lines.extend(card.notes)  # the plugins' lines (ctx.card_note): open promises
     rich = [html.escape(line) for line in lines]
     rich[0] = f"<b>{rich[0]}</b>"
     if card.earlier_conversations:

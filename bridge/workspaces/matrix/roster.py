@@ -13,9 +13,17 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from nio import AsyncClient, JoinedMembersResponse, JoinResponse, RoomResolveAliasResponse
+from nio import (
+    AsyncClient,
+    JoinedMembersResponse,
+    JoinResponse,
+    RoomGetStateEventResponse,
+    RoomInviteError,
+    RoomResolveAliasResponse,
+)
 
-from bridge.workspaces.matrix.errors import MatrixError
+from bot_core.api import Undeliverable
+from bridge.workspaces.matrix.errors import MatrixError, check_response
 
 
 async def join_space(client: AsyncClient, space: str) -> str:
@@ -183,3 +191,23 @@ def refusal_notice(user_id: str) -> str:
         f"⚠ {user_id} is not one of this desk's agents: their messages and commands are not sent to "
         "the customer (agents are the workspace's `agents` list and the members of its space)."
     )
+
+
+async def invite_agent(client: AsyncClient, roster: AgentRoster, room_id: str, user_id: str) -> None:
+    """``ctx.invite`` in Matrix (both modes): invite an agent to a portal room unless they are in it or invited.
+
+    Only agents are invited (their messages are the only ones relayed); anyone else, or an invite the
+    room refuses (a ban), is :class:`Undeliverable`, and the room is told by the outbox.
+    """
+    if not await roster.is_agent(client, user_id):
+        raise Undeliverable(f"{user_id} is not one of this desk's agents (the agents list or the space)")
+    member = await client.room_get_state_event(room_id, "m.room.member", user_id)
+    if isinstance(member, RoomGetStateEventResponse) and member.content.get("membership") in (
+        "join",
+        "invite",
+    ):
+        return
+    response = await client.room_invite(room_id, user_id)
+    if isinstance(response, RoomInviteError) and response.status_code == "M_FORBIDDEN":
+        raise Undeliverable(f"the homeserver refused to invite {user_id}: {response.message}")
+    check_response(response, "invite agent")

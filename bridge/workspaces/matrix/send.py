@@ -9,6 +9,7 @@ which on the relay's hot path cost more CPU than the request itself; here the an
 
 from __future__ import annotations
 
+import html
 import json
 import uuid
 from typing import Any
@@ -50,6 +51,21 @@ async def send_message(
     finally:
         response.release()
     return event_id_of(response.status, body, what)
+
+
+def mention_content(user_ids: tuple[str, ...], text: str) -> dict[str, Any]:
+    """An ``m.text`` (notices never notify) that mentions ``user_ids``: ``m.mentions`` and a pill for each."""
+    rich = html.escape(text)
+    for user_id in user_ids:
+        pill = f'<a href="https://matrix.to/#/{quote(user_id, safe="@:")}">{html.escape(user_id)}</a>'
+        rich = rich.replace(html.escape(user_id), pill)
+    return {
+        "msgtype": "m.text",
+        "body": text,
+        "format": "org.matrix.custom.html",
+        "formatted_body": rich,
+        "m.mentions": {"user_ids": list(user_ids)},
+    }
 
 
 def event_id_of(status: int, body: Any, what: str) -> str:
