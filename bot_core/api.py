@@ -5,7 +5,8 @@ modules these names come from are relaydesk's inside and may change. Adapters fi
 outbox calls (:class:`Channel`, :class:`Workspace` and the optional ones), the errors they raise
 (:class:`RetryAfter`, :class:`TemporaryFailure`, :class:`Undeliverable`) and :class:`NotAccepting`,
 which ``services.inbound`` raises while relaydesk shuts down (answer 503: the platform retries).
-A plugin's key-value store is ``self.services.store(scope)`` (or ``ctx.state`` in a handler).
+A plugin's key-value store is ``self.services.store(scope)`` (or ``ctx.state`` in a handler). Plugins
+that write first read customers with :func:`find_customer`, :func:`get_customer` and :func:`all_customers`.
 """
 
 from bot_core.adapters import (
@@ -31,8 +32,9 @@ from bot_core.adapters import (
     Undeliverable,
     Workspace,
 )
-from bot_core.consent import ConsentInfo
+from bot_core.consent import ConsentInfo, is_stop
 from bot_core.context import Context, StateStore
+from bot_core.customers import CustomerRecord, IdentityRef, all_customers, find_customer, get_customer
 from bot_core.events import (
     AgentCommand,
     AgentMessage,
@@ -40,7 +42,10 @@ from bot_core.events import (
     ConversationEvent,
     CustomerMessage,
     LifecycleKind,
+    ScheduledFire,
 )
+from bot_core.locales import valid_timezone
+from bot_core.periodic import PeriodicJobError, PeriodicSpec, periodic_spec
 from bot_core.plugin import (
     HANDLED,
     EmptyConfig,
@@ -69,23 +74,28 @@ __all__ = [
     "ConversationView",
     "CustomerCard",
     "CustomerMessage",
+    "CustomerRecord",
     "Delivery",
     "DeliveryError",
     "DeliveryStateChannel",
     "EmptyConfig",
     "Handled",
+    "IdentityRef",
     "IdentityView",
     "Inbound",
     "LifecycleKind",
     "MessageView",
     "NotAccepting",
     "OpsWorkspace",
+    "PeriodicJobError",
+    "PeriodicSpec",
     "Plugin",
     "PluginKind",
     "PluginServices",
     "PostedRef",
     "RetryAfter",
     "RoomRef",
+    "ScheduledFire",
     "SentRef",
     "StateStore",
     "TemporaryFailure",
@@ -93,10 +103,16 @@ __all__ = [
     "TypingWorkspace",
     "Undeliverable",
     "Workspace",
+    "all_customers",
+    "find_customer",
+    "get_customer",
+    "is_stop",
     "on_agent_message",
     "on_command",
     "on_conversation_event",
     "on_customer_message",
     "on_schedule",
+    "periodic_spec",
     "route",
+    "valid_timezone",
 ]

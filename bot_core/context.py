@@ -116,6 +116,17 @@ class StateStore:
             except IntegrityError:
                 await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).update(value=value)
 
+    async def add(self, key: str, value: Any) -> bool:
+        """Store ``value`` under ``key`` only if the key is new; False (nothing changed) if it exists.
+
+        One of several workers adding the same key at once wins: a record made once (a click, a vote).
+        """
+        try:
+            await PluginState.create(plugin=self.plugin, scope=self.scope, key=key, value={"v": value})
+        except IntegrityError:
+            return False
+        return True
+
     async def delete(self, key: str) -> None:
         """Forget ``key``."""
         await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).delete()
