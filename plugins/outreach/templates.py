@@ -128,10 +128,13 @@ def pick_language(available: Mapping[str, str] | list[str], locale: str | None, 
 
 
 def customer_variables(customer: CustomerRecord) -> dict[str, str]:
-    """What a customer's record fills in: every attribute, ``name``, ``first_name`` and ``customer_id``."""
+    """What a customer's record fills in: every attribute, ``name``, ``first_name`` and ``customer_id``.
+
+    A name that is only a platform id (what relaydesk shows when a channel gave no name) is no name.
+    """
     values = {k: v for k, v in customer.attributes.items() if isinstance(v, str)}
     name = customer.name.strip()
-    if name:
+    if name and name not in {i.external_user_id for i in customer.identities}:
         values.setdefault("name", name)
         values.setdefault("first_name", name.split()[0])
     values["customer_id"] = str(customer.id)
