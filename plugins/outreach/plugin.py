@@ -447,7 +447,7 @@ class OutreachPlugin(Plugin[OutreachConfig]):
         if not isinstance(sent, dict) or not sent.get("campaign"):
             return
         at = datetime.fromisoformat(str(sent.get("at")))
-        if msg.timestamp - at > timedelta(days=self.config.attribution_days):
+        if self.services.now() - at > timedelta(days=self.config.attribution_days):
             return
         metric = "opted_out" if is_stop(msg.text) else "replied"
         await _campaign_store(self.instance_name, str(sent["campaign"])).add(

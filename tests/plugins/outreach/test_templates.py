@@ -104,7 +104,7 @@ QUIET = QuietHours(start="21:00", end="08:00")
 
 
 def _utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc, arg-type]
 
 
 def test_quiet_hours_are_the_customers_own_night() -> None:
