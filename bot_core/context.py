@@ -366,7 +366,9 @@ class Context:
         if workspace:
             await self._engine.outbox.enqueue_room(conv, workspace, "card", key=self._keys.next("card"))
 
-    async def rate(self, score: int, comment: str | None = None, *, conversation_id: int | None = None) -> bool:
+    async def rate(
+        self, score: int, comment: str | None = None, *, conversation_id: int | None = None
+    ) -> bool:
         """Record the customer's satisfaction with a conversation of theirs (``score`` 1-5, an optional
         ``comment``): this one, or ``conversation_id`` (a survey answered after its conversation closed).
 
