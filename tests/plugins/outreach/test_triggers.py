@@ -10,7 +10,8 @@ import json
 import time
 from datetime import UTC, datetime
 
-from bot_core.testing import MemoryWorkspace
+from bot_core.api import StateStore
+from bot_core.testing import MemoryChannel, MemoryWorkspace
 from storage.models import ScheduledTask
 from tests.bot_core.test_relay_loop import doubles
 from tests.conftest import DeskFactory
@@ -207,3 +208,30 @@ async def test_a_telegram_customer_gets_the_template_in_their_language(
     status, body = await post_event(desk, event)
     assert (status, body["channel"]) == (202, "telegram")
     await telegram.wait_for(lambda: "小明，您好！您的订单 A-1001 已发货。" in telegram.texts_to(1001))  # noqa: RUF001
+
+
+async def test_a_whatsapp_customer_gets_the_approved_template_chosen(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    # the channel double named like the WhatsApp channel instance: the variant is chosen by that name
+    channels = '  - whatsapp: {use: "bot_core.testing:MemoryChannel"}\n'
+    desk = await make_desk(
+        sqlite_url, outreach_yaml(quiet=False, channels=channels), serve_http=True, environ=ENV
+    )
+    whatsapp = desk.plugins["whatsapp"]
+    assert isinstance(whatsapp, MemoryChannel)
+    await whatsapp.customer_writes(
+        "+4915112345678", "hallo", name="Wanda Maximoff", attributes={"phone": "+4915112345678"}
+    )
+    await settle(desk)
+    status, body = await post_event(desk, {**SHIPPED, "customer": {"phone": "+4915112345678"}})
+    assert (status, body["channel"]) == (202, "whatsapp")
+    expected = "Hi Wanda, your order A-1001 is on its way."
+    await whatsapp.sent.wait_for(lambda _: expected in whatsapp.texts_to("+4915112345678"))
+    sent = await StateStore("outreach", "customer:1").get("sent:event:evt-1001")
+    # recorded until Delivery.template (issue 19, h-deliv) carries it to the channel
+    assert sent["approved_template"] == {
+        "name": "order_shipped_v2",
+        "language": "en",
+        "variables": ["Wanda", "A-1001"],
+    }
