@@ -44,6 +44,7 @@ def outreach_yaml(
     quiet: bool = True,
     campaigns: str = "",
     cap: int = 5,
+    rate: str = "",
     channels: str = '  - customers: {use: "bot_core.testing:MemoryChannel"}\n',
 ) -> str:
     """A plugins.yaml with the doubles (or other channels) and the outreach plugin."""
@@ -58,6 +59,7 @@ def outreach_yaml(
         + "        default_timezone: Europe/Berlin\n"
         + f"        quiet_hours: {{enabled: {str(quiet).lower()}}}\n"
         + f"        frequency_cap: {{max: {cap}, days: 7}}\n"
+        + (f"        rate_limits: {rate}\n" if rate else "")
         + TEMPLATES.replace("\n      ", "\n        ")
         + campaigns
     )

@@ -8,11 +8,12 @@ import hashlib
 import hmac
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bot_core.api import StateStore
 from bot_core.testing import MemoryChannel, MemoryWorkspace
 from storage.models import ScheduledTask
+from storage.ratelimit import MemoryRateLimits
 from tests.bot_core.test_relay_loop import doubles
 from tests.conftest import DeskFactory
 from tests.plugins.outreach.helpers import (
@@ -235,3 +236,42 @@ async def test_a_whatsapp_customer_gets_the_approved_template_chosen(
         "language": "en",
         "variables": ["Wanda", "A-1001"],
     }
+
+
+async def test_rate_limits_hold_sends_back_without_losing_them(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    clock = Clock(datetime(2026, 6, 1, 10, 0, tzinfo=UTC))  # noon in Berlin: no quiet hours
+    limits = MemoryRateLimits(clock=lambda: clock.at.timestamp())  # the buckets refill on the test's clock
+    yaml_text = outreach_yaml(rate="{per_minute: 2, per_channel: {customers: 1}}")
+    desk = await started(
+        await make_desk(
+            sqlite_url,
+            yaml_text,
+            serve_http=True,
+            environ=ENV,
+            scheduler_clock=clock,
+            scheduler_poll=3600,
+            rate_limits=limits,
+        )
+    )
+    channel, _ = doubles(desk)
+    for n in range(3):
+        await customer(desk, f"u{n}", f"Cust{n}", email=f"c{n}@example.com")
+        assert (
+            await post_event(desk, {**SHIPPED, "id": f"e{n}", "customer": {"email": f"c{n}@example.com"}})
+        )[0] == 202
+
+    def reached() -> int:
+        return sum(any("is on its way" in t for t in channel.texts_to(f"u{n}")) for n in range(3))
+
+    await tick(desk, clock, clock.at)
+    await channel.sent.wait_for(lambda _: reached() == 1)  # one a minute on this channel
+    await tick(desk, clock, clock.at + timedelta(seconds=30))
+    assert reached() == 1
+    await tick(desk, clock, clock.at + timedelta(seconds=31))  # a minute after the first
+    await channel.sent.wait_for(lambda _: reached() == 2)
+    await tick(desk, clock, clock.at + timedelta(seconds=61))
+    await channel.sent.wait_for(lambda _: reached() == 3)
+    await tick(desk, clock, clock.at + timedelta(minutes=5))
+    assert [sum("is on its way" in t for t in channel.texts_to(f"u{n}")) for n in range(3)] == [1, 1, 1]
