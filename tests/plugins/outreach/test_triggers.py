@@ -45,7 +45,7 @@ async def test_an_event_sends_its_template_once_even_when_posted_twice(
 ) -> None:
     desk = await make_desk(database_url, outreach_yaml(quiet=False), serve_http=True, environ=ENV)
     channel, workspace = doubles(desk)
-    await customer(desk, "u1", "Alice Liddell", email="alice@example.com")
+    await customer(desk, "u1", "Alice Liddell", email="alice@example.com", external_id="shop-42")
 
     assert await post_event(desk, SHIPPED) == (
         202,
@@ -64,6 +64,14 @@ async def test_an_event_sends_its_template_once_even_when_posted_twice(
     await settle(desk)
     assert channel.texts_to("u1").count(expected) == 1
     assert await post_event(desk, SHIPPED) == (200, {"status": "duplicate", "event": "evt-1001"})
+    by_shop_id = {
+        **SHIPPED,
+        "id": "evt-1002",
+        "customer": {"external_id": "shop-42"},
+        "variables": {"order_id": "B-2"},
+    }
+    assert (await post_event(desk, by_shop_id))[0] == 202
+    await channel.sent.wait_for(lambda _: "Hi Alice, your order B-2 is on its way." in channel.texts_to("u1"))
     # the room shows the outreach as context, then the message, in the customer's room
     notices = workspace.texts(workspace.room_of("u1").room_id, "notice")
     assert "📣 Outreach: template 'order_shipped' (event:order_shipped)" in notices
