@@ -124,10 +124,12 @@ class Pipeline:
 
     async def scheduled(self, ctx: Context, fire: ScheduledFire) -> bool:
         """Run the owning plugin's handler for ``fire.job``; False if that plugin or job is gone."""
-        for bound in self._by_kind[HandlerKind.SCHEDULE]:
-            if bound.instance == fire.plugin and bound.spec.job in (fire.job, fire.job.split(":", 1)[0]):
-                await self._call(bound, ctx, fire, "schedule")
-                return True
+        # the job's own handler, else (a job from a plugin's config, "campaign:spring") its prefix's
+        for job in dict.fromkeys((fire.job, fire.job.split(":", 1)[0])):
+            for bound in self._by_kind[HandlerKind.SCHEDULE]:
+                if bound.instance == fire.plugin and bound.spec.job == job:
+                    await self._call(bound, ctx, fire, "schedule")
+                    return True
         return False
 
     def periodic_jobs(self) -> list[tuple[str, str, PeriodicSpec]]:
