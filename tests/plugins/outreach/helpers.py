@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 
 from bot_core.desk import Desk
-from bot_core.testing import MemoryChannel, MemoryWorkspace
 from tests.bot_core.test_relay_loop import doubles
 
 TOKEN = "shop-token-for-the-tests"
@@ -127,11 +126,3 @@ async def started(desk: Desk) -> Desk:
     """Wait for the scan the desk makes at start (so it never runs on a clock moved since)."""
     await asyncio.wait_for(desk.scheduler.first_scan_done.wait(), 10)
     return desk
-
-
-def outreach_texts(channel: MemoryChannel, user: str) -> list[str]:
-    """What the customer got besides the replies the tests' setup caused."""
-    return [t for t in channel.texts_to(user)]
-
-
-__all__ = ["MemoryWorkspace"]
