@@ -7,14 +7,15 @@ or the customer opted out of service messages. The answer arrives as a new messa
 conversation for it, as for any message after a close): a score is recorded on the conversation it
 rates (shown on the card as ``satisfaction``), counted (``!csat stats``, ``relaydesk_csat_*`` on
 /metrics), and the answer's own conversation is closed again; anything that is not a score ends the
-survey and goes on like any message. NPS (0-10) is not built yet.
+survey and goes on like any message. With ``scale: nps`` the question is the Net Promoter one (0-10):
+answers are counted the same way and ``!csat stats`` gives the NPS; they are not put on the card.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import Counter as PromCounter
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,7 +34,7 @@ from bot_core.api import (
     on_customer_message,
     on_schedule,
 )
-from plugins.csat.texts import BUILT_IN, SurveyTexts, parse_score
+from plugins.csat.texts import BUILT_IN, SurveyTexts, parse_nps, parse_score
 
 PENDING = "csat_pending"  # customer state: the survey waiting for an answer
 ASKED = "csat_asked"  # conversation state: asked (or an answer's own conversation): never ask again
@@ -44,6 +45,7 @@ class CsatConfig(BaseModel):
     """Settings of the ``csat`` plugin."""
 
     model_config = ConfigDict(extra="forbid")
+    scale: Literal["csat", "nps"] = "csat"  # 1-5 satisfaction, or 0-10 likelihood to recommend
     delay_seconds: float = Field(default=0, ge=0)  # ask this long after the close (0: at once)
     answer_hours: float = Field(default=48, gt=0)  # a score later than this is an ordinary message
     comment: bool = True  # after a score, invite an optional comment
@@ -76,8 +78,8 @@ class CsatPlugin(Plugin[CsatConfig]):
             )
             self._answers = PromCounter(
                 "relaydesk_csat_answers",
-                "Satisfaction answers by score",
-                ["plugin", "score"],
+                "Satisfaction answers by scale (csat, nps) and score",
+                ["plugin", "scale", "score"],
                 registry=registry,
             )
         except ValueError:  # a second csat instance: its answers stay in !csat stats
@@ -142,9 +144,13 @@ class CsatPlugin(Plugin[CsatConfig]):
                 "asked_at": self.services.now().isoformat(),
                 "language": language,
                 "stage": "score",
+                "scale": self.config.scale,
             },
         )
-        await ctx.reply(f"{texts.question}\n{texts.scale}")
+        if self.config.scale == "nps":
+            await ctx.reply(f"{texts.nps_question}\n{texts.nps_scale}")
+        else:
+            await ctx.reply(f"{texts.question}\n{texts.scale}")
         if self._asked is not None:
             self._asked.labels(self.instance_name).inc()
 
@@ -165,20 +171,30 @@ class CsatPlugin(Plugin[CsatConfig]):
             ):
                 await ctx.customer_state.delete(PENDING)
                 return None
-            await ctx.rate(int(pending["score"]), msg.text.strip(), conversation_id=rated)
-            await self._record(rated, int(pending["score"]), msg.text.strip(), now, count=False)
+            if pending.get("scale", "csat") == "csat":
+                await ctx.rate(int(pending["score"]), msg.text.strip(), conversation_id=rated)
+            await self._record(
+                rated,
+                int(pending["score"]),
+                msg.text.strip(),
+                now,
+                count=False,
+                scale=str(pending.get("scale", "csat")),
+            )
             await ctx.customer_state.delete(PENDING)
             await self._done(ctx, texts.thanks)
             return HANDLED
         if now - datetime.fromisoformat(str(pending["asked_at"])) > timedelta(hours=self.config.answer_hours):
             await ctx.customer_state.delete(PENDING)
             return None
-        score = parse_score(msg.text)
+        scale = str(pending.get("scale", "csat"))
+        score = parse_nps(msg.text) if scale == "nps" else parse_score(msg.text)
         if score is None:  # not an answer: the survey ends, the message goes on as any other
             await ctx.customer_state.delete(PENDING)
             return None
-        await ctx.rate(score, conversation_id=rated)
-        await self._record(rated, score, None, now, count=True)
+        if scale == "csat":
+            await ctx.rate(score, conversation_id=rated)
+        await self._record(rated, score, None, now, count=True, scale=scale)
         if self.config.comment:
             await ctx.customer_state.set(
                 PENDING, {**pending, "stage": "comment", "score": score, "scored_at": now.isoformat()}
@@ -197,15 +213,22 @@ class CsatPlugin(Plugin[CsatConfig]):
         await ctx.close()
 
     async def _record(
-        self, conversation: int, score: int, comment: str | None, at: datetime, *, count: bool
+        self,
+        conversation: int,
+        score: int,
+        comment: str | None,
+        at: datetime,
+        *,
+        count: bool,
+        scale: str = "csat",
     ) -> None:
         store = self.services.store(ANSWERS)
-        entry = {"score": score, "comment": comment, "at": at.isoformat()}
+        entry = {"score": score, "comment": comment, "at": at.isoformat(), "scale": scale}
         if count:
             if not await store.add(str(conversation), entry):
                 return  # answered already (a replay, or a second score): counted once
             if self._answers is not None:
-                self._answers.labels(self.instance_name, str(score)).inc()
+                self._answers.labels(self.instance_name, scale, str(score)).inc()
         else:
             await store.set(str(conversation), entry)
 
@@ -213,25 +236,37 @@ class CsatPlugin(Plugin[CsatConfig]):
 
     async def stats(self) -> dict[str, Any]:
         """Answers, the average, the share of 4s and 5s (CSAT %) and the count per score."""
-        scores = [int(v["score"]) for v in (await self.services.store(ANSWERS).items()).values()]
+        entries = list((await self.services.store(ANSWERS).items()).values())
+        scores = [int(v["score"]) for v in entries if v.get("scale", "csat") == "csat"]
+        nps = [int(v["score"]) for v in entries if v.get("scale") == "nps"]
         counts = Counter(scores)
+        promoters, detractors = sum(1 for s in nps if s >= 9), sum(1 for s in nps if s <= 6)
         return {
             "answers": len(scores),
             "average": round(sum(scores) / len(scores), 2) if scores else None,
             "csat_percent": round(100 * sum(1 for s in scores if s >= 4) / len(scores)) if scores else None,
             "by_score": {s: counts.get(s, 0) for s in range(1, 6)},
+            "nps_answers": len(nps),
+            "nps": round(100 * (promoters - detractors) / len(nps)) if nps else None,
+            "nps_split": (promoters, len(nps) - promoters - detractors, detractors),
         }
 
     @on_command("csat", usage="stats", help="satisfaction answers: count, average, CSAT %")
     async def command(self, ctx: Context, cmd: AgentCommand) -> Handled:
         """``!csat stats``."""
         stats = await self.stats()
-        if not stats["answers"]:
-            await ctx.notice("Satisfaction: no answers yet.")
-            return HANDLED
-        spread = ", ".join(f"{s}: {n}" for s, n in stats["by_score"].items())
-        await ctx.notice(
-            f"Satisfaction: {stats['answers']} answers, average {stats['average']}/5, "
-            f"CSAT {stats['csat_percent']} % (4 or 5). By score: {spread}."
-        )
+        lines = []
+        if stats["answers"]:
+            spread = ", ".join(f"{s}: {n}" for s, n in stats["by_score"].items())
+            lines.append(
+                f"Satisfaction: {stats['answers']} answers, average {stats['average']}/5, "
+                f"CSAT {stats['csat_percent']} % (4 or 5). By score: {spread}."
+            )
+        if stats["nps_answers"]:
+            promoters, passives, detractors = stats["nps_split"]
+            lines.append(
+                f"NPS {stats['nps']:+d} from {stats['nps_answers']} answers: {promoters} promoters (9-10), "
+                f"{passives} passives, {detractors} detractors (0-6)."
+            )
+        await ctx.notice("\n".join(lines) or "Satisfaction: no answers yet.")
         return HANDLED

@@ -68,7 +68,7 @@ async def test_a_closed_conversation_is_rated_once_with_a_comment_shown_everywhe
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{desk.port}/metrics") as resp:
             metrics = await resp.text()
-    assert 'relaydesk_csat_answers_total{plugin="csat",score="4"} 1.0' in metrics
+    assert 'relaydesk_csat_answers_total{plugin="csat",scale="csat",score="4"} 1.0' in metrics
     assert 'relaydesk_csat_asked_total{plugin="csat"} 1.0' in metrics
 
 
@@ -119,3 +119,30 @@ async def test_a_telegram_customer_is_asked_in_chinese(
     await telegram.wait_for(lambda: ZH.ask_comment in telegram.texts_to(2002))
     await _settle(desk)
     assert (await Conversation.get(id=1)).satisfaction == 5
+
+
+async def test_the_nps_option_asks_zero_to_ten_and_reports_the_score(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(
+        sqlite_url,
+        DOUBLES_YAML + '  - csat: {use: "plugins.csat:CsatPlugin", config: {scale: nps, comment: false}}\n',
+    )
+    channel, workspace = doubles(desk)
+    nps_question = f"{EN.nps_question}\n{EN.nps_scale}"
+    for user, answer in (("u1", "10"), ("u2", "9"), ("u3", "3"), ("u4", "7")):
+        await _closed_case(desk, user)
+        assert channel.texts_to(user)[-1] == nps_question
+        await channel.customer_writes(user, answer)
+        await _settle(desk)
+        assert channel.texts_to(user)[-1] == EN.thanks
+    room = workspace.room_of("u1").room_id
+    await workspace.agent_writes(room, "!csat stats")
+    await _settle(desk)
+    # (2 promoters - 1 detractor) / 4 answers
+    assert workspace.texts(room, "notice")[-1] == (
+        "NPS +25 from 4 answers: 2 promoters (9-10), 1 passives, 1 detractors (0-6)."
+    )
+    assert (
+        await Conversation.filter(satisfaction__isnull=False).count() == 0
+    )  # not a 1-5 rating: not on the card
