@@ -13,6 +13,8 @@ Adapters' helpers are here too: supervised receiving loops (:class:`ReceiveLoop`
 transcript for channels that show history, and for adapter commands :func:`load_config` and
 :func:`desk_database`. ``tests/test_import_rule.py`` checks that ``bridge/`` and ``plugins/`` import
 nothing else of ``bot_core`` (nor ``storage``).
+Plugins that write first read customers with :func:`find_customer`, :func:`get_customer` and
+:func:`all_customers`.
 """
 
 from bot_core.adapters import (
@@ -44,8 +46,9 @@ from bot_core.adapters import (
     Workspace,
 )
 from bot_core.config import ConfigError, load_config
-from bot_core.consent import ConsentInfo
+from bot_core.consent import ConsentInfo, is_stop
 from bot_core.context import Context, StateStore
+from bot_core.customers import CustomerRecord, IdentityRef, all_customers, find_customer, get_customer
 from bot_core.downloads import CHUNK_BYTES, DownloadPolicy, download_headers, stream
 from bot_core.events import (
     AgentCommand,
@@ -59,9 +62,10 @@ from bot_core.events import (
     ScheduledFire,
     utcnow,
 )
-from bot_core.locales import LOCALE, TIMEZONE
+from bot_core.locales import LOCALE, TIMEZONE, valid_timezone
 from bot_core.maintenance import desk_database, workspace_rooms
 from bot_core.names import clean_display_name, clean_file_name
+from bot_core.periodic import PeriodicJobError, PeriodicSpec, periodic_spec
 from bot_core.plugin import (
     HANDLED,
     EmptyConfig,
@@ -96,6 +100,7 @@ __all__ = [
     "ConversationView",
     "CustomerCard",
     "CustomerMessage",
+    "CustomerRecord",
     "Delivery",
     "DeliveryError",
     "DeliveryStateChannel",
@@ -105,6 +110,7 @@ __all__ = [
     "DownloadPolicy",
     "EmptyConfig",
     "Handled",
+    "IdentityRef",
     "IdentityView",
     "Inbound",
     "InboundEvent",
@@ -114,6 +120,8 @@ __all__ = [
     "MessageView",
     "NotAccepting",
     "OpsWorkspace",
+    "PeriodicJobError",
+    "PeriodicSpec",
     "Plugin",
     "PluginKind",
     "PluginServices",
@@ -131,19 +139,25 @@ __all__ = [
     "TypingWorkspace",
     "Undeliverable",
     "Workspace",
+    "all_customers",
     "clean_display_name",
     "clean_file_name",
     "customer_transcript",
     "desk_database",
     "download_headers",
+    "find_customer",
+    "get_customer",
+    "is_stop",
     "load_config",
     "on_agent_message",
     "on_command",
     "on_conversation_event",
     "on_customer_message",
     "on_schedule",
+    "periodic_spec",
     "route",
     "stream",
     "utcnow",
+    "valid_timezone",
     "workspace_rooms",
 ]

@@ -118,6 +118,17 @@ class StateStore:
             except IntegrityError:
                 await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).update(value=value)
 
+    async def add(self, key: str, value: Any) -> bool:
+        """Store ``value`` under ``key`` only if the key is new; False (nothing changed) if it exists.
+
+        One of several workers adding the same key at once wins: a record made once (a click, a vote).
+        """
+        try:
+            await PluginState.create(plugin=self.plugin, scope=self.scope, key=key, value={"v": value})
+        except IntegrityError:
+            return False
+        return True
+
     async def delete(self, key: str) -> None:
         """Forget ``key``."""
         await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).delete()
@@ -408,6 +419,31 @@ class Context:
         workspace = await self._engine.room_workspace(conv)
         if workspace:
             await self._engine.outbox.enqueue_room(conv, workspace, "card", key=self._keys.next("card"))
+
+    async def rate(
+        self, score: int, comment: str | None = None, *, conversation_id: int | None = None
+    ) -> bool:
+        """Record the customer's satisfaction with a conversation of theirs (``score`` 1-5, an optional
+        ``comment``): this one, or ``conversation_id`` (a survey answered after its conversation closed).
+
+        Shown on the card (``satisfaction``). A score of None keeps the recorded one (a comment added
+        later). False when ``conversation_id`` is not this customer's conversation.
+        """
+        if not 1 <= score <= 5:
+            raise ValueError(f"plugin '{self.plugin}': a satisfaction score is 1 to 5, not {score}")
+        customer, _ = self._require_customer()
+        target = conversation_id if conversation_id is not None else self._require_conversation().id
+        values: dict[str, Any] = {"satisfaction": score}
+        if comment is not None:
+            values["satisfaction_comment"] = comment[:2000]
+        updated = await Conversation.filter(id=target, customer_id=customer.id).update(**values)
+        if updated and self._conversation is not None:
+            workspace = await self._engine.room_workspace(self._conversation)
+            if workspace:
+                await self._engine.outbox.enqueue_room(
+                    self._conversation, workspace, "card", key=self._keys.next("card")
+                )
+        return bool(updated)
 
     async def schedule(
         self,

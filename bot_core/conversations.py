@@ -252,7 +252,7 @@ async def customer_card(conversation: Conversation) -> CustomerCard:
         state=view.state,
         team=view.team,
         assignee=view.assignee,
-        attributes=_card_attributes(customer, contacts),
+        attributes={**_card_attributes(customer, contacts), **await _satisfaction(customer.id)},
         earlier_conversations=tuple([await _earlier(c) for c in earlier]),
         notes=await card_notes(conversation.id),
     )
@@ -282,6 +282,19 @@ def _card_attributes(customer: Customer, contacts: list[CustomerContact]) -> dic
     if customer.locale:
         shown["locale"] = customer.locale
     return shown
+
+
+async def _satisfaction(customer_id: int) -> dict[str, str]:
+    """The customer's latest rating of a conversation, for the card (none: nothing shown)."""
+    rated = (
+        await Conversation.filter(customer_id=customer_id, satisfaction__isnull=False).order_by("-id").first()
+    )
+    if rated is None or rated.satisfaction is None:
+        return {}
+    text = f"{rated.satisfaction}/5 (conversation {rated.id})"
+    if rated.satisfaction_comment:
+        text += f": {rated.satisfaction_comment[:200]}"
+    return {"satisfaction": text}
 
 
 async def _earlier(conversation: Conversation) -> EarlierConversation:

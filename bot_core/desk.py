@@ -11,16 +11,19 @@ import functools
 import logging
 import socket
 import uuid
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from tortoise import connections
+from tortoise.exceptions import IntegrityError
 
 from bot_core.adapters import Channel, InboundEvent, RoomRef, TypingChannel, TypingWorkspace, Workspace
 from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
 from bot_core.contacts import publish_key
+from bot_core.context import MAX_TASK_KEY
 from bot_core.conversation_service import ConversationService
 from bot_core.conversations import conversation_for_room, reply_identity_id
 from bot_core.downloads import DownloadPolicy
@@ -48,7 +51,7 @@ from storage.bus.memory import MemoryBus
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import close_db, init_db
 from storage.fanout import Fanout, LocalFanout, RedisFanout
-from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus, Room
+from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus, Room, ScheduledTask
 from storage.ratelimit import MemoryRateLimits, RateLimits, RedisRateLimits
 
 log = logging.getLogger("relaydesk.desk")
@@ -317,6 +320,7 @@ class Desk:
             public_url=self.config.server.public_base_url,
             plugin_name=spec.instance_name,
             post_to_ops=functools.partial(self.post_to_ops, spec.instance_name),
+            schedule_once=functools.partial(self.schedule_once, spec.instance_name),
             now=self.scheduler.now,
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
@@ -414,6 +418,32 @@ class Desk:
             return
         row_key = f"ops:{plugin}:{key}" if key else f"ops:{plugin}:{uuid.uuid4().hex}"
         await self.outbox.enqueue_ops(workspace, channel, text, key=row_key)
+
+    async def schedule_once(
+        self,
+        plugin: str,
+        job: str,
+        key: str,
+        *,
+        data: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """Store ``plugin``'s global task ``key`` for ``job`` unless it exists (``services.schedule_once``)."""
+        if not 0 < len(key) <= MAX_TASK_KEY:
+            raise ValueError(f"plugin '{plugin}': a task key must have 1 to {MAX_TASK_KEY} characters")
+        try:
+            await ScheduledTask.create(
+                plugin=plugin,
+                scope="global",
+                key=key,
+                job=job,
+                data=data or {},
+                due_at=at or self.scheduler.now(),
+                source=f"once:{key}"[:255],
+            )
+        except IntegrityError:
+            return False
+        return True
 
     async def _publish_fire(self, fire: ScheduledFire) -> None:
         await self.bus.publish(fire.conversation_key(), dump_event(fire))

@@ -124,19 +124,23 @@ class Pipeline:
 
     async def scheduled(self, ctx: Context, fire: ScheduledFire) -> bool:
         """Run the owning plugin's handler for ``fire.job``; False if that plugin or job is gone."""
-        for bound in self._by_kind[HandlerKind.SCHEDULE]:
-            if bound.instance == fire.plugin and bound.spec.job == fire.job:
-                await self._call(bound, ctx, fire, "schedule")
-                return True
+        # the job's own handler, else (a job from a plugin's config, "campaign:spring") its prefix's
+        for job in dict.fromkeys((fire.job, fire.job.split(":", 1)[0])):
+            for bound in self._by_kind[HandlerKind.SCHEDULE]:
+                if bound.instance == fire.plugin and bound.spec.job == job:
+                    await self._call(bound, ctx, fire, "schedule")
+                    return True
         return False
 
     def periodic_jobs(self) -> list[tuple[str, str, PeriodicSpec]]:
         """(plugin instance, job, when) of every periodic ``@on_schedule(..., every=|cron=)`` handler."""
-        return [
+        declared = [
             (b.instance, b.spec.job or "", b.spec.periodic)
             for b in self._by_kind[HandlerKind.SCHEDULE]
             if b.spec.periodic
         ]
+        configured = [(p.instance_name, job, spec) for p in self.plugins for job, spec in p.periodic_jobs()]
+        return declared + configured
 
     def command_help(self) -> list[CommandHelp]:
         """Every command with its usage and help text, for ``!help``."""

@@ -180,6 +180,22 @@ async def _no_ops(team: str | None, text: str, *, key: str | None = None) -> Non
     raise RuntimeError("this plugin was constructed without a desk: there is no ops room")
 
 
+class ScheduleOnce(Protocol):
+    """``services.schedule_once``: arm a global task of this plugin once per key, from anywhere."""
+
+    async def __call__(
+        self, job: str, key: str, *, data: dict[str, Any] | None = None, at: datetime | None = None
+    ) -> bool:
+        """Arm ``job`` under ``key`` (due ``at``, default now); False if a task with that key exists."""
+        ...
+
+
+async def _no_schedule(
+    job: str, key: str, *, data: dict[str, Any] | None = None, at: datetime | None = None
+) -> bool:
+    raise RuntimeError("this plugin was constructed without a desk: there is no scheduler")
+
+
 @dataclass
 class PluginServices:
     """What the engine hands every plugin at construction.
@@ -212,7 +228,11 @@ class PluginServices:
     team: the desk's ``ops`` room) in the team's workspace, through the outbox (a crash loses nothing).
     Give a ``key`` (``"digest:2026-12-06"``) to post it once however often the call is repeated (a
     replayed event, a retried job); without one every call posts.
-    ``now()`` is the desk's clock (the scheduler's: a test may set it with ``Desk(scheduler_clock=)``):
+    ``schedule_once(job, key, data=, at=)`` arms this plugin's ``@on_schedule(job)`` handler as a global
+    task (no conversation) from outside a handler, e.g. an HTTP route: the first call with a ``key``
+    stores it (True) and it fires once, across workers; every later call with that key is refused
+    (False) whether the task ran or not. It returns once the task is stored: a webhook answered after it
+    loses nothing. ``now()`` is the desk's clock (the scheduler's: a test may set it with ``Desk(scheduler_clock=)``):
     a plugin that reasons about time (opening hours, waits) asks it, so its "now" and its scheduled
     tasks' due times agree.
     ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
@@ -233,6 +253,7 @@ class PluginServices:
     receivers: Receivers = field(default_factory=Receivers)
     downloads: DownloadPolicy = field(default_factory=DownloadPolicy)
     post_to_ops: PostToOps = _no_ops
+    schedule_once: ScheduleOnce = _no_schedule
     now: Callable[[], datetime] = utcnow
 
     def store(self, scope: str) -> StateStore:
@@ -323,6 +344,15 @@ class Plugin(Generic[ConfigT]):
     def handler_specs(cls) -> tuple[tuple[str, HandlerSpec], ...]:
         """The handler methods this class declares, by attribute name."""
         return cls._handlers
+
+    def periodic_jobs(self) -> list[tuple[str, PeriodicSpec]]:
+        """Periodic jobs this instance adds from its config (campaigns on a schedule), as (job, when).
+
+        A job named ``"<handler job>:<name>"`` is handled by the ``@on_schedule("<handler job>")``
+        handler (``fire.job`` tells which one fired). Each slot fires once across workers, like a
+        declared job's. The default adds none; the desk asks again after a reload.
+        """
+        return []
 
     @classmethod
     def route_specs(cls) -> tuple[tuple[str, RouteSpec], ...]:

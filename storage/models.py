@@ -222,6 +222,8 @@ class Conversation(Model):
     assigned_at = fields.DatetimeField(null=True)
     closed_at = fields.DatetimeField(null=True)
     last_customer_message_at = fields.DatetimeField(null=True)
+    satisfaction = fields.SmallIntField(null=True)  # the customer's rating of this conversation (csat: 1-5)
+    satisfaction_comment = fields.TextField(null=True)
 
     class Meta:
         table = "conversation"

@@ -1,0 +1,148 @@
+"""The satisfaction survey after a close: asked once, in the customer's language, not after spam or an
+opt-out; the score and comment recorded on the conversation, on the card, in ``!csat stats`` and on
+/metrics; a reply that is not a score goes on like any message. On the channel double and on Telegram."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from bot_core.desk import Desk
+from bot_core.testing import MemoryWorkspace
+from plugins.csat.texts import BUILT_IN
+from storage.models import Conversation, ConversationState
+from tests.bot_core.test_relay_loop import doubles
+from tests.conftest import DOUBLES_YAML, DeskFactory
+from tests.emulators.telegram import TelegramEmulator
+
+YAML = DOUBLES_YAML + '  - csat: {use: "plugins.csat:CsatPlugin"}\n'
+EN, ZH = BUILT_IN["en"], BUILT_IN["zh"]
+QUESTION = f"{EN.question}\n{EN.scale}"
+
+
+async def _settle(desk: Desk) -> None:
+    assert await desk.wait_settled(15)
+
+
+async def _closed_case(desk: Desk, user: str, *commands: str) -> str:
+    """The customer asked something, an agent answered, then ran ``commands`` (ending with !close)."""
+    channel, workspace = doubles(desk)
+    await channel.customer_writes(user, "My parcel is late", name="Alice")
+    await _settle(desk)
+    room = workspace.room_of(user).room_id
+    await workspace.agent_writes(room, "It arrives tomorrow, sorry for the wait.")
+    for command in (*commands, "!close"):
+        await workspace.agent_writes(room, command)
+    await _settle(desk)
+    return room
+
+
+async def test_a_closed_conversation_is_rated_once_with_a_comment_shown_everywhere(
+    database_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(database_url, YAML, serve_http=True)
+    channel, workspace = doubles(desk)
+    room = await _closed_case(desk, "u1")
+    assert channel.texts_to("u1")[-1] == QUESTION
+
+    await channel.customer_writes("u1", "4")
+    await _settle(desk)
+    assert channel.texts_to("u1")[-1] == EN.ask_comment
+    await channel.customer_writes("u1", "Quick and friendly")
+    await _settle(desk)
+    assert channel.texts_to("u1")[-1] == EN.thanks
+    assert channel.texts_to("u1").count(QUESTION) == 1  # the answer's own conversation is not surveyed
+
+    rated = await Conversation.get(id=1)
+    assert (rated.satisfaction, rated.satisfaction_comment) == (4, "Quick and friendly")
+    card = workspace.rooms[room].card
+    assert card is not None and card.attributes["satisfaction"] == "4/5 (conversation 1): Quick and friendly"
+    assert (
+        await Conversation.filter(state=ConversationState.CLOSED).count() == await Conversation.all().count()
+    )
+
+    await workspace.agent_writes(room, "!csat stats")
+    await _settle(desk)
+    assert workspace.texts(room, "notice")[-1] == (
+        "Satisfaction: 1 answers, average 4.0/5, CSAT 100 % (4 or 5). By score: 1: 0, 2: 0, 3: 0, 4: 1, 5: 0."
+    )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{desk.port}/metrics") as resp:
+            metrics = await resp.text()
+    assert 'relaydesk_csat_answers_total{plugin="csat",scale="csat",score="4"} 1.0' in metrics
+    assert 'relaydesk_csat_asked_total{plugin="csat"} 1.0' in metrics
+
+
+async def test_no_survey_after_spam_or_an_opt_out(sqlite_url: str, make_desk: DeskFactory) -> None:
+    desk = await make_desk(sqlite_url, YAML)
+    channel, _ = doubles(desk)
+    await _closed_case(desk, "spammer", "!tag spam")
+    await _closed_case(desk, "quiet", "!consent service off")
+    await _closed_case(desk, "asked", "!tag shipping")
+    assert QUESTION not in channel.texts_to("spammer")
+    assert QUESTION not in channel.texts_to("quiet")
+    assert channel.texts_to("asked")[-1] == QUESTION
+
+
+async def test_a_reply_that_is_not_a_score_is_an_ordinary_message(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(sqlite_url, YAML)
+    channel, workspace = doubles(desk)
+    room = await _closed_case(desk, "u1")
+    await channel.customer_writes("u1", "Actually, where is my refund?")
+    await channel.customer_writes("u1", "5")  # the survey ended with the question: this 5 is just a message
+    await _settle(desk)
+    assert channel.texts_to("u1")[-1] == QUESTION  # no thanks, no comment request
+    assert workspace.texts(room, "customer_message")[-2:] == ["Actually, where is my refund?", "5"]
+    latest = await Conversation.all().order_by("-id").first()
+    assert latest is not None and latest.state is not ConversationState.CLOSED
+    assert (await Conversation.get(id=1)).satisfaction is None
+
+
+async def test_a_telegram_customer_is_asked_in_chinese(
+    sqlite_url: str, make_desk: DeskFactory, telegram: TelegramEmulator
+) -> None:
+    from tests.bridge.channels.telegram.conftest import ENV, doubles_yaml
+
+    desk = await make_desk(
+        sqlite_url, doubles_yaml(telegram) + '  - csat: {use: "plugins.csat:CsatPlugin"}\n', environ=ENV
+    )
+    workspace = desk.plugins["desk"]
+    assert isinstance(workspace, MemoryWorkspace)
+    user = telegram.user(2002, "小红", language_code="zh-hans")
+    await telegram.customer_sends(user, "我的包裹还没到")
+    await workspace.posts.wait_for(lambda items: any(p.text == "我的包裹还没到" for _, p in items))
+    room = workspace.room_of("2002").room_id
+    await workspace.agent_writes(room, "!close")
+    await telegram.wait_for(lambda: f"{ZH.question}\n{ZH.scale}" in telegram.texts_to(2002))
+    await telegram.customer_sends(user, "5分")
+    await telegram.wait_for(lambda: ZH.ask_comment in telegram.texts_to(2002))
+    await _settle(desk)
+    assert (await Conversation.get(id=1)).satisfaction == 5
+
+
+async def test_the_nps_option_asks_zero_to_ten_and_reports_the_score(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(
+        sqlite_url,
+        DOUBLES_YAML + '  - csat: {use: "plugins.csat:CsatPlugin", config: {scale: nps, comment: false}}\n',
+    )
+    channel, workspace = doubles(desk)
+    nps_question = f"{EN.nps_question}\n{EN.nps_scale}"
+    for user, answer in (("u1", "10"), ("u2", "9"), ("u3", "3"), ("u4", "7")):
+        await _closed_case(desk, user)
+        assert channel.texts_to(user)[-1] == nps_question
+        await channel.customer_writes(user, answer)
+        await _settle(desk)
+        assert channel.texts_to(user)[-1] == EN.thanks
+    room = workspace.room_of("u1").room_id
+    await workspace.agent_writes(room, "!csat stats")
+    await _settle(desk)
+    # (2 promoters - 1 detractor) / 4 answers
+    assert workspace.texts(room, "notice")[-1] == (
+        "NPS +25 from 4 answers: 2 promoters (9-10), 1 passives, 1 detractors (0-6)."
+    )
+    assert (
+        await Conversation.filter(satisfaction__isnull=False).count() == 0
+    )  # not a 1-5 rating: not on the card
