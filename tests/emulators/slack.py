@@ -935,6 +935,29 @@ class SlackEmulator:
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
         return await self.deliver(body, "application/x-www-form-urlencoded", label=action_id, **kwargs)
 
+    async def submit_view(
+        self, user: str, view: Mapping[str, Any], values: Mapping[str, str]
+    ) -> list[Attempt]:
+        """A person submits a modal the app opened (``values``: input block id → the text typed)."""
+        state = {
+            block: {"text": {"type": "plain_text_input", "value": text}} for block, text in values.items()
+        }
+        payload = {
+            "type": "view_submission",
+            "team": {"id": self.team_id, "domain": "emulated"},
+            "user": {
+                "id": user,
+                "username": self.users.get(user, {}).get("name", user),
+                "team_id": self.team_id,
+            },
+            "api_app_id": self.app_id,
+            "token": "deprecated",
+            "trigger_id": f"{next(self._ids)}.trigger",
+            "view": {**view, "id": f"V{next(self._ids):08d}", "state": {"values": state}},
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        return await self.deliver(body, "application/x-www-form-urlencoded", label="view_submission")
+
 
 def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() in ("1", "true")
