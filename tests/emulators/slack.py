@@ -238,6 +238,7 @@ class SlackEmulator:
         self.scopes_needed: set[str] = set()
         self.deliveries: list[tuple[str, list[Attempt]]] = []
         self.response_urls: list[dict[str, Any]] = []
+        self.public_files: dict[str, bytes] = {}  # served at /public/<name> (a customer's file elsewhere)
         self.request_url = ""  # the app's Events API / interactivity / commands URL
         self._buckets: dict[str, _Bucket] = {}
         self._ts = itertools.count(1)
@@ -258,6 +259,7 @@ class SlackEmulator:
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         app.router.add_post("/response/{n}", self._response_url)
+        app.router.add_get("/public/{name}", self._public_file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -667,6 +669,10 @@ class SlackEmulator:
             raise SlackApiCallError("invalid_arguments")
         self.views.append(view)
         return {"view": {"id": f"V{next(self._ids):08d}", **view}}
+
+    async def _public_file(self, request: web.Request) -> web.Response:
+        data = self.public_files.get(request.match_info["name"])
+        return web.Response(status=404) if data is None else web.Response(body=data)
 
     async def _response_url(self, request: web.Request) -> web.Response:
         self.response_urls.append({"n": request.match_info["n"], **(await request.json())})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import cast
 
 import pytest
 from pydantic import ValidationError
@@ -20,7 +21,7 @@ async def first_contact(
 ) -> Channel:
     """The customer writes; returns their channel once their message shows there."""
     await s.customers.customer_writes(user, text, name=name)
-    channel = await until(lambda: _channel_of(s.slack, name), what="the customer's channel")
+    channel = cast(Channel, await until(lambda: _channel_of(s.slack, name), what="the customer's channel"))
     await until(lambda: _customer_posts(s.slack, channel), what="the customer's message in Slack")
     return channel
 
