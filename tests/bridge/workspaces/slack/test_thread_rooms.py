@@ -118,7 +118,7 @@ async def test_long_messages_fold_and_edits_follow(
     s = await slack_desk()
     long_text = "\n".join(f"line {n}" for n in range(40))
     channel = await first_contact(s, long_text)
-    top = [m for m in slack.messages(channel.id, top=True) if m.get("username")][0]
+    top = next(m for m in slack.messages(channel.id, top=True) if m.get("username"))
     assert "show more" in top["text"] and "line 39" not in top["text"]
     thread = await until(lambda: slack.messages(channel.id, thread_ts=top["ts"]))
     assert "line 39" in thread[0]["text"]
