@@ -4,7 +4,7 @@
 the chosen speed-up; relaydesk (SQLite, in-process bus, ``MemoryChannel`` customers, the Slack workspace in
 channel rooms) creates every customer's private channel, invites the agents, posts the card and every
 message. Slack is the emulator (:mod:`tests.emulators.slack`) with Slack's tiers made ``--speedup`` times
-faster (60: Tier 2's 20 calls a minute become 20 a second, and the minute of arrivals one second), and
+faster (20: Tier 2's 20 calls a minute become 20 in 3 s, and the minute of arrivals 3 s), and
 relaydesk is told the same tiers (``rate_limits``), as a team would configure them. The emulator echoes
 every bot post back as an event, as Slack does.
 
@@ -16,7 +16,7 @@ customer's messages are there once, in the order written, and the 429s the emula
 
 Usage::
 
-    python -m bench.slack_burst                       # 500 customers x 2 messages, tiers x60
+    python -m bench.slack_burst                       # 500 customers x 2 messages, tiers x20
     python -m bench.slack_burst --customers 100 --speedup 30
 """
 
@@ -30,7 +30,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
+
+import aiohttp
 
 from bot_core.config import parse_config
 from bot_core.desk import Desk
@@ -38,7 +40,7 @@ from bot_core.outbox import OutboxSettings
 from bot_core.testing import MemoryChannel
 from bridge.workspaces.matrix.devserver import free_port
 from storage.db import migrate
-from tests.emulators.slack import POST_PER_CHANNEL, SLACK_TIERS, Limit, SlackEmulator, scaled
+from tests.emulators.slack import POST_PER_CHANNEL, SLACK_TIERS, Limit, scaled
 
 AGENT = "U0AGENT"
 
@@ -64,12 +66,12 @@ class BurstResult:
         """The result as one printed line."""
         return (
             f"{self.customers} customers x {self.messages} messages: drain {self.drain:.2f} s, minimum "
-            f"{self.minimum:.2f} s ({self.bottleneck}), 429s {sum(self.rate_limited.values())} -> "
+            f"{self.minimum:.2f} s ({self.bottleneck}), 429s {self.rate_limited} -> "
             f"{self.ratio:.2f}x"
         )
 
 
-def desk_yaml(slack: SlackEmulator, tiers: dict[str, Limit], per_channel: Limit) -> str:
+def desk_yaml(base_url: str, tiers: dict[str, Limit], per_channel: Limit) -> str:
     """plugins.yaml: MemoryChannel customers and the Slack workspace told the emulator's tiers."""
     rates = ", ".join(f'"{m}": {limit.per_minute:g}' for m, limit in tiers.items())
     return f"""
@@ -80,7 +82,7 @@ plugins:
       config:
         bot_token: "${{SLACK_BOT_TOKEN}}"
         signing_secret: "${{SLACK_SIGNING_SECRET}}"
-        api_url: "{slack.api_url}"
+        api_url: "{base_url}/api/"
         agents: ["{AGENT}"]
         undo_seconds: 0
         rate_limits: {{{rates}}}
@@ -88,98 +90,118 @@ plugins:
 """
 
 
-def minimum_time(slack: SlackEmulator, tiers: dict[str, Limit], arrival: float) -> tuple[float, str]:
+def minimum_time(state: dict[str, Any], tiers: dict[str, Limit], arrival: float) -> tuple[float, str]:
     """The floor the tiers set for the successful calls the emulator saw: (seconds, which method)."""
-    counts: dict[str, int] = {}
-    for method, _args in slack.calls:
-        counts[method] = counts.get(method, 0) + 1
-    for method, refused in slack.rate_limited.items():
-        counts[method] -= refused
     best, which = arrival, "arrivals"
-    for method, count in counts.items():
+    for method, count in state["calls"].items():
         limit = tiers.get(method)
         if limit is None:
             continue
-        floor = max(0, count - limit.burst) / (limit.per_minute / 60.0)
+        done = count - state["rate_limited"].get(method, 0)
+        floor = max(0, done - limit.burst) / (limit.per_minute / 60.0)
         if floor > best:
-            best, which = floor, f"{method}: {count} calls at {limit.per_minute / 60:g}/s"
+            best, which = floor, f"{method}: {done} calls at {limit.per_minute / 60:g}/s"
     return best, which
 
 
-def check(slack: SlackEmulator, customers: int, messages: int) -> list[str]:
+def check(state: dict[str, Any], customers: int, messages: int) -> list[str]:
     """Every customer's messages in their channel, once each, in order."""
     problems: list[str] = []
     for n in range(customers):
         name = f"customer-{n}"
-        try:
-            channel = slack.channel_named(f"support-{name}-{n + 1}")
-        except KeyError:
-            found = [c for c in slack.channels.values() if c.name.startswith(f"support-{name}-")]
-            if len(found) != 1:
-                problems.append(f"{name}: {len(found)} channels")
-                continue
-            channel = found[0]
-        texts = [str(m["text"]) for m in slack.messages(channel.id) if m.get("username")]
+        found = [c for c in state["channels"] if c["name"].startswith(f"support-{name}-")]
+        if len(found) != 1:
+            problems.append(f"{name}: {len(found)} channels")
+            continue
+        texts = [text for text, username in found[0]["posts"] if username]
         wanted = [f"message {i} of {name}" for i in range(messages)]
         if texts != wanted:
             problems.append(f"{name}: {texts!r}")
     return problems
 
 
+def posted(state: dict[str, Any]) -> int:
+    """Customer messages shown in Slack so far."""
+    return sum(1 for c in state["channels"] for _text, username in c["posts"] if username)
+
+
 async def run_burst(customers: int, messages: int, speedup: float) -> BurstResult:
-    """Run one burst; returns its figures."""
+    """Run one burst (the emulator in a process of its own, as Slack is); returns its figures."""
     tiers = scaled(SLACK_TIERS, speedup)
     per_channel = Limit(POST_PER_CHANNEL.per_minute * speedup, POST_PER_CHANNEL.burst)
-    slack = SlackEmulator(limits=tiers, post_per_channel=per_channel, fractional_retry_after=True)
-    slack.add_user(AGENT, "agent")
-    await slack.start()
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite://{Path(tmp) / 'bench.db'}"
-        await migrate(url)
-        port = free_port()
-        config = parse_config(
-            desk_yaml(slack, tiers, per_channel),
-            "plugins.yaml",
-            environ={"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": slack.signing_secret},
+        url_file = Path(tmp) / "emulator-url"
+        emulator = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.emulators.slack", str(speedup), str(url_file)
         )
-        config = config.model_copy(
-            update={
-                "storage": config.storage.model_copy(update={"database": url, "redis": ""}),
-                "server": config.server.model_copy(update={"host": "127.0.0.1", "port": port}),
-            }
-        )
-        desk = Desk(config, serve_http=True, outbox_settings=OutboxSettings(poll_interval=0.1))
-        await desk.start()
-        slack.request_url = f"http://127.0.0.1:{port}/slack/events"
-        channel = cast(MemoryChannel, desk.plugins["customers"])
+        http = aiohttp.ClientSession()
+        desk: Desk | None = None
         try:
+            deadline = time.monotonic() + 30
+            while not url_file.exists() or not url_file.read_text():
+                if time.monotonic() > deadline or emulator.returncode is not None:
+                    raise RuntimeError("the Slack emulator did not start")
+                await asyncio.sleep(0.05)
+            base_url = url_file.read_text()
+
+            async def state() -> dict[str, Any]:
+                async with http.get(f"{base_url}/_emulator/state") as response:
+                    return cast(dict[str, Any], await response.json())
+
+            url = f"sqlite://{Path(tmp) / 'bench.db'}"
+            await migrate(url)
+            port = free_port()
+            config = parse_config(
+                desk_yaml(base_url, tiers, per_channel),
+                "plugins.yaml",
+                environ={"SLACK_BOT_TOKEN": "xoxb-test-token", "SLACK_SIGNING_SECRET": "test-signing-secret"},
+            )
+            config = config.model_copy(
+                update={
+                    "storage": config.storage.model_copy(update={"database": url, "redis": ""}),
+                    "server": config.server.model_copy(update={"host": "127.0.0.1", "port": port}),
+                }
+            )
+            setup = {"request_url": f"http://127.0.0.1:{port}/slack/events", "users": [AGENT]}
+            async with http.post(f"{base_url}/_emulator/setup", json=setup) as response:
+                assert response.status == 200
+            desk = Desk(config, serve_http=True, outbox_settings=OutboxSettings(poll_interval=0.1))
+            await desk.start()
+            channel = cast(MemoryChannel, desk.plugins["customers"])
             arrival = 60.0 / speedup  # "within a minute", at the emulated speed
             started = time.monotonic()
 
             async def customer(n: int) -> None:
                 await asyncio.sleep(arrival * n / customers)
                 for i in range(messages):
-                    await channel.customer_writes(f"c{n}", f"message {i} of customer-{n}", name=f"customer-{n}")
+                    await channel.customer_writes(
+                        f"c{n}", f"message {i} of customer-{n}", name=f"customer-{n}"
+                    )
 
             await asyncio.gather(*(customer(n) for n in range(customers)))
             total = customers * messages
-            while True:
-                posted = sum(
-                    1 for c in slack.channels.values() for m in c.messages if m.get("username") and not m.get("deleted")
-                )
-                if posted >= total:
-                    break
-                if time.monotonic() - started > 600:
-                    raise TimeoutError(f"only {posted} of {total} messages posted after 600 s")
-                await asyncio.sleep(0.02)
+            while (done := posted(await state())) < total:
+                if time.monotonic() - started > 900:
+                    raise TimeoutError(f"only {done} of {total} messages posted after 900 s")
+                await asyncio.sleep(0.05)
             drain = time.monotonic() - started
-            await slack.idle(60)
+            final = await state()
         finally:
-            await desk.stop(timeout=30)
-            await slack.stop()
-    minimum, bottleneck = minimum_time(slack, tiers, arrival)
+            if desk is not None:
+                await desk.stop(timeout=30)
+            await http.close()
+            if emulator.returncode is None:
+                emulator.terminate()
+            await emulator.wait()
+    minimum, bottleneck = minimum_time(final, tiers, arrival)
     return BurstResult(
-        customers, messages, drain, minimum, bottleneck, dict(slack.rate_limited), check(slack, customers, messages)
+        customers,
+        messages,
+        drain,
+        minimum,
+        bottleneck,
+        dict(final["rate_limited"]),
+        check(final, customers, messages),
     )
 
 
@@ -188,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=500)
     parser.add_argument("--messages", type=int, default=2)
-    parser.add_argument("--speedup", type=float, default=60.0)
+    parser.add_argument("--speedup", type=float, default=20.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = asyncio.run(run_burst(args.customers, args.messages, args.speedup))

@@ -234,6 +234,7 @@ class SlackEmulator:
         self.ephemerals: list[dict[str, Any]] = []
         self.views: list[dict[str, Any]] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.timeline: list[tuple[float, str, bool]] = []  # (monotonic time, method, rate limited) per call
         self.rate_limited: dict[str, int] = {}
         self.scopes_needed: set[str] = set()
         self.deliveries: list[tuple[str, list[Attempt]]] = []
@@ -260,6 +261,8 @@ class SlackEmulator:
         app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         app.router.add_post("/response/{n}", self._response_url)
         app.router.add_get("/public/{name}", self._public_file)
+        app.router.add_get("/_emulator/state", self._state)
+        app.router.add_post("/_emulator/setup", self._setup)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -373,6 +376,7 @@ class SlackEmulator:
             return web.json_response({"ok": False, "error": "invalid_auth"})
         self.calls.append((method, args))
         wait = self._over_limit(method, args)
+        self.timeline.append((time.monotonic(), method, wait > 0))
         if wait > 0:
             self.rate_limited[method] = self.rate_limited.get(method, 0) + 1
             after = f"{wait:.3f}" if self.fractional_retry_after else str(max(1, math.ceil(wait)))
@@ -669,6 +673,29 @@ class SlackEmulator:
             raise SlackApiCallError("invalid_arguments")
         self.views.append(view)
         return {"view": {"id": f"V{next(self._ids):08d}", **view}}
+
+    async def _state(self, request: web.Request) -> web.Response:
+        """What a test in another process reads: calls per method, 429s, channels and their posts."""
+        counts: dict[str, int] = {}
+        for method, _args in self.calls:
+            counts[method] = counts.get(method, 0) + 1
+        channels = [
+            {
+                "id": c.id,
+                "name": c.name,
+                "posts": [[m["text"], m.get("username")] for m in self.messages(c.id)],
+            }
+            for c in self.channels.values()
+        ]
+        return web.json_response({"calls": counts, "rate_limited": self.rate_limited, "channels": channels})
+
+    async def _setup(self, request: web.Request) -> web.Response:
+        """Set the app's URL and add people (``{"request_url", "users": [id, ...]}``) from another process."""
+        body = await request.json()
+        self.request_url = str(body.get("request_url", self.request_url))
+        for user in body.get("users", []):
+            self.add_user(str(user), str(user).lower())
+        return web.json_response({"ok": True})
 
     async def _public_file(self, request: web.Request) -> web.Response:
         data = self.public_files.get(request.match_info["name"])
@@ -983,3 +1010,20 @@ def _public(message: Mapping[str, Any]) -> dict[str, Any]:
     """A message as the API shows it (without the emulator's bookkeeping)."""
     hidden = {"mentions", "seen", "deleted"}
     return {k: v for k, v in message.items() if k not in hidden and v is not None}
+
+
+async def _serve(speedup: float, port_file: str) -> None:
+    """Run an emulator with Slack's tiers ``speedup`` times faster until killed; write its URL to a file."""
+    tiers = scaled(SLACK_TIERS, speedup)
+    per_channel = Limit(POST_PER_CHANNEL.per_minute * speedup, POST_PER_CHANNEL.burst)
+    emulator = SlackEmulator(limits=tiers, post_per_channel=per_channel, fractional_retry_after=True)
+    await emulator.start()
+    with open(port_file, "w", encoding="utf-8") as fh:
+        fh.write(emulator.base_url)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # python -m tests.emulators.slack SPEEDUP URL_FILE (the burst benchmark)
+    import sys
+
+    asyncio.run(_serve(float(sys.argv[1]), sys.argv[2]))

@@ -2,8 +2,9 @@
 
 Every call takes a slot from its method's schedule first (GCRA: ``per_minute`` on average, ``burst`` at
 once), so a burst of work is spread at the rate the tier allows instead of running into 429s. A slot
-within ``max_wait`` seconds is waited for; a later one raises :class:`RetryAfter`, so the outbox puts the
-row back and its concurrency is not held by sleeping calls. A 429 anyway (another app on the same token,
+within ``max_wait`` seconds is waited for, and so is any while fewer than ``max_waiters`` calls wait for
+the method (a queue long enough to keep a slow tier busy); beyond both, it raises :class:`RetryAfter`, so
+the outbox puts the row back and its concurrency is not held by sleeping calls. A 429 anyway (another app on the same token,
 a tier lower than configured) blocks the method (or the channel) for the ``Retry-After`` it named, and
 raises :class:`RetryAfter` with it. Errors become the outbox's: ``ratelimited`` → RetryAfter; network
 errors, 5xx and ``fatal_error`` / ``internal_error`` → TemporaryFailure; anything else Slack refused →
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
@@ -50,20 +51,39 @@ TEMPORARY_ERRORS = frozenset({"fatal_error", "internal_error", "service_unavaila
 
 @dataclass
 class _Schedule:
-    """One method's (or channel's) slots: the theoretical arrival time of GCRA and a block after a 429."""
+    """One method's (or channel's) pace: GCRA's theoretical arrival time, a block after a 429, and a lock
+    so that calls leave one after the other at the times they really leave (a busy event loop waking two
+    sleepers at once must not send them together)."""
 
     interval: float
     tolerance: float
     tat: float = 0.0
     blocked_until: float = 0.0
+    waiting: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def next_slot(self, now: float) -> float:
         """The earliest time a call may go out."""
         return max(now, self.tat - self.tolerance, self.blocked_until)
 
-    def take(self, slot: float) -> None:
-        """A call goes out at ``slot``."""
-        self.tat = max(self.tat, slot) + self.interval
+    def expected_wait(self, now: float) -> float:
+        """How long a call asking now would wait, counting the calls already waiting."""
+        return self.next_slot(now) - now + self.waiting * self.interval
+
+    async def pace(self, clock: Callable[[], float]) -> None:
+        """Wait for a slot, then record the call as leaving now."""
+        self.waiting += 1
+        try:
+            async with self.lock:
+                while True:
+                    now = clock()
+                    slot = self.next_slot(now)
+                    if slot <= now:
+                        self.tat = max(self.tat, now) + self.interval
+                        return
+                    await asyncio.sleep(slot - now)
+        finally:
+            self.waiting -= 1
 
 
 class MethodLimits:
@@ -75,6 +95,7 @@ class MethodLimits:
         *,
         post_per_channel: float | None = None,
         max_wait: float = 1.0,
+        max_waiters: int = 16,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tiers = dict(TIERS)
@@ -83,6 +104,7 @@ class MethodLimits:
         self._per_channel = (post_per_channel or POST_PER_CHANNEL[0], POST_PER_CHANNEL[1])
         self._schedules: dict[str, _Schedule] = {}
         self.max_wait = max_wait
+        self.max_waiters = max_waiters
         self._clock = clock
         self.retry_afters: dict[str, int] = {}  # 429s seen per method (metrics, tests)
 
@@ -90,7 +112,9 @@ class MethodLimits:
         schedule = self._schedules.get(key)
         if schedule is None:
             interval = 60.0 / rate
-            schedule = self._schedules[key] = _Schedule(interval, (burst - 1) * interval)
+            # one call of the burst is kept in hand: requests that reach Slack a little out of step
+            # (one delayed on the way, the next on time) still find a token there
+            schedule = self._schedules[key] = _Schedule(interval, max(0, burst - 2) * interval)
         return schedule
 
     def _keys(self, method: str, channel: str | None) -> list[_Schedule]:
@@ -104,13 +128,11 @@ class MethodLimits:
         """Wait for a slot of ``method`` (and of ``channel`` for posts), or raise RetryAfter if it is far."""
         now = self._clock()
         schedules = self._keys(method, channel)
-        slot = max(s.next_slot(now) for s in schedules)  # every schedule must have room then
-        if slot - now > self.max_wait:
-            raise RetryAfter(slot - now, f"slack {method} rate limit")
-        for schedule in schedules:
-            schedule.take(slot)
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        wait = max(s.expected_wait(now) for s in schedules)
+        if wait > self.max_wait and max(s.waiting for s in schedules) >= self.max_waiters:
+            raise RetryAfter(wait, f"slack {method} rate limit")
+        for schedule in schedules:  # always in the same order (method, then channel): no deadlock
+            await schedule.pace(self._clock)
 
     def blocked(self, method: str, channel: str | None, seconds: float) -> None:
         """Slack answered 429 with ``Retry-After: seconds``: no call of ``method`` (on ``channel``) before."""
@@ -123,14 +145,23 @@ class MethodLimits:
         target.blocked_until = max(target.blocked_until, until)
 
     async def call(self, method: str, fn: Callable[[], Awaitable[T]], *, channel: str | None = None) -> T:
-        """Run one Web API call under the limits; Slack's errors become the outbox's."""
-        await self.slot(method, channel)
-        try:
-            return await fn()
-        except SlackApiError as exc:
-            raise self.translate(method, channel, exc) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TemporaryFailure(f"slack {method}: {type(exc).__name__}: {exc}") from None
+        """Run one Web API call under the limits; Slack's errors become the outbox's.
+
+        A 429 whose ``Retry-After`` is within ``max_wait`` is waited out here and the call made again
+        (twice at most); a longer one goes back to the outbox as :class:`RetryAfter`.
+        """
+        for attempt in range(3):
+            await self.slot(method, channel)
+            try:
+                return await fn()
+            except SlackApiError as exc:
+                error = self.translate(method, channel, exc)
+                if isinstance(error, RetryAfter) and error.seconds <= self.max_wait and attempt < 2:
+                    continue
+                raise error from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise TemporaryFailure(f"slack {method}: {type(exc).__name__}: {exc}") from None
+        raise AssertionError("unreachable")
 
     def translate(self, method: str, channel: str | None, exc: SlackApiError) -> Exception:
         """The outbox error for a Slack error answer (a 429 also blocks the method)."""
