@@ -11,7 +11,7 @@ import yaml
 from bench.slack_burst import run_burst
 from bot_core.api import Attachment, RetryAfter
 from bridge.workspaces.slack.limits import MethodLimits
-from tests.bridge.workspaces.slack.conftest import ANN, BOB, SlackDeskFactory, until
+from tests.bridge.workspaces.slack.conftest import ANN, SlackDeskFactory, until
 from tests.bridge.workspaces.slack.test_channel_rooms import first_contact
 from tests.bridge.workspaces.slack.test_thread_rooms import thread_config
 from tests.emulators.slack import Limit, SlackEmulator
