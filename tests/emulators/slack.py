@@ -20,6 +20,10 @@ does, as Slack does it:
 - Mentions: every post records who it would notify (``<!channel>``, ``<!here>``, ``<!everyone>``,
   ``<@U..>``, ``<!subteam^..>`` in mrkdwn text; bare ``@here`` words only with ``link_names``) and the
   text a person sees (:func:`rendered`).
+- Socket Mode: ``apps.connections.open`` with the app-level token (``xapp-``) answers a ``ws://`` URL;
+  the connection gets ``hello``, then the same payloads as envelopes (``events_api``, ``slash_commands``,
+  ``interactive``) that the app must acknowledge with their ``envelope_id`` within ``ack_timeout``
+  (resent with ``retry_attempt`` otherwise). :attr:`SlackEmulator.socket_mode` switches the sender to it.
 - A sender (:meth:`SlackEmulator.deliver`) of Events API, interactivity and slash-command requests to the
   app's URL, signed like Slack (``v0`` HMAC-SHA256 of ``v0:<timestamp>:<body>`` with the signing secret in
   ``X-Slack-Signature``, the time in ``X-Slack-Request-Timestamp``); a request not answered 200 within
@@ -75,6 +79,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "files.getUploadURLExternal": ("files:write",),
     "files.completeUploadExternal": ("files:write",),
     "views.open": (),
+    "apps.connections.open": (),
 }
 DEFAULT_SCOPES = frozenset(s for scopes in METHOD_SCOPES.values() for s in scopes) | {
     "chat:write.customize",
@@ -213,8 +218,14 @@ class SlackEmulator:
         ack_timeout: float = 3.0,
         retry_delays: tuple[float, ...] = (0.0, 0.2, 0.5),
         echo_bot_messages: bool = True,
+        app_token: str = "xapp-1-test-app-token",
     ) -> None:
         self.token = token
+        self.app_token = app_token
+        self.socket_mode = False  # True: requests go over the app's Socket Mode WebSocket, not to request_url
+        self._sockets: list[web.WebSocketResponse] = []
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.socket_connections = 0
         self.signing_secret = signing_secret
         self.scopes = DEFAULT_SCOPES if scopes is None else scopes
         self.limits = dict(limits or {})
@@ -262,6 +273,7 @@ class SlackEmulator:
         app.router.add_post("/response/{n}", self._response_url)
         app.router.add_get("/public/{name}", self._public_file)
         app.router.add_get("/_emulator/state", self._state)
+        app.router.add_get("/socket-mode", self._socket)
         app.router.add_post("/_emulator/setup", self._setup)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -372,7 +384,17 @@ class SlackEmulator:
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
             return web.json_response({"ok": False, "error": "not_authed"})
-        if not hmac.compare_digest(auth[7:].encode(), self.token.encode()):
+        given = auth[7:].encode()
+        if method == "apps.connections.open":
+            if hmac.compare_digest(given, self.token.encode()):
+                return web.json_response({"ok": False, "error": "not_allowed_token_type"})
+            if not hmac.compare_digest(given, self.app_token.encode()):
+                return web.json_response({"ok": False, "error": "invalid_auth"})
+            ticket = secrets.token_hex(8)
+            return web.json_response(
+                {"ok": True, "url": f"ws{self.base_url[4:]}/socket-mode?ticket={ticket}"}
+            )
+        if not hmac.compare_digest(given, self.token.encode()):
             return web.json_response({"ok": False, "error": "invalid_auth"})
         self.calls.append((method, args))
         wait = self._over_limit(method, args)
@@ -454,7 +476,7 @@ class SlackEmulator:
             "seen": rendered(text),
         }
         channel.messages.append(message)
-        if self.echo_bot_messages and self.request_url:
+        if self.echo_bot_messages and (self.request_url or self.socket_mode):
             echo = {
                 "type": "message",
                 "channel": channel.id,
@@ -674,6 +696,68 @@ class SlackEmulator:
         self.views.append(view)
         return {"view": {"id": f"V{next(self._ids):08d}", **view}}
 
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        """A Socket Mode connection: ``hello`` first, then envelopes; the app answers each with its id."""
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.socket_connections += 1
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": 1,
+                "connection_info": {"app_id": self.app_id},
+                "debug_info": {},
+            }
+        )
+        self._sockets.append(ws)
+        try:
+            async for frame in ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                answer = json.loads(frame.data)
+                future = self._acks.pop(str(answer.get("envelope_id")), None)
+                if future is not None and not future.done():
+                    future.set_result(answer)
+        finally:
+            self._sockets.remove(ws)
+        return ws
+
+    async def _over_socket(self, kind: str, payload: Mapping[str, Any], label: str) -> list[Attempt]:
+        """Send an envelope over the newest Socket Mode connection; resent (``retry_attempt``) until acked."""
+        deadline = time.monotonic() + 10
+        while not self._sockets:
+            if time.monotonic() > deadline:
+                raise AssertionError("the app opened no Socket Mode connection")
+            await asyncio.sleep(0.02)
+        attempts: list[Attempt] = []
+        for retry in range(len(self.retry_delays) + 1):
+            if retry:
+                await asyncio.sleep(self.retry_delays[retry - 1])
+            envelope_id = secrets.token_hex(8)
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._acks[envelope_id] = future
+            envelope = {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "payload": dict(payload),
+                "accepts_response_payload": kind != "events_api",
+                "retry_attempt": retry,
+                "retry_reason": "timeout" if retry else "",
+            }
+            started = time.monotonic()
+            status, text = 0, ""
+            try:
+                await self._sockets[-1].send_json(envelope)
+                answer = await asyncio.wait_for(future, self.ack_timeout)
+                status, text = 200, json.dumps(answer.get("payload") or {})
+            except (TimeoutError, ConnectionError):
+                self._acks.pop(envelope_id, None)
+            attempts.append(Attempt(retry, status, time.monotonic() - started, text))
+            if status == 200:
+                break
+        self.deliveries.append((label, attempts))
+        return attempts
+
     async def _state(self, request: web.Request) -> web.Response:
         """What a test in another process reads: calls per method, 429s, channels and their posts."""
         counts: dict[str, int] = {}
@@ -728,9 +812,13 @@ class SlackEmulator:
         label: str = "",
         secret: str | None = None,
         timestamp: float | None = None,
+        envelope: tuple[str, Mapping[str, Any]] | None = None,
     ) -> list[Attempt]:
         """POST a request to the app signed like Slack, retrying (up to 3 times) when not answered 200
-        within ``ack_timeout``; returns every attempt."""
+        within ``ack_timeout``; returns every attempt. In Socket Mode ``envelope`` (its type and payload)
+        goes over the app's WebSocket instead."""
+        if self.socket_mode and envelope is not None:
+            return await self._over_socket(envelope[0], envelope[1], label)
         assert self._session is not None and self.request_url, "start() and set request_url first"
         attempts: list[Attempt] = []
         for retry in range(len(self.retry_delays) + 1):
@@ -788,8 +876,15 @@ class SlackEmulator:
 
     async def deliver_event(self, event: Mapping[str, Any], **kwargs: Any) -> list[Attempt]:
         """Send one event (wrapped in its envelope) to the app."""
-        body = json.dumps(self.event_envelope(event)).encode()
-        return await self.deliver(body, "application/json", label=str(event.get("type")), **kwargs)
+        envelope = self.event_envelope(event)
+        body = json.dumps(envelope).encode()
+        return await self.deliver(
+            body,
+            "application/json",
+            label=str(event.get("type")),
+            envelope=("events_api", envelope),
+            **kwargs,
+        )
 
     async def user_posts(
         self,
@@ -916,7 +1011,13 @@ class SlackEmulator:
             "trigger_id": f"{next(self._ids)}.trigger",
         }
         body = urllib.parse.urlencode(form).encode()
-        return await self.deliver(body, "application/x-www-form-urlencoded", label=command, **kwargs)
+        return await self.deliver(
+            body,
+            "application/x-www-form-urlencoded",
+            label=command,
+            envelope=("slash_commands", form),
+            **kwargs,
+        )
 
     async def click(
         self,
@@ -966,7 +1067,13 @@ class SlackEmulator:
             "actions": [action],
         }
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
-        return await self.deliver(body, "application/x-www-form-urlencoded", label=action_id, **kwargs)
+        return await self.deliver(
+            body,
+            "application/x-www-form-urlencoded",
+            label=action_id,
+            envelope=("interactive", payload),
+            **kwargs,
+        )
 
     async def submit_view(
         self, user: str, view: Mapping[str, Any], values: Mapping[str, str]
@@ -989,7 +1096,12 @@ class SlackEmulator:
             "view": {**view, "id": f"V{next(self._ids):08d}", "state": {"values": state}},
         }
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
-        return await self.deliver(body, "application/x-www-form-urlencoded", label="view_submission")
+        return await self.deliver(
+            body,
+            "application/x-www-form-urlencoded",
+            label="view_submission",
+            envelope=("interactive", payload),
+        )
 
 
 def _truthy(value: Any) -> bool:

@@ -1,7 +1,9 @@
 """The Slack workspace: agents answer customers from Slack, on slack-bolt's ``AsyncApp``.
 
 Requests from Slack (Events API, slash command, buttons, modals) all come to ``POST /slack/events`` on
-relaydesk's server and are dispatched by bolt, whose middleware checks the signature (``v0`` HMAC of the
+relaydesk's server (``mode: http``) or over a Socket Mode WebSocket (``mode: socket``, with an app-level
+token: no public URL needed; each envelope is acknowledged after the same handling) and are dispatched
+by bolt, whose middleware checks the signature (``v0`` HMAC of the
 body with the signing secret, timestamps more than 5 minutes off refused: 401, nothing stored), answers
 Slack's URL check and drops the app's own events. ``process_before_response`` is on: Slack gets its 200
 only after the listener handed the event to ``services.inbound`` (stored), so a crash loses nothing; a
@@ -35,6 +37,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -89,7 +92,8 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
         bot_token: SecretStr  # ${SLACK_BOT_TOKEN}: the app's xoxb- token
         signing_secret: SecretStr  # ${SLACK_SIGNING_SECRET}: Basic Information → Signing Secret
         api_url: str = "https://slack.com/api/"  # the Web API (tests point it at the emulator)
-        mode: Literal["http"] = "http"  # Events API over relaydesk's server (Socket Mode: not yet)
+        mode: Literal["http", "socket"] = "http"  # Events API over relaydesk's server, or Socket Mode
+        app_token: SecretStr | None = None  # socket mode: ${SLACK_APP_TOKEN}, an app-level xapp- token
         rooms: Literal["channel", "thread"] = "channel"
         channel_prefix: str = "support"  # private channels are named <prefix>-<customer>-<id>
         team_channel: str | None = None  # thread rooms: the channel id (C...) the threads live in
@@ -116,6 +120,8 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
         def _consistent(self) -> Self:
             if not self.agents and not self.agent_group:
                 raise ValueError("name the agents: agents (user ids) and/or agent_group (a user group id)")
+            if self.mode == "socket" and (self.app_token is None or not self.app_token.get_secret_value()):
+                raise ValueError("mode: socket needs app_token (an app-level token with connections:write)")
             if self.rooms == "thread" and not self.team_channel:
                 raise ValueError("rooms: thread needs team_channel (the channel id the threads live in)")
             if not self.api_url.endswith("/"):
@@ -137,6 +143,7 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
         self.bot_user_id = ""
         self.bot_id = ""
         self._app: AsyncApp | None = None
+        self._socket: AsyncSocketModeHandler | None = None
         self._http: aiohttp.ClientSession | None = None
         self._rooms = self.services.store("slack_rooms")  # room id → {"icon", "card", "customer", "archived"}
         self._state = self.services.store("slack")
@@ -177,8 +184,30 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
             "slack workspace started", extra={"bot": self.bot_user_id, "rooms": self.settings.rooms}
         )
 
+    async def ready(self) -> None:
+        """In Socket Mode, connect once relaydesk accepts events (what Slack sends must find the bus open)."""
+        token = self.settings.app_token
+        if (
+            self.settings.mode == "socket"
+            and self._app is not None
+            and token is not None
+            and self._socket is None
+        ):
+            self._socket = AsyncSocketModeHandler(
+                self._app, token.get_secret_value(), logger=self.log, web_client=self.client
+            )
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            self.log.info("slack socket mode connected")
+
+    async def closing(self) -> None:
+        """Leave Socket Mode first: Slack sends what comes next to another connection (or again later)."""
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+
     async def stop(self) -> None:
         """Stop the undo timers (held replies stay stored) and close the HTTP sessions."""
+        await self.closing()
         await self._held.close()
         for task in list(self._tasks):
             task.cancel()
@@ -214,8 +243,11 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
     @route("POST", EVENTS_PATH)
     async def events(self, request: web.Request) -> web.Response:
         """Events, slash commands, buttons and modals; bolt verifies the signature (401 otherwise)."""
-        if self._app is None:
-            return web.json_response({"error": "the slack workspace is not started"}, status=503)
+        if self._app is None or self.settings.mode != "http":
+            return web.json_response(
+                {"error": "this slack workspace does not take HTTP requests"},
+                status=404 if self._app else 503,
+            )
         response = await self._app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 

@@ -78,7 +78,11 @@ async def slack_desk(make_desk: DeskFactory, slack: SlackEmulator, sqlite_url: s
             slack_yaml(slack, extra, channel=channel),
             serve_http=True,
             http_port=port,
-            environ={"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": slack.signing_secret},
+            environ={
+                "SLACK_BOT_TOKEN": slack.token,
+                "SLACK_SIGNING_SECRET": slack.signing_secret,
+                "SLACK_APP_TOKEN": slack.app_token,
+            },
         )
         slack.request_url = f"http://127.0.0.1:{port}/slack/events"
         customers = cast(MemoryChannel, desk.plugins["customers"])
