@@ -103,6 +103,7 @@ class MethodLimits:
             self._tiers[method] = (rate, self._tiers.get(method, (rate, 1))[1])
         self._per_channel = (post_per_channel or POST_PER_CHANNEL[0], POST_PER_CHANNEL[1])
         self._schedules: dict[str, _Schedule] = {}
+        self._promised: dict[str, float] = {}  # per method: the latest turn given to a call sent back
         self.max_wait = max_wait
         self.max_waiters = max_waiters
         self._clock = clock
@@ -130,7 +131,14 @@ class MethodLimits:
         schedules = self._keys(method, channel)
         wait = max(s.expected_wait(now) for s in schedules)
         if wait > self.max_wait and max(s.waiting for s in schedules) >= self.max_waiters:
-            raise RetryAfter(wait, f"slack {method} rate limit")
+            # Each call sent back gets its own later turn (one interval after the last one promised),
+            # so a backlog of hundreds comes back spread out, about once each, instead of all of it
+            # asking again every time the queue drains; it comes back while the queue still holds
+            # half its length, so the method never idles.
+            lead = self.max_waiters * max(s.interval for s in schedules) / 2
+            turn = max(self._promised.get(method, 0.0), now + wait) + max(s.interval for s in schedules)
+            self._promised[method] = turn
+            raise RetryAfter(max(turn - now - lead, wait), f"slack {method} rate limit")
         for schedule in schedules:  # always in the same order (method, then channel): no deadlock
             await schedule.pace(self._clock)
 
