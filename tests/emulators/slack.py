@@ -1075,6 +1075,29 @@ class SlackEmulator:
             **kwargs,
         )
 
+    async def message_shortcut(
+        self, user: str, channel: str, message_ts: str, callback_id: str
+    ) -> list[Attempt]:
+        """A person picks the app's message shortcut ``callback_id`` on message ``message_ts``."""
+        message = self._message(self.channels[channel], message_ts)
+        payload = {
+            "type": "message_action",
+            "callback_id": callback_id,
+            "trigger_id": f"{next(self._ids)}.trigger",
+            "action_ts": str(time.time()),
+            "team": {"id": self.team_id, "domain": "emulated"},
+            "user": {"id": user, "name": self.users.get(user, {}).get("name", user), "team_id": self.team_id},
+            "channel": {"id": channel, "name": self.channels[channel].name},
+            "message_ts": message_ts,
+            "message": _public(message),
+            "response_url": f"{self.base_url}/response/{next(self._ids)}",
+            "token": "deprecated",
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        return await self.deliver(
+            body, "application/x-www-form-urlencoded", label=callback_id, envelope=("interactive", payload)
+        )
+
     async def submit_view(
         self, user: str, view: Mapping[str, Any], values: Mapping[str, str]
     ) -> list[Attempt]:

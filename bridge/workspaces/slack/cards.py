@@ -20,6 +20,7 @@ CLAIM, CLOSE, TRANSFER, NOTE, UNDO = (
     "relay_undo",
 )
 NOTE_VIEW = "relay_note_view"
+NOTE_SHORTCUT = "relay_note_shortcut"  # the message shortcut "Internal note" (docs/slack-manifest.yaml)
 
 
 def customer_label(name: str, channel: str) -> str:

@@ -4,7 +4,8 @@ Every call takes a slot from its method's schedule first (GCRA: ``per_minute`` o
 once), so a burst of work is spread at the rate the tier allows instead of running into 429s. A slot
 within ``max_wait`` seconds is waited for, and so is any while fewer than ``max_waiters`` calls wait for
 the method (a queue long enough to keep a slow tier busy); beyond both, it raises :class:`RetryAfter`, so
-the outbox puts the row back and its concurrency is not held by sleeping calls. A 429 anyway (another app on the same token,
+the outbox puts the row back and its concurrency is not held by sleeping calls. Each call sent back gets
+a turn of its own (one interval after the last turn given), so a backlog of hundreds returns spread out. A 429 anyway (another app on the same token,
 a tier lower than configured) blocks the method (or the channel) for the ``Retry-After`` it named, and
 raises :class:`RetryAfter` with it. Errors become the outbox's: ``ratelimited`` → RetryAfter; network
 errors, 5xx and ``fatal_error`` / ``internal_error`` → TemporaryFailure; anything else Slack refused →

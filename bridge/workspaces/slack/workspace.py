@@ -15,7 +15,7 @@ agents or the user group invited, archived when the conversation closes, unarchi
 writes again), where top-level messages go to the customer and thread replies are internal; or
 ``thread``, a thread per conversation in ``team_channel`` whose root message is the customer card
 (updated in place), where thread replies go to the customer and notes are written in a modal (the
-card's Note button). Customers' messages show their name and avatar (``chat:write.customize``) and are
+card's Note button, or the "Internal note" message shortcut on any message of the thread). Customers' messages show their name and avatar (``chat:write.customize``) and are
 escaped (:mod:`bridge.workspaces.slack.text`); messages of bots, this app's included, are never relayed.
 Agents act with ``/relay claim|close|transfer <team>|note <text>|...`` (channel rooms) or the card's
 buttons; only the configured agents (``agents`` user ids, or members of ``agent_group``) may, and anyone
@@ -227,6 +227,7 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
         app.command(self.settings.command)(self._on_command)
         app.action(re.compile(r"^relay_"))(self._on_action)
         app.view(cards.NOTE_VIEW)(self._on_note_view)
+        app.shortcut(cards.NOTE_SHORTCUT)(self._on_note_shortcut)
         app.event(re.compile(r".*"))(self._ignore)  # other events are acknowledged and dropped
         return app
 
@@ -437,6 +438,29 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
             return
         await self._command(room, user, word, rest, f"action:{body.get('trigger_id')}")
         self._background(self._ephemeral(channel, user, f"✓ {word} {rest}".rstrip(), thread_ts=thread_ts))
+
+    async def _on_note_shortcut(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """The "Internal note" message shortcut on any message of a conversation: the Note modal."""
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        channel = str((body.get("channel") or {}).get("id", ""))
+        message = body.get("message") or {}
+        if not await self.is_agent(user):
+            self._background(self._ephemeral(channel, user, "Only the desk's agents may write notes."))
+            return
+        thread_ts = message.get("thread_ts") or message.get("ts")
+        room = f"{channel}:{thread_ts}" if self.settings.rooms == "thread" else channel
+        if await self._room_info(room) is None:
+            self._background(
+                self._ephemeral(channel, user, "This message is in no conversation relaydesk knows.")
+            )
+            return
+        trigger = str(body.get("trigger_id"))
+        self._background(
+            self.limits.call(
+                "views.open", lambda: self.client.views_open(trigger_id=trigger, view=cards.note_view(room))
+            )
+        )
 
     async def _on_note_view(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         """The Note modal was submitted: an internal note (never sent to the customer)."""

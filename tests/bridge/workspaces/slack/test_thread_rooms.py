@@ -55,6 +55,14 @@ async def test_thread_rooms_end_to_end(slack_desk: SlackDeskFactory, slack: Slac
     await until(
         lambda: any("📝 Note: customer is a VIP" in m["text"] for m in slack.messages(team, thread_ts=ts))
     )
+    # ...or the "Internal note" message shortcut on any message of the thread
+    await slack.message_shortcut(ANN, team, str(replies[0]["ts"]), "relay_note_shortcut")
+    view = await until(lambda: len(slack.views) == 2 and slack.views[-1])
+    assert view["private_metadata"] == f"{team}:{ts}"
+    await slack.submit_view(ANN, view, {"note": "refund approved"})
+    await until(
+        lambda: any("📝 Note: refund approved" in m["text"] for m in slack.messages(team, thread_ts=ts))
+    )
     # /relay in thread rooms points at the buttons
     told = await slack.slash_command(ANN, team, "/relay", "claim")
     assert "buttons" in told[0].body
