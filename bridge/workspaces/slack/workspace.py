@@ -598,6 +598,8 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
         raise TemporaryFailure(f"slack: channel names like {name} are all taken")
 
     async def _invite(self, channel: str) -> None:
+        """Invite the agents; if Slack refuses the batch (one already in, one deactivated...), one by one,
+        so one bad id never keeps the others out (nor the customer's message out of the room)."""
         users = await self._invitees()
         if not users:
             return
@@ -605,9 +607,22 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
             await self.limits.call(
                 "conversations.invite", lambda: self.client.conversations_invite(channel=channel, users=users)
             )
+            return
         except SlackError as exc:
-            if exc.error != "already_in_channel":
-                raise
+            if len(users) == 1 and exc.error == "already_in_channel":
+                return
+        for user in users:
+            try:
+                await self.limits.call(
+                    "conversations.invite",
+                    functools.partial(self.client.conversations_invite, channel=channel, users=user),
+                )
+            except SlackError as exc:
+                if exc.error != "already_in_channel":
+                    self.log.warning(
+                        "slack agent not invited",
+                        extra={"user": user, "channel": channel, "error": exc.error},
+                    )
 
     async def _thread_room(self, conversation: ConversationView) -> str:
         team = str(self.settings.team_channel)

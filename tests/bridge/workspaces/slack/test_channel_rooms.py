@@ -164,3 +164,12 @@ async def test_card_buttons_claim_and_transfer(slack_desk: SlackDeskFactory) -> 
     )
     assert any(e["user"] == EVE and "Only the desk's agents" in e["text"] for e in s.slack.ephemerals)
     assert any(e["user"] == ANN and "claim" in e["text"] for e in s.slack.ephemerals)
+
+
+async def test_an_agent_id_slack_refuses_keeps_no_one_else_out(
+    slack_desk: SlackDeskFactory, slack: SlackEmulator
+) -> None:
+    del slack.users[BOB]  # Bob left the company: the user group still lists him
+    s = await slack_desk()
+    channel = await first_contact(s)
+    assert ANN in channel.members and BOB not in channel.members
