@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 
+import pytest
+
 from bridge.workspaces.matrix.devserver import free_port
 from tests.bridge.channels.telegram.conftest import ENV, telegram, telegram_entry
 from tests.bridge.workspaces.slack.conftest import ANN, GROUP, until
@@ -14,10 +16,13 @@ from tests.emulators.telegram import TelegramEmulator
 __all__ = ["telegram"]  # the Bot API emulator fixture of the Telegram tests
 
 
+@pytest.mark.parametrize("rooms", ["channel", "thread"])
 async def test_a_telegram_customer_is_answered_from_slack(
-    slack: SlackEmulator, telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
+    rooms: str, slack: SlackEmulator, telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
     port = free_port()
+    team = slack.add_channel("support-team", [ANN]) if rooms == "thread" else ""
+    room_lines = f'rooms: thread\n        team_channel: "{team}"' if team else "rooms: channel"
     yaml_text = f"""
 plugins:{telegram_entry(telegram)}
   - slack:
@@ -29,6 +34,7 @@ plugins:{telegram_entry(telegram)}
         agents: ["{ANN}"]
         agent_group: "{GROUP}"
         undo_seconds: 0.2
+        {room_lines}
 """
     env = {**ENV, "SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": slack.signing_secret}
     await make_desk(sqlite_url, yaml_text, serve_http=True, http_port=port, environ=env)
@@ -36,16 +42,31 @@ plugins:{telegram_entry(telegram)}
     chat_id = 10_000_000 + secrets.randbelow(10_000_000)
     rosa = telegram.user(chat_id, "Rosa", "Diaz")
     await telegram.customer_sends(rosa, "Hello <!channel>, my parcel never arrived")
-    channel = await until(
-        lambda: next((c for c in slack.channels.values() if c.name.startswith("support-rosa-diaz-")), None),
-        timeout=20,
+    where = (
+        team
+        or (
+            await until(
+                lambda: next(
+                    (c for c in slack.channels.values() if c.name.startswith("support-rosa-diaz-")), None
+                ),
+                timeout=20,
+            )
+        ).id
     )
-    post = await until(lambda: [m for m in slack.messages(channel.id) if m.get("username")], timeout=20)
+    post = await until(lambda: [m for m in slack.messages(where) if m.get("username")], timeout=20)
     assert post[0]["username"] == "Rosa Diaz (Telegram)"
     assert post[0]["seen"] == "Hello <!channel>, my parcel never arrived" and post[0]["mentions"] == []
 
-    await slack.user_posts(ANN, channel.id, "So sorry! A new parcel ships today.")
-    await slack.user_posts(ANN, channel.id, "(internal) refund approved", thread_ts=post[0]["ts"])
-    await telegram.wait_for(lambda: bool(telegram.bot_messages(chat_id)), 20)
-    await slack.idle()
-    assert [m["text"] for m in telegram.bot_messages(chat_id)] == ["So sorry! A new parcel ships today."]
+    if team:  # thread rooms: replies in the thread reach the customer, the team channel's talk does not
+        thread = str(post[0]["thread_ts"])
+        await slack.user_posts(ANN, team, "So sorry! A new parcel ships today.", thread_ts=thread)
+        await slack.user_posts(ANN, team, "(internal) who handles parcels?")
+        await slack.user_posts(ANN, team, "Anything else?", thread_ts=thread)
+    else:  # channel rooms: top-level messages reach the customer, thread replies do not
+        await slack.user_posts(ANN, where, "So sorry! A new parcel ships today.")
+        await slack.user_posts(ANN, where, "(internal) refund approved", thread_ts=post[0]["ts"])
+        await slack.user_posts(ANN, where, "Anything else?")
+    # the last answer came after the internal one: had that been relayed, it would have come before
+    await telegram.wait_for(lambda: len(telegram.bot_messages(chat_id)) >= 2, 20)
+    texts = [m["text"] for m in telegram.bot_messages(chat_id)]
+    assert texts == ["So sorry! A new parcel ships today.", "Anything else?"]
