@@ -45,7 +45,7 @@ from bot_core.adapters import (
     Undeliverable,
     Workspace,
 )
-from bot_core.config import ConfigError, load_config
+from bot_core.config import ConfigError, DeskConfig, load_config
 from bot_core.consent import ConsentInfo, is_stop
 from bot_core.context import Context, StateStore
 from bot_core.customers import CustomerRecord, IdentityRef, all_customers, find_customer, get_customer
@@ -107,6 +107,7 @@ __all__ = [
     "DeliveryStatus",
     "DeliveryStatusValue",
     "DeliveryStatusWorkspace",
+    "DeskConfig",
     "DownloadPolicy",
     "EmptyConfig",
     "Handled",

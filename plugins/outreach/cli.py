@@ -12,10 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot_core.api import CustomerRecord, find_customer, get_customer
-from bot_core.config import ConfigError, DeskConfig, load_config
-from bot_core.events import utcnow
-from bot_core.maintenance import desk_database
+from bot_core.api import (
+    ConfigError,
+    CustomerRecord,
+    DeskConfig,
+    desk_database,
+    find_customer,
+    get_customer,
+    load_config,
+    utcnow,
+)
 from plugins.outreach.config import OutreachConfig
 from plugins.outreach.plugin import Outreach, OutreachPlugin, SendRequest, format_stats
 from plugins.outreach.templates import MissingVariables, UnknownTemplate

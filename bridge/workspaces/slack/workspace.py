@@ -43,6 +43,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot_core.api import (
+    CHUNK_BYTES,
     AgentCommand,
     AgentMessage,
     Attachment,
@@ -54,10 +55,12 @@ from bot_core.api import (
     PostedRef,
     RoomRef,
     TemporaryFailure,
+    clean_display_name,
+    clean_file_name,
+    download_headers,
     route,
+    stream,
 )
-from bot_core.downloads import CHUNK_BYTES, download_headers, stream
-from bot_core.names import clean_display_name, clean_file_name
 from bridge.workspaces.slack import cards
 from bridge.workspaces.slack.held import HeldReplies
 from bridge.workspaces.slack.limits import MethodLimits, SlackError
