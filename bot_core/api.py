@@ -9,6 +9,7 @@ A plugin's key-value store is ``self.services.store(scope)`` (or ``ctx.state`` i
 """
 
 from bot_core.adapters import (
+    AwaitingCustomer,
     Channel,
     ChannelCapabilities,
     ConversationView,
@@ -61,6 +62,7 @@ __all__ = [
     "AgentCommand",
     "AgentMessage",
     "Attachment",
+    "AwaitingCustomer",
     "Channel",
     "ChannelCapabilities",
     "ConsentInfo",
