@@ -288,7 +288,7 @@ class WhatsAppEmulator:
         wa_id: str,
         name: str,
         kind: str = "text",
-        content: dict[str, Any] | None = None,
+        content: dict[str, Any] | list[Any] | None = None,
         *,
         text: str | None = None,
         context: str | None = None,
