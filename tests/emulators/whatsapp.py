@@ -453,12 +453,6 @@ class WhatsAppEmulator:
                 return self._error(call, GraphError(190))
             if request.match_info["phone"] != self.phone_number_id:
                 return self._error(call, GraphError(100, message="(#100) Invalid phone number id"))
-            injected = self._take_injected()
-            if injected is not None and injected.error is None:
-                await self._hang.wait()
-                raise web.HTTPServiceUnavailable()
-            if injected is not None and injected.error is not None:
-                return self._error(call, injected.error)
             if self._outage is not None:
                 return self._error(call, self._outage)
             if body.get("messaging_product") != "whatsapp":
@@ -469,6 +463,12 @@ class WhatsAppEmulator:
                 self.read_marks.append(str(body.get("message_id")))
                 call.status, call.response = 200, {"success": True}
                 return web.json_response(call.response)
+            injected = self._take_injected()
+            if injected is not None and injected.error is None:
+                await self._hang.wait()
+                raise web.HTTPServiceUnavailable()
+            if injected is not None and injected.error is not None:
+                return self._error(call, injected.error)
             return self._accept(call, body)
         finally:
             await self._notify()
