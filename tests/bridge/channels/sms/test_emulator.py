@@ -35,7 +35,7 @@ async def test_the_official_client_creates_and_fetches_messages_and_sees_twilio_
     client.api.base_url = emulator.base_url
 
     def create(body: str, to: str = "+4915112345678") -> str:
-        return client.messages.create(to=to, from_=emulator.number, body=body).sid
+        return str(client.messages.create(to=to, from_=emulator.number, body=body).sid)
 
     sid = await asyncio.to_thread(create, "Grüße aus dem Laden")
     assert sid.startswith("SM") and emulator.texts_to("+4915112345678") == ["Grüße aus dem Laden"]

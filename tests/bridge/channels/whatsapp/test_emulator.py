@@ -60,7 +60,7 @@ async def test_docs_request_is_accepted_inside_the_window_and_refused_outside(
     emulator.advance(WINDOW_SECONDS + 1)
     assert (await _post(emulator, DOCS_TEXT))[1]["error"]["code"] == 131047
     emulator.approve_template("hello_world", "en_US", "Hello World")
-    template = {
+    template: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "to": "16505555555",
         "type": "template",
