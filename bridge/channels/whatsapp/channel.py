@@ -405,8 +405,14 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
                 raise Undeliverable("the file is larger than WhatsApp's 100 MB")
             name = clean_file_name(attachment.name or f"file{mimetypes.guess_extension(mime) or ''}")
             media = {"id": await call(self._graph.upload(data, mime, name), self.settings.pair_interval)}
-        else:
-            media = {"link": attachment.url}
+        else:  # WhatsApp fetches it: relaydesk's own links go out with the public URL
+            local = self.services.http_base_url.rstrip("/")
+            url = attachment.url
+            media = {
+                "link": self.services.public_url.rstrip("/") + url[len(local) :]
+                if local and url.startswith(local)
+                else url
+            }
         if kind == "document":
             media["filename"] = clean_file_name(attachment.name)
         return {"type": kind, kind: media}

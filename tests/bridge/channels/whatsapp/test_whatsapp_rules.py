@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+from bot_core.api import AgentMessage, Attachment
 from bot_core.outbox import OutboxSettings
 from storage.models import OutboxItem, OutboxStatus
 from tests.bridge.channels.whatsapp.conftest import WaDesk
@@ -135,3 +136,42 @@ async def test_a_5xx_storm_delivers_every_reply_once_and_in_order(
     assert await desk.wait_settled(10)
     rows = await OutboxItem.filter(target="customer").order_by("id")
     assert [r.status for r in rows] == [OutboxStatus.SENT] * 6
+
+
+async def test_a_request_that_times_out_is_tried_again_and_delivered_once(
+    whatsapp: WhatsAppEmulator, wa_desk: WaDesk
+) -> None:
+    desk, _channel, workspace = await wa_desk(extra="\n        request_timeout: 0.5")
+    room = await _room(whatsapp, workspace, BEN, "Ben")
+    whatsapp.hang()  # the next send is never answered
+    await workspace.agent_writes(room, "Are you still there?")
+    await workspace.agent_writes(room, "We can call you.")
+    await whatsapp.wait_for(
+        lambda: whatsapp.texts_to(BEN) == ["Are you still there?", "We can call you."], 20
+    )
+    assert await desk.wait_settled(5)
+    [row, _] = await OutboxItem.filter(target="customer").order_by("id")
+    assert "TimeoutError" in (row.last_error or "")  # tried again after the timeout
+
+
+async def test_files_can_go_by_public_link_instead_of_an_upload(
+    whatsapp: WhatsAppEmulator, wa_desk: WaDesk
+) -> None:
+    desk, _channel, workspace = await wa_desk(extra="\n        upload_media: false")
+    await whatsapp.customer_sends_media(BEN, "Ben", "document", b"%PDF", "application/pdf", filename="a.pdf")
+    assert await desk.wait_settled(5)
+    room = workspace.room_of(BEN)
+    url = str(room.posts[0].attachments[0].url)
+    await workspace.services.inbound(
+        AgentMessage(
+            workspace="desk",
+            room_id=room.room_id,
+            external_message_id="$link1",
+            agent_id="@alice",
+            attachments=(Attachment(kind="file", url=url, mime_type="application/pdf", name="a.pdf"),),
+        )
+    )
+    await whatsapp.wait_for(lambda: len(whatsapp.messages_to(BEN)) == 1)
+    [sent] = whatsapp.messages_to(BEN)
+    assert sent["document"] == {"link": url, "filename": "a.pdf"}  # public URL = bind address in this test
+    assert not [c for c in whatsapp.calls if c.path.endswith("/media")]
