@@ -306,6 +306,7 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
                 done.append(await self._post(wa_id, payload))
             except WindowClosed as exc:
                 await self._reopen(wa_id, delivery, f"{exc} (the platform's own window check)")
+                raise TemporaryFailure("the customer wrote while the conversation was reopened") from None
             if len(payloads) > 1:
                 await self._state.set(done_key, done)
         if len(payloads) > 1:
@@ -343,7 +344,9 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
         return {"type": "template", "template": template}
 
     async def _reopen(self, wa_id: str, delivery: Delivery, reason: str) -> None:
-        """Outside the window: send the re-engagement template once per silence, then hold the reply."""
+        """Outside the window: send the re-engagement template once per silence, then hold the reply
+        (raise :class:`AwaitingCustomer`). Returns instead when the customer wrote meanwhile (their
+        message came while the template went out: the relay's release may already have passed)."""
         config = self.settings.reopen_template
         if config is None:
             raise AwaitingCustomer(
@@ -362,6 +365,8 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
         variables = [v.format_map(_Missing(values)) for v in config.variables]
         await self._post(wa_id, self._template_payload(wa_id, config.name, language, variables))
         await self._state.set(f"reopened:{wa_id}", silence)
+        if str(await self._state.get(f"last:{wa_id}", 0.0)) != silence:
+            return  # the customer wrote while the template went out
         raise AwaitingCustomer(
             reason, f"The approved template '{config.name}' ({language}) was sent to ask them to write"
         )

@@ -41,9 +41,24 @@ async def whatsapp() -> AsyncIterator[WhatsAppEmulator]:
 
 
 def whatsapp_yaml(
-    emulator: WhatsAppEmulator, port: int, *, pair_interval: float = 0.0, extra: str = ""
+    emulator: WhatsAppEmulator,
+    port: int,
+    *,
+    pair_interval: float = 0.0,
+    extra: str = "",
+    template: bool = True,
 ) -> str:
     """A desk with the WhatsApp channel (secrets from ``ENV``) and the in-memory workspace double."""
+    reopen = (
+        """
+        reopen_template:
+          name: reopen_chat
+          language: en_US
+          languages: {"49": de}
+          variables: ["{customer_name}", "{agent_name}"]"""
+        if template
+        else ""
+    )
     return f"""server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}"}}
 plugins:
   - whatsapp:
@@ -54,12 +69,7 @@ plugins:
         verify_token: "${{WA_VERIFY_TOKEN}}"
         phone_number_id: "{emulator.phone_number_id}"
         api_base: "{emulator.base_url}"
-        pair_interval: {pair_interval}
-        reopen_template:
-          name: reopen_chat
-          language: en_US
-          languages: {{"49": de}}
-          variables: ["{{customer_name}}", "{{agent_name}}"]{extra}
+        pair_interval: {pair_interval}{reopen}{extra}
   - desk: {{use: "bot_core.testing:MemoryWorkspace"}}
 """
 
@@ -74,11 +84,12 @@ def wa_desk(whatsapp: WhatsAppEmulator, sqlite_url: str, make_desk: DeskFactory)
         pair_interval: float = 0.0,
         outbox: OutboxSettings = FAST_OUTBOX,
         extra: str = "",
+        template: bool = True,
     ) -> tuple[Desk, WhatsAppChannel, MemoryWorkspace]:
         port = free_port()
         desk = await make_desk(
             url or sqlite_url,
-            whatsapp_yaml(whatsapp, port, pair_interval=pair_interval, extra=extra),
+            whatsapp_yaml(whatsapp, port, pair_interval=pair_interval, extra=extra, template=template),
             serve_http=True,
             http_port=port,
             environ=ENV,

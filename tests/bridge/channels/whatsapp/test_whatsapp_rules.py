@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 
+import aiohttp
+
 from bot_core.api import AgentMessage, Attachment
 from bot_core.outbox import OutboxSettings
-from storage.models import OutboxItem, OutboxStatus
+from storage.models import Message, OutboxItem, OutboxStatus
 from tests.bridge.channels.whatsapp.conftest import WaDesk
 from tests.emulators.whatsapp import WINDOW_SECONDS, WhatsAppEmulator
 
@@ -175,3 +177,54 @@ async def test_files_can_go_by_public_link_instead_of_an_upload(
     [sent] = whatsapp.messages_to(BEN)
     assert sent["document"] == {"link": url, "filename": "a.pdf"}  # public URL = bind address in this test
     assert not [c for c in whatsapp.calls if c.path.endswith("/media")]
+
+
+async def test_without_a_template_the_reply_waits_and_the_room_is_told_to_reach_them_elsewhere(
+    whatsapp: WhatsAppEmulator, wa_desk: WaDesk
+) -> None:
+    desk, _channel, workspace = await wa_desk(template=False)
+    room = await _room(whatsapp, workspace, BEN, "Ben")
+    whatsapp.advance(WINDOW_SECONDS + 60)
+    await workspace.agent_writes(room, "Your refund went out.")
+    await workspace.posts.wait_for(lambda _: any("Not sent yet" in t for t in _notices(workspace, room)))
+    [held] = [t for t in _notices(workspace, room) if "Not sent yet" in t]
+    assert "No re-engagement template is configured" in held
+    assert whatsapp.texts_to(BEN) == []
+    await whatsapp.customer_sends(BEN, "Ben", text="Any news?")
+    await whatsapp.wait_for(lambda: whatsapp.texts_to(BEN) == ["Your refund went out."])
+    assert await desk.wait_settled(5)
+
+
+async def test_a_template_meta_refuses_gives_the_reply_up_and_says_why(
+    whatsapp: WhatsAppEmulator, wa_desk: WaDesk
+) -> None:
+    whatsapp.templates.clear()  # the template was never approved
+    desk, _channel, workspace = await wa_desk()
+    room = await _room(whatsapp, workspace, BEN, "Ben")
+    whatsapp.advance(WINDOW_SECONDS + 60)
+    await workspace.agent_writes(room, "Hello again")
+    await workspace.posts.wait_for(lambda _: any("did not get" in t for t in _notices(workspace, room)))
+    [told] = [t for t in _notices(workspace, room) if "did not get" in t]
+    assert "132001" in told
+    assert await desk.wait_settled(5)
+
+
+async def test_a_notification_for_another_number_or_not_json_stores_nothing(
+    whatsapp: WhatsAppEmulator, wa_desk: WaDesk
+) -> None:
+    desk, _channel, workspace = await wa_desk()
+    other = whatsapp._envelope(
+        {"messages": [{"from": BEN, "id": "wamid.X1", "type": "text", "text": {"body": "x"}}]}
+    )
+    other["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999999999"
+    assert await whatsapp.post_webhook("message", other) == 200  # acknowledged, not ours
+    raw = b"{not json"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            str(whatsapp.webhook_url), data=raw, headers={"X-Hub-Signature-256": whatsapp.sign(raw)}
+        ) as resp,
+    ):
+        assert resp.status == 400
+    assert await desk.wait_settled(5)
+    assert await Message.all().count() == 0 and workspace.rooms == {}
