@@ -5,19 +5,22 @@ notification Meta delivers twice is handled once by the core's receipts): text; 
 video and sticker as attachments (fetched through relaydesk's signed media links, never with the token
 in the URL); location, contacts, interactive replies (buttons, lists), template quick-reply buttons and
 reactions as readable text. ``wa_id`` is a verified phone number: it is passed as ``attributes["phone"]``
-in E.164 (``+<digits>``) for the core's linking of identities.
+in E.164 (``+<digits>``) for the core's linking of identities; ``attributes["whatsapp_window_until"]`` puts
+the end of the 24-hour window this message opened on the customer's card.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot_core.api import Attachment, CustomerMessage
 from bot_core.names import clean_display_name, clean_file_name
 
+WINDOW_ATTRIBUTE = "whatsapp_window_until"
+"""The card's line for the 24-hour window: free-form replies are possible until then (UTC)."""
 MEDIA_KINDS = {"image": "image", "document": "file", "audio": "audio", "video": "video", "sticker": "sticker"}
 
 
@@ -39,6 +42,11 @@ class Notification:
     messages: list[CustomerMessage]
     statuses: list[StatusUpdate]
     ignored: int  # changes for another number or of another field
+
+
+def window_until(sent_at: datetime) -> str:
+    """When the 24-hour window opened by a message sent at ``sent_at`` closes, to the minute (rounded down)."""
+    return f"{sent_at + timedelta(hours=24):%Y-%m-%d %H:%M} UTC"
 
 
 def _time(value: Any) -> datetime:
@@ -132,6 +140,7 @@ def customer_message(
     context = _dict(message.get("context"))
     reply_to = reacts_to or _str(context.get("id")) or None
     name = clean_display_name(names.get(wa_id, "")) or None
+    sent_at = _time(message.get("timestamp"))
     return CustomerMessage(
         channel=channel,
         external_user_id=wa_id,
@@ -140,8 +149,8 @@ def customer_message(
         attachments=attachments,
         reply_to=reply_to,
         display_name=name,
-        attributes={"phone": f"+{wa_id}"},
-        timestamp=_time(message.get("timestamp")),
+        attributes={"phone": f"+{wa_id}", WINDOW_ATTRIBUTE: window_until(sent_at)},
+        timestamp=sent_at,
     )
 
 

@@ -4,6 +4,7 @@ type, statuses, media both ways, duplicates, and outbound within the platform's 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -42,6 +43,14 @@ async def test_a_customer_and_an_agent_talk_both_ways_and_statuses_arrive(
     assert workspace.rooms[room].posts[0].sender == "Ana Díaz"
     customer = await Customer.get()
     assert customer.attributes.get("phone") == f"+{ANA}"  # contract 2: the verified phone
+    until = datetime.fromtimestamp(whatsapp.last_inbound[ANA], UTC) + timedelta(hours=24)
+    assert customer.attributes.get("whatsapp_window_until") == f"{until:%Y-%m-%d %H:%M} UTC"
+    await workspace.posts.wait_for(
+        lambda _: (
+            (card := workspace.rooms[room].card) is not None
+            and card.attributes.get("whatsapp_window_until") == f"{until:%Y-%m-%d %H:%M} UTC"
+        )
+    )  # the card says until when free-form replies are possible
     await whatsapp.wait_for(lambda: len(whatsapp.read_marks) == 1)  # blue ticks once stored
 
     await workspace.agent_writes(room, "Yes, it left today.")
