@@ -34,6 +34,7 @@ from bot_core.adapters import (
 )
 from bot_core.consent import ConsentInfo
 from bot_core.context import Context, StateStore
+from bot_core.downloads import CHUNK_BYTES, DownloadPolicy, download_headers, stream
 from bot_core.events import (
     AgentCommand,
     AgentMessage,
@@ -42,6 +43,7 @@ from bot_core.events import (
     CustomerMessage,
     LifecycleKind,
 )
+from bot_core.names import clean_display_name, clean_file_name
 from bot_core.plugin import (
     HANDLED,
     EmptyConfig,
@@ -58,6 +60,7 @@ from bot_core.plugin import (
 )
 
 __all__ = [
+    "CHUNK_BYTES",
     "HANDLED",
     "AgentCommand",
     "AgentMessage",
@@ -74,6 +77,7 @@ __all__ = [
     "Delivery",
     "DeliveryError",
     "DeliveryStateChannel",
+    "DownloadPolicy",
     "EmptyConfig",
     "Handled",
     "IdentityView",
@@ -95,10 +99,14 @@ __all__ = [
     "TypingWorkspace",
     "Undeliverable",
     "Workspace",
+    "clean_display_name",
+    "clean_file_name",
+    "download_headers",
     "on_agent_message",
     "on_command",
     "on_conversation_event",
     "on_customer_message",
     "on_schedule",
     "route",
+    "stream",
 ]

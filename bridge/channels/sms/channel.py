@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from twilio.request_validator import RequestValidator
 
 from bot_core.api import (
+    CHUNK_BYTES,
     HANDLED,
     Attachment,
     ChannelCapabilities,
@@ -41,11 +42,12 @@ from bot_core.api import (
     SentRef,
     TemporaryFailure,
     Undeliverable,
+    clean_display_name,
+    download_headers,
     on_customer_message,
     route,
+    stream,
 )
-from bot_core.downloads import CHUNK_BYTES, download_headers, stream
-from bot_core.names import clean_display_name
 from bridge.channels.delivery_status import delivery_status
 from bridge.channels.sms.segments import count
 

@@ -27,6 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bot_core.api import (
+    CHUNK_BYTES,
     Attachment,
     AwaitingCustomer,
     ChannelCapabilities,
@@ -37,10 +38,11 @@ from bot_core.api import (
     SentRef,
     TemporaryFailure,
     Undeliverable,
+    clean_file_name,
+    download_headers,
     route,
+    stream,
 )
-from bot_core.downloads import CHUNK_BYTES, download_headers, stream
-from bot_core.names import clean_file_name
 from bridge.channels.delivery_status import delivery_status
 from bridge.channels.whatsapp.graph import Graph, WindowClosed, call
 from bridge.channels.whatsapp.inbound import read_notification

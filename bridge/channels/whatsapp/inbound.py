@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot_core.api import Attachment, CustomerMessage
-from bot_core.names import clean_display_name, clean_file_name
+from bot_core.api import Attachment, CustomerMessage, clean_display_name, clean_file_name
 
 WINDOW_ATTRIBUTE = "whatsapp_window_until"
 """The card's line for the 24-hour window: free-form replies are possible until then (UTC)."""
