@@ -12,6 +12,7 @@ from bot_core.api import AgentMessage, Attachment
 from bridge.channels.delivery_status import available as delivery_status_available
 from storage.models import Consent, Customer, InboundReceipt, Message, OutboxItem, OutboxStatus
 from tests.bridge.channels.sms.conftest import AUTH_TOKEN, SmsDesk
+from tests.bridge.channels.statuses import status_of
 from tests.emulators.twilio import TwilioEmulator, signature
 
 CARL = "+4915112345678"
@@ -50,6 +51,11 @@ async def test_a_customer_and_an_agent_text_both_ways_with_status_callbacks(
     assert (await Message.get(text="It arrives tomorrow.")).channel_message_id == sent["sid"]
     if not delivery_status_available():
         pytest.skip("needs DeliveryStatus (h-deliv)")
+    assert await status_of("sms", sent["sid"], "delivered") == "delivered"  # kept on the message
+    twilio.undelivered.add(CARL)  # the carrier cannot reach the handset: "undelivered", 30003
+    await workspace.agent_writes(room, "Are you there?")
+    await twilio.wait_for(lambda: len(twilio.messages_to(CARL)) == 2)
+    assert await status_of("sms", twilio.messages_to(CARL)[1]["sid"], "failed") == "failed"
 
 
 async def test_forged_missing_or_wrong_url_signatures_are_refused_and_nothing_is_stored(

@@ -12,6 +12,7 @@ import pytest
 from bot_core.api import AgentMessage, Attachment
 from bridge.channels.delivery_status import available as delivery_status_available
 from storage.models import Customer, InboundReceipt, Message
+from tests.bridge.channels.statuses import status_of
 from tests.bridge.channels.whatsapp.conftest import TOKEN, VERIFY_TOKEN, WaDesk
 from tests.emulators.whatsapp import WhatsAppEmulator
 
@@ -63,7 +64,15 @@ async def test_a_customer_and_an_agent_talk_both_ways_and_statuses_arrive(
     assert message.channel_message_id == sent_id
     if not delivery_status_available():
         pytest.skip("needs DeliveryStatus (h-deliv)")
-    # with the core side: the statuses are kept on the message (asserted by h-deliv's tests in the room)
+    assert await status_of("whatsapp", sent_id, "delivered") == "delivered"  # kept on the message
+    whatsapp.read_statuses = True
+    await workspace.agent_writes(room, "Tracking: RD-1.")
+    await whatsapp.wait_for(lambda: len(whatsapp.sent) == 2)
+    assert await status_of("whatsapp", whatsapp.sent[1]["id"], "read") == "read"
+    whatsapp.undeliverable_async.add(ANA)  # accepted, then a failed status with 131026
+    await workspace.agent_writes(room, "Did it arrive?")
+    await whatsapp.wait_for(lambda: len(whatsapp.sent) == 3)
+    assert await status_of("whatsapp", whatsapp.sent[2]["id"], "failed") == "failed"
 
 
 async def test_forged_or_missing_signatures_are_refused_and_nothing_is_stored(
