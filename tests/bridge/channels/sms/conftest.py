@@ -35,7 +35,7 @@ async def twilio() -> AsyncIterator[TwilioEmulator]:
     await emulator.stop()
 
 
-def sms_yaml(emulator: TwilioEmulator, port: int, *, public: str, extra: str = "") -> str:
+def sms_yaml(emulator: TwilioEmulator, port: int, *, public: str, extra: str = "", rate: float = 50) -> str:
     """A desk with the SMS channel (auth token from ``ENV``) and the in-memory workspace double."""
     return f"""server: {{host: 127.0.0.1, port: {port}, public_url: "{public}"}}
 plugins:
@@ -46,7 +46,7 @@ plugins:
         auth_token: "${{TWILIO_AUTH_TOKEN}}"
         from_number: "{emulator.number}"
         api_base: "{emulator.base_url}"
-        messages_per_second: 50
+        messages_per_second: {rate}
         help_text: "Acme support. Reply with your question. STOP to opt out."{extra}
   - desk: {{use: "bot_core.testing:MemoryWorkspace"}}
 """
@@ -58,13 +58,13 @@ def sms_desk(twilio: TwilioEmulator, sqlite_url: str, make_desk: DeskFactory) ->
     127.0.0.1), so a signature is only right when computed over the public URL."""
 
     async def start(
-        *, outbox: OutboxSettings = FAST_OUTBOX, extra: str = ""
+        *, outbox: OutboxSettings = FAST_OUTBOX, extra: str = "", rate: float = 50
     ) -> tuple[Desk, SmsChannel, MemoryWorkspace]:
         port = free_port()
         public = f"http://localhost:{port}"
         desk = await make_desk(
             sqlite_url,
-            sms_yaml(twilio, port, public=public, extra=extra),
+            sms_yaml(twilio, port, public=public, extra=extra, rate=rate),
             serve_http=True,
             http_port=port,
             environ=ENV,
