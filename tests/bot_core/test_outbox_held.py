@@ -3,6 +3,8 @@ platform's own opt-out (Undeliverable(opted_out=True)) recorded as the customer'
 
 from __future__ import annotations
 
+import asyncio
+
 from bot_core.adapters import AwaitingCustomer, Delivery, SentRef, Undeliverable
 from bot_core.outbox import OutboxSettings
 from storage.models import Consent, OutboxItem, OutboxStatus, OutboxTarget
@@ -24,6 +26,16 @@ async def _room(desk: object, user: str = "u1") -> str:
     return str(posts[0][0])
 
 
+async def _customer_rows(count: int, timeout: float = 10.0) -> list[OutboxItem]:
+    """The rows to the customer, once there are ``count`` of them (the relay handles events on its own time)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await OutboxItem.filter(target=OutboxTarget.CUSTOMER).order_by("id")
+        if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.05)
+
+
 async def test_a_held_reply_and_those_after_it_go_out_in_order_when_the_customer_writes(
     database_url: str, make_desk: DeskFactory
 ) -> None:
@@ -38,9 +50,10 @@ async def test_a_held_reply_and_those_after_it_go_out_in_order_when_the_customer
     )
     [held] = [t for t in workspace.texts(room, "notice") if "Not sent yet" in t]
     assert '"Your refund is approved."' in held and "24-hour window" in held and "'reopen' was sent" in held
+    rows = await _customer_rows(2)  # the second answer is queued behind the held one
     assert await desk.outbox.wait_settled(0.5) is False  # held: neither sent nor given up
     assert channel.texts_to("u1") == []
-    rows = await OutboxItem.filter(target=OutboxTarget.CUSTOMER).order_by("id")
+    rows = await _customer_rows(2)
     assert [r.status for r in rows] == [OutboxStatus.PENDING] * 2 and rows[0].attempts == 0
 
     await channel.customer_writes("u1", "ok thanks")  # the customer answers: the lane goes out, in order
@@ -63,6 +76,7 @@ async def test_another_customer_writing_releases_nothing(sqlite_url: str, make_d
         lambda _: any("Not sent yet" in t for t in workspace.texts(room, "notice"))
     )
     await channel.customer_writes("u2", "hello from someone else")
+    await workspace.posts.wait_for(lambda items: any(p.text == "hello from someone else" for _, p in items))
     assert await desk.outbox.wait_settled(0.5) is False
     assert channel.texts_to("u1") == []
 
@@ -96,6 +110,7 @@ async def test_a_channel_that_does_not_wait_for_customers_is_not_released(
         lambda _: any("Not sent yet" in t for t in workspace.texts(room, "notice"))
     )
     await channel.customer_writes("u1", "hello")
+    await workspace.posts.wait_for(lambda items: any(p.text == "hello" for _, p in items))
     assert await desk.outbox.wait_settled(0.5) is False
 
 
