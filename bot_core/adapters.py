@@ -35,12 +35,35 @@ class TemporaryFailure(DeliveryError):
 
 
 class Undeliverable(DeliveryError):
-    """A permanent failure: retrying cannot help (blocked by the user, bad request, unknown chat)."""
+    """A permanent failure: retrying cannot help (blocked by the user, bad request, unknown chat).
 
-    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
+    ``unreachable``: the identity is marked unreachable until the customer writes again. ``opted_out``:
+    the platform refused because the customer opted out there (Twilio's 21610 after an SMS STOP): it is
+    recorded as their opt-out of ``service`` messages, as if they had said it to relaydesk.
+    """
+
+    def __init__(self, reason: str, *, unreachable: bool = False, opted_out: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.unreachable = unreachable
+        self.opted_out = opted_out
+
+
+class AwaitingCustomer(DeliveryError):
+    """The platform takes this message only after the customer writes again (WhatsApp outside its
+    24-hour window, once the channel has sent its re-engagement template).
+
+    The outbox holds the row, and its lane behind it, without counting a failure, tells the room once
+    (``reason``, and ``notice`` for what the channel did about it), and tries again as soon as the relay
+    handles the customer's next message on this identity. A row still held when ``outbox.retry_window``
+    ends is given up (the room is told). Only channels whose capabilities say ``waits_for_customer``
+    have their holds released, so others cost the relay nothing.
+    """
+
+    def __init__(self, reason: str, notice: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.notice = notice
 
 
 @dataclass(frozen=True)
@@ -51,6 +74,7 @@ class ChannelCapabilities:
     media_kinds: frozenset[str] = frozenset({"image", "file"})
     edits: bool = False
     deletes: bool = False
+    waits_for_customer: bool = False  # it may raise AwaitingCustomer (see there)
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,8 @@ class SentRef:
     """What the platform returned for a sent message: its id there."""
 
     external_message_id: str
+    note: str = ""
+    """Something the room should know about this delivery (it cost 5 SMS segments): posted as a notice."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ Plugins that write first read customers with :func:`find_customer`, :func:`get_c
 """
 
 from bot_core.adapters import (
+    AwaitingCustomer,
     Channel,
     ChannelCapabilities,
     ConversationView,
@@ -91,6 +92,7 @@ __all__ = [
     "AgentCommand",
     "AgentMessage",
     "Attachment",
+    "AwaitingCustomer",
     "Channel",
     "ChannelCapabilities",
     "ConfigError",

@@ -42,6 +42,9 @@ DELAY = "delay"
 """The payload key marking a row reported as late: ``notice`` (the row the notice was about), ``told``
 (the same, and the customer was sent a message about it) or ``covered`` (a row that waited behind it)."""
 
+HELD = "held"
+"""The payload key marking a row the channel holds until the customer writes again (the room was told)."""
+
 NOTICE_PREVIEW_CHARS = 80
 LOST_TEXT_CHARS = 2000
 
@@ -139,6 +142,38 @@ class DeliveryNotices:
         )
         await self._outbox.enqueue_room(conversation, workspace, "notice", key=f"delayed:{row.id}", text=text)
 
+    # -- held until the customer writes ------------------------------------------------------------
+
+    async def held(self, row: OutboxItem, reason: str, what_was_done: str, give_up_at: datetime) -> None:
+        """``row`` waits for the customer's next message (:class:`~bot_core.adapters.AwaitingCustomer`):
+        mark it and tell the room what happened and what comes next."""
+        row.payload = {**row.payload, HELD: True}
+        await OutboxItem.filter(id=row.id).update(payload=row.payload)
+        if row.conversation_id is None:
+            return
+        conversation = await Conversation.get(id=row.conversation_id)
+        workspace = await self._room_workspace(conversation)
+        if workspace is None:
+            return
+        done = f" {what_was_done.rstrip('.')}." if what_was_done else ""
+        text = (
+            f'⏸ Not sent yet: "{preview(str(row.payload.get("text", "")))}". Reason: {reason}.{done} '
+            "It goes out (with any replies written after it) as soon as the customer writes again; "
+            f"relaydesk gives it up at {give_up_at:%Y-%m-%d %H:%M} UTC."
+        )
+        await self._outbox.enqueue_room(conversation, workspace, "notice", key=f"held:{row.id}", text=text)
+
+    async def channel_note(self, row: OutboxItem, note: str) -> None:
+        """What the channel said about a delivery that went through (:attr:`SentRef.note`), for the room."""
+        if row.conversation_id is None:
+            return
+        conversation = await Conversation.get(id=row.conversation_id)
+        workspace = await self._room_workspace(conversation)
+        if workspace is not None:
+            await self._outbox.enqueue_room(
+                conversation, workspace, "notice", key=f"note:{row.id}", text=f"💬 {note}"
+            )
+
     # -- through after all -------------------------------------------------------------------------
 
     async def delivered_late(self, row: OutboxItem) -> None:
@@ -146,6 +181,14 @@ class DeliveryNotices:
         flag = row.payload.get(DELAY)
         if _is_customer_message(row):
             await self.tell_channel(row, "delivered")
+        if row.payload.get(HELD) and row.conversation_id is not None:
+            conversation = await Conversation.get(id=row.conversation_id)
+            workspace = await self._room_workspace(conversation)
+            if workspace is not None:
+                text = f'✓ The customer wrote again: the held reply went out: "{preview(str(row.payload.get("text", "")))}".'
+                await self._outbox.enqueue_room(
+                    conversation, workspace, "notice", key=f"released:{row.id}", text=text
+                )
         if flag not in ("notice", "told") or row.conversation_id is None:
             return
         conversation = await Conversation.get(id=row.conversation_id)

@@ -39,6 +39,7 @@ from tortoise.exceptions import IntegrityError
 
 from bot_core import consent
 from bot_core.adapters import (
+    AwaitingCustomer,
     Channel,
     Delivery,
     DeliveryStateChannel,
@@ -55,7 +56,7 @@ from bot_core.adapters import (
     Workspace,
 )
 from bot_core.conversations import conversation_view, customer_card
-from bot_core.delivery_notices import DELAY, DeliveryNotices, duration, give_up_time
+from bot_core.delivery_notices import DELAY, HELD, DeliveryNotices, duration, give_up_time
 from bot_core.events import Attachment, utcnow
 from bot_core.metrics import Metrics
 from bot_core.payloads import (
@@ -113,6 +114,7 @@ class _Sent:
 
     external_id: str
     message_column: str | None = None
+    note: str = ""  # the channel's word for the room about this delivery (SentRef.note)
 
 
 def _delivery_kind(payload: CustomerText | CustomerTemplate, row: OutboxItem) -> str:
@@ -455,7 +457,13 @@ class Outbox:
             await self._reschedule(row, max(exc.seconds, 0.0), str(exc), count_attempt=False)
         except Undeliverable as exc:
             self._metrics.delivery_failures.labels(row.adapter, "undeliverable").inc()
+            if exc.opted_out and row.conversation_id is not None:
+                customer_id = (await Conversation.get(id=row.conversation_id)).customer_id
+                await consent.record(customer_id, consent.SERVICE, False, f"{row.adapter}: {exc.reason}")
             await self._give_up(row, exc.reason, unreachable=exc.unreachable)
+        except AwaitingCustomer as exc:
+            self._metrics.delivery_failures.labels(row.adapter, "held").inc()
+            await self._hold(row, exc)
         except Exception as exc:
             kind = "temporary" if isinstance(exc, TemporaryFailure) else "error"
             self._metrics.delivery_failures.labels(row.adapter, kind).inc()
@@ -470,7 +478,9 @@ class Outbox:
             self._metrics.messages_out.labels(row.adapter).inc()
             if self._backing_off.get(row.adapter):
                 await self._platform_back(row.adapter, lane)
-            if row.attempts or payload.delay:
+            if sent.note:
+                await self.notices.channel_note(row, sent.note)
+            if row.attempts or payload.delay or HELD in row.payload:
                 try:
                     await self.notices.delivered_late(row)
                 except Exception:
@@ -530,7 +540,7 @@ class Outbox:
             template=template,
         )
         ref = await channel.send(delivery)
-        return _Sent(ref.external_message_id, "channel_message_id")
+        return _Sent(ref.external_message_id, "channel_message_id", ref.note)
 
     async def _send_correction(self, channel: Channel, row: OutboxItem, text: str, kind: str) -> str:
         """Edit or delete the customer's copy of a sent message, or tell them in a new message."""
@@ -673,6 +683,47 @@ class Outbox:
                 "platform back: retrying its waiting lanes", extra={"adapter": adapter, "lanes": len(lanes)}
             )
             self._wake.set()
+
+    async def _hold(self, row: OutboxItem, exc: AwaitingCustomer) -> None:
+        """The channel takes this row only once the customer writes again: hold it (and its lane) until
+        :meth:`release_held` or the end of the retry window, telling the room once."""
+        window = self.settings.retry_window
+        age = (utcnow() - row.created_at).total_seconds()
+        if age >= window:
+            await self._give_up(row, f"{exc.reason}; the customer did not write again for {duration(age)}")
+            return
+        if HELD not in row.payload:
+            try:
+                await self.notices.held(row, exc.reason, exc.notice, give_up_time(row, window))
+            except Exception:
+                log.warning("telling a held delivery failed", exc_info=True, extra={"outbox_id": row.id})
+        await self._reschedule(row, window - age, exc.reason, count_attempt=False)
+
+    async def release_held(self, channel: str, external_user_id: str) -> None:
+        """The customer wrote on ``channel``: rows held for them (:class:`AwaitingCustomer`) are due now.
+
+        Only for channels whose capabilities say ``waits_for_customer`` (one indexed query otherwise
+        spent on every customer message). Rows of that identity waiting out a backoff are tried now too.
+        """
+        adapter = self._lookup(channel)
+        if adapter is None or not getattr(
+            getattr(adapter, "capabilities", None), "waits_for_customer", False
+        ):
+            return
+        now = utcnow()
+        waiting = await OutboxItem.filter(
+            status=OutboxStatus.PENDING,
+            next_attempt_at__gt=now,
+            target=OutboxTarget.CUSTOMER,
+            adapter=channel,
+            address=external_user_id,
+        ).values_list("id", "conversation_id")
+        if not waiting:
+            return
+        await OutboxItem.filter(id__in=[row_id for row_id, _ in waiting]).update(next_attempt_at=now)
+        log.info("customer wrote: held deliveries released", extra={"adapter": channel, "rows": len(waiting)})
+        for _, conversation_id in waiting:
+            self._kick((conversation_id, OutboxTarget.CUSTOMER.value))
 
     async def _failed_for_now(self, row: OutboxItem, reason: str) -> None:
         """A temporary failure: retry with backoff while the row is younger than the window, telling the

@@ -202,6 +202,8 @@ class Relay:
                     "channel_message_id": msg.external_message_id,
                 },
             )
+        # replies held until the customer wrote again (WhatsApp's 24-hour window) go out now
+        await self.outbox.release_held(msg.channel, msg.external_user_id)
         if not opened.identity.reachable:
             await self._reachable_again(conversation, opened.identity, workspace, keys.event_key)
         if consent.is_stop(msg.text):

@@ -76,6 +76,7 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
         crash_before_send: bool = False  # SIGKILL this process on the first send (crash tests)
         edits: bool = True  # the platform can edit a sent message
         deletes: bool = True  # the platform can delete a sent message
+        waits_for_customer: bool = False  # it may raise AwaitingCustomer (held until the customer writes)
 
     capabilities = ChannelCapabilities()
 
@@ -88,7 +89,10 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
         self.send_delay: float = 0.0
         config = self.config
         self.capabilities = ChannelCapabilities(
-            max_text_length=config.max_text_length, edits=config.edits, deletes=config.deletes
+            max_text_length=config.max_text_length,
+            edits=config.edits,
+            deletes=config.deletes,
+            waits_for_customer=config.waits_for_customer,
         )
 
     async def customer_types(self, user: str, active: bool) -> None:
