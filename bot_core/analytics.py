@@ -39,6 +39,9 @@ concerned.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 import re
 import unicodedata
@@ -538,3 +541,117 @@ def day_bounds(day: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
     start = datetime(local.year, local.month, local.day, tzinfo=zone)
     end = datetime.fromordinal(start.toordinal() + 1).replace(tzinfo=zone)
     return start.astimezone(UTC), end.astimezone(UTC)
+
+
+# -- printing ----------------------------------------------------------------------------------------
+
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (field, heading, kind: count | rate | duration | score)
+    ("volume", "volume", "count"),
+    ("bot_resolved", "bot-resolved", "rate"),
+    ("handover_rate", "hand-over", "rate"),
+    ("queue_wait_p50", "wait p50", "duration"),
+    ("queue_wait_p90", "wait p90", "duration"),
+    ("abandonment_rate", "abandoned", "rate"),
+    ("first_response_p50", "1st resp p50", "duration"),
+    ("first_response_p90", "1st resp p90", "duration"),
+    ("next_response_avg", "next resp", "duration"),
+    ("handle_avg", "handle", "duration"),
+    ("resolution_p50", "resolution p50", "duration"),
+    ("reopen_rate", "reopened", "rate"),
+    ("transfers", "transfers", "count"),
+    ("csat_avg", "CSAT", "score"),
+    ("faq_hit_rate", "FAQ hits", "rate"),
+)
+"""The figures a report prints, in order."""
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``None`` → ``n/a``; otherwise ``45s``, ``3m 05s``, ``2h 10m``."""
+    if seconds is None:
+        return "n/a"
+    total = round(seconds)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m {total % 60:02d}s"
+    return f"{total // 3600}h {total % 3600 // 60:02d}m"
+
+
+def fmt_value(value: float | None, kind: str) -> str:
+    """A figure as people read it (``n/a`` when there was nothing to measure)."""
+    if value is None:
+        return "n/a"
+    if kind == "rate":
+        return f"{value * 100:.0f}%"
+    if kind == "duration":
+        return fmt_duration(value)
+    if kind == "score":
+        return f"{value:.1f}/5"
+    return str(int(value))
+
+
+def _rows(report: ServiceReport) -> list[tuple[str, str, Figures]]:
+    rows = [("all", "all", report.overall)]
+    for scope, groups in (
+        ("team", report.by_team),
+        ("agent", report.by_agent),
+        ("channel", report.by_channel),
+        ("language", report.by_language),
+    ):
+        rows.extend((scope, name, fig) for name, fig in groups.items())
+    return rows
+
+
+def format_table(report: ServiceReport) -> str:
+    """The report as aligned text: one row per group, then the top unanswered questions."""
+    head = ["", *[h for _, h, _ in COLUMNS]]
+    body = [
+        [
+            name if scope == "all" else f"{scope} {name}",
+            *[fmt_value(getattr(fig, f), k) for f, _, k in COLUMNS],
+        ]
+        for scope, name, fig in _rows(report)
+    ]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    lines = [
+        f"relaydesk report {report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC"
+        + (f", team {report.team}" if report.team else ""),
+        "",
+    ]
+    for row in [head, *body]:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+    lines.append("")
+    if report.top_unanswered:
+        lines.append("Top unanswered questions:")
+        lines.extend(f"  {n:>3} x {q}" for q, n in report.top_unanswered)
+    else:
+        lines.append("Top unanswered questions: n/a")
+    return "\n".join(lines) + "\n"
+
+
+def _csv_number(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{round(value, 4):g}" if isinstance(value, float) else str(value)
+
+
+def format_csv(report: ServiceReport) -> str:
+    """The report as CSV: ``scope,name`` and one column per figure (seconds, rates 0..1, empty for n/a)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["scope", "name", *[f for f, _, _ in COLUMNS]])
+    for scope, name, fig in _rows(report):
+        writer.writerow([scope, name, *[_csv_number(getattr(fig, f)) for f, _, _ in COLUMNS]])
+    for question, count in report.top_unanswered:
+        writer.writerow(["unanswered", question, count, *[""] * (len(COLUMNS) - 1)])
+    return out.getvalue()
+
+
+def format_json(report: ServiceReport) -> str:
+    """The report as JSON (:meth:`ServiceReport.as_dict`)."""
+    return json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n"

@@ -7,10 +7,18 @@ every figure is checked against the value worked out by hand in the comments.
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import itertools
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -294,3 +302,91 @@ def test_percentiles_durations_and_local_days() -> None:
     berlin = ZoneInfo("Europe/Berlin")
     start, end = day_bounds(datetime(2026, 3, 29, 12, tzinfo=UTC), berlin)  # spring forward: 23 hours
     assert (start, end - start) == (datetime(2026, 3, 28, 23, tzinfo=UTC), timedelta(hours=23))
+
+
+@pytest.fixture
+async def scripted_sqlite(sqlite_url: str) -> str:
+    """A SQLite file holding the scripted day (connection closed again, for the command to open)."""
+    await init_db(sqlite_url)
+    try:
+        await scripted_day()
+    finally:
+        await close_db()
+    return sqlite_url
+
+
+async def report_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """``relaydesk report ...`` in a process of its own."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bot_core", "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+
+
+UNTIL = "2026-12-02T00:00:00+00:00"
+
+
+async def test_report_command_prints_table_csv_and_json(scripted_sqlite: str) -> None:
+    table = await report_command("--database", scripted_sqlite, "--since", "1d", "--until", UNTIL)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0] == "relaydesk report 2026-12-01 00:00 to 2026-12-02 00:00 UTC"
+    heading = lines[2].split()
+    assert heading[:3] == ["volume", "bot-resolved", "hand-over"]
+    overall = lines[3].split()
+    # all, volume 5, 20 %, 60 %, waits 3m 00s / 10m 00s, 33 % abandoned, first responses 5m 30s / 10m 30s,
+    # next 8m 00s, handle 23m 20s, resolution 20m 00s, 25 % reopened, 1 transfer, CSAT 3.0/5, FAQ 50 %
+    assert overall == [
+        "all", "5", "20%", "60%", "3m", "00s", "10m", "00s", "33%", "5m", "30s", "10m", "30s",
+        "8m", "00s", "23m", "20s", "20m", "00s", "25%", "1", "3.0/5", "50%",
+    ]  # fmt: skip
+    assert any(line.startswith("team billing ") for line in lines)
+    assert any(line.startswith("agent alice ") for line in lines)
+    assert "    2 x Can I pay by invoice?" in lines
+    # the empty groups' figures read n/a (nothing was measured), never 0
+    assert "n/a" in next(line for line in lines if line.startswith("language de "))
+
+    as_csv = await report_command(
+        "--database", scripted_sqlite, "--since", "1d", "--until", UNTIL, "--format", "csv"
+    )
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    first = rows[0]
+    assert (first["scope"], first["name"], first["volume"], first["queue_wait_p90"]) == (
+        "all",
+        "all",
+        "5",
+        "600",
+    )
+    assert (first["csat_avg"], first["bot_resolved"], first["next_response_avg"]) == ("3", "0.2", "480")
+    billing = next(r for r in rows if (r["scope"], r["name"]) == ("team", "billing"))
+    assert (billing["volume"], billing["csat_avg"], billing["transfers"]) == ("2", "4", "1")
+    assert {"scope": "unanswered", "name": "Can I pay by invoice?", "volume": "2"}.items() <= rows[-1].items()
+
+    as_json = await report_command(
+        "--database",
+        scripted_sqlite,
+        "--since",
+        "1d",
+        "--until",
+        UNTIL,
+        "--format",
+        "json",
+        "--team",
+        "support",
+    )
+    data = json.loads(as_json.stdout)
+    assert data["team"] == "support"
+    assert data["overall"]["volume"] == 3
+    assert data["overall"]["csat_avg"] == 2.0  # only C5's rating: C4 moved to billing
+    assert data["by_agent"]["alice"]["volume"] == 2
+
+
+async def test_report_command_refuses_a_bad_duration(scripted_sqlite: str) -> None:
+    bad = await report_command("--database", scripted_sqlite, "--since", "a week")
+    assert bad.returncode == 2
+    assert "'a week' is not a duration" in bad.stderr
+    assert bad.stdout == ""
