@@ -317,6 +317,8 @@ class Desk:
             public_url=self.config.server.public_base_url,
             plugin_name=spec.instance_name,
             post_to_ops=functools.partial(self.post_to_ops, spec.instance_name),
+            now=self.scheduler.now,
+            receiving_states=self.receiving_states,
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
@@ -399,16 +401,28 @@ class Desk:
         except Exception:
             log.warning("customer typing indicator failed", exc_info=True, extra={"channel": channel})
 
-    async def post_to_ops(self, plugin: str, team: str | None, text: str, *, key: str | None = None) -> None:
+    async def post_to_ops(
+        self,
+        plugin: str,
+        team: str | None,
+        text: str,
+        *,
+        key: str | None = None,
+        image: tuple[str, bytes] | None = None,
+    ) -> None:
         """Queue ``text`` for ``team``'s ops room in the team's workspace (a plugin's ``services.post_to_ops``).
 
-        With ``key`` the post is made once per plugin and key (the outbox row's idempotency key).
+        With ``key`` the post is made once per plugin and key (the outbox row's idempotency key); with
+        ``image`` (file name, PNG bytes) ``text`` is its caption.
         """
         workspace, channel = self.rooms.ops_target(team)
         if workspace is None:
             log.warning("ops post dropped: no workspace is enabled", extra={"plugin": plugin, "team": team})
             return
         row_key = f"ops:{plugin}:{key}" if key else f"ops:{plugin}:{uuid.uuid4().hex}"
+        if image is not None:
+            await self.outbox.enqueue_ops_image(workspace, channel, text, image[1], image[0], key=row_key)
+            return
         await self.outbox.enqueue_ops(workspace, channel, text, key=row_key)
 
     async def _publish_fire(self, fire: ScheduledFire) -> None:
@@ -522,6 +536,10 @@ class Desk:
         elif worst is ReceiveState.DEGRADED and report["status"] == "ok":
             report["status"] = "degraded"
         return report
+
+    def receiving_states(self) -> dict[str, str]:
+        """Each adapter with receiving loops in this process: its state (``ok``, ``degraded``, ``down``)."""
+        return {name: state.value for name, state, _loops in self._receiving()}
 
     def _receiving(self) -> list[tuple[str, ReceiveState, dict[str, dict[str, object]]]]:
         """Every adapter with receiving loops: its state and its loops' reports."""

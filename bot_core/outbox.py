@@ -22,6 +22,7 @@ late, when a delayed row finally goes through, and when one is given up.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import random
@@ -37,6 +38,7 @@ from bot_core.adapters import (
     Channel,
     Delivery,
     MessageView,
+    OpsImageWorkspace,
     OpsWorkspace,
     RetryAfter,
     RoomRef,
@@ -186,6 +188,21 @@ class Outbox:
         Ops rows belong to no conversation: they share one lane (no conversation, target ``room``).
         """
         payload: dict[str, Any] = {"kind": "ops", "text": text}
+        await self._enqueue(OutboxTarget.ROOM, workspace, channel, None, payload, key, None)
+
+    async def enqueue_ops_image(
+        self, workspace: str, channel: str, caption: str, image: bytes, name: str, *, key: str
+    ) -> None:
+        """Store a post of ``caption`` and an image into ``channel`` (the supervisor's chart); idempotent on ``key``.
+
+        The image travels in the row (base64), so any worker can send it after a restart.
+        """
+        payload: dict[str, Any] = {
+            "kind": "ops_image",
+            "text": caption,
+            "name": name,
+            "image": base64.b64encode(image).decode(),
+        }
         await self._enqueue(OutboxTarget.ROOM, workspace, channel, None, payload, key, None)
 
     async def _enqueue(
@@ -468,6 +485,15 @@ class Outbox:
         if row.conversation_id is None:  # an ops post: the row's address is the channel
             if not isinstance(workspace, OpsWorkspace):
                 raise Undeliverable(f"'{row.adapter}' cannot post to channels (no post_to_channel)")
+            if row.payload.get("kind") == "ops_image" and isinstance(workspace, OpsImageWorkspace):
+                posted = await workspace.post_image_to_channel(
+                    row.address,
+                    str(row.payload.get("text", "")),
+                    base64.b64decode(str(row.payload.get("image", ""))),
+                    str(row.payload.get("name", "chart.png")),
+                    key=row.idempotency_key,
+                )
+                return _Sent(posted.external_message_id)
             posted = await workspace.post_to_channel(
                 row.address, str(row.payload.get("text", "")), key=row.idempotency_key
             )

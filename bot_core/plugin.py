@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
@@ -21,7 +22,7 @@ from typing_extensions import TypeVar as DefaultTypeVar
 from bot_core.adapters import Inbound
 from bot_core.context import StateStore
 from bot_core.downloads import DownloadPolicy
-from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, LifecycleKind
+from bot_core.events import AgentCommand, AgentMessage, CustomerMessage, LifecycleKind, utcnow
 from bot_core.periodic import PeriodicSpec, periodic_spec
 from bot_core.receiving import Receivers
 from storage.fanout import Fanout, LocalFanout
@@ -170,12 +171,16 @@ async def _no_customer_typing(external_user_id: str, active: bool) -> None:
 class PostToOps(Protocol):
     """``services.post_to_ops``: post into a team's ops room through the outbox."""
 
-    async def __call__(self, team: str | None, text: str, *, key: str | None = None) -> None:
-        """Queue ``text`` for ``team``'s ops room (``key``: post once per key)."""
+    async def __call__(
+        self, team: str | None, text: str, *, key: str | None = None, image: tuple[str, bytes] | None = None
+    ) -> None:
+        """Queue ``text`` for ``team``'s ops room (``key``: post once per key; ``image``: (file name, PNG))."""
         ...
 
 
-async def _no_ops(team: str | None, text: str, *, key: str | None = None) -> None:
+async def _no_ops(
+    team: str | None, text: str, *, key: str | None = None, image: tuple[str, bytes] | None = None
+) -> None:
     raise RuntimeError("this plugin was constructed without a desk: there is no ops room")
 
 
@@ -210,7 +215,14 @@ class PluginServices:
     ``post_to_ops(team, text, key=None)`` posts ``text`` into ``team``'s ops room (alerts, digests; no
     team: the desk's ``ops`` room) in the team's workspace, through the outbox (a crash loses nothing).
     Give a ``key`` (``"digest:2026-12-06"``) to post it once however often the call is repeated (a
-    replayed event, a retried job); without one every call posts.
+    replayed event, a retried job); without one every call posts. With ``image=(name, png_bytes)`` the
+    text is the image's caption (workspaces implementing :class:`bot_core.adapters.OpsImageWorkspace`
+    show the image; others the caption alone).
+    ``now()`` is the desk's clock (the scheduler's: a test may set it with ``Desk(scheduler_clock=)``):
+    a plugin that reasons about time (opening hours, waits) asks it, so its "now" and its scheduled
+    tasks' due times agree.
+    ``receiving_states()`` is every adapter's receiving state in this process (``ok``, ``degraded``,
+    ``down``; :mod:`bot_core.receiving`), for a plugin that watches the adapters (the supervisor's alerts).
     ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
     signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
@@ -229,6 +241,8 @@ class PluginServices:
     receivers: Receivers = field(default_factory=Receivers)
     downloads: DownloadPolicy = field(default_factory=DownloadPolicy)
     post_to_ops: PostToOps = _no_ops
+    now: Callable[[], datetime] = utcnow
+    receiving_states: Callable[[], dict[str, str]] = dict
 
     def store(self, scope: str) -> StateStore:
         """The plugin's key-value store for ``scope`` (a name the plugin picks, e.g. ``"telegram"``)."""

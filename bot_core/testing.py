@@ -183,6 +183,7 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         self.rooms: dict[str, MemoryRoom] = {}
         self.rooms_asked: list[ConversationView] = []  # every ensure_room call, as the core made it
         self.channels: dict[str, list[str]] = {}  # ops channel -> texts posted there
+        self.images: dict[str, list[tuple[str, bytes]]] = {}  # ops channel -> (file name, image) posted there
         self._channel_posts: dict[str, PostedRef] = {}  # key -> what it posted (a retry shows once)
         self.posts = _Recorder()
         self.failures: list[DeliveryError] = []
@@ -247,6 +248,16 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         if key:
             self._channel_posts[key] = ref
         await self.posts.add((f"#{channel}", RoomPost("ops", text, "relaydesk", ref.external_message_id)))
+        return ref
+
+    async def post_image_to_channel(
+        self, channel: str, caption: str, image: bytes, name: str, key: str = ""
+    ) -> PostedRef:
+        """Record the caption (as :meth:`post_to_channel`) and the image in ``channel``; once per key."""
+        if key and key in self._channel_posts:
+            return self._channel_posts[key]
+        ref = await self.post_to_channel(channel, caption, key)
+        self.images.setdefault(channel, []).append((name, image))
         return ref
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
