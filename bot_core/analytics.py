@@ -39,6 +39,7 @@ concerned.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -52,6 +53,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+
 from bot_core.conversation_service import times_from_log
 from bot_core.events import utcnow
 from storage.models import (
@@ -64,6 +67,7 @@ from storage.models import (
     OutboxStatus,
     OutboxTarget,
     PluginState,
+    Team,
 )
 
 __all__ = [
@@ -71,6 +75,7 @@ __all__ = [
     "Figures",
     "LiveFigures",
     "RoomLink",
+    "ServiceMetrics",
     "ServiceReport",
     "live_figures",
     "parse_since",
@@ -655,3 +660,149 @@ def format_csv(report: ServiceReport) -> str:
 def format_json(report: ServiceReport) -> str:
     """The report as JSON (:meth:`ServiceReport.as_dict`)."""
     return json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+# -- /metrics ------------------------------------------------------------------------------------------
+
+WAIT_BUCKETS = (30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+"""Upper bounds (seconds) of the queue-wait histogram's buckets (+Inf added)."""
+ALL_TEAMS = "all"
+
+
+@dataclass
+class _Snapshot:
+    at: datetime
+    report: ServiceReport
+    live: dict[str, LiveFigures]
+
+
+class ServiceMetrics:
+    """The service figures on ``/metrics``, read from the database at scrape time with a short cache.
+
+    A Prometheus collector: :meth:`refresh` (awaited by the scrape handler before it renders) recomputes
+    the figures at most every ``ttl`` seconds; ``collect`` serves the last snapshot. Rolling figures cover
+    the conversations opened in the last ``window`` (24 h); live ones are the present (queue) or the last
+    hour (breaches, give-ups). Every worker reads the same database, so every worker exports the same
+    values: aggregate with ``max by (team)``, never ``sum``, across instances.
+    """
+
+    def __init__(self, ttl: float = 30.0, window: timedelta = timedelta(hours=24)) -> None:
+        self.ttl = ttl
+        self.window = window
+        self._snapshot: _Snapshot | None = None
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, now: datetime | None = None) -> None:
+        """Recompute the figures if the snapshot is older than ``ttl`` (one query set per ``ttl``, per process)."""
+        now = now or utcnow()
+        async with self._lock:
+            if self._snapshot is not None and abs((now - self._snapshot.at).total_seconds()) < self.ttl:
+                return
+            report = await service_report(now - self.window, now)
+            teams = sorted({str(name) for name in await Team.all().values_list("name", flat=True)})
+            live = {ALL_TEAMS: await live_figures(None, now=now)}
+            for team in teams:
+                live[team] = await live_figures(team, now=now)
+            self._snapshot = _Snapshot(now, report, live)
+
+    def describe(self) -> list[Metric]:
+        """The metric names, without reading anything (so registering never runs a query)."""
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        """The last snapshot's figures."""
+        return self._families(self._snapshot)
+
+    def _families(self, snap: _Snapshot | None = None) -> Iterable[Metric]:
+        window = f"{int(self.window.total_seconds() // 3600)}h"
+        per_team: dict[str, Figures] = {}
+        facts_by_team: dict[str, list[ConversationFacts]] = defaultdict(list)
+        if snap is not None:
+            per_team = {ALL_TEAMS: snap.report.overall, **snap.report.by_team}
+            for fact in snap.report.facts:
+                facts_by_team[ALL_TEAMS].append(fact)
+                facts_by_team[fact.team].append(fact)
+        gauges: list[tuple[str, str, str]] = [
+            ("conversations", "volume", "Conversations opened in the window"),
+            ("bot_resolved_ratio", "bot_resolved", "Share of conversations never handed to people"),
+            ("handover_ratio", "handover_rate", "Share of conversations the bot handed to the queue"),
+            (
+                "abandoned_ratio",
+                "abandonment_rate",
+                "Share of queued conversations closed before an agent took them",
+            ),
+            (
+                "reopened_ratio",
+                "reopen_rate",
+                "Share of closed conversations whose customer came back within 7 days",
+            ),
+            ("transfers", "transfers", "Transfers between teams"),
+            ("csat", "csat_avg", "Mean customer satisfaction (1-5)"),
+            ("faq_hit_ratio", "faq_hit_rate", "Questions the FAQ answered over questions it saw"),
+            ("next_response_seconds", "next_response_avg", "Mean time to the next answer by a person"),
+            ("handle_seconds", "handle_avg", "Mean time conversations spent assigned"),
+            ("resolution_seconds", "resolution_p50", "Median time from opened to closed"),
+        ]
+        for suffix, attr, doc in gauges:
+            family = GaugeMetricFamily(
+                f"relaydesk_service_{suffix}", f"{doc} (rolling window)", labels=["team", "window"]
+            )
+            for team, fig in per_team.items():
+                value = getattr(fig, attr)
+                if value is not None:
+                    family.add_metric([team, window], float(value))
+            yield family
+        first = GaugeMetricFamily(
+            "relaydesk_service_first_response_seconds",
+            "First response (hand-over to the first answer by a person), by quantile (rolling window)",
+            labels=["team", "window", "quantile"],
+        )
+        for team, fig in per_team.items():
+            for q, value in (("0.5", fig.first_response_p50), ("0.9", fig.first_response_p90)):
+                if value is not None:
+                    first.add_metric([team, window, q], value)
+        yield first
+        channels = GaugeMetricFamily(
+            "relaydesk_service_conversations_by_channel",
+            "Conversations opened in the window, by channel",
+            labels=["channel", "window"],
+        )
+        if snap is not None:
+            for channel, count in snap.report.overall.by_channel.items():
+                channels.add_metric([channel, window], count)
+        yield channels
+        waits = HistogramMetricFamily(
+            "relaydesk_service_queue_wait_seconds",
+            "Queue waits (first queued to first assigned) of conversations opened in the window",
+            labels=["team", "window"],
+        )
+        for team, facts in facts_by_team.items():
+            values = [w for w in (_queue_wait(f) for f in facts) if w is not None]
+            buckets = [(str(b), float(sum(v <= b for v in values))) for b in WAIT_BUCKETS]
+            buckets.append(("+Inf", float(len(values))))
+            waits.add_metric([team, window], buckets, sum_value=sum(values))
+        yield waits
+        live_gauges: list[tuple[str, str, str]] = [
+            ("relaydesk_queue_length", "queue_length", "Conversations waiting in the queue now"),
+            (
+                "relaydesk_queue_oldest_wait_seconds",
+                "oldest_wait",
+                "How long the longest-waiting conversation has waited",
+            ),
+            (
+                "relaydesk_first_response_breaches",
+                "first_response_breaches",
+                "First-response target breaches in the last hour",
+            ),
+            (
+                "relaydesk_delivery_give_ups",
+                "delivery_failures",
+                "Customer deliveries given up in the last hour",
+            ),
+        ]
+        for name, attr, doc in live_gauges:
+            family = GaugeMetricFamily(name, doc, labels=["team"])
+            if snap is not None:
+                for team, live in snap.live.items():
+                    family.add_metric([team], float(getattr(live, attr)))
+            yield family

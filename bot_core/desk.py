@@ -18,6 +18,7 @@ from tortoise import connections
 
 from bot_core.adapters import Channel, RoomRef, TypingChannel, TypingWorkspace, Workspace
 from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
+from bot_core.analytics import ServiceMetrics
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
 from bot_core.conversation_service import ConversationService
@@ -135,6 +136,8 @@ class Desk:
             down_after=config.server.health_down_after,
         )
         self.metrics = Metrics()
+        self.service_metrics = ServiceMetrics()  # the supervisor's figures, from the database at scrape time
+        self.metrics.registry.register(self.service_metrics)
         self.plugins: dict[str, Plugin] = {}
         self._core = CoreCommands(
             EmptyConfig(), PluginServices(log=logging.getLogger("relaydesk.plugin.core"))
@@ -561,6 +564,10 @@ class Desk:
         self.metrics.outbox_depth.set(
             await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).count()
         )
+        try:
+            await self.service_metrics.refresh(self.scheduler.now())
+        except Exception:  # the rest of /metrics is still worth serving
+            log.warning("service figures could not be computed for /metrics", exc_info=True)
 
     async def wait_settled(self, timeout: float = 30.0) -> bool:
         """Wait until every bus entry is handled and every outbox row is sent or given up (tests, tools)."""
