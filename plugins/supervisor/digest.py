@@ -41,7 +41,7 @@ def digest_text(
     """The digest's text: each key figure for ``day`` and, in brackets, for the same weekday a week before."""
     now, then = yesterday.overall, week_before.overall
     lines = [
-        f"📊 {team or 'All teams'}: {day:%A %d %B %Y} ({zone.key}), against {_week_before(day):%A %d %B}",
+        f"Daily digest, {team or 'all teams'}: {day:%A %d %B %Y} ({zone.key}), against {_week_before(day):%A %d %B}",
         "",
     ]
     width = max(len(label) for _, label, _ in KEY_FIGURES)

@@ -150,14 +150,14 @@ async def test_the_digest_posts_once_a_day_at_eight_local_across_daylight_saving
     await _tick(desk, clock, datetime(2026, 3, 28, 7, 15, tzinfo=UTC))
     await _tick(desk, clock, datetime(2026, 3, 28, 22, 0, tzinfo=UTC))
     assert [p.splitlines()[0] for p in _ops(desk, "ops-support")] == [
-        "📊 support: Friday 27 March 2026 (Europe/Berlin), against Friday 20 March"
+        "Daily digest, support: Friday 27 March 2026 (Europe/Berlin), against Friday 20 March"
     ]
     # Sunday: summer time since 02:00, so 08:00 local is 06:00 UTC
     await _tick(desk, clock, datetime(2026, 3, 29, 5, 59, tzinfo=UTC))
     assert len(_ops(desk, "ops-support")) == 1
     await _tick(desk, clock, datetime(2026, 3, 29, 6, 0, tzinfo=UTC))
     assert len(_ops(desk, "ops-support")) == 2
-    assert _ops(desk, "ops-support")[1].startswith("📊 support: Saturday 28 March 2026")
+    assert _ops(desk, "ops-support")[1].startswith("Daily digest, support: Saturday 28 March 2026")
     images = doubles(desk)[1].images["ops-support"]
     assert [name for name, _ in images] == ["digest-2026-03-27.png", "digest-2026-03-28.png"]
     assert all(_png_size(png) == CHART_SIZE for _, png in images)
@@ -169,7 +169,7 @@ async def test_the_digest_posts_once_a_day_at_eight_local_across_daylight_saving
     assert _ops(desk, "ops-support") == []
     await _tick(desk, clock, datetime(2026, 3, 30, 6, 0, tzinfo=UTC))
     assert [p.splitlines()[0] for p in _ops(desk, "ops-support")] == [
-        "📊 support: Sunday 29 March 2026 (Europe/Berlin), against Sunday 22 March"
+        "Daily digest, support: Sunday 29 March 2026 (Europe/Berlin), against Sunday 22 March"
     ]
 
 
@@ -189,7 +189,7 @@ async def test_the_digest_shows_yesterday_against_a_week_before(
     assert await desk.wait_settled(10)
     (text,) = _ops(desk, "ops")
     lines = text.splitlines()
-    assert lines[0] == "📊 All teams: Tuesday 01 December 2026 (UTC), against Tuesday 24 November"
+    assert lines[0] == "Daily digest, all teams: Tuesday 01 December 2026 (UTC), against Tuesday 24 November"
     figures = {line.split(":")[0]: line.split(":", 1)[1].split() for line in lines[2:15]}
     assert figures["Conversations"] == ["5", "(0,", "↑)"]
     assert figures["Resolved by the bot"] == ["20%", "(n/a)"]
