@@ -288,6 +288,8 @@ async def _read_faq(facts: dict[int, ConversationFacts], plugin: str) -> None:
         for scope, value in await PluginState.filter(
             plugin=plugin, key=FAQ_STATE_KEY, scope__in=list(chunk)
         ).values_list("scope", "value"):
+            if isinstance(value, dict):
+                value = value.get("v")  # StateStore keeps {"v": value}
             if not isinstance(value, dict):
                 continue
             fact = facts[int(str(scope).split(":", 1)[1])]

@@ -30,6 +30,7 @@ from bot_core.analytics import (
     percentile,
     service_report,
 )
+from bot_core.context import StateStore
 from bot_core.events import utcnow
 from storage.db import close_db, init_db
 from storage.models import (
@@ -42,7 +43,6 @@ from storage.models import (
     OutboxItem,
     OutboxStatus,
     OutboxTarget,
-    PluginState,
     Room,
     Team,
 )
@@ -107,13 +107,9 @@ class Script:
         )
 
     async def faq(self, questions: int, answered: int, unanswered: list[str]) -> None:
-        """The FAQ plugin's stored state of this conversation."""
-        await PluginState.create(
-            plugin="faq",
-            scope=f"conversation:{self.conversation.id}",
-            key="conversation",
-            value={"questions": questions, "answered": answered, "unanswered": unanswered, "sent": []},
-        )
+        """The FAQ plugin's stored state of this conversation (as its ``ctx.state`` keeps it)."""
+        state = {"questions": questions, "answered": answered, "unanswered": unanswered, "sent": []}
+        await StateStore("faq", f"conversation:{self.conversation.id}").set("conversation", state)
 
 
 async def open_conversation(
