@@ -16,6 +16,7 @@ from plugins.supervisor import SupervisorPlugin
 from plugins.supervisor.alerts import checks
 from plugins.supervisor.config import AlertSettings
 from plugins.supervisor.digest import CHART_SIZE
+from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import close_db, init_db
 from tests.bot_core.test_analytics import scripted_day
 from tests.bot_core.test_relay_loop import doubles
@@ -200,3 +201,37 @@ async def test_the_digest_shows_yesterday_against_a_week_before(
     ((name, png),) = doubles(desk)[1].images["ops"]
     assert name == "digest-2026-12-01.png"
     assert _png_size(png) == CHART_SIZE
+
+
+async def test_two_workers_post_the_digest_once(
+    postgres_url: str, redis_prefix: tuple[str, str], make_desk: DeskFactory
+) -> None:
+    redis_url, prefix = redis_prefix
+    yaml_text = digest_yaml("{support: {timezone: Europe/Berlin}}")
+    clock = Clock(datetime(2026, 3, 28, 5, 0, tzinfo=UTC))
+    desks = []
+    for _ in range(2):
+        desk = await make_desk(
+            postgres_url,
+            yaml_text,
+            scheduler_clock=clock,
+            scheduler_poll=3600,
+            redis=redis_url,
+            bus=RedisStreamsBus(redis_url, prefix=prefix),
+        )
+        await asyncio.wait_for(desk.scheduler.first_scan_done.wait(), 10)
+        desks.append(desk)
+    clock.at = datetime(2026, 3, 28, 7, 0, tzinfo=UTC)  # 08:00 in Berlin: both workers scan at once
+    await asyncio.gather(*(d.scheduler.tick() for d in desks for _ in range(2)))
+    for desk in desks:
+        assert await desk.wait_settled(20)
+    # and each worker, asked directly afterwards, finds the day done
+    for desk in desks:
+        assert await cast(SupervisorPlugin, desk.plugins["supervisor"]).digests_now(clock.at) == []
+    for desk in desks:
+        assert await desk.wait_settled(20)
+    posts = [p for desk in desks for p in _ops(desk, "ops-support")]
+    assert [p.splitlines()[0] for p in posts] == [
+        "Daily digest, support: Friday 27 March 2026 (Europe/Berlin), against Friday 20 March"
+    ]
+    assert sum(len(doubles(d)[1].images.get("ops-support", [])) for d in desks) == 1
