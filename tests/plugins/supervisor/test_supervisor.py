@@ -12,6 +12,8 @@ from typing import cast
 from bot_core.api import HANDLED, Context, CustomerMessage, Handled, LiveFigures, Plugin, on_customer_message
 from bot_core.desk import Desk
 from bot_core.events import utcnow
+from bot_core.receiving import ReceiveSettings
+from bot_core.testing import MemoryWorkspace
 from plugins.supervisor import SupervisorPlugin
 from plugins.supervisor.alerts import checks
 from plugins.supervisor.config import AlertSettings
@@ -19,6 +21,8 @@ from plugins.supervisor.digest import CHART_SIZE
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import close_db, init_db
 from tests.bot_core.test_analytics import scripted_day
+from tests.bot_core.test_receiving import YAML as RECEIVING_YAML
+from tests.bot_core.test_receiving import FakeClock, PullingChannel
 from tests.bot_core.test_relay_loop import doubles
 from tests.bot_core.test_scheduler import Clock
 from tests.conftest import DOUBLES_YAML, DeskFactory
@@ -235,3 +239,44 @@ async def test_two_workers_post_the_digest_once(
         "Daily digest, support: Friday 27 March 2026 (Europe/Berlin), against Friday 20 March"
     ]
     assert sum(len(doubles(d)[1].images.get("ops-support", [])) for d in desks) == 1
+
+
+async def test_an_adapter_down_is_said_once_and_its_return_once(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    clock = FakeClock()
+    settings = ReceiveSettings(
+        degraded_after=60, down_after=300, backoff_first=0.01, backoff_max=0.05, clock=clock
+    )
+    yaml_text = RECEIVING_YAML + (
+        "  - supervisor:\n"
+        '      use: "plugins.supervisor:SupervisorPlugin"\n'
+        "      config:\n"
+        "        alerts: {queue_length: null, oldest_wait: null, first_response_breaches: null,"
+        " delivery_failures: null}\n"
+        "        digest: {enabled: false}\n"
+    )
+    desk = await make_desk(sqlite_url, yaml_text, receive_settings=settings)
+    plugin = cast(SupervisorPlugin, desk.plugins["supervisor"])
+    workspace = cast(MemoryWorkspace, desk.plugins["desk"])
+    channel = cast(PullingChannel, desk.plugins["pulling"])
+    # (a round handed in may wait until the next one is: every step plays two)
+    await channel.play("ok")
+    assert await plugin.alerts_now(utcnow()) == 0
+    for _ in range(2):
+        await channel.play("fail")
+    clock.now += 301
+    for _ in range(2):
+        await channel.play("fail")  # failing for 301 s: down
+    assert desk.receiving_states() == {"pulling": "down"}
+    assert await plugin.alerts_now(utcnow()) == 1
+    assert await plugin.alerts_now(utcnow()) == 0
+    for _ in range(2):
+        await channel.play("ok")
+    assert await plugin.alerts_now(utcnow()) == 1
+    assert await plugin.alerts_now(utcnow()) == 0
+    assert await desk.wait_settled(10)
+    assert workspace.channels["ops"] == [
+        "🔴 pulling is down: relaydesk cannot receive from it (see /healthz).",
+        "✅ pulling is receiving again (ok).",
+    ]
