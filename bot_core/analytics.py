@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import json
 import math
@@ -50,7 +51,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -107,6 +108,34 @@ def parse_since(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * unit)
 
 
+class LogRow(NamedTuple):
+    """One conversation-log row, as read for the figures (lighter than the model)."""
+
+    id: int
+    what: str
+    from_state: str | None
+    to_state: str
+    agent_id: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Derived:
+    """One conversation's own measures (seconds), computed once from its log and messages."""
+
+    bot_only: bool
+    handed: bool
+    queued: bool
+    abandoned: bool
+    first_wait: float | None
+    handle: float | None
+    resolution: float | None
+    transfers: int
+    first_response: float | None
+    gaps: tuple[float, ...]
+    csat: int | None
+
+
 @dataclass
 class ConversationFacts:
     """What the figures need of one conversation (one per conversation opened in the range)."""
@@ -119,12 +148,17 @@ class ConversationFacts:
     language: str
     agent: str
     tags: list[str]
-    log: list[ConversationLog] = field(default_factory=list)
+    log: list[LogRow] = field(default_factory=list)
     messages: list[tuple[datetime, str, str]] = field(default_factory=list)  # (at, direction, author)
     reopened: bool = False
     faq_questions: int = 0
     faq_answered: int = 0
     faq_unanswered: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def derived(self) -> Derived:
+        """This conversation's measures (computed on first use; the facts are complete by then)."""
+        return _derive(self)
 
 
 @dataclass
@@ -244,9 +278,15 @@ async def load_facts(
     if not facts:
         return []
     related = {f"conversation__{k}": v for k, v in where.items()}
-    for entry in await ConversationLog.filter(**related).order_by("at", "id"):
-        fact = facts.get(entry.conversation_id)
+    log_rows = (
+        await ConversationLog.filter(**related)
+        .order_by("at", "id")
+        .values_list("conversation_id", "id", "what", "from_state", "to_state", "agent_id", "at")
+    )
+    for conversation_id, *row in log_rows:
+        fact = facts.get(conversation_id)
         if fact is not None:
+            entry = LogRow(*row)
             fact.log.append(entry)
             if entry.what == "assigned" and entry.agent_id:
                 fact.agent = entry.agent_id
@@ -303,8 +343,7 @@ def _closed_at(fact: ConversationFacts) -> datetime | None:
 
 
 def _queue_wait(fact: ConversationFacts) -> float | None:
-    times = times_from_log(fact.log)
-    return times.first_wait.total_seconds() if times.first_wait is not None else None
+    return fact.derived.first_wait
 
 
 def _person(author: str) -> bool:
@@ -330,54 +369,60 @@ def _responses(fact: ConversationFacts) -> tuple[float | None, list[float]]:
     return first, gaps
 
 
+def _csat(tags: Iterable[str]) -> int | None:
+    for tag in tags:
+        if tag.startswith("csat:") and tag[5:].isdigit() and 1 <= int(tag[5:]) <= 5:
+            return int(tag[5:])
+    return None
+
+
+def _derive(fact: ConversationFacts) -> Derived:
+    kinds = {e.what for e in fact.log}
+    states = {e.to_state for e in fact.log}
+    queued = ConversationState.QUEUED.value in states
+    closed_from_queue = any(
+        e.to_state == ConversationState.CLOSED.value and e.from_state == ConversationState.QUEUED.value
+        for e in fact.log
+    )
+    times = times_from_log(cast("list[ConversationLog]", fact.log))
+    first, gaps = _responses(fact)
+    return Derived(
+        bot_only=not kinds & {"queued", "assigned", "transferred"},
+        handed="queued" in kinds,
+        queued=queued,
+        abandoned=queued and closed_from_queue and "assigned" not in kinds,
+        first_wait=times.first_wait.total_seconds() if times.first_wait is not None else None,
+        handle=times.handle.total_seconds() if "assigned" in kinds else None,
+        resolution=times.resolution.total_seconds() if times.resolution is not None else None,
+        transfers=times.transfers,
+        first_response=first,
+        gaps=tuple(gaps),
+        csat=_csat(fact.tags),
+    )
+
+
 def figures_of(facts: Sequence[ConversationFacts]) -> Figures:
     """The :class:`Figures` of ``facts``."""
     fig = Figures(volume=len(facts))
     if not facts:
         return fig
     fig.by_channel = dict(sorted(Counter(f.channel for f in facts).items()))
-    waits, firsts, nexts, handles, resolutions, csat = [], [], [], [], [], []
-    bot_only = handed = reopened = 0
-    for fact in facts:
-        kinds = {e.what for e in fact.log}
-        states = {e.to_state for e in fact.log}
-        if not kinds & {"queued", "assigned", "transferred"}:
-            bot_only += 1
-        if "queued" in kinds:
-            handed += 1
-        if ConversationState.QUEUED.value in states:
-            fig.queued += 1
-            if (
-                any(
-                    e.to_state == ConversationState.CLOSED.value
-                    and e.from_state == ConversationState.QUEUED.value
-                    for e in fact.log
-                )
-                and "assigned" not in kinds
-            ):
-                fig.abandoned += 1
-        times = times_from_log(fact.log)
-        if times.first_wait is not None:
-            waits.append(times.first_wait.total_seconds())
-        if "assigned" in kinds:
-            handles.append(times.handle.total_seconds())
-        if times.resolution is not None:
-            fig.closed += 1
-            resolutions.append(times.resolution.total_seconds())
-            reopened += int(fact.reopened)
-        fig.transfers += times.transfers
-        first, gaps = _responses(fact)
-        if first is not None:
-            firsts.append(first)
-        nexts.extend(gaps)
-        for tag in fact.tags:
-            if tag.startswith("csat:") and tag[5:].isdigit() and 1 <= int(tag[5:]) <= 5:
-                csat.append(int(tag[5:]))
-                break
-        fig.faq_questions += fact.faq_questions
+    derived = [f.derived for f in facts]
+    waits = [d.first_wait for d in derived if d.first_wait is not None]
+    firsts = [d.first_response for d in derived if d.first_response is not None]
+    nexts = [g for d in derived for g in d.gaps]
+    handles = [d.handle for d in derived if d.handle is not None]
+    resolutions = [d.resolution for d in derived if d.resolution is not None]
+    csat = [d.csat for d in derived if d.csat is not None]
+    fig.queued = sum(d.queued for d in derived)
+    fig.abandoned = sum(d.abandoned for d in derived)
+    fig.closed = len(resolutions)
+    fig.transfers = sum(d.transfers for d in derived)
+    fig.faq_questions = sum(f.faq_questions for f in facts)
+    reopened = sum(f.reopened for f, d in zip(facts, derived, strict=True) if d.resolution is not None)
     answered = sum(f.faq_answered for f in facts)
-    fig.bot_resolved = bot_only / fig.volume
-    fig.handover_rate = handed / fig.volume
+    fig.bot_resolved = sum(d.bot_only for d in derived) / fig.volume
+    fig.handover_rate = sum(d.handed for d in derived) / fig.volume
     fig.queue_wait_p50, fig.queue_wait_p90 = percentile(waits, 50), percentile(waits, 90)
     fig.abandonment_rate = fig.abandoned / fig.queued if fig.queued else None
     fig.first_response_p50, fig.first_response_p90 = percentile(firsts, 50), percentile(firsts, 90)
