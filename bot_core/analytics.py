@@ -55,6 +55,7 @@ from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from tortoise.queryset import ValuesListQuery
 
 from bot_core.conversation_service import times_from_log
 from bot_core.events import utcnow
@@ -247,6 +248,30 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[start : start + _CHUNK]
 
 
+async def _raw_rows(query: ValuesListQuery[Any], *, datetime_at: int) -> list[tuple[Any, ...]]:
+    """The rows of a ``values_list`` query of plain columns, read without tortoise's per-value decoding.
+
+    tortoise decodes each SQLite timestamp with the ``iso8601`` package, which was half of a large
+    report's time; here column ``datetime_at`` is decoded with ``datetime.fromisoformat`` (PostgreSQL
+    hands datetimes already). Only for columns whose stored form is their value: ids, text, timestamps.
+    """
+    query._choose_db_if_not_chosen()
+    query._make_query()
+    sql, params = query.query.get_parameterized_sql()
+    _count, rows = await query._db.execute_query(sql, params)
+    out = []
+    for row in rows:
+        values = list(tuple(row))
+        stamp = values[datetime_at]
+        if isinstance(stamp, str):
+            stamp = datetime.fromisoformat(stamp)
+        if stamp is not None and stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        values[datetime_at] = stamp
+        out.append(tuple(values))
+    return out
+
+
 async def load_facts(
     since: datetime,
     until: datetime,
@@ -278,10 +303,11 @@ async def load_facts(
     if not facts:
         return []
     related = {f"conversation__{k}": v for k, v in where.items()}
-    log_rows = (
-        await ConversationLog.filter(**related)
+    log_rows = await _raw_rows(
+        ConversationLog.filter(**related)
         .order_by("at", "id")
-        .values_list("conversation_id", "id", "what", "from_state", "to_state", "agent_id", "at")
+        .values_list("conversation_id", "id", "what", "from_state", "to_state", "agent_id", "at"),
+        datetime_at=6,
     )
     for conversation_id, *row in log_rows:
         fact = facts.get(conversation_id)
@@ -290,10 +316,11 @@ async def load_facts(
             fact.log.append(entry)
             if entry.what == "assigned" and entry.agent_id:
                 fact.agent = entry.agent_id
-    messages = (
-        await Message.filter(direction__in=[Direction.INBOUND, Direction.OUTBOUND], **related)
+    messages = await _raw_rows(
+        Message.filter(direction__in=[Direction.INBOUND, Direction.OUTBOUND], **related)
         .order_by("created_at", "id")
-        .values_list("conversation_id", "created_at", "direction", "author")
+        .values_list("conversation_id", "created_at", "direction", "author"),
+        datetime_at=1,
     )
     for conversation_id, at, direction, author in messages:
         fact = facts.get(conversation_id)
