@@ -318,6 +318,18 @@ class InvitingWorkspace(Protocol):
 
 
 @runtime_checkable
+class OpsImageWorkspace(Protocol):
+    """A workspace that can post an image into an ops channel (optional, on top of :class:`OpsWorkspace`):
+    the supervisor's daily chart. Without it the caption is posted as text."""
+
+    async def post_image_to_channel(
+        self, channel: str, caption: str, image: bytes, name: str, key: str = ""
+    ) -> PostedRef:
+        """Post ``caption`` and the PNG ``image`` (file name ``name``) into ``channel``'s ops room, once per ``key``."""
+        ...
+
+
+@runtime_checkable
 class Workspace(Protocol):
     """Agent-side adapter: slack, matrix."""
 

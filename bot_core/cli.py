@@ -1,4 +1,4 @@
-"""The ``relaydesk`` command: run, check, migrate, reload.
+"""The ``relaydesk`` command: run, check, migrate, reload, report.
 
 Exit status: 0 on success, 2 for a bad plugins.yaml (with one message naming file, line, plugin and
 field), 1 for anything else that went wrong.
@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,36 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     print(f"Migrating {_redact_url(resolved)} ...", flush=True)
     asyncio.run(migrate(resolved))
     print("Database is up to date.")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the service figures (``bot_core.analytics``) of the conversations opened in the last ``--since``."""
+    from bot_core.analytics import format_csv, format_json, format_table, parse_since, service_report
+    from bot_core.events import utcnow
+    from storage.db import close_db, database_url, init_db
+
+    try:
+        span = parse_since(args.since)
+        until = datetime.fromisoformat(args.until) if args.until else utcnow()
+    except ValueError as exc:
+        print(f"relaydesk report: {exc}", file=sys.stderr)
+        return 2
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    url = database_url(
+        args.database or (_load(args.config).storage.database if args.config.exists() else None)
+    )
+    formats = {"table": format_table, "csv": format_csv, "json": format_json}
+
+    async def report() -> str:
+        await init_db(url)
+        try:
+            return formats[args.format](await service_report(until - span, until, team=args.team))
+        finally:
+            await close_db()
+
+    sys.stdout.write(asyncio.run(report()))
     return 0
 
 
@@ -214,6 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     migrate.add_argument("--database", help="database URL (default: from plugins.yaml, then DATABASE_URL)")
     migrate.set_defaults(func=cmd_migrate)
+
+    report = sub.add_parser("report", help="print service figures: waits, responses, resolution, CSAT, FAQ")
+    report.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    report.add_argument("--database", help="database URL (default: from plugins.yaml, then DATABASE_URL)")
+    report.add_argument(
+        "--since", default="7d", help="conversations opened in the last 7d, 24h, 2w ... (default 7d)"
+    )
+    report.add_argument("--until", help="end of the range, ISO 8601 (default: now; without a zone: UTC)")
+    report.add_argument("--team", help="only this team's conversations")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    report.set_defaults(func=cmd_report)
 
     reload = sub.add_parser("reload", help="make the running relaydesk re-read plugins.yaml")
     reload.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)

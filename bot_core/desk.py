@@ -20,6 +20,7 @@ from tortoise.exceptions import IntegrityError
 
 from bot_core.adapters import Channel, InboundEvent, RoomRef, TypingChannel, TypingWorkspace, Workspace
 from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
+from bot_core.analytics import ServiceMetrics
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
 from bot_core.contacts import publish_key
@@ -137,6 +138,8 @@ class Desk:
             down_after=config.server.health_down_after,
         )
         self.metrics = Metrics()
+        self.service_metrics = ServiceMetrics()  # the supervisor's figures, from the database at scrape time
+        self.metrics.registry.register(self.service_metrics)
         self.plugins: dict[str, Plugin] = {}
         self._core = CoreCommands(
             EmptyConfig(), PluginServices(log=logging.getLogger("relaydesk.plugin.core"))
@@ -322,6 +325,7 @@ class Desk:
             post_to_ops=functools.partial(self.post_to_ops, spec.instance_name),
             schedule_once=functools.partial(self.schedule_once, spec.instance_name),
             now=self.scheduler.now,
+            receiving_states=self.receiving_states,
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
@@ -407,16 +411,28 @@ class Desk:
         except Exception:
             log.warning("customer typing indicator failed", exc_info=True, extra={"channel": channel})
 
-    async def post_to_ops(self, plugin: str, team: str | None, text: str, *, key: str | None = None) -> None:
+    async def post_to_ops(
+        self,
+        plugin: str,
+        team: str | None,
+        text: str,
+        *,
+        key: str | None = None,
+        image: tuple[str, bytes] | None = None,
+    ) -> None:
         """Queue ``text`` for ``team``'s ops room in the team's workspace (a plugin's ``services.post_to_ops``).
 
-        With ``key`` the post is made once per plugin and key (the outbox row's idempotency key).
+        With ``key`` the post is made once per plugin and key (the outbox row's idempotency key); with
+        ``image`` (file name, PNG bytes) ``text`` is its caption.
         """
         workspace, channel = self.rooms.ops_target(team)
         if workspace is None:
             log.warning("ops post dropped: no workspace is enabled", extra={"plugin": plugin, "team": team})
             return
         row_key = f"ops:{plugin}:{key}" if key else f"ops:{plugin}:{uuid.uuid4().hex}"
+        if image is not None:
+            await self.outbox.enqueue_ops_image(workspace, channel, text, image[1], image[0], key=row_key)
+            return
         await self.outbox.enqueue_ops(workspace, channel, text, key=row_key)
 
     async def schedule_once(
@@ -557,6 +573,10 @@ class Desk:
             report["status"] = "degraded"
         return report
 
+    def receiving_states(self) -> dict[str, str]:
+        """Each adapter with receiving loops in this process: its state (``ok``, ``degraded``, ``down``)."""
+        return {name: state.value for name, state, _loops in self._receiving()}
+
     def _receiving(self) -> list[tuple[str, ReceiveState, dict[str, dict[str, object]]]]:
         """Every adapter with receiving loops: its state and its loops' reports."""
         found = []
@@ -577,6 +597,10 @@ class Desk:
         self.metrics.outbox_depth.set(
             await OutboxItem.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).count()
         )
+        try:
+            await self.service_metrics.refresh(self.scheduler.now())
+        except Exception:  # the rest of /metrics is still worth serving
+            log.warning("service figures could not be computed for /metrics", exc_info=True)
 
     async def wait_settled(self, timeout: float = 30.0) -> bool:
         """Wait until every bus entry is handled and every outbox row is sent or given up (tests, tools)."""

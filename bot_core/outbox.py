@@ -27,6 +27,7 @@ late, when a delayed row finally goes through, and when one is given up.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import random
@@ -47,6 +48,7 @@ from bot_core.adapters import (
     InvitingWorkspace,
     MentioningWorkspace,
     MessageView,
+    OpsImageWorkspace,
     OpsWorkspace,
     RetryAfter,
     RoomRef,
@@ -62,6 +64,7 @@ from bot_core.metrics import Metrics
 from bot_core.payloads import (
     CustomerTemplate,
     CustomerText,
+    OpsImage,
     OpsPost,
     OutboxPayload,
     PayloadError,
@@ -248,6 +251,16 @@ class Outbox:
         Ops rows belong to no conversation: they share one lane (no conversation, target ``room``).
         """
         payload = dump_payload(OpsPost(text=text))
+        await self._enqueue(OutboxTarget.ROOM, workspace, channel, None, payload, key, None)
+
+    async def enqueue_ops_image(
+        self, workspace: str, channel: str, caption: str, image: bytes, name: str, *, key: str
+    ) -> None:
+        """Store a post of ``caption`` and an image into ``channel`` (the supervisor's chart); idempotent on ``key``.
+
+        The image travels in the row (base64), so any worker can send it after a restart.
+        """
+        payload = dump_payload(OpsImage(text=caption, name=name, image=base64.b64encode(image).decode()))
         await self._enqueue(OutboxTarget.ROOM, workspace, channel, None, payload, key, None)
 
     async def _enqueue(
@@ -573,7 +586,16 @@ class Outbox:
         if isinstance(payload, OpsPost) or row.conversation_id is None:
             if not isinstance(workspace, OpsWorkspace):
                 raise Undeliverable(f"'{row.adapter}' cannot post to channels (no post_to_channel)")
-            text = payload.text if isinstance(payload, OpsPost) else ""
+            if isinstance(payload, OpsImage) and isinstance(workspace, OpsImageWorkspace):
+                posted = await workspace.post_image_to_channel(
+                    row.address,
+                    payload.text,
+                    base64.b64decode(payload.image),
+                    payload.name,
+                    key=row.idempotency_key,
+                )
+                return _Sent(posted.external_message_id)
+            text = payload.text if isinstance(payload, (OpsPost, OpsImage)) else ""
             posted = await workspace.post_to_channel(row.address, text, key=row.idempotency_key)
             return _Sent(posted.external_message_id)
         room = self._rooms.get(row.conversation_id)

@@ -22,7 +22,9 @@ from bot_core.adapters import TemplateRef
 from bot_core.events import Attachment, DeliveryStatusValue
 
 CUSTOMER_KINDS = frozenset({"message", "template"})
-ROOM_KINDS = frozenset({"customer_message", "notice", "card", "status", "invite", "mention", "ops"})
+ROOM_KINDS = frozenset(
+    {"customer_message", "notice", "card", "status", "invite", "mention", "ops", "ops_image"}
+)
 
 
 class _Payload(BaseModel):
@@ -116,6 +118,16 @@ class OpsPost(_Payload):
     text: str = ""
 
 
+class OpsImage(_Payload):
+    """A caption and a PNG in a team's ops room (the supervisor's chart); the image travels in the row
+    (base64), so any worker can send it after a restart. Workspaces without images post the caption."""
+
+    kind: Literal["ops_image"] = "ops_image"
+    text: str = ""
+    name: str = "chart.png"
+    image: str = ""
+
+
 OutboxPayload = Annotated[
     CustomerText
     | CustomerTemplate
@@ -125,7 +137,8 @@ OutboxPayload = Annotated[
     | RoomStatus
     | RoomInvite
     | RoomMention
-    | OpsPost,
+    | OpsPost
+    | OpsImage,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[OutboxPayload] = TypeAdapter(OutboxPayload)

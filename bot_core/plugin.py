@@ -171,12 +171,16 @@ async def _no_customer_typing(external_user_id: str, active: bool) -> None:
 class PostToOps(Protocol):
     """``services.post_to_ops``: post into a team's ops room through the outbox."""
 
-    async def __call__(self, team: str | None, text: str, *, key: str | None = None) -> None:
-        """Queue ``text`` for ``team``'s ops room (``key``: post once per key)."""
+    async def __call__(
+        self, team: str | None, text: str, *, key: str | None = None, image: tuple[str, bytes] | None = None
+    ) -> None:
+        """Queue ``text`` for ``team``'s ops room (``key``: post once per key; ``image``: (file name, PNG))."""
         ...
 
 
-async def _no_ops(team: str | None, text: str, *, key: str | None = None) -> None:
+async def _no_ops(
+    team: str | None, text: str, *, key: str | None = None, image: tuple[str, bytes] | None = None
+) -> None:
     raise RuntimeError("this plugin was constructed without a desk: there is no ops room")
 
 
@@ -227,7 +231,9 @@ class PluginServices:
     ``post_to_ops(team, text, key=None)`` posts ``text`` into ``team``'s ops room (alerts, digests; no
     team: the desk's ``ops`` room) in the team's workspace, through the outbox (a crash loses nothing).
     Give a ``key`` (``"digest:2026-12-06"``) to post it once however often the call is repeated (a
-    replayed event, a retried job); without one every call posts.
+    replayed event, a retried job); without one every call posts. With ``image=(name, png_bytes)`` the
+    text is the image's caption (workspaces implementing :class:`bot_core.adapters.OpsImageWorkspace`
+    show the image; others the caption alone).
     ``schedule_once(job, key, data=, at=)`` arms this plugin's ``@on_schedule(job)`` handler as a global
     task (no conversation) from outside a handler, e.g. an HTTP route: the first call with a ``key``
     stores it (True) and it fires once, across workers; every later call with that key is refused
@@ -235,6 +241,8 @@ class PluginServices:
     loses nothing. ``now()`` is the desk's clock (the scheduler's: a test may set it with ``Desk(scheduler_clock=)``):
     a plugin that reasons about time (opening hours, waits) asks it, so its "now" and its scheduled
     tasks' due times agree.
+    ``receiving_states()`` is every adapter's receiving state in this process (``ok``, ``degraded``,
+    ``down``; :mod:`bot_core.receiving`), for a plugin that watches the adapters (the supervisor's alerts).
     ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
     signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
@@ -255,6 +263,7 @@ class PluginServices:
     post_to_ops: PostToOps = _no_ops
     schedule_once: ScheduleOnce = _no_schedule
     now: Callable[[], datetime] = utcnow
+    receiving_states: Callable[[], dict[str, str]] = dict
 
     def store(self, scope: str) -> StateStore:
         """The plugin's key-value store for ``scope`` (a name the plugin picks, e.g. ``"telegram"``)."""

@@ -206,6 +206,7 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         self.channels: dict[str, list[str]] = {}  # ops channel -> texts posted there
         self.invited: dict[str, list[str]] = {}  # room id -> who ctx.invite invited there
         self.not_agents: set[str] = set()  # invites of these are refused
+        self.images: dict[str, list[tuple[str, bytes]]] = {}  # ops channel -> (file name, image) posted there
         self._channel_posts: dict[str, PostedRef] = {}  # key -> what it posted (a retry shows once)
         self.posts = _Recorder()
         self.failures: list[DeliveryError] = []
@@ -290,6 +291,16 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
             raise Undeliverable(f"{user_id} is not one of this desk's agents")
         self.invited.setdefault(room.room_id, []).append(user_id)
         await self.posts.add((room.room_id, RoomPost("invite", user_id, "relaydesk")))
+
+    async def post_image_to_channel(
+        self, channel: str, caption: str, image: bytes, name: str, key: str = ""
+    ) -> PostedRef:
+        """Record the caption (as :meth:`post_to_channel`) and the image in ``channel``; once per key."""
+        if key and key in self._channel_posts:
+            return self._channel_posts[key]
+        ref = await self.post_to_channel(channel, caption, key)
+        self.images.setdefault(channel, []).append((name, image))
+        return ref
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Keep the latest card of the room."""

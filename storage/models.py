@@ -227,7 +227,13 @@ class Conversation(Model):
 
     class Meta:
         table = "conversation"
-        indexes = (("identity_id", "state"), ("customer_id", "state"))
+        # (created_at): the supervisor's figures read conversations opened in a range, (state, queued_at) its queue
+        indexes = (
+            ("identity_id", "state"),
+            ("customer_id", "state"),
+            ("created_at",),
+            ("state", "queued_at"),
+        )
 
 
 class ConversationLog(Model):
@@ -256,7 +262,7 @@ class ConversationLog(Model):
 
     class Meta:
         table = "conversation_log"
-        indexes = (("conversation_id", "id"),)
+        indexes = (("conversation_id", "id"), ("at",))  # (at): the supervisor's recent hand-overs
 
 
 class Message(Model):
@@ -282,7 +288,12 @@ class Message(Model):
 
     class Meta:
         table = "message"
-        indexes = (("channel", "channel_message_id"), ("workspace_message_id",))
+        # (conversation_id, created_at): a conversation's messages in order (figures, transcripts)
+        indexes = (
+            ("channel", "channel_message_id"),
+            ("workspace_message_id",),
+            ("conversation_id", "created_at"),
+        )
 
 
 class InboundReceipt(Model):

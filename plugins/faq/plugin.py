@@ -384,6 +384,7 @@ class FaqPlugin(Plugin[FaqConfig]):
             await ctx.state.set("seen", True)
         self.stats.question(new_conversation=not seen)
         state = ConversationState.from_json(await ctx.state.get(STATE_KEY))
+        state.questions += 1
         turn = await asyncio.to_thread(dialogue.turn, state, text, self._channel_locale(ctx, msg))
         if turn.language_changed:
             await ctx.state.set(LANGUAGE_KEY, turn.language)
@@ -392,6 +393,9 @@ class FaqPlugin(Plugin[FaqConfig]):
             await ctx.reply(turn.reply)
         if turn.answered:
             self.stats.answer(turn.answered)
+            state.answered += 1
+        if turn.unanswered:
+            state.unanswered = [*state.unanswered, turn.unanswered][-5:]
         if turn.suggested and turn.unanswered:
             self.stats.suggest(turn.unanswered)
         elif turn.unanswered:

@@ -34,6 +34,12 @@ class ConversationState:
     choices: list[str] = field(default_factory=list)  # entry ids of the "did you mean" list on offer
     picked: str | None = None  # entry answered from a choice, until the next message says if it helped
     open_question: str | None = None  # the customer's last real question
+    # for the supervisor's figures (bot_core.analytics reads them from the stored state)
+    questions: int = 0  # customer turns the FAQ took
+    answered: int = 0  # turns it answered with an entry
+    unanswered: list[str] = field(
+        default_factory=list
+    )  # the latest questions it could not answer (5 at most)
 
     @classmethod
     def from_json(cls, data: Any) -> ConversationState:

@@ -46,7 +46,7 @@ from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.devserver import DevHomeserver, load_registration, prepare_dev_files
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
-from bridge.workspaces.matrix.ops_rooms import OpsRooms
+from bridge.workspaces.matrix.ops_rooms import OpsRooms, upload_image
 from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels
 from bridge.workspaces.matrix.send import mention_content, send_message, status_reaction
@@ -422,6 +422,19 @@ class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
         """Invite an agent to the portal room (a hand-over), unless they are in it or invited already."""
         assert self._bot is not None
         await invite_agent(self._bot, self._roster, room.room_id, user_id)
+
+    async def post_image_to_channel(
+        self, channel: str, caption: str, image: bytes, name: str, key: str = ""
+    ) -> PostedRef:
+        """Post ``caption``, then the uploaded image, into ``channel``'s ops room (``key`` and ``key:image``)."""
+        bot = self._bot
+        assert bot is not None
+        room_id = await self._ops.room(bot, channel, lambda: self._roster.invitees(bot))
+        text = {"msgtype": "m.text", "body": caption}
+        await send_message(bot, room_id, text, key, "ops post", self._bot_device)
+        content = await upload_image(bot, image, name)
+        image_key = f"{key}:image" if key else ""
+        return PostedRef(await send_message(bot, room_id, content, image_key, "ops image", self._bot_device))
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:
         """Pin the customer card, or update the pinned one in place (an m.replace edit)."""

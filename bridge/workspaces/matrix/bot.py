@@ -68,7 +68,7 @@ from bridge.workspaces.matrix.agent_events import agent_message
 from bridge.workspaces.matrix.card import PinnedCards
 from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
-from bridge.workspaces.matrix.ops_rooms import OpsRooms
+from bridge.workspaces.matrix.ops_rooms import OpsRooms, upload_image
 from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels
 from bridge.workspaces.matrix.send import mention_content, status_reaction
@@ -527,6 +527,25 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
                 room_id, "m.room.message", {"msgtype": "m.text", "body": text}, tx_id=key or None
             ),
             "ops post",
+        )
+        return PostedRef(response.event_id)
+
+    async def post_image_to_channel(
+        self, channel: str, caption: str, image: bytes, name: str, key: str = ""
+    ) -> PostedRef:
+        """Post ``caption``, then the uploaded image, into ``channel``'s ops room (``key`` and ``key:image``)."""
+        client = self._require_client()
+        room_id = await self._ops.room(client, channel, lambda: self._roster.invitees(client))
+        check_response(
+            await client.room_send(
+                room_id, "m.room.message", {"msgtype": "m.text", "body": caption}, tx_id=key or None
+            ),
+            "ops post",
+        )
+        content = await upload_image(client, image, name)
+        response = check_response(
+            await client.room_send(room_id, "m.room.message", content, tx_id=f"{key}:image" if key else None),
+            "ops image",
         )
         return PostedRef(response.event_id)
 

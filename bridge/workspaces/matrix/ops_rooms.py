@@ -11,6 +11,7 @@ levels (only relaydesk invites). The room carries ``org.relaydesk.ops`` state so
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -69,3 +70,20 @@ class OpsRooms:
         room_id, _created = await self._made.get_or_create(client, f"channel:{channel}", create)
         self._rooms[channel] = room_id
         return room_id
+
+
+async def upload_image(client: AsyncClient, image: bytes, name: str) -> dict[str, Any]:
+    """Upload a PNG into the media repository as ``client``; the ``m.image`` content showing it.
+
+    A retried post uploads again (the homeserver keeps an unused copy) but shows once: the message
+    itself carries the outbox key as its transaction id.
+    """
+    upload, _keys = await client.upload(
+        io.BytesIO(image), content_type="image/png", filename=name, filesize=len(image)
+    )
+    mxc = str(check_response(upload, f"upload {name}").content_uri)
+    info: dict[str, Any] = {"mimetype": "image/png", "size": len(image)}
+    if image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) >= 24:
+        info["w"] = int.from_bytes(image[16:20], "big")
+        info["h"] = int.from_bytes(image[20:24], "big")
+    return {"msgtype": "m.image", "body": name, "filename": name, "url": mxc, "info": info}

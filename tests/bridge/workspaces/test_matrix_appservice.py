@@ -357,3 +357,35 @@ async def test_ops_posts_land_in_one_ops_room_per_team_made_once(
     assert name.content["name"] == f"relaydesk ops-{team}"
     texts = [t for _, t in agent.texts(room_id)]
     assert texts == ["3 invoices wait for an answer", "queue is empty again"]
+
+
+async def test_an_ops_image_is_uploaded_and_posted_once_with_its_caption(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    """services.post_to_ops(image=): the supervisor's chart lands in the ops room as an m.image under its
+    caption; a post repeated with the same key shows once."""
+    from nio import DownloadResponse
+
+    team = f"digest{uuid.uuid4().hex[:6]}"
+    desk = await make_desk(
+        sqlite_url, matrix_yaml(synapse), serve_http=True, http_port=synapse.appservice_port
+    )
+    services = desk.plugins["customers"].services
+    for _ in range(2):
+        await services.post_to_ops(team, "Daily digest", key="digest:2", image=("chart.png", PNG_BYTES))
+    assert await desk.wait_settled(30)
+
+    def ops_room() -> str | None:
+        return next((r for r in agent.timeline if "Daily digest" in [t for _, t in agent.texts(r)]), None)
+
+    await agent.sync_until(lambda: ops_room() is not None and len(agent.messages(ops_room() or "")) >= 2)
+    room_id = ops_room()
+    assert room_id is not None
+    contents = agent.messages(room_id)
+    assert [(c["msgtype"], c["body"]) for c in contents] == [
+        ("m.text", "Daily digest"),
+        ("m.image", "chart.png"),
+    ]
+    assert contents[1]["info"]["mimetype"] == "image/png"
+    downloaded = await agent.client.download(contents[1]["url"])
+    assert isinstance(downloaded, DownloadResponse) and downloaded.body == PNG_BYTES

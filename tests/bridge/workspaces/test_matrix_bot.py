@@ -558,3 +558,30 @@ async def test_delivery_statuses_show_as_the_bots_reactions_and_a_failure_as_one
 
 def _has_text(text: str, deliveries: list[Any]) -> bool:
     return any(d.text == text for d in deliveries)
+
+
+async def test_an_ops_image_in_bot_mode_is_uploaded_and_posted_once(
+    synapse: SynapseInfo, sqlite_url: str, bot_desk: BotDeskFactory, bot: BotAccount, agent: Agent
+) -> None:
+    from nio import DownloadResponse
+
+    team = f"digest{uuid.uuid4().hex[:6]}"
+    desk = await bot_desk(sqlite_url, bot_yaml(synapse, bot), bot.password)
+    services = desk.plugins["customers"].services
+    for _ in range(2):
+        await services.post_to_ops(team, "Daily digest", key="digest:3", image=("chart.png", PNG_BYTES))
+    assert await desk.wait_settled(30)
+
+    def ops_room() -> str | None:
+        return next((r for r in agent.timeline if "Daily digest" in [t for _, t in agent.texts(r)]), None)
+
+    await agent.sync_until(lambda: ops_room() is not None and len(agent.messages(ops_room() or "")) >= 2)
+    room_id = ops_room()
+    assert room_id is not None
+    contents = agent.messages(room_id, bot.user_id)
+    assert [(c["msgtype"], c["body"]) for c in contents] == [
+        ("m.text", "Daily digest"),
+        ("m.image", "chart.png"),
+    ]
+    downloaded = await agent.client.download(contents[1]["url"])
+    assert isinstance(downloaded, DownloadResponse) and downloaded.body == PNG_BYTES
