@@ -24,7 +24,8 @@ messages) plus one for reopens and one for the FAQ's stored state, and computes 
 - *resolution*: from opened to closed (closed conversations only).
 - *reopen rate*: closed conversations whose customer opened a new one within ``reopen_window``, over closed.
 - *transfers*: ``transferred`` changes.
-- *CSAT*: the mean of ``csat:<1-5>`` conversation tags (``n/a`` without any).
+- *CSAT*: the mean of the csat plugin's answers (``conversation.satisfaction``, 1-5; else a ``csat:<1-5>``
+  conversation tag), ``n/a`` without any.
 - *FAQ hit rate*: questions the FAQ answered over questions it saw, from its per-conversation state
   (``questions``, ``answered``, ``unanswered``); *top unanswered* groups those unanswered questions by
   their normalised text.
@@ -155,6 +156,7 @@ class ConversationFacts:
     faq_questions: int = 0
     faq_answered: int = 0
     faq_unanswered: list[str] = field(default_factory=list)
+    satisfaction: int | None = None  # the csat plugin's 1-5 answer (``ctx.rate``)
 
     @functools.cached_property
     def derived(self) -> Derived:
@@ -285,7 +287,14 @@ async def load_facts(
     if team is not None:
         where["team__name"] = team
     rows = await Conversation.filter(**where).values(
-        "id", "customer_id", "created_at", "tags", "team__name", "identity__channel", "customer__locale"
+        "id",
+        "customer_id",
+        "created_at",
+        "tags",
+        "team__name",
+        "identity__channel",
+        "customer__locale",
+        "satisfaction",
     )
     facts = {
         r["id"]: ConversationFacts(
@@ -297,6 +306,7 @@ async def load_facts(
             language=_language(r["tags"] or [], r["customer__locale"]),
             agent="",
             tags=list(r["tags"] or []),
+            satisfaction=r["satisfaction"],
         )
         for r in rows
     }
@@ -396,7 +406,9 @@ def _responses(fact: ConversationFacts) -> tuple[float | None, list[float]]:
     return first, gaps
 
 
-def _csat(tags: Iterable[str]) -> int | None:
+def _csat(satisfaction: int | None, tags: Iterable[str]) -> int | None:
+    if satisfaction is not None and 1 <= satisfaction <= 5:
+        return satisfaction
     for tag in tags:
         if tag.startswith("csat:") and tag[5:].isdigit() and 1 <= int(tag[5:]) <= 5:
             return int(tag[5:])
@@ -424,7 +436,7 @@ def _derive(fact: ConversationFacts) -> Derived:
         transfers=times.transfers,
         first_response=first,
         gaps=tuple(gaps),
-        csat=_csat(fact.tags),
+        csat=_csat(fact.satisfaction, fact.tags),
     )
 
 

@@ -4,8 +4,11 @@ opt-out; the score and comment recorded on the conversation, on the card, in ``!
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import aiohttp
 
+from bot_core.analytics import service_report
 from bot_core.desk import Desk
 from bot_core.testing import MemoryWorkspace
 from plugins.csat.texts import BUILT_IN
@@ -70,6 +73,9 @@ async def test_a_closed_conversation_is_rated_once_with_a_comment_shown_everywhe
             metrics = await resp.text()
     assert 'relaydesk_csat_answers_total{plugin="csat",scale="csat",score="4"} 1.0' in metrics
     assert 'relaydesk_csat_asked_total{plugin="csat"} 1.0' in metrics
+    # the supervisor's figures (relaydesk report, the digest, /metrics) read the same answer
+    report = await service_report(rated.created_at - timedelta(minutes=1))
+    assert (report.overall.csat_avg, report.overall.csat_responses) == (4.0, 1)
 
 
 async def test_no_survey_after_spam_or_an_opt_out(sqlite_url: str, make_desk: DeskFactory) -> None:
