@@ -63,6 +63,7 @@ def outbox_settings_of(config: DeskConfig, base: OutboxSettings | None = None) -
         retry_window=section.retry_window,
         notice_after=section.notice_after,
         max_backoff=section.max_backoff,
+        claim_seconds=section.claim_timeout,
     )
 
 
