@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from bot_core.adapters import ConversationView, CustomerCard, EarlierConversation, IdentityView
 from bot_core.events import CustomerMessage
 from bot_core.locales import LOCALE, TIMEZONE, customer_hints, valid_locale, valid_timezone
 from storage import hot
+from storage.db import transaction
 from storage.models import (
     Agent,
     Conversation,
@@ -51,7 +51,7 @@ async def resolve_customer(msg: CustomerMessage) -> Opened:
     identity = await Identity.get_or_none(channel=msg.channel, external_id=msg.external_user_id)
     if identity is None:
         try:
-            async with in_transaction():
+            async with transaction():
                 customer = await Customer.create(
                     display_name=msg.display_name or msg.external_user_id,
                     attributes=attributes,

@@ -164,14 +164,7 @@ class Worker:
     async def start(self) -> None:
         """Start the process and wait for its 'relaydesk started' line."""
         self.starts += 1
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.command("run", "-c", "plugins.yaml"),
-                cwd=self.directory,
-                env=self.env(),
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        self.proc = self._spawn()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         while self.log.read_text(errors="replace").count("relaydesk started") < self.starts:
@@ -180,6 +173,16 @@ class Worker:
             if loop.time() > deadline:
                 raise AssertionError(f"worker not started in 60 s:\n{self.log.read_text()[-3000:]}")
             await asyncio.sleep(0.05)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as log:
+            return subprocess.Popen(
+                self.command("run", "-c", "plugins.yaml"),
+                cwd=self.directory,
+                env=self.env(),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     def kill(self) -> None:
         """SIGKILL the process (nothing is finished, acknowledged or released)."""
@@ -198,11 +201,10 @@ class Worker:
             return
         self.proc.send_signal(signal.SIGCONT)
         self.proc.terminate()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while self.proc.poll() is None and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        self.kill()
+        try:
+            await asyncio.to_thread(self.proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
     def errors(self) -> list[str]:
         """The worker's log lines at ERROR (an event set aside, a task that died)."""
@@ -277,13 +279,17 @@ class Load:
 
     async def _customer(self, user: str) -> None:
         for j, text in enumerate(self.customer_texts(user)):
-            await self._post("/test/fault-channel/inbound", {"user": user, "text": text, "id": f"{user}-m{j}"})
+            await self._post(
+                "/test/fault-channel/inbound", {"user": user, "text": text, "id": f"{user}-m{j}"}
+            )
 
     async def _agent(self, user: str) -> None:
         await self.recorder.wait(lambda: self.recorder.room_of(user) is not None, 300, f"room for {user}")
         room = self.recorder.room_of(user)
         for j, text in enumerate(self.agent_texts(user)):
-            await self._post("/test/fault-workspace/inbound", {"room": room, "text": text, "id": f"$a-{user}-{j}"})
+            await self._post(
+                "/test/fault-workspace/inbound", {"room": room, "text": text, "id": f"$a-{user}-{j}"}
+            )
 
     async def _post(self, path: str, body: dict[str, Any]) -> None:
         """POST to a random worker until one answers 200 (as a platform retries a webhook)."""

@@ -138,7 +138,9 @@ class RecorderWorkspace(Plugin[RecorderConfig]):
         return RoomRef(self.instance_name, str(room["room"]))
 
     async def _post(self, room: RoomRef, kind: str, text: str, key: str) -> PostedRef:
-        posted = await self.client.call("/post", {"room": room.room_id, "kind": kind, "text": text, "key": key})
+        posted = await self.client.call(
+            "/post", {"room": room.room_id, "kind": kind, "text": text, "key": key}
+        )
         return PostedRef(str(posted["id"]))
 
     async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:

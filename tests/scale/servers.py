@@ -52,9 +52,13 @@ class OwnPostgres:
     """A PostgreSQL cluster in ``directory``, listening on 127.0.0.1:``port`` (trust authentication)."""
 
     def __init__(self, directory: Path) -> None:
-        found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))), None)
+        found = shutil.which("pg_ctl") or next(
+            iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))), None
+        )
         if found is None:
-            missing("PostgreSQL's server binaries (pg_ctl, initdb) are not installed (apt-get install postgresql)")
+            missing(
+                "PostgreSQL's server binaries (pg_ctl, initdb) are not installed (apt-get install postgresql)"
+            )
         assert found is not None
         self.bin = Path(found).resolve().parent
         self.port = free_port()
@@ -85,7 +89,9 @@ class OwnPostgres:
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c max_connections=200"
             " -c fsync=off -c full_page_writes=off"  # the machine does not crash in these tests; processes do
         )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "log"), "-o", options, "-w", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.directory / "log"), "-o", options, "-w", "start"
+        )
         _wait_port(self.port, up=True)
 
     def stop(self, mode: str = "fast") -> None:
