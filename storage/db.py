@@ -94,8 +94,8 @@ async def transaction(connection_name: str = "default") -> AsyncIterator[BaseDBA
     tortoise 1.1 (asyncpg) acquires a pooled connection and makes it the task's current one before it
     sends BEGIN; when BEGIN fails (PostgreSQL restarting) it neither releases the connection nor
     resets the task's current connection, and when releasing a broken connection fails at the end it
-    skips the reset too. Every such failure leaks one of the pool's few connections (the worker stalls
-    once they are gone) and leaves the task on a released connection. This wrapper undoes both.
+    skips the reset too. A failed BEGIN leaks one of the pool's few connections, and either failure
+    leaves the task on a released connection. This wrapper undoes both.
     """
     context = in_transaction(connection_name)
     try:
