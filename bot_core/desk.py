@@ -47,7 +47,7 @@ from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
 from storage.bus.memory import MemoryBus
 from storage.bus.redis_streams import RedisStreamsBus
-from storage.db import close_db, fresh_context, init_db
+from storage.db import close_db, database_answers, fresh_context, init_db
 from storage.fanout import Fanout, LocalFanout, RedisFanout
 from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus, Room
 from storage.ratelimit import MemoryRateLimits, RateLimits, RedisRateLimits
@@ -437,22 +437,13 @@ class Desk:
                 await asyncio.create_task(self.relay.handle(entry), context=fresh_context())
                 return
             except Exception:
-                if self._stopping or await self._database_answers():
+                if self._stopping or await database_answers():
                     raise
             log.warning("database unreachable: the event waits for it", extra={"entry": entry.id})
-            while not await self._database_answers():
+            while not await database_answers():
                 if self._stopping:
                     raise RuntimeError("stopping while the database is unreachable")
                 await asyncio.sleep(DATABASE_RETRY_SECONDS)
-
-    @staticmethod
-    async def _database_answers() -> bool:
-        """Whether the database answers a query now."""
-        try:
-            await asyncio.wait_for(connections.get("default").execute_query("SELECT 1"), 5)
-        except Exception:
-            return False
-        return True
 
     async def _dead_letter(self, entry: BusEntry, exc: BaseException) -> None:
         log.error(

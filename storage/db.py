@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import os
@@ -12,6 +13,7 @@ from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise.exceptions import DBConnectionError
 from tortoise.transactions import in_transaction
 
 DEFAULT_DATABASE_URL = "sqlite://relaydesk.db"
@@ -85,6 +87,33 @@ def fresh_context() -> contextvars.Context:
     if _base_context is None:
         return contextvars.copy_context()
     return _base_context.run(contextvars.copy_context)
+
+
+async def database_answers(timeout: float = 5.0) -> bool:
+    """Whether the database answers a query now (within ``timeout`` s); True when none is open."""
+    if not Tortoise._inited:
+        return True
+    try:
+        await asyncio.wait_for(connections.get("default").execute_query("SELECT 1"), timeout)
+    except Exception:
+        return False
+    return True
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the database connection failing, not the query."""
+    import asyncpg  # only PostgreSQL loses connections this way; imported here to keep SQLite setups lean
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, asyncpg.InterfaceError | asyncpg.PostgresConnectionError | DBConnectionError):
+            return True
+        if isinstance(seen, asyncpg.CannotConnectNowError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @contextlib.asynccontextmanager

@@ -209,7 +209,7 @@ class Worker:
     def errors(self) -> list[str]:
         """The worker's log lines at ERROR (an event set aside, a task that died)."""
         lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
-        return [line for line in lines if '"level": "ERROR"' in line or '"level":"ERROR"' in line]
+        return [line[:400] for line in lines if '"level": "error"' in line.lower()]
 
 
 def worker_config(database: str, redis: str, recorder: str, port: int) -> str:
