@@ -284,7 +284,13 @@ class Load:
             )
 
     async def _agent(self, user: str) -> None:
-        await self.recorder.wait(lambda: self.recorder.room_of(user) is not None, 300, f"room for {user}")
+        # the agent answers once the customer's first message shows in the room (an agent message in a
+        # room relaydesk has made but not yet stored is ignored: see the report of issue 25 point 5)
+        def shown() -> bool:
+            room = self.recorder.room_of(user)
+            return room is not None and any(kind == "customer" for kind, _ in self.recorder.seen.posts[room])
+
+        await self.recorder.wait(shown, 300, f"{user}'s first message in a room")
         room = self.recorder.room_of(user)
         for j, text in enumerate(self.agent_texts(user)):
             await self._post(
