@@ -307,6 +307,7 @@ async def test_postgres_restarted_and_crashed_mid_load_loses_nothing(cluster: Cl
 
 
 @pytest.mark.xfail(
+    raises=AssertionError,  # only what the checks find: a missing server still fails (or skips) the test
     strict=False,
     reason="seen once in five runs: after the paused worker resumed, a customer's 20 messages all reached"
     " the room once but out of order (cause not found yet, issue 25 point 5); passes otherwise",
@@ -351,6 +352,7 @@ async def _leases_of(client: aioredis.Redis, pid: int) -> list[int]:
 
 @pytest.mark.no_redis_persistence
 @pytest.mark.xfail(
+    raises=AssertionError,  # only what the checks find: a missing server still fails (or skips) the test
     strict=True,
     reason="without persistence a Redis restart loses the events it had accepted and not yet handled:"
     " they exist only in its streams (docs/production.md: Redis needs appendonly yes)",
