@@ -8,7 +8,7 @@ SHELL  := /bin/bash
 # pip's note about local package mirrors this machine kind configures, which do not hold every package
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
 
-.PHONY: run test lint typecheck bench check migrate lock lock-check clean axe compose-schema
+.PHONY: run test soak lint typecheck bench check migrate lock lock-check clean axe compose-schema
 
 # install LOCK: the venv, then exactly the locked packages (hashes checked), then relaydesk itself
 define install_lock
@@ -64,6 +64,11 @@ compose-schema: $(COMPOSE_SCHEMA_DIR)/.downloaded
 
 test: lock-check lint typecheck axe compose-schema    ## set up and run everything CI runs
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# the fault tests of tests/scale (3 workers, their own PostgreSQL and Redis killed and restarted) with
+# 2,000 messages each way per scenario instead of make test's 200
+soak: $(VENV)/.dev-installed  ## faults with several workers, at 2,000 messages each way (tests/scale)
+	RELAYDESK_FAULT_MESSAGES=2000 $(BIN)/pytest -q -s $(PYTEST_ARGS) tests/scale
 
 bench: $(VENV)/.dev-installed  ## core throughput/latency (SQLite; PostgreSQL+Redis), then relaydesk vs bare nio into Synapse, then FAQ matching
 	$(BIN)/python -m bench.relay

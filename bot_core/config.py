@@ -285,8 +285,13 @@ class OutboxConfig(BaseModel):
     max_backoff: float = Field(default=120.0, gt=0)
     """The longest pause between two tries of a failing delivery (so it goes out at most this long
     after the platform is back). Default 2m."""
+    claim_timeout: float = Field(default=60.0, gt=0)
+    """With several workers: how long a worker's claim on a delivery it is sending lasts. A worker killed
+    mid-send leaves its claim, and another worker takes the delivery over after this long. It must exceed
+    the slowest send (a send outliving its claim may be sent twice; platforms with idempotent sends drop
+    the copy). Default 60s."""
 
-    @field_validator("retry_window", "notice_after", "max_backoff", mode="before")
+    @field_validator("retry_window", "notice_after", "max_backoff", "claim_timeout", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         return _seconds(value)

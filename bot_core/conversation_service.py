@@ -24,12 +24,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from bot_core.conversations import current_customer_id, get_or_create_agent, get_or_create_team
 from bot_core.events import ConversationEvent, LifecycleKind, utcnow
 from bot_core.rooms import RoomDirectory
 from storage import hot
+from storage.db import transaction
 from storage.models import (
     Agent,
     Conversation,
@@ -205,7 +205,7 @@ class ConversationService:
         }
         if to in _STAMP:
             values[_STAMP[to]] = now
-        async with in_transaction():
+        async with transaction():
             applied = await Conversation.filter(
                 id=seen.id, state=seen.state, team_id=seen.team_id, assignee_id=seen.assignee_id
             ).update(**values)
@@ -399,7 +399,7 @@ class ConversationService:
             conversation = last
         if conversation is not None:
             return conversation, identity, None
-        async with in_transaction():  # created and logged together
+        async with transaction():  # created and logged together
             conversation = await Conversation.create(
                 customer_id=customer_id,
                 identity_id=identity.id,

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from bot_core.adapters import ConversationView, CustomerCard, EarlierConversation, IdentityView
 from bot_core.contacts import KINDS as CONTACT_KINDS
@@ -19,6 +18,7 @@ from bot_core.contacts import contact_points, without_contacts
 from bot_core.events import CustomerMessage
 from bot_core.locales import LOCALE, TIMEZONE, customer_hints, valid_locale, valid_timezone
 from storage import hot
+from storage.db import transaction
 from storage.models import (
     Agent,
     Conversation,
@@ -81,7 +81,7 @@ async def resolve_customer(
         # a new identity with a verified contact a customer has joins that customer at once
         owners = await hot.customer_keys(None, None, contacts) if contacts and link is not None else []
         try:
-            async with in_transaction():
+            async with transaction():
                 if owners:
                     customer = await Customer.get(id=min(owners)[0])
                 else:

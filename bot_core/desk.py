@@ -50,7 +50,7 @@ from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
 from storage.bus.memory import MemoryBus
 from storage.bus.redis_streams import RedisStreamsBus
-from storage.db import close_db, init_db
+from storage.db import close_db, database_answers, fresh_context, init_db
 from storage.fanout import Fanout, LocalFanout, RedisFanout
 from storage.models import ConversationState, Identity, OutboxItem, OutboxStatus, Room, ScheduledTask
 from storage.ratelimit import MemoryRateLimits, RateLimits, RedisRateLimits
@@ -66,6 +66,7 @@ def outbox_settings_of(config: DeskConfig, base: OutboxSettings | None = None) -
         retry_window=section.retry_window,
         notice_after=section.notice_after,
         max_backoff=section.max_backoff,
+        claim_seconds=section.claim_timeout,
     )
 
 
@@ -76,6 +77,8 @@ class AddressUnavailable(RuntimeError):
 # How long the HTTP server waits for requests still running when it closes. Long polls and WebSockets
 # were already ended by the plugins' closing(), so what is left are short requests.
 HTTP_SHUTDOWN_SECONDS = 2.0
+# How often an event that failed while the database was unreachable checks whether it is back.
+DATABASE_RETRY_SECONDS = 0.5
 
 
 def bind_http(host: str, port: int) -> list[socket.socket]:
@@ -243,7 +246,7 @@ class Desk:
         self._rebuild_pipeline()
         self._accepting = True
         await self.outbox.start()
-        await self.bus.start(self.relay.handle, self._dead_letter)
+        await self.bus.start(self._handle_entry, self._dead_letter)
         await self.scheduler.start()
         self.scheduler.set_periodic(self._pipeline.periodic_jobs())
         if self._serve_http:
@@ -470,6 +473,27 @@ class Desk:
     def _handled(self, kind: LifecycleKind) -> bool:
         """Whether an enabled plugin handles ``kind`` (changes nobody handles are logged, not published)."""
         return self._pipeline.handles(kind)
+
+    async def _handle_entry(self, entry: BusEntry) -> None:
+        """The bus handler: the relay on one entry, in a task of its own, waiting out a database outage.
+
+        Each entry runs in a task of its own in a fresh context (:func:`storage.db.fresh_context`), so
+        nothing a transaction broken by a database restart leaves in the context reaches the next entry. A failure while the database does
+        not answer is not the entry's fault: it does not count against its attempts (which would set it
+        aside within a second); the entry waits until the database answers, then runs again.
+        """
+        while True:
+            try:
+                await asyncio.create_task(self.relay.handle(entry), context=fresh_context())
+                return
+            except Exception:
+                if self._stopping or await database_answers():
+                    raise
+            log.warning("database unreachable: the event waits for it", extra={"entry": entry.id})
+            while not await database_answers():
+                if self._stopping:
+                    raise RuntimeError("stopping while the database is unreachable")
+                await asyncio.sleep(DATABASE_RETRY_SECONDS)
 
     async def _dead_letter(self, entry: BusEntry, exc: BaseException) -> None:
         log.error(

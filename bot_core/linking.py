@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
+from storage.db import transaction
 
 from bot_core.contacts import EMAIL, PHONE, valid_email, valid_phone
 from bot_core.conversations import current_customer_id, reply_identity_id
@@ -148,7 +148,7 @@ class CustomerLinks:
         keep, close = open_s or open_a, None
         if open_s is not None and open_a is not None:
             keep, close = (open_s, open_a) if open_s.id < open_a.id else (open_a, open_s)
-        async with in_transaction():
+        async with transaction():
             await Identity.filter(customer_id=absorbed_id).update(customer_id=survivor_id)
             await CustomerContact.filter(customer_id=absorbed_id).update(customer_id=survivor_id)
             await Conversation.filter(customer_id=absorbed_id).update(customer_id=survivor_id)

@@ -78,6 +78,7 @@ from bot_core.payloads import (
 )
 from bot_core.rooms import RoomDirectory
 from storage import hot
+from storage.db import fresh_context
 from storage.models import (
     Conversation,
     Identity,
@@ -346,7 +347,8 @@ class Outbox:
         while not self._stopping:
             self._wake.clear()
             try:
-                delay = await self._dispatch_ready()
+                # a task of its own each time: see storage.db.fresh_context (a database restart mid-scan)
+                delay = await asyncio.create_task(self._dispatch_ready(), context=fresh_context())
             except Exception:
                 log.exception("outbox scan failed")
                 delay = self.settings.poll_interval
@@ -384,7 +386,9 @@ class Outbox:
             self._waiting.setdefault(lane, None)
             return
         self._waiting.pop(lane, None)
-        task = asyncio.create_task(self._run_lane(lane), name=f"outbox-lane-{lane[0]}-{lane[1]}")
+        task = asyncio.create_task(
+            self._run_lane(lane), name=f"outbox-lane-{lane[0]}-{lane[1]}", context=fresh_context()
+        )
         self._inflight[lane] = task
         task.add_done_callback(functools.partial(self._lane_done, lane))
 
@@ -414,7 +418,9 @@ class Outbox:
                 if row.status is OutboxStatus.SENDING:
                     if row.claimed_until is not None and row.claimed_until >= now:
                         return  # another worker holds it; the periodic scan looks again later
-                    row.status = OutboxStatus.PENDING  # a dead worker's claim: take it over below
+                    # a dead (or hung) worker's claim: taken over below, if it is still expired then
+                    if self._single_worker:
+                        row.status = OutboxStatus.PENDING
                 elif row.next_attempt_at > now:
                     delay = (row.next_attempt_at - now).total_seconds()
                     asyncio.get_running_loop().call_later(delay, self._kick, lane)
@@ -426,6 +432,8 @@ class Outbox:
                     row.status, row.claimed_until = OutboxStatus.SENDING, claimed_until
                 # a single worker needs no claim: its lanes in flight are known in memory (self._inflight)
                 row = await self._deliver(row)
+        except Exception as exc:  # the database went away mid-lane: the periodic scan kicks it again
+            log.warning("outbox lane stopped: %r", exc, extra={"conversation": lane[0], "target": lane[1]})
         finally:
             self._lane_done(lane)
 

@@ -25,6 +25,7 @@ from bot_core.events import (
 from bot_core.metrics import Metrics
 from bot_core.periodic import PeriodicSpec
 from bot_core.plugin import HANDLED, HandlerKind, HandlerSpec, Plugin
+from storage.db import database_answers, lost_connection
 
 log = logging.getLogger("relaydesk.pipeline")
 
@@ -80,7 +81,11 @@ class Pipeline:
         started = time.perf_counter()
         try:
             return await bound.method(ctx.for_plugin(bound.instance), event)
-        except Exception:
+        except Exception as exc:
+            if lost_connection(exc) or not await database_answers():
+                # not the plugin's fault: the whole event is handled again once the database is back
+                # (Desk._handle_entry), where a logged-and-skipped failure would lose what it did
+                raise
             self._metrics.handler_errors.labels(bound.instance, label).inc()
             log.exception("plugin handler failed", extra={"plugin": bound.instance, "event": label})
             return None

@@ -24,6 +24,7 @@ from tortoise.exceptions import IntegrityError
 
 from bot_core.events import ScheduledFire, utcnow
 from bot_core.periodic import PeriodicSpec
+from storage.db import fresh_context
 from storage.models import PeriodicRun, ScheduledTask
 
 log = logging.getLogger("relaydesk.scheduler")
@@ -79,7 +80,8 @@ class Scheduler:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                await self.tick()
+                # a task of its own each time: see storage.db.fresh_context (a database restart mid-scan)
+                await asyncio.create_task(self.tick(), context=fresh_context())
             except Exception:
                 log.exception("scheduler scan failed")
             self.first_scan_done.set()

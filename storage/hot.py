@@ -28,8 +28,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import FieldError
 from tortoise.fields.base import Field
 from tortoise.models import Model
-from tortoise.transactions import in_transaction
 
+from storage.db import transaction
 from storage.models import (
     BusJournalEntry,
     Consent,
@@ -140,7 +140,7 @@ async def _query_all(statements: Sequence[tuple[str, Sequence[Any]]]) -> list[tu
     done = inline.try_all(statements) if inline is not None else None
     if done is not None:
         return [(changed, rows) for changed, rows, _row_id in done]
-    async with in_transaction(conn.connection_name) as tx:
+    async with transaction(conn.connection_name) as tx:
         dialect = tx.capabilities.dialect
         return [
             await tx.execute_query(_dialect_sql(sql, dialect), list(values)) for sql, values in statements
@@ -471,11 +471,21 @@ async def outbox_depth() -> int:
 
 
 async def claim_outbox_row(row_id: int, status: OutboxStatus, until: datetime) -> bool:
-    """Mark a row ``sending`` until ``until`` if it is still in ``status``; False if another worker was faster."""
-    changed, _rows = await _query(
-        'UPDATE "outbox_item" SET "status"=?, "claimed_until"=? WHERE "id"=? AND "status"=?',
-        [OutboxStatus.SENDING.value, _db_datetime(OutboxItem, "claimed_until", until), row_id, status.value],
-    )
+    """Mark a row ``sending`` until ``until`` if it is still in ``status``; False if another worker was faster.
+
+    A row already ``sending`` is taken over only if its claim has expired (its worker died or hangs).
+    """
+    values = [
+        OutboxStatus.SENDING.value,
+        _db_datetime(OutboxItem, "claimed_until", until),
+        row_id,
+        status.value,
+    ]
+    sql = 'UPDATE "outbox_item" SET "status"=?, "claimed_until"=? WHERE "id"=? AND "status"=?'
+    if status is OutboxStatus.SENDING:
+        sql += ' AND "claimed_until" < ?'
+        values.append(_db_datetime(OutboxItem, "claimed_until", timezone.now()))
+    changed, _rows = await _query(sql, values)
     return changed > 0
 
 

@@ -139,6 +139,14 @@ async def test_outbox_lane_claim_and_sent(db: None) -> None:
     claimed = await OutboxItem.get(id=head.id)
     assert (claimed.status, claimed.claimed_until) == (OutboxStatus.SENDING, until)
     assert await OutboxItem.filter(claimed_until__lt=until + timedelta(seconds=1)).count() == 1
+    # a live claim is not taken over; an expired one (a dead worker's) is, by one worker only
+    assert not await hot.claim_outbox_row(head.id, OutboxStatus.SENDING, until + timedelta(seconds=60))
+    await OutboxItem.filter(id=head.id).update(claimed_until=now - timedelta(seconds=1))
+    until = now + timedelta(seconds=120)
+    assert await hot.claim_outbox_row(head.id, OutboxStatus.SENDING, until)
+    assert not await hot.claim_outbox_row(head.id, OutboxStatus.SENDING, until)  # taken over already
+    claimed = await OutboxItem.get(id=head.id)
+    assert (claimed.status, claimed.claimed_until) == (OutboxStatus.SENDING, until)
 
     next_head = await hot.mark_outbox_sent(head, "$event", message_column="workspace_message_id")
     sent = await OutboxItem.get(id=head.id)
