@@ -74,6 +74,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.unarchive": ("groups:write",),
     "conversations.info": ("groups:read",),
     "conversations.join": ("channels:join",),
+    "reactions.add": ("reactions:write",),
     "users.info": ("users:read",),
     "usergroups.users.list": ("usergroups:read",),
     "files.getUploadURLExternal": ("files:write",),
@@ -111,6 +112,7 @@ SLACK_TIERS: dict[str, Limit] = {
     "conversations.unarchive": Limit(20, 3),
     "conversations.info": Limit(100, 10),
     "conversations.join": Limit(50, 5),
+    "reactions.add": Limit(50, 5),  # Tier 3
     "users.info": Limit(100, 10),
     "usergroups.users.list": Limit(20, 3),
     "files.getUploadURLExternal": Limit(20, 3),
@@ -611,6 +613,25 @@ class SlackEmulator:
             raise SlackApiCallError("is_archived")
         channel.members.add(self.bot_user_id)
         return {"channel": self._info(channel)}
+
+    async def _m_reactions_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        channel = self._channel(args)
+        name = str(args.get("name", "")).strip(":")
+        if not name:
+            raise SlackApiCallError("no_reaction")
+        if not re.fullmatch(r"[a-z0-9_+\-']+", name):
+            raise SlackApiCallError("invalid_name")
+        message = self._message(channel, str(args.get("timestamp", "")))
+        reactions: list[dict[str, Any]] = message.setdefault("reactions", [])
+        reaction = next((r for r in reactions if r["name"] == name), None)
+        if reaction is None:
+            reaction = {"name": name, "users": [], "count": 0}
+            reactions.append(reaction)
+        if self.bot_user_id in reaction["users"]:
+            raise SlackApiCallError("already_reacted")
+        reaction["users"].append(self.bot_user_id)
+        reaction["count"] += 1
+        return {}
 
     async def _m_users_info(self, args: Mapping[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(args.get("user", "")))
