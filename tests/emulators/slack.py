@@ -9,7 +9,8 @@ does, as Slack does it:
   ``not_in_channel``, ``is_archived``, ``name_taken``, ``invalid_name_specials``, ``already_in_channel``,
   ``message_not_found``, ``user_not_found``, ``no_such_subgroup``, ...).
 - Methods: ``auth.test``; ``chat.postMessage`` / ``update`` / ``delete`` / ``postEphemeral``;
-  ``conversations.create`` / ``invite`` / ``archive`` / ``unarchive`` / ``info`` / ``join``; ``users.info``;
+  ``conversations.create`` / ``invite`` / ``archive`` / ``unarchive`` / ``info`` / ``join``;
+  ``reactions.add`` (kept on the message as ``reactions``; ``already_reacted``, ``invalid_name``); ``users.info``;
   ``usergroups.users.list``; ``files.getUploadURLExternal`` → ``POST`` the bytes to the returned URL →
   ``files.completeUploadExternal``; ``views.open``. ``files.upload`` answers ``method_deprecated``.
 - Rate limits per method (:class:`Limit`: a rate per minute and a burst; ``chat.postMessage`` per channel
