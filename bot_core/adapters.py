@@ -148,6 +148,16 @@ class IdentityView:
     reachable: bool = True
     replies: bool = False
     """Replies in the room's conversation go to this identity (the last one written from, or ``!via``)."""
+    window_until: str = ""
+    """For a channel with a service window (WhatsApp's 24 hours): until when free-form replies are possible,
+    e.g. ``"2026-12-07 16:57 UTC"`` (from the customer attribute ``<channel>_window_until``); empty otherwise."""
+    window_open: bool = False
+    """The window was open when the card was made (``window_until`` still ahead)."""
+
+
+WINDOW_ATTRIBUTE_SUFFIX = "_window_until"
+"""A channel with a service window keeps its end on the customer as ``<channel>_window_until`` (UTC, to the
+minute: ``%Y-%m-%d %H:%M UTC``); the card shows it on that channel's identity."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ Plugins that write first read customers with :func:`find_customer`, :func:`get_c
 """
 
 from bot_core.adapters import (
+    WINDOW_ATTRIBUTE_SUFFIX,
     AwaitingCustomer,
     Channel,
     ChannelCapabilities,
@@ -101,6 +102,7 @@ __all__ = [
     "HANDLED",
     "LOCALE",
     "TIMEZONE",
+    "WINDOW_ATTRIBUTE_SUFFIX",
     "AgentCommand",
     "AgentMessage",
     "Attachment",

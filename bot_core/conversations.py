@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from tortoise.exceptions import IntegrityError
 
-from bot_core.adapters import ConversationView, CustomerCard, EarlierConversation, IdentityView
+from bot_core.adapters import (
+    WINDOW_ATTRIBUTE_SUFFIX,
+    ConversationView,
+    CustomerCard,
+    EarlierConversation,
+    IdentityView,
+)
 from bot_core.contacts import KINDS as CONTACT_KINDS
 from bot_core.contacts import contact_points, without_contacts
 from bot_core.events import CustomerMessage
@@ -245,7 +252,14 @@ async def customer_card(conversation: Conversation) -> CustomerCard:
         customer_id=customer.id,
         name=view.customer_name,
         identities=tuple(
-            IdentityView(i.channel, i.external_id, i.display_name, i.reachable, i.id == replies_to)
+            IdentityView(
+                i.channel,
+                i.external_id,
+                i.display_name,
+                i.reachable,
+                i.id == replies_to,
+                *_window(customer, i.channel),
+            )
             for i in identities
         ),
         tags=tuple(sorted(set(customer.tags) | set(conversation.tags))),
@@ -269,10 +283,21 @@ async def card_notes(conversation_id: int) -> tuple[str, ...]:
     return tuple(str(row.value["v"]) for row in rows)  # type: ignore[index]
 
 
+def _window(customer: Customer, channel: str) -> tuple[str, bool]:
+    """The end of ``channel``'s service window for the customer (``<channel>_window_until``) and whether it
+    is still ahead; ("", False) for a channel without one."""
+    until = str(customer.attributes.get(channel + WINDOW_ATTRIBUTE_SUFFIX) or "")
+    try:
+        end = datetime.strptime(until, "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
+    except ValueError:
+        return until, False
+    return until, end > datetime.now(UTC)
+
+
 def _card_attributes(customer: Customer, contacts: list[CustomerContact]) -> dict[str, str]:
-    """What the card lists as the customer's details: their attributes, verified contacts, time zone and
-    locale."""
-    shown = dict(customer.attributes)
+    """What the card lists as the customer's details: their attributes (a service window's end is shown on
+    its identity instead), verified contacts, time zone and locale."""
+    shown = {k: v for k, v in customer.attributes.items() if not k.endswith(WINDOW_ATTRIBUTE_SUFFIX)}
     for kind in CONTACT_KINDS:
         values = [c.value for c in contacts if c.kind == kind]
         if values:

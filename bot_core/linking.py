@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tortoise.exceptions import IntegrityError
-from storage.db import transaction
 
 from bot_core.contacts import EMAIL, PHONE, valid_email, valid_phone
 from bot_core.conversations import current_customer_id, reply_identity_id
 from bot_core.events import LifecycleKind
+from storage.db import transaction
 from storage.models import (
     Agent,
     Consent,

@@ -9,6 +9,8 @@ rates (shown on the card as ``satisfaction``), counted (``!csat stats``, ``relay
 /metrics), and the answer's own conversation is closed again; anything that is not a score ends the
 survey and goes on like any message. With ``scale: nps`` the question is the Net Promoter one (0-10):
 answers are counted the same way and ``!csat stats`` gives the NPS; they are not put on the card.
+``templates`` names an approved template per channel instance: the survey goes as a template delivery
+(WhatsApp sends the template outside its 24-hour window, the text inside it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bot_core.api import (
     Handled,
     Plugin,
     ScheduledFire,
+    TemplateRef,
     on_command,
     on_conversation_event,
     on_customer_message,
@@ -39,6 +42,25 @@ from plugins.csat.texts import BUILT_IN, SurveyTexts, parse_nps, parse_score
 PENDING = "csat_pending"  # customer state: the survey waiting for an answer
 ASKED = "csat_asked"  # conversation state: asked (or an answer's own conversation): never ask again
 ANSWERS = "answers"  # global scope of the plugin's store: conversation id -> score, comment, at
+
+
+class SurveyTemplate(BaseModel):
+    """An approved platform template the survey goes as on one channel (WhatsApp outside its 24-hour window,
+    where free-form text is refused); inside the window the channel sends the survey's text."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    language: str = Field(default="en", min_length=1)  # the template language when ``languages`` has none
+    languages: dict[str, str] = Field(default_factory=dict)  # survey language -> template language
+    variables: list[str] = Field(default_factory=list)  # parameters in order; ``{customer_name}`` filled in
+
+    def ref(self, survey_language: str, customer_name: str) -> TemplateRef:
+        """The template for a survey in ``survey_language`` to the customer named ``customer_name``."""
+        return TemplateRef(
+            self.name,
+            self.languages.get(survey_language, self.language),
+            tuple(v.replace("{customer_name}", customer_name) for v in self.variables),
+        )
 
 
 class CsatConfig(BaseModel):
@@ -55,6 +77,9 @@ class CsatConfig(BaseModel):
     default_language: str = "en"
     skip_tags: list[str] = Field(default_factory=lambda: ["spam"])  # closed as spam: not asked
     texts: dict[str, SurveyTexts] = Field(default_factory=dict)  # more languages, or other words
+    templates: dict[str, SurveyTemplate] = Field(
+        default_factory=dict
+    )  # channel instance -> approved template
 
 
 class CsatPlugin(Plugin[CsatConfig]):
@@ -147,10 +172,12 @@ class CsatPlugin(Plugin[CsatConfig]):
                 "scale": self.config.scale,
             },
         )
+        survey = self.config.templates.get(ctx.customer.channel)
+        template = survey.ref(language, ctx.customer.name or "") if survey else None
         if self.config.scale == "nps":
-            await ctx.reply(f"{texts.nps_question}\n{texts.nps_scale}")
+            await ctx.reply(f"{texts.nps_question}\n{texts.nps_scale}", template=template)
         else:
-            await ctx.reply(f"{texts.question}\n{texts.scale}")
+            await ctx.reply(f"{texts.question}\n{texts.scale}", template=template)
         if self._asked is not None:
             self._asked.labels(self.instance_name).inc()
 

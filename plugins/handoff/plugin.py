@@ -189,10 +189,13 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         return max(mine) if mine else self.team(team).capacity
 
     def resolve_agent(self, name: str) -> str | None:
-        """``@bob`` or ``@bob:example.org`` → the member's id (a full id of a non-member is taken as given)."""
+        """``@bob`` or ``@bob:example.org`` → the member's id (a full id of a non-member is taken as given);
+        ``@U0BOB`` → ``U0BOB`` (Slack's member ids have no ``@``)."""
         members = [m for team in self.config.teams.values() for m in team.members]
         if name in members:
             return name
+        if name.startswith("@") and name[1:] in members:
+            return name[1:]
         short = [m for m in members if m.split(":", 1)[0] == name]
         if len(short) == 1:
             return short[0]

@@ -10,7 +10,9 @@
 * every send (its own task, ``@on_schedule("send")``) checks consent, the cap and the variables again,
   waits for the end of the customer's quiet hours (the task is moved to their morning; the others go
   on) and for the rate limits, then writes through ``ctx.for_customer``: the message lands in the
-  customer's room like any bot reply, and their answer continues that conversation.
+  customer's room like any bot reply, and their answer continues that conversation. A channel variant
+  naming an approved platform template goes as a template delivery (``Delivery.template``) with its text
+  as the rendering: WhatsApp sends the template outside its 24-hour window and the text inside it.
 * replies, opt-outs (STOP) and clicks on tracked links are counted per campaign and variant:
   ``!outreach stats <campaign>`` and ``relaydesk outreach stats``.
 """
@@ -39,6 +41,7 @@ from bot_core.api import (
     Plugin,
     ScheduledFire,
     StateStore,
+    TemplateRef,
     all_customers,
     find_customer,
     get_customer,
@@ -385,7 +388,9 @@ class OutreachPlugin(Plugin[OutreachConfig]):
                 "approved_template": _approved(rendered),
             },
         )
-        await out.reply(rendered.text, topic=request.topic)
+        approved = rendered.approved  # WhatsApp: the channel sends it outside its 24-hour window
+        template = TemplateRef(approved.name, approved.language, approved.variables) if approved else None
+        await out.reply(rendered.text, topic=request.topic, template=template)
         if request.campaign:
             await _campaign_store(self.instance_name, request.campaign).add(
                 f"sent:{customer.id}", {"variant": request.variant}

@@ -9,7 +9,8 @@ does, as Slack does it:
   ``not_in_channel``, ``is_archived``, ``name_taken``, ``invalid_name_specials``, ``already_in_channel``,
   ``message_not_found``, ``user_not_found``, ``no_such_subgroup``, ...).
 - Methods: ``auth.test``; ``chat.postMessage`` / ``update`` / ``delete`` / ``postEphemeral``;
-  ``conversations.create`` / ``invite`` / ``archive`` / ``unarchive`` / ``info`` / ``join``; ``users.info``;
+  ``conversations.create`` / ``invite`` / ``archive`` / ``unarchive`` / ``info`` / ``join``;
+  ``reactions.add`` (kept on the message as ``reactions``; ``already_reacted``, ``invalid_name``); ``users.info``;
   ``usergroups.users.list``; ``files.getUploadURLExternal`` → ``POST`` the bytes to the returned URL →
   ``files.completeUploadExternal``; ``views.open``. ``files.upload`` answers ``method_deprecated``.
 - Rate limits per method (:class:`Limit`: a rate per minute and a burst; ``chat.postMessage`` per channel
@@ -74,6 +75,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.unarchive": ("groups:write",),
     "conversations.info": ("groups:read",),
     "conversations.join": ("channels:join",),
+    "reactions.add": ("reactions:write",),
     "users.info": ("users:read",),
     "usergroups.users.list": ("usergroups:read",),
     "files.getUploadURLExternal": ("files:write",),
@@ -111,6 +113,7 @@ SLACK_TIERS: dict[str, Limit] = {
     "conversations.unarchive": Limit(20, 3),
     "conversations.info": Limit(100, 10),
     "conversations.join": Limit(50, 5),
+    "reactions.add": Limit(50, 5),  # Tier 3
     "users.info": Limit(100, 10),
     "usergroups.users.list": Limit(20, 3),
     "files.getUploadURLExternal": Limit(20, 3),
@@ -611,6 +614,25 @@ class SlackEmulator:
             raise SlackApiCallError("is_archived")
         channel.members.add(self.bot_user_id)
         return {"channel": self._info(channel)}
+
+    async def _m_reactions_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        channel = self._channel(args)
+        name = str(args.get("name", "")).strip(":")
+        if not name:
+            raise SlackApiCallError("no_reaction")
+        if not re.fullmatch(r"[a-z0-9_+\-']+", name):
+            raise SlackApiCallError("invalid_name")
+        message = self._message(channel, str(args.get("timestamp", "")))
+        reactions: list[dict[str, Any]] = message.setdefault("reactions", [])
+        reaction = next((r for r in reactions if r["name"] == name), None)
+        if reaction is None:
+            reaction = {"name": name, "users": [], "count": 0}
+            reactions.append(reaction)
+        if self.bot_user_id in reaction["users"]:
+            raise SlackApiCallError("already_reacted")
+        reaction["users"].append(self.bot_user_id)
+        reaction["count"] += 1
+        return {}
 
     async def _m_users_info(self, args: Mapping[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(args.get("user", "")))

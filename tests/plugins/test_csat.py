@@ -1,21 +1,29 @@
 """The satisfaction survey after a close: asked once, in the customer's language, not after spam or an
 opt-out; the score and comment recorded on the conversation, on the card, in ``!csat stats`` and on
-/metrics; a reply that is not a score goes on like any message. On the channel double and on Telegram."""
+/metrics; a reply that is not a score goes on like any message. On the channel double, on Telegram and on
+WhatsApp (the text inside the 24-hour window, the configured template outside it)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 import aiohttp
 
 from bot_core.analytics import service_report
 from bot_core.desk import Desk
 from bot_core.testing import MemoryWorkspace
+from bridge.channels.whatsapp import WhatsAppChannel
+from bridge.channels.whatsapp.channel import WEBHOOK_PATH
+from bridge.workspaces.matrix.devserver import free_port
 from plugins.csat.texts import BUILT_IN
 from storage.models import Conversation, ConversationState
 from tests.bot_core.test_relay_loop import doubles
+from tests.bridge.channels.whatsapp.conftest import APP_SECRET, FAST_OUTBOX, TOKEN, whatsapp_plugin_yaml
+from tests.bridge.channels.whatsapp.conftest import ENV as WA_ENV
 from tests.conftest import DOUBLES_YAML, DeskFactory
 from tests.emulators.telegram import TelegramEmulator
+from tests.emulators.whatsapp import WINDOW_SECONDS, WhatsAppEmulator
 
 YAML = DOUBLES_YAML + '  - csat: {use: "plugins.csat:CsatPlugin"}\n'
 EN, ZH = BUILT_IN["en"], BUILT_IN["zh"]
@@ -152,3 +160,54 @@ async def test_the_nps_option_asks_zero_to_ten_and_reports_the_score(
     assert (
         await Conversation.filter(satisfaction__isnull=False).count() == 0
     )  # not a 1-5 rating: not on the card
+
+
+async def test_on_whatsapp_the_survey_goes_as_text_in_the_window_and_as_the_template_outside(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    whatsapp = WhatsAppEmulator(TOKEN, APP_SECRET)
+    whatsapp.approve_template("csat_survey", "en_US", "Hi {{1}}, how did we do? Reply 1 (bad) to 5 (great).")
+    await whatsapp.start()
+    try:
+        port = free_port()
+        csat = """  - csat:
+      use: "plugins.csat:CsatPlugin"
+      config:
+        templates:
+          whatsapp: {name: csat_survey, language: en_US, languages: {de: de}, variables: ["{customer_name}"]}
+"""
+        desk = await make_desk(
+            sqlite_url,
+            f'server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}"}}\nplugins:\n'
+            + whatsapp_plugin_yaml(whatsapp, template=False)
+            + '  - desk: {use: "bot_core.testing:MemoryWorkspace"}\n'
+            + csat,
+            serve_http=True,
+            http_port=port,
+            environ=WA_ENV,
+            outbox=FAST_OUTBOX,
+        )
+        whatsapp.webhook_url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
+        cast(WhatsAppChannel, desk.plugins["whatsapp"]).clock = whatsapp.now
+        workspace = cast(MemoryWorkspace, desk.plugins["desk"])
+        await whatsapp.customer_sends("4915100000001", "Ana", text="Where is my parcel?")
+        await _settle(desk)  # Ana's is conversation 1, Ben's 2
+        await whatsapp.customer_sends("4915100000002", "Ben", text="Wrong size, can I swap?")
+        await _settle(desk)
+
+        await workspace.agent_writes(workspace.room_of("4915100000001").room_id, "!close")
+        await whatsapp.wait_for(lambda: whatsapp.texts_to("4915100000001") == [QUESTION])  # in the window
+
+        whatsapp.advance(WINDOW_SECONDS + 3600)  # Ben's case is closed a day and an hour later
+        await workspace.agent_writes(workspace.room_of("4915100000002").room_id, "!close")
+        await whatsapp.wait_for(
+            lambda: whatsapp.texts_to("4915100000002") == ["template:csat_survey:en_US:Ben"]
+        )
+        await whatsapp.customer_sends("4915100000002", "Ben", text="5")  # his answer reopens the window
+        await whatsapp.wait_for(lambda: whatsapp.texts_to("4915100000002")[1:] == [EN.ask_comment])
+        await _settle(desk)
+        rated = await Conversation.get(id=2)
+        assert rated.satisfaction == 5
+        assert not [c for c in whatsapp.calls if c.response.get("error")]  # nothing refused by the window
+    finally:
+        await whatsapp.stop()

@@ -6,7 +6,9 @@ notification, signed with ``X-Hub-Signature-256`` (checked against the app secre
 the core's delivery-status events. Outbound messages come from the outbox through :meth:`WhatsAppChannel.send`,
 paced per customer (Meta's pair rate) and kept within the 24-hour customer-service window: outside it the
 configured approved template is sent to reopen the conversation and the reply is held
-(:class:`~bot_core.api.AwaitingCustomer`) until the customer answers. Secrets come from the environment.
+(:class:`~bot_core.api.AwaitingCustomer`) until the customer answers. A template delivery
+(``Delivery.template``: outreach, a CSAT survey) goes as a Graph template message outside the window (or on
+the platform's window error) and as its text inside it. Secrets come from the environment.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bot_core.api import (
     Plugin,
     PluginKind,
     SentRef,
+    TemplateRef,
     TemporaryFailure,
     Undeliverable,
     clean_file_name,
@@ -284,13 +287,12 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
         if self._graph is None or self._http is None:
             raise TemporaryFailure("the whatsapp channel is not started")
         wa_id = delivery.external_user_id
-        template = getattr(delivery, "template", None)  # contract 3 (Delivery.template), when the core has it
-        if template is not None:
-            payload = self._template_payload(
-                wa_id, template.name, template.language, [str(v) for v in template.variables]
-            )
-            return SentRef(await self._post(wa_id, payload))
-        if not await self.window_open(wa_id):
+        template = delivery.template
+        window_open = await self.window_open(wa_id)
+        if template is not None and (not window_open or not (delivery.text or delivery.attachments)):
+            return SentRef(await self._post(wa_id, self._template_message(wa_id, template)))
+        # a template delivery inside the window goes as its text (its rendering): free-form is allowed
+        if not window_open:
             await self._reopen(
                 wa_id,
                 delivery,
@@ -307,6 +309,8 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
             try:
                 done.append(await self._post(wa_id, payload))
             except WindowClosed as exc:
+                if template is not None and not done:  # the platform says the window closed: the template
+                    return SentRef(await self._post(wa_id, self._template_message(wa_id, template)))
                 await self._reopen(wa_id, delivery, f"{exc} (the platform's own window check)")
                 raise TemporaryFailure("the customer wrote while the conversation was reopened") from None
             if len(payloads) > 1:
@@ -336,6 +340,12 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
                 )
             finally:
                 self._next_send[wa_id] = time.monotonic() + self.settings.pair_interval
+
+    def _template_message(self, wa_id: str, template: TemplateRef) -> dict[str, Any]:
+        """A template delivery as a Graph template message."""
+        return self._template_payload(
+            wa_id, template.name, template.language, [str(v) for v in template.variables]
+        )
 
     def _template_payload(self, wa_id: str, name: str, language: str, variables: list[str]) -> dict[str, Any]:
         template: dict[str, Any] = {"name": name, "language": {"code": language}}

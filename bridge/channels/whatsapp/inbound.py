@@ -5,8 +5,8 @@ notification Meta delivers twice is handled once by the core's receipts): text; 
 video and sticker as attachments (fetched through relaydesk's signed media links, never with the token
 in the URL); location, contacts, interactive replies (buttons, lists), template quick-reply buttons and
 reactions as readable text. ``wa_id`` is a verified phone number: it is passed as ``attributes["phone"]``
-in E.164 (``+<digits>``) for the core's linking of identities; ``attributes["whatsapp_window_until"]`` puts
-the end of the 24-hour window this message opened on the customer's card.
+in E.164 (``+<digits>``) for the core's linking of identities; ``attributes["<channel>_window_until"]`` puts
+the end of the 24-hour window this message opened on the card's WhatsApp identity.
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot_core.api import Attachment, CustomerMessage, clean_display_name, clean_file_name
+from bot_core.api import (
+    WINDOW_ATTRIBUTE_SUFFIX,
+    Attachment,
+    CustomerMessage,
+    clean_display_name,
+    clean_file_name,
+)
 
-WINDOW_ATTRIBUTE = "whatsapp_window_until"
-"""The card's line for the 24-hour window: free-form replies are possible until then (UTC)."""
 MEDIA_KINDS = {"image": "image", "document": "file", "audio": "audio", "video": "video", "sticker": "sticker"}
 
 
@@ -148,7 +152,7 @@ def customer_message(
         attachments=attachments,
         reply_to=reply_to,
         display_name=name,
-        attributes={"phone": f"+{wa_id}", WINDOW_ATTRIBUTE: window_until(sent_at)},
+        attributes={"phone": f"+{wa_id}", channel + WINDOW_ATTRIBUTE_SUFFIX: window_until(sent_at)},
         timestamp=sent_at,
     )
 

@@ -9,9 +9,18 @@ from urllib.parse import quote
 
 from nio import AsyncClient
 
-from bot_core.api import CustomerCard, clean_display_name
+from bot_core.api import CustomerCard, IdentityView, clean_display_name
 from bridge.workspaces.matrix.errors import check_response
 from bridge.workspaces.matrix.send import send_message
+
+
+def _window(identity: IdentityView) -> str:
+    """The identity's service window (WhatsApp's 24 hours), as the card says it."""
+    if not identity.window_until:
+        return ""
+    if identity.window_open:
+        return f" (window open until {identity.window_until})"
+    return f" (window closed since {identity.window_until}: a reply waits for the customer)"
 
 
 def card_text(card: CustomerCard, room_id: str = "") -> tuple[str, str]:
@@ -22,6 +31,7 @@ def card_text(card: CustomerCard, room_id: str = "") -> tuple[str, str]:
     identities = [
         f"{i.channel}: {clean_display_name(i.display_name) or i.external_user_id}"
         f"{'' if i.reachable else ' (unreachable)'}"
+        f"{_window(i)}"
         f"{' ← replies go here' if i.replies and len(card.identities) > 1 else ''}"
         for i in card.identities
     ]

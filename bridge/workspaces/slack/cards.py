@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot_core.api import ConversationView, CustomerCard
+from bot_core.api import ConversationView, CustomerCard, IdentityView
 from bridge.workspaces.slack.text import escape
 
 CLAIM, CLOSE, TRANSFER, NOTE, UNDO = (
@@ -32,6 +32,15 @@ def _plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text[:3000] or " ", "emoji": False}
 
 
+def _window(identity: IdentityView) -> str:
+    """The identity's service window (WhatsApp's 24 hours), as the card says it."""
+    if not identity.window_until:
+        return ""
+    if identity.window_open:
+        return f" (window open until {identity.window_until})"
+    return f" (window closed since {identity.window_until}: a reply waits for the customer)"
+
+
 def card_text(card: CustomerCard) -> str:
     """The card as one line of text (notifications and clients without blocks), escaped."""
     owner = f", {card.assignee}" if card.assignee else ""
@@ -44,7 +53,10 @@ def card_blocks(
 ) -> list[dict[str, Any]]:
     """The card's blocks with its buttons (no buttons once the conversation is closed)."""
     lines = [
-        f"{i.display_name or i.external_user_id} on {i.channel}" + ("" if i.reachable else " (unreachable)")
+        f"{i.display_name or i.external_user_id} on {i.channel}"
+        + ("" if i.reachable else " (unreachable)")
+        + _window(i)
+        + (" ← replies go here" if i.replies and len(card.identities) > 1 else "")
         for i in card.identities
     ]
     facts = [f"State: {card.state}", f"Team: {card.team or '-'}", f"Owner: {card.assignee or 'nobody'}"]

@@ -55,6 +55,7 @@ from bot_core.api import (
     PostedRef,
     RoomRef,
     TemporaryFailure,
+    Undeliverable,
     clean_display_name,
     clean_file_name,
     download_headers,
@@ -80,6 +81,8 @@ GROUP_TTL = 60.0  # seconds the members of the agent group are trusted before as
 MAX_FILE_BYTES = 50 * 1024 * 1024
 RELAYED_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+STATUS_REACTIONS = {"delivered": "white_check_mark", "read": "eyes"}
+"""The reaction a delivery status puts on the agent's message (``show_delivery_status``)."""
 
 
 class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
@@ -308,7 +311,7 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
             external_message_id=message_id,
             agent_id=user,
             agent_name=await self._name(user),
-            text=plain_from_mrkdwn(str(event.get("text") or ""), self._names),
+            text=self._agent_text(str(event.get("text") or "")),
             attachments=tuple(self._attachment(f, room) for f in event.get("files") or ()),
         )
         if self.settings.undo_seconds > 0 and not message.text.lstrip().startswith("!"):
@@ -358,6 +361,11 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
             )
         )
 
+    def _agent_text(self, raw: str) -> str:
+        """An agent's message as plain text: mentions as names for the customer, but as user ids in a
+        ``!`` command (``!transfer <@U0BOB>`` → ``!transfer @U0BOB``, the id the handoff plugin knows)."""
+        return plain_from_mrkdwn(raw, None if raw.lstrip().startswith("!") else self._names)
+
     async def _hand_in(self, message: AgentMessage) -> None:
         await self.services.inbound(message)
 
@@ -380,7 +388,8 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
                 )
             )
             return
-        await self._command(channel, user, word.lower(), rest.strip(), f"command:{command.get('trigger_id')}")
+        rest = plain_from_mrkdwn(rest.strip())  # mentions as user ids: /relay transfer <@U0BOB>
+        await self._command(channel, user, word.lower(), rest, f"command:{command.get('trigger_id')}")
         await ack(text=f"✓ {self.settings.command} {word.lower()} {rest}".rstrip())
 
     async def _command(self, room: str, user: str, word: str, rest: str, message_id: str) -> None:
@@ -736,6 +745,66 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
         """A notice from the bot (in thread rooms, in the thread); never sent to the customer."""
         channel, thread_ts = self._where(room.room_id)
         ts = await self._post(channel, text=escape(text), thread_ts=thread_ts, link_names=False)
+        return PostedRef(f"{channel}:{ts}")
+
+    async def show_delivery_status(
+        self, room: RoomRef, workspace_message_id: str, status: str, key: str = ""
+    ) -> None:
+        """Mark the agent's message with a reaction (``delivered``: ✅, ``read``: 👀; reactions.add); a
+        reaction there already (a retried row) is fine, and a message deleted since is left alone."""
+        emoji = STATUS_REACTIONS.get(status)
+        channel, _, ts = workspace_message_id.partition(":")
+        if emoji is None or not ts:
+            return
+        try:
+            await self.limits.call(
+                "reactions.add",
+                functools.partial(self.client.reactions_add, channel=channel, timestamp=ts, name=emoji),
+            )
+        except SlackError as exc:
+            if exc.error not in ("already_reacted", "message_not_found"):
+                raise
+
+    async def invite(self, room: RoomRef, user_id: str) -> None:
+        """Bring an agent into the conversation's channel (conversations.invite; an archived channel is
+        unarchived first); in thread rooms everyone in the team channel sees the thread: nothing to do.
+        Someone who is not one of the desk's agents is refused (Undeliverable)."""
+        if not await self.is_agent(user_id):
+            raise Undeliverable(f"slack: {user_id} is not one of this desk's agents")
+        channel, thread_ts = self._where(room.room_id)
+        if thread_ts is not None or self.settings.rooms == "thread":
+            return
+        for attempt in range(2):
+            try:
+                await self.limits.call(
+                    "conversations.invite",
+                    functools.partial(self.client.conversations_invite, channel=channel, users=user_id),
+                )
+                return
+            except SlackError as exc:
+                if exc.error == "already_in_channel":
+                    return
+                if exc.error in ("user_not_found", "user_is_deactivated", "cant_invite"):
+                    raise Undeliverable(f"slack: {user_id} cannot be invited ({exc.error})") from None
+                if exc.error != "is_archived" or attempt:
+                    raise
+                await self._unarchive(channel)
+
+    async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
+        """Post ``text`` with each user id in it as a Slack mention (``<@U…>``, which notifies them); ids
+        the text does not name are mentioned in front of it."""
+        channel, thread_ts = self._where(room.room_id)
+        shown = escape(text)
+        ids = [u for u in dict.fromkeys(user_ids) if SLACK_ID.match(u)]
+        missing = []
+        for user in ids:
+            pattern = re.compile(rf"(?<![<@\w]){re.escape(user)}(?!\w)")
+            shown, found = pattern.subn(f"<@{user}>", shown)
+            if not found:
+                missing.append(f"<@{user}>")
+        if missing:
+            shown = " ".join(missing) + " " + shown
+        ts = await self._post(channel, text=shown, thread_ts=thread_ts)
         return PostedRef(f"{channel}:{ts}")
 
     async def show_card(self, room: RoomRef, card: CustomerCard, key: str = "") -> None:

@@ -1,5 +1,6 @@
 """A customer on two channels in Matrix: one portal room, and its pinned card lists both identities and the
-one answers go to (against the session's real Synapse)."""
+one answers go to (against the session's real Synapse); the cards (Matrix and Slack) show the WhatsApp
+window."""
 
 from __future__ import annotations
 
@@ -9,9 +10,41 @@ from typing import cast
 from bot_core.adapters import CustomerCard, IdentityView
 from bot_core.testing import MemoryChannel
 from bridge.workspaces.matrix.card import card_text
+from bridge.workspaces.slack.cards import card_blocks
 from tests.bridge.workspaces.matrix_agent import Agent, room_of
 from tests.conftest import DeskFactory
 from tests.matrix_server import SynapseInfo
+
+
+def test_the_cards_say_whether_the_whatsapp_window_is_open_and_until_when() -> None:
+    def card(open_: bool) -> CustomerCard:
+        return CustomerCard(
+            customer_id=1,
+            name="Anna",
+            identities=(
+                IdentityView(
+                    "whatsapp",
+                    "4915112345678",
+                    "Anna",
+                    window_until="2026-12-07 16:57 UTC",
+                    window_open=open_,
+                ),
+                IdentityView("sms", "+4915112345678", None, replies=True),
+            ),
+            tags=(),
+            state="assigned",
+            team=None,
+            assignee=None,
+        )
+
+    assert "whatsapp: Anna (window open until 2026-12-07 16:57 UTC); sms" in card_text(card(True))[0]
+    closed = card_text(card(False))[0]
+    assert (
+        "whatsapp: Anna (window closed since 2026-12-07 16:57 UTC: a reply waits for the customer)" in closed
+    )
+    slack = card_blocks(card(True), "C1", [], notes_button=False)[1]["text"]["text"]
+    assert "Anna on whatsapp (window open until 2026-12-07 16:57 UTC)" in slack
+    assert "+4915112345678 on sms ← replies go here" in slack
 
 
 class SmsDouble(MemoryChannel):

@@ -10,7 +10,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 
-from bot_core.api import StateStore
+from bot_core.api import StateStore, TemplateRef
 from bot_core.testing import MemoryChannel, MemoryWorkspace
 from storage.models import ScheduledTask
 from storage.ratelimit import MemoryRateLimits
@@ -237,8 +237,15 @@ async def test_a_whatsapp_customer_gets_the_approved_template_chosen(
     assert (status, body["channel"]) == (202, "whatsapp")
     expected = "Hi Wanda, your order A-1001 is on its way."
     await whatsapp.sent.wait_for(lambda _: expected in whatsapp.texts_to("+4915112345678"))
+    [delivery] = [d for d in whatsapp.sent.items if d.text == expected]
+    assert (
+        (delivery.kind, delivery.template)
+        == (
+            "template",
+            TemplateRef("order_shipped_v2", "en", ("Wanda", "A-1001")),
+        )
+    )  # the channel gets the approved template with its rendering (test_whatsapp_templates.py: the Graph side)
     sent = await StateStore("outreach", "customer:1").get("sent:event:evt-1001")
-    # recorded until Delivery.template (issue 19, h-deliv) carries it to the channel
     assert sent["approved_template"] == {
         "name": "order_shipped_v2",
         "language": "en",

@@ -40,15 +40,10 @@ async def whatsapp() -> AsyncIterator[WhatsAppEmulator]:
     await emulator.stop()
 
 
-def whatsapp_yaml(
-    emulator: WhatsAppEmulator,
-    port: int,
-    *,
-    pair_interval: float = 0.0,
-    extra: str = "",
-    template: bool = True,
+def whatsapp_plugin_yaml(
+    emulator: WhatsAppEmulator, *, pair_interval: float = 0.0, extra: str = "", template: bool = True
 ) -> str:
-    """A desk with the WhatsApp channel (secrets from ``ENV``) and the in-memory workspace double."""
+    """The ``whatsapp`` entry of a plugins.yaml list (secrets from ``ENV``), for desks with other plugins."""
     reopen = (
         """
         reopen_template:
@@ -59,9 +54,7 @@ def whatsapp_yaml(
         if template
         else ""
     )
-    return f"""server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}"}}
-plugins:
-  - whatsapp:
+    return f"""  - whatsapp:
       use: "bridge.channels.whatsapp:WhatsAppChannel"
       config:
         access_token: "${{WA_TOKEN}}"
@@ -70,8 +63,26 @@ plugins:
         phone_number_id: "{emulator.phone_number_id}"
         api_base: "{emulator.base_url}"
         pair_interval: {pair_interval}{reopen}{extra}
-  - desk: {{use: "bot_core.testing:MemoryWorkspace"}}
 """
+
+
+def whatsapp_yaml(
+    emulator: WhatsAppEmulator,
+    port: int,
+    *,
+    pair_interval: float = 0.0,
+    extra: str = "",
+    template: bool = True,
+) -> str:
+    """A desk with the WhatsApp channel (secrets from ``ENV``) and the in-memory workspace double."""
+    return (
+        f"""server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}"}}
+plugins:
+"""
+        + whatsapp_plugin_yaml(emulator, pair_interval=pair_interval, extra=extra, template=template)
+        + """  - desk: {use: "bot_core.testing:MemoryWorkspace"}
+"""
+    )
 
 
 @pytest.fixture

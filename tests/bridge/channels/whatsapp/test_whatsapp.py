@@ -47,9 +47,10 @@ async def test_a_customer_and_an_agent_talk_both_ways_and_statuses_arrive(
     await workspace.posts.wait_for(
         lambda _: (
             (card := workspace.rooms[room].card) is not None
-            and card.attributes.get("whatsapp_window_until") == f"{until:%Y-%m-%d %H:%M} UTC"
+            and card.identities[0].window_until == f"{until:%Y-%m-%d %H:%M} UTC"
+            and card.identities[0].window_open
         )
-    )  # the card says until when free-form replies are possible
+    )  # the card says until when free-form replies are possible, on the WhatsApp identity
     await whatsapp.wait_for(lambda: len(whatsapp.read_marks) == 1)  # blue ticks once stored
 
     await workspace.agent_writes(room, "Yes, it left today.")

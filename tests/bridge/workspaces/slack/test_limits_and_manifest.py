@@ -66,7 +66,7 @@ async def test_the_manifest_asks_exactly_the_scopes_used(
     manifest = yaml.safe_load(MANIFEST.read_text())
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     slack.scopes = frozenset(scopes)  # the emulator refuses anything else (missing_scope)
-    # both room models, commands, buttons, files: everything the workspace does
+    # both room models, commands, buttons, files, statuses: everything the workspace does
     s = await slack_desk()
     channel = await first_contact(s)
     await slack.slash_command(ANN, channel.id, "/relay", "claim")
@@ -75,6 +75,8 @@ async def test_the_manifest_asks_exactly_the_scopes_used(
     async with __import__("aiohttp").ClientSession() as http:
         async with http.get(str(s.customers.sent.items[0].attachments[0].url)) as response:
             assert response.status == 200
+    await s.customers.reports_status("anna", f"out{s.customers.sent.items[0].outbox_id}", "delivered")
+    await until(lambda: "reactions:write" in slack.scopes_needed)  # the status's reaction
     await s.desk.stop(timeout=5)
     slack.public_files["x.txt"] = b"x"
     t = await slack_desk(thread_config(slack))
