@@ -70,10 +70,12 @@ test: lock-check lint typecheck axe compose-schema    ## set up and run everythi
 soak: $(VENV)/.dev-installed  ## faults with several workers, at 2,000 messages each way (tests/scale)
 	RELAYDESK_FAULT_MESSAGES=2000 $(BIN)/pytest -q -s $(PYTEST_ARGS) tests/scale
 
-bench: $(VENV)/.dev-installed  ## core throughput/latency (SQLite; PostgreSQL+Redis), then relaydesk vs bare nio into Synapse, then FAQ matching
+bench: $(VENV)/.dev-installed  ## core throughput/latency (SQLite; PostgreSQL+Redis), relaydesk vs bare nio into Synapse, FAQ matching, the handoff's quoted wait, the Slack burst
 	$(BIN)/python -m bench.relay
 	$(BIN)/python -m bench.matrix
 	$(BIN)/python -m bench.faq
+	$(BIN)/python -m bench.queue
+	$(BIN)/python -m bench.slack_burst
 
 check: $(VENV)/.run-installed
 	$(BIN)/relaydesk check plugins.yaml
