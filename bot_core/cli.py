@@ -177,6 +177,12 @@ async def _run(config: DeskConfig, path: Path, pid_file: Path) -> int:
 
     desk = Desk(config)
     desk.hold_announcements = True
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # Ctrl-C and SIGTERM are ours from the start: one that comes while the desk starts (or just after its
+    # "relaydesk started" line) stops it gracefully once started, instead of asyncio's KeyboardInterrupt
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     try:
         await desk.start()
     except AddressUnavailable as exc:
@@ -186,8 +192,6 @@ async def _run(config: DeskConfig, path: Path, pid_file: Path) -> int:
         log.error("relaydesk could not start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return 1
     await asyncio.to_thread(pid_file.write_text, str(os.getpid()))
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()
 
     async def reload() -> None:
@@ -203,8 +207,6 @@ async def _run(config: DeskConfig, path: Path, pid_file: Path) -> int:
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     print(ready_banner(desk.announcements, f"http://{config.server.host}:{desk.port}"), flush=True)
     await stop.wait()
