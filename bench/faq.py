@@ -2,8 +2,8 @@
 
 Data (``/work/shared/data/intents``, see its README): BANKING77 and CLINC150 (English), MASSIVE zh-CN
 (Chinese), and the two last ones in one knowledge base (English and Chinese, "CLINC150+MASSIVE").
-The knowledge base is the first 10 phrasings per intent of the training split (file order), one FAQ entry
-per intent; the questions are the official test split, plus the questions the knowledge base does not
+The knowledge base is the first 10 phrasings per intent of the training split (file order; ``--phrasings N``:
+the first N, to see how coverage grows with the knowledge base), one FAQ entry per intent; the questions are the official test split, plus the questions the knowledge base does not
 cover, which must not be answered: CLINC150's out-of-scope test queries, and for MASSIVE the intents of
 the scenarios left out of the knowledge base (``MASSIVE_OUT_OF_SCOPE``: chit-chat, factual questions and
 news, 20 % of its test questions). ``--split dev`` asks development questions instead (BANKING77: 3,000
@@ -41,6 +41,7 @@ Usage::
     python -m bench.faq --matcher lexical --limit 300
     python -m bench.faq --big-only             # speed on the 1,000-entry knowledge base only
     python -m bench.faq --split dev --datasets massive --matcher semantic --confidence 0.8
+    python -m bench.faq --matcher tuned --datasets banking77 --phrasings 30 --no-big
 
 Timings are noisy on a shared machine; CPU seconds are printed next to wall-clock figures. Progress
 (what is being fitted or asked, with elapsed seconds) goes to stderr.
@@ -119,15 +120,16 @@ def first_phrasings(rows: Sequence[tuple[str, str]], per_intent: int = 10) -> li
     return out
 
 
-def banking77(data: Path = DATA, split: str = "test") -> DataSet:
-    """BANKING77: 77 entries, 3,080 in-scope test questions (dev: 3,000 other training phrasings)."""
+def banking77(data: Path = DATA, split: str = "test", phrasings: int = 10) -> DataSet:
+    """BANKING77: 77 entries, 3,080 in-scope test questions (dev: 3,000 other training phrasings);
+    ``phrasings`` per entry in the knowledge base."""
 
     def read(part: str) -> list[tuple[str, str]]:
         with (data / f"banking77_{part}.csv").open(encoding="utf-8", newline="") as fh:
             return [(r["text"], r["category"]) for r in csv.DictReader(fh)]
 
     train = read("train")
-    knowledge = first_phrasings(train)
+    knowledge = first_phrasings(train, phrasings)
     if split == "dev":
         known = {(e.text, e.entry_id) for e in knowledge}
         rest = [row for row in train if row not in known]
@@ -137,7 +139,7 @@ def banking77(data: Path = DATA, split: str = "test") -> DataSet:
     return DataSet("BANKING77", knowledge, questions)
 
 
-def clinc150(data: Path = DATA, split: str = "test") -> DataSet:
+def clinc150(data: Path = DATA, split: str = "test", phrasings: int = 10) -> DataSet:
     """CLINC150: 150 entries, 4,500 in-scope and 1,000 out-of-scope test questions (dev: 3,000 validation
     questions and 200 out-of-scope ones, weighted to the test split's out-of-scope share)."""
     raw = json.loads((data / "clinc150_data_full.json").read_text(encoding="utf-8"))
@@ -148,10 +150,10 @@ def clinc150(data: Path = DATA, split: str = "test") -> DataSet:
         questions = [Question(t, i) for t, i in raw["val"]] + [Question(t, None, weight) for t in oos]
     else:
         questions = [Question(t, i) for t, i in raw["test"]] + [Question(t, None) for t, _ in raw["oos_test"]]
-    return DataSet("CLINC150", first_phrasings(train), questions)
+    return DataSet("CLINC150", first_phrasings(train, phrasings), questions)
 
 
-def massive_zh(data: Path = DATA, split: str = "test") -> DataSet:
+def massive_zh(data: Path = DATA, split: str = "test", phrasings: int = 10) -> DataSet:
     """MASSIVE zh-CN: 51 entries (the scenarios outside ``MASSIVE_OUT_OF_SCOPE``), 2,974 test questions
     (601 of them out of scope); dev: the 2,033 dev questions."""
     with (data / "massive_zh-CN.csv").open(encoding="utf-8", newline="") as fh:
@@ -160,14 +162,14 @@ def massive_zh(data: Path = DATA, split: str = "test") -> DataSet:
     def in_scope(label: str) -> bool:
         return label.split("_")[0] not in MASSIVE_OUT_OF_SCOPE
 
-    knowledge = first_phrasings([(t, i) for t, i, part in rows if part == "train" and in_scope(i)])
+    knowledge = first_phrasings([(t, i) for t, i, part in rows if part == "train" and in_scope(i)], phrasings)
     questions = [Question(t, i if in_scope(i) else None, group="zh") for t, i, part in rows if part == split]
     return DataSet("MASSIVE zh-CN", knowledge, questions)
 
 
-def mixed(data: Path = DATA, split: str = "test") -> DataSet:
+def mixed(data: Path = DATA, split: str = "test", phrasings: int = 10) -> DataSet:
     """CLINC150 and MASSIVE zh-CN in one knowledge base (201 entries, English and Chinese), both question sets."""
-    english, chinese = clinc150(data, split), massive_zh(data, split)
+    english, chinese = clinc150(data, split, phrasings), massive_zh(data, split, phrasings)
     return DataSet(
         "CLINC150+MASSIVE",
         english.knowledge + [Example(f"zh:{e.entry_id}", e.text) for e in chinese.knowledge],
@@ -176,7 +178,7 @@ def mixed(data: Path = DATA, split: str = "test") -> DataSet:
     )
 
 
-LOADERS: dict[str, Callable[[Path, str], DataSet]] = {
+LOADERS: dict[str, Callable[[Path, str, int], DataSet]] = {
     "banking77": banking77,
     "clinc150": clinc150,
     "massive": massive_zh,
@@ -473,6 +475,13 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         default=DEFAULT_CONFIDENCE,
         help="one-sided level of the calibration's bound on wrong answers (0.5: the observed share)",
     )
+    parser.add_argument(
+        "--phrasings",
+        type=int,
+        default=10,
+        help="phrasings per intent in the knowledge base (default: %(default)s; more shows how coverage "
+        "grows as a knowledge base gains phrasings)",
+    )
     parser.add_argument("--no-big", action="store_true", help="skip the 1,000-entry knowledge base")
     parser.add_argument(
         "--big-only", action="store_true", help="only the 1,000-entry knowledge base (speed, load, memory)"
@@ -490,8 +499,13 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     unknown = set(names) - set(LOADERS)
     if unknown:
         parser.error(f"unknown data set(s): {', '.join(sorted(unknown))} (known: {', '.join(DATASETS)})")
-    datasets = [] if args.big_only else [LOADERS[name](args.data, args.split) for name in names]
-    out(f"questions: {args.split} split; calibration bound at {CONFIDENCE:g} one-sided\n")
+    datasets = (
+        [] if args.big_only else [LOADERS[name](args.data, args.split, args.phrasings) for name in names]
+    )
+    out(
+        f"questions: {args.split} split; calibration bound at {CONFIDENCE:g} one-sided; "
+        f"knowledge base: the first {args.phrasings} training phrasings per intent\n"
+    )
     TUNED_CACHE = args.tuned_cache
     if "tuned" in kinds:
         TUNED_CACHE = TUNED_CACHE or Path(tempfile.mkdtemp(prefix="faq-tuned-"))

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from bench.faq import DATA, DataSet, Question, clinc150, first_phrasings, main, run, score, spread, table
+from bench.faq import (
+    DATA,
+    DataSet,
+    Question,
+    banking77,
+    clinc150,
+    first_phrasings,
+    main,
+    run,
+    score,
+    spread,
+    table,
+)
 from plugins.faq.calibrate import Calibration
 from plugins.faq.matching import Candidate, Example, Match
 
@@ -103,3 +115,16 @@ def test_big_only_measures_just_the_large_knowledge_base() -> None:
     assert results == []
     text = "\n".join(lines)
     assert "| lexical | 1000 entries / 10000 phrasings |" in text and "| BANKING77 |" not in text
+
+
+@pytest.mark.skipif(not (DATA / "banking77_train.csv").exists(), reason=f"intent data not found in {DATA}")
+def test_the_knowledge_base_can_take_more_phrasings_per_intent() -> None:
+    assert len(banking77(phrasings=3).knowledge) == 3 * 77
+    assert len(banking77().knowledge) == 10 * 77  # the reported figures' knowledge base
+    lines: list[str] = []
+    results = main(
+        ["--matcher", "lexical", "--limit", "40", "--no-big", "--datasets", "banking77", "--phrasings", "3"],
+        out=lines.append,
+    )
+    assert [r.dataset for r in results] == ["BANKING77"]
+    assert any("the first 3 training phrasings per intent" in line for line in lines)
