@@ -62,7 +62,15 @@ from bot_core.analytics import (
 from bot_core.config import ConfigError, DeskConfig, load_config
 from bot_core.consent import ConsentInfo, is_stop
 from bot_core.context import Context, StateStore
-from bot_core.customers import CustomerRecord, IdentityRef, all_customers, find_customer, get_customer
+from bot_core.customers import (
+    CustomerRecord,
+    DeliveryInfo,
+    IdentityRef,
+    all_customers,
+    deliveries,
+    find_customer,
+    get_customer,
+)
 from bot_core.downloads import CHUNK_BYTES, DownloadPolicy, download_headers, stream
 from bot_core.events import (
     AgentCommand,
@@ -119,6 +127,7 @@ __all__ = [
     "CustomerRecord",
     "Delivery",
     "DeliveryError",
+    "DeliveryInfo",
     "DeliveryStateChannel",
     "DeliveryStatus",
     "DeliveryStatusValue",
@@ -166,6 +175,7 @@ __all__ = [
     "clean_file_name",
     "customer_transcript",
     "day_bounds",
+    "deliveries",
     "desk_database",
     "download_headers",
     "find_customer",

@@ -133,9 +133,12 @@ class StateStore:
         """Forget ``key``."""
         await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).delete()
 
-    async def items(self) -> dict[str, Any]:
-        """Every key and value in this scope."""
-        rows = await PluginState.filter(plugin=self.plugin, scope=self.scope).values("key", "value")
+    async def items(self, *, changed_since: datetime | None = None) -> dict[str, Any]:
+        """Every key and value in this scope (with ``changed_since``: only those set at or after it)."""
+        query = PluginState.filter(plugin=self.plugin, scope=self.scope)
+        if changed_since is not None:
+            query = query.filter(updated_at__gte=changed_since)
+        rows = await query.values("key", "value")
         return {r["key"]: r["value"]["v"] for r in rows}
 
 
@@ -282,13 +285,16 @@ class Context:
         *,
         topic: str | None = None,
         template: TemplateRef | None = None,
-    ) -> None:
+    ) -> str:
         """Send ``text`` to the customer as the bot; agents see it in the room as a notice.
 
         ``topic`` defaults to the context's (``service``, or the one given to :meth:`for_customer`); a
         reply the customer has not consented to is not sent, and the room is told why. With
         ``template`` the channel sends that approved template where it can (WhatsApp outside its
         24-hour window, say) and ``text`` (its rendering) otherwise.
+
+        Returns the delivery's key (the same when the event is handled again):
+        :func:`bot_core.api.deliveries` tells later whether it went through.
         """
         conv = self._require_conversation()
         _, identity = self._require_customer()
@@ -300,17 +306,19 @@ class Context:
             attachments=[a.model_dump(mode="json") for a in attachments],
             channel=identity.channel,
         )
+        key = self._keys.next("reply")
         await self._engine.outbox.enqueue_customer(
             conv,
             identity,
             text,
-            key=self._keys.next("reply"),
+            key=key,
             attachments=attachments,
             message=message,
             topic=topic or self._topic,
             template=template,
         )
         await self._room_notice(f"🤖 {self.plugin} answered: {text}")
+        return key
 
     async def note(self, text: str) -> None:
         """Post an internal note in the room; it is stored and never sent to the customer."""

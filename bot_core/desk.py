@@ -625,6 +625,11 @@ class Desk:
             await self.service_metrics.refresh(self.scheduler.now())
         except Exception:  # the rest of /metrics is still worth serving
             log.warning("service figures could not be computed for /metrics", exc_info=True)
+        for name, plugin in list(self.plugins.items()):
+            try:
+                await plugin.refresh_metrics()
+            except Exception:
+                log.warning("plugin metrics could not be refreshed", extra={"plugin": name}, exc_info=True)
 
     async def wait_settled(self, timeout: float = 30.0) -> bool:
         """Wait until every bus entry is handled and every outbox row is sent or given up (tests, tools)."""

@@ -345,6 +345,14 @@ class Plugin(Generic[ConfigT]):
     async def stop(self) -> None:
         """Called once when the engine disables the plugin; close what :meth:`start` opened."""
 
+    async def refresh_metrics(self) -> None:
+        """Called before each ``/metrics`` scrape is rendered: read what the plugin's collectors serve.
+
+        A collector's ``collect()`` cannot await the database; a plugin whose figures come from stored
+        rows (so every worker exports the same values) reads them here, cached as it sees fit, and its
+        collector serves the snapshot. An error is logged and the rest of ``/metrics`` still served.
+        """
+
     async def reconfigure(self, config: ConfigT) -> None:
         """Apply a new validated config without a restart. The default just swaps it in."""
         self.config = config
