@@ -843,14 +843,74 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
             await self._save_room(room.room_id, archived=True)
 
     async def post_to_channel(self, channel: str, text: str, key: str = "") -> PostedRef:
-        """An ops post (alerts, digests) into ``<prefix>-<channel>``, a private channel made once."""
+        """An ops post (alerts, digests) into ``<prefix>-<channel>``, a private channel made once.
+
+        Slack has no idempotency key: a post whose ``key`` is recorded as made (plugin state
+        ``ops_post:<key>``, written as soon as Slack answers) is not made again by a retried row.
+        """
+        done = await self._ops_done(key)
+        if done is not None:
+            return PostedRef(done)
+        slack_channel = await self._ops_channel(channel)
+        ts = await self._post(slack_channel, text=escape(text), link_names=False)
+        return await self._ops_posted(key, f"{slack_channel}:{ts}")
+
+    async def post_image_to_channel(
+        self, channel: str, caption: str, image: bytes, name: str, key: str = ""
+    ) -> PostedRef:
+        """An ops post with an image (the daily digest's chart): one message, the caption as the file's
+        comment, through Slack's external upload (``files.getUploadURLExternal``, the bytes to the URL it
+        gives, ``files.completeUploadExternal`` into the channel); once per ``key`` like a text post."""
+        done = await self._ops_done(key)
+        if done is not None:
+            return PostedRef(done)
+        if self._http is None:
+            raise TemporaryFailure("the slack workspace is not started")
+        slack_channel = await self._ops_channel(channel)
+        file_name = clean_file_name(name, fallback="chart.png")
+        alt = caption.splitlines()[0][:1000] if caption.strip() else file_name
+        step = await self.limits.call(
+            "files.getUploadURLExternal",
+            lambda: self.client.files_getUploadURLExternal(
+                filename=file_name, length=len(image), alt_txt=alt
+            ),
+        )
+        try:
+            async with self._http.post(str(step["upload_url"]), data=image, timeout=HTTP_TIMEOUT) as response:
+                if response.status != 200:
+                    raise TemporaryFailure(f"slack upload URL answered HTTP {response.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TemporaryFailure(f"slack upload failed: {type(exc).__name__}: {exc}") from exc
+        file_id = str(step["file_id"])
+        await self.limits.call(
+            "files.completeUploadExternal",
+            lambda: self.client.files_completeUploadExternal(
+                files=[{"id": file_id, "title": file_name}],
+                channel_id=slack_channel,
+                initial_comment=escape(caption),
+            ),
+        )
+        return await self._ops_posted(key, f"{slack_channel}:{file_id}")
+
+    async def _ops_channel(self, channel: str) -> str:
+        """The Slack channel of ops channel ``channel``, created (and the agents invited) the first time."""
         slack_channel = await self._state.get(f"ops:{channel}")
         if slack_channel is None:
             name = channel_name(self.settings.channel_prefix, channel, 0).removesuffix("-0")
             slack_channel = await self._create_channel(name, f"ops:{channel}")
             await self._invite(str(slack_channel))
-        ts = await self._post(str(slack_channel), text=escape(text), link_names=False)
-        return PostedRef(f"{slack_channel}:{ts}")
+        return str(slack_channel)
+
+    async def _ops_done(self, key: str) -> str | None:
+        if not key:
+            return None
+        done = await self._state.get(f"ops_post:{key}")
+        return None if done is None else str(done)
+
+    async def _ops_posted(self, key: str, ref: str) -> PostedRef:
+        if key:
+            await self._state.set(f"ops_post:{key}", ref)
+        return PostedRef(ref)
 
     # -- agents' files, served to channels ---------------------------------------------------------
 
