@@ -18,6 +18,7 @@ from aiohttp import web
 from tortoise import connections
 from tortoise.exceptions import IntegrityError
 
+from bot_core.adapter_health import AdapterHealth
 from bot_core.adapters import Channel, InboundEvent, RoomRef, TypingChannel, TypingWorkspace, Workspace
 from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
 from bot_core.analytics import ServiceMetrics
@@ -141,6 +142,7 @@ class Desk:
             down_after=config.server.health_down_after,
         )
         self.metrics = Metrics()
+        self.adapter_health = AdapterHealth(self.receiving_states)  # every worker's adapters, shared
         self.service_metrics = ServiceMetrics()  # the supervisor's figures, from the database at scrape time
         self.metrics.registry.register(self.service_metrics)
         self.plugins: dict[str, Plugin] = {}
@@ -263,6 +265,7 @@ class Desk:
                 await plugin.ready()
             except Exception:
                 log.exception("plugin failed in ready()", extra={"plugin": name})
+        self.adapter_health.start()
         log.info(
             "relaydesk started",
             extra={
@@ -292,6 +295,7 @@ class Desk:
         """
         self._accepting = False
         self._stopping = True
+        await self.adapter_health.stop()  # before the loops stop: a worker shut down is not an adapter down
         for site in self._sites:
             await site.stop()  # the listening sockets close; requests on open connections still run
         self._sites.clear()
@@ -329,6 +333,7 @@ class Desk:
             schedule_once=functools.partial(self.schedule_once, spec.instance_name),
             now=self.scheduler.now,
             receiving_states=self.receiving_states,
+            adapter_states=self.adapter_health.states,
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,

@@ -194,6 +194,10 @@ class ScheduleOnce(Protocol):
         ...
 
 
+async def _no_adapter_states() -> dict[str, str]:
+    return {}
+
+
 async def _no_schedule(
     job: str, key: str, *, data: dict[str, Any] | None = None, at: datetime | None = None
 ) -> bool:
@@ -242,7 +246,9 @@ class PluginServices:
     a plugin that reasons about time (opening hours, waits) asks it, so its "now" and its scheduled
     tasks' due times agree.
     ``receiving_states()`` is every adapter's receiving state in this process (``ok``, ``degraded``,
-    ``down``; :mod:`bot_core.receiving`), for a plugin that watches the adapters (the supervisor's alerts).
+    ``down``; :mod:`bot_core.receiving`); ``await adapter_states()`` is the same across every live worker
+    (the worst any reports, :mod:`bot_core.adapter_health`), for a plugin that watches the adapters (the
+    supervisor's alerts).
     ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
     signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
@@ -264,6 +270,7 @@ class PluginServices:
     schedule_once: ScheduleOnce = _no_schedule
     now: Callable[[], datetime] = utcnow
     receiving_states: Callable[[], dict[str, str]] = dict
+    adapter_states: Callable[[], Awaitable[dict[str, str]]] = _no_adapter_states
 
     def store(self, scope: str) -> StateStore:
         """The plugin's key-value store for ``scope`` (a name the plugin picks, e.g. ``"telegram"``)."""
