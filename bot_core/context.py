@@ -8,6 +8,7 @@ being handled, so an event handled again after a crash does not send twice.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +21,7 @@ from bot_core.adapters import TemplateRef
 from bot_core.consent import ConsentInfo
 from bot_core.conversations import card_notes_scope
 from bot_core.events import Attachment, LifecycleKind, utcnow
+from storage.locks import db_lock
 from storage.models import (
     Agent,
     Conversation,
@@ -137,6 +139,14 @@ class StateStore:
         """Every key and value in this scope."""
         rows = await PluginState.filter(plugin=self.plugin, scope=self.scope).values("key", "value")
         return {r["key"]: r["value"]["v"] for r in rows}
+
+    def lock(self, key: str, *, timeout: float = 60.0) -> AbstractAsyncContextManager[None]:
+        """``async with store.lock(key):`` runs the block in one task of one worker at a time, across
+        every worker on the database (PostgreSQL: an advisory lock; SQLite, one process: an in-process
+        lock; see :mod:`storage.locks`). For a read-decide-write that must not interleave (handing out
+        a team's line against agents' capacities). Keep the block short; it is not re-entrant; raises
+        ``TimeoutError`` when the lock is not free within ``timeout`` seconds."""
+        return db_lock(f"{self.plugin}:{self.scope}:{key}", timeout=timeout)
 
 
 @dataclass

@@ -21,7 +21,7 @@ never answers while the FAQ does.
 
 from __future__ import annotations
 
-import asyncio
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -138,7 +138,6 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         self.handles = self.services.store("handles")  # team -> recent handle times (seconds)
         self.turns = self.services.store("round_robin")  # team -> the agent who got the last one
         self.metrics: _Metrics | None = None
-        self._dispatching = asyncio.Lock()  # one hand-out at a time in this process
 
     async def start(self) -> None:
         """Register the metrics."""
@@ -530,11 +529,17 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             await self.turns.set(team, agent)
         return True
 
+    def _handing_out(self) -> AbstractAsyncContextManager[None]:
+        """The lock every hand-out runs under, shared by every worker (a database lock): reading the
+        line and the agents' loads, choosing, and recording the new owner never interleave, so no agent
+        is given more than their capacity and no waiting conversation goes to two agents."""
+        return self.owners.lock("hand-out")
+
     async def _dispatch(self, ctx: Context, team: str) -> None:
         """Hand out ``team``'s line while it is open and an agent has room."""
         if self.team(team).assignment is Assignment.CLAIM or not self.hours(team).is_open(self.now()):
             return
-        async with self._dispatching:
+        async with self._handing_out():
             for _ in range(100):
                 line = await self.queue.line(team)
                 if not line:
@@ -551,15 +556,15 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         if window is None or not last:
             return False
         agent, at = last["agent"], datetime.fromisoformat(last["at"])
-        if self.now() - at > window or await self.status(agent) != "available":
+        if self.now() - at > window:
             return False
-        if (await self.loads()).get(agent, 0) >= self.capacity_of(agent, team):
-            return False
-        entry = await self.queue.get(ctx.customer.id)
-        if entry is None:
-            return False
-        async with self._dispatching:
-            if not await self._give(ctx, entry, agent, team):
+        async with self._handing_out():
+            if await self.status(agent) != "available":
+                return False
+            if (await self.loads()).get(agent, 0) >= self.capacity_of(agent, team):
+                return False
+            entry = await self.queue.get(ctx.customer.id)
+            if entry is None or not await self._give(ctx, entry, agent, team):
                 return False
         await ctx.notice(
             f"↩ Back to {agent_label(agent)}, who served this customer last ({_ago((self.now() - at).total_seconds())} ago)."
