@@ -466,7 +466,7 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             await self.owners.delete(str(ctx.conversation.id))
             since = datetime.fromisoformat(owner["since"])
             await self._record_handle(owner["team"], (now - since).total_seconds())
-            await ctx.customer_state.set("last_agent", {"agent": owner["agent"], "at": _iso(now)})
+            await self._remember_agent(ctx, owner["agent"], now)
         for target in TARGET_NAMES:
             await ctx.cancel(f"target:{target}")
         if self.metrics is not None:
@@ -552,8 +552,8 @@ class HandoffPlugin(Plugin[HandoffConfig]):
     async def _sticky(self, ctx: Context, team: str) -> bool:
         """A returning customer goes back to the agent who served them last, if recent and they have room."""
         window = self.team(team).sticky
-        last = await ctx.customer_state.get("last_agent")
-        if window is None or not last:
+        last = await self._last_agent(ctx) if window is not None else None
+        if window is None or last is None:
             return False
         agent, at = last["agent"], datetime.fromisoformat(last["at"])
         if self.now() - at > window:
@@ -570,6 +570,28 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             f"↩ Back to {agent_label(agent)}, who served this customer last ({_ago((self.now() - at).total_seconds())} ago)."
         )
         return True
+
+    async def _last_agent(self, ctx: Context) -> dict[str, str] | None:
+        """The agent who served this customer last, and when (the most recent of the records).
+
+        Each record is kept under ``last_agent:<customer id when written>`` in the customer's store: when
+        two customers are linked into one, the core moves the absorbed customer's keys to the survivor
+        (keeping the survivor's where both have one), so both records arrive and the more recent wins.
+        """
+        found = [
+            value
+            for key, value in (await ctx.customer_state.items()).items()
+            if key == "last_agent" or key.startswith("last_agent:")
+        ]
+        return max(found, key=lambda v: datetime.fromisoformat(v["at"]), default=None)
+
+    async def _remember_agent(self, ctx: Context, agent: str, now: datetime) -> None:
+        """Record ``agent`` as the one who served this customer last (older records dropped)."""
+        store = ctx.customer_state
+        for key in await store.items():
+            if key == "last_agent" or key.startswith("last_agent:"):
+                await store.delete(key)
+        await store.set(f"last_agent:{ctx.customer.id}", {"agent": agent, "at": _iso(now)})
 
     @on_schedule("dispatch", every=60)
     async def every_minute(self, ctx: Context, fire: ScheduledFire) -> None:

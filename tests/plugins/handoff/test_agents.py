@@ -245,3 +245,29 @@ async def test_a_linked_customer_keeps_the_place(handoff_desk: StartDesk) -> Non
     await desk.agent("u2", "!queue", A)
     line = desk.notices("u2")[-1]
     assert "1 waiting" in line and "1. u2" in line and "u1" not in line.split("\n", 1)[1], line
+
+
+async def test_the_sticky_agent_survives_a_merge_the_most_recent_one_wins(handoff_desk: StartDesk) -> None:
+    """Two customers served by different agents are linked (!link): the one who served either of them
+    most recently is the sticky agent of the customer they became (the older customer's own agent, being
+    older, does not win just because the older customer's record is the one kept)."""
+    clock = Clock()
+    desk = await handoff_desk(teams("least_busy", capacity=3, extra="    sticky: 1d"), clock=clock, faq=False)
+    await desk.says("lobby", "hi")
+    await available(desk, A, B)  # lobby: Alice
+    await desk.agent("lobby", "!close", A)
+    await desk.says("old", "help")  # the older customer: Alice (least busy, first in order)
+    assert (await owners(desk))["old"] == A
+    await desk.agent("old", "!close", A)
+    clock.move(hours=1)
+    await desk.says("lobby", "me again")  # Alice busy with lobby again (sticky), so...
+    await desk.says("new", "help")  # ...the younger customer goes to Bob
+    assert (await owners(desk))["new"] == B
+    clock.move(hours=1)
+    await desk.agent("new", "!close", B)  # Bob served "new" last, an hour after Alice served "old"
+    await desk.agent("new", "!link customers:old", B)
+    assert any("linked" in n.lower() for n in desk.notices("new")), desk.notices("new")
+    await desk.says("old", "back again")  # the survivor's own record (Alice) is older: Bob wins
+    notices = [n for room in desk.workspace.rooms for n in desk.workspace.texts(room, "notice")]
+    assert sum("Back to Bob, who served this customer last" in n for n in notices) == 1
+    assert sum("Back to Alice" in n for n in notices) == 1  # lobby's, earlier
