@@ -175,6 +175,7 @@ class Context:
         customer: Customer | None = None,
         identity: Identity | None = None,
         agent: Agent | None = None,
+        ops_room: tuple[str, str] | None = None,
     ) -> None:
         self._engine = engine
         self.plugin = plugin
@@ -183,6 +184,7 @@ class Context:
         self._customer = customer
         self._identity = identity
         self.agent = agent
+        self._ops_room = ops_room  # (workspace, ops channel) of a command typed in an ops room
         self._topic = consent.SERVICE
 
     def for_plugin(self, plugin: str) -> Context:
@@ -195,6 +197,7 @@ class Context:
             customer=self._customer,
             identity=self._identity,
             agent=self.agent,
+            ops_room=self._ops_room,
         )
         other._topic = self._topic
         return other
@@ -265,8 +268,19 @@ class Context:
 
     @property
     def has_conversation(self) -> bool:
-        """False for global scheduled jobs, which have no conversation."""
+        """False for global scheduled jobs and commands typed in an ops room, which have no conversation."""
         return self._conversation is not None
+
+    @property
+    def ops_channel(self) -> str | None:
+        """For a command typed in an ops room: that room's channel (``ops-<team>``, or ``ops``); else None."""
+        return self._ops_room[1] if self._ops_room else None
+
+    @property
+    def ops_team(self) -> str | None:
+        """For a command typed in a team's ops room (``ops-<team>``): the team; else None."""
+        channel = self.ops_channel
+        return channel.removeprefix("ops-") if channel and channel.startswith("ops-") else None
 
     @property
     def state(self) -> StateStore:
@@ -520,6 +534,10 @@ class Context:
     # -- internals -----------------------------------------------------------------------------
 
     async def _room_notice(self, text: str) -> None:
+        if self._conversation is None and self._ops_room is not None:
+            workspace, channel = self._ops_room  # the answer to a command typed in an ops room
+            await self._engine.outbox.enqueue_ops(workspace, channel, text, key=self._keys.next("ops"))
+            return
         conv = self._require_conversation()
         workspace = await self._engine.room_workspace(conv)
         if workspace:

@@ -487,6 +487,7 @@ class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
                 continue
             agent_event = self._agent_message(event)
             if agent_event is not None and await self._from_an_agent(agent_event):
+                agent_event = await self._ops.tag(agent_event)
                 await self.services.inbound(agent_event)  # stored before we answer 200
             if isinstance(event_id, str):
                 self._remember(self._seen_events, event_id, None, SEEN_EVENTS)

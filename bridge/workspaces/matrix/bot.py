@@ -298,7 +298,11 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
             if info.timeline.limited and info.timeline.prev_batch and since:
                 events = await self._missed(room_id, info.timeline.prev_batch, since) + events
             await self._push(
-                [m for m in self._agent_messages(room_id, events) if await self._from_an_agent(m)]
+                [
+                    await self._ops.tag(m)
+                    for m in self._agent_messages(room_id, events)
+                    if await self._from_an_agent(m)
+                ]
             )
         for room_id, joined in response.rooms.join.items():
             for ephemeral in joined.ephemeral:
