@@ -85,6 +85,9 @@ STATUS_REACTIONS = {"delivered": "white_check_mark", "read": "eyes"}
 """The reaction a delivery status puts on the agent's message (``show_delivery_status``)."""
 
 
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+"""A Slack member id (``U0ANN``); Matrix ids and the like are not asked about."""
+
 class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
     """Agents answer customers from Slack: a private channel or a thread per conversation."""
 
@@ -569,6 +572,22 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
 
     async def _invitees(self) -> list[str]:
         return sorted((set(self.settings.agents) | await self._group_members()) - {self.bot_user_id})
+
+    async def presence(self, user_id: str) -> str | None:
+        """A member's presence (``users.getPresence``): ``active`` is ``online``, ``away`` ``unavailable``
+        (Slack does not tell away from offline); None for an id that is not a Slack member id, or when
+        Slack does not answer (the handoff plugin then keeps the agent's status)."""
+        if not SLACK_USER_ID.fullmatch(user_id):
+            return None
+        try:
+            answer = await self.limits.call(
+                "users.getPresence", lambda: self.client.users_getPresence(user=user_id)
+            )
+        except Exception:
+            self.log.info("slack presence not read", extra={"user": user_id}, exc_info=True)
+            return None
+        presence = answer.get("presence")
+        return {"active": "online", "away": "unavailable"}.get(str(presence))
 
     async def _name(self, user: str) -> str | None:
         if user not in self._names:
