@@ -535,8 +535,8 @@ class Context:
 
     async def _room_notice(self, text: str) -> None:
         if self._conversation is None and self._ops_room is not None:
-            workspace, channel = self._ops_room  # the answer to a command typed in an ops room
-            await self._engine.outbox.enqueue_ops(workspace, channel, text, key=self._keys.next("ops"))
+            ops_workspace, channel = self._ops_room  # the answer to a command typed in an ops room
+            await self._engine.outbox.enqueue_ops(ops_workspace, channel, text, key=self._keys.next("ops"))
             return
         conv = self._require_conversation()
         workspace = await self._engine.room_workspace(conv)

@@ -616,7 +616,9 @@ class Desk:
             try:
                 found = await plugin.presence(user_id)
             except Exception:
-                log.warning("presence lookup failed", extra={"workspace": name, "user": user_id}, exc_info=True)
+                log.warning(
+                    "presence lookup failed", extra={"workspace": name, "user": user_id}, exc_info=True
+                )
                 continue
             if found in PRESENCES:
                 return found

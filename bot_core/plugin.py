@@ -106,9 +106,7 @@ def on_agent_message() -> Callable[[F], F]:
     return _mark(HandlerSpec(HandlerKind.AGENT_MESSAGE))
 
 
-def on_command(
-    name: str, *, help: str = "", usage: str = "", ops_rooms: bool = False
-) -> Callable[[F], F]:
+def on_command(name: str, *, help: str = "", usage: str = "", ops_rooms: bool = False) -> Callable[[F], F]:
     """Handle the agent command ``!name`` typed in a room; ``help`` is shown by ``!help``.
 
     With ``ops_rooms=True`` the command also works in an ops room (``ctx.ops_channel`` is set there,

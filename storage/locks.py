@@ -39,7 +39,9 @@ def lock_key(name: str) -> int:
 
 def _base_client() -> Any:
     client = connections.get("default")
-    return getattr(client, "_parent", client)  # inside a transaction: the pool's client, not the transaction's
+    return getattr(
+        client, "_parent", client
+    )  # inside a transaction: the pool's client, not the transaction's
 
 
 @contextlib.asynccontextmanager

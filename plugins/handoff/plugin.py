@@ -606,7 +606,9 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         explicit ``!away`` typed while online stands until the agent's presence changes (they go idle or
         offline, or come back); a command records the presence it was typed under for that comparison.
         """
-        members = dict.fromkeys(m for team in self.config.teams.values() if team.presence for m in team.members)
+        members = dict.fromkeys(
+            m for team in self.config.teams.values() if team.presence for m in team.members
+        )
         for member in members:
             seen = await self.services.presence(member)
             if seen not in PRESENCE_STATUS:
@@ -674,7 +676,9 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             return ctx.ops_team or self.config.default_team
         return await self.team_of(ctx)
 
-    @on_command("queue", usage="[<team>]", help="who waits in the team's line, and the agents", ops_rooms=True)
+    @on_command(
+        "queue", usage="[<team>]", help="who waits in the team's line, and the agents", ops_rooms=True
+    )
     async def show_queue(self, ctx: Context, cmd: AgentCommand) -> Handled:
         """Post the team's line in the room (a customer's room, or the team's ops room)."""
         team = await self._team_here(ctx, cmd)

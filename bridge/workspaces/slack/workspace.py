@@ -88,6 +88,7 @@ STATUS_REACTIONS = {"delivered": "white_check_mark", "read": "eyes"}
 SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 """A Slack member id (``U0ANN``); Matrix ids and the like are not asked about."""
 
+
 class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
     """Agents answer customers from Slack: a private channel or a thread per conversation."""
 

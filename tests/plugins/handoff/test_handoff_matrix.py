@@ -117,9 +117,11 @@ async def test_presence_makes_the_agent_available_and_the_ops_room_takes_command
 
     alice = synapse.agent_user_id
     clock = Clock()
-    yaml_text = handoff_matrix_yaml(synapse, alice, "@nobody:localhost").replace(
-        "support: {members: [", "support: {presence: true, assignment: least_busy, members: ["
-    ).replace(f'["{alice}"], assignment: claim', f'["{alice}"]')
+    yaml_text = (
+        handoff_matrix_yaml(synapse, alice, "@nobody:localhost")
+        .replace("support: {members: [", "support: {presence: true, assignment: least_busy, members: [")
+        .replace(f'["{alice}"], assignment: claim', f'["{alice}"]')
+    )
     desk = await make_desk(
         sqlite_url,
         yaml_text,
@@ -141,15 +143,20 @@ async def test_presence_makes_the_agent_available_and_the_ops_room_takes_command
     handoff = desk.plugins["handoff"]
     assert await handoff.status(alice) == "available"  # type: ignore[attr-defined]
     conversation = await Conversation.get(identity__external_id=user).prefetch_related("assignee")
-    assert conversation.state == "assigned" and conversation.assignee.external_id == alice
+    assert conversation.state == "assigned"
+    assert conversation.assignee is not None and conversation.assignee.external_id == alice
 
     await handoff.services.post_to_ops("support", "support's ops room", key="hello")
     await agent.sync_until(
         lambda: any(b == "support's ops room" for r in agent.client.rooms for _, b in agent.texts(r)), 30
     )
-    ops_room = next(r for r in agent.client.rooms if any(b == "support's ops room" for _, b in agent.texts(r)))
+    ops_room = next(
+        r for r in agent.client.rooms if any(b == "support's ops room" for _, b in agent.texts(r))
+    )
     await agent.say(ops_room, "!team")
     await agent.say(ops_room, "!claim")
-    await agent.sync_until(lambda: any("works in a customer's room" in b for _, b in agent.texts(ops_room)), 30)
+    await agent.sync_until(
+        lambda: any("works in a customer's room" in b for _, b in agent.texts(ops_room)), 30
+    )
     view = next(b for _, b in agent.texts(ops_room) if b.startswith("Team support"))
     assert "available (presence), 1/3: #" in view, view

@@ -138,7 +138,9 @@ async def test_presence_makes_an_agent_available_and_ops_channel_commands_answer
 
     clock = Clock()
     port = free_port()
-    yaml_text = slack_yaml(slack, "undo_seconds: 0") + f"""  - handoff:
+    yaml_text = (
+        slack_yaml(slack, "undo_seconds: 0")
+        + f"""  - handoff:
       use: "plugins.handoff:HandoffPlugin"
       config:
         default_team: support
@@ -146,6 +148,7 @@ async def test_presence_makes_an_agent_available_and_ops_channel_commands_answer
         teams:
           support: {{members: ["{ANN}"], assignment: least_busy, presence: true}}
 """
+    )
     desk = await make_desk(
         sqlite_url,
         yaml_text,
