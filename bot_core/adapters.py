@@ -313,6 +313,22 @@ class MentioningWorkspace(Protocol):
         ...
 
 
+PRESENCES = ("online", "unavailable", "offline")
+"""What :meth:`PresenceWorkspace.presence` answers (Matrix's words; Slack's ``active`` is ``online``, its
+``away`` ``unavailable``)."""
+
+
+@runtime_checkable
+class PresenceWorkspace(Protocol):
+    """A workspace that knows whether its people are there (optional, on top of :class:`Workspace`):
+    Matrix's presence, Slack's. The handoff plugin can make agents' availability follow it."""
+
+    async def presence(self, user_id: str) -> str | None:
+        """``online``, ``unavailable`` (idle, away) or ``offline`` for ``user_id``; None when this workspace
+        cannot say (not one of its users, presence turned off on the server, an error)."""
+        ...
+
+
 @runtime_checkable
 class InvitingWorkspace(Protocol):
     """A workspace whose rooms an agent must be in to see them (optional, on top of :class:`Workspace`):

@@ -8,6 +8,7 @@ being handled, so an event handled again after a crash does not send twice.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +21,7 @@ from bot_core.adapters import TemplateRef
 from bot_core.consent import ConsentInfo
 from bot_core.conversations import card_notes_scope
 from bot_core.events import Attachment, LifecycleKind, utcnow
+from storage.locks import db_lock
 from storage.models import (
     Agent,
     Conversation,
@@ -141,6 +143,14 @@ class StateStore:
         rows = await query.values("key", "value")
         return {r["key"]: r["value"]["v"] for r in rows}
 
+    def lock(self, key: str, *, timeout: float = 60.0) -> AbstractAsyncContextManager[None]:
+        """``async with store.lock(key):`` runs the block in one task of one worker at a time, across
+        every worker on the database (PostgreSQL: an advisory lock; SQLite, one process: an in-process
+        lock; see :mod:`storage.locks`). For a read-decide-write that must not interleave (handing out
+        a team's line against agents' capacities). Keep the block short; it is not re-entrant; raises
+        ``TimeoutError`` when the lock is not free within ``timeout`` seconds."""
+        return db_lock(f"{self.plugin}:{self.scope}:{key}", timeout=timeout)
+
 
 @dataclass
 class ActionKeys:
@@ -168,6 +178,7 @@ class Context:
         customer: Customer | None = None,
         identity: Identity | None = None,
         agent: Agent | None = None,
+        ops_room: tuple[str, str] | None = None,
     ) -> None:
         self._engine = engine
         self.plugin = plugin
@@ -176,6 +187,7 @@ class Context:
         self._customer = customer
         self._identity = identity
         self.agent = agent
+        self._ops_room = ops_room  # (workspace, ops channel) of a command typed in an ops room
         self._topic = consent.SERVICE
 
     def for_plugin(self, plugin: str) -> Context:
@@ -188,6 +200,7 @@ class Context:
             customer=self._customer,
             identity=self._identity,
             agent=self.agent,
+            ops_room=self._ops_room,
         )
         other._topic = self._topic
         return other
@@ -258,8 +271,19 @@ class Context:
 
     @property
     def has_conversation(self) -> bool:
-        """False for global scheduled jobs, which have no conversation."""
+        """False for global scheduled jobs and commands typed in an ops room, which have no conversation."""
         return self._conversation is not None
+
+    @property
+    def ops_channel(self) -> str | None:
+        """For a command typed in an ops room: that room's channel (``ops-<team>``, or ``ops``); else None."""
+        return self._ops_room[1] if self._ops_room else None
+
+    @property
+    def ops_team(self) -> str | None:
+        """For a command typed in a team's ops room (``ops-<team>``): the team; else None."""
+        channel = self.ops_channel
+        return channel.removeprefix("ops-") if channel and channel.startswith("ops-") else None
 
     @property
     def state(self) -> StateStore:
@@ -518,6 +542,10 @@ class Context:
     # -- internals -----------------------------------------------------------------------------
 
     async def _room_notice(self, text: str) -> None:
+        if self._conversation is None and self._ops_room is not None:
+            ops_workspace, channel = self._ops_room  # the answer to a command typed in an ops room
+            await self._engine.outbox.enqueue_ops(ops_workspace, channel, text, key=self._keys.next("ops"))
+            return
         conv = self._require_conversation()
         workspace = await self._engine.room_workspace(conv)
         if workspace:

@@ -19,7 +19,16 @@ from tortoise import connections
 from tortoise.exceptions import IntegrityError
 
 from bot_core.adapter_health import AdapterHealth
-from bot_core.adapters import Channel, InboundEvent, RoomRef, TypingChannel, TypingWorkspace, Workspace
+from bot_core.adapters import (
+    PRESENCES,
+    Channel,
+    InboundEvent,
+    PresenceWorkspace,
+    RoomRef,
+    TypingChannel,
+    TypingWorkspace,
+    Workspace,
+)
 from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
 from bot_core.analytics import ServiceMetrics
 from bot_core.commands import CoreCommands
@@ -334,6 +343,7 @@ class Desk:
             now=self.scheduler.now,
             receiving_states=self.receiving_states,
             adapter_states=self.adapter_health.states,
+            presence=self.presence,
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
@@ -601,6 +611,23 @@ class Desk:
         elif worst is ReceiveState.DEGRADED and report["status"] == "ok":
             report["status"] = "degraded"
         return report
+
+    async def presence(self, user_id: str) -> str | None:
+        """Whether ``user_id`` is ``online``, ``unavailable`` or ``offline``, as the first workspace that knows
+        says (:class:`PresenceWorkspace`); None when none can say. A failing workspace counts as not knowing."""
+        for name, plugin in list(self.plugins.items()):
+            if plugin.kind is not PluginKind.WORKSPACE or not isinstance(plugin, PresenceWorkspace):
+                continue
+            try:
+                found = await plugin.presence(user_id)
+            except Exception:
+                log.warning(
+                    "presence lookup failed", extra={"workspace": name, "user": user_id}, exc_info=True
+                )
+                continue
+            if found in PRESENCES:
+                return found
+        return None
 
     def receiving_states(self) -> dict[str, str]:
         """Each adapter with receiving loops in this process: its state (``ok``, ``degraded``, ``down``)."""

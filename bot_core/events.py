@@ -74,6 +74,7 @@ class AgentMessage(_Event):
     edit_of: str | None = None
     redacts: str | None = None  # the agent deleted their earlier message with this workspace id
     timestamp: datetime = Field(default_factory=utcnow)
+    ops_channel: str | None = None  # set by the workspace for a command typed in an ops room (ops-<team>)
 
     def conversation_key(self) -> str:
         """Agent events are ordered per room (one room per conversation)."""
@@ -93,6 +94,7 @@ class AgentCommand(_Event):
     args: tuple[str, ...] = ()
     raw: str = ""
     timestamp: datetime = Field(default_factory=utcnow)
+    ops_channel: str | None = None  # typed in this ops room (``ops-<team>`` or ``ops``), not a conversation's
 
     def conversation_key(self) -> str:
         """Commands share the room's order with agent messages."""

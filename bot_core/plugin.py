@@ -72,6 +72,7 @@ class HandlerSpec:
     lifecycle: frozenset[LifecycleKind] = frozenset()
     job: str | None = None
     periodic: PeriodicSpec | None = None  # set for a periodic job (every= or cron=)
+    ops_rooms: bool = False  # a command that also works in an ops room (no conversation there)
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,22 @@ def on_agent_message() -> Callable[[F], F]:
     return _mark(HandlerSpec(HandlerKind.AGENT_MESSAGE))
 
 
-def on_command(name: str, *, help: str = "", usage: str = "") -> Callable[[F], F]:
-    """Handle the agent command ``!name`` typed in a room; ``help`` is shown by ``!help``."""
-    return _mark(HandlerSpec(HandlerKind.COMMAND, command=name.lower().lstrip("!"), help=help, usage=usage))
+def on_command(name: str, *, help: str = "", usage: str = "", ops_rooms: bool = False) -> Callable[[F], F]:
+    """Handle the agent command ``!name`` typed in a room; ``help`` is shown by ``!help``.
+
+    With ``ops_rooms=True`` the command also works in an ops room (``ctx.ops_channel`` is set there,
+    ``ctx.has_conversation`` is False and ``ctx.notice`` answers in that room); otherwise an agent
+    typing it in an ops room is told it works in a customer's room.
+    """
+    return _mark(
+        HandlerSpec(
+            HandlerKind.COMMAND,
+            command=name.lower().lstrip("!"),
+            help=help,
+            usage=usage,
+            ops_rooms=ops_rooms,
+        )
+    )
 
 
 def on_conversation_event(*kinds: LifecycleKind | str) -> Callable[[F], F]:
@@ -154,6 +168,10 @@ class EmptyConfig(BaseModel):
 
 async def _no_inbound(event: InboundEvent) -> None:
     raise RuntimeError("this plugin was constructed without an inbound bus")
+
+
+async def _no_presence(user_id: str) -> str | None:
+    return None
 
 
 async def _no_typing(room_id: str, agent_name: str, active: bool) -> None:
@@ -249,6 +267,8 @@ class PluginServices:
     ``down``; :mod:`bot_core.receiving`); ``await adapter_states()`` is the same across every live worker
     (the worst any reports, :mod:`bot_core.adapter_health`), for a plugin that watches the adapters (the
     supervisor's alerts).
+    ``presence(user_id)`` asks the workspaces that know presence (:class:`bot_core.adapters.PresenceWorkspace`)
+    whether a person is ``online``, ``unavailable`` or ``offline``; None when none of them can say.
     ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
     signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
@@ -271,6 +291,7 @@ class PluginServices:
     now: Callable[[], datetime] = utcnow
     receiving_states: Callable[[], dict[str, str]] = dict
     adapter_states: Callable[[], Awaitable[dict[str, str]]] = _no_adapter_states
+    presence: Callable[[str], Awaitable[str | None]] = _no_presence
 
     def store(self, scope: str) -> StateStore:
         """The plugin's key-value store for ``scope`` (a name the plugin picks, e.g. ``"telegram"``)."""

@@ -213,6 +213,11 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         self.customer_typing_shown = (
             _Recorder()
         )  # (room id, channel, user, name, active) as the core reported
+        self.presences: dict[str, str] = {}  # user id -> online / unavailable / offline, as a test sets it
+
+    async def presence(self, user_id: str) -> str | None:
+        """The presence a test set for ``user_id`` (None: unknown)."""
+        return self.presences.get(user_id)
 
     async def ensure_room(self, conversation: ConversationView) -> RoomRef:
         """Create a room for the conversation's customer."""
@@ -315,8 +320,11 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         agent: str = "@alice",
         message_id: str | None = None,
         edit_of: str | None = None,
+        ops_channel: str | None = None,
     ) -> str:
-        """An agent writes ``text`` in the room; returns the event id used."""
+        """An agent writes ``text`` in the room; returns the event id used. With ``ops_channel`` the room
+        is that ops room (``room_id`` is then free: ``ops-<team>`` will do), as a workspace reports a
+        command typed there."""
         message_id = message_id or f"$agent{next(_ids)}"
         await self.services.inbound(
             AgentMessage(
@@ -327,6 +335,7 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
                 agent_name=agent.lstrip("@").title(),
                 text=text,
                 edit_of=edit_of,
+                ops_channel=ops_channel if text.lstrip().startswith("!") else None,
             )
         )
         return message_id

@@ -11,6 +11,8 @@ does, as Slack does it:
 - Methods: ``auth.test``; ``chat.postMessage`` / ``update`` / ``delete`` / ``postEphemeral``;
   ``conversations.create`` / ``invite`` / ``archive`` / ``unarchive`` / ``info`` / ``join``;
   ``reactions.add`` (kept on the message as ``reactions``; ``already_reacted``, ``invalid_name``); ``users.info``;
+  ``users.getPresence`` (``active`` / ``away`` as :meth:`SlackEmulator.set_presence` sets it; a member never
+  set is ``away``, as Slack reports someone not connected);
   ``usergroups.users.list``; ``files.getUploadURLExternal`` → ``POST`` the bytes to the returned URL →
   ``files.completeUploadExternal`` (``channel_id`` or ``channels``; ``initial_comment`` wins over ``blocks``;
   the file's ``filetype``/``mimetype`` read from its bytes; ``alt_txt`` kept; the share is a ``file_share``
@@ -79,6 +81,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.join": ("channels:join",),
     "reactions.add": ("reactions:write",),
     "users.info": ("users:read",),
+    "users.getPresence": ("users:read",),
     "usergroups.users.list": ("usergroups:read",),
     "files.getUploadURLExternal": ("files:write",),
     "files.completeUploadExternal": ("files:write",),
@@ -117,6 +120,7 @@ SLACK_TIERS: dict[str, Limit] = {
     "conversations.join": Limit(50, 5),
     "reactions.add": Limit(50, 5),  # Tier 3
     "users.info": Limit(100, 10),
+    "users.getPresence": Limit(50, 5),  # Tier 3
     "usergroups.users.list": Limit(20, 3),
     "files.getUploadURLExternal": Limit(20, 3),
     "files.completeUploadExternal": Limit(20, 3),
@@ -341,6 +345,11 @@ class SlackEmulator:
                 "image_72": image or f"https://avatars.example/{user_id}.png",
             },
         }
+
+    def set_presence(self, user_id: str, presence: str) -> None:
+        """The member is ``active`` (connected, not idle) or ``away``, as ``users.getPresence`` reports."""
+        assert presence in ("active", "away")
+        self.users[user_id]["presence"] = presence
 
     def add_usergroup(self, group_id: str, members: list[str]) -> None:
         """A user group (``S...``) with these members."""
@@ -660,6 +669,12 @@ class SlackEmulator:
         if user is None:
             raise SlackApiCallError("user_not_found")
         return {"user": user}
+
+    async def _m_users_getPresence(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(args.get("user", "")))
+        if user is None:
+            raise SlackApiCallError("user_not_found")
+        return {"presence": user.get("presence", "away")}
 
     async def _m_usergroups_users_list(self, args: Mapping[str, Any]) -> dict[str, Any]:
         group = self.usergroups.get(str(args.get("usergroup", "")))
