@@ -230,6 +230,7 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
                 # for them goes out as soon as the relay releases it
                 last = float(await self._state.get(f"last:{wa_id}", 0.0))
                 await self._state.set(f"last:{wa_id}", max(last, message.timestamp.timestamp()))
+                await self._state.delete(f"closed:{wa_id}")
                 if message.display_name:
                     await self._state.set(f"name:{wa_id}", message.display_name)
                 await self.services.inbound(message)
@@ -242,7 +243,7 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
                     continue
                 window_error = status.status == "failed" and WINDOW in status.codes
                 if window_error:  # the platform's window closed before ours: closed until they write
-                    await self._close_window(status.recipient)
+                    await self._close_window(status.recipient, status.timestamp.timestamp())
                 event = delivery_status(
                     self.instance_name,
                     status.recipient,
@@ -306,14 +307,18 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
     async def window_open(self, wa_id: str) -> bool:
         """Whether the customer wrote within the last 24 hours (free-form messages allowed), and the
         platform has not said otherwise since they last wrote (131047)."""
-        last = await self._state.get(f"last:{wa_id}", 0.0)
-        if await self._state.get(f"closed:{wa_id}") == str(last):
+        if await self._state.get(f"closed:{wa_id}") is not None:
             return False
-        return self.clock() - float(last) < WINDOW_SECONDS
+        last = float(await self._state.get(f"last:{wa_id}", 0.0))
+        return self.clock() - last < WINDOW_SECONDS
 
-    async def _close_window(self, wa_id: str) -> None:
-        """The platform refused a free-form message (131047): the window is closed until the customer writes."""
-        await self._state.set(f"closed:{wa_id}", str(await self._state.get(f"last:{wa_id}", 0.0)))
+    async def _close_window(self, wa_id: str, at: float | None = None) -> None:
+        """The platform refused a free-form message (131047): the window is closed until the customer
+        writes (their next message removes the mark). ``at``: when the platform refused it, for a refusal
+        reported later; if the customer wrote since, the window is theirs again and stays open."""
+        if at is not None and at < float(await self._state.get(f"last:{wa_id}", 0.0)):
+            return
+        await self._state.set(f"closed:{wa_id}", True)
 
     async def send(self, delivery: Delivery) -> SentRef:
         """Deliver one outbox row: a template (``delivery.template``), text, files; paced per customer."""
