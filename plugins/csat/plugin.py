@@ -204,6 +204,15 @@ class CsatPlugin(Plugin[CsatConfig]):
             ):
                 await ctx.customer_state.delete(PENDING)
                 return None
+            scale = str(pending.get("scale", "csat"))
+            changed = pressed_score(msg.choice, scale)
+            if changed is not None:  # another score button pressed (a list stays open): a change of mind
+                if scale == "csat":
+                    await ctx.rate(changed, conversation_id=rated)
+                await self._record(rated, changed, None, now, count=False, scale=scale)
+                await ctx.customer_state.set(PENDING, {**pending, "score": changed})
+                await self._done(ctx, None)
+                return HANDLED
             if pending.get("scale", "csat") == "csat":
                 await ctx.rate(int(pending["score"]), msg.text.strip(), conversation_id=rated)
             await self._record(
@@ -240,10 +249,11 @@ class CsatPlugin(Plugin[CsatConfig]):
             await self._done(ctx, texts.thanks)
         return HANDLED
 
-    async def _done(self, ctx: Context, text: str) -> None:
-        """Thank, and close the answer's own conversation (never surveyed itself)."""
+    async def _done(self, ctx: Context, text: str | None) -> None:
+        """Thank (unless ``text`` is None), and close the answer's own conversation (never surveyed itself)."""
         await ctx.state.add(ASKED, True)
-        await ctx.reply(text)
+        if text is not None:
+            await ctx.reply(text)
         await ctx.tag("csat-answer")
         await ctx.close()
 
