@@ -258,7 +258,7 @@ class Outbox:
             row.adapter,
             row.address,
             conversation,
-            dict(row.payload),
+            {k: v for k, v in row.payload.items() if k not in (DELAY, HELD)},  # a fresh row: told afresh
             f"again:{row.id}:{digest}",
             message,
         )

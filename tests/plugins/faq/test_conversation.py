@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -162,7 +163,9 @@ async def test_did_you_mean_choices_are_buttons_where_the_channel_has_them(
     assert channel.texts_to("fay")[before] == answer("track-order")
     assert await desk.wait_settled()
     [state] = await PluginState.filter(plugin="faq", key="conversation")
-    assert state.value["v"]["picked"] == "track-order"  # taken as the pick, not asked as a new question
+    assert (
+        cast(dict[str, Any], state.value)["v"]["picked"] == "track-order"
+    )  # taken as the pick, not asked as a new question
 
 
 async def test_unanswered_turns_hand_over_after_the_configured_number(faq_desk: FaqDesk) -> None:

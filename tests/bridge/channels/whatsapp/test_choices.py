@@ -114,7 +114,7 @@ async def test_the_emulator_refuses_what_the_cloud_api_refuses(whatsapp: WhatsAp
     status, answer = await _post(whatsapp, _buttons("Same", "Same"))
     assert answer["error"]["code"] == 131009
     rows = [{"id": f"r{n}", "title": f"Row {n}"} for n in range(11)]
-    listing = {
+    listing: dict[str, Any] = {
         "type": "list",
         "body": {"text": "Pick one"},
         "action": {"button": "Choose", "sections": [{"rows": rows}]},
