@@ -60,6 +60,7 @@ from bot_core.analytics import (
     live_figures,
     service_report,
 )
+from bot_core.choices import Choice, numbered, picked
 from bot_core.config import ConfigError, DeskConfig, load_config
 from bot_core.consent import ConsentInfo, is_stop
 from bot_core.context import Context, StateStore
@@ -118,6 +119,7 @@ __all__ = [
     "AwaitingCustomer",
     "Channel",
     "ChannelCapabilities",
+    "Choice",
     "ConfigError",
     "ConsentInfo",
     "Context",
@@ -187,12 +189,14 @@ __all__ = [
     "is_stop",
     "live_figures",
     "load_config",
+    "numbered",
     "on_agent_message",
     "on_command",
     "on_conversation_event",
     "on_customer_message",
     "on_schedule",
     "periodic_spec",
+    "picked",
     "route",
     "service_report",
     "stream",

@@ -18,6 +18,7 @@ from tortoise.expressions import F
 
 from bot_core import consent
 from bot_core.adapters import TemplateRef
+from bot_core.choices import Choice, numbered
 from bot_core.consent import ConsentInfo
 from bot_core.conversations import card_notes_scope
 from bot_core.events import Attachment, LifecycleKind, utcnow
@@ -309,8 +310,17 @@ class Context:
         *,
         topic: str | None = None,
         template: TemplateRef | None = None,
+        choices: Iterable[Choice] = (),
+        choices_listed: bool = False,
+        menu: str = "",
     ) -> str:
         """Send ``text`` to the customer as the bot; agents see it in the room as a notice.
+
+        ``choices`` (:class:`~bot_core.choices.Choice`) are offered as buttons where the channel has
+        them and as a numbered list after ``text`` elsewhere (``choices_listed``: ``text`` lists them
+        already, numbered); ``menu`` labels the button that opens them where the channel needs one. A
+        press comes back as a customer message with ``choice`` set to the choice's id
+        (:func:`~bot_core.choices.picked` also reads a typed number or title).
 
         ``topic`` defaults to the context's (``service``, or the one given to :meth:`for_customer`); a
         reply the customer has not consented to is not sent, and the room is told why. With
@@ -322,6 +332,7 @@ class Context:
         """
         conv = self._require_conversation()
         _, identity = self._require_customer()
+        offered = tuple(choices)
         message = await Message.create(
             conversation_id=conv.id,
             direction=Direction.OUTBOUND,
@@ -340,9 +351,22 @@ class Context:
             message=message,
             topic=topic or self._topic,
             template=template,
+            choices=offered,
+            choices_listed=choices_listed,
+            menu=menu,
         )
-        await self._room_notice(f"🤖 {self.plugin} answered: {text}")
+        shown = text if choices_listed or not offered else numbered(text, offered)
+        await self._room_notice(f"🤖 {self.plugin} answered: {shown}")
         return key
+
+    async def react(self, emoji: str, message: str) -> None:
+        """Put ``emoji`` on the customer's message ``message`` (its ``external_message_id``), on channels
+        with reactions (``""`` removes it); skipped elsewhere. Sent through the outbox like a reply."""
+        conv = self._require_conversation()
+        _, identity = self._require_customer()
+        await self._engine.outbox.enqueue_reaction(
+            conv, identity, emoji, message, key=self._keys.next("reaction")
+        )
 
     async def note(self, text: str) -> None:
         """Post an internal note in the room; it is stored and never sent to the customer."""

@@ -54,6 +54,9 @@ class CustomerMessage(_Event):
     edit_of: str | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
     timestamp: datetime = Field(default_factory=utcnow)
+    choice: str | None = None
+    """The id of the choice the customer pressed (a button or list row of a reply that offered choices,
+    see :mod:`bot_core.choices`); ``text`` is its title. None for anything typed."""
 
     def conversation_key(self) -> str:
         """Customer events are ordered per channel identity."""
@@ -122,6 +125,10 @@ class DeliveryStatus(_Event):
     status: DeliveryStatusValue
     error: str = ""
     timestamp: datetime = Field(default_factory=utcnow)
+    awaiting_customer: bool = False
+    """With ``failed``: the platform refused the message only until the customer writes again (WhatsApp's
+    131047, reported late in a status): the core sends it again through the outbox, where the channel
+    holds it (:class:`~bot_core.adapters.AwaitingCustomer`), instead of marking it failed."""
 
     def conversation_key(self) -> str:
         """Ordered with the customer's own messages on that channel."""

@@ -77,6 +77,8 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
         edits: bool = True  # the platform can edit a sent message
         deletes: bool = True  # the platform can delete a sent message
         waits_for_customer: bool = False  # it may raise AwaitingCustomer (held until the customer writes)
+        choices: int = 0  # up to this many choices of a reply arrive as Delivery.choices (buttons)
+        reactions: bool = False  # reactions are sent (else the outbox skips them)
 
     capabilities = ChannelCapabilities()
 
@@ -93,6 +95,8 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
             edits=config.edits,
             deletes=config.deletes,
             waits_for_customer=config.waits_for_customer,
+            choices=config.choices,
+            reactions=config.reactions,
         )
 
     async def customer_types(self, user: str, active: bool) -> None:
