@@ -149,13 +149,15 @@ class Desk:
         )
         self._pipeline = Pipeline([self._core], self.metrics)
         self._core.help_source = lambda: self._pipeline.command_help()
-        redis_url = config.storage.redis
+        redis_url, cluster = config.storage.redis, config.storage.redis_cluster
         self.bus: EventBus = bus or (
-            RedisStreamsBus(redis_url) if redis_url else MemoryBus(journal=DbJournal())
+            RedisStreamsBus(redis_url, cluster=cluster) if redis_url else MemoryBus(journal=DbJournal())
         )
-        self.fanout: Fanout = fanout or (RedisFanout(redis_url) if redis_url else LocalFanout())
+        self.fanout: Fanout = fanout or (
+            RedisFanout(redis_url, cluster=cluster) if redis_url else LocalFanout()
+        )
         self.rate_limits: RateLimits = rate_limits or (
-            RedisRateLimits(redis_url) if redis_url else MemoryRateLimits()
+            RedisRateLimits(redis_url, cluster=cluster) if redis_url else MemoryRateLimits()
         )
         self.rooms = RoomDirectory(self._workspace_names, self._team_workspaces)
         self.outbox = Outbox(

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from redis.asyncio import Redis
+from storage.redis_client import connect
 
 SECONDS_PER_MINUTE = 60.0
 
@@ -101,10 +101,13 @@ return tostring(wait)
 
 
 class RedisRateLimits:
-    """:class:`RateLimits` in Redis: keys ``{prefix}:rate:{bucket}:{key}``, shared by every worker."""
+    """:class:`RateLimits` in Redis: keys ``{prefix}:rate:{bucket}:{key}``, shared by every worker.
 
-    def __init__(self, url: str, prefix: str = "relaydesk") -> None:
-        self._client = Redis.from_url(url, decode_responses=True)
+    Each take touches one key, so the buckets spread over a Redis Cluster's nodes (``cluster=True``).
+    """
+
+    def __init__(self, url: str, prefix: str = "relaydesk", *, cluster: bool = False) -> None:
+        self._client = connect(url, cluster=cluster)
         self._prefix = f"{prefix}:rate:"
         self._take = self._client.register_script(_TAKE_SCRIPT)
 

@@ -26,7 +26,17 @@ from tests.scale.harness import CUSTOMERS, MESSAGES, Load, Recorder, Worker, wor
 from tests.scale.servers import OwnPostgres, OwnRedis, free_port
 
 WORKERS = 3
-LEASE_PREFIX = "relaydesk:lease:p"
+PARTITIONS = 16  # the bus's default
+
+
+def _stream(partition: int) -> str:
+    """The key of a bus partition's stream (storage.bus.redis_streams, prefix ``relaydesk``)."""
+    return f"{{relaydesk:p{partition}}}:stream"
+
+
+def _lease(partition: int) -> str:
+    """The key of a bus partition's lease."""
+    return f"{{relaydesk:p{partition}}}:lease"
 
 
 @dataclass
@@ -73,8 +83,7 @@ class Cluster:
         """Entries in the bus streams (published, not yet acknowledged)."""
         client = await self.redis_client()
         try:
-            keys = [k async for k in client.scan_iter("relaydesk:p*") if ":" not in k[len("relaydesk:") :]]
-            return sum([int(await client.xlen(k)) for k in keys])
+            return sum([int(await client.xlen(_stream(p))) for p in range(PARTITIONS)])
         finally:
             await client.aclose()
 
@@ -329,7 +338,7 @@ async def test_a_worker_paused_past_its_leases_then_resumed_loses_and_doubles_no
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 60
             while True:
-                owners = {p: await client.get(f"{LEASE_PREFIX}{p}") for p in held}
+                owners = {p: await client.get(_lease(p)) for p in held}
                 if all(owner and f"-{worker.pid}-" not in owner for owner in owners.values()):
                     break
                 assert loop.time() < deadline, f"the paused worker's leases were not taken over: {owners}"
@@ -343,10 +352,10 @@ async def test_a_worker_paused_past_its_leases_then_resumed_loses_and_doubles_no
 
 async def _leases_of(client: aioredis.Redis, pid: int) -> list[int]:
     held = []
-    async for key in client.scan_iter(f"{LEASE_PREFIX}*"):
-        owner = await client.get(key)
+    for partition in range(PARTITIONS):
+        owner = await client.get(_lease(partition))
         if owner and f"-{pid}-" in owner:
-            held.append(int(key[len(LEASE_PREFIX) :]))
+            held.append(partition)
     return held
 
 
@@ -389,8 +398,9 @@ async def _unread_entries(client: aioredis.Redis) -> int:
     """Customer and agent messages in the bus streams that no consumer has read yet (after the group's
     last delivered id): accepted with 200, and handled by nobody."""
     unread = 0
-    async for key in client.scan_iter("relaydesk:p*"):
-        if ":" in key[len("relaydesk:") :]:
+    for partition in range(PARTITIONS):
+        key = _stream(partition)
+        if not await client.exists(key):
             continue
         groups = await client.xinfo_groups(key)
         last = next((g["last-delivered-id"] for g in groups if g["name"] == "relaydesk:workers"), "0-0")
