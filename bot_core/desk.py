@@ -45,7 +45,7 @@ from bot_core.relay import Relay
 from bot_core.rooms import RoomDirectory
 from bot_core.scheduler import Clock, Scheduler
 from bot_core.server import build_metrics_app, make_runner
-from storage import hot
+from storage import fence, hot
 from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
 from storage.bus.memory import MemoryBus
@@ -486,8 +486,11 @@ class Desk:
         """
         while True:
             try:
-                await asyncio.create_task(self.relay.handle(entry), context=fresh_context())
+                # the bus's fence (storage.fence) goes along: a worker that froze stops writing when it wakes
+                await asyncio.create_task(self.relay.handle(entry), context=fence.carry(fresh_context()))
                 return
+            except fence.FenceLost:
+                raise  # the partition's new owner handles the entry
             except Exception:
                 if self._stopping or await database_answers():
                     raise

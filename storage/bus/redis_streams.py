@@ -43,6 +43,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from storage.bus.base import BusEntry, BusHandler, DeadLetterHandler, EventBus, partition_of
 from storage.bus.memory import RetryPolicy, cancel_and_wait, deliver_with_retries, finish_tasks, wait_event
+from storage.fence import Fence, fenced
 from storage.redis_client import AnyRedis, connect, socket_timeout
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,8 @@ class RedisStreamsBus(EventBus):
         self.group = f"{prefix}:workers"
         self._members_key = f"{prefix}:members"
         self._ttl_ms = max(1, int(lease_ttl * 1000))
+        # a handler stops writing this long before the lease's deadline (the time a statement takes to land)
+        self._fence_margin = lease_ttl / 10
         # A blocking XREAD must return before the client's socket timeout (redis-py's default is 5 s).
         timeout = socket_timeout(client)
         idle_block = _IDLE_BLOCK if timeout is None else min(_IDLE_BLOCK, timeout / 2)
@@ -546,6 +549,7 @@ class RedisStreamsBus(EventBus):
         False if the partition must be left."""
         assert self._handler is not None
         stream = stream or self.stream_key(lease.partition)
+        loop = asyncio.get_running_loop()
         for raw_id, raw_fields in entries:
             if not lease.usable():
                 return False
@@ -562,14 +566,24 @@ class RedisStreamsBus(EventBus):
                 await self._ack(stream, stream_id)
                 continue
             entry = BusEntry(id=f"p{lease.partition}:{stream_id}", key=key, payload=payload)
+            # the handler's database statements stop once the lease may be another worker's (storage.fence)
+            guard = Fence(
+                lambda: loop.time() < lease.deadline - self._fence_margin, f"partition {lease.partition}"
+            )
             lease.busy = True
             try:
-                done = await deliver_with_retries(
-                    entry, self._handler, self._on_dead_letter, self.policy, lease.leaving
-                )
+                with fenced(guard):
+                    done = await deliver_with_retries(
+                        entry, self._handler, self._on_dead_letter, self.policy, lease.leaving
+                    )
             finally:
                 lease.busy = False
             if not done:
+                if loop.time() >= lease.deadline - self._fence_margin:
+                    log.warning(
+                        "bus partition %d: the lease lapsed during an entry; leaving it", lease.partition
+                    )
+                    lease.leave()
                 return False
             await self._ack(stream, stream_id)
         return True

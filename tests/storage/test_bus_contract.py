@@ -10,6 +10,7 @@ memory bus keeps nothing across a restart, and leases and reclaiming exist only 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 import uuid
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 from tortoise import Tortoise
 
 from storage.bus import BusEntry, DbJournal, EventBus, MemoryBus, RedisStreamsBus, partition_of
@@ -505,3 +507,41 @@ class TestEventBusContract:
         for partition in range(8):
             summary = await backend.redis.xpending(one.stream_key(partition), one.group)
             assert summary["pending"] == 0
+
+    @REDIS_ONLY
+    async def test_what_a_stream_of_an_earlier_version_holds_is_handled_first_in_order(
+        self, backend: Backend
+    ) -> None:
+        # before the hash tags a partition's stream was `prefix:pN`: entries accepted before an upgrade
+        bus = backend.make(partitions=4, lease_ttl=1.0)
+        assert isinstance(bus, RedisStreamsBus)
+        key = "conv-upgrade"
+        legacy = bus.legacy_stream_key(partition_of(key, 4))
+        for seq in range(3):
+            await backend.redis.xadd(legacy, {"k": key, "d": json.dumps({"seq": seq})})
+        for seq in range(3, 5):
+            await bus.publish(key, {"seq": seq})
+        handled: list[int] = []
+
+        async def record(entry: BusEntry) -> None:
+            handled.append(entry.payload["seq"])
+
+        await bus.start(record)
+        assert await bus.wait_idle(timeout=10)
+        await wait_until(lambda: len(handled) == 5, within=10, what="every entry")
+        assert handled == [0, 1, 2, 3, 4]
+        assert not await backend.redis.exists(legacy)
+
+    @backends(CLUSTER)
+    async def test_on_a_cluster_a_partitions_keys_share_a_slot_and_partitions_spread_over_nodes(
+        self, backend: Backend
+    ) -> None:
+        bus = backend.make(partitions=16)
+        assert isinstance(bus, RedisStreamsBus)
+        client = backend.redis
+        assert isinstance(client, RedisCluster)
+        await client.initialize()  # learn which node holds which slots
+        for partition in range(16):
+            assert client.keyslot(bus.stream_key(partition)) == client.keyslot(bus.lease_key(partition))
+        nodes = {client.get_node_from_key(bus.stream_key(p)).name for p in range(16)}
+        assert len(nodes) == 3  # the three masters each hold some partitions
