@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from tests.scale.servers import free_port, missing
 
@@ -90,6 +91,13 @@ class RedisCluster:
         for proc in self.procs:
             proc.wait(10)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def node_of(client: ClusterClient, key: str) -> str:
+    """The ``host:port`` of the master holding ``key``'s slot (the client must know the slots)."""
+    node = client.get_node_from_key(key)
+    assert node is not None, f"no node holds the slot of {key}"
+    return str(node.name)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from storage.bus.redis_streams import RedisStreamsBus
 from storage.models import Customer
 from tests.bot_core.test_relay_loop import doubles
 from tests.conftest import DOUBLES_YAML, DeskFactory
+from tests.redis_cluster import node_of
 
 
 async def test_whole_loop_on_postgres_and_redis_streams(
@@ -82,11 +83,7 @@ async def test_whole_loop_on_a_redis_cluster(
         # the customers' events went through partitions held by different nodes of the cluster
         keys = [customer.bus_key for customer in await Customer.all()]
         assert len(keys) == 12 and all(keys)
-        nodes = {
-            client.get_node_from_key(bus.stream_key(partition_of(key, bus.partitions))).name
-            for key in keys
-            if key is not None
-        }
+        nodes = {node_of(client, bus.stream_key(partition_of(key, bus.partitions))) for key in keys if key}
         assert len(nodes) >= 2, nodes
         room_id = workspace.room_of("c0").room_id
         await workspace.agent_writes(room_id, "answer from the agent")

@@ -26,6 +26,7 @@ from tortoise import Tortoise
 from storage.bus import BusEntry, DbJournal, EventBus, MemoryBus, RedisStreamsBus, partition_of
 from storage.db import tortoise_config
 from storage.redis_client import AnyRedis, connect
+from tests.redis_cluster import node_of
 from tests.services import require_redis
 
 MEMORY = "memory"
@@ -543,5 +544,5 @@ class TestEventBusContract:
         await client.initialize()  # learn which node holds which slots
         for partition in range(16):
             assert client.keyslot(bus.stream_key(partition)) == client.keyslot(bus.lease_key(partition))
-        nodes = {client.get_node_from_key(bus.stream_key(p)).name for p in range(16)}
+        nodes = {node_of(client, bus.stream_key(p)) for p in range(16)}
         assert len(nodes) == 3  # the three masters each hold some partitions
