@@ -49,6 +49,11 @@ class Fence:
         self.released = True
 
 
+def current() -> Fence | None:
+    """The fence the current task works under, if any."""
+    return _current.get()
+
+
 def check() -> None:
     """Raise :class:`FenceLost` if the current task works under a fence that no longer holds."""
     fence = _current.get()
@@ -75,4 +80,4 @@ def carry(context: contextvars.Context) -> contextvars.Context:
     return context
 
 
-__all__ = ["Fence", "FenceLost", "carry", "check", "fenced"]
+__all__ = ["Fence", "FenceLost", "carry", "check", "current", "fenced"]

@@ -17,9 +17,12 @@ class FencedConnection(asyncpg.Connection):  # type: ignore[misc]
     """An asyncpg connection whose statements raise :class:`storage.fence.FenceLost` once the fence lapsed."""
 
     def _check(self, query: str) -> None:
+        guard = fence.current()
+        if guard is None or guard.released:  # most statements: not a bus handler's
+            return
         if query.lstrip()[:8].upper().startswith("ROLLBACK") or query == self.get_reset_query():
             return
-        fence.check()
+        guard.check()
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> Any:
         """:meth:`asyncpg.Connection.execute`, fenced."""
