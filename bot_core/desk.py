@@ -18,7 +18,17 @@ from aiohttp import web
 from tortoise import connections
 from tortoise.exceptions import IntegrityError
 
-from bot_core.adapters import Channel, InboundEvent, RoomRef, TypingChannel, TypingWorkspace, Workspace
+from bot_core.adapter_health import AdapterHealth
+from bot_core.adapters import (
+    PRESENCES,
+    Channel,
+    InboundEvent,
+    PresenceWorkspace,
+    RoomRef,
+    TypingChannel,
+    TypingWorkspace,
+    Workspace,
+)
 from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
 from bot_core.analytics import ServiceMetrics
 from bot_core.commands import CoreCommands
@@ -141,6 +151,7 @@ class Desk:
             down_after=config.server.health_down_after,
         )
         self.metrics = Metrics()
+        self.adapter_health = AdapterHealth(self.receiving_states)  # every worker's adapters, shared
         self.service_metrics = ServiceMetrics()  # the supervisor's figures, from the database at scrape time
         self.metrics.registry.register(self.service_metrics)
         self.plugins: dict[str, Plugin] = {}
@@ -265,6 +276,7 @@ class Desk:
                 await plugin.ready()
             except Exception:
                 log.exception("plugin failed in ready()", extra={"plugin": name})
+        self.adapter_health.start()
         log.info(
             "relaydesk started",
             extra={
@@ -294,6 +306,7 @@ class Desk:
         """
         self._accepting = False
         self._stopping = True
+        await self.adapter_health.stop()  # before the loops stop: a worker shut down is not an adapter down
         for site in self._sites:
             await site.stop()  # the listening sockets close; requests on open connections still run
         self._sites.clear()
@@ -331,6 +344,8 @@ class Desk:
             schedule_once=functools.partial(self.schedule_once, spec.instance_name),
             now=self.scheduler.now,
             receiving_states=self.receiving_states,
+            adapter_states=self.adapter_health.states,
+            presence=self.presence,
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
@@ -602,6 +617,23 @@ class Desk:
             report["status"] = "degraded"
         return report
 
+    async def presence(self, user_id: str) -> str | None:
+        """Whether ``user_id`` is ``online``, ``unavailable`` or ``offline``, as the first workspace that knows
+        says (:class:`PresenceWorkspace`); None when none can say. A failing workspace counts as not knowing."""
+        for name, plugin in list(self.plugins.items()):
+            if plugin.kind is not PluginKind.WORKSPACE or not isinstance(plugin, PresenceWorkspace):
+                continue
+            try:
+                found = await plugin.presence(user_id)
+            except Exception:
+                log.warning(
+                    "presence lookup failed", extra={"workspace": name, "user": user_id}, exc_info=True
+                )
+                continue
+            if found in PRESENCES:
+                return found
+        return None
+
     def receiving_states(self) -> dict[str, str]:
         """Each adapter with receiving loops in this process: its state (``ok``, ``degraded``, ``down``)."""
         return {name: state.value for name, state, _loops in self._receiving()}
@@ -630,6 +662,11 @@ class Desk:
             await self.service_metrics.refresh(self.scheduler.now())
         except Exception:  # the rest of /metrics is still worth serving
             log.warning("service figures could not be computed for /metrics", exc_info=True)
+        for name, plugin in list(self.plugins.items()):
+            try:
+                await plugin.refresh_metrics()
+            except Exception:
+                log.warning("plugin metrics could not be refreshed", extra={"plugin": name}, exc_info=True)
 
     async def wait_settled(self, timeout: float = 30.0) -> bool:
         """Wait until every bus entry is handled and every outbox row is sent or given up (tests, tools)."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import logging
 import random
 from collections.abc import Callable
@@ -57,11 +58,13 @@ from bot_core.adapters import (
     Undeliverable,
     Workspace,
 )
+from bot_core.choices import Choice, numbered
 from bot_core.conversations import conversation_view, customer_card
 from bot_core.delivery_notices import DELAY, HELD, DeliveryNotices, duration, give_up_time
 from bot_core.events import Attachment, utcnow
 from bot_core.metrics import Metrics
 from bot_core.payloads import (
+    CustomerReaction,
     CustomerTemplate,
     CustomerText,
     OpsImage,
@@ -121,11 +124,13 @@ class _Sent:
     note: str = ""  # the channel's word for the room about this delivery (SentRef.note)
 
 
-def _delivery_kind(payload: CustomerText | CustomerTemplate, row: OutboxItem) -> str:
+def _delivery_kind(payload: CustomerText | CustomerTemplate | CustomerReaction, row: OutboxItem) -> str:
     """What a channel is told a delivery is: ``template``, ``message``, or ``notice`` (relaydesk's own word
     about a delivery: no stored message, a key :mod:`bot_core.delivery_notices` made)."""
     if isinstance(payload, CustomerTemplate):
         return "template"
+    if isinstance(payload, CustomerReaction):
+        return "reaction"
     return "message" if row.message_id is not None else "notice"
 
 
@@ -186,11 +191,15 @@ class Outbox:
         correction: str | None = None,
         topic: str = consent.SERVICE,
         template: TemplateRef | None = None,
+        choices: tuple[Choice, ...] = (),
+        choices_listed: bool = False,
+        menu: str = "",
     ) -> None:
         """Store a delivery to the customer's identity; idempotent on ``key``.
 
         With ``template`` it is a template message (``text``: its rendering, sent by channels that
-        cannot send templates).
+        cannot send templates). ``choices`` go as buttons where the channel has them, else as a
+        numbered list after ``text`` (unless ``choices_listed``: the text lists them already).
 
         ``correction`` ("edit" or "delete") makes it follow up ``message``, already sent: the channel
         edits or deletes its copy where it can; otherwise the customer gets a correction message.
@@ -200,7 +209,13 @@ class Outbox:
         body: CustomerText | CustomerTemplate
         if template is not None and not correction:
             body = CustomerTemplate(
-                template=template, text=text, agent_name=agent_name, topic=consent.check_topic(topic)
+                template=template,
+                text=text,
+                agent_name=agent_name,
+                topic=consent.check_topic(topic),
+                choices=choices,
+                choices_listed=choices_listed,
+                menu=menu,
             )
         else:
             body = CustomerText(
@@ -209,6 +224,9 @@ class Outbox:
                 agent_name=agent_name,
                 correction=cast(Any, correction),
                 topic=consent.check_topic(topic) if topic != consent.SERVICE else topic,
+                choices=() if correction else choices,
+                choices_listed=choices_listed,
+                menu=menu,
             )
         await self._enqueue(
             OutboxTarget.CUSTOMER,
@@ -218,6 +236,47 @@ class Outbox:
             dump_payload(body),
             key,
             message,
+        )
+
+    async def send_again(self, message: Message, channel_message_id: str) -> bool:
+        """Deliver ``message`` to the customer again, as its row was (the platform took it, then reported
+        it refused until the customer writes: the channel will hold the new row). Once per
+        ``channel_message_id``: a status reported twice adds nothing. False if no sent row delivered it."""
+        row = (
+            await OutboxItem.filter(
+                message_id=message.id, target=OutboxTarget.CUSTOMER, external_message_id=channel_message_id
+            )
+            .order_by("-id")
+            .first()
+        )
+        if row is None:
+            return False
+        conversation = await Conversation.get_or_none(id=row.conversation_id) if row.conversation_id else None
+        digest = hashlib.sha256(channel_message_id.encode()).hexdigest()[:16]
+        await self._enqueue(
+            OutboxTarget.CUSTOMER,
+            row.adapter,
+            row.address,
+            conversation,
+            {k: v for k, v in row.payload.items() if k not in (DELAY, HELD)},  # a fresh row: told afresh
+            f"again:{row.id}:{digest}",
+            message,
+        )
+        return True
+
+    async def enqueue_reaction(
+        self, conversation: Conversation, identity: Identity, emoji: str, message: str, *, key: str
+    ) -> None:
+        """Store an emoji reaction on the customer's message ``message`` (its id on the channel);
+        idempotent on ``key``. A channel without reactions skips it (the row is done, nothing sent)."""
+        await self._enqueue(
+            OutboxTarget.CUSTOMER,
+            identity.channel,
+            identity.external_id,
+            conversation,
+            dump_payload(CustomerReaction(text=emoji, message=message)),
+            key,
+            None,
         )
 
     async def enqueue_room(
@@ -539,19 +598,25 @@ class Outbox:
         )
 
     async def _send_to_customer(self, channel: Channel, row: OutboxItem, payload: OutboxPayload) -> _Sent:
-        assert isinstance(payload, CustomerText | CustomerTemplate)  # parse_payload checked the target
+        assert isinstance(payload, CustomerText | CustomerTemplate | CustomerReaction)  # checked by target
         if isinstance(payload, CustomerText) and payload.correction:
             return _Sent(await self._send_correction(channel, row, payload.text, payload.correction))
         if row.conversation_id is not None:  # checked at each try: an opt-out meanwhile stops it
             refused = await consent.refusal(row.conversation_id, payload.topic)
             if refused:
                 raise Undeliverable(refused)
+        if isinstance(payload, CustomerReaction):
+            return await self._send_reaction(channel, row, payload)
         template = payload.template if isinstance(payload, CustomerTemplate) else None
+        text, choices = payload.text, payload.choices
+        if choices and len(choices) > channel.capabilities.choices:  # no buttons (or too few): a list
+            text = text if payload.choices_listed else numbered(text, choices)
+            choices = ()
         delivery = Delivery(
             outbox_id=row.id,
             channel=row.adapter,
             external_user_id=row.address,
-            text=payload.text,
+            text=text,
             attachments=payload.attachments if isinstance(payload, CustomerText) else (),
             conversation_id=row.conversation_id,
             agent_name=payload.agent_name,
@@ -559,9 +624,28 @@ class Outbox:
             message_id=row.message_id,
             kind=_delivery_kind(payload, row),
             template=template,
+            choices=choices,
+            menu=payload.menu if choices else "",
         )
         ref = await channel.send(delivery)
         return _Sent(ref.external_message_id, "channel_message_id", ref.note)
+
+    async def _send_reaction(self, channel: Channel, row: OutboxItem, payload: CustomerReaction) -> _Sent:
+        """An emoji on the customer's message, where the channel has reactions (skipped elsewhere)."""
+        if not channel.capabilities.reactions:
+            log.info("reaction skipped: the channel has none", extra={"outbox_id": row.id})
+            return _Sent("")
+        delivery = Delivery(
+            outbox_id=row.id,
+            channel=row.adapter,
+            external_user_id=row.address,
+            text=payload.text,
+            conversation_id=row.conversation_id,
+            idempotency_key=row.idempotency_key,
+            kind="reaction",
+            react_to=payload.message,
+        )
+        return _Sent((await channel.send(delivery)).external_message_id)
 
     async def _send_correction(self, channel: Channel, row: OutboxItem, text: str, kind: str) -> str:
         """Edit or delete the customer's copy of a sent message, or tell them in a new message."""

@@ -298,6 +298,14 @@ class Relay:
         agent = await get_or_create_agent(workspace, agent_id, agent_name)
         return await self._context_of(conversation, "core", keys, agent)
 
+    async def _ops_context(self, cmd: AgentCommand, keys: ActionKeys) -> Context:
+        """The context of a command typed in an ops room: no conversation; notices answer in that room."""
+        assert cmd.ops_channel
+        agent = await get_or_create_agent(cmd.workspace, cmd.agent_id, cmd.agent_name)
+        return Context(
+            self.conversations, "core", keys, agent=agent, ops_room=(cmd.workspace, cmd.ops_channel)
+        )
+
     async def _context_of(
         self, conversation: Conversation, plugin: str, keys: ActionKeys, agent: Agent | None = None
     ) -> Context:
@@ -328,6 +336,7 @@ class Relay:
                 args=args,
                 raw=raw,
                 timestamp=msg.timestamp,
+                ops_channel=msg.ops_channel,
             )
             await self._agent_command(pipeline, command)
             return
@@ -428,7 +437,11 @@ class Relay:
         if receipt is None:
             return
         keys = ActionKeys(f"{cmd.workspace}:{cmd.external_message_id}")
-        ctx = await self._room_context(cmd.workspace, cmd.room_id, cmd.agent_id, cmd.agent_name, keys)
+        ctx = (
+            await self._ops_context(cmd, keys)
+            if cmd.ops_channel
+            else await self._room_context(cmd.workspace, cmd.room_id, cmd.agent_id, cmd.agent_name, keys)
+        )
         if ctx is not None:
             if not await pipeline.command(ctx, cmd):
                 await ctx.notice(f"Unknown command !{cmd.command}. Type !help for the list.")
