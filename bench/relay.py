@@ -242,7 +242,9 @@ async def _drop_database(admin_url: str, url: str) -> None:
 async def _delete_redis_keys(url: str, prefix: str) -> None:
     client = Redis.from_url(url)
     try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        # the bus's partition keys start with their hash tag ({prefix:pN}:stream, ...)
+        patterns = (f"{prefix}:*", "{" + prefix + ":*")
+        keys = [key for pattern in patterns async for key in client.scan_iter(match=pattern, count=1000)]
         if keys:
             await client.delete(*keys)
     finally:

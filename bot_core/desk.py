@@ -55,7 +55,7 @@ from bot_core.relay import Relay
 from bot_core.rooms import RoomDirectory
 from bot_core.scheduler import Clock, Scheduler
 from bot_core.server import build_metrics_app, make_runner
-from storage import hot
+from storage import fence, hot
 from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
 from storage.bus.memory import MemoryBus
@@ -160,13 +160,15 @@ class Desk:
         )
         self._pipeline = Pipeline([self._core], self.metrics)
         self._core.help_source = lambda: self._pipeline.command_help()
-        redis_url = config.storage.redis
+        redis_url, cluster = config.storage.redis, config.storage.redis_cluster
         self.bus: EventBus = bus or (
-            RedisStreamsBus(redis_url) if redis_url else MemoryBus(journal=DbJournal())
+            RedisStreamsBus(redis_url, cluster=cluster) if redis_url else MemoryBus(journal=DbJournal())
         )
-        self.fanout: Fanout = fanout or (RedisFanout(redis_url) if redis_url else LocalFanout())
+        self.fanout: Fanout = fanout or (
+            RedisFanout(redis_url, cluster=cluster) if redis_url else LocalFanout()
+        )
         self.rate_limits: RateLimits = rate_limits or (
-            RedisRateLimits(redis_url) if redis_url else MemoryRateLimits()
+            RedisRateLimits(redis_url, cluster=cluster) if redis_url else MemoryRateLimits()
         )
         self.rooms = RoomDirectory(self._workspace_names, self._team_workspaces)
         self.outbox = Outbox(
@@ -499,8 +501,11 @@ class Desk:
         """
         while True:
             try:
-                await asyncio.create_task(self.relay.handle(entry), context=fresh_context())
+                # the bus's fence (storage.fence) goes along: a worker that froze stops writing when it wakes
+                await asyncio.create_task(self.relay.handle(entry), context=fence.carry(fresh_context()))
                 return
+            except fence.FenceLost:
+                raise  # the partition's new owner handles the entry
             except Exception:
                 if self._stopping or await database_answers():
                     raise

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from redis.asyncio import Redis
+from storage.redis_client import connect
 
 SECONDS_PER_MINUTE = 60.0
 
@@ -137,10 +137,13 @@ return tostring(slot - now)
 
 class RedisRateLimits:
     """:class:`RateLimits` in Redis: keys ``{prefix}:rate:{bucket}:{key}`` (and ``{prefix}:pace:...`` for
-    :meth:`pace`), shared by every worker."""
+    :meth:`pace`), shared by every worker.
 
-    def __init__(self, url: str, prefix: str = "relaydesk") -> None:
-        self._client = Redis.from_url(url, decode_responses=True)
+    Each take or pace touches one key, so the keys spread over a Redis Cluster's nodes (``cluster=True``).
+    """
+
+    def __init__(self, url: str, prefix: str = "relaydesk", *, cluster: bool = False) -> None:
+        self._client = connect(url, cluster=cluster)
         self._prefix = f"{prefix}:rate:"
         self._take = self._client.register_script(_TAKE_SCRIPT)
         self._pace = self._client.register_script(_PACE_SCRIPT)

@@ -18,8 +18,13 @@ from bot_core.outbox import OutboxSettings
 from storage.db import migrate
 from tests.services import require_postgres, require_redis
 
-# the session-wide Synapse fixture, the agent account on it, and the session-wide headless Chromium
-pytest_plugins = ["tests.matrix_server", "tests.bridge.workspaces.matrix_agent", "tests.browser"]
+# the session-wide Synapse fixture, the agent account on it, the session-wide headless Chromium and Redis Cluster
+pytest_plugins = [
+    "tests.matrix_server",
+    "tests.bridge.workspaces.matrix_agent",
+    "tests.browser",
+    "tests.redis_cluster",
+]
 
 # a failing delivery is given up five seconds after it was written (no delay notice before that):
 # tests about outages set their own window and notice delay
@@ -79,7 +84,8 @@ async def redis_prefix() -> AsyncIterator[tuple[str, str]]:
     prefix = f"relaydesk-test-{uuid.uuid4().hex[:10]}"
     yield url, prefix
     client = aioredis.from_url(url)
-    keys = [k async for k in client.scan_iter(f"{prefix}*")]
+    # the bus's partition keys start with their hash tag: {prefix:pN}:...
+    keys = [k for pattern in (f"{prefix}*", "{" + prefix + "*") async for k in client.scan_iter(pattern)]
     if keys:
         await client.delete(*keys)
     await client.aclose()
