@@ -495,13 +495,14 @@ class Outbox:
                     "delivery raised", exc_info=True, extra={"outbox_id": row.id, "adapter": row.adapter}
                 )
         else:
+            failed_before = row.attempts > 0  # (mark_outbox_sent counts this attempt on the row)
             next_row = await hot.mark_outbox_sent(row, sent.external_id, message_column=sent.message_column)
             self._metrics.messages_out.labels(row.adapter).inc()
             if self._backing_off.get(row.adapter):
                 await self._platform_back(row.adapter, lane)
             if sent.note:
                 await self.notices.channel_note(row, sent.note)
-            if row.attempts or payload.delay or HELD in row.payload:
+            if failed_before or payload.delay or HELD in row.payload:
                 try:
                     await self.notices.delivered_late(row)
                 except Exception:
