@@ -39,6 +39,8 @@ import argparse
 import asyncio
 import cProfile
 import dataclasses
+import gc
+import importlib.util
 import io
 import logging
 import math
@@ -47,6 +49,7 @@ import platform
 import pstats
 import random
 import re
+import resource
 import socket
 import sys
 import tempfile
@@ -70,6 +73,7 @@ from bot_core.desk import Desk
 from bot_core.testing import MemoryChannel, MemoryWorkspace
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import migrate
+from storage.models import Conversation, ConversationState, Room
 
 BACKENDS = ("sqlite", "postgres")
 BACKEND_LABELS = {
@@ -80,6 +84,13 @@ THROUGHPUT_GOALS = {"sqlite": 1000.0, "postgres": 2000.0}
 """Messages per second one worker should sustain."""
 P99_GOAL_MS = 50.0
 """Core latency (p99) to stay under at half the maximum throughput."""
+
+FIRST_CONTACT_RATIO_GOAL = 0.5
+"""First contacts should be relayed at least at this fraction of the follow-up rate."""
+RSS_GOAL_MB = 200.0
+"""One worker with the first-contact pass's open conversations and rooms should stay under this RSS."""
+DEFAULT_FIRST_CONTACTS = 10_000
+QUICK_FIRST_CONTACTS = 500
 
 DEFAULT_CUSTOMERS = 200
 DEFAULT_MESSAGES = 10
@@ -297,6 +308,8 @@ class PassResult:
     rooms_per_customer: dict[str, int]
     target_rate: float | None = None
     """The arrival rate asked for (open loop), in messages per second."""
+    first_message: int = 0
+    """The index of each customer's first message in this pass (rooms also show the earlier ones)."""
     arrival_rate: float | None = None
     """The arrival rate achieved (messages over the span of the ``inbound()`` calls)."""
 
@@ -340,7 +353,7 @@ class PassResult:
         problems: list[str] = []
         for n in range(self.customers):
             user = customer_name(n)
-            expected = [message_text(user, i) for i in range(self.messages_per_customer)]
+            expected = [message_text(user, i) for i in range(self.first_message + self.messages_per_customer)]
             got = self.rooms.get(user)
             if got != expected:
                 problems.append(f"{user}: room shows {got!r}, expected {expected!r}")
@@ -434,67 +447,97 @@ async def run_pass(
         channel, workspace = _doubles(desk)
         await _warm_up(channel, workspace, warmup)
         users = [customer_name(n) for n in range(customers)]
-        sent: dict[str, float] = {}
-        counter = _PostCounter(len(workspace.posts.items), total)
+        return await _drive(
+            desk,
+            backend,
+            mode,
+            users,
+            messages,
+            rate=rate,
+            seed=seed,
+            progress=progress,
+            section=section,
+            budget=budget,
+        )
 
-        async def write(user: str, i: int) -> None:
-            text = message_text(user, i)
-            sent[text] = time.perf_counter()
-            await channel.customer_writes(user, text, message_id=f"{user}-{i}")
 
-        async def closed_loop(user: str) -> None:
-            for i in range(messages):
-                await write(user, i)
+async def _drive(
+    desk: Desk,
+    backend: str,
+    mode: str,
+    users: list[str],
+    messages: int,
+    *,
+    first_message: int = 0,
+    rate: float | None = None,
+    seed: int = 7,
+    progress: Progress | None = None,
+    section: Section = nullcontext,
+    budget: float,
+) -> PassResult:
+    """Every one of ``users`` writes messages ``first_message`` .. ``first_message + messages - 1`` into a
+    running bench desk (closed loop, or open loop at ``rate``); measure and read every room after."""
+    channel, workspace = _doubles(desk)
+    total = len(users) * messages
+    sent: dict[str, float] = {}
+    counter = _PostCounter(len(workspace.posts.items), total)
 
-        async def open_loop(user: str, offsets: list[float], origin: float) -> None:
-            for i, offset in enumerate(offsets):
-                delay = origin + offset - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await write(user, i)
+    async def write(user: str, i: int) -> None:
+        text = message_text(user, i)
+        sent[text] = time.perf_counter()
+        await channel.customer_writes(user, text, message_id=f"{user}-{i}")
 
-        async def report() -> None:
-            label = f"{backend} {mode}"
-            while True:
-                await asyncio.sleep(PROGRESS_EVERY)
-                assert progress is not None
-                posted = sum(text in workspace.arrived for text in sent)
-                progress(f"  [{label}] {len(sent)}/{total} written, {posted}/{total} in their rooms")
+    async def closed_loop(user: str) -> None:
+        for i in range(first_message, first_message + messages):
+            await write(user, i)
 
-        reporter = asyncio.create_task(report()) if progress else None
-        cpu_started = time.process_time()
-        try:
-            with section():
-                if rate is None:
-                    await asyncio.gather(*(closed_loop(user) for user in users))
-                else:
-                    schedule = poisson_schedule(customers, messages, rate, seed)
-                    origin = time.perf_counter() + 0.01
-                    await asyncio.gather(
-                        *(open_loop(u, s, origin) for u, s in zip(users, schedule, strict=True))
-                    )
-                await _wait_posted(workspace, counter, budget)
-        finally:
-            cpu_seconds = time.process_time() - cpu_started
-            if reporter:
-                reporter.cancel()
-        latency = {text: (workspace.arrived[text] - at) * 1000 for text, at in sent.items()}
-        first_texts = {message_text(user, 0) for user in users}
-        first_in, last_in = min(sent.values()), max(sent.values())
-        last_post = max(workspace.arrived[text] for text in sent)
-        # let the bus and the outbox finish their bookkeeping before the desk stops
-        await desk.bus.wait_idle(30)
-        await desk.outbox.wait_settled(30)
-        rooms: dict[str, list[str]] = {}
-        room_count: Counter[str] = Counter()
-        for room in workspace.rooms.values():
-            user = room.conversation.external_user_id
-            room_count[user] += 1
-            rooms.setdefault(user, []).extend(p.text for p in room.posts if p.kind == "customer_message")
+    async def open_loop(user: str, offsets: list[float], origin: float) -> None:
+        for i, offset in enumerate(offsets, start=first_message):
+            delay = origin + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await write(user, i)
+
+    async def report() -> None:
+        label = f"{backend} {mode}"
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            assert progress is not None
+            posted = sum(text in workspace.arrived for text in sent)
+            progress(f"  [{label}] {len(sent)}/{total} written, {posted}/{total} in their rooms")
+
+    reporter = asyncio.create_task(report()) if progress else None
+    cpu_started = time.process_time()
+    try:
+        with section():
+            if rate is None:
+                await asyncio.gather(*(closed_loop(user) for user in users))
+            else:
+                schedule = poisson_schedule(len(users), messages, rate, seed)
+                origin = time.perf_counter() + 0.01
+                await asyncio.gather(*(open_loop(u, s, origin) for u, s in zip(users, schedule, strict=True)))
+            await _wait_posted(workspace, counter, budget)
+    finally:
+        cpu_seconds = time.process_time() - cpu_started
+        if reporter:
+            reporter.cancel()
+    latency = {text: (workspace.arrived[text] - at) * 1000 for text, at in sent.items()}
+    first_texts = {message_text(user, 0) for user in users}  # (none in a later pass of the same desk)
+    first_in, last_in = min(sent.values()), max(sent.values())
+    last_post = max(workspace.arrived[text] for text in sent)
+    # let the bus and the outbox finish their bookkeeping before the desk stops
+    await desk.bus.wait_idle(30)
+    await desk.outbox.wait_settled(30)
+    rooms: dict[str, list[str]] = {}
+    room_count: Counter[str] = Counter()
+    for room in workspace.rooms.values():
+        user = room.conversation.external_user_id
+        room_count[user] += 1
+        rooms.setdefault(user, []).extend(p.text for p in room.posts if p.kind == "customer_message")
     return PassResult(
         backend=backend,
         mode=mode,
-        customers=customers,
+        customers=len(users),
         messages_per_customer=messages,
         seconds=last_post - first_in,
         latencies_ms=tuple(sorted(latency.values())),
@@ -504,7 +547,91 @@ async def run_pass(
         rooms_per_customer=dict(room_count),
         target_rate=rate,
         arrival_rate=total / (last_in - first_in) if last_in > first_in else None,
+        first_message=first_message,
     )
+
+
+def rss_mb() -> tuple[float, float]:
+    """This process's resident memory now and at its peak, in MB (Linux: /proc and getrusage)."""
+    now = math.nan
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                now = int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return now, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass(frozen=True)
+class FirstContactResult:
+    """The first-contact pass: N new customers writing once, then each writing once more, in one desk."""
+
+    first: PassResult
+    """Every customer's first message (customer, identity, conversation and room created)."""
+    follow: PassResult
+    """Every customer's second message (all of it known, the room there)."""
+    open_conversations: int
+    rooms: int
+    rss_mb: float
+    """The process's resident memory after both (garbage collected), with every conversation open."""
+    peak_rss_mb: float
+
+    @property
+    def ratio(self) -> float:
+        """First-contact throughput over follow-up throughput."""
+        return self.first.throughput / self.follow.throughput
+
+
+async def run_first_contacts(
+    backend: str,
+    customers: int,
+    *,
+    services: Services | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    progress: Progress | None = None,
+    section: Section = nullcontext,
+) -> FirstContactResult:
+    """``customers`` new customers each write once, all at once (closed loop); then each writes again.
+
+    Both in one fresh desk on ``backend``; afterwards the desk holds ``customers`` open conversations
+    and rooms, and the process's RSS is read. ``section`` wraps the first-contact part only.
+    """
+    budget = 120.0 + customers / 20
+    async with bench_desk(backend, services) as desk:
+        channel, workspace = _doubles(desk)
+        await _warm_up(channel, workspace, warmup)
+        users = [customer_name(n) for n in range(customers)]
+        first = await _drive(
+            desk, backend, "first", users, 1, progress=progress, section=section, budget=budget
+        )
+        follow = await _drive(
+            desk, backend, "follow-up", users, 1, first_message=1, progress=progress, budget=budget
+        )
+        gc.collect()
+        now, peak = rss_mb()
+        open_conversations = await Conversation.exclude(state=ConversationState.CLOSED).count()
+        rooms = await Room.all().count()
+    return FirstContactResult(first, follow, open_conversations, rooms, now, peak)
+
+
+def first_contacts_table(results: Sequence[FirstContactResult]) -> str:
+    """The first-contact figures with their goals, as a markdown table."""
+    lines = [
+        "| configuration | customers | first contacts msg/s | CPU ms/msg | p99 ms | follow-ups msg/s "
+        "| CPU ms/msg | p99 ms | ratio (goal ≥ 0.5) | open conversations / rooms | RSS MB now / peak (goal ≤ 200) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for r in results:
+        f, u = r.first, r.follow
+        lines.append(
+            f"| {BACKEND_LABELS[f.backend]} | {f.customers:,} | {f.throughput:,.0f} | {f.cpu_ms_per_message:.2f} "
+            f"| {_ms(f.p99_ms)} | {u.throughput:,.0f} | {u.cpu_ms_per_message:.2f} | {_ms(u.p99_ms)} "
+            f"| {r.ratio:.2f}: {_verdict(r.ratio >= FIRST_CONTACT_RATIO_GOAL)} "
+            f"| {r.open_conversations:,} / {r.rooms:,} "
+            f"| {r.rss_mb:.0f} / {r.peak_rss_mb:.0f}: {_verdict(r.rss_mb <= RSS_GOAL_MB)} |"
+        )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -618,6 +745,7 @@ class BenchReport:
 
     results: list[PassResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    first_contacts: list[FirstContactResult] = field(default_factory=list)
 
 
 async def run_benchmark(
@@ -628,8 +756,11 @@ async def run_benchmark(
     services: Services | None = None,
     warmup: int = DEFAULT_WARMUP,
     progress: Progress | None = None,
+    first_contacts: int = 0,
+    standard: bool = True,
 ) -> BenchReport:
-    """For each backend: the closed-loop ``max`` pass, then the open loop at half its throughput."""
+    """For each backend: the closed-loop ``max`` pass, then the open loop at half its throughput (unless
+    not ``standard``); then, with ``first_contacts``, the first-contact pass of that many customers."""
     services = services or Services.from_env()
     report = BenchReport()
     for backend in backends:
@@ -637,6 +768,9 @@ async def run_benchmark(
             report.skipped[backend] = reason
             if progress:
                 progress(f"{BACKEND_LABELS[backend]}: skipped ({reason})")
+            continue
+        if first_contacts and not standard:
+            await _first_contacts_pass(report, backend, first_contacts, services, warmup, progress)
             continue
         if progress:
             progress(f"{BACKEND_LABELS[backend]}: max pass, {customers} customers x {messages} messages")
@@ -659,7 +793,32 @@ async def run_benchmark(
         report.results.append(half)
         if progress:
             progress(f"  -> {_summary(half)}")
+        if first_contacts:
+            await _first_contacts_pass(report, backend, first_contacts, services, warmup, progress)
     return report
+
+
+async def _first_contacts_pass(
+    report: BenchReport,
+    backend: str,
+    customers: int,
+    services: Services,
+    warmup: int,
+    progress: Progress | None,
+) -> None:
+    if progress:
+        progress(
+            f"{BACKEND_LABELS[backend]}: first contacts, {customers} new customers writing once, then again"
+        )
+    result = await run_first_contacts(backend, customers, services=services, warmup=warmup, progress=progress)
+    report.first_contacts.append(result)
+    if progress:
+        progress(f"  -> first contacts: {_summary(result.first)}")
+        progress(f"  -> follow-ups: {_summary(result.follow)}")
+        progress(
+            f"  -> ratio {result.ratio:.2f}; {result.open_conversations} open conversations, {result.rooms} rooms; "
+            f"RSS {result.rss_mb:.0f} MB (peak {result.peak_rss_mb:.0f} MB)"
+        )
 
 
 def _summary(result: PassResult) -> str:
@@ -739,6 +898,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", type=int, default=DEFAULT_WARMUP, help="throwaway customers before measuring"
     )
     parser.add_argument(
+        "--first-contacts",
+        type=int,
+        nargs="?",
+        const=-1,
+        metavar="N",
+        help=f"also run the first-contact pass: N new customers writing once, then once more "
+        f"(default {DEFAULT_FIRST_CONTACTS:,}; {QUICK_FIRST_CONTACTS} with --quick), with the RSS after",
+    )
+    parser.add_argument(
+        "--only-first-contacts",
+        action="store_true",
+        help="run the first-contact pass alone (no max and half-load passes)",
+    )
+    parser.add_argument(
         "--count-queries",
         action="store_true",
         help="after the timed passes, count SQL statements per message in an extra (untimed) max and half pass",
@@ -752,6 +925,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.customers = args.customers or (QUICK_CUSTOMERS if args.quick else DEFAULT_CUSTOMERS)
     args.messages = args.messages or (QUICK_MESSAGES if args.quick else DEFAULT_MESSAGES)
+    if args.only_first_contacts and args.first_contacts is None:
+        args.first_contacts = -1
+    if args.first_contacts == -1:
+        args.first_contacts = QUICK_FIRST_CONTACTS if args.quick else DEFAULT_FIRST_CONTACTS
+    args.first_contacts = args.first_contacts or 0
     if args.customers < 1 or args.messages < 1:
         parser.error("--customers and --messages must be at least 1")
     return args
@@ -764,9 +942,18 @@ def _err(line: str) -> None:
 async def _main(args: argparse.Namespace) -> int:
     backends = list(BACKENDS) if args.backend == "both" else [args.backend]
     _err(f"relaydesk core benchmark: {args.customers} customers x {args.messages} messages; {machine_line()}")
-    report = await run_benchmark(backends, args.customers, args.messages, warmup=args.warmup, progress=_err)
+    report = await run_benchmark(
+        backends,
+        args.customers,
+        args.messages,
+        warmup=args.warmup,
+        progress=_err,
+        first_contacts=args.first_contacts,
+        standard=not args.only_first_contacts,
+    )
     failed = False
-    for result in report.results:
+    checked = [*report.results, *(p for r in report.first_contacts for p in (r.first, r.follow))]
+    for result in checked:
         problems = result.delivery_problems()
         if problems:
             failed = True
@@ -788,12 +975,24 @@ async def _main(args: argparse.Namespace) -> int:
             )
             print(f"\n### SQL statements: {BACKEND_LABELS[result.backend]}, {result.mode} pass\n")
             print(counter.report(result.messages))
+        for contacts in report.first_contacts:
+            backend, customers = contacts.first.backend, contacts.first.customers
+            _err(f"counting SQL statements: {backend} first contacts")
+            counter = QueryCounter()
+            await run_first_contacts(backend, customers, section=counter.attached)
+            print(f"\n### SQL statements: {BACKEND_LABELS[backend]}, first contacts\n")
+            print(counter.report(customers))
 
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         base = args.profile / "relay-sqlite-max"
-        _err(f"profiling a SQLite max pass with pyinstrument -> {base}.tree.txt / .flat.txt / .html")
-        await run_pass("sqlite", args.customers, args.messages, section=lambda: pyinstrument_profile(base))
+        if importlib.util.find_spec("pyinstrument") is None:
+            _err("pyinstrument is not installed: cProfile only")
+        else:
+            _err(f"profiling a SQLite max pass with pyinstrument -> {base}.tree.txt / .flat.txt / .html")
+            await run_pass(
+                "sqlite", args.customers, args.messages, section=lambda: pyinstrument_profile(base)
+            )
         _err(f"profiling a SQLite max pass with cProfile -> {base}.cprofile.txt")
         await run_pass(
             "sqlite",
@@ -801,10 +1000,22 @@ async def _main(args: argparse.Namespace) -> int:
             args.messages,
             section=lambda: cprofile_profile(Path(f"{base}.cprofile.txt")),
         )
+        if args.first_contacts:
+            first = args.profile / "relay-sqlite-first-contacts.cprofile.txt"
+            _err(f"profiling SQLite first contacts with cProfile -> {first}")
+            await run_first_contacts("sqlite", args.first_contacts, section=lambda: cprofile_profile(first))
 
     print(f"\n## relaydesk core: {args.customers} customers x {args.messages} messages\n")
     print(f"{machine_line()}\n")
-    print(markdown_table(report))
+    if report.results or report.skipped:
+        print(markdown_table(report))
+    if report.first_contacts:
+        print(f"\n### First contacts\n\n{first_contacts_table(report.first_contacts)}")
+        print(
+            "\nFirst contacts: every customer writes once, all at once (customer, identity, conversation and "
+            "room created); follow-ups: each writes once more, in the same desk. RSS: this whole process "
+            "(desk, doubles and load generator) after both, every conversation still open."
+        )
     print(
         "\nLatency: from the inbound() call to the room post. Max pass: closed loop, all customers at once. "
         "Half load: Poisson arrivals at half the max pass's throughput. Follow-ups: every message but each "

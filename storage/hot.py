@@ -42,6 +42,7 @@ from storage.models import (
     Message,
     OutboxItem,
     OutboxStatus,
+    Room,
 )
 from storage.sqlite_inline import InlineConnection
 
@@ -229,27 +230,27 @@ def _insert_plan(model: type[Model]) -> tuple[_InsertColumn, ...]:
     return tuple(plan)
 
 
+def _insert_sql(model: type[Model], dialect: str, expressions: dict[str, str] | None = None) -> str:
+    """The INSERT statement of :func:`_insert` (with ``RETURNING`` the new id on PostgreSQL); columns in
+    ``expressions`` take that SQL instead of a value."""
+    return _insert_sql_of(model, dialect, tuple(sorted((expressions or {}).items())))
+
+
 @functools.cache
-def _insert_sql(model: type[Model], dialect: str) -> str:
-    """The INSERT statement of :func:`_insert` (with ``RETURNING`` the new id on PostgreSQL)."""
+def _insert_sql_of(model: type[Model], dialect: str, expressions: tuple[tuple[str, str], ...]) -> str:
     plan = _insert_plan(model)
+    given = dict(expressions)
     columns = ", ".join(f'"{column.name}"' for column in plan)
-    sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({", ".join("?" * len(plan))})'
+    values = ", ".join(given.get(column.name, "?") for column in plan)
+    sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({values})'
     if dialect == "postgres":
         sql += f' RETURNING "{model._meta.db_pk_column}"'
     return _dialect_sql(sql, dialect)
 
 
-async def _insert_row(model: type[Model], **given: Any) -> tuple[int, dict[str, Any]]:
-    """Insert one row as ``model.create(**given)`` would (defaults, auto timestamps, validation): its id,
-    and every column's value.
-
-    ``given`` is keyed by column name (``conversation_id``, not ``conversation``). A value the field
-    refuses raises tortoise's ``ValidationError`` and a duplicate key its ``IntegrityError``, as
-    ``create`` does.
-    """
-    conn = _connection()
-    dialect = conn.capabilities.dialect
+def _insert_values(model: type[Model], given: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Every column's value of a new row as ``model.create(**given)`` would set it, and the values to send
+    (validated and encoded by the fields, as ``create`` does)."""
     now = timezone.now()
     values: dict[str, Any] = {}
     params: list[Any] = []
@@ -266,6 +267,20 @@ async def _insert_row(model: type[Model], **given: Any) -> tuple[int, dict[str, 
             raise TypeError(f"{model.__name__}.{column.name} is required")
         values[column.name] = value
         params.append(column.field.to_db_value(value, model))  # validates, as create() does
+    return values, params
+
+
+async def _insert_row(model: type[Model], **given: Any) -> tuple[int, dict[str, Any]]:
+    """Insert one row as ``model.create(**given)`` would (defaults, auto timestamps, validation): its id,
+    and every column's value.
+
+    ``given`` is keyed by column name (``conversation_id``, not ``conversation``). A value the field
+    refuses raises tortoise's ``ValidationError`` and a duplicate key its ``IntegrityError``, as
+    ``create`` does.
+    """
+    conn = _connection()
+    dialect = conn.capabilities.dialect
+    values, params = _insert_values(model, given)
     sql = _insert_sql(model, dialect)
     done = _run_now(conn, sql, params)
     if done is not None:
@@ -345,6 +360,178 @@ async def open_conversation_of(
         return None
     row = rows[0]
     return _load(Conversation, row, "v_"), _load(Identity, row, "i_"), _load(Customer, row, "c_")
+
+
+async def identity_state(
+    channel: str, external_id: str
+) -> tuple[Identity, Customer, Conversation | None] | None:
+    """This channel identity, its customer and the customer's newest conversation not closed (None if
+    there is none), in one statement; None for an identity never seen."""
+    sql = (
+        f"SELECT {_columns(Identity, 'i_', 'i')}, {_columns(Customer, 'c_', 'c')}, "
+        f"{_columns(Conversation, 'v_', 'v')} "
+        'FROM "identity" "i" '
+        'JOIN "customer" "c" ON "c"."id"="i"."customer_id" '
+        'LEFT JOIN "conversation" "v" ON "v"."customer_id"="i"."customer_id" AND "v"."state"<>? '
+        'WHERE "i"."channel"=? AND "i"."external_id"=? '
+        'ORDER BY "v"."id" DESC LIMIT 1'
+    )
+    _count, rows = await _query(sql, [ConversationState.CLOSED.value, channel, external_id])
+    if not rows:
+        return None
+    row = rows[0]
+    conversation = _load(Conversation, row, "v_") if row["v_id"] is not None else None
+    return _load(Identity, row, "i_"), _load(Customer, row, "c_"), conversation
+
+
+async def create_customer(
+    customer: dict[str, Any], identity: dict[str, Any], conversation: dict[str, Any]
+) -> tuple[Customer, Identity, Conversation]:
+    """A new customer with its first identity and its first conversation (``customer_id`` and
+    ``identity_id`` filled in here), all or nothing. ``IntegrityError`` when the identity exists (another
+    worker created it first).
+
+    On SQLite's loop-thread connection, when nothing holds it: three statements at once, in one savepoint
+    (each later one taking the id the one before made); elsewhere one transaction.
+    """
+    conn = _connection()
+    dialect = conn.capabilities.dialect
+    rows: list[tuple[type[Model], dict[str, Any]]] = []
+    statements: list[tuple[str, Sequence[Any]]] = []
+    placeholders: tuple[dict[str, int], ...] = (
+        {},
+        {"customer_id": 0},
+        {"customer_id": 0, "identity_id": 0},
+    )  # (the ids come later)
+    for model, given, ids_later in zip(
+        (Customer, Identity, Conversation), (customer, identity, conversation), placeholders, strict=True
+    ):
+        columns, params = _insert_values(model, {**given, **ids_later})
+        rows.append((model, columns))
+        statements.append((_insert_sql(model, "sqlite"), params))
+    inline = _free_inline(conn, ()) if dialect == "sqlite" else None
+    if inline is not None:
+        # the new ids: SQLite's last_insert_rowid() of the statement before
+        plan = _insert_plan(Identity)
+        at = [c.name for c in plan].index("customer_id")
+        statements[1] = (
+            _insert_sql(Identity, "sqlite", {"customer_id": "last_insert_rowid()"}),
+            [v for n, v in enumerate(statements[1][1]) if n != at],
+        )
+        names = [c.name for c in _insert_plan(Conversation)]
+        skip = {names.index("customer_id"), names.index("identity_id")}
+        statements[2] = (
+            _insert_sql(
+                Conversation,
+                "sqlite",
+                {
+                    "identity_id": "last_insert_rowid()",
+                    "customer_id": '(SELECT "customer_id" FROM "identity" WHERE "id"=last_insert_rowid())',
+                },
+            ),
+            [v for n, v in enumerate(statements[2][1]) if n not in skip],
+        )
+        if conn.log.isEnabledFor(logging.DEBUG):
+            for sql, values in statements:
+                conn.log.debug("%s: %s", sql, values)
+        done = inline.try_all(statements)
+        if done is not None:
+            ids = [int(row_id) for _changed, _rows, row_id in done]  # type: ignore[arg-type]
+            return _created(rows, ids)
+    async with transaction(conn.connection_name) as tx:
+        ids = []
+        for n, (model, columns) in enumerate(rows):
+            if n >= 1:
+                columns["customer_id"] = ids[0]
+            if n == 2:
+                columns["identity_id"] = ids[1]
+            values = [c.field.to_db_value(columns[c.name], model) for c in _insert_plan(model)]
+            inserted = await tx.execute_insert(_insert_sql(model, dialect), values)
+            ids.append(int(inserted[0] if dialect == "postgres" else inserted))
+    return _created(rows, ids)
+
+
+def _created(
+    rows: list[tuple[type[Model], dict[str, Any]]], ids: list[int]
+) -> tuple[Customer, Identity, Conversation]:
+    (_c, customer), (_i, identity), (_v, conversation) = rows
+    identity["customer_id"] = conversation["customer_id"] = ids[0]
+    conversation["identity_id"] = ids[1]
+    customer["id"], identity["id"], conversation["id"] = ids
+    return (
+        Customer._init_from_db(**customer),
+        Identity._init_from_db(**identity),
+        Conversation._init_from_db(**conversation),
+    )
+
+
+@functools.cache
+def _select_sql(model: type[Model], where: str, order: str, limit: int | None) -> str:
+    sql = f'SELECT {_columns(model)} FROM "{model._meta.db_table}" WHERE {where}'
+    if order:
+        sql += f" ORDER BY {order}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql
+
+
+async def select(
+    model: type[M], where: str, values: Sequence[Any], *, order: str = "", limit: int | None = None
+) -> list[M]:
+    """The rows of ``model`` matching ``where`` (SQL with ``?`` placeholders, quoted column names), as
+    instances: a plain query without tortoise's queryset machinery (for the few reads every new customer
+    or room makes)."""
+    _count, rows = await _query(_select_sql(model, where, order, limit), values)
+    return [_load(model, row) for row in rows]
+
+
+async def conversation_rooms(
+    conversation_id: int, workspace: str
+) -> tuple[Conversation, Room | None, Room | None] | None:
+    """A conversation, the room it is bound to and its customer's room in ``workspace`` (either may be
+    None, both may be the same), in one statement; None if the conversation does not exist."""
+    sql = (
+        f"SELECT {_columns(Conversation, 'v_', 'v')}, {_columns(Room, 'r_', 'r')} "
+        'FROM "conversation" "v" LEFT JOIN "room" "r" ON "r"."id"="v"."room_id" '
+        'OR ("r"."workspace"=? AND "r"."customer_id"="v"."customer_id") WHERE "v"."id"=?'
+    )
+    _count, rows = await _query(sql, [workspace, conversation_id])
+    if not rows:
+        return None
+    conversation = _load(Conversation, rows[0], "v_")
+    bound = existing = None
+    for row in rows:
+        if row["r_id"] is None:
+            continue
+        room = _load(Room, row, "r_")
+        if room.id == conversation.room_id:
+            bound = room
+        if room.workspace == workspace and room.customer_id == conversation.customer_id:
+            existing = room
+    return conversation, bound, existing
+
+
+async def insert_room(**columns: Any) -> Room:
+    """Store a new room (``columns`` as :func:`_insert` takes them). ``IntegrityError`` if the customer has
+    one in that workspace already."""
+    return await _insert(Room, **columns)
+
+
+async def set_conversation_room(conversation_id: int, room_id: int) -> None:
+    """Bind a conversation to a room."""
+    await _query('UPDATE "conversation" SET "room_id"=? WHERE "id"=?', [room_id, conversation_id])
+
+
+async def customer_and_identity(customer_id: int, identity_id: int) -> tuple[Customer, Identity] | None:
+    """A customer and an identity (of theirs, or another's), in one statement; None if either is gone."""
+    sql = (
+        f"SELECT {_columns(Customer, 'c_', 'c')}, {_columns(Identity, 'i_', 'i')} "
+        'FROM "customer" "c", "identity" "i" WHERE "c"."id"=? AND "i"."id"=?'
+    )
+    _count, rows = await _query(sql, [customer_id, identity_id])
+    if not rows:
+        return None
+    return _load(Customer, rows[0], "c_"), _load(Identity, rows[0], "i_")
 
 
 async def customer_keys(
@@ -550,18 +737,25 @@ __all__ = [
     "append_journal_entry",
     "claim_outbox_row",
     "commit_point",
+    "conversation_rooms",
+    "create_customer",
+    "customer_and_identity",
     "customer_keys",
     "delete_journal_entry",
     "durable",
+    "identity_state",
     "insert_conversation_log",
     "insert_message",
     "insert_outbox_row",
     "insert_receipt",
+    "insert_room",
     "mark_outbox_sent",
     "mark_receipt_processed",
     "open_conversation_of",
     "outbox_depth",
     "outbox_lane_head",
     "outbox_lane_heads",
+    "select",
+    "set_conversation_room",
     "touch_conversation",
 ]
