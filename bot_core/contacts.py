@@ -128,15 +128,29 @@ class CustomerKeyCache:
     milliseconds; see docs/architecture.md, "Bus keys are per customer") another worker may still
     publish a merged identity's message under its old key, which is the same limit merges had without
     the cache; entries expire after ``ttl`` seconds, which bounds it if a worker missed the message.
+
+    ``unknown``: also remember the key of an identity not stored yet (its ``<channel>:<user>``), which is
+    the key its customer will be created under unless one of its messages brings a verified contact. Only
+    right when this process publishes every event (one worker, the in-process bus): a message with
+    contacts then forgets the identity here (:meth:`taint`) until a message of it was handled
+    (:meth:`put`, the stored key), so no later message is published under a guessed key that the contact
+    made wrong. With several workers another one may publish that message: they look unknown identities up.
     """
 
     def __init__(
-        self, ttl: float = 60.0, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl: float = 60.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        unknown: bool = False,
     ) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
+        self.unknown = unknown
         self._clock = clock
         self._keys: dict[tuple[str, str], tuple[str, float]] = {}
+        self._tainted: set[tuple[str, str]] = set()
         self.generation = 0
         """Moves on with every :meth:`clear`: a lookup begun under an older one is not stored."""
 
@@ -157,8 +171,29 @@ class CustomerKeyCache:
     def put(self, channel: str, user: str, key: str, generation: int) -> None:
         """Remember this identity's ``key``, read from the database under ``generation`` (ignored when a
         merge came since). The oldest entry makes room when the cache is full."""
+        self._tainted.discard((channel, user))
         if generation != self.generation:
             return
+        self._store(channel, user, key)
+
+    def put_unknown(self, channel: str, user: str, key: str, generation: int) -> None:
+        """Remember the key a message of an identity not stored yet was published under (only with
+        ``unknown``, and not while a message of it with contacts waits to be handled)."""
+        if self.unknown and generation == self.generation and (channel, user) not in self._tainted:
+            self._store(channel, user, key)
+
+    def taint(self, channel: str, user: str) -> None:
+        """A message of this identity brings verified contacts: forget its key, and guess none for it until
+        one of its messages was handled."""
+        self._keys.pop((channel, user), None)
+        if self.unknown:
+            if len(self._tainted) >= self.max_entries:  # (messages dropped before being handled)
+                self._tainted.clear()
+                self.generation += 1  # no guess stays that one of them would have stopped
+                self._keys.clear()
+            self._tainted.add((channel, user))
+
+    def _store(self, channel: str, user: str, key: str) -> None:
         entries = self._keys
         entries.pop((channel, user), None)  # re-inserted last: the dict's order is the age
         if len(entries) >= self.max_entries:
@@ -178,10 +213,13 @@ async def publish_key(msg: CustomerMessage, cache: CustomerKeyCache | None = Non
     message with contacts is always looked up: they may name other customers).
     """
     contacts = contact_points(msg.attributes, quiet=True)
-    if cache is not None and not contacts:
-        key = cache.get(msg.channel, msg.external_user_id)
-        if key is not None:
-            return key
+    if cache is not None:
+        if contacts:
+            cache.taint(msg.channel, msg.external_user_id)
+        else:
+            key = cache.get(msg.channel, msg.external_user_id)
+            if key is not None:
+                return key
     generation = cache.generation if cache is not None else 0
     found = await hot.customer_keys(msg.channel, msg.external_user_id, contacts)
     if found:
@@ -191,4 +229,7 @@ async def publish_key(msg: CustomerMessage, cache: CustomerKeyCache | None = Non
             if cache is not None and not contacts:
                 cache.put(msg.channel, msg.external_user_id, key, generation)
             return key
-    return fresh_key(msg, contacts)
+    key = fresh_key(msg, contacts)
+    if cache is not None and not contacts and not found:
+        cache.put_unknown(msg.channel, msg.external_user_id, key, generation)
+    return key

@@ -168,7 +168,8 @@ class Desk:
         self.conversations = ConversationService(
             self.outbox, self.rooms, self._publish_event, wants=self._handled
         )
-        self.customer_keys = CustomerKeyCache()
+        # one worker publishes every event: it may remember the keys of identities not stored yet too
+        self.customer_keys = CustomerKeyCache(unknown=isinstance(self.bus, MemoryBus))
         """The bus keys of identities seen lately (see :mod:`bot_core.contacts`); merges clear it."""
         self.relay = Relay(
             lambda: self._pipeline,

@@ -409,6 +409,15 @@ async def create_customer(
         columns, params = _insert_values(model, {**given, **ids_later})
         rows.append((model, columns))
         statements.append((_insert_sql(model, "sqlite"), params))
+    if dialect == "postgres":  # one statement: each insert takes the id of the one before
+        linked = [
+            [v for c, v in zip(_insert_plan(model), values, strict=True) if c.name not in ids_later]
+            for (model, _columns), (_sql, values), ids_later in zip(
+                rows, statements, placeholders, strict=True
+            )
+        ]
+        _count, out = await _query(_create_customer_sql(), [v for values in linked for v in values])
+        return _created(rows, [int(out[0][0]), int(out[0][1]), int(out[0][2])])
     inline = _free_inline(conn, ()) if dialect == "sqlite" else None
     if inline is not None:
         # the new ids: SQLite's last_insert_rowid() of the statement before
@@ -449,6 +458,28 @@ async def create_customer(
             inserted = await tx.execute_insert(_insert_sql(model, dialect), values)
             ids.append(int(inserted[0] if dialect == "postgres" else inserted))
     return _created(rows, ids)
+
+
+@functools.cache
+def _create_customer_sql() -> str:
+    """PostgreSQL's :func:`create_customer`: three inserts in one statement (``?`` placeholders)."""
+
+    def insert(model: type[Model], expressions: dict[str, str]) -> str:
+        plan = _insert_plan(model)
+        columns = ", ".join(f'"{c.name}"' for c in plan)
+        values = ", ".join(expressions.get(c.name, "?") for c in plan)
+        return f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({values})'
+
+    customer = insert(Customer, {})
+    identity = insert(Identity, {"customer_id": '(SELECT "id" FROM "c")'})
+    return (
+        f'WITH "c" AS ({customer} RETURNING "id"), "i" AS ({identity} RETURNING "id", "customer_id") '
+        + insert(
+            Conversation,
+            {"customer_id": '(SELECT "customer_id" FROM "i")', "identity_id": '(SELECT "id" FROM "i")'},
+        )
+        + ' RETURNING "customer_id", "identity_id", "id"'
+    )
 
 
 def _created(

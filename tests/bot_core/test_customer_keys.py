@@ -112,3 +112,39 @@ async def test_a_follow_up_is_keyed_from_the_cache_and_a_merge_on_another_worker
     assert await _wait_until(lambda: two.customer_keys.get("whatsapp", "+4915112345678") is None)
     for desk in workers:
         assert await publish_key(follow_up, desk.customer_keys) == older.bus_key
+
+
+def test_an_unknown_identity_is_guessed_only_by_the_single_worker_and_not_once_it_brought_contacts() -> None:
+    several = CustomerKeyCache()
+    several.put_unknown("tg", "1", "tg:1", several.generation)
+    assert several.get("tg", "1") is None  # another worker may create its customer under another key
+
+    one = CustomerKeyCache(unknown=True)
+    one.put_unknown("tg", "1", "tg:1", one.generation)
+    assert one.get("tg", "1") == "tg:1"
+    one.taint("tg", "1")  # a message with a verified phone: its customer may get the phone's key
+    assert one.get("tg", "1") is None
+    one.put_unknown("tg", "1", "tg:1", one.generation)
+    assert one.get("tg", "1") is None  # no guess until one of its messages was handled
+    one.put("tg", "1", "phone:+4915112345678", one.generation)  # handled: the stored key
+    assert one.get("tg", "1") == "phone:+4915112345678"
+
+
+async def test_the_single_worker_publishes_a_new_customers_messages_under_one_key_until_a_contact_comes(
+    sqlite_url: str, make_desk: DeskFactory
+) -> None:
+    desk = await make_desk(sqlite_url, TWO_CHANNELS_YAML)
+    first = CustomerMessage(channel="telegram", external_user_id="42", external_message_id="m1")
+    assert await publish_key(first, desk.customer_keys) == "telegram:42"
+    assert desk.customer_keys.get("telegram", "42") == "telegram:42"  # not stored yet: guessed
+    with_phone = CustomerMessage(
+        channel="telegram",
+        external_user_id="42",
+        external_message_id="m2",
+        attributes={"phone": "+4915112345678"},
+    )
+    assert await publish_key(with_phone, desk.customer_keys) == "phone:+4915112345678"
+    assert desk.customer_keys.get("telegram", "42") is None
+    follow = CustomerMessage(channel="telegram", external_user_id="42", external_message_id="m3")
+    assert await publish_key(follow, desk.customer_keys) == "telegram:42"  # (looked up: still unknown)
+    assert desk.customer_keys.get("telegram", "42") is None  # and not remembered
