@@ -628,15 +628,21 @@ async def insert_conversation_log(**columns: Any) -> int:
 # -- the outbox --------------------------------------------------------------------------------------
 
 
-def _lane_head_sql(conversation_id: int | None, target: str) -> tuple[str, list[Any]]:
-    """The statement and values of :func:`outbox_lane_head`."""
+def _lane_head_sql(
+    conversation_id: int | None, target: str, besides: int | None = None
+) -> tuple[str, list[Any]]:
+    """The statement and values of :func:`outbox_lane_head` (leaving out row ``besides``)."""
     conversation_test = '"conversation_id"=?' if conversation_id is not None else '"conversation_id" IS NULL'
     values: list[Any] = [target, OutboxStatus.PENDING.value, OutboxStatus.SENDING.value]
     if conversation_id is not None:
         values.insert(0, conversation_id)
+    other = ""
+    if besides is not None:
+        other = ' AND "id"<>?'
+        values.append(besides)
     sql = (
         f'SELECT {_columns(OutboxItem)} FROM "outbox_item" WHERE {conversation_test} '
-        'AND "target"=? AND "status" IN (?,?) ORDER BY "id" LIMIT 1'
+        f'AND "target"=? AND "status" IN (?,?){other} ORDER BY "id" LIMIT 1'
     )
     return sql, values
 
@@ -720,7 +726,7 @@ async def mark_outbox_sent(
     With ``message_column`` (one of :data:`MESSAGE_ID_COLUMNS`), the row's message gets the platform's
     id there too (edits and replies find it by this id); a message delivered to the customer
     (``channel_message_id``) is ``sent`` unless its channel reported more already. All in one
-    transaction: one commit per delivery.
+    transaction: one commit per delivery (on PostgreSQL one statement).
     """
     attempts, at = row.attempts + 1, timezone.now()
     statements: list[tuple[str, Sequence[Any]]] = [
@@ -753,11 +759,19 @@ async def mark_outbox_sent(
                     [external_message_id, row.message_id],
                 )
             )
-    statements.append(_lane_head_sql(row.conversation_id, row.target.value))
-    results = await _query_all(statements)
+    if _connection().capabilities.dialect == "postgres":
+        # one statement, one round trip: the updates as data-modifying CTEs; the lane's head is read from
+        # the snapshot before them, so the row just sent is left out by its id
+        head_sql, head_values = _lane_head_sql(row.conversation_id, row.target.value, besides=row.id)
+        ctes = ", ".join(f'"u{n}" AS ({sql})' for n, (sql, _values) in enumerate(statements))
+        values = [v for _sql, vals in statements for v in vals]
+        _count, rows = await _query(f"WITH {ctes} {head_sql}", [*values, *head_values])
+    else:
+        statements.append(_lane_head_sql(row.conversation_id, row.target.value))
+        results = await _query_all(statements)
+        _count, rows = results[-1]
     row.status, row.external_message_id, row.claimed_until = OutboxStatus.SENT, external_message_id, None
     row.attempts, row.updated_at = attempts, at
-    _count, rows = results[-1]
     return _load_outbox(rows[0]) if rows else None
 
 
