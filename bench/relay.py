@@ -67,10 +67,10 @@ from urllib.parse import urlsplit
 import asyncpg
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from bot_core.adapters import MessageView, PostedRef, RoomRef
+from bot_core.adapters import ConversationView, MessageView, PostedRef, RoomRef
 from bot_core.config import DeskConfig, parse_config
 from bot_core.desk import Desk
-from bot_core.testing import MemoryChannel, MemoryWorkspace
+from bot_core.testing import MemoryChannel, MemoryRoom, MemoryWorkspace
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import migrate
 from storage.models import Conversation, ConversationState, Room
@@ -135,6 +135,32 @@ class TimedWorkspace(MemoryWorkspace):
         return await super().post_as_customer(room, message)
 
 
+class WorkerWorkspace(TimedWorkspace):
+    """The timed double for one of several worker processes: room ids unique across processes, and every
+    customer post noted here (a room may have been made by another process's double)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.customer_posts: list[tuple[str, str, float]] = []
+        """(customer id, text, ``time.time()``) of every customer message this process posted."""
+        self._tag = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._made = 0
+
+    async def ensure_room(self, conversation: ConversationView) -> RoomRef:
+        """A room id no other worker process's double makes."""
+        self._made += 1
+        room_id = conversation.existing_room_id or f"!w{self._tag}-{self._made}"
+        self.rooms.setdefault(room_id, MemoryRoom(room_id, conversation))
+        return RoomRef(self.instance_name, room_id)
+
+    async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
+        """Stamp and note the post (whichever process made its room)."""
+        self.arrived.setdefault(message.text, time.perf_counter())
+        self.customer_posts.append((message.external_user_id, message.text, time.time()))
+        self._made += 1
+        return PostedRef(f"$w{self._tag}-{self._made}")
+
+
 @dataclass(frozen=True)
 class Services:
     """Where the PostgreSQL + Redis configuration runs."""
@@ -164,11 +190,13 @@ class Services:
         return None
 
 
-def build_config(database_url: str, redis_url: str = "") -> DeskConfig:
+def build_config(
+    database_url: str, redis_url: str = "", workspace: type[TimedWorkspace] = TimedWorkspace
+) -> DeskConfig:
     """The bench's desk config: the two doubles (the workspace one timed) on ``database_url``."""
     config = parse_config(DOUBLES_YAML, "bench.yaml", environ={})
     plugins = [
-        dataclasses.replace(spec, plugin_class=TimedWorkspace) if spec.instance_name == WORKSPACE else spec
+        dataclasses.replace(spec, plugin_class=workspace) if spec.instance_name == WORKSPACE else spec
         for spec in config.plugins
     ]
     storage = config.storage.model_copy(update={"database": database_url, "redis": redis_url})
@@ -635,6 +663,211 @@ def first_contacts_table(results: Sequence[FirstContactResult]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# Several workers (PostgreSQL + Redis): one process each
+
+
+SCALING_GOAL = 1.7
+"""Two workers should relay at least this many times what one worker relays."""
+
+
+@dataclass(frozen=True)
+class WorkersResult:
+    """One pass of ``workers`` worker processes on one PostgreSQL database and one Redis."""
+
+    workers: int
+    customers: int
+    messages_per_customer: int
+    seconds: float
+    """From the first ``inbound()`` call in any worker to the last room post in any worker."""
+    cpu_seconds: float
+    """CPU time of every worker process (each its desk and its share of the load generator)."""
+    latencies_ms: tuple[float, ...]
+    problems: tuple[str, ...]
+    """Customers whose messages did not reach the room exactly once and in order (merged over workers)."""
+
+    @property
+    def messages(self) -> int:
+        """How many messages were measured."""
+        return self.customers * self.messages_per_customer
+
+    @property
+    def throughput(self) -> float:
+        """Messages per second over all workers."""
+        return self.messages / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def p99_ms(self) -> float:
+        """99th percentile core latency."""
+        return percentile(self.latencies_ms, 99)
+
+
+def _worker_process(
+    database_url: str,
+    redis_url: str,
+    prefix: str,
+    users: list[str],
+    messages: int,
+    warm: str,
+    control: Any,
+) -> None:
+    """One worker of :func:`run_workers` (a process of its own): a desk with the doubles on the shared
+    database and bus; its share of customers write through its channel double (as a load balancer would
+    spread webhooks); every post its workspace double makes is reported at the end."""
+    from bot_core.cli import use_fast_event_loop
+
+    use_fast_event_loop()
+    asyncio.run(_worker(database_url, redis_url, prefix, users, messages, warm, control))
+
+
+async def _worker(
+    database_url: str, redis_url: str, prefix: str, users: list[str], messages: int, warm: str, control: Any
+) -> None:
+    ready, go, done, posted, results = control
+    client = bus_client(redis_url)
+    bus = RedisStreamsBus.from_client(client, prefix=prefix)
+    desk = Desk(build_config(database_url, redis_url, WorkerWorkspace), serve_http=False, bus=bus)
+    try:
+        async with _running(desk):
+            channel = cast(MemoryChannel, desk.plugins[CHANNEL])
+            workspace = cast(WorkerWorkspace, desk.plugins[WORKSPACE])
+            await _warm_up_named(channel, [f"{warm}{n:02d}" for n in range(5)])
+            ready.release()
+            await asyncio.to_thread(go.wait)  # (a process-shared event: waited for on a thread)
+            sent: dict[str, float] = {}
+
+            async def closed_loop(user: str) -> None:
+                for i in range(messages):
+                    text = message_text(user, i)
+                    sent[text] = time.time()
+                    await channel.customer_writes(user, text, message_id=f"{user}-{i}")
+
+            cpu = time.process_time()
+            load = asyncio.gather(*(closed_loop(user) for user in users))
+            while not done.is_set():
+                with posted.get_lock():
+                    posted.value = len(workspace.customer_posts)
+                await asyncio.sleep(0.05)
+            await load
+            cpu = time.process_time() - cpu
+            results.put({"sent": sent, "posts": workspace.customer_posts, "cpu": cpu})
+    finally:
+        await client.aclose()
+
+
+async def _warm_up_named(channel: MemoryChannel, users: list[str]) -> None:
+    """:func:`_warm_up` for named throwaway customers (each worker its own); their posts may be made by
+    any worker, so this only waits until the bus took them."""
+    await asyncio.gather(*(channel.customer_writes(u, f"{u} hello", message_id=f"{u}-warm") for u in users))
+
+
+async def run_workers(
+    workers: int,
+    customers: int,
+    messages: int,
+    *,
+    services: Services | None = None,
+    progress: Progress | None = None,
+) -> WorkersResult:
+    """``customers`` x ``messages`` through ``workers`` processes, each a desk on one fresh PostgreSQL
+    database and one Redis prefix; each process's channel double takes its share of the customers."""
+    import multiprocessing
+
+    services = services or Services.from_env()
+    token = uuid.uuid4().hex[:12]
+    prefix = f"relaydesk-bench-{token}"
+    url = await _create_database(services.postgres_url, f"relaydesk_bench_{token}")
+    ctx = multiprocessing.get_context("spawn")
+    ready, go, done = ctx.Semaphore(0), ctx.Event(), ctx.Event()
+    posted = [ctx.Value("i", 0) for _ in range(workers)]
+    results = ctx.Queue()
+    users = [customer_name(n) for n in range(customers)]
+    total = customers * messages
+    procs = []
+    try:
+        await migrate(url)
+        for w in range(workers):
+            control = (ready, go, done, posted[w], results)
+            share = users[w::workers]
+            proc = ctx.Process(
+                target=_worker_process,
+                args=(url, services.redis_url, prefix, share, messages, f"warm{w}-", control),
+            )
+            proc.start()
+            procs.append(proc)
+        for _ in range(workers):
+            await asyncio.to_thread(ready.acquire)
+        await asyncio.sleep(12)  # the partitions' leases spread over the workers (lease_ttl / 3 per turn)
+        go.set()
+        deadline = time.monotonic() + 120.0 + total / 20
+        last = -1
+        while True:
+            count = sum(p.value for p in posted)
+            if count >= total + 5 * workers:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{workers} workers: only {count} of {total} messages posted")
+            if progress and count != last and int(time.monotonic()) % 2 == 0:
+                progress(f"  [{workers} workers] {count}/{total} in their rooms")
+                last = count
+            await asyncio.sleep(0.1)
+        done.set()
+        outs = [await asyncio.to_thread(results.get, True, 120) for _ in range(workers)]
+        for proc in procs:
+            await asyncio.to_thread(proc.join, 60)
+    finally:
+        go.set()
+        done.set()
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        await _drop_database(services.postgres_url, url)
+        await _delete_redis_keys(services.redis_url, prefix)
+    sent = {text: at for out in outs for text, at in out["sent"].items()}
+    arrived: dict[str, list[float]] = {}
+    rooms: dict[str, list[tuple[float, str]]] = {}
+    for out in outs:
+        for user, text, at in out["posts"]:
+            arrived.setdefault(text, []).append(at)
+            rooms.setdefault(user, []).append((at, text))
+    problems = []
+    for user in users:
+        got = [text for _at, text in sorted(rooms.get(user, []))]
+        expected = [message_text(user, i) for i in range(messages)]
+        if got != expected:
+            problems.append(f"{user}: rooms show {got!r}, expected {expected!r}")
+    latencies = sorted((min(arrived[t]) - at) * 1000 for t, at in sent.items() if t in arrived)
+    last_post = max(min(arrived[t]) for t in sent if t in arrived)
+    return WorkersResult(
+        workers=workers,
+        customers=customers,
+        messages_per_customer=messages,
+        seconds=last_post - min(sent.values()),
+        cpu_seconds=sum(out["cpu"] for out in outs),
+        latencies_ms=tuple(latencies),
+        problems=tuple(problems),
+    )
+
+
+def workers_table(results: Sequence[WorkersResult]) -> str:
+    """The several-worker figures, with the scaling against one worker, as a markdown table."""
+    one = next((r for r in results if r.workers == 1), None)
+    lines = [
+        "| workers | messages | msg/s | CPU ms/msg (all workers) | p99 ms | x one worker | goal |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        scale = r.throughput / one.throughput if one else math.nan
+        goal = (
+            "-" if r.workers != 2 or one is None else f"≥ {SCALING_GOAL}: {_verdict(scale >= SCALING_GOAL)}"
+        )
+        lines.append(
+            f"| {r.workers} | {r.messages} | {r.throughput:,.0f} | {r.cpu_seconds / r.messages * 1000:.2f} "
+            f"| {_ms(r.p99_ms)} | {scale:.2f} | {goal} |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
 # Instruments: SQL statement counter and profilers
 
 
@@ -907,6 +1140,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"(default {DEFAULT_FIRST_CONTACTS:,}; {QUICK_FIRST_CONTACTS} with --quick), with the RSS after",
     )
     parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="also run the PostgreSQL + Redis pass with 1 then 2 worker processes (the scaling goal)",
+    )
+    parser.add_argument(
         "--only-first-contacts",
         action="store_true",
         help="run the first-contact pass alone (no max and half-load passes)",
@@ -961,6 +1199,20 @@ async def _main(args: argparse.Namespace) -> int:
                 f"DELIVERY CHECK FAILED ({result.backend} {result.mode}): {len(problems)} problems, first: {problems[0]}"
             )
 
+    scaling: list[WorkersResult] = []
+    if args.workers:
+        if reason := Services.from_env().unreachable():
+            _err(f"several workers: skipped ({reason})")
+        else:
+            for workers in (1, 2):
+                _err(f"{workers} worker process(es): {args.customers} customers x {args.messages} messages")
+                several = await run_workers(workers, args.customers, args.messages, progress=_err)
+                scaling.append(several)
+                _err(f"  -> {several.throughput:,.0f} msg/s, p99 {_ms(several.p99_ms)} ms")
+                if several.problems:
+                    failed = True
+                    _err(f"DELIVERY CHECK FAILED ({workers} workers): {several.problems[0]}")
+
     if args.count_queries:
         for result in report.results:
             rate = result.target_rate
@@ -1009,6 +1261,10 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"{machine_line()}\n")
     if report.results or report.skipped:
         print(markdown_table(report))
+    if scaling:
+        print(
+            f"\n### Several workers (PostgreSQL + Redis Streams, one process each)\n\n{workers_table(scaling)}"
+        )
     if report.first_contacts:
         print(f"\n### First contacts\n\n{first_contacts_table(report.first_contacts)}")
         print(
