@@ -588,7 +588,8 @@ def rss_mb() -> tuple[float, float]:
                 now = int(line.split()[1]) / 1024
     except OSError:  # pragma: no cover - not Linux
         pass
-    return now, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (kept by the kernel: may lag VmRSS)
+    return now, max(now, peak) if not math.isnan(now) else peak
 
 
 @dataclass(frozen=True)
