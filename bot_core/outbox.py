@@ -362,9 +362,15 @@ class Outbox:
 
     async def _dispatch_ready(self) -> float:
         """Claim the head row of every ready lane; returns how long to wait before the next scan."""
+        self._metrics.outbox_depth.set(await hot.outbox_depth())
+        if self._waiting:
+            # Every slot is busy and lanes queue here already: whatever the scan found would queue behind
+            # them. Skipped, it costs nothing while a backlog drains (it reads up to scan_limit rows, and
+            # a burst of new customers made it most of the cost per message); the next scan comes once
+            # the queue is empty.
+            return self.settings.poll_interval
         now = utcnow()
         heads = await hot.outbox_lane_heads(self.settings.scan_limit)
-        self._metrics.outbox_depth.set(await hot.outbox_depth())
         delay = self.settings.poll_interval
         for row in heads:
             lane = (row.conversation_id, row.target)
