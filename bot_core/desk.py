@@ -33,7 +33,7 @@ from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it us
 from bot_core.analytics import ServiceMetrics
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
-from bot_core.contacts import publish_key
+from bot_core.contacts import MERGED_TOPIC, CustomerKeyCache, publish_key
 from bot_core.context import MAX_TASK_KEY
 from bot_core.conversation_service import ConversationService
 from bot_core.conversations import conversation_for_room, reply_identity_id
@@ -181,7 +181,17 @@ class Desk:
         self.conversations = ConversationService(
             self.outbox, self.rooms, self._publish_event, wants=self._handled
         )
-        self.relay = Relay(lambda: self._pipeline, self.outbox, self.metrics, self.conversations)
+        # one worker publishes every event: it may remember the keys of identities not stored yet too
+        self.customer_keys = CustomerKeyCache(unknown=isinstance(self.bus, MemoryBus))
+        """The bus keys of identities seen lately (see :mod:`bot_core.contacts`); merges clear it."""
+        self.relay = Relay(
+            lambda: self._pipeline,
+            self.outbox,
+            self.metrics,
+            self.conversations,
+            keys=self.customer_keys,
+            merged=self._customers_merged,
+        )
         self._core.links = self.relay.links  # !link and !via
         self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll, now=scheduler_clock)
         self._serve_http = serve_http
@@ -243,6 +253,7 @@ class Desk:
     async def _start(self, sockets: list[socket.socket]) -> None:
         await init_db(self.config.storage.database)
         await self.fanout.start()
+        await self.fanout.subscribe(MERGED_TOPIC, self.customer_keys.clear)  # another worker merged
         await self.rate_limits.start()
         try:
             for spec in self.config.plugins:
@@ -396,8 +407,19 @@ class Desk:
         if not self._accepting:
             raise NotAccepting("relaydesk is shutting down")
         # a customer's events are ordered per customer, whichever channel they come from
-        key = await publish_key(event) if isinstance(event, CustomerMessage) else event.conversation_key()
+        if isinstance(event, CustomerMessage):
+            key = await publish_key(event, self.customer_keys)
+        else:
+            key = event.conversation_key()
         await self.bus.publish(key, dump_event(event))
+
+    async def _customers_merged(self) -> None:
+        """A merge committed here: this worker's bus-key cache is cleared now, the others' through the fan-out."""
+        self.customer_keys.clear()
+        try:
+            await self.fanout.publish(MERGED_TOPIC, {})
+        except Exception:  # the other workers' entries expire within CustomerKeyCache.ttl
+            log.warning("could not tell the other workers about a merge", exc_info=True)
 
     async def agent_typing(self, workspace: str, room_id: str, agent_name: str, active: bool) -> None:
         """An agent types (or stopped) in a room of ``workspace``: the customer's channel shows it if it can."""

@@ -37,12 +37,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from tortoise.exceptions import IntegrityError
+from tortoise.exceptions import DoesNotExist, IntegrityError
 
 from bot_core import consent
 from bot_core.adapters import (
     AwaitingCustomer,
     Channel,
+    ConversationView,
     Delivery,
     DeliveryStateChannel,
     DeliveryStatusWorkspace,
@@ -59,7 +60,7 @@ from bot_core.adapters import (
     Workspace,
 )
 from bot_core.choices import Choice, numbered
-from bot_core.conversations import conversation_view, customer_card
+from bot_core.conversations import customer_card, view_and_customer
 from bot_core.delivery_notices import DELAY, HELD, DeliveryNotices, duration, give_up_time
 from bot_core.events import Attachment, utcnow
 from bot_core.metrics import Metrics
@@ -84,12 +85,12 @@ from storage import hot
 from storage.db import fresh_context
 from storage.models import (
     Conversation,
+    Customer,
     Identity,
     Message,
     OutboxItem,
     OutboxStatus,
     OutboxTarget,
-    Room,
 )
 
 log = logging.getLogger("relaydesk.outbox")
@@ -420,9 +421,15 @@ class Outbox:
 
     async def _dispatch_ready(self) -> float:
         """Claim the head row of every ready lane; returns how long to wait before the next scan."""
+        self._metrics.outbox_depth.set(await hot.outbox_depth())
+        if self._waiting:
+            # Every slot is busy and lanes queue here already: whatever the scan found would queue behind
+            # them. Skipped, it costs nothing while a backlog drains (it reads up to scan_limit rows, and
+            # a burst of new customers made it most of the cost per message); the next scan comes once
+            # the queue is empty.
+            return self.settings.poll_interval
         now = utcnow()
         heads = await hot.outbox_lane_heads(self.settings.scan_limit)
-        self._metrics.outbox_depth.set(await hot.outbox_depth())
         delay = self.settings.poll_interval
         for row in heads:
             lane = (row.conversation_id, row.target)
@@ -554,13 +561,14 @@ class Outbox:
                     "delivery raised", exc_info=True, extra={"outbox_id": row.id, "adapter": row.adapter}
                 )
         else:
+            failed_before = row.attempts > 0  # (mark_outbox_sent counts this attempt on the row)
             next_row = await hot.mark_outbox_sent(row, sent.external_id, message_column=sent.message_column)
             self._metrics.messages_out.labels(row.adapter).inc()
             if self._backing_off.get(row.adapter):
                 await self._platform_back(row.adapter, lane)
             if sent.note:
                 await self.notices.channel_note(row, sent.note)
-            if row.attempts or payload.delay or HELD in row.payload:
+            if failed_before or payload.delay or HELD in row.payload:
                 try:
                     await self.notices.delivered_late(row)
                 except Exception:
@@ -692,9 +700,7 @@ class Outbox:
             return _Sent(posted.external_message_id)
         room = self._rooms.get(row.conversation_id)
         if room is None or room.workspace != row.adapter:
-            room = await self._ensure_room(
-                workspace, row.adapter, await Conversation.get(id=row.conversation_id)
-            )
+            room = await self._ensure_room(workspace, row.adapter, row.conversation_id)
         if isinstance(payload, RoomCustomerMessage):
             edit_of: str | None = None
             if payload.edit:
@@ -749,33 +755,44 @@ class Outbox:
         posted = await workspace.notice(room, payload.text, key=row.idempotency_key)
         return _Sent(posted.external_message_id)
 
-    async def _ensure_room(self, workspace: Workspace, name: str, conversation: Conversation) -> RoomRef:
-        """The conversation's room: bound already, the customer's earlier room, or a new one (with its card)."""
-        lock = self._room_locks.setdefault(conversation.customer_id, asyncio.Lock())
+    async def _ensure_room(self, workspace: Workspace, name: str, conversation_id: int) -> RoomRef:
+        """The conversation's room: bound already, the customer's earlier room, or a new one (with its card).
+
+        One joined query finds the conversation and both rooms; a new room's card is built from the view
+        the workspace got for it (fewer reads for every new customer).
+        """
+        lock = self._room_locks.setdefault(conversation_id, asyncio.Lock())
+        known: tuple[ConversationView, Customer] | None = None
         async with lock:
-            await conversation.refresh_from_db(fields=["room_id"])
-            if conversation.room_id:
-                room = await Room.get(id=conversation.room_id)
-                if room.workspace == name:
-                    ref = RoomRef(name, room.external_id)
-                    self._rooms[conversation.id] = ref
-                    return ref
-            existing = await Room.get_or_none(workspace=name, customer_id=conversation.customer_id)
-            new_room = existing is None
-            if existing is not None:
-                room = existing
-            else:
+            found = await hot.conversation_rooms(conversation_id, name)
+            if found is None:
+                raise DoesNotExist(f"conversation {conversation_id} does not exist")
+            conversation, bound, existing = found
+            if bound is not None and bound.workspace == name:
+                ref = RoomRef(name, bound.external_id)
+                self._rooms[conversation.id] = ref
+                return ref
+            room = existing
+            if room is None:
                 # the view names no room of another workspace (the conversation may be bound to one)
-                ref = await workspace.ensure_room(await conversation_view(conversation, workspace=name))
-                room = await Room.create(
-                    workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id
-                )
-            await Conversation.filter(id=conversation.id).update(room_id=room.id)
+                known = await view_and_customer(conversation, workspace=name)
+                ref = await workspace.ensure_room(known[0])
+                try:
+                    room = await hot.insert_room(
+                        workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id
+                    )
+                except IntegrityError:  # the customer's room was made meanwhile (their other conversation)
+                    found = await hot.conversation_rooms(conversation_id, name)
+                    if found is None or found[2] is None:
+                        raise
+                    room, known = found[2], None
+            await hot.set_conversation_room(conversation.id, room.id)
             conversation.room_id = room.id
             ref = RoomRef(name, room.external_id)
-        if new_room:
-            # keyed by the stored room: a card posted again after a crash shows once
-            await workspace.show_card(ref, await customer_card(conversation), key=f"card:room:{room.id}")
+        if known is not None:
+            # a new room; keyed by the stored room: a card posted again after a crash shows once
+            card = await customer_card(conversation, known)
+            await workspace.show_card(ref, card, key=f"card:room:{room.id}")
         self._rooms[conversation.id] = ref
         return ref
 
