@@ -312,10 +312,13 @@ class SlackEmulator:
         self._session = aiohttp.ClientSession()
 
     async def stop(self) -> None:
-        """Stop serving and sending."""
+        """Stop serving and sending; open Socket Mode connections are closed first ("going away"),
+        as a server shutting down does (an open one would hold the server's shutdown up)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ws in list(self._sockets):
+            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:

@@ -165,6 +165,7 @@ class TelegramEmulator:
         self._outage: tuple[ApiError, frozenset[str] | None] | None = None
         self._changed = asyncio.Condition()
         self._poll_generation = 0
+        self._stopping = False  # set by stop(): a long poll answers at once instead of holding the shutdown
         self._runner: web.AppRunner | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -192,8 +193,11 @@ class TelegramEmulator:
         self._http = aiohttp.ClientSession()
 
     async def stop(self) -> None:
-        """Stop the webhook sender and the server."""
+        """Stop the webhook sender and the server; long polls still waiting answer at once, as the server's
+        shutdown would otherwise wait them out (up to their ``timeout``) while a desk still polls."""
         self._hang.set()
+        self._stopping = True
+        await self._notify()
         await self._stop_webhook_sender()
         if self._http is not None:
             await self._http.close()
@@ -656,11 +660,13 @@ class TelegramEmulator:
         def ready() -> list[dict[str, Any]]:
             return [u for u in self.updates if not allowed or any(k in u for k in allowed)][:limit]
 
-        if not ready() and timeout:
+        if not ready() and timeout and not self._stopping:
             async with self._changed:
                 try:
                     await asyncio.wait_for(
-                        self._changed.wait_for(lambda: bool(ready()) or self._poll_generation != generation),
+                        self._changed.wait_for(
+                            lambda: bool(ready()) or self._poll_generation != generation or self._stopping
+                        ),
                         timeout,
                     )
                 except TimeoutError:

@@ -114,7 +114,7 @@ async def test_a_reply_that_is_not_a_score_is_an_ordinary_message(
 
 
 async def test_a_telegram_customer_is_asked_in_chinese(
-    sqlite_url: str, make_desk: DeskFactory, telegram: TelegramEmulator
+    telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
     from tests.bridge.channels.telegram.conftest import ENV, doubles_yaml
 

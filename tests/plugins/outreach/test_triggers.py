@@ -205,7 +205,7 @@ async def test_quiet_hours_hold_each_send_until_the_customers_own_morning(
 
 
 async def test_a_telegram_customer_gets_the_template_in_their_language(
-    sqlite_url: str, make_desk: DeskFactory, telegram: object
+    telegram: object, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
     from tests.bridge.channels.telegram.conftest import ENV as TELEGRAM_ENV
     from tests.bridge.channels.telegram.conftest import telegram_entry

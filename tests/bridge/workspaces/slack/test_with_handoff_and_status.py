@@ -75,7 +75,7 @@ def _mentioning(slack: SlackEmulator, channel: str, user: str, thread_ts: str | 
 
 
 async def test_a_handoff_to_an_agent_invites_them_back_and_mentions_them(
-    make_desk: DeskFactory, slack: SlackEmulator, sqlite_url: str
+    slack: SlackEmulator, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
     desk = await _desk(make_desk, slack, sqlite_url)
     customers = cast(MemoryChannel, desk.plugins["customers"])
@@ -110,7 +110,7 @@ def _channel_of(slack: SlackEmulator, slug: str) -> Channel | None:
 
 
 async def test_in_thread_rooms_a_handoff_mentions_the_agent_in_the_thread_and_invites_nobody(
-    make_desk: DeskFactory, slack: SlackEmulator, sqlite_url: str
+    slack: SlackEmulator, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
     team = slack.add_channel("support-desk", [ANN, BOB])
     desk = await _desk(make_desk, slack, sqlite_url, f'rooms: thread\n        team_channel: "{team}"')
