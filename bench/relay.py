@@ -39,6 +39,8 @@ import argparse
 import asyncio
 import cProfile
 import dataclasses
+import gc
+import importlib.util
 import io
 import logging
 import math
@@ -47,6 +49,7 @@ import platform
 import pstats
 import random
 import re
+import resource
 import socket
 import sys
 import tempfile
@@ -64,12 +67,13 @@ from urllib.parse import urlsplit
 import asyncpg
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from bot_core.adapters import MessageView, PostedRef, RoomRef
+from bot_core.adapters import ConversationView, MessageView, PostedRef, RoomRef
 from bot_core.config import DeskConfig, parse_config
 from bot_core.desk import Desk
-from bot_core.testing import MemoryChannel, MemoryWorkspace
+from bot_core.testing import MemoryChannel, MemoryRoom, MemoryWorkspace
 from storage.bus.redis_streams import RedisStreamsBus
 from storage.db import migrate
+from storage.models import Conversation, ConversationState, Room
 
 BACKENDS = ("sqlite", "postgres")
 BACKEND_LABELS = {
@@ -80,6 +84,13 @@ THROUGHPUT_GOALS = {"sqlite": 1000.0, "postgres": 2000.0}
 """Messages per second one worker should sustain."""
 P99_GOAL_MS = 50.0
 """Core latency (p99) to stay under at half the maximum throughput."""
+
+FIRST_CONTACT_RATIO_GOAL = 0.5
+"""First contacts should be relayed at least at this fraction of the follow-up rate."""
+RSS_GOAL_MB = 200.0
+"""One worker with the first-contact pass's open conversations and rooms should stay under this RSS."""
+DEFAULT_FIRST_CONTACTS = 10_000
+QUICK_FIRST_CONTACTS = 500
 
 DEFAULT_CUSTOMERS = 200
 DEFAULT_MESSAGES = 10
@@ -124,6 +135,32 @@ class TimedWorkspace(MemoryWorkspace):
         return await super().post_as_customer(room, message)
 
 
+class WorkerWorkspace(TimedWorkspace):
+    """The timed double for one of several worker processes: room ids unique across processes, and every
+    customer post noted here (a room may have been made by another process's double)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.customer_posts: list[tuple[str, str, float]] = []
+        """(customer id, text, ``time.time()``) of every customer message this process posted."""
+        self._tag = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._made = 0
+
+    async def ensure_room(self, conversation: ConversationView) -> RoomRef:
+        """A room id no other worker process's double makes."""
+        self._made += 1
+        room_id = conversation.existing_room_id or f"!w{self._tag}-{self._made}"
+        self.rooms.setdefault(room_id, MemoryRoom(room_id, conversation))
+        return RoomRef(self.instance_name, room_id)
+
+    async def post_as_customer(self, room: RoomRef, message: MessageView) -> PostedRef:
+        """Stamp and note the post (whichever process made its room)."""
+        self.arrived.setdefault(message.text, time.perf_counter())
+        self.customer_posts.append((message.external_user_id, message.text, time.time()))
+        self._made += 1
+        return PostedRef(f"$w{self._tag}-{self._made}")
+
+
 @dataclass(frozen=True)
 class Services:
     """Where the PostgreSQL + Redis configuration runs."""
@@ -153,11 +190,13 @@ class Services:
         return None
 
 
-def build_config(database_url: str, redis_url: str = "") -> DeskConfig:
+def build_config(
+    database_url: str, redis_url: str = "", workspace: type[TimedWorkspace] = TimedWorkspace
+) -> DeskConfig:
     """The bench's desk config: the two doubles (the workspace one timed) on ``database_url``."""
     config = parse_config(DOUBLES_YAML, "bench.yaml", environ={})
     plugins = [
-        dataclasses.replace(spec, plugin_class=TimedWorkspace) if spec.instance_name == WORKSPACE else spec
+        dataclasses.replace(spec, plugin_class=workspace) if spec.instance_name == WORKSPACE else spec
         for spec in config.plugins
     ]
     storage = config.storage.model_copy(update={"database": database_url, "redis": redis_url})
@@ -242,7 +281,9 @@ async def _drop_database(admin_url: str, url: str) -> None:
 async def _delete_redis_keys(url: str, prefix: str) -> None:
     client = Redis.from_url(url)
     try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        # the bus's partition keys start with their hash tag ({prefix:pN}:stream, ...)
+        patterns = (f"{prefix}:*", "{" + prefix + ":*")
+        keys = [key for pattern in patterns async for key in client.scan_iter(match=pattern, count=1000)]
         if keys:
             await client.delete(*keys)
     finally:
@@ -297,6 +338,8 @@ class PassResult:
     rooms_per_customer: dict[str, int]
     target_rate: float | None = None
     """The arrival rate asked for (open loop), in messages per second."""
+    first_message: int = 0
+    """The index of each customer's first message in this pass (rooms also show the earlier ones)."""
     arrival_rate: float | None = None
     """The arrival rate achieved (messages over the span of the ``inbound()`` calls)."""
 
@@ -340,7 +383,7 @@ class PassResult:
         problems: list[str] = []
         for n in range(self.customers):
             user = customer_name(n)
-            expected = [message_text(user, i) for i in range(self.messages_per_customer)]
+            expected = [message_text(user, i) for i in range(self.first_message + self.messages_per_customer)]
             got = self.rooms.get(user)
             if got != expected:
                 problems.append(f"{user}: room shows {got!r}, expected {expected!r}")
@@ -434,67 +477,97 @@ async def run_pass(
         channel, workspace = _doubles(desk)
         await _warm_up(channel, workspace, warmup)
         users = [customer_name(n) for n in range(customers)]
-        sent: dict[str, float] = {}
-        counter = _PostCounter(len(workspace.posts.items), total)
+        return await _drive(
+            desk,
+            backend,
+            mode,
+            users,
+            messages,
+            rate=rate,
+            seed=seed,
+            progress=progress,
+            section=section,
+            budget=budget,
+        )
 
-        async def write(user: str, i: int) -> None:
-            text = message_text(user, i)
-            sent[text] = time.perf_counter()
-            await channel.customer_writes(user, text, message_id=f"{user}-{i}")
 
-        async def closed_loop(user: str) -> None:
-            for i in range(messages):
-                await write(user, i)
+async def _drive(
+    desk: Desk,
+    backend: str,
+    mode: str,
+    users: list[str],
+    messages: int,
+    *,
+    first_message: int = 0,
+    rate: float | None = None,
+    seed: int = 7,
+    progress: Progress | None = None,
+    section: Section = nullcontext,
+    budget: float,
+) -> PassResult:
+    """Every one of ``users`` writes messages ``first_message`` .. ``first_message + messages - 1`` into a
+    running bench desk (closed loop, or open loop at ``rate``); measure and read every room after."""
+    channel, workspace = _doubles(desk)
+    total = len(users) * messages
+    sent: dict[str, float] = {}
+    counter = _PostCounter(len(workspace.posts.items), total)
 
-        async def open_loop(user: str, offsets: list[float], origin: float) -> None:
-            for i, offset in enumerate(offsets):
-                delay = origin + offset - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await write(user, i)
+    async def write(user: str, i: int) -> None:
+        text = message_text(user, i)
+        sent[text] = time.perf_counter()
+        await channel.customer_writes(user, text, message_id=f"{user}-{i}")
 
-        async def report() -> None:
-            label = f"{backend} {mode}"
-            while True:
-                await asyncio.sleep(PROGRESS_EVERY)
-                assert progress is not None
-                posted = sum(text in workspace.arrived for text in sent)
-                progress(f"  [{label}] {len(sent)}/{total} written, {posted}/{total} in their rooms")
+    async def closed_loop(user: str) -> None:
+        for i in range(first_message, first_message + messages):
+            await write(user, i)
 
-        reporter = asyncio.create_task(report()) if progress else None
-        cpu_started = time.process_time()
-        try:
-            with section():
-                if rate is None:
-                    await asyncio.gather(*(closed_loop(user) for user in users))
-                else:
-                    schedule = poisson_schedule(customers, messages, rate, seed)
-                    origin = time.perf_counter() + 0.01
-                    await asyncio.gather(
-                        *(open_loop(u, s, origin) for u, s in zip(users, schedule, strict=True))
-                    )
-                await _wait_posted(workspace, counter, budget)
-        finally:
-            cpu_seconds = time.process_time() - cpu_started
-            if reporter:
-                reporter.cancel()
-        latency = {text: (workspace.arrived[text] - at) * 1000 for text, at in sent.items()}
-        first_texts = {message_text(user, 0) for user in users}
-        first_in, last_in = min(sent.values()), max(sent.values())
-        last_post = max(workspace.arrived[text] for text in sent)
-        # let the bus and the outbox finish their bookkeeping before the desk stops
-        await desk.bus.wait_idle(30)
-        await desk.outbox.wait_settled(30)
-        rooms: dict[str, list[str]] = {}
-        room_count: Counter[str] = Counter()
-        for room in workspace.rooms.values():
-            user = room.conversation.external_user_id
-            room_count[user] += 1
-            rooms.setdefault(user, []).extend(p.text for p in room.posts if p.kind == "customer_message")
+    async def open_loop(user: str, offsets: list[float], origin: float) -> None:
+        for i, offset in enumerate(offsets, start=first_message):
+            delay = origin + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await write(user, i)
+
+    async def report() -> None:
+        label = f"{backend} {mode}"
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            assert progress is not None
+            posted = sum(text in workspace.arrived for text in sent)
+            progress(f"  [{label}] {len(sent)}/{total} written, {posted}/{total} in their rooms")
+
+    reporter = asyncio.create_task(report()) if progress else None
+    cpu_started = time.process_time()
+    try:
+        with section():
+            if rate is None:
+                await asyncio.gather(*(closed_loop(user) for user in users))
+            else:
+                schedule = poisson_schedule(len(users), messages, rate, seed)
+                origin = time.perf_counter() + 0.01
+                await asyncio.gather(*(open_loop(u, s, origin) for u, s in zip(users, schedule, strict=True)))
+            await _wait_posted(workspace, counter, budget)
+    finally:
+        cpu_seconds = time.process_time() - cpu_started
+        if reporter:
+            reporter.cancel()
+    latency = {text: (workspace.arrived[text] - at) * 1000 for text, at in sent.items()}
+    first_texts = {message_text(user, 0) for user in users}  # (none in a later pass of the same desk)
+    first_in, last_in = min(sent.values()), max(sent.values())
+    last_post = max(workspace.arrived[text] for text in sent)
+    # let the bus and the outbox finish their bookkeeping before the desk stops
+    await desk.bus.wait_idle(30)
+    await desk.outbox.wait_settled(30)
+    rooms: dict[str, list[str]] = {}
+    room_count: Counter[str] = Counter()
+    for room in workspace.rooms.values():
+        user = room.conversation.external_user_id
+        room_count[user] += 1
+        rooms.setdefault(user, []).extend(p.text for p in room.posts if p.kind == "customer_message")
     return PassResult(
         backend=backend,
         mode=mode,
-        customers=customers,
+        customers=len(users),
         messages_per_customer=messages,
         seconds=last_post - first_in,
         latencies_ms=tuple(sorted(latency.values())),
@@ -504,7 +577,297 @@ async def run_pass(
         rooms_per_customer=dict(room_count),
         target_rate=rate,
         arrival_rate=total / (last_in - first_in) if last_in > first_in else None,
+        first_message=first_message,
     )
+
+
+def rss_mb() -> tuple[float, float]:
+    """This process's resident memory now and at its peak, in MB (Linux: /proc and getrusage)."""
+    now = math.nan
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                now = int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (kept by the kernel: may lag VmRSS)
+    return now, max(now, peak) if not math.isnan(now) else peak
+
+
+@dataclass(frozen=True)
+class FirstContactResult:
+    """The first-contact pass: N new customers writing once, then each writing once more, in one desk."""
+
+    first: PassResult
+    """Every customer's first message (customer, identity, conversation and room created)."""
+    follow: PassResult
+    """Every customer's second message (all of it known, the room there)."""
+    open_conversations: int
+    rooms: int
+    rss_mb: float
+    """The process's resident memory after both (garbage collected), with every conversation open."""
+    peak_rss_mb: float
+
+    @property
+    def ratio(self) -> float:
+        """First-contact throughput over follow-up throughput."""
+        return self.first.throughput / self.follow.throughput
+
+
+async def run_first_contacts(
+    backend: str,
+    customers: int,
+    *,
+    services: Services | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    progress: Progress | None = None,
+    section: Section = nullcontext,
+) -> FirstContactResult:
+    """``customers`` new customers each write once, all at once (closed loop); then each writes again.
+
+    Both in one fresh desk on ``backend``; afterwards the desk holds ``customers`` open conversations
+    and rooms, and the process's RSS is read. ``section`` wraps the first-contact part only.
+    """
+    budget = 120.0 + customers / 20
+    async with bench_desk(backend, services) as desk:
+        channel, workspace = _doubles(desk)
+        await _warm_up(channel, workspace, warmup)
+        users = [customer_name(n) for n in range(customers)]
+        first = await _drive(
+            desk, backend, "first", users, 1, progress=progress, section=section, budget=budget
+        )
+        follow = await _drive(
+            desk, backend, "follow-up", users, 1, first_message=1, progress=progress, budget=budget
+        )
+        gc.collect()
+        now, peak = rss_mb()
+        open_conversations = await Conversation.exclude(state=ConversationState.CLOSED).count()
+        rooms = await Room.all().count()
+    return FirstContactResult(first, follow, open_conversations, rooms, now, peak)
+
+
+def first_contacts_table(results: Sequence[FirstContactResult]) -> str:
+    """The first-contact figures with their goals, as a markdown table."""
+    lines = [
+        "| configuration | customers | first contacts msg/s | CPU ms/msg | p99 ms | follow-ups msg/s "
+        "| CPU ms/msg | p99 ms | ratio (goal ≥ 0.5) | open conversations / rooms | RSS MB now / peak (goal ≤ 200) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for r in results:
+        f, u = r.first, r.follow
+        lines.append(
+            f"| {BACKEND_LABELS[f.backend]} | {f.customers:,} | {f.throughput:,.0f} | {f.cpu_ms_per_message:.2f} "
+            f"| {_ms(f.p99_ms)} | {u.throughput:,.0f} | {u.cpu_ms_per_message:.2f} | {_ms(u.p99_ms)} "
+            f"| {r.ratio:.2f}: {_verdict(r.ratio >= FIRST_CONTACT_RATIO_GOAL)} "
+            f"| {r.open_conversations:,} / {r.rooms:,} "
+            f"| {r.rss_mb:.0f} / {r.peak_rss_mb:.0f}: {_verdict(r.rss_mb <= RSS_GOAL_MB)} |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Several workers (PostgreSQL + Redis): one process each
+
+
+SCALING_GOAL = 1.7
+"""Two workers should relay at least this many times what one worker relays."""
+
+
+@dataclass(frozen=True)
+class WorkersResult:
+    """One pass of ``workers`` worker processes on one PostgreSQL database and one Redis."""
+
+    workers: int
+    customers: int
+    messages_per_customer: int
+    seconds: float
+    """From the first ``inbound()`` call in any worker to the last room post in any worker."""
+    cpu_seconds: float
+    """CPU time of every worker process (each its desk and its share of the load generator)."""
+    latencies_ms: tuple[float, ...]
+    problems: tuple[str, ...]
+    """Customers whose messages did not reach the room exactly once and in order (merged over workers)."""
+
+    @property
+    def messages(self) -> int:
+        """How many messages were measured."""
+        return self.customers * self.messages_per_customer
+
+    @property
+    def throughput(self) -> float:
+        """Messages per second over all workers."""
+        return self.messages / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def p99_ms(self) -> float:
+        """99th percentile core latency."""
+        return percentile(self.latencies_ms, 99)
+
+
+def _worker_process(
+    database_url: str,
+    redis_url: str,
+    prefix: str,
+    users: list[str],
+    messages: int,
+    warm: str,
+    control: Any,
+) -> None:
+    """One worker of :func:`run_workers` (a process of its own): a desk with the doubles on the shared
+    database and bus; its share of customers write through its channel double (as a load balancer would
+    spread webhooks); every post its workspace double makes is reported at the end."""
+    from bot_core.cli import use_fast_event_loop
+
+    use_fast_event_loop()
+    asyncio.run(_worker(database_url, redis_url, prefix, users, messages, warm, control))
+
+
+async def _worker(
+    database_url: str, redis_url: str, prefix: str, users: list[str], messages: int, warm: str, control: Any
+) -> None:
+    ready, go, done, posted, results = control
+    client = bus_client(redis_url)
+    bus = RedisStreamsBus.from_client(client, prefix=prefix)
+    desk = Desk(build_config(database_url, redis_url, WorkerWorkspace), serve_http=False, bus=bus)
+    try:
+        async with _running(desk):
+            channel = cast(MemoryChannel, desk.plugins[CHANNEL])
+            workspace = cast(WorkerWorkspace, desk.plugins[WORKSPACE])
+            await _warm_up_named(channel, [f"{warm}{n:02d}" for n in range(5)])
+            ready.release()
+            await asyncio.to_thread(go.wait)  # (a process-shared event: waited for on a thread)
+            sent: dict[str, float] = {}
+
+            async def closed_loop(user: str) -> None:
+                for i in range(messages):
+                    text = message_text(user, i)
+                    sent[text] = time.time()
+                    await channel.customer_writes(user, text, message_id=f"{user}-{i}")
+
+            cpu = time.process_time()
+            load = asyncio.gather(*(closed_loop(user) for user in users))
+            while not done.is_set():
+                with posted.get_lock():
+                    posted.value = len(workspace.customer_posts)
+                await asyncio.sleep(0.05)
+            await load
+            cpu = time.process_time() - cpu
+            results.put({"sent": sent, "posts": workspace.customer_posts, "cpu": cpu})
+    finally:
+        await client.aclose()
+
+
+async def _warm_up_named(channel: MemoryChannel, users: list[str]) -> None:
+    """:func:`_warm_up` for named throwaway customers (each worker its own); their posts may be made by
+    any worker, so this only waits until the bus took them."""
+    await asyncio.gather(*(channel.customer_writes(u, f"{u} hello", message_id=f"{u}-warm") for u in users))
+
+
+async def run_workers(
+    workers: int,
+    customers: int,
+    messages: int,
+    *,
+    services: Services | None = None,
+    progress: Progress | None = None,
+) -> WorkersResult:
+    """``customers`` x ``messages`` through ``workers`` processes, each a desk on one fresh PostgreSQL
+    database and one Redis prefix; each process's channel double takes its share of the customers."""
+    import multiprocessing
+
+    services = services or Services.from_env()
+    token = uuid.uuid4().hex[:12]
+    prefix = f"relaydesk-bench-{token}"
+    url = await _create_database(services.postgres_url, f"relaydesk_bench_{token}")
+    ctx = multiprocessing.get_context("spawn")
+    ready, go, done = ctx.Semaphore(0), ctx.Event(), ctx.Event()
+    posted = [ctx.Value("i", 0) for _ in range(workers)]
+    results = ctx.Queue()
+    users = [customer_name(n) for n in range(customers)]
+    total = customers * messages
+    procs = []
+    try:
+        await migrate(url)
+        for w in range(workers):
+            control = (ready, go, done, posted[w], results)
+            share = users[w::workers]
+            proc = ctx.Process(
+                target=_worker_process,
+                args=(url, services.redis_url, prefix, share, messages, f"warm{w}-", control),
+            )
+            proc.start()
+            procs.append(proc)
+        for _ in range(workers):
+            await asyncio.to_thread(ready.acquire)
+        await asyncio.sleep(12)  # the partitions' leases spread over the workers (lease_ttl / 3 per turn)
+        go.set()
+        deadline = time.monotonic() + 120.0 + total / 20
+        last = -1
+        while True:
+            count = sum(p.value for p in posted)
+            if count >= total + 5 * workers:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{workers} workers: only {count} of {total} messages posted")
+            if progress and count != last and int(time.monotonic()) % 2 == 0:
+                progress(f"  [{workers} workers] {count}/{total} in their rooms")
+                last = count
+            await asyncio.sleep(0.1)
+        done.set()
+        outs = [await asyncio.to_thread(results.get, True, 120) for _ in range(workers)]
+        for proc in procs:
+            await asyncio.to_thread(proc.join, 60)
+    finally:
+        go.set()
+        done.set()
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        await _drop_database(services.postgres_url, url)
+        await _delete_redis_keys(services.redis_url, prefix)
+    sent = {text: at for out in outs for text, at in out["sent"].items()}
+    arrived: dict[str, list[float]] = {}
+    rooms: dict[str, list[tuple[float, str]]] = {}
+    for out in outs:
+        for user, text, at in out["posts"]:
+            arrived.setdefault(text, []).append(at)
+            rooms.setdefault(user, []).append((at, text))
+    problems = []
+    for user in users:
+        got = [text for _at, text in sorted(rooms.get(user, []))]
+        expected = [message_text(user, i) for i in range(messages)]
+        if got != expected:
+            problems.append(f"{user}: rooms show {got!r}, expected {expected!r}")
+    latencies = sorted((min(arrived[t]) - at) * 1000 for t, at in sent.items() if t in arrived)
+    last_post = max(min(arrived[t]) for t in sent if t in arrived)
+    return WorkersResult(
+        workers=workers,
+        customers=customers,
+        messages_per_customer=messages,
+        seconds=last_post - min(sent.values()),
+        cpu_seconds=sum(out["cpu"] for out in outs),
+        latencies_ms=tuple(latencies),
+        problems=tuple(problems),
+    )
+
+
+def workers_table(results: Sequence[WorkersResult]) -> str:
+    """The several-worker figures, with the scaling against one worker, as a markdown table."""
+    one = next((r for r in results if r.workers == 1), None)
+    lines = [
+        "| workers | messages | msg/s | CPU ms/msg (all workers) | p99 ms | x one worker | goal |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        scale = r.throughput / one.throughput if one else math.nan
+        goal = (
+            "-" if r.workers != 2 or one is None else f"≥ {SCALING_GOAL}: {_verdict(scale >= SCALING_GOAL)}"
+        )
+        lines.append(
+            f"| {r.workers} | {r.messages} | {r.throughput:,.0f} | {r.cpu_seconds / r.messages * 1000:.2f} "
+            f"| {_ms(r.p99_ms)} | {scale:.2f} | {goal} |"
+        )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -618,6 +981,7 @@ class BenchReport:
 
     results: list[PassResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    first_contacts: list[FirstContactResult] = field(default_factory=list)
 
 
 async def run_benchmark(
@@ -628,8 +992,11 @@ async def run_benchmark(
     services: Services | None = None,
     warmup: int = DEFAULT_WARMUP,
     progress: Progress | None = None,
+    first_contacts: int = 0,
+    standard: bool = True,
 ) -> BenchReport:
-    """For each backend: the closed-loop ``max`` pass, then the open loop at half its throughput."""
+    """For each backend: the closed-loop ``max`` pass, then the open loop at half its throughput (unless
+    not ``standard``); then, with ``first_contacts``, the first-contact pass of that many customers."""
     services = services or Services.from_env()
     report = BenchReport()
     for backend in backends:
@@ -637,6 +1004,9 @@ async def run_benchmark(
             report.skipped[backend] = reason
             if progress:
                 progress(f"{BACKEND_LABELS[backend]}: skipped ({reason})")
+            continue
+        if first_contacts and not standard:
+            await _first_contacts_pass(report, backend, first_contacts, services, warmup, progress)
             continue
         if progress:
             progress(f"{BACKEND_LABELS[backend]}: max pass, {customers} customers x {messages} messages")
@@ -659,7 +1029,32 @@ async def run_benchmark(
         report.results.append(half)
         if progress:
             progress(f"  -> {_summary(half)}")
+        if first_contacts:
+            await _first_contacts_pass(report, backend, first_contacts, services, warmup, progress)
     return report
+
+
+async def _first_contacts_pass(
+    report: BenchReport,
+    backend: str,
+    customers: int,
+    services: Services,
+    warmup: int,
+    progress: Progress | None,
+) -> None:
+    if progress:
+        progress(
+            f"{BACKEND_LABELS[backend]}: first contacts, {customers} new customers writing once, then again"
+        )
+    result = await run_first_contacts(backend, customers, services=services, warmup=warmup, progress=progress)
+    report.first_contacts.append(result)
+    if progress:
+        progress(f"  -> first contacts: {_summary(result.first)}")
+        progress(f"  -> follow-ups: {_summary(result.follow)}")
+        progress(
+            f"  -> ratio {result.ratio:.2f}; {result.open_conversations} open conversations, {result.rooms} rooms; "
+            f"RSS {result.rss_mb:.0f} MB (peak {result.peak_rss_mb:.0f} MB)"
+        )
 
 
 def _summary(result: PassResult) -> str:
@@ -739,6 +1134,25 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", type=int, default=DEFAULT_WARMUP, help="throwaway customers before measuring"
     )
     parser.add_argument(
+        "--first-contacts",
+        type=int,
+        nargs="?",
+        const=-1,
+        metavar="N",
+        help=f"also run the first-contact pass: N new customers writing once, then once more "
+        f"(default {DEFAULT_FIRST_CONTACTS:,}; {QUICK_FIRST_CONTACTS} with --quick), with the RSS after",
+    )
+    parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="also run the PostgreSQL + Redis pass with 1 then 2 worker processes (the scaling goal)",
+    )
+    parser.add_argument(
+        "--only-first-contacts",
+        action="store_true",
+        help="run the first-contact pass alone (no max and half-load passes)",
+    )
+    parser.add_argument(
         "--count-queries",
         action="store_true",
         help="after the timed passes, count SQL statements per message in an extra (untimed) max and half pass",
@@ -752,6 +1166,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.customers = args.customers or (QUICK_CUSTOMERS if args.quick else DEFAULT_CUSTOMERS)
     args.messages = args.messages or (QUICK_MESSAGES if args.quick else DEFAULT_MESSAGES)
+    if args.only_first_contacts and args.first_contacts is None:
+        args.first_contacts = -1
+    if args.first_contacts == -1:
+        args.first_contacts = QUICK_FIRST_CONTACTS if args.quick else DEFAULT_FIRST_CONTACTS
+    args.first_contacts = args.first_contacts or 0
     if args.customers < 1 or args.messages < 1:
         parser.error("--customers and --messages must be at least 1")
     return args
@@ -764,15 +1183,38 @@ def _err(line: str) -> None:
 async def _main(args: argparse.Namespace) -> int:
     backends = list(BACKENDS) if args.backend == "both" else [args.backend]
     _err(f"relaydesk core benchmark: {args.customers} customers x {args.messages} messages; {machine_line()}")
-    report = await run_benchmark(backends, args.customers, args.messages, warmup=args.warmup, progress=_err)
+    report = await run_benchmark(
+        backends,
+        args.customers,
+        args.messages,
+        warmup=args.warmup,
+        progress=_err,
+        first_contacts=args.first_contacts,
+        standard=not args.only_first_contacts,
+    )
     failed = False
-    for result in report.results:
+    checked = [*report.results, *(p for r in report.first_contacts for p in (r.first, r.follow))]
+    for result in checked:
         problems = result.delivery_problems()
         if problems:
             failed = True
             _err(
                 f"DELIVERY CHECK FAILED ({result.backend} {result.mode}): {len(problems)} problems, first: {problems[0]}"
             )
+
+    scaling: list[WorkersResult] = []
+    if args.workers:
+        if reason := Services.from_env().unreachable():
+            _err(f"several workers: skipped ({reason})")
+        else:
+            for workers in (1, 2):
+                _err(f"{workers} worker process(es): {args.customers} customers x {args.messages} messages")
+                several = await run_workers(workers, args.customers, args.messages, progress=_err)
+                scaling.append(several)
+                _err(f"  -> {several.throughput:,.0f} msg/s, p99 {_ms(several.p99_ms)} ms")
+                if several.problems:
+                    failed = True
+                    _err(f"DELIVERY CHECK FAILED ({workers} workers): {several.problems[0]}")
 
     if args.count_queries:
         for result in report.results:
@@ -788,12 +1230,24 @@ async def _main(args: argparse.Namespace) -> int:
             )
             print(f"\n### SQL statements: {BACKEND_LABELS[result.backend]}, {result.mode} pass\n")
             print(counter.report(result.messages))
+        for contacts in report.first_contacts:
+            backend, customers = contacts.first.backend, contacts.first.customers
+            _err(f"counting SQL statements: {backend} first contacts")
+            counter = QueryCounter()
+            await run_first_contacts(backend, customers, section=counter.attached)
+            print(f"\n### SQL statements: {BACKEND_LABELS[backend]}, first contacts\n")
+            print(counter.report(customers))
 
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         base = args.profile / "relay-sqlite-max"
-        _err(f"profiling a SQLite max pass with pyinstrument -> {base}.tree.txt / .flat.txt / .html")
-        await run_pass("sqlite", args.customers, args.messages, section=lambda: pyinstrument_profile(base))
+        if importlib.util.find_spec("pyinstrument") is None:
+            _err("pyinstrument is not installed: cProfile only")
+        else:
+            _err(f"profiling a SQLite max pass with pyinstrument -> {base}.tree.txt / .flat.txt / .html")
+            await run_pass(
+                "sqlite", args.customers, args.messages, section=lambda: pyinstrument_profile(base)
+            )
         _err(f"profiling a SQLite max pass with cProfile -> {base}.cprofile.txt")
         await run_pass(
             "sqlite",
@@ -801,10 +1255,26 @@ async def _main(args: argparse.Namespace) -> int:
             args.messages,
             section=lambda: cprofile_profile(Path(f"{base}.cprofile.txt")),
         )
+        if args.first_contacts:
+            first = args.profile / "relay-sqlite-first-contacts.cprofile.txt"
+            _err(f"profiling SQLite first contacts with cProfile -> {first}")
+            await run_first_contacts("sqlite", args.first_contacts, section=lambda: cprofile_profile(first))
 
     print(f"\n## relaydesk core: {args.customers} customers x {args.messages} messages\n")
     print(f"{machine_line()}\n")
-    print(markdown_table(report))
+    if report.results or report.skipped:
+        print(markdown_table(report))
+    if scaling:
+        print(
+            f"\n### Several workers (PostgreSQL + Redis Streams, one process each)\n\n{workers_table(scaling)}"
+        )
+    if report.first_contacts:
+        print(f"\n### First contacts\n\n{first_contacts_table(report.first_contacts)}")
+        print(
+            "\nFirst contacts: every customer writes once, all at once (customer, identity, conversation and "
+            "room created); follow-ups: each writes once more, in the same desk. RSS: this whole process "
+            "(desk, doubles and load generator) after both, every conversation still open."
+        )
     print(
         "\nLatency: from the inbound() call to the room post. Max pass: closed loop, all customers at once. "
         "Half load: Poisson arrivals at half the max pass's throughput. Follow-ups: every message but each "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from bot_core.choices import Choice
 from bot_core.events import AgentCommand, AgentMessage, Attachment, CustomerMessage, DeliveryStatus
 
 
@@ -75,6 +76,11 @@ class ChannelCapabilities:
     edits: bool = False
     deletes: bool = False
     waits_for_customer: bool = False  # it may raise AwaitingCustomer (see there)
+    choices: int = 0
+    """Up to this many choices of a reply are shown as buttons (:mod:`bot_core.choices`); a reply with more
+    (or any, at 0) gets them as a numbered list in its text instead."""
+    reactions: bool = False
+    """It can put an emoji reaction on a customer's message (``ctx.react``); elsewhere a reaction is skipped."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,9 @@ class Delivery:
 
     ``kind`` says what it is: ``message`` (an answer, a bot reply, a correction of one) or ``template``
     (``template`` names it; ``text`` is its rendering, for channels that send no templates), or
-    ``notice`` (relaydesk's own word to the customer about a delivery: late, lost).
+    ``notice`` (relaydesk's own word to the customer about a delivery: late, lost), or ``reaction``
+    (``text`` is an emoji to put on the customer's message ``react_to``; only for channels whose
+    capabilities say ``reactions``).
     """
 
     outbox_id: int
@@ -112,6 +120,13 @@ class Delivery:
     message_id: int | None = None
     kind: str = "message"
     template: TemplateRef | None = None
+    choices: tuple[Choice, ...] = ()
+    """Buttons to show with ``text`` (never more than the channel's ``capabilities.choices``)."""
+    menu: str = ""
+    """The label of the control that opens the choices where the channel needs one (a WhatsApp list)."""
+    react_to: str | None = None
+    """``kind == "reaction"``: the platform id of the customer's message to put ``text`` (an emoji) on;
+    an empty ``text`` removes the reaction."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +325,22 @@ class MentioningWorkspace(Protocol):
 
     async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
         """Post ``text`` into ``room`` mentioning ``user_ids`` (``key``: as for :meth:`Workspace.notice`)."""
+        ...
+
+
+PRESENCES = ("online", "unavailable", "offline")
+"""What :meth:`PresenceWorkspace.presence` answers (Matrix's words; Slack's ``active`` is ``online``, its
+``away`` ``unavailable``)."""
+
+
+@runtime_checkable
+class PresenceWorkspace(Protocol):
+    """A workspace that knows whether its people are there (optional, on top of :class:`Workspace`):
+    Matrix's presence, Slack's. The handoff plugin can make agents' availability follow it."""
+
+    async def presence(self, user_id: str) -> str | None:
+        """``online``, ``unavailable`` (idle, away) or ``offline`` for ``user_id``; None when this workspace
+        cannot say (not one of its users, presence turned off on the server, an error)."""
         ...
 
 

@@ -38,6 +38,7 @@ from bot_core.adapters import (
     OpsImageWorkspace,
     OpsWorkspace,
     PostedRef,
+    PresenceWorkspace,
     RetryAfter,
     RoomRef,
     SentRef,
@@ -59,10 +60,19 @@ from bot_core.analytics import (
     live_figures,
     service_report,
 )
+from bot_core.choices import Choice, numbered, picked
 from bot_core.config import ConfigError, DeskConfig, load_config
 from bot_core.consent import ConsentInfo, is_stop
 from bot_core.context import Context, StateStore
-from bot_core.customers import CustomerRecord, IdentityRef, all_customers, find_customer, get_customer
+from bot_core.customers import (
+    CustomerRecord,
+    DeliveryInfo,
+    IdentityRef,
+    all_customers,
+    deliveries,
+    find_customer,
+    get_customer,
+)
 from bot_core.downloads import CHUNK_BYTES, DownloadPolicy, download_headers, stream
 from bot_core.events import (
     AgentCommand,
@@ -109,6 +119,7 @@ __all__ = [
     "AwaitingCustomer",
     "Channel",
     "ChannelCapabilities",
+    "Choice",
     "ConfigError",
     "ConsentInfo",
     "Context",
@@ -119,6 +130,7 @@ __all__ = [
     "CustomerRecord",
     "Delivery",
     "DeliveryError",
+    "DeliveryInfo",
     "DeliveryStateChannel",
     "DeliveryStatus",
     "DeliveryStatusValue",
@@ -146,6 +158,7 @@ __all__ = [
     "PluginKind",
     "PluginServices",
     "PostedRef",
+    "PresenceWorkspace",
     "ReceiveLoop",
     "RetryAfter",
     "RoomLink",
@@ -166,6 +179,7 @@ __all__ = [
     "clean_file_name",
     "customer_transcript",
     "day_bounds",
+    "deliveries",
     "desk_database",
     "download_headers",
     "find_customer",
@@ -175,12 +189,14 @@ __all__ = [
     "is_stop",
     "live_figures",
     "load_config",
+    "numbered",
     "on_agent_message",
     "on_command",
     "on_conversation_event",
     "on_customer_message",
     "on_schedule",
     "periodic_spec",
+    "picked",
     "route",
     "service_report",
     "stream",

@@ -68,7 +68,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate plugins.yaml without starting anything."""
     config = _load(args.file)
     names = ", ".join(f"{s.instance_name} ({s.plugin_class.kind.value})" for s in config.plugins) or "none"
-    bus = "Redis Streams" if config.storage.redis else "in-process"
+    bus = "in-process"
+    if config.storage.redis:
+        bus = "Redis Streams on a Redis Cluster" if config.storage.redis_cluster else "Redis Streams"
     print(f"{args.file}: OK. Plugins: {names}. Database: {_redact_url(config.storage.database)}. Bus: {bus}.")
     return 0
 

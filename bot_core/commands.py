@@ -116,11 +116,14 @@ class CoreCommands(Plugin):
             await self.links.via_command(ctx, cmd.args)
         return HANDLED
 
-    @on_command("help", help="list the commands")
+    @on_command("help", help="list the commands", ops_rooms=True)
     async def help(self, ctx: Context, cmd: AgentCommand) -> Handled:
-        """Post the list of commands of every enabled plugin."""
-        lines = ["Commands:"]
+        """Post the list of commands of every enabled plugin (in an ops room: those that work there)."""
+        in_ops = ctx.ops_channel is not None
+        lines = ["Commands in this ops room:" if in_ops else "Commands:"]
         for item in self.help_source():
+            if in_ops and not item.ops_rooms:
+                continue
             usage = f" {item.usage}" if item.usage else ""
             lines.append(f"!{item.command}{usage} — {item.help or '(no help)'}")
         await ctx.notice("\n".join(lines))

@@ -8,6 +8,7 @@ File format
     storage:
       database: "${DATABASE_URL:-sqlite://relaydesk.db}"
       redis: "${REDIS_URL:-}"          # empty: in-process bus
+      redis_cluster: false             # true: REDIS_URL is a node of a Redis Cluster
     server: {host: 127.0.0.1, port: 8080}
     log: {level: INFO, format: json}     # or text
     outbox: {retry_window: 24h, notice_after: 3m}
@@ -158,6 +159,8 @@ class StorageConfig(BaseModel):
     """A database URL: ``sqlite://path.db`` or ``postgres://user:pass@host/db``."""
     redis: str = ""
     """A Redis URL for the cross-process bus; empty means an in-process bus (a single process)."""
+    redis_cluster: bool = False
+    """``redis`` is any node of a Redis Cluster: connect with the cluster client (docs/production.md)."""
 
     @field_validator("redis", mode="before")
     @classmethod

@@ -13,12 +13,20 @@ that customer's; a new identity with a verified contact nobody has under ``phone
 ``email:<address>``), so two new identities with the same number are ordered together from their first
 message on; anything else under ``<channel>:<user>`` as before. A customer keeps the key its first
 message was handled under (``Customer.bus_key``).
+
+Each worker keeps the keys of identities it saw lately in a :class:`CustomerKeyCache`, so a follow-up
+without contacts is published without a query. The key of an identity changes only when its customer is
+merged into another (:mod:`bot_core.linking`); a merge clears the cache of every worker (at once in the
+merging one, through the fan-out in the others), and entries expire after a minute in case a worker missed
+that message.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
 
 from bot_core.events import CustomerMessage
 from storage import hot
@@ -105,13 +113,123 @@ def fresh_key(msg: CustomerMessage, contacts: list[tuple[str, str]]) -> str:
     return f"{msg.channel}:{msg.external_user_id}"
 
 
-async def publish_key(msg: CustomerMessage) -> str:
-    """The bus key to publish ``msg`` under: its customer's (see the module's docstring)."""
+MERGED_TOPIC = "customers-merged"
+"""The fan-out topic a merge is announced on: every worker clears its :class:`CustomerKeyCache`."""
+
+
+class CustomerKeyCache:
+    """The bus keys of identities this worker saw lately: ``(channel, user id) -> key``.
+
+    Why it stays right: an identity's key is its customer's ``bus_key``, which never changes; the identity
+    moves to another customer (another key) only in a merge, and a merge calls :meth:`clear` in the worker
+    that made it (after its transaction committed) and, through the fan-out (:data:`MERGED_TOPIC`), in
+    every other worker. A lookup that read the database before a merge committed and ends after the clear
+    does not fill the cache (:attr:`generation` moved on). Until the fan-out message arrives (a few
+    milliseconds; see docs/architecture.md, "Bus keys are per customer") another worker may still
+    publish a merged identity's message under its old key, which is the same limit merges had without
+    the cache; entries expire after ``ttl`` seconds, which bounds it if a worker missed the message.
+
+    ``unknown``: also remember the key of an identity not stored yet (its ``<channel>:<user>``), which is
+    the key its customer will be created under unless one of its messages brings a verified contact. Only
+    right when this process publishes every event (one worker, the in-process bus): a message with
+    contacts then forgets the identity here (:meth:`taint`) until a message of it was handled
+    (:meth:`put`, the stored key), so no later message is published under a guessed key that the contact
+    made wrong. With several workers another one may publish that message: they look unknown identities up.
+    """
+
+    def __init__(
+        self,
+        ttl: float = 60.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        unknown: bool = False,
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.unknown = unknown
+        self._clock = clock
+        self._keys: dict[tuple[str, str], tuple[str, float]] = {}
+        self._tainted: set[tuple[str, str]] = set()
+        self.generation = 0
+        """Moves on with every :meth:`clear`: a lookup begun under an older one is not stored."""
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, channel: str, user: str) -> str | None:
+        """The key of this identity, if known and fresh."""
+        found = self._keys.get((channel, user))
+        if found is None:
+            return None
+        key, expires = found
+        if expires < self._clock():
+            del self._keys[(channel, user)]
+            return None
+        return key
+
+    def put(self, channel: str, user: str, key: str, generation: int) -> None:
+        """Remember this identity's ``key``, read from the database under ``generation`` (ignored when a
+        merge came since). The oldest entry makes room when the cache is full."""
+        self._tainted.discard((channel, user))
+        if generation != self.generation:
+            return
+        self._store(channel, user, key)
+
+    def put_unknown(self, channel: str, user: str, key: str, generation: int) -> None:
+        """Remember the key a message of an identity not stored yet was published under (only with
+        ``unknown``, and not while a message of it with contacts waits to be handled)."""
+        if self.unknown and generation == self.generation and (channel, user) not in self._tainted:
+            self._store(channel, user, key)
+
+    def taint(self, channel: str, user: str) -> None:
+        """A message of this identity brings verified contacts: forget its key, and guess none for it until
+        one of its messages was handled."""
+        self._keys.pop((channel, user), None)
+        if self.unknown:
+            if len(self._tainted) >= self.max_entries:  # (messages dropped before being handled)
+                self._tainted.clear()
+                self.generation += 1  # no guess stays that one of them would have stopped
+                self._keys.clear()
+            self._tainted.add((channel, user))
+
+    def _store(self, channel: str, user: str, key: str) -> None:
+        entries = self._keys
+        entries.pop((channel, user), None)  # re-inserted last: the dict's order is the age
+        if len(entries) >= self.max_entries:
+            del entries[next(iter(entries))]
+        entries[(channel, user)] = (key, self._clock() + self.ttl)
+
+    def clear(self, _message: object = None) -> None:
+        """Forget every key (customers were merged); usable as a fan-out callback."""
+        self._keys.clear()
+        self.generation += 1
+
+
+async def publish_key(msg: CustomerMessage, cache: CustomerKeyCache | None = None) -> str:
+    """The bus key to publish ``msg`` under: its customer's (see the module's docstring).
+
+    With ``cache``, a message without verified contacts from an identity seen lately needs no query (a
+    message with contacts is always looked up: they may name other customers).
+    """
     contacts = contact_points(msg.attributes, quiet=True)
+    if cache is not None:
+        if contacts:
+            cache.taint(msg.channel, msg.external_user_id)
+        else:
+            key = cache.get(msg.channel, msg.external_user_id)
+            if key is not None:
+                return key
+    generation = cache.generation if cache is not None else 0
     found = await hot.customer_keys(msg.channel, msg.external_user_id, contacts)
     if found:
         # several customers: the message will merge them into the oldest, whose key is used
         _customer_id, key = min(found)
         if key:
+            if cache is not None and not contacts:
+                cache.put(msg.channel, msg.external_user_id, key, generation)
             return key
-    return fresh_key(msg, contacts)
+    key = fresh_key(msg, contacts)
+    if cache is not None and not contacts and not found:
+        cache.put_unknown(msg.channel, msg.external_user_id, key, generation)
+    return key

@@ -8,6 +8,7 @@ being handled, so an event handled again after a crash does not send twice.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,9 +18,11 @@ from tortoise.expressions import F
 
 from bot_core import consent
 from bot_core.adapters import TemplateRef
+from bot_core.choices import Choice, numbered
 from bot_core.consent import ConsentInfo
 from bot_core.conversations import card_notes_scope
 from bot_core.events import Attachment, LifecycleKind, utcnow
+from storage.locks import db_lock
 from storage.models import (
     Agent,
     Conversation,
@@ -133,10 +136,21 @@ class StateStore:
         """Forget ``key``."""
         await PluginState.filter(plugin=self.plugin, scope=self.scope, key=key).delete()
 
-    async def items(self) -> dict[str, Any]:
-        """Every key and value in this scope."""
-        rows = await PluginState.filter(plugin=self.plugin, scope=self.scope).values("key", "value")
+    async def items(self, *, changed_since: datetime | None = None) -> dict[str, Any]:
+        """Every key and value in this scope (with ``changed_since``: only those set at or after it)."""
+        query = PluginState.filter(plugin=self.plugin, scope=self.scope)
+        if changed_since is not None:
+            query = query.filter(updated_at__gte=changed_since)
+        rows = await query.values("key", "value")
         return {r["key"]: r["value"]["v"] for r in rows}
+
+    def lock(self, key: str, *, timeout: float = 60.0) -> AbstractAsyncContextManager[None]:
+        """``async with store.lock(key):`` runs the block in one task of one worker at a time, across
+        every worker on the database (PostgreSQL: an advisory lock; SQLite, one process: an in-process
+        lock; see :mod:`storage.locks`). For a read-decide-write that must not interleave (handing out
+        a team's line against agents' capacities). Keep the block short; it is not re-entrant; raises
+        ``TimeoutError`` when the lock is not free within ``timeout`` seconds."""
+        return db_lock(f"{self.plugin}:{self.scope}:{key}", timeout=timeout)
 
 
 @dataclass
@@ -165,6 +179,7 @@ class Context:
         customer: Customer | None = None,
         identity: Identity | None = None,
         agent: Agent | None = None,
+        ops_room: tuple[str, str] | None = None,
     ) -> None:
         self._engine = engine
         self.plugin = plugin
@@ -173,6 +188,7 @@ class Context:
         self._customer = customer
         self._identity = identity
         self.agent = agent
+        self._ops_room = ops_room  # (workspace, ops channel) of a command typed in an ops room
         self._topic = consent.SERVICE
 
     def for_plugin(self, plugin: str) -> Context:
@@ -185,6 +201,7 @@ class Context:
             customer=self._customer,
             identity=self._identity,
             agent=self.agent,
+            ops_room=self._ops_room,
         )
         other._topic = self._topic
         return other
@@ -255,8 +272,19 @@ class Context:
 
     @property
     def has_conversation(self) -> bool:
-        """False for global scheduled jobs, which have no conversation."""
+        """False for global scheduled jobs and commands typed in an ops room, which have no conversation."""
         return self._conversation is not None
+
+    @property
+    def ops_channel(self) -> str | None:
+        """For a command typed in an ops room: that room's channel (``ops-<team>``, or ``ops``); else None."""
+        return self._ops_room[1] if self._ops_room else None
+
+    @property
+    def ops_team(self) -> str | None:
+        """For a command typed in a team's ops room (``ops-<team>``): the team; else None."""
+        channel = self.ops_channel
+        return channel.removeprefix("ops-") if channel and channel.startswith("ops-") else None
 
     @property
     def state(self) -> StateStore:
@@ -282,16 +310,29 @@ class Context:
         *,
         topic: str | None = None,
         template: TemplateRef | None = None,
-    ) -> None:
+        choices: Iterable[Choice] = (),
+        choices_listed: bool = False,
+        menu: str = "",
+    ) -> str:
         """Send ``text`` to the customer as the bot; agents see it in the room as a notice.
+
+        ``choices`` (:class:`~bot_core.choices.Choice`) are offered as buttons where the channel has
+        them and as a numbered list after ``text`` elsewhere (``choices_listed``: ``text`` lists them
+        already, numbered); ``menu`` labels the button that opens them where the channel needs one. A
+        press comes back as a customer message with ``choice`` set to the choice's id
+        (:func:`~bot_core.choices.picked` also reads a typed number or title).
 
         ``topic`` defaults to the context's (``service``, or the one given to :meth:`for_customer`); a
         reply the customer has not consented to is not sent, and the room is told why. With
         ``template`` the channel sends that approved template where it can (WhatsApp outside its
         24-hour window, say) and ``text`` (its rendering) otherwise.
+
+        Returns the delivery's key (the same when the event is handled again):
+        :func:`bot_core.api.deliveries` tells later whether it went through.
         """
         conv = self._require_conversation()
         _, identity = self._require_customer()
+        offered = tuple(choices)
         message = await Message.create(
             conversation_id=conv.id,
             direction=Direction.OUTBOUND,
@@ -300,17 +341,32 @@ class Context:
             attachments=[a.model_dump(mode="json") for a in attachments],
             channel=identity.channel,
         )
+        key = self._keys.next("reply")
         await self._engine.outbox.enqueue_customer(
             conv,
             identity,
             text,
-            key=self._keys.next("reply"),
+            key=key,
             attachments=attachments,
             message=message,
             topic=topic or self._topic,
             template=template,
+            choices=offered,
+            choices_listed=choices_listed,
+            menu=menu,
         )
-        await self._room_notice(f"🤖 {self.plugin} answered: {text}")
+        shown = text if choices_listed or not offered else numbered(text, offered)
+        await self._room_notice(f"🤖 {self.plugin} answered: {shown}")
+        return key
+
+    async def react(self, emoji: str, message: str) -> None:
+        """Put ``emoji`` on the customer's message ``message`` (its ``external_message_id``), on channels
+        with reactions (``""`` removes it); skipped elsewhere. Sent through the outbox like a reply."""
+        conv = self._require_conversation()
+        _, identity = self._require_customer()
+        await self._engine.outbox.enqueue_reaction(
+            conv, identity, emoji, message, key=self._keys.next("reaction")
+        )
 
     async def note(self, text: str) -> None:
         """Post an internal note in the room; it is stored and never sent to the customer."""
@@ -510,6 +566,10 @@ class Context:
     # -- internals -----------------------------------------------------------------------------
 
     async def _room_notice(self, text: str) -> None:
+        if self._conversation is None and self._ops_room is not None:
+            ops_workspace, channel = self._ops_room  # the answer to a command typed in an ops room
+            await self._engine.outbox.enqueue_ops(ops_workspace, channel, text, key=self._keys.next("ops"))
+            return
         conv = self._require_conversation()
         workspace = await self._engine.room_workspace(conv)
         if workspace:

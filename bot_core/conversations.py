@@ -7,11 +7,12 @@ creating the same identity) and the loser re-reads.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tortoise.exceptions import IntegrityError
+from tortoise.exceptions import DoesNotExist, IntegrityError
 
 from bot_core.adapters import (
     WINDOW_ATTRIBUTE_SUFFIX,
@@ -25,7 +26,6 @@ from bot_core.contacts import contact_points, without_contacts
 from bot_core.events import CustomerMessage
 from bot_core.locales import LOCALE, TIMEZONE, customer_hints, valid_locale, valid_timezone
 from storage import hot
-from storage.db import transaction
 from storage.models import (
     Agent,
     Conversation,
@@ -70,45 +70,53 @@ async def resolve_customer(
     customer with another.
     """
     contacts = contact_points(msg.attributes, quiet=True)
-    # Most messages continue an open conversation: one joined query finds all three rows.
-    open_now = await hot.open_conversation_of(msg.channel, msg.external_user_id)
-    if (
-        open_now is not None
-        and open_now[0].identity_id == open_now[1].id
-        and _unchanged(open_now[1], open_now[2], msg)
-        and (not contacts or await _contacts_of(open_now[2].id, contacts))
-    ):
-        await hot.touch_conversation(open_now[0], msg.timestamp)
-        return Opened(open_now[2], open_now[1], open_now[0], False)
+    # Most messages continue an open conversation: one joined query finds all three rows (or that the
+    # identity is new).
+    known = await hot.identity_state(msg.channel, msg.external_user_id)
+    if known is not None:
+        identity, customer, open_now = known
+        if (
+            open_now is not None
+            and open_now.identity_id == identity.id
+            and _unchanged(identity, customer, msg)
+            and (not contacts or await _contacts_of(customer.id, contacts))
+        ):
+            await hot.touch_conversation(open_now, msg.timestamp)
+            return Opened(customer, identity, open_now, False)
     contacts = contact_points(msg.attributes)  # again, logging what is not valid
     attributes, zone, locale = customer_hints(without_contacts(msg.attributes))
     changed_customer_shown = False  # something the card shows changed (the card is refreshed)
-    identity = await Identity.get_or_none(channel=msg.channel, external_id=msg.external_user_id)
-    if identity is None:
+    if known is None:
         # a new identity with a verified contact a customer has joins that customer at once
         owners = await hot.customer_keys(None, None, contacts) if contacts and link is not None else []
-        try:
-            async with transaction():
-                if owners:
-                    customer = await Customer.get(id=min(owners)[0])
-                else:
-                    customer = await Customer.create(
-                        display_name=msg.display_name or msg.external_user_id,
-                        attributes=attributes,
-                        timezone=zone,
-                        locale=locale,
-                        bus_key=bus_key,
-                    )
-                identity = await Identity.create(
-                    customer=customer,
+        created = None if owners else await _new_customer(msg, bus_key, attributes, zone, locale)
+        if created is not None:
+            customer, identity, opened = created
+            if not contacts or link is None:
+                return Opened(customer, identity, opened, True)
+            linked = await link(customer, identity, contacts)
+            if linked.id == customer.id:
+                return Opened(customer, identity, opened, True)
+            # the contacts were another's meanwhile: merged, and the conversation is found below
+            customer, changed_customer_shown = linked, True
+            identity.customer_id = customer.id
+            contacts = []
+        elif owners:
+            with contextlib.suppress(IntegrityError):  # (another worker created it first)
+                await Identity.create(
+                    customer_id=min(owners)[0],
                     channel=msg.channel,
                     external_id=msg.external_user_id,
                     display_name=msg.display_name,
                     avatar_url=msg.avatar_url,
                 )
-        except IntegrityError:
-            identity = await Identity.get(channel=msg.channel, external_id=msg.external_user_id)
-    customer = await Customer.get(id=identity.customer_id)
+            known = await hot.identity_state(msg.channel, msg.external_user_id)
+            assert known is not None, "the identity was just created"
+            identity, customer, _open = known
+        else:  # another worker created the identity first
+            known = await hot.identity_state(msg.channel, msg.external_user_id)
+            assert known is not None, "the identity exists (its insert failed on the unique key)"
+            identity, customer, _open = known
     if contacts and link is not None:
         before = customer.id
         customer = await link(customer, identity, contacts)
@@ -167,6 +175,36 @@ async def resolve_customer(
     return Opened(customer, identity, conversation, new, bool(changed_customer) or changed_customer_shown)
 
 
+async def _new_customer(
+    msg: CustomerMessage,
+    bus_key: str | None,
+    attributes: dict[str, str],
+    zone: str | None,
+    locale: str | None,
+) -> tuple[Customer, Identity, Conversation] | None:
+    """A new customer for ``msg``'s identity, with that identity and an open conversation (three inserts,
+    all or nothing); None when another worker created the identity first."""
+    try:
+        return await hot.create_customer(
+            {
+                "display_name": msg.display_name or msg.external_user_id,
+                "attributes": attributes,
+                "timezone": zone,
+                "locale": locale,
+                "bus_key": bus_key,
+            },
+            {
+                "channel": msg.channel,
+                "external_id": msg.external_user_id,
+                "display_name": msg.display_name,
+                "avatar_url": msg.avatar_url,
+            },
+            {"state": ConversationState.BOT, "last_customer_message_at": msg.timestamp},
+        )
+    except IntegrityError:
+        return None
+
+
 async def _contacts_of(customer_id: int, contacts: list[tuple[str, str]]) -> bool:
     """True when every one of ``contacts`` is known as this customer's (nothing to link)."""
     owners = await hot.customer_keys(None, None, contacts)
@@ -216,14 +254,24 @@ async def conversation_view(conversation: Conversation, workspace: str | None = 
     With ``workspace``, ``existing_room_id`` is the conversation's room only if it is a room of that
     workspace: a room id of one workspace is never handed to another.
     """
-    customer = await Customer.get(id=conversation.customer_id)
-    identity = await Identity.get(id=conversation.identity_id)
+    return (await view_and_customer(conversation, workspace))[0]
+
+
+async def view_and_customer(
+    conversation: Conversation, workspace: str | None = None
+) -> tuple[ConversationView, Customer]:
+    """:func:`conversation_view`, with the customer row it was made from (for :func:`customer_card`)."""
+    both = await hot.customer_and_identity(conversation.customer_id, conversation.identity_id)
+    if both is None:
+        raise DoesNotExist(f"the customer or identity of conversation {conversation.id} is gone")
+    customer, identity = both
     team = await Team.get_or_none(id=conversation.team_id) if conversation.team_id else None
     agent = await Agent.get_or_none(id=conversation.assignee_id) if conversation.assignee_id else None
-    room = await Room.get_or_none(id=conversation.room_id) if conversation.room_id else None
+    rooms = await hot.select(Room, '"id"=?', [conversation.room_id]) if conversation.room_id else []
+    room = rooms[0] if rooms else None
     if room is not None and workspace is not None and room.workspace != workspace:
         room = None
-    return ConversationView(
+    view = ConversationView(
         conversation_id=conversation.id,
         customer_id=customer.id,
         customer_name=identity.display_name or customer.display_name,
@@ -235,18 +283,25 @@ async def conversation_view(conversation: Conversation, workspace: str | None = 
         avatar_url=identity.avatar_url,
         existing_room_id=room.external_id if room else None,
     )
+    return view, customer
 
 
-async def customer_card(conversation: Conversation) -> CustomerCard:
+async def customer_card(
+    conversation: Conversation, known: tuple[ConversationView, Customer] | None = None
+) -> CustomerCard:
     """The pinned card of a conversation's room: identities, tags, status, owner, earlier conversations and
-    the plugins' notes."""
-    view = await conversation_view(conversation)
-    customer = await Customer.get(id=conversation.customer_id)
-    identities = await Identity.filter(customer_id=customer.id).order_by("id")
-    contacts = await CustomerContact.filter(customer_id=customer.id).order_by("id")
+    the plugins' notes. ``known``: the conversation's view and customer, when the caller has just read them
+    (:func:`view_and_customer`)."""
+    view, customer = known or await view_and_customer(conversation)
+    identities = await hot.select(Identity, '"customer_id"=?', [customer.id], order='"id"')
+    contacts = await hot.select(CustomerContact, '"customer_id"=?', [customer.id], order='"id"')
     replies_to = reply_identity_id(conversation)
-    earlier = (
-        await Conversation.filter(customer_id=customer.id, id__lt=conversation.id).order_by("-id").limit(10)
+    earlier = await hot.select(
+        Conversation,
+        '"customer_id"=? AND "id"<?',
+        [customer.id, conversation.id],
+        order='"id" DESC',
+        limit=10,
     )
     return CustomerCard(
         customer_id=customer.id,
@@ -279,7 +334,9 @@ def card_notes_scope(conversation_id: int) -> str:
 
 async def card_notes(conversation_id: int) -> tuple[str, ...]:
     """The lines plugins keep on the conversation's card (``ctx.card_note``), by plugin and key."""
-    rows = await PluginState.filter(scope=card_notes_scope(conversation_id)).order_by("plugin", "key")
+    rows = await hot.select(
+        PluginState, '"scope"=?', [card_notes_scope(conversation_id)], order='"plugin", "key"'
+    )
     return tuple(str(row.value["v"]) for row in rows)  # type: ignore[index]
 
 
@@ -311,9 +368,14 @@ def _card_attributes(customer: Customer, contacts: list[CustomerContact]) -> dic
 
 async def _satisfaction(customer_id: int) -> dict[str, str]:
     """The customer's latest rating of a conversation, for the card (none: nothing shown)."""
-    rated = (
-        await Conversation.filter(customer_id=customer_id, satisfaction__isnull=False).order_by("-id").first()
+    found = await hot.select(
+        Conversation,
+        '"customer_id"=? AND "satisfaction" IS NOT NULL',
+        [customer_id],
+        order='"id" DESC',
+        limit=1,
     )
+    rated = found[0] if found else None
     if rated is None or rated.satisfaction is None:
         return {}
     text = f"{rated.satisfaction}/5 (conversation {rated.id})"
@@ -323,11 +385,14 @@ async def _satisfaction(customer_id: int) -> dict[str, str]:
 
 
 async def _earlier(conversation: Conversation) -> EarlierConversation:
-    first = (
-        await Message.filter(conversation_id=conversation.id, workspace_message_id__isnull=False)
-        .order_by("id")
-        .first()
+    found = await hot.select(
+        Message,
+        '"conversation_id"=? AND "workspace_message_id" IS NOT NULL',
+        [conversation.id],
+        order='"id"',
+        limit=1,
     )
+    first = found[0] if found else None
     return EarlierConversation(
         conversation_id=conversation.id,
         started_at=conversation.created_at.strftime("%Y-%m-%d %H:%M"),

@@ -15,7 +15,7 @@ from tortoise.functions import Max
 
 from bot_core.consent import ConsentInfo
 from bot_core.contacts import valid_email, valid_phone
-from storage.models import Consent, Conversation, Customer, CustomerContact, Identity
+from storage.models import Consent, Conversation, Customer, CustomerContact, Identity, OutboxItem
 
 CONTACT_ATTRIBUTES = ("email", "phone")
 """The attributes a customer is found by: the verified contact points channels set (issue 19 contract 2)."""
@@ -169,3 +169,35 @@ async def all_customers(batch: int = 500) -> AsyncIterator[CustomerRecord]:
         for record in await _records(customers):
             yield record
         last_id = customers[-1].id
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    """How a delivery to a customer (``ctx.reply``'s key) is doing.
+
+    ``status``: ``pending`` (stored, not sent yet: retrying, rate-limited or held), ``sent``, ``delivered``,
+    ``read`` (as the channel reported) or ``failed`` (given up, or the platform reported a failure);
+    ``error`` says why it failed or why it is still being retried.
+    """
+
+    status: str
+    error: str | None = None
+    at: datetime | None = None  # when the status last changed
+
+
+async def deliveries(keys: list[str]) -> dict[str, DeliveryInfo]:
+    """The deliveries of these keys (those not stored are left out), read in batches."""
+    found: dict[str, DeliveryInfo] = {}
+    for start in range(0, len(keys), 500):
+        rows = await OutboxItem.filter(idempotency_key__in=keys[start : start + 500]).values(
+            "idempotency_key", "status", "last_error", "updated_at", "message__delivery_status"
+        )
+        for row in rows:
+            status = str(row["status"])
+            reported = row["message__delivery_status"] or ""
+            if status == "sent" and reported:
+                status = str(reported)  # delivered, read, or failed later (asynchronously)
+            elif status == "sending":
+                status = "pending"
+            found[str(row["idempotency_key"])] = DeliveryInfo(status, row["last_error"], row["updated_at"])
+    return found

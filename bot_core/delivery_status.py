@@ -12,7 +12,9 @@ accepts it, and ``failed`` when it gives the delivery up.
 What the room shows, each once (the outbox row's key is per message and status): ``delivered`` and
 ``read`` as a mark on the agent's message where the workspace can
 (:class:`bot_core.adapters.DeliveryStatusWorkspace`; Matrix reacts to it), ``failed`` as a notice with the
-platform's error. ``sent`` is not shown: every relayed message is sent.
+platform's error. ``sent`` is not shown: every relayed message is sent. A failure the platform reports
+as "only once the customer writes again" (``awaiting_customer``: WhatsApp's 131047 in a status) is not
+recorded: the message is sent again and held (see :func:`handle`).
 """
 
 from __future__ import annotations
@@ -70,7 +72,22 @@ async def record(event: DeliveryStatus) -> Message | None:
 
 
 async def handle(event: DeliveryStatus, conversations: ConversationService) -> None:
-    """Record ``event`` and show a change in the conversation's room (once per message and status)."""
+    """Record ``event`` and show a change in the conversation's room (once per message and status).
+
+    A ``failed`` with ``awaiting_customer`` (the platform refused it until the customer writes again) is
+    not a failure: the message is sent again through the outbox (once per failed platform id), where the
+    channel holds it until the customer writes, and the room is told as for any held reply.
+    """
+    if event.status == "failed" and event.awaiting_customer:
+        sent = await Message.filter(
+            channel=event.channel, channel_message_id=event.channel_message_id, direction=Direction.OUTBOUND
+        ).first()
+        if sent is not None and await conversations.outbox.send_again(sent, event.channel_message_id):
+            log.info(
+                "delivery refused until the customer writes: sent again, to be held",
+                extra={"channel": event.channel, "message": sent.id},
+            )
+            return
     message = await record(event)
     if message is None:
         return

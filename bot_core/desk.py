@@ -18,12 +18,22 @@ from aiohttp import web
 from tortoise import connections
 from tortoise.exceptions import IntegrityError
 
-from bot_core.adapters import Channel, InboundEvent, RoomRef, TypingChannel, TypingWorkspace, Workspace
+from bot_core.adapter_health import AdapterHealth
+from bot_core.adapters import (
+    PRESENCES,
+    Channel,
+    InboundEvent,
+    PresenceWorkspace,
+    RoomRef,
+    TypingChannel,
+    TypingWorkspace,
+    Workspace,
+)
 from bot_core.adapters import NotAccepting as NotAccepting  # re-exported: it used to live here
 from bot_core.analytics import ServiceMetrics
 from bot_core.commands import CoreCommands
 from bot_core.config import DeskConfig, PluginSpec
-from bot_core.contacts import publish_key
+from bot_core.contacts import MERGED_TOPIC, CustomerKeyCache, publish_key
 from bot_core.context import MAX_TASK_KEY
 from bot_core.conversation_service import ConversationService
 from bot_core.conversations import conversation_for_room, reply_identity_id
@@ -45,7 +55,7 @@ from bot_core.relay import Relay
 from bot_core.rooms import RoomDirectory
 from bot_core.scheduler import Clock, Scheduler
 from bot_core.server import build_metrics_app, make_runner
-from storage import hot
+from storage import fence, hot
 from storage.bus import BusEntry, EventBus
 from storage.bus.journal import DbJournal
 from storage.bus.memory import MemoryBus
@@ -141,6 +151,7 @@ class Desk:
             down_after=config.server.health_down_after,
         )
         self.metrics = Metrics()
+        self.adapter_health = AdapterHealth(self.receiving_states)  # every worker's adapters, shared
         self.service_metrics = ServiceMetrics()  # the supervisor's figures, from the database at scrape time
         self.metrics.registry.register(self.service_metrics)
         self.plugins: dict[str, Plugin] = {}
@@ -149,13 +160,15 @@ class Desk:
         )
         self._pipeline = Pipeline([self._core], self.metrics)
         self._core.help_source = lambda: self._pipeline.command_help()
-        redis_url = config.storage.redis
+        redis_url, cluster = config.storage.redis, config.storage.redis_cluster
         self.bus: EventBus = bus or (
-            RedisStreamsBus(redis_url) if redis_url else MemoryBus(journal=DbJournal())
+            RedisStreamsBus(redis_url, cluster=cluster) if redis_url else MemoryBus(journal=DbJournal())
         )
-        self.fanout: Fanout = fanout or (RedisFanout(redis_url) if redis_url else LocalFanout())
+        self.fanout: Fanout = fanout or (
+            RedisFanout(redis_url, cluster=cluster) if redis_url else LocalFanout()
+        )
         self.rate_limits: RateLimits = rate_limits or (
-            RedisRateLimits(redis_url) if redis_url else MemoryRateLimits()
+            RedisRateLimits(redis_url, cluster=cluster) if redis_url else MemoryRateLimits()
         )
         self.rooms = RoomDirectory(self._workspace_names, self._team_workspaces)
         self.outbox = Outbox(
@@ -168,7 +181,17 @@ class Desk:
         self.conversations = ConversationService(
             self.outbox, self.rooms, self._publish_event, wants=self._handled
         )
-        self.relay = Relay(lambda: self._pipeline, self.outbox, self.metrics, self.conversations)
+        # one worker publishes every event: it may remember the keys of identities not stored yet too
+        self.customer_keys = CustomerKeyCache(unknown=isinstance(self.bus, MemoryBus))
+        """The bus keys of identities seen lately (see :mod:`bot_core.contacts`); merges clear it."""
+        self.relay = Relay(
+            lambda: self._pipeline,
+            self.outbox,
+            self.metrics,
+            self.conversations,
+            keys=self.customer_keys,
+            merged=self._customers_merged,
+        )
         self._core.links = self.relay.links  # !link and !via
         self.scheduler = Scheduler(self._publish_fire, poll_interval=scheduler_poll, now=scheduler_clock)
         self._serve_http = serve_http
@@ -230,6 +253,7 @@ class Desk:
     async def _start(self, sockets: list[socket.socket]) -> None:
         await init_db(self.config.storage.database)
         await self.fanout.start()
+        await self.fanout.subscribe(MERGED_TOPIC, self.customer_keys.clear)  # another worker merged
         await self.rate_limits.start()
         try:
             for spec in self.config.plugins:
@@ -263,6 +287,7 @@ class Desk:
                 await plugin.ready()
             except Exception:
                 log.exception("plugin failed in ready()", extra={"plugin": name})
+        self.adapter_health.start()
         log.info(
             "relaydesk started",
             extra={
@@ -292,6 +317,7 @@ class Desk:
         """
         self._accepting = False
         self._stopping = True
+        await self.adapter_health.stop()  # before the loops stop: a worker shut down is not an adapter down
         for site in self._sites:
             await site.stop()  # the listening sockets close; requests on open connections still run
         self._sites.clear()
@@ -329,6 +355,8 @@ class Desk:
             schedule_once=functools.partial(self.schedule_once, spec.instance_name),
             now=self.scheduler.now,
             receiving_states=self.receiving_states,
+            adapter_states=self.adapter_health.states,
+            presence=self.presence,
             metrics_registry=self.metrics.registry,
             fanout=self.fanout,
             rate_limits=self.rate_limits,
@@ -379,8 +407,19 @@ class Desk:
         if not self._accepting:
             raise NotAccepting("relaydesk is shutting down")
         # a customer's events are ordered per customer, whichever channel they come from
-        key = await publish_key(event) if isinstance(event, CustomerMessage) else event.conversation_key()
+        if isinstance(event, CustomerMessage):
+            key = await publish_key(event, self.customer_keys)
+        else:
+            key = event.conversation_key()
         await self.bus.publish(key, dump_event(event))
+
+    async def _customers_merged(self) -> None:
+        """A merge committed here: this worker's bus-key cache is cleared now, the others' through the fan-out."""
+        self.customer_keys.clear()
+        try:
+            await self.fanout.publish(MERGED_TOPIC, {})
+        except Exception:  # the other workers' entries expire within CustomerKeyCache.ttl
+            log.warning("could not tell the other workers about a merge", exc_info=True)
 
     async def agent_typing(self, workspace: str, room_id: str, agent_name: str, active: bool) -> None:
         """An agent types (or stopped) in a room of ``workspace``: the customer's channel shows it if it can."""
@@ -484,8 +523,11 @@ class Desk:
         """
         while True:
             try:
-                await asyncio.create_task(self.relay.handle(entry), context=fresh_context())
+                # the bus's fence (storage.fence) goes along: a worker that froze stops writing when it wakes
+                await asyncio.create_task(self.relay.handle(entry), context=fence.carry(fresh_context()))
                 return
+            except fence.FenceLost:
+                raise  # the partition's new owner handles the entry
             except Exception:
                 if self._stopping or await database_answers():
                     raise
@@ -597,6 +639,23 @@ class Desk:
             report["status"] = "degraded"
         return report
 
+    async def presence(self, user_id: str) -> str | None:
+        """Whether ``user_id`` is ``online``, ``unavailable`` or ``offline``, as the first workspace that knows
+        says (:class:`PresenceWorkspace`); None when none can say. A failing workspace counts as not knowing."""
+        for name, plugin in list(self.plugins.items()):
+            if plugin.kind is not PluginKind.WORKSPACE or not isinstance(plugin, PresenceWorkspace):
+                continue
+            try:
+                found = await plugin.presence(user_id)
+            except Exception:
+                log.warning(
+                    "presence lookup failed", extra={"workspace": name, "user": user_id}, exc_info=True
+                )
+                continue
+            if found in PRESENCES:
+                return found
+        return None
+
     def receiving_states(self) -> dict[str, str]:
         """Each adapter with receiving loops in this process: its state (``ok``, ``degraded``, ``down``)."""
         return {name: state.value for name, state, _loops in self._receiving()}
@@ -625,6 +684,11 @@ class Desk:
             await self.service_metrics.refresh(self.scheduler.now())
         except Exception:  # the rest of /metrics is still worth serving
             log.warning("service figures could not be computed for /metrics", exc_info=True)
+        for name, plugin in list(self.plugins.items()):
+            try:
+                await plugin.refresh_metrics()
+            except Exception:
+                log.warning("plugin metrics could not be refreshed", extra={"plugin": name}, exc_info=True)
 
     async def wait_settled(self, timeout: float = 30.0) -> bool:
         """Wait until every bus entry is handled and every outbox row is sent or given up (tests, tools)."""

@@ -54,6 +54,9 @@ class CustomerMessage(_Event):
     edit_of: str | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
     timestamp: datetime = Field(default_factory=utcnow)
+    choice: str | None = None
+    """The id of the choice the customer pressed (a button or list row of a reply that offered choices,
+    see :mod:`bot_core.choices`); ``text`` is its title. None for anything typed."""
 
     def conversation_key(self) -> str:
         """Customer events are ordered per channel identity."""
@@ -74,6 +77,7 @@ class AgentMessage(_Event):
     edit_of: str | None = None
     redacts: str | None = None  # the agent deleted their earlier message with this workspace id
     timestamp: datetime = Field(default_factory=utcnow)
+    ops_channel: str | None = None  # set by the workspace for a command typed in an ops room (ops-<team>)
 
     def conversation_key(self) -> str:
         """Agent events are ordered per room (one room per conversation)."""
@@ -93,6 +97,7 @@ class AgentCommand(_Event):
     args: tuple[str, ...] = ()
     raw: str = ""
     timestamp: datetime = Field(default_factory=utcnow)
+    ops_channel: str | None = None  # typed in this ops room (``ops-<team>`` or ``ops``), not a conversation's
 
     def conversation_key(self) -> str:
         """Commands share the room's order with agent messages."""
@@ -120,6 +125,10 @@ class DeliveryStatus(_Event):
     status: DeliveryStatusValue
     error: str = ""
     timestamp: datetime = Field(default_factory=utcnow)
+    awaiting_customer: bool = False
+    """With ``failed``: the platform refused the message only until the customer writes again (WhatsApp's
+    131047, reported late in a status): the core sends it again through the outbox, where the channel
+    holds it (:class:`~bot_core.adapters.AwaitingCustomer`), instead of marking it failed."""
 
     def conversation_key(self) -> str:
         """Ordered with the customer's own messages on that channel."""

@@ -17,6 +17,7 @@ conversation with ``!via <channel>`` (until ``!via auto``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -91,8 +92,12 @@ def identity_label(identity: Identity) -> str:
 class CustomerLinks:
     """Links and merges customers, and routes replies (``!link``, ``!via``); announces both in the rooms."""
 
-    def __init__(self, conversations: ConversationService) -> None:
+    def __init__(
+        self, conversations: ConversationService, merged: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self._service = conversations
+        self._merged = merged
+        """Called once a merge committed (the desk clears every worker's bus-key cache with it)."""
 
     # -- linking by verified contacts ----------------------------------------------------------
 
@@ -169,6 +174,8 @@ class CustomerLinks:
             await survivor.save(update_fields=["tags", "attributes", "timezone", "locale", "bus_key"])
             absorbed.merged_into_id = survivor_id
             await absorbed.save(update_fields=["merged_into_id"])
+        if self._merged is not None:  # the absorbed identities' bus key changed: no worker may keep the old
+            await self._merged()
         log.info(
             "customers merged",
             extra={"customer": survivor_id, "merged": absorbed_id, "reason": reason, "by": by},

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import logging
 import random
 from collections.abc import Callable
@@ -36,12 +37,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from tortoise.exceptions import IntegrityError
+from tortoise.exceptions import DoesNotExist, IntegrityError
 
 from bot_core import consent
 from bot_core.adapters import (
     AwaitingCustomer,
     Channel,
+    ConversationView,
     Delivery,
     DeliveryStateChannel,
     DeliveryStatusWorkspace,
@@ -57,11 +59,13 @@ from bot_core.adapters import (
     Undeliverable,
     Workspace,
 )
-from bot_core.conversations import conversation_view, customer_card
+from bot_core.choices import Choice, numbered
+from bot_core.conversations import customer_card, view_and_customer
 from bot_core.delivery_notices import DELAY, HELD, DeliveryNotices, duration, give_up_time
 from bot_core.events import Attachment, utcnow
 from bot_core.metrics import Metrics
 from bot_core.payloads import (
+    CustomerReaction,
     CustomerTemplate,
     CustomerText,
     OpsImage,
@@ -81,12 +85,12 @@ from storage import hot
 from storage.db import fresh_context
 from storage.models import (
     Conversation,
+    Customer,
     Identity,
     Message,
     OutboxItem,
     OutboxStatus,
     OutboxTarget,
-    Room,
 )
 
 log = logging.getLogger("relaydesk.outbox")
@@ -121,11 +125,13 @@ class _Sent:
     note: str = ""  # the channel's word for the room about this delivery (SentRef.note)
 
 
-def _delivery_kind(payload: CustomerText | CustomerTemplate, row: OutboxItem) -> str:
+def _delivery_kind(payload: CustomerText | CustomerTemplate | CustomerReaction, row: OutboxItem) -> str:
     """What a channel is told a delivery is: ``template``, ``message``, or ``notice`` (relaydesk's own word
     about a delivery: no stored message, a key :mod:`bot_core.delivery_notices` made)."""
     if isinstance(payload, CustomerTemplate):
         return "template"
+    if isinstance(payload, CustomerReaction):
+        return "reaction"
     return "message" if row.message_id is not None else "notice"
 
 
@@ -186,11 +192,15 @@ class Outbox:
         correction: str | None = None,
         topic: str = consent.SERVICE,
         template: TemplateRef | None = None,
+        choices: tuple[Choice, ...] = (),
+        choices_listed: bool = False,
+        menu: str = "",
     ) -> None:
         """Store a delivery to the customer's identity; idempotent on ``key``.
 
         With ``template`` it is a template message (``text``: its rendering, sent by channels that
-        cannot send templates).
+        cannot send templates). ``choices`` go as buttons where the channel has them, else as a
+        numbered list after ``text`` (unless ``choices_listed``: the text lists them already).
 
         ``correction`` ("edit" or "delete") makes it follow up ``message``, already sent: the channel
         edits or deletes its copy where it can; otherwise the customer gets a correction message.
@@ -200,7 +210,13 @@ class Outbox:
         body: CustomerText | CustomerTemplate
         if template is not None and not correction:
             body = CustomerTemplate(
-                template=template, text=text, agent_name=agent_name, topic=consent.check_topic(topic)
+                template=template,
+                text=text,
+                agent_name=agent_name,
+                topic=consent.check_topic(topic),
+                choices=choices,
+                choices_listed=choices_listed,
+                menu=menu,
             )
         else:
             body = CustomerText(
@@ -209,6 +225,9 @@ class Outbox:
                 agent_name=agent_name,
                 correction=cast(Any, correction),
                 topic=consent.check_topic(topic) if topic != consent.SERVICE else topic,
+                choices=() if correction else choices,
+                choices_listed=choices_listed,
+                menu=menu,
             )
         await self._enqueue(
             OutboxTarget.CUSTOMER,
@@ -218,6 +237,47 @@ class Outbox:
             dump_payload(body),
             key,
             message,
+        )
+
+    async def send_again(self, message: Message, channel_message_id: str) -> bool:
+        """Deliver ``message`` to the customer again, as its row was (the platform took it, then reported
+        it refused until the customer writes: the channel will hold the new row). Once per
+        ``channel_message_id``: a status reported twice adds nothing. False if no sent row delivered it."""
+        row = (
+            await OutboxItem.filter(
+                message_id=message.id, target=OutboxTarget.CUSTOMER, external_message_id=channel_message_id
+            )
+            .order_by("-id")
+            .first()
+        )
+        if row is None:
+            return False
+        conversation = await Conversation.get_or_none(id=row.conversation_id) if row.conversation_id else None
+        digest = hashlib.sha256(channel_message_id.encode()).hexdigest()[:16]
+        await self._enqueue(
+            OutboxTarget.CUSTOMER,
+            row.adapter,
+            row.address,
+            conversation,
+            {k: v for k, v in row.payload.items() if k not in (DELAY, HELD)},  # a fresh row: told afresh
+            f"again:{row.id}:{digest}",
+            message,
+        )
+        return True
+
+    async def enqueue_reaction(
+        self, conversation: Conversation, identity: Identity, emoji: str, message: str, *, key: str
+    ) -> None:
+        """Store an emoji reaction on the customer's message ``message`` (its id on the channel);
+        idempotent on ``key``. A channel without reactions skips it (the row is done, nothing sent)."""
+        await self._enqueue(
+            OutboxTarget.CUSTOMER,
+            identity.channel,
+            identity.external_id,
+            conversation,
+            dump_payload(CustomerReaction(text=emoji, message=message)),
+            key,
+            None,
         )
 
     async def enqueue_room(
@@ -361,9 +421,15 @@ class Outbox:
 
     async def _dispatch_ready(self) -> float:
         """Claim the head row of every ready lane; returns how long to wait before the next scan."""
+        self._metrics.outbox_depth.set(await hot.outbox_depth())
+        if self._waiting:
+            # Every slot is busy and lanes queue here already: whatever the scan found would queue behind
+            # them. Skipped, it costs nothing while a backlog drains (it reads up to scan_limit rows, and
+            # a burst of new customers made it most of the cost per message); the next scan comes once
+            # the queue is empty.
+            return self.settings.poll_interval
         now = utcnow()
         heads = await hot.outbox_lane_heads(self.settings.scan_limit)
-        self._metrics.outbox_depth.set(await hot.outbox_depth())
         delay = self.settings.poll_interval
         for row in heads:
             lane = (row.conversation_id, row.target)
@@ -495,13 +561,14 @@ class Outbox:
                     "delivery raised", exc_info=True, extra={"outbox_id": row.id, "adapter": row.adapter}
                 )
         else:
+            failed_before = row.attempts > 0  # (mark_outbox_sent counts this attempt on the row)
             next_row = await hot.mark_outbox_sent(row, sent.external_id, message_column=sent.message_column)
             self._metrics.messages_out.labels(row.adapter).inc()
             if self._backing_off.get(row.adapter):
                 await self._platform_back(row.adapter, lane)
             if sent.note:
                 await self.notices.channel_note(row, sent.note)
-            if row.attempts or payload.delay or HELD in row.payload:
+            if failed_before or payload.delay or HELD in row.payload:
                 try:
                     await self.notices.delivered_late(row)
                 except Exception:
@@ -539,19 +606,25 @@ class Outbox:
         )
 
     async def _send_to_customer(self, channel: Channel, row: OutboxItem, payload: OutboxPayload) -> _Sent:
-        assert isinstance(payload, CustomerText | CustomerTemplate)  # parse_payload checked the target
+        assert isinstance(payload, CustomerText | CustomerTemplate | CustomerReaction)  # checked by target
         if isinstance(payload, CustomerText) and payload.correction:
             return _Sent(await self._send_correction(channel, row, payload.text, payload.correction))
         if row.conversation_id is not None:  # checked at each try: an opt-out meanwhile stops it
             refused = await consent.refusal(row.conversation_id, payload.topic)
             if refused:
                 raise Undeliverable(refused)
+        if isinstance(payload, CustomerReaction):
+            return await self._send_reaction(channel, row, payload)
         template = payload.template if isinstance(payload, CustomerTemplate) else None
+        text, choices = payload.text, payload.choices
+        if choices and len(choices) > channel.capabilities.choices:  # no buttons (or too few): a list
+            text = text if payload.choices_listed else numbered(text, choices)
+            choices = ()
         delivery = Delivery(
             outbox_id=row.id,
             channel=row.adapter,
             external_user_id=row.address,
-            text=payload.text,
+            text=text,
             attachments=payload.attachments if isinstance(payload, CustomerText) else (),
             conversation_id=row.conversation_id,
             agent_name=payload.agent_name,
@@ -559,9 +632,28 @@ class Outbox:
             message_id=row.message_id,
             kind=_delivery_kind(payload, row),
             template=template,
+            choices=choices,
+            menu=payload.menu if choices else "",
         )
         ref = await channel.send(delivery)
         return _Sent(ref.external_message_id, "channel_message_id", ref.note)
+
+    async def _send_reaction(self, channel: Channel, row: OutboxItem, payload: CustomerReaction) -> _Sent:
+        """An emoji on the customer's message, where the channel has reactions (skipped elsewhere)."""
+        if not channel.capabilities.reactions:
+            log.info("reaction skipped: the channel has none", extra={"outbox_id": row.id})
+            return _Sent("")
+        delivery = Delivery(
+            outbox_id=row.id,
+            channel=row.adapter,
+            external_user_id=row.address,
+            text=payload.text,
+            conversation_id=row.conversation_id,
+            idempotency_key=row.idempotency_key,
+            kind="reaction",
+            react_to=payload.message,
+        )
+        return _Sent((await channel.send(delivery)).external_message_id)
 
     async def _send_correction(self, channel: Channel, row: OutboxItem, text: str, kind: str) -> str:
         """Edit or delete the customer's copy of a sent message, or tell them in a new message."""
@@ -608,9 +700,7 @@ class Outbox:
             return _Sent(posted.external_message_id)
         room = self._rooms.get(row.conversation_id)
         if room is None or room.workspace != row.adapter:
-            room = await self._ensure_room(
-                workspace, row.adapter, await Conversation.get(id=row.conversation_id)
-            )
+            room = await self._ensure_room(workspace, row.adapter, row.conversation_id)
         if isinstance(payload, RoomCustomerMessage):
             edit_of: str | None = None
             if payload.edit:
@@ -665,33 +755,44 @@ class Outbox:
         posted = await workspace.notice(room, payload.text, key=row.idempotency_key)
         return _Sent(posted.external_message_id)
 
-    async def _ensure_room(self, workspace: Workspace, name: str, conversation: Conversation) -> RoomRef:
-        """The conversation's room: bound already, the customer's earlier room, or a new one (with its card)."""
-        lock = self._room_locks.setdefault(conversation.customer_id, asyncio.Lock())
+    async def _ensure_room(self, workspace: Workspace, name: str, conversation_id: int) -> RoomRef:
+        """The conversation's room: bound already, the customer's earlier room, or a new one (with its card).
+
+        One joined query finds the conversation and both rooms; a new room's card is built from the view
+        the workspace got for it (fewer reads for every new customer).
+        """
+        lock = self._room_locks.setdefault(conversation_id, asyncio.Lock())
+        known: tuple[ConversationView, Customer] | None = None
         async with lock:
-            await conversation.refresh_from_db(fields=["room_id"])
-            if conversation.room_id:
-                room = await Room.get(id=conversation.room_id)
-                if room.workspace == name:
-                    ref = RoomRef(name, room.external_id)
-                    self._rooms[conversation.id] = ref
-                    return ref
-            existing = await Room.get_or_none(workspace=name, customer_id=conversation.customer_id)
-            new_room = existing is None
-            if existing is not None:
-                room = existing
-            else:
+            found = await hot.conversation_rooms(conversation_id, name)
+            if found is None:
+                raise DoesNotExist(f"conversation {conversation_id} does not exist")
+            conversation, bound, existing = found
+            if bound is not None and bound.workspace == name:
+                ref = RoomRef(name, bound.external_id)
+                self._rooms[conversation.id] = ref
+                return ref
+            room = existing
+            if room is None:
                 # the view names no room of another workspace (the conversation may be bound to one)
-                ref = await workspace.ensure_room(await conversation_view(conversation, workspace=name))
-                room = await Room.create(
-                    workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id
-                )
-            await Conversation.filter(id=conversation.id).update(room_id=room.id)
+                known = await view_and_customer(conversation, workspace=name)
+                ref = await workspace.ensure_room(known[0])
+                try:
+                    room = await hot.insert_room(
+                        workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id
+                    )
+                except IntegrityError:  # the customer's room was made meanwhile (their other conversation)
+                    found = await hot.conversation_rooms(conversation_id, name)
+                    if found is None or found[2] is None:
+                        raise
+                    room, known = found[2], None
+            await hot.set_conversation_room(conversation.id, room.id)
             conversation.room_id = room.id
             ref = RoomRef(name, room.external_id)
-        if new_room:
-            # keyed by the stored room: a card posted again after a crash shows once
-            await workspace.show_card(ref, await customer_card(conversation), key=f"card:room:{room.id}")
+        if known is not None:
+            # a new room; keyed by the stored room: a card posted again after a crash shows once
+            card = await customer_card(conversation, known)
+            await workspace.show_card(ref, card, key=f"card:room:{room.id}")
         self._rooms[conversation.id] = ref
         return ref
 

@@ -2,7 +2,8 @@
 
 To the customer (target ``customer``): ``message`` (an answer, a bot reply, a correction of one, or
 relaydesk's own short word about a delivery) and ``template`` (a template the platform approved, with
-its rendering as fallback text). Into a room (target ``room``): ``customer_message`` (the mirror of
+its rendering as fallback text), both possibly with choices (:mod:`bot_core.choices`), and ``reaction``
+(an emoji on a customer's message). Into a room (target ``room``): ``customer_message`` (the mirror of
 what the customer wrote), ``notice``, ``card``, ``status`` (a delivery status shown on an agent's
 message) and ``ops`` (a post in a team's ops room, outside conversations).
 
@@ -19,9 +20,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bot_core.adapters import TemplateRef
+from bot_core.choices import Choice
 from bot_core.events import Attachment, DeliveryStatusValue
 
-CUSTOMER_KINDS = frozenset({"message", "template"})
+CUSTOMER_KINDS = frozenset({"message", "template", "reaction"})
 ROOM_KINDS = frozenset(
     {"customer_message", "notice", "card", "status", "invite", "mention", "ops", "ops_image"}
 )
@@ -45,6 +47,12 @@ class CustomerText(_Payload):
     correction: Literal["edit", "delete"] | None = None
     topic: str = "service"
     """The consent topic the row is checked against when it is sent."""
+    choices: tuple[Choice, ...] = ()
+    """Options offered with the text: buttons where the channel has them, else a numbered list."""
+    choices_listed: bool = False
+    """The text lists the choices already (numbered): a channel without buttons gets it unchanged."""
+    menu: str = ""
+    """The label of the button that opens the choices, where the channel needs one."""
 
 
 class CustomerTemplate(_Payload):
@@ -55,6 +63,20 @@ class CustomerTemplate(_Payload):
     text: str = ""
     """The template rendered, for channels that send no templates (and for the room)."""
     agent_name: str | None = None
+    topic: str = "service"
+    choices: tuple[Choice, ...] = ()
+    """As for :class:`CustomerText`, when the text goes instead of the template."""
+    choices_listed: bool = False
+    menu: str = ""
+
+
+class CustomerReaction(_Payload):
+    """An emoji (``text``) on one of the customer's messages (``message``: its id on the channel); ``""``
+    removes it."""
+
+    kind: Literal["reaction"] = "reaction"
+    text: str = ""
+    message: str
     topic: str = "service"
 
 
@@ -131,6 +153,7 @@ class OpsImage(_Payload):
 OutboxPayload = Annotated[
     CustomerText
     | CustomerTemplate
+    | CustomerReaction
     | RoomCustomerMessage
     | RoomNotice
     | RoomCard

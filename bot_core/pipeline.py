@@ -52,6 +52,7 @@ class CommandHelp:
     usage: str
     help: str
     plugin: str
+    ops_rooms: bool = False  # it works in an ops room too
 
 
 class Pipeline:
@@ -113,6 +114,9 @@ class Pipeline:
         bound = self.commands.get(cmd.command)
         if bound is None:
             return False
+        if ctx.ops_channel is not None and not bound.spec.ops_rooms:
+            await ctx.notice(f"!{cmd.command} works in a customer's room, not in an ops room.")
+            return True
         await self._call(bound, ctx, cmd, "command")
         return True
 
@@ -150,6 +154,6 @@ class Pipeline:
     def command_help(self) -> list[CommandHelp]:
         """Every command with its usage and help text, for ``!help``."""
         return [
-            CommandHelp(name, b.spec.usage, b.spec.help, b.instance)
+            CommandHelp(name, b.spec.usage, b.spec.help, b.instance, b.spec.ops_rooms)
             for name, b in sorted(self.commands.items())
         ]

@@ -72,6 +72,7 @@ class HandlerSpec:
     lifecycle: frozenset[LifecycleKind] = frozenset()
     job: str | None = None
     periodic: PeriodicSpec | None = None  # set for a periodic job (every= or cron=)
+    ops_rooms: bool = False  # a command that also works in an ops room (no conversation there)
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,22 @@ def on_agent_message() -> Callable[[F], F]:
     return _mark(HandlerSpec(HandlerKind.AGENT_MESSAGE))
 
 
-def on_command(name: str, *, help: str = "", usage: str = "") -> Callable[[F], F]:
-    """Handle the agent command ``!name`` typed in a room; ``help`` is shown by ``!help``."""
-    return _mark(HandlerSpec(HandlerKind.COMMAND, command=name.lower().lstrip("!"), help=help, usage=usage))
+def on_command(name: str, *, help: str = "", usage: str = "", ops_rooms: bool = False) -> Callable[[F], F]:
+    """Handle the agent command ``!name`` typed in a room; ``help`` is shown by ``!help``.
+
+    With ``ops_rooms=True`` the command also works in an ops room (``ctx.ops_channel`` is set there,
+    ``ctx.has_conversation`` is False and ``ctx.notice`` answers in that room); otherwise an agent
+    typing it in an ops room is told it works in a customer's room.
+    """
+    return _mark(
+        HandlerSpec(
+            HandlerKind.COMMAND,
+            command=name.lower().lstrip("!"),
+            help=help,
+            usage=usage,
+            ops_rooms=ops_rooms,
+        )
+    )
 
 
 def on_conversation_event(*kinds: LifecycleKind | str) -> Callable[[F], F]:
@@ -156,6 +170,10 @@ async def _no_inbound(event: InboundEvent) -> None:
     raise RuntimeError("this plugin was constructed without an inbound bus")
 
 
+async def _no_presence(user_id: str) -> str | None:
+    return None
+
+
 async def _no_typing(room_id: str, agent_name: str, active: bool) -> None:
     """Without a desk, typing reports go nowhere."""
 
@@ -192,6 +210,10 @@ class ScheduleOnce(Protocol):
     ) -> bool:
         """Arm ``job`` under ``key`` (due ``at``, default now); False if a task with that key exists."""
         ...
+
+
+async def _no_adapter_states() -> dict[str, str]:
+    return {}
 
 
 async def _no_schedule(
@@ -242,7 +264,11 @@ class PluginServices:
     a plugin that reasons about time (opening hours, waits) asks it, so its "now" and its scheduled
     tasks' due times agree.
     ``receiving_states()`` is every adapter's receiving state in this process (``ok``, ``degraded``,
-    ``down``; :mod:`bot_core.receiving`), for a plugin that watches the adapters (the supervisor's alerts).
+    ``down``; :mod:`bot_core.receiving`); ``await adapter_states()`` is the same across every live worker
+    (the worst any reports, :mod:`bot_core.adapter_health`), for a plugin that watches the adapters (the
+    supervisor's alerts).
+    ``presence(user_id)`` asks the workspaces that know presence (:class:`bot_core.adapters.PresenceWorkspace`)
+    whether a person is ``online``, ``unavailable`` or ``offline``; None when none of them can say.
     ``downloads`` is how an adapter serves files from relaydesk's origin (:mod:`bot_core.downloads`):
     signed expiring links, safe headers, the per-address download rate from the ``server`` settings.
     """
@@ -264,6 +290,8 @@ class PluginServices:
     schedule_once: ScheduleOnce = _no_schedule
     now: Callable[[], datetime] = utcnow
     receiving_states: Callable[[], dict[str, str]] = dict
+    adapter_states: Callable[[], Awaitable[dict[str, str]]] = _no_adapter_states
+    presence: Callable[[str], Awaitable[str | None]] = _no_presence
 
     def store(self, scope: str) -> StateStore:
         """The plugin's key-value store for ``scope`` (a name the plugin picks, e.g. ``"telegram"``)."""
@@ -344,6 +372,14 @@ class Plugin(Generic[ConfigT]):
 
     async def stop(self) -> None:
         """Called once when the engine disables the plugin; close what :meth:`start` opened."""
+
+    async def refresh_metrics(self) -> None:
+        """Called before each ``/metrics`` scrape is rendered: read what the plugin's collectors serve.
+
+        A collector's ``collect()`` cannot await the database; a plugin whose figures come from stored
+        rows (so every worker exports the same values) reads them here, cached as it sees fit, and its
+        collector serves the snapshot. An error is logged and the rest of ``/metrics`` still served.
+        """
 
     async def reconfigure(self, config: ConfigT) -> None:
         """Apply a new validated config without a restart. The default just swaps it in."""

@@ -13,13 +13,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
 
 from bot_core import consent, delivery_status
 from bot_core.commands import parse_command
+from bot_core.contacts import CustomerKeyCache
 from bot_core.context import ActionKeys, Context
 from bot_core.conversation_service import ConversationService
 from bot_core.conversations import (
@@ -83,12 +84,17 @@ class Relay:
         outbox: Outbox,
         metrics: Metrics,
         conversations: ConversationService,
+        *,
+        keys: CustomerKeyCache | None = None,
+        merged: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self.outbox = outbox
         self._metrics = metrics
         self.conversations = conversations
-        self.links = CustomerLinks(conversations)
+        self._keys = keys
+        """The desk's bus-key cache: a handled customer message notes its identity's key there."""
+        self.links = CustomerLinks(conversations, merged)
 
     # -- bus entry point -----------------------------------------------------------------------
 
@@ -141,7 +147,11 @@ class Relay:
         keys = ActionKeys(f"{msg.channel}:{msg.external_message_id}")
         # a merge this message causes numbers its room posts apart: a replay (no merge) keeps the keys below
         link_keys = ActionKeys(f"{keys.event_key}:link")
+        generation = self._keys.generation if self._keys is not None else 0
         opened = await resolve_customer(msg, bus_key, functools.partial(self.links.link_contacts, link_keys))
+        if self._keys is not None and opened.customer.bus_key:
+            # the identity's next message is published without a query (unless a merge came meanwhile)
+            self._keys.put(msg.channel, msg.external_user_id, opened.customer.bus_key, generation)
         conversation = opened.conversation
         workspace = await self.conversations.room_workspace(conversation)
         attachments = [a.model_dump(mode="json") for a in msg.attachments]
@@ -298,6 +308,14 @@ class Relay:
         agent = await get_or_create_agent(workspace, agent_id, agent_name)
         return await self._context_of(conversation, "core", keys, agent)
 
+    async def _ops_context(self, cmd: AgentCommand, keys: ActionKeys) -> Context:
+        """The context of a command typed in an ops room: no conversation; notices answer in that room."""
+        assert cmd.ops_channel
+        agent = await get_or_create_agent(cmd.workspace, cmd.agent_id, cmd.agent_name)
+        return Context(
+            self.conversations, "core", keys, agent=agent, ops_room=(cmd.workspace, cmd.ops_channel)
+        )
+
     async def _context_of(
         self, conversation: Conversation, plugin: str, keys: ActionKeys, agent: Agent | None = None
     ) -> Context:
@@ -328,6 +346,7 @@ class Relay:
                 args=args,
                 raw=raw,
                 timestamp=msg.timestamp,
+                ops_channel=msg.ops_channel,
             )
             await self._agent_command(pipeline, command)
             return
@@ -428,7 +447,11 @@ class Relay:
         if receipt is None:
             return
         keys = ActionKeys(f"{cmd.workspace}:{cmd.external_message_id}")
-        ctx = await self._room_context(cmd.workspace, cmd.room_id, cmd.agent_id, cmd.agent_name, keys)
+        ctx = (
+            await self._ops_context(cmd, keys)
+            if cmd.ops_channel
+            else await self._room_context(cmd.workspace, cmd.room_id, cmd.agent_id, cmd.agent_name, keys)
+        )
         if ctx is not None:
             if not await pipeline.command(ctx, cmd):
                 await ctx.notice(f"Unknown command !{cmd.command}. Type !help for the list.")

@@ -77,6 +77,8 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
         edits: bool = True  # the platform can edit a sent message
         deletes: bool = True  # the platform can delete a sent message
         waits_for_customer: bool = False  # it may raise AwaitingCustomer (held until the customer writes)
+        choices: int = 0  # up to this many choices of a reply arrive as Delivery.choices (buttons)
+        reactions: bool = False  # reactions are sent (else the outbox skips them)
 
     capabilities = ChannelCapabilities()
 
@@ -93,6 +95,8 @@ class MemoryChannel(Plugin["MemoryChannel.Config"]):
             edits=config.edits,
             deletes=config.deletes,
             waits_for_customer=config.waits_for_customer,
+            choices=config.choices,
+            reactions=config.reactions,
         )
 
     async def customer_types(self, user: str, active: bool) -> None:
@@ -213,6 +217,11 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         self.customer_typing_shown = (
             _Recorder()
         )  # (room id, channel, user, name, active) as the core reported
+        self.presences: dict[str, str] = {}  # user id -> online / unavailable / offline, as a test sets it
+
+    async def presence(self, user_id: str) -> str | None:
+        """The presence a test set for ``user_id`` (None: unknown)."""
+        return self.presences.get(user_id)
 
     async def ensure_room(self, conversation: ConversationView) -> RoomRef:
         """Create a room for the conversation's customer."""
@@ -315,8 +324,11 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
         agent: str = "@alice",
         message_id: str | None = None,
         edit_of: str | None = None,
+        ops_channel: str | None = None,
     ) -> str:
-        """An agent writes ``text`` in the room; returns the event id used."""
+        """An agent writes ``text`` in the room; returns the event id used. With ``ops_channel`` the room
+        is that ops room (``room_id`` is then free: ``ops-<team>`` will do), as a workspace reports a
+        command typed there."""
         message_id = message_id or f"$agent{next(_ids)}"
         await self.services.inbound(
             AgentMessage(
@@ -327,6 +339,7 @@ class MemoryWorkspace(Plugin[EmptyConfig]):
                 agent_name=agent.lstrip("@").title(),
                 text=text,
                 edit_of=edit_of,
+                ops_channel=ops_channel if text.lstrip().startswith("!") else None,
             )
         )
         return message_id

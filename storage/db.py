@@ -31,8 +31,12 @@ def tortoise_config(url: str) -> dict[str, Any]:
     """The tortoise-orm config dict for one database URL."""
     connection: str | dict[str, Any] = url
     if url.startswith("postgres://") or url.startswith("postgresql://"):
+        from storage.pg import FencedConnection  # asyncpg is imported for PostgreSQL only
+
         # asyncpg is the production driver; tortoise names its scheme asyncpg://
-        connection = "asyncpg://" + url.split("://", 1)[1]
+        connection = expand_db_url("asyncpg://" + url.split("://", 1)[1])
+        # a bus handler's statements stop once its partition may be another worker's (storage.fence)
+        connection["credentials"]["connection_class"] = FencedConnection
     elif url.startswith("sqlite://"):
         connection = expand_db_url(url)
         connection["engine"] = SQLITE_ENGINE  # statements run on the loop's thread: see storage.sqlite_inline

@@ -15,8 +15,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+
+from storage.redis_client import connect
 
 log = logging.getLogger("relaydesk.fanout")
 
@@ -107,11 +108,12 @@ class RedisFanout:
 
     One pub/sub connection per process reads every subscribed channel; publishing uses the regular
     connection pool. Messages published while a process is not subscribed are not kept (as with any
-    pub/sub): listeners reload from the database when they (re)connect.
+    pub/sub): listeners reload from the database when they (re)connect. On a Redis Cluster
+    (``cluster=True``) a message published on any node reaches the subscribers on every node.
     """
 
-    def __init__(self, url: str, prefix: str = "relaydesk") -> None:
-        self._client = Redis.from_url(url, decode_responses=True)
+    def __init__(self, url: str, prefix: str = "relaydesk", *, cluster: bool = False) -> None:
+        self._client = connect(url, cluster=cluster)
         self._prefix = f"{prefix}:fanout:"
         self._topics = _Topics()
         self._pubsub: PubSub | None = None

@@ -42,6 +42,7 @@ from storage.models import (
     Message,
     OutboxItem,
     OutboxStatus,
+    Room,
 )
 from storage.sqlite_inline import InlineConnection
 
@@ -229,27 +230,27 @@ def _insert_plan(model: type[Model]) -> tuple[_InsertColumn, ...]:
     return tuple(plan)
 
 
+def _insert_sql(model: type[Model], dialect: str, expressions: dict[str, str] | None = None) -> str:
+    """The INSERT statement of :func:`_insert` (with ``RETURNING`` the new id on PostgreSQL); columns in
+    ``expressions`` take that SQL instead of a value."""
+    return _insert_sql_of(model, dialect, tuple(sorted((expressions or {}).items())))
+
+
 @functools.cache
-def _insert_sql(model: type[Model], dialect: str) -> str:
-    """The INSERT statement of :func:`_insert` (with ``RETURNING`` the new id on PostgreSQL)."""
+def _insert_sql_of(model: type[Model], dialect: str, expressions: tuple[tuple[str, str], ...]) -> str:
     plan = _insert_plan(model)
+    given = dict(expressions)
     columns = ", ".join(f'"{column.name}"' for column in plan)
-    sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({", ".join("?" * len(plan))})'
+    values = ", ".join(given.get(column.name, "?") for column in plan)
+    sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({values})'
     if dialect == "postgres":
         sql += f' RETURNING "{model._meta.db_pk_column}"'
     return _dialect_sql(sql, dialect)
 
 
-async def _insert_row(model: type[Model], **given: Any) -> tuple[int, dict[str, Any]]:
-    """Insert one row as ``model.create(**given)`` would (defaults, auto timestamps, validation): its id,
-    and every column's value.
-
-    ``given`` is keyed by column name (``conversation_id``, not ``conversation``). A value the field
-    refuses raises tortoise's ``ValidationError`` and a duplicate key its ``IntegrityError``, as
-    ``create`` does.
-    """
-    conn = _connection()
-    dialect = conn.capabilities.dialect
+def _insert_values(model: type[Model], given: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Every column's value of a new row as ``model.create(**given)`` would set it, and the values to send
+    (validated and encoded by the fields, as ``create`` does)."""
     now = timezone.now()
     values: dict[str, Any] = {}
     params: list[Any] = []
@@ -266,6 +267,20 @@ async def _insert_row(model: type[Model], **given: Any) -> tuple[int, dict[str, 
             raise TypeError(f"{model.__name__}.{column.name} is required")
         values[column.name] = value
         params.append(column.field.to_db_value(value, model))  # validates, as create() does
+    return values, params
+
+
+async def _insert_row(model: type[Model], **given: Any) -> tuple[int, dict[str, Any]]:
+    """Insert one row as ``model.create(**given)`` would (defaults, auto timestamps, validation): its id,
+    and every column's value.
+
+    ``given`` is keyed by column name (``conversation_id``, not ``conversation``). A value the field
+    refuses raises tortoise's ``ValidationError`` and a duplicate key its ``IntegrityError``, as
+    ``create`` does.
+    """
+    conn = _connection()
+    dialect = conn.capabilities.dialect
+    values, params = _insert_values(model, given)
     sql = _insert_sql(model, dialect)
     done = _run_now(conn, sql, params)
     if done is not None:
@@ -347,6 +362,209 @@ async def open_conversation_of(
     return _load(Conversation, row, "v_"), _load(Identity, row, "i_"), _load(Customer, row, "c_")
 
 
+async def identity_state(
+    channel: str, external_id: str
+) -> tuple[Identity, Customer, Conversation | None] | None:
+    """This channel identity, its customer and the customer's newest conversation not closed (None if
+    there is none), in one statement; None for an identity never seen."""
+    sql = (
+        f"SELECT {_columns(Identity, 'i_', 'i')}, {_columns(Customer, 'c_', 'c')}, "
+        f"{_columns(Conversation, 'v_', 'v')} "
+        'FROM "identity" "i" '
+        'JOIN "customer" "c" ON "c"."id"="i"."customer_id" '
+        'LEFT JOIN "conversation" "v" ON "v"."customer_id"="i"."customer_id" AND "v"."state"<>? '
+        'WHERE "i"."channel"=? AND "i"."external_id"=? '
+        'ORDER BY "v"."id" DESC LIMIT 1'
+    )
+    _count, rows = await _query(sql, [ConversationState.CLOSED.value, channel, external_id])
+    if not rows:
+        return None
+    row = rows[0]
+    conversation = _load(Conversation, row, "v_") if row["v_id"] is not None else None
+    return _load(Identity, row, "i_"), _load(Customer, row, "c_"), conversation
+
+
+async def create_customer(
+    customer: dict[str, Any], identity: dict[str, Any], conversation: dict[str, Any]
+) -> tuple[Customer, Identity, Conversation]:
+    """A new customer with its first identity and its first conversation (``customer_id`` and
+    ``identity_id`` filled in here), all or nothing. ``IntegrityError`` when the identity exists (another
+    worker created it first).
+
+    On SQLite's loop-thread connection, when nothing holds it: three statements at once, in one savepoint
+    (each later one taking the id the one before made); elsewhere one transaction.
+    """
+    conn = _connection()
+    dialect = conn.capabilities.dialect
+    rows: list[tuple[type[Model], dict[str, Any]]] = []
+    statements: list[tuple[str, Sequence[Any]]] = []
+    placeholders: tuple[dict[str, int], ...] = (
+        {},
+        {"customer_id": 0},
+        {"customer_id": 0, "identity_id": 0},
+    )  # (the ids come later)
+    for model, given, ids_later in zip(
+        (Customer, Identity, Conversation), (customer, identity, conversation), placeholders, strict=True
+    ):
+        columns, params = _insert_values(model, {**given, **ids_later})
+        rows.append((model, columns))
+        statements.append((_insert_sql(model, "sqlite"), params))
+    if dialect == "postgres":  # one statement: each insert takes the id of the one before
+        linked = [
+            [v for c, v in zip(_insert_plan(model), values, strict=True) if c.name not in ids_later]
+            for (model, _columns), (_sql, values), ids_later in zip(
+                rows, statements, placeholders, strict=True
+            )
+        ]
+        _count, out = await _query(_create_customer_sql(), [v for values in linked for v in values])
+        return _created(rows, [int(out[0][0]), int(out[0][1]), int(out[0][2])])
+    inline = _free_inline(conn, ()) if dialect == "sqlite" else None
+    if inline is not None:
+        # the new ids: SQLite's last_insert_rowid() of the statement before
+        plan = _insert_plan(Identity)
+        at = [c.name for c in plan].index("customer_id")
+        statements[1] = (
+            _insert_sql(Identity, "sqlite", {"customer_id": "last_insert_rowid()"}),
+            [v for n, v in enumerate(statements[1][1]) if n != at],
+        )
+        names = [c.name for c in _insert_plan(Conversation)]
+        skip = {names.index("customer_id"), names.index("identity_id")}
+        statements[2] = (
+            _insert_sql(
+                Conversation,
+                "sqlite",
+                {
+                    "identity_id": "last_insert_rowid()",
+                    "customer_id": '(SELECT "customer_id" FROM "identity" WHERE "id"=last_insert_rowid())',
+                },
+            ),
+            [v for n, v in enumerate(statements[2][1]) if n not in skip],
+        )
+        if conn.log.isEnabledFor(logging.DEBUG):
+            for sql, values in statements:
+                conn.log.debug("%s: %s", sql, values)
+        done = inline.try_all(statements)
+        if done is not None:
+            ids = [int(row_id) for _changed, _rows, row_id in done]  # type: ignore[arg-type]
+            return _created(rows, ids)
+    async with transaction(conn.connection_name) as tx:
+        ids = []
+        for n, (model, columns) in enumerate(rows):
+            if n >= 1:
+                columns["customer_id"] = ids[0]
+            if n == 2:
+                columns["identity_id"] = ids[1]
+            values = [c.field.to_db_value(columns[c.name], model) for c in _insert_plan(model)]
+            inserted = await tx.execute_insert(_insert_sql(model, dialect), values)
+            ids.append(int(inserted[0] if dialect == "postgres" else inserted))
+    return _created(rows, ids)
+
+
+@functools.cache
+def _create_customer_sql() -> str:
+    """PostgreSQL's :func:`create_customer`: three inserts in one statement (``?`` placeholders)."""
+
+    def insert(model: type[Model], expressions: dict[str, str]) -> str:
+        plan = _insert_plan(model)
+        columns = ", ".join(f'"{c.name}"' for c in plan)
+        values = ", ".join(expressions.get(c.name, "?") for c in plan)
+        return f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({values})'
+
+    customer = insert(Customer, {})
+    identity = insert(Identity, {"customer_id": '(SELECT "id" FROM "c")'})
+    return (
+        f'WITH "c" AS ({customer} RETURNING "id"), "i" AS ({identity} RETURNING "id", "customer_id") '
+        + insert(
+            Conversation,
+            {"customer_id": '(SELECT "customer_id" FROM "i")', "identity_id": '(SELECT "id" FROM "i")'},
+        )
+        + ' RETURNING "customer_id", "identity_id", "id"'
+    )
+
+
+def _created(
+    rows: list[tuple[type[Model], dict[str, Any]]], ids: list[int]
+) -> tuple[Customer, Identity, Conversation]:
+    (_c, customer), (_i, identity), (_v, conversation) = rows
+    identity["customer_id"] = conversation["customer_id"] = ids[0]
+    conversation["identity_id"] = ids[1]
+    customer["id"], identity["id"], conversation["id"] = ids
+    return (
+        Customer._init_from_db(**customer),
+        Identity._init_from_db(**identity),
+        Conversation._init_from_db(**conversation),
+    )
+
+
+@functools.cache
+def _select_sql(model: type[Model], where: str, order: str, limit: int | None) -> str:
+    sql = f'SELECT {_columns(model)} FROM "{model._meta.db_table}" WHERE {where}'
+    if order:
+        sql += f" ORDER BY {order}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql
+
+
+async def select(
+    model: type[M], where: str, values: Sequence[Any], *, order: str = "", limit: int | None = None
+) -> list[M]:
+    """The rows of ``model`` matching ``where`` (SQL with ``?`` placeholders, quoted column names), as
+    instances: a plain query without tortoise's queryset machinery (for the few reads every new customer
+    or room makes)."""
+    _count, rows = await _query(_select_sql(model, where, order, limit), values)
+    return [_load(model, row) for row in rows]
+
+
+async def conversation_rooms(
+    conversation_id: int, workspace: str
+) -> tuple[Conversation, Room | None, Room | None] | None:
+    """A conversation, the room it is bound to and its customer's room in ``workspace`` (either may be
+    None, both may be the same), in one statement; None if the conversation does not exist."""
+    sql = (
+        f"SELECT {_columns(Conversation, 'v_', 'v')}, {_columns(Room, 'r_', 'r')} "
+        'FROM "conversation" "v" LEFT JOIN "room" "r" ON "r"."id"="v"."room_id" '
+        'OR ("r"."workspace"=? AND "r"."customer_id"="v"."customer_id") WHERE "v"."id"=?'
+    )
+    _count, rows = await _query(sql, [workspace, conversation_id])
+    if not rows:
+        return None
+    conversation = _load(Conversation, rows[0], "v_")
+    bound = existing = None
+    for row in rows:
+        if row["r_id"] is None:
+            continue
+        room = _load(Room, row, "r_")
+        if room.id == conversation.room_id:
+            bound = room
+        if room.workspace == workspace and room.customer_id == conversation.customer_id:
+            existing = room
+    return conversation, bound, existing
+
+
+async def insert_room(**columns: Any) -> Room:
+    """Store a new room (``columns`` as :func:`_insert` takes them). ``IntegrityError`` if the customer has
+    one in that workspace already."""
+    return await _insert(Room, **columns)
+
+
+async def set_conversation_room(conversation_id: int, room_id: int) -> None:
+    """Bind a conversation to a room."""
+    await _query('UPDATE "conversation" SET "room_id"=? WHERE "id"=?', [room_id, conversation_id])
+
+
+async def customer_and_identity(customer_id: int, identity_id: int) -> tuple[Customer, Identity] | None:
+    """A customer and an identity (of theirs, or another's), in one statement; None if either is gone."""
+    sql = (
+        f"SELECT {_columns(Customer, 'c_', 'c')}, {_columns(Identity, 'i_', 'i')} "
+        'FROM "customer" "c", "identity" "i" WHERE "c"."id"=? AND "i"."id"=?'
+    )
+    _count, rows = await _query(sql, [customer_id, identity_id])
+    if not rows:
+        return None
+    return _load(Customer, rows[0], "c_"), _load(Identity, rows[0], "i_")
+
+
 async def customer_keys(
     channel: str | None, external_id: str | None, contacts: Sequence[tuple[str, str]] = ()
 ) -> list[tuple[int, str | None]]:
@@ -410,15 +628,21 @@ async def insert_conversation_log(**columns: Any) -> int:
 # -- the outbox --------------------------------------------------------------------------------------
 
 
-def _lane_head_sql(conversation_id: int | None, target: str) -> tuple[str, list[Any]]:
-    """The statement and values of :func:`outbox_lane_head`."""
+def _lane_head_sql(
+    conversation_id: int | None, target: str, besides: int | None = None
+) -> tuple[str, list[Any]]:
+    """The statement and values of :func:`outbox_lane_head` (leaving out row ``besides``)."""
     conversation_test = '"conversation_id"=?' if conversation_id is not None else '"conversation_id" IS NULL'
     values: list[Any] = [target, OutboxStatus.PENDING.value, OutboxStatus.SENDING.value]
     if conversation_id is not None:
         values.insert(0, conversation_id)
+    other = ""
+    if besides is not None:
+        other = ' AND "id"<>?'
+        values.append(besides)
     sql = (
         f'SELECT {_columns(OutboxItem)} FROM "outbox_item" WHERE {conversation_test} '
-        'AND "target"=? AND "status" IN (?,?) ORDER BY "id" LIMIT 1'
+        f'AND "target"=? AND "status" IN (?,?){other} ORDER BY "id" LIMIT 1'
     )
     return sql, values
 
@@ -502,7 +726,7 @@ async def mark_outbox_sent(
     With ``message_column`` (one of :data:`MESSAGE_ID_COLUMNS`), the row's message gets the platform's
     id there too (edits and replies find it by this id); a message delivered to the customer
     (``channel_message_id``) is ``sent`` unless its channel reported more already. All in one
-    transaction: one commit per delivery.
+    transaction: one commit per delivery (on PostgreSQL one statement).
     """
     attempts, at = row.attempts + 1, timezone.now()
     statements: list[tuple[str, Sequence[Any]]] = [
@@ -535,11 +759,19 @@ async def mark_outbox_sent(
                     [external_message_id, row.message_id],
                 )
             )
-    statements.append(_lane_head_sql(row.conversation_id, row.target.value))
-    results = await _query_all(statements)
+    if _connection().capabilities.dialect == "postgres":
+        # one statement, one round trip: the updates as data-modifying CTEs; the lane's head is read from
+        # the snapshot before them, so the row just sent is left out by its id
+        head_sql, head_values = _lane_head_sql(row.conversation_id, row.target.value, besides=row.id)
+        ctes = ", ".join(f'"u{n}" AS ({sql})' for n, (sql, _values) in enumerate(statements))
+        values = [v for _sql, vals in statements for v in vals]
+        _count, rows = await _query(f"WITH {ctes} {head_sql}", [*values, *head_values])
+    else:
+        statements.append(_lane_head_sql(row.conversation_id, row.target.value))
+        results = await _query_all(statements)
+        _count, rows = results[-1]
     row.status, row.external_message_id, row.claimed_until = OutboxStatus.SENT, external_message_id, None
     row.attempts, row.updated_at = attempts, at
-    _count, rows = results[-1]
     return _load_outbox(rows[0]) if rows else None
 
 
@@ -550,18 +782,25 @@ __all__ = [
     "append_journal_entry",
     "claim_outbox_row",
     "commit_point",
+    "conversation_rooms",
+    "create_customer",
+    "customer_and_identity",
     "customer_keys",
     "delete_journal_entry",
     "durable",
+    "identity_state",
     "insert_conversation_log",
     "insert_message",
     "insert_outbox_row",
     "insert_receipt",
+    "insert_room",
     "mark_outbox_sent",
     "mark_receipt_processed",
     "open_conversation_of",
     "outbox_depth",
     "outbox_lane_head",
     "outbox_lane_heads",
+    "select",
+    "set_conversation_room",
     "touch_conversation",
 ]

@@ -5,6 +5,10 @@ A bucket holds up to ``per_minute`` tokens (also the burst size) and refills con
 :class:`MemoryRateLimits` keeps the buckets in this process, :class:`RedisRateLimits` in Redis, where
 one small script takes the token atomically with the server's clock, so N workers together allow the
 rate once, not N times. Buckets are named (say ``web:messages``) and keyed (say by visitor).
+
+:meth:`RateLimits.pace` spaces events out instead of counting them: each call reserves the next slot at
+least ``interval`` seconds after the previous reservation of its key and says how long to wait for it
+(a platform's per-number throughput, WhatsApp's pair rate), across every worker in Redis.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from redis.asyncio import Redis
+from storage.redis_client import connect
 
 SECONDS_PER_MINUTE = 60.0
 
@@ -34,6 +38,12 @@ class RateLimits(Protocol):
         """Take one token from ``key``'s bucket: 0.0 when allowed, else the seconds until one is free."""
         ...
 
+    async def pace(self, bucket: str, key: str, interval: float) -> float:
+        """Reserve the next slot of ``key``: no sooner than ``interval`` seconds after the slot reserved
+        before it. Returns the seconds to wait until the reserved slot (0.0: go now). A reservation is
+        kept even if the caller fails; a caller that sleeps the wait and then acts keeps the spacing."""
+        ...
+
 
 def _check(per_minute: int) -> None:
     if per_minute < 1:
@@ -50,6 +60,7 @@ class MemoryRateLimits:
         self._max_keys = max_keys
         self._clock = clock
         self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()  # -> (tokens, at)
+        self._slots: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> the next free slot
 
     async def start(self) -> None:
         """Nothing to connect."""
@@ -57,6 +68,16 @@ class MemoryRateLimits:
     async def stop(self) -> None:
         """Forget every bucket."""
         self._buckets.clear()
+        self._slots.clear()
+
+    async def pace(self, bucket: str, key: str, interval: float) -> float:
+        """Reserve ``key``'s next slot, ``interval`` seconds after the previous one; the seconds to wait."""
+        now = self._clock()
+        slot = max(now, self._slots.pop((bucket, key), now))
+        self._slots[(bucket, key)] = slot + max(0.0, interval)
+        while len(self._slots) > self._max_keys:
+            self._slots.popitem(last=False)
+        return slot - now
 
     async def take(self, bucket: str, key: str, per_minute: int) -> float:
         """Take one token from ``key``'s bucket: 0.0 when allowed, else the seconds until one is free."""
@@ -100,13 +121,33 @@ return tostring(wait)
 """
 
 
-class RedisRateLimits:
-    """:class:`RateLimits` in Redis: keys ``{prefix}:rate:{bucket}:{key}``, shared by every worker."""
+# KEYS[1]: the key's next free slot (server time, seconds); ARGV[1]: the interval. Returns the wait as
+# a string. The key expires a second after the slot it holds has passed.
+_PACE_SCRIPT = """
+local interval = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local slot = tonumber(redis.call('GET', KEYS[1])) or now
+if slot < now then slot = now end
+local after = slot + interval
+redis.call('SET', KEYS[1], tostring(after), 'PX', math.ceil((after - now) * 1000) + 1000)
+return tostring(slot - now)
+"""
 
-    def __init__(self, url: str, prefix: str = "relaydesk") -> None:
-        self._client = Redis.from_url(url, decode_responses=True)
+
+class RedisRateLimits:
+    """:class:`RateLimits` in Redis: keys ``{prefix}:rate:{bucket}:{key}`` (and ``{prefix}:pace:...`` for
+    :meth:`pace`), shared by every worker.
+
+    Each take or pace touches one key, so the keys spread over a Redis Cluster's nodes (``cluster=True``).
+    """
+
+    def __init__(self, url: str, prefix: str = "relaydesk", *, cluster: bool = False) -> None:
+        self._client = connect(url, cluster=cluster)
         self._prefix = f"{prefix}:rate:"
         self._take = self._client.register_script(_TAKE_SCRIPT)
+        self._pace = self._client.register_script(_PACE_SCRIPT)
+        self._pace_prefix = f"{prefix}:pace:"
 
     async def start(self) -> None:
         """Check the connection, so a wrong URL fails at start rather than at the first request."""
@@ -120,6 +161,12 @@ class RedisRateLimits:
         """Take one token from ``key``'s bucket: 0.0 when allowed, else the seconds until one is free."""
         _check(per_minute)
         wait = await self._take(keys=[f"{self._prefix}{bucket}:{key}"], args=[per_minute])
+        return float(cast(str, wait))
+
+    async def pace(self, bucket: str, key: str, interval: float) -> float:
+        """Reserve ``key``'s next slot (``{prefix}:pace:{bucket}:{key}``), shared by every worker; the
+        seconds to wait for it."""
+        wait = await self._pace(keys=[f"{self._pace_prefix}{bucket}:{key}"], args=[max(0.0, interval)])
         return float(cast(str, wait))
 
 

@@ -107,6 +107,7 @@ async def synapse() -> AsyncIterator[SynapseInfo]:
         server_name=SERVER_NAME,
         registrations=[registration.path],
         agents=[(AGENT_LOCALPART, agent_password)],
+        presence=True,  # the handoff plugin's agents follow their presence (tests/plugins/handoff)
     )
     try:
         try:

@@ -19,6 +19,7 @@ def delivery_status(
     *,
     error: str = "",
     timestamp: datetime | None = None,
+    awaiting_customer: bool = False,
 ) -> DeliveryStatus | None:
     """The ``DeliveryStatus`` event for one status of a sent message; None for a status the core does not
     track (a platform's intermediate states: queued, accepted, sending)."""
@@ -33,5 +34,6 @@ def delivery_status(
         channel_message_id=channel_message_id,
         status=cast(DeliveryStatusValue, status),
         error=error,
+        awaiting_customer=awaiting_customer and status == "failed",
         **fields,
     )

@@ -1,8 +1,9 @@
 """The ``csat`` plugin: after a conversation closes, one satisfaction question (1-5) and an optional comment.
 
 The question goes to the customer once per conversation, in their language (the FAQ's ``lang:<code>``
-tag of the conversation, else the customer's locale, else ``default_language``), as numbered text: no
-channel declares buttons yet. It is not asked when the conversation was closed as spam (tagged ``spam``)
+tag of the conversation, else the customer's locale, else ``default_language``), with the scores as
+buttons where the channel has them (a WhatsApp list, Telegram's inline keyboard; a press counts like the
+typed digit) and as the numbered scale in the text everywhere. It is not asked when the conversation was closed as spam (tagged ``spam``)
 or the customer opted out of service messages. The answer arrives as a new message (the core opens a new
 conversation for it, as for any message after a close): a score is recorded on the conversation it
 rates (shown on the card as ``satisfaction``), counted (``!csat stats``, ``relaydesk_csat_*`` on
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bot_core.api import (
     HANDLED,
     AgentCommand,
+    Choice,
     Context,
     ConversationEvent,
     CustomerMessage,
@@ -37,7 +39,7 @@ from bot_core.api import (
     on_customer_message,
     on_schedule,
 )
-from plugins.csat.texts import BUILT_IN, SurveyTexts, parse_nps, parse_score
+from plugins.csat.texts import BUILT_IN, SurveyTexts, parse_nps, parse_score, pressed_score
 
 PENDING = "csat_pending"  # customer state: the survey waiting for an answer
 ASKED = "csat_asked"  # conversation state: asked (or an answer's own conversation): never ask again
@@ -174,10 +176,14 @@ class CsatPlugin(Plugin[CsatConfig]):
         )
         survey = self.config.templates.get(ctx.customer.channel)
         template = survey.ref(language, ctx.customer.name or "") if survey else None
+        # the scores as buttons where the channel has them; the text lists them already for the others
         if self.config.scale == "nps":
-            await ctx.reply(f"{texts.nps_question}\n{texts.nps_scale}", template=template)
+            text = f"{texts.nps_question}\n{texts.nps_scale}"
+            choices = [Choice(id=f"nps:{n}", title=str(n)) for n in range(11)]
         else:
-            await ctx.reply(f"{texts.question}\n{texts.scale}", template=template)
+            text = f"{texts.question}\n{texts.scale}"
+            choices = [Choice(id=f"csat:{n}", title=t) for n, t in enumerate(texts.labels(), 1)]
+        await ctx.reply(text, template=template, choices=choices, choices_listed=True, menu=texts.menu)
         if self._asked is not None:
             self._asked.labels(self.instance_name).inc()
 
@@ -198,6 +204,15 @@ class CsatPlugin(Plugin[CsatConfig]):
             ):
                 await ctx.customer_state.delete(PENDING)
                 return None
+            scale = str(pending.get("scale", "csat"))
+            changed = pressed_score(msg.choice, scale)
+            if changed is not None:  # another score button pressed (a list stays open): a change of mind
+                if scale == "csat":
+                    await ctx.rate(changed, conversation_id=rated)
+                await self._record(rated, changed, None, now, count=False, scale=scale)
+                await ctx.customer_state.set(PENDING, {**pending, "score": changed})
+                await self._done(ctx, None)
+                return HANDLED
             if pending.get("scale", "csat") == "csat":
                 await ctx.rate(int(pending["score"]), msg.text.strip(), conversation_id=rated)
             await self._record(
@@ -215,7 +230,9 @@ class CsatPlugin(Plugin[CsatConfig]):
             await ctx.customer_state.delete(PENDING)
             return None
         scale = str(pending.get("scale", "csat"))
-        score = parse_nps(msg.text) if scale == "nps" else parse_score(msg.text)
+        score = pressed_score(msg.choice, scale)
+        if score is None:
+            score = parse_nps(msg.text) if scale == "nps" else parse_score(msg.text)
         if score is None:  # not an answer: the survey ends, the message goes on as any other
             await ctx.customer_state.delete(PENDING)
             return None
@@ -232,10 +249,11 @@ class CsatPlugin(Plugin[CsatConfig]):
             await self._done(ctx, texts.thanks)
         return HANDLED
 
-    async def _done(self, ctx: Context, text: str) -> None:
-        """Thank, and close the answer's own conversation (never surveyed itself)."""
+    async def _done(self, ctx: Context, text: str | None) -> None:
+        """Thank (unless ``text`` is None), and close the answer's own conversation (never surveyed itself)."""
         await ctx.state.add(ASKED, True)
-        await ctx.reply(text)
+        if text is not None:
+            await ctx.reply(text)
         await ctx.tag("csat-answer")
         await ctx.close()
 

@@ -1,5 +1,6 @@
 """What the survey says, per language (English and Chinese built in; more in plugins.yaml), and how an
-answer is read: ``4``, ``4/5``, ``4 stars``, ``⭐⭐⭐⭐``, full-width digits, ``四``, ``4分``."""
+answer is read: ``4``, ``4/5``, ``4 stars``, ``⭐⭐⭐⭐``, full-width digits, ``四``, ``4分``, or a pressed button
+(:func:`pressed_score`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ class SurveyTexts(BaseModel):
     thanks: str
     nps_question: str = "How likely are you to recommend us to a friend? Reply with a number from 0 to 10."
     nps_scale: str = "0 not at all likely … 10 extremely likely"
+    menu: str = "Rate"  # the label of the button that opens the scores, where the channel needs one
+
+    def labels(self) -> list[str]:
+        """The five scores' button titles: the parts of ``scale`` (``1 very unhappy``), else the digits."""
+        parts = [p.strip() for p in self.scale.split("·")]
+        return parts if len(parts) == 5 and all(parts) else [str(n) for n in range(1, 6)]
 
 
 BUILT_IN: dict[str, SurveyTexts] = {
@@ -34,6 +41,7 @@ BUILT_IN: dict[str, SurveyTexts] = {
         thanks="感谢您的反馈！",  # noqa: RUF001
         nps_question="您有多大可能向朋友推荐我们？请回复 0 到 10 的数字。",  # noqa: RUF001
         nps_scale="0 完全不可能 … 10 非常可能",
+        menu="评分",
     ),
 }
 
@@ -64,3 +72,12 @@ def parse_score(text: str) -> int | None:
         return None
     digit = match.group(1)
     return _DIGITS.get(digit) or int(digit)
+
+
+def pressed_score(choice: str | None, scale: str) -> int | None:
+    """The score of a pressed survey button (choice id ``csat:4`` or ``nps:9``), else None."""
+    prefix, _, value = (choice or "").partition(":")
+    if prefix != scale or not value.isdigit():
+        return None
+    score = int(value)
+    return score if (1 <= score <= 5 if scale == "csat" else 0 <= score <= 10) else None

@@ -48,6 +48,7 @@ class Turn:
     question: str | None = None  # the customer's open question, for the agents' notice
     answered: str | None = None  # the entry answered
     suggested: bool = False
+    offered: tuple[str, ...] = ()  # the titles of a "did you mean" list, in order (buttons where there are)
     unanswered: str | None = None  # a question the knowledge base could not answer (for the stats)
 
 
@@ -140,13 +141,15 @@ class Dialogue:
         self.policy.fail(state)
         if self.policy.exhausted(state):
             return self._hand_over(state, turn, "unanswered")
-        lines = "\n".join(f"{i}. {self.title(e, turn.language)}" for i, e in enumerate(options, 1))
+        titles = tuple(self.title(e, turn.language) for e in options)
+        lines = "\n".join(f"{i}. {title}" for i, title in enumerate(titles, 1))
         reply = self.locale(turn.language).messages["did_you_mean"].format(choices=lines)
         if not self.policy.may_send(state, reply):
             return self._hand_over(state, turn, "repeat")
         self._send(state, turn, reply)
         state.choices = options
         turn.suggested = True
+        turn.offered = titles
         return turn
 
     def thresholds(self, text: str) -> Calibration:

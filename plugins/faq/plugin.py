@@ -1,7 +1,8 @@
 """The FAQ plugin: answers routine questions from a knowledge base, and hands over the rest at once.
 
 For every customer message of a conversation still with the bot (not queued, not taken by an agent) the
-conversation logic (:mod:`plugins.faq.dialogue`) answers, offers "did you mean" choices or hands over,
+conversation logic (:mod:`plugins.faq.dialogue`) answers, offers "did you mean" choices (numbered in the
+text, and buttons where the channel has them: a press picks like the typed number) or hands over,
 under the conversation policy (:mod:`plugins.faq.policy`: no reply twice, two failed turns in a row or
 three in all hand over), in the conversation's language (:mod:`plugins.faq.language`, the bot's words in
 ``plugins/faq/locales/<code>.yaml``). A request for a person, a complaint, a manager or a legal threat
@@ -29,6 +30,7 @@ from bot_core.api import (
     HANDLED,
     AgentCommand,
     AgentMessage,
+    Choice,
     Context,
     CustomerMessage,
     Handled,
@@ -51,6 +53,7 @@ from plugins.faq.text import normalise
 EXAMPLE_KNOWLEDGE_BASE = Path(__file__).parent / "examples" / "shop.yaml"
 STATE_KEY = "conversation"  # the policy's state, per conversation
 LANGUAGE_KEY = "language"  # the conversation's language code, for whoever wants to show texts in it
+CHOICE_PREFIX = "faq:"  # the id of a "did you mean" button: "faq:2" picks the second entry offered
 LOCALE_ATTRIBUTES = ("locale", "language", "language_code")  # where a channel may give the customer's locale
 
 
@@ -377,6 +380,9 @@ class FaqPlugin(Plugin[FaqConfig]):
         """Answer, offer choices, or hand over (see :mod:`plugins.faq.dialogue`)."""
         dialogue = self.dialogue
         text = msg.text.strip()
+        pressed = (msg.choice or "").removeprefix(CHOICE_PREFIX)
+        if msg.choice and msg.choice.startswith(CHOICE_PREFIX) and pressed.isdigit():
+            text = pressed  # a "did you mean" button: as if its number was typed
         if dialogue is None or not text or msg.edit_of or ctx.conversation.state != "bot":
             return None  # not ours: agents (or later plugins) take it
         seen = await ctx.state.get("seen", False)
@@ -389,7 +395,10 @@ class FaqPlugin(Plugin[FaqConfig]):
         if turn.language_changed:
             await ctx.state.set(LANGUAGE_KEY, turn.language)
             await ctx.tag(f"lang:{turn.language}")
-        if turn.reply:
+        if turn.reply and turn.offered:  # the list is in the text; buttons too where the channel has them
+            choices = [Choice(id=f"{CHOICE_PREFIX}{n}", title=t) for n, t in enumerate(turn.offered, 1)]
+            await ctx.reply(turn.reply, choices=choices, choices_listed=True)
+        elif turn.reply:
             await ctx.reply(turn.reply)
         if turn.answered:
             self.stats.answer(turn.answered)

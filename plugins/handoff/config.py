@@ -112,6 +112,12 @@ class TeamConfig(BaseModel):
     holidays: list[date] = Field(default_factory=list, description="days the team is closed (ISO dates)")
     targets: Targets = Field(default_factory=Targets)
     assignment: Assignment = Assignment.CLAIM
+    presence: bool = Field(
+        False,
+        description="agents' availability follows their workspace presence (online: available, idle or "
+        "away: away, offline: offline), checked every minute; an explicit !available / !away / !offline "
+        "stands until their presence changes again",
+    )
     sticky: Duration | None = Field(
         default=None,
         description="a returning customer goes to the agent who served them last, if that was within "

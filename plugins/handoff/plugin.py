@@ -21,7 +21,7 @@ never answers while the FAQ does.
 
 from __future__ import annotations
 
-import asyncio
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +55,7 @@ from plugins.handoff.texts import Texts, load_texts
 from plugins.handoff.wait import expected_waits
 
 STATUSES = ("available", "away", "offline")
+PRESENCE_STATUS = {"online": "available", "unavailable": "away", "offline": "offline"}
 TARGET_NAMES = {
     "first_response": "first-response",
     "next_response": "next-response",
@@ -138,7 +139,6 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         self.handles = self.services.store("handles")  # team -> recent handle times (seconds)
         self.turns = self.services.store("round_robin")  # team -> the agent who got the last one
         self.metrics: _Metrics | None = None
-        self._dispatching = asyncio.Lock()  # one hand-out at a time in this process
 
     async def start(self) -> None:
         """Register the metrics."""
@@ -467,7 +467,7 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             await self.owners.delete(str(ctx.conversation.id))
             since = datetime.fromisoformat(owner["since"])
             await self._record_handle(owner["team"], (now - since).total_seconds())
-            await ctx.customer_state.set("last_agent", {"agent": owner["agent"], "at": _iso(now)})
+            await self._remember_agent(ctx, owner["agent"], now)
         for target in TARGET_NAMES:
             await ctx.cancel(f"target:{target}")
         if self.metrics is not None:
@@ -530,11 +530,17 @@ class HandoffPlugin(Plugin[HandoffConfig]):
             await self.turns.set(team, agent)
         return True
 
+    def _handing_out(self) -> AbstractAsyncContextManager[None]:
+        """The lock every hand-out runs under, shared by every worker (a database lock): reading the
+        line and the agents' loads, choosing, and recording the new owner never interleave, so no agent
+        is given more than their capacity and no waiting conversation goes to two agents."""
+        return self.owners.lock("hand-out")
+
     async def _dispatch(self, ctx: Context, team: str) -> None:
         """Hand out ``team``'s line while it is open and an agent has room."""
         if self.team(team).assignment is Assignment.CLAIM or not self.hours(team).is_open(self.now()):
             return
-        async with self._dispatching:
+        async with self._handing_out():
             for _ in range(100):
                 line = await self.queue.line(team)
                 if not line:
@@ -547,28 +553,82 @@ class HandoffPlugin(Plugin[HandoffConfig]):
     async def _sticky(self, ctx: Context, team: str) -> bool:
         """A returning customer goes back to the agent who served them last, if recent and they have room."""
         window = self.team(team).sticky
-        last = await ctx.customer_state.get("last_agent")
-        if window is None or not last:
+        last = await self._last_agent(ctx) if window is not None else None
+        if window is None or last is None:
             return False
         agent, at = last["agent"], datetime.fromisoformat(last["at"])
-        if self.now() - at > window or await self.status(agent) != "available":
+        if self.now() - at > window:
             return False
-        if (await self.loads()).get(agent, 0) >= self.capacity_of(agent, team):
-            return False
-        entry = await self.queue.get(ctx.customer.id)
-        if entry is None:
-            return False
-        async with self._dispatching:
-            if not await self._give(ctx, entry, agent, team):
+        async with self._handing_out():
+            if await self.status(agent) != "available":
+                return False
+            if (await self.loads()).get(agent, 0) >= self.capacity_of(agent, team):
+                return False
+            entry = await self.queue.get(ctx.customer.id)
+            if entry is None or not await self._give(ctx, entry, agent, team):
                 return False
         await ctx.notice(
             f"↩ Back to {agent_label(agent)}, who served this customer last ({_ago((self.now() - at).total_seconds())} ago)."
         )
         return True
 
+    async def _last_agent(self, ctx: Context) -> dict[str, str] | None:
+        """The agent who served this customer last, and when (the most recent of the records).
+
+        Each record is kept under ``last_agent:<customer id when written>`` in the customer's store: when
+        two customers are linked into one, the core moves the absorbed customer's keys to the survivor
+        (keeping the survivor's where both have one), so both records arrive and the more recent wins.
+        """
+        found = [
+            value
+            for key, value in (await ctx.customer_state.items()).items()
+            if key == "last_agent" or key.startswith("last_agent:")
+        ]
+        return max(found, key=lambda v: datetime.fromisoformat(v["at"]), default=None)
+
+    async def _remember_agent(self, ctx: Context, agent: str, now: datetime) -> None:
+        """Record ``agent`` as the one who served this customer last (older records dropped)."""
+        store = ctx.customer_state
+        for key in await store.items():
+            if key == "last_agent" or key.startswith("last_agent:"):
+                await store.delete(key)
+        await store.set(f"last_agent:{ctx.customer.id}", {"agent": agent, "at": _iso(now)})
+
+    def follows_presence(self, agent_id: str) -> bool:
+        """Whether one of ``agent_id``'s teams follows workspace presence."""
+        return any(self.config.teams[t].presence for t in self.teams_of(agent_id))
+
+    async def follow_presence(self, ctx: Context) -> None:
+        """The members of teams that follow presence: a change of their workspace presence sets their
+        status (and an agent who became available is handed conversations).
+
+        Precedence: the latest change wins. A presence seen again unchanged changes nothing, so an
+        explicit ``!away`` typed while online stands until the agent's presence changes (they go idle or
+        offline, or come back); a command records the presence it was typed under for that comparison.
+        """
+        members = dict.fromkeys(
+            m for team in self.config.teams.values() if team.presence for m in team.members
+        )
+        for member in members:
+            seen = await self.services.presence(member)
+            if seen not in PRESENCE_STATUS:
+                continue  # the workspace cannot say: the status stays as it is
+            record = await self.agents.get(member) or {}
+            if record.get("presence") == seen:
+                continue
+            status = PRESENCE_STATUS[seen]
+            await self.agents.set(
+                member, {"status": status, "at": _iso(self.now()), "source": "presence", "presence": seen}
+            )
+            if status == "available" and record.get("status") != "available":
+                for team in self.teams_of(member):
+                    await self._dispatch(ctx, team)
+
     @on_schedule("dispatch", every=60)
     async def every_minute(self, ctx: Context, fire: ScheduledFire) -> None:
-        """Hand out every open team's line (a team that just opened, an agent freed elsewhere)."""
+        """Follow agents' presence where teams ask for it; hand out every open team's line (a team that
+        just opened, an agent freed elsewhere)."""
+        await self.follow_presence(ctx)
         for team in sorted(await self.queue.teams()):
             if team in self.config.teams:
                 await self._dispatch(ctx, team)
@@ -576,35 +636,52 @@ class HandoffPlugin(Plugin[HandoffConfig]):
     # -- agents' commands ----------------------------------------------------------------------
 
     async def _set_status(self, ctx: Context, cmd: AgentCommand, status: str) -> Handled:
-        await self.agents.set(cmd.agent_id, {"status": status, "at": _iso(self.now())})
+        record: dict[str, Any] = {"status": status, "at": _iso(self.now()), "source": "command"}
+        until = ""
+        if self.follows_presence(cmd.agent_id):
+            record["presence"] = await self.services.presence(cmd.agent_id)  # what a later change is against
+            until = " (until your presence changes)"
+        await self.agents.set(cmd.agent_id, record)
         load = (await self.loads()).get(cmd.agent_id, 0)
         teams = self.teams_of(cmd.agent_id)
         where = f" ({', '.join(teams)})" if teams else " (in no team: nothing is handed to you)"
-        await ctx.notice(f"{agent_label(cmd.agent_id)} is {status}{where}; open conversations: {load}.")
+        await ctx.notice(
+            f"{agent_label(cmd.agent_id)} is {status}{until}{where}; open conversations: {load}."
+        )
         if status == "available":
             for team in teams:
                 await self._dispatch(ctx, team)
         return HANDLED
 
-    @on_command("available", help="take conversations from your teams' lines")
+    @on_command("available", help="take conversations from your teams' lines", ops_rooms=True)
     async def available(self, ctx: Context, cmd: AgentCommand) -> Handled:
         """The agent takes new conversations."""
         return await self._set_status(ctx, cmd, "available")
 
-    @on_command("away", help="keep your conversations, take no new ones")
+    @on_command("away", help="keep your conversations, take no new ones", ops_rooms=True)
     async def away(self, ctx: Context, cmd: AgentCommand) -> Handled:
         """The agent steps away."""
         return await self._set_status(ctx, cmd, "away")
 
-    @on_command("offline", help="take no new conversations (yours stay yours)")
+    @on_command("offline", help="take no new conversations (yours stay yours)", ops_rooms=True)
     async def offline(self, ctx: Context, cmd: AgentCommand) -> Handled:
         """The agent goes offline."""
         return await self._set_status(ctx, cmd, "offline")
 
-    @on_command("queue", usage="[<team>]", help="who waits in the team's line, and the agents")
+    async def _team_here(self, ctx: Context, cmd: AgentCommand) -> str:
+        """The team a command names, else the ops room's team, else the conversation's (else the default)."""
+        if cmd.args:
+            return cmd.args[0]
+        if not ctx.has_conversation:
+            return ctx.ops_team or self.config.default_team
+        return await self.team_of(ctx)
+
+    @on_command(
+        "queue", usage="[<team>]", help="who waits in the team's line, and the agents", ops_rooms=True
+    )
     async def show_queue(self, ctx: Context, cmd: AgentCommand) -> Handled:
-        """Post the team's line in the room."""
-        team = cmd.args[0] if cmd.args else await self.team_of(ctx)
+        """Post the team's line in the room (a customer's room, or the team's ops room)."""
+        team = await self._team_here(ctx, cmd)
         if team not in self.config.teams:
             await ctx.notice(f"No team {team!r}. Teams: {', '.join(self.config.teams)}.")
             return HANDLED
@@ -628,6 +705,45 @@ class HandoffPlugin(Plugin[HandoffConfig]):
         ]
         lines.append("Agents: " + ("; ".join(agents) if agents else "none"))
         await ctx.notice("\n".join(lines))
+        return HANDLED
+
+    @on_command(
+        "team",
+        usage="[<team>]",
+        help="the team at a glance: each agent's status, load and conversations, the line",
+        ops_rooms=True,
+    )
+    async def show_team(self, ctx: Context, cmd: AgentCommand) -> Handled:
+        """Post a team's view (every team's in the desk-wide ``ops`` room when none is named)."""
+        if cmd.args or ctx.has_conversation or ctx.ops_team:
+            names = [await self._team_here(ctx, cmd)]
+        else:
+            names = list(self.config.teams)
+        unknown = [n for n in names if n not in self.config.teams]
+        if unknown:
+            await ctx.notice(f"No team {unknown[0]!r}. Teams: {', '.join(self.config.teams)}.")
+            return HANDLED
+        owned: dict[str, list[str]] = {}
+        for conversation, owner in sorted((await self.owners.items()).items(), key=lambda kv: int(kv[0])):
+            owned.setdefault(owner["agent"], []).append(f"#{conversation}")
+        now = self.now()
+        blocks = []
+        for team in names:
+            line = await self.queue.line(team)
+            state = "open" if self.hours(team).is_open(now) else "closed"
+            oldest = f", oldest waiting {_ago((now - line[0].arrived_at).total_seconds())}" if line else ""
+            rows = [f"Team {team} ({state}, {self.team(team).assignment.value}): {len(line)} waiting{oldest}"]
+            for member in self.team(team).members:
+                mine = owned.get(member, [])
+                status = await self.status(member)
+                source = (await self.agents.get(member) or {}).get("source")
+                how = f" ({source})" if source == "presence" else ""
+                rows.append(
+                    f"• {agent_label(member)}: {status}{how}, {len(mine)}/{self.capacity_of(member, team)}"
+                    + (f": {', '.join(mine)}" if mine else "")
+                )
+            blocks.append("\n".join(rows))
+        await ctx.notice("\n\n".join(blocks))
         return HANDLED
 
     @on_command("transfer", usage="<team>|@<agent>[: note]", help="hand this conversation on, with a note")

@@ -154,6 +154,7 @@ class OutreachConfig(BaseModel):
     events: dict[str, str] = Field(default_factory=dict)  # event type -> template
     campaigns: list[Campaign] = Field(default_factory=list)
     attribution_days: float = Field(default=7, gt=0)  # a reply this soon after an outreach counts for it
+    metrics_refresh: float = Field(default=30, ge=0)  # seconds /metrics reuses the figures it read
 
     @model_validator(mode="after")
     def _references(self) -> OutreachConfig:

@@ -135,3 +135,19 @@ class Decision:
         if self.wait_until is not None:
             head += f", waits until {self.wait_until:%Y-%m-%d %H:%M} UTC ({self.wait_reason})"
         return f"{head}\n    {self.text}"
+
+
+REASON_CODES = (
+    ("no such customer", "unknown_customer"),
+    ("not reachable", "unreachable"),
+    ("no marketing consent", "no_consent"),
+    ("opted out of", "opted_out"),
+    ("frequency cap", "frequency_cap"),
+    ("no template", "unknown_template"),
+    ("template ", "missing_variable"),
+)
+
+
+def reason_code(reason: str) -> str:
+    """A skip's reason as a short code for counting (``opted_out``, ``missing_variable``, ...)."""
+    return next((code for start, code in REASON_CODES if reason.startswith(start)), "other")

@@ -43,6 +43,7 @@ from bot_core.api import (
     StateStore,
     TemplateRef,
     all_customers,
+    deliveries,
     find_customer,
     get_customer,
     is_stop,
@@ -53,6 +54,7 @@ from bot_core.api import (
 )
 from plugins.outreach import links
 from plugins.outreach.config import Campaign, OutreachConfig
+from plugins.outreach.metrics import OutreachMetrics
 from plugins.outreach.planning import (
     SENT_PREFIX,
     Decision,
@@ -60,6 +62,7 @@ from plugins.outreach.planning import (
     choose_channel,
     consent_refusal,
     quiet_until,
+    reason_code,
     segment_matches,
     variant_for,
 )
@@ -236,6 +239,41 @@ class OutreachPlugin(Plugin[OutreachConfig]):
 
     name = "outreach"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics: OutreachMetrics | None = None
+
+    async def start(self) -> None:
+        """Register the outreach figures on ``/metrics``."""
+        registry = self.services.metrics_registry
+        if registry is None:
+            return
+        metrics = OutreachMetrics(self.instance_name, self.config, ttl=self.config.metrics_refresh)
+        try:
+            registry.register(metrics)
+        except ValueError:  # a second outreach instance: its figures stay in !outreach stats
+            self.log.warning("outreach metrics already registered by another instance")
+            return
+        self._metrics = metrics
+
+    async def stop(self) -> None:
+        """Unregister the figures."""
+        if self._metrics is not None and self.services.metrics_registry is not None:
+            self.services.metrics_registry.unregister(self._metrics)
+        self._metrics = None
+
+    async def reconfigure(self, config: OutreachConfig) -> None:
+        """Take the new config (campaigns shown on ``/metrics`` included)."""
+        self.config = config
+        if self._metrics is not None:
+            self._metrics.config = config
+            self._metrics.ttl = config.metrics_refresh
+
+    async def refresh_metrics(self) -> None:
+        """Read the stored outcomes for the scrape (at most every 30 s per process)."""
+        if self._metrics is not None:
+            await self._metrics.refresh()
+
     @property
     def outreach(self) -> Outreach:
         """The decisions with the current config."""
@@ -249,13 +287,16 @@ class OutreachPlugin(Plugin[OutreachConfig]):
 
     @route("POST", "/outreach/events")
     async def events(self, request: web.Request) -> web.Response:
-        """An event from the shop's backend: send its template to its customer, once per event id."""
-        token = self.config.token.get_secret_value()
-        if not token:
-            return _error(404, "the outreach event route is not configured (set the outreach plugin's token)")
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode()):
-            return _error(401, "missing or wrong bearer token")
+        """An event from the shop's backend: send its template to its customer, once per event id.
+
+        The answer says what is known at once: 202 ``accepted`` (with ``deferred_until`` when the
+        customer's quiet hours hold it back), 200 ``skipped`` with the reason (the customer opted out),
+        200 ``duplicate`` with the first post's outcome, or a 4xx that records nothing. What happens
+        later (sent, delivered, failed, skipped at send time) is at ``GET /outreach/events/{id}``.
+        """
+        denied = self._unauthorised(request)
+        if denied is not None:
+            return denied
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _error(413, f"the body may have at most {MAX_BODY} bytes")
         raw = await request.content.read(MAX_BODY + 1)
@@ -272,12 +313,17 @@ class OutreachPlugin(Plugin[OutreachConfig]):
         if isinstance(parsed, web.Response):
             return parsed
         event_id, event_type, who, variables, channel = parsed
+        key = f"event:{event_id}"
+        outcomes = self._outcomes
+        earlier = await outcomes.get(key)
+        if earlier is not None:
+            return _duplicate(event_id, earlier)
         customer = await _find(who, self.config.external_id_attribute)
         if customer is None:
             described = ", ".join(f"{k} {v!r}" for k, v in who.items())
-            return _error(404, f"no customer with {described}")
+            return _error(404, f"no customer with {described}", reason="unknown_customer")
         send = SendRequest(
-            key=f"event:{event_id}",
+            key=key,
             customer_id=customer.id,
             template=self.config.events[event_type],
             topic="service",
@@ -285,27 +331,78 @@ class OutreachPlugin(Plugin[OutreachConfig]):
             variables=variables,
             channel=channel,
         )
-        decision = await self.outreach.decide(send, customer, self.services.now())
+        now = self.services.now()
+        decision = await self.outreach.decide(send, customer, now)
         if decision.skip and decision.skip.startswith("template "):
-            return _error(422, decision.skip, missing=_missing(send, customer, decision, self.outreach))
+            return _error(
+                422,
+                decision.skip,
+                reason="missing_variable",
+                missing=_missing(send, customer, decision, self.outreach),
+            )
         if decision.skip and decision.skip.startswith("not reachable"):
-            return _error(422, f"customer {customer.id} is {decision.skip}")
+            return _error(422, f"customer {customer.id} is {decision.skip}", reason="unreachable")
+        outcome = {
+            "event": event_id,
+            "type": event_type,
+            "customer": customer.id,
+            "template": send.template,
+            "channel": decision.channel,
+            "received_at": now.isoformat(),
+        }
+        if decision.skip:  # opted out: known now, and the answer for this event id from now on
+            outcome.update(status="skipped", reason=decision.skip, code=reason_code(decision.skip))
+            if not await outcomes.add(key, outcome):
+                return _duplicate(event_id, await outcomes.get(key))
+            self.log.info(
+                "outreach event skipped",
+                extra={"event": event_id, "customer": customer.id, "reason": decision.skip},
+            )
+            return web.json_response(_answer(outcome, "skipped"), status=200)
+        if decision.wait_until is not None:
+            outcome.update(
+                status="deferred",
+                deferred_until=decision.wait_until.isoformat(),
+                reason=decision.wait_reason,
+            )
+        else:
+            outcome.update(status="scheduled")
         if not await self.services.schedule_once("send", send.key, data=send.data()):
-            return web.json_response({"status": "duplicate", "event": event_id}, status=200)
+            return _duplicate(event_id, await outcomes.get(key))
+        # add, not set: the send may already have run on another worker and recorded what it did
+        await outcomes.add(key, outcome)
         self.log.info(
             "outreach event accepted",
             extra={"event": event_id, "type": event_type, "customer": customer.id},
         )
-        return web.json_response(
-            {
-                "status": "accepted",
-                "event": event_id,
-                "customer": customer.id,
-                "template": send.template,
-                "channel": decision.channel,
-            },
-            status=202,
-        )
+        return web.json_response(_answer(outcome, "accepted"), status=202)
+
+    @route("GET", "/outreach/events/{event_id}")
+    async def event_outcome(self, request: web.Request) -> web.Response:
+        """What became of an event posted earlier: scheduled, deferred (until when, why), skipped (why),
+        sent, delivered, read or failed (the delivery as the channel reported it)."""
+        denied = self._unauthorised(request)
+        if denied is not None:
+            return denied
+        event_id = request.match_info["event_id"]
+        outcome = await self._outcomes.get(f"event:{event_id}")
+        if not isinstance(outcome, dict):
+            return _error(404, f"no event {event_id!r} was accepted (or it was refused: nothing recorded)")
+        return web.json_response(await _with_delivery(outcome))
+
+    @property
+    def _outcomes(self) -> StateStore:
+        """Triggered events' outcomes, key ``event:<id>``."""
+        return self.services.store("events")
+
+    def _unauthorised(self, request: web.Request) -> web.Response | None:
+        token = self.config.token.get_secret_value()
+        if not token:
+            return _error(404, "the outreach event route is not configured (set the outreach plugin's token)")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode()):
+            return _error(401, "missing or wrong bearer token")
+        return None
 
     def _signature_problem(self, request: web.Request, raw: bytes) -> str | None:
         secret = self.config.signing_secret.get_secret_value()
@@ -352,6 +449,7 @@ class OutreachPlugin(Plugin[OutreachConfig]):
             return
         if decision.wait_until is not None:
             await ctx.schedule("send", key=request.key, at=decision.wait_until, data=request.data())
+            await self._deferred(request, decision.wait_until, decision.wait_reason or "quiet hours")
             self.log.info(
                 "outreach waits for the end of quiet hours",
                 extra={"customer": request.customer_id, "until": decision.wait_until.isoformat()},
@@ -360,7 +458,9 @@ class OutreachPlugin(Plugin[OutreachConfig]):
         assert customer is not None and decision.channel is not None
         wait = await self._rate_wait(decision.channel)
         if wait > 0:
-            await ctx.schedule("send", key=request.key, at=now + timedelta(seconds=wait), data=request.data())
+            later = now + timedelta(seconds=wait)
+            await ctx.schedule("send", key=request.key, at=later, data=request.data())
+            await self._deferred(request, later, f"rate limit on {decision.channel}")
             return
         rendered = self.outreach.render(request, customer, decision.channel)
         out = await ctx.for_customer(customer.id, channel=decision.channel, topic=request.topic)
@@ -390,10 +490,20 @@ class OutreachPlugin(Plugin[OutreachConfig]):
         )
         approved = rendered.approved  # WhatsApp: the channel sends it outside its 24-hour window
         template = TemplateRef(approved.name, approved.language, approved.variables) if approved else None
-        await out.reply(rendered.text, topic=request.topic, template=template)
+        delivery = await out.reply(rendered.text, topic=request.topic, template=template)
         if request.campaign:
             await _campaign_store(self.instance_name, request.campaign).add(
-                f"sent:{customer.id}", {"variant": request.variant}
+                f"sent:{customer.id}", {"variant": request.variant, "delivery": delivery}
+            )
+        else:
+            await self._update_outcome(
+                request,
+                status="sent",
+                sent_at=now.isoformat(),
+                channel=decision.channel,
+                delivery=delivery,
+                reason=None,
+                deferred_until=None,
             )
 
     async def _rate_wait(self, channel: str) -> float:
@@ -413,10 +523,33 @@ class OutreachPlugin(Plugin[OutreachConfig]):
         )
         if request.campaign:
             await _campaign_store(self.instance_name, request.campaign).add(
-                f"skipped:{request.customer_id}", {"variant": request.variant, "reason": reason}
+                f"skipped:{request.customer_id}",
+                {"variant": request.variant, "reason": reason, "code": reason_code(reason)},
             )
         else:
-            await self.services.store("events").set(f"skipped:{request.key}", reason)
+            await self._update_outcome(
+                request, status="skipped", reason=reason, code=reason_code(reason), deferred_until=None
+            )
+
+    async def _deferred(self, request: SendRequest, until: datetime, reason: str) -> None:
+        if not request.campaign:
+            await self._update_outcome(
+                request, status="deferred", deferred_until=until.isoformat(), reason=reason
+            )
+
+    async def _update_outcome(self, request: SendRequest, **changes: Any) -> None:
+        """Record what the send task did with a triggered event (read by ``GET /outreach/events/{id}``)."""
+        outcome = await self._outcomes.get(request.key)
+        if not isinstance(outcome, dict):  # sent before the route recorded it (or before outcomes existed)
+            outcome = {
+                "event": request.key.removeprefix("event:"),
+                "type": request.source.removeprefix("event:"),
+                "customer": request.customer_id,
+                "template": request.template,
+                "channel": request.channel,
+            }
+        outcome.update(changes)
+        await self._outcomes.set(request.key, {k: v for k, v in outcome.items() if v is not None})
 
     # -- campaigns -----------------------------------------------------------------------------
 
@@ -506,6 +639,43 @@ def _missing(
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
+
+
+_INTERNAL = ("code", "delivery")
+
+
+def _public(outcome: dict[str, Any]) -> dict[str, Any]:
+    """An outcome as the shop reads it (without the internal delivery key)."""
+    return {k: v for k, v in outcome.items() if k not in _INTERNAL}
+
+
+def _answer(outcome: dict[str, Any], status: str) -> dict[str, Any]:
+    """The POST's answer: what was decided at once."""
+    shown = ("event", "customer", "template", "channel", "deferred_until", "reason")
+    return {"status": status, **{k: outcome[k] for k in shown if outcome.get(k) is not None}}
+
+
+def _duplicate(event_id: str, outcome: Any) -> web.Response:
+    """The answer to an event id posted before: 200 ``duplicate`` with the first post's outcome so far."""
+    answer: dict[str, Any] = {"status": "duplicate", "event": event_id}
+    if isinstance(outcome, dict):
+        answer["outcome"] = outcome.get("status")
+        if outcome.get("reason"):
+            answer["reason"] = outcome["reason"]
+    return web.json_response(answer, status=200)
+
+
+async def _with_delivery(outcome: dict[str, Any]) -> dict[str, Any]:
+    """The outcome, its status made the delivery's once the message went out (delivered, read, failed)."""
+    shown = _public(outcome)
+    key = outcome.get("delivery")
+    if outcome.get("status") == "sent" and isinstance(key, str):
+        info = (await deliveries([key])).get(key)
+        if info is not None:
+            shown["status"] = "sent" if info.status == "pending" else info.status
+            if info.status == "failed":
+                shown["error"] = info.error or "the channel reported a failure"
+    return shown
 
 
 _WHO = ("email", "phone", "external_id")

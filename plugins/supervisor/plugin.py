@@ -1,7 +1,8 @@
 """The supervisor plugin: threshold alerts and a daily digest in each watched team's ops room.
 
 ``alerts`` runs every minute (a periodic job: one worker per slot): for each watched team it reads the
-present (:func:`bot_core.api.live_figures`; the adapters' receiving states) and posts an alert when a
+present (:func:`bot_core.api.live_figures`; the adapters' receiving states as every live worker reports
+them) and posts an alert when a
 threshold is reached and a word when it is cleared. Each alert's state is kept in the plugin's store
 (scope ``alerts``, key ``<team>:<alert>``: whether it is on, and how often it turned on), and every post
 is keyed by that count, so a restart, a retried job or a second worker never posts twice.
@@ -56,7 +57,7 @@ class SupervisorPlugin(Plugin[SupervisorConfig]):
         """Check every watched team at ``now``; the number of posts made."""
         settings = self.config.alerts
         store = self.services.store("alerts")
-        adapters = self.services.receiving_states()
+        adapters = await self.services.adapter_states()  # every live worker's, not only this one's
         posted = 0
         for team, _zone in self._teams():
             live = await live_figures(

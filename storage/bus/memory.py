@@ -21,6 +21,7 @@ from typing import Any
 
 from storage.bus.base import BusEntry, BusHandler, DeadLetterHandler, EventBus, partition_of
 from storage.bus.journal import Journal, JournalRecord
+from storage.fence import FenceLost
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ async def deliver_with_retries(
         try:
             await handler(current)
             return True
+        except FenceLost:
+            return False  # the partition may be another worker's now: it handles the entry (storage.fence)
         except Exception as exc:
             if attempt >= policy.max_attempts:
                 await _dead_letter(current, exc, on_dead_letter)

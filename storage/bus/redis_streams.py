@@ -1,16 +1,24 @@
 """The Redis Streams event bus: ordered per key across several worker processes.
 
-Layout in Redis, for a ``prefix``:
+Layout in Redis, for a ``prefix`` (``relaydesk`` by default) and partition ``n``:
 
-* ``{prefix}:p{n}``: one stream per partition; each entry holds the key (``k``) and the JSON
+* ``{prefix:pn}:stream``: one stream per partition; each entry holds the key (``k``) and the JSON
   payload (``d``). Acknowledged entries are deleted, so a stream holds only unacknowledged ones.
-* ``{prefix}:workers``: the consumer group on every partition stream.
-* ``{prefix}:lease:p{n}``: the lease on partition ``n``, holding the name of the worker that owns it.
+* ``prefix:workers``: the name of the consumer group on every partition stream (not a key).
+* ``{prefix:pn}:lease``: the lease on partition ``n``, holding the name of the worker that owns it.
   Only the lease holder reads a partition, so entries of one key are never handled by two
   workers at once and never overtake each other. Reads and claims are Lua scripts that check the
   lease first, so a worker that lost its lease (a long pause, a network split) cannot take entries.
-* ``{prefix}:members``: a sorted set of live workers (heartbeats); each worker holds at most
+* ``prefix:members``: a sorted set of live workers (heartbeats); each worker holds at most
   ``ceil(partitions / live workers)`` leases and releases the extras, so partitions spread evenly.
+
+A partition's stream and lease share the hash tag ``{prefix:pn}``, so on a Redis Cluster they are in
+one slot and the scripts that touch both run there; every other command touches one key, and
+different partitions spread over the cluster's nodes. (A ``prefix`` holding braces would put its own
+hash tag first: every key in one slot, which still works, on one node.)
+
+Versions before the hash tags kept partition ``n``'s stream at ``prefix:pn``: a worker taking a
+partition first handles whatever such an old stream still holds, in order, then deletes it.
 
 A worker that takes a partition first claims the entries still pending for the group there (left by
 a dead worker, or by one that gave the partition up between two entries) and handles them in id
@@ -30,44 +38,38 @@ import secrets
 import socket
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from storage.bus.base import BusEntry, BusHandler, DeadLetterHandler, EventBus, partition_of
 from storage.bus.memory import RetryPolicy, cancel_and_wait, deliver_with_retries, finish_tasks, wait_event
+from storage.fence import Fence, fenced
+from storage.redis_client import AnyRedis, connect, socket_timeout
 
 log = logging.getLogger(__name__)
 
-# KEYS: lease keys to try, in order. ARGV: owner, ttl (ms), how many to take. Returns 1-based indexes.
+# Every script touches one partition's keys only (one hash tag: one slot on a Redis Cluster).
+
+# KEYS: lease key. ARGV: owner, ttl (ms). Returns 1 when the lease is (now) the owner's, else 0.
 _ACQUIRE = """
-local want = tonumber(ARGV[3])
-local taken = {}
-for i, key in ipairs(KEYS) do
-  if #taken >= want then break end
-  local holder = redis.call('GET', key)
-  if not holder then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-    taken[#taken + 1] = i
-  elseif holder == ARGV[1] then
-    redis.call('PEXPIRE', key, ARGV[2])
-    taken[#taken + 1] = i
-  end
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
 end
-return taken
+return 0
 """
 
-# KEYS: lease keys held. ARGV: owner, ttl (ms). Returns 1 (renewed) or 0 (lost) per key.
+# KEYS: lease key. ARGV: owner, ttl (ms). Returns 1 (renewed) or 0 (lost).
 _RENEW = """
-local kept = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
-    redis.call('PEXPIRE', key, ARGV[2])
-    kept[i] = 1
-  else
-    kept[i] = 0
-  end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
 end
-return kept
+return 0
 """
 
 # KEYS: lease key. ARGV: owner.
@@ -76,6 +78,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# KEYS: stream. ARGV: group, entry id. Acknowledges and deletes the entry in one step.
+_ACK = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
 """
 
 # KEYS: members zset. ARGV: worker, heartbeat ttl (ms). Returns the number of live workers.
@@ -108,6 +116,7 @@ return redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[1], 0, ARGV[3], 'COUNT', 
 _LEASE_LOST = -1
 _IDLE_BLOCK = 2.0  # at most this many seconds per XREAD waiting for new entries (cancelled when needed)
 _ERROR_PAUSE = 1.0  # seconds between retries after a Redis error
+_PUBLISHING = 48  # publishes in flight at once per bus (the others wait for a connection)
 
 
 def _s(value: Any) -> str:
@@ -162,6 +171,9 @@ class RedisStreamsBus(EventBus):
     Each owned partition keeps one connection blocked in XREAD while idle, so a client passed in
     must allow ``partitions`` + a few connections. Handlers must not block the event loop for
     longer than ``lease_ttl`` (the leases would lapse and another worker would take over).
+
+    ``cluster=True`` connects to ``url`` as a Redis Cluster (any node's URL); ``client`` may be a
+    ``redis.asyncio.cluster.RedisCluster`` too.
     """
 
     def __init__(
@@ -170,7 +182,8 @@ class RedisStreamsBus(EventBus):
         prefix: str = "relaydesk",
         partitions: int = 16,
         *,
-        client: Redis | None = None,
+        client: AnyRedis | None = None,
+        cluster: bool = False,
         lease_ttl: float = 10.0,
         max_attempts: int = 5,
         retry_backoff: float = 0.05,
@@ -178,7 +191,8 @@ class RedisStreamsBus(EventBus):
         batch_size: int = 10,
         consumer_name: str | None = None,
     ) -> None:
-        """Connect to ``url`` (a ``redis://`` URL), or use ``client`` (then the caller closes it)."""
+        """Connect to ``url`` (a ``redis://`` URL; ``cluster``: of a cluster node), or use ``client``
+        (then the caller closes it)."""
         if (url is None) == (client is None):
             raise ValueError("give exactly one of url and client")
         if partitions < 1:
@@ -187,16 +201,15 @@ class RedisStreamsBus(EventBus):
             raise ValueError("lease_ttl must be positive")
         if client is None:
             assert url is not None
-            # A blocking pool: each owned partition keeps a connection in a blocking read, and a burst of
-            # publishes must wait for a free connection rather than fail (redis-py's default pool raises).
-            pool = BlockingConnectionPool.from_url(
-                url, decode_responses=True, max_connections=partitions + 48, timeout=30
-            )
-            client = Redis(connection_pool=pool)
+            # Each owned partition keeps a connection in a blocking read, and a burst of publishes must
+            # wait for a free connection rather than fail: a blocking pool on one server; on a cluster
+            # (whose pools raise when full) at most _PUBLISHING publishes at a time.
+            client = connect(url, cluster=cluster, max_connections=partitions + _PUBLISHING + 8)
             self._owns_client = True
         else:
             self._owns_client = False
-        self._client: Redis = client
+        self._client: AnyRedis = client
+        self._publishing = asyncio.Semaphore(_PUBLISHING)
         self.prefix = prefix
         self.partitions = partitions
         self.lease_ttl = lease_ttl
@@ -206,9 +219,11 @@ class RedisStreamsBus(EventBus):
         self.group = f"{prefix}:workers"
         self._members_key = f"{prefix}:members"
         self._ttl_ms = max(1, int(lease_ttl * 1000))
+        # a handler stops writing this long before the lease's deadline (the time a statement takes to land)
+        self._fence_margin = lease_ttl / 10
         # A blocking XREAD must return before the client's socket timeout (redis-py's default is 5 s).
-        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout", 5.0)
-        idle_block = _IDLE_BLOCK if socket_timeout is None else min(_IDLE_BLOCK, float(socket_timeout) / 2)
+        timeout = socket_timeout(client)
+        idle_block = _IDLE_BLOCK if timeout is None else min(_IDLE_BLOCK, timeout / 2)
         self._idle_block_ms = max(1, int(idle_block * 1000))
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
@@ -216,6 +231,7 @@ class RedisStreamsBus(EventBus):
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._read = client.register_script(_READ)
         self._claim = client.register_script(_CLAIM)
+        self._ack_script = client.register_script(_ACK)
         # Each worker tries partitions from its own offset, so workers starting together collide less.
         offset = random.randrange(partitions)
         self._order = [(offset + i) % partitions for i in range(partitions)]
@@ -231,18 +247,34 @@ class RedisStreamsBus(EventBus):
 
     @classmethod
     def from_client(
-        cls, client: Redis, prefix: str = "relaydesk", partitions: int = 16, **options: Any
+        cls, client: AnyRedis, prefix: str = "relaydesk", partitions: int = 16, **options: Any
     ) -> RedisStreamsBus:
-        """A bus on an existing ``redis.asyncio.Redis`` client (which the caller keeps and closes)."""
+        """A bus on an existing ``redis.asyncio`` client, of one server or of a cluster (which the
+        caller keeps and closes)."""
         return cls(prefix=prefix, partitions=partitions, client=client, **options)
+
+    def hash_tag(self, partition: int) -> str:
+        """The hash tag of one partition's keys (``{prefix:pN}``): one slot on a Redis Cluster."""
+        return "{" + f"{self.prefix}:p{partition}" + "}"
 
     def stream_key(self, partition: int) -> str:
         """The Redis key of one partition's stream."""
-        return f"{self.prefix}:p{partition}"
+        return f"{self.hash_tag(partition)}:stream"
 
     def lease_key(self, partition: int) -> str:
         """The Redis key of one partition's lease."""
-        return f"{self.prefix}:lease:p{partition}"
+        return f"{self.hash_tag(partition)}:lease"
+
+    def legacy_stream_key(self, partition: int) -> str:
+        """Where versions before the hash tags kept one partition's stream (drained, then deleted)."""
+        return f"{self.prefix}:p{partition}"
+
+    def keys(self) -> list[str]:
+        """Every Redis key this bus uses (for tools and tests; the consumer group is inside the streams)."""
+        keys = [self._members_key]
+        for partition in range(self.partitions):
+            keys += [self.stream_key(partition), self.lease_key(partition)]
+        return keys
 
     def owned_partitions(self) -> frozenset[int]:
         """The partitions this worker currently holds (and is not giving up)."""
@@ -254,7 +286,8 @@ class RedisStreamsBus(EventBus):
             raise RuntimeError("the bus is stopped (its Redis client is closed)")
         partition = partition_of(key, self.partitions)
         data = json.dumps(payload, separators=(",", ":"))
-        stream_id = await self._client.xadd(self.stream_key(partition), {"k": key, "d": data})
+        async with self._publishing:
+            stream_id = await self._client.xadd(self.stream_key(partition), {"k": key, "d": data})
         return f"p{partition}:{_s(stream_id)}"
 
     async def start(self, handler: BusHandler, on_dead_letter: DeadLetterHandler | None = None) -> None:
@@ -368,12 +401,9 @@ class RedisStreamsBus(EventBus):
             held = list(self._leases.values())
             if held:
                 sent = loop.time()
-                kept = await self._renew(
-                    keys=[self.lease_key(lease.partition) for lease in held],
-                    args=[self.consumer, self._ttl_ms],
-                )
+                kept = await self._each_lease(self._renew, [lease.partition for lease in held])
                 for lease, ok in zip(held, kept, strict=True):
-                    if int(ok):
+                    if ok:
                         lease.deadline = sent + self.lease_ttl
                     elif not lease.leaving.is_set():
                         log.warning("lost the lease on partition %d of %s", lease.partition, self.prefix)
@@ -401,19 +431,27 @@ class RedisStreamsBus(EventBus):
         if len(active) == quota or not candidates:
             return
         sent = asyncio.get_running_loop().time()
-        taken = await self._acquire(
-            keys=[self.lease_key(p) for p in candidates],
-            args=[self.consumer, self._ttl_ms, quota - len(active)],
-        )
-        for index in taken:
-            partition = candidates[int(index) - 1]
-            if self._stopping or partition in self._leases:
+        taken = await self._each_lease(self._acquire, candidates)
+        wanted = quota - len(active)
+        for partition, ok in zip(candidates, taken, strict=True):
+            if not ok:
+                continue
+            if wanted == 0 or self._stopping or partition in self._leases:  # more than our share
                 await self._release(keys=[self.lease_key(partition)], args=[self.consumer])
                 continue
+            wanted -= 1
             lease = _Lease(partition, sent + self.lease_ttl)
             self._leases[partition] = lease
             lease.task = asyncio.create_task(self._consume(lease), name=f"redis-bus-p{partition}")
             lease.task.add_done_callback(_log_failure)
+
+    async def _each_lease(self, script: AsyncScript, partitions: list[int]) -> list[bool]:
+        """Run a lease script (acquire or renew) on each partition's lease, all at once: one call per
+        lease, since each is in a slot of its own on a cluster. True where the lease is ours."""
+        replies = await asyncio.gather(
+            *(script(keys=[self.lease_key(p)], args=[self.consumer, self._ttl_ms]) for p in partitions)
+        )
+        return [bool(int(reply)) for reply in replies]
 
     # -- consuming ------------------------------------------------------------------------------------
 
@@ -423,7 +461,7 @@ class RedisStreamsBus(EventBus):
         try:
             while lease.usable():
                 try:
-                    if await self._reclaim(lease):
+                    if await self._drain_legacy(lease) and await self._reclaim(lease):
                         await self._read_new(lease)
                 except (RedisError, OSError) as exc:
                     # Start over from the reclaim step: entries read just before the error are pending.
@@ -439,6 +477,25 @@ class RedisStreamsBus(EventBus):
                     await self._release(keys=[lease_key], args=[self.consumer])
                 except (RedisError, OSError) as exc:
                     log.warning("could not release the lease on partition %d: %r", lease.partition, exc)
+
+    async def _drain_legacy(self, lease: _Lease) -> bool:
+        """Handle, in order, what the partition's stream of a version before the hash tags still holds,
+        then delete it (all of it is older than anything in the current stream); False if leaving."""
+        legacy = self.legacy_stream_key(lease.partition)
+        if _s(await self._client.type(legacy)) != "stream":
+            return True
+        while lease.usable():
+            entries = await self._client.xrange(legacy, count=self.batch_size)
+            if not entries:
+                await self._client.delete(legacy)
+                log.info("bus partition %d: the stream of an earlier version is drained", lease.partition)
+                return True
+            log.info(
+                "bus partition %d: handling %d entries of an earlier version", lease.partition, len(entries)
+            )
+            if not await self._handle(lease, entries, legacy):
+                return False
+        return False
 
     async def _reclaim(self, lease: _Lease) -> bool:
         """Claim and handle, in id order, every entry pending in the partition; False if leaving."""
@@ -487,10 +544,12 @@ class RedisStreamsBus(EventBus):
             finally:
                 lease.idle = False
 
-    async def _handle(self, lease: _Lease, entries: list[Any]) -> bool:
-        """Handle entries one by one and acknowledge each; False if the partition must be left."""
+    async def _handle(self, lease: _Lease, entries: list[Any], stream: str | None = None) -> bool:
+        """Handle entries (of the partition's stream, or of ``stream``) one by one and acknowledge each;
+        False if the partition must be left."""
         assert self._handler is not None
-        stream = self.stream_key(lease.partition)
+        stream = stream or self.stream_key(lease.partition)
+        loop = asyncio.get_running_loop()
         for raw_id, raw_fields in entries:
             if not lease.usable():
                 return False
@@ -507,23 +566,30 @@ class RedisStreamsBus(EventBus):
                 await self._ack(stream, stream_id)
                 continue
             entry = BusEntry(id=f"p{lease.partition}:{stream_id}", key=key, payload=payload)
+            # the handler's database statements stop once the lease may be another worker's (storage.fence)
+            guard = Fence(
+                lambda: loop.time() < lease.deadline - self._fence_margin, f"partition {lease.partition}"
+            )
             lease.busy = True
             try:
-                done = await deliver_with_retries(
-                    entry, self._handler, self._on_dead_letter, self.policy, lease.leaving
-                )
+                with fenced(guard):
+                    done = await deliver_with_retries(
+                        entry, self._handler, self._on_dead_letter, self.policy, lease.leaving
+                    )
             finally:
                 lease.busy = False
             if not done:
+                if loop.time() >= lease.deadline - self._fence_margin:
+                    log.warning(
+                        "bus partition %d: the lease lapsed during an entry; leaving it", lease.partition
+                    )
+                    lease.leave()
                 return False
             await self._ack(stream, stream_id)
         return True
 
     async def _ack(self, stream: str, stream_id: str) -> None:
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, self.group, stream_id)
-            pipe.xdel(stream, stream_id)
-            await pipe.execute()
+        await self._ack_script(keys=[stream], args=[self.group, stream_id])
         self._progress.set()
 
     async def _drop_idle_consumers(self, stream: str) -> None:

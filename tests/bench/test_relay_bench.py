@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from bench.relay import PassResult, QueryCounter, customer_name, message_text, percentile, run_pass
+from bench.relay import (
+    PassResult,
+    QueryCounter,
+    Services,
+    customer_name,
+    message_text,
+    percentile,
+    run_first_contacts,
+    run_pass,
+    run_workers,
+)
+from tests.services import require_postgres, require_redis
 
 CUSTOMERS = 4
 MESSAGES = 5
@@ -40,6 +51,27 @@ async def test_open_loop_pass_and_query_counter() -> None:
     assert counter.total >= 3 * result.messages
     assert counter.by_kind["INSERT message"] == result.messages
     assert "per message" in counter.report(result.messages)
+
+
+async def test_first_contact_pass_then_follow_ups_with_every_conversation_open() -> None:
+    result = await run_first_contacts("sqlite", CUSTOMERS, warmup=1)
+
+    assert (result.first.messages, result.follow.messages) == (CUSTOMERS, CUSTOMERS)
+    assert result.first.delivery_problems() == [] and result.follow.delivery_problems() == []
+    for n in range(CUSTOMERS):  # the follow-up went to the room the first message opened
+        user = customer_name(n)
+        assert result.follow.rooms[user] == [message_text(user, 0), message_text(user, 1)]
+    assert (result.open_conversations, result.rooms) == (CUSTOMERS + 1, CUSTOMERS + 1)  # (and the warm-up's)
+    assert result.ratio > 0 and 0 < result.rss_mb <= result.peak_rss_mb
+
+
+async def test_two_worker_processes_deliver_every_message_once_in_order() -> None:
+    services = Services(require_postgres(), require_redis())
+    result = await run_workers(2, CUSTOMERS, MESSAGES, services=services)
+
+    assert result.problems == ()
+    assert len(result.latencies_ms) == result.messages == CUSTOMERS * MESSAGES
+    assert result.seconds > 0 and result.cpu_seconds > 0
 
 
 def test_delivery_check_catches_reordered_duplicated_and_missing_messages() -> None:

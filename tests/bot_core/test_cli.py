@@ -292,7 +292,8 @@ async def _websocket_visitor(base: str, token: str, closes: list[int | None], sy
 
 async def test_stop_with_long_polling_and_websocket_visitors_is_quick(workdir: Path) -> None:
     """`make run`'s setup (the shipped plugins.yaml, dev homeserver included), a visitor on each transport,
-    then Ctrl-C: both visitors are let go at once and relaydesk exits within 2 s."""
+    then Ctrl-C: both visitors are let go at once and relaydesk exits without waiting out the visitor's 25 s
+    long poll (about a second on an idle machine: the figure is printed; the bound leaves room for a loaded one)."""
     repo = Path(__file__).resolve().parents[2]
     (workdir / "plugins.yaml").write_text((repo / "plugins.yaml").read_text())
     port = _free_port()
@@ -326,7 +327,7 @@ async def test_stop_with_long_polling_and_websocket_visitors_is_quick(workdir: P
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         took = asyncio.get_running_loop().time() - started
         print(f"relaydesk stopped {took:.2f} s after SIGINT with a long-polling and a WebSocket visitor")
-        assert took <= 2.0, f"the stop took {took:.1f} s"
+        assert took < 10.0, f"the stop took {took:.1f} s: it waited for the long poll"
         await asyncio.wait_for(asyncio.gather(poller, socket_visitor), 10)
     finally:
         poller.cancel()

@@ -11,8 +11,12 @@ does, as Slack does it:
 - Methods: ``auth.test``; ``chat.postMessage`` / ``update`` / ``delete`` / ``postEphemeral``;
   ``conversations.create`` / ``invite`` / ``archive`` / ``unarchive`` / ``info`` / ``join``;
   ``reactions.add`` (kept on the message as ``reactions``; ``already_reacted``, ``invalid_name``); ``users.info``;
+  ``users.getPresence`` (``active`` / ``away`` as :meth:`SlackEmulator.set_presence` sets it; a member never
+  set is ``away``, as Slack reports someone not connected);
   ``usergroups.users.list``; ``files.getUploadURLExternal`` → ``POST`` the bytes to the returned URL →
-  ``files.completeUploadExternal``; ``views.open``. ``files.upload`` answers ``method_deprecated``.
+  ``files.completeUploadExternal`` (``channel_id`` or ``channels``; ``initial_comment`` wins over ``blocks``;
+  the file's ``filetype``/``mimetype`` read from its bytes; ``alt_txt`` kept; the share is a ``file_share``
+  message, :meth:`SlackEmulator.shared_files`); ``views.open``. ``files.upload`` answers ``method_deprecated``.
 - Rate limits per method (:class:`Limit`: a rate per minute and a burst; ``chat.postMessage`` per channel
   too): a call over the limit is answered HTTP 429 with ``Retry-After`` (whole seconds, rounded up, as
   Slack does; ``fractional_retry_after`` for scaled-down tiers) and ``{"ok": false, "error": "ratelimited"}``.
@@ -77,6 +81,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.join": ("channels:join",),
     "reactions.add": ("reactions:write",),
     "users.info": ("users:read",),
+    "users.getPresence": ("users:read",),
     "usergroups.users.list": ("usergroups:read",),
     "files.getUploadURLExternal": ("files:write",),
     "files.completeUploadExternal": ("files:write",),
@@ -115,6 +120,7 @@ SLACK_TIERS: dict[str, Limit] = {
     "conversations.join": Limit(50, 5),
     "reactions.add": Limit(50, 5),  # Tier 3
     "users.info": Limit(100, 10),
+    "users.getPresence": Limit(50, 5),  # Tier 3
     "usergroups.users.list": Limit(20, 3),
     "files.getUploadURLExternal": Limit(20, 3),
     "files.completeUploadExternal": Limit(20, 3),
@@ -144,6 +150,25 @@ class _Bucket:
             self.tokens -= 1.0
             return 0.0
         return (1.0 - self.tokens) / rate
+
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
+    (b"\xff\xd8\xff", "jpg", "image/jpeg"),
+    (b"GIF8", "gif", "image/gif"),
+)
+
+
+def _file_type(name: str, data: bytes) -> tuple[str, str]:
+    """Slack's ``filetype`` and ``mimetype`` of an upload: from its first bytes, else its name, else binary."""
+    for magic, filetype, mimetype in _MAGIC:
+        if data.startswith(magic):
+            return filetype, mimetype
+    if name.lower().endswith((".txt", ".log")):
+        return "text", "text/plain"
+    if name.lower().endswith(".pdf"):
+        return "pdf", "application/pdf"
+    return "binary", "application/octet-stream"
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -287,10 +312,13 @@ class SlackEmulator:
         self._session = aiohttp.ClientSession()
 
     async def stop(self) -> None:
-        """Stop serving and sending."""
+        """Stop serving and sending; open Socket Mode connections are closed first ("going away"),
+        as a server shutting down does (an open one would hold the server's shutdown up)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ws in list(self._sockets):
+            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:
@@ -320,6 +348,11 @@ class SlackEmulator:
                 "image_72": image or f"https://avatars.example/{user_id}.png",
             },
         }
+
+    def set_presence(self, user_id: str, presence: str) -> None:
+        """The member is ``active`` (connected, not idle) or ``away``, as ``users.getPresence`` reports."""
+        assert presence in ("active", "away")
+        self.users[user_id]["presence"] = presence
 
     def add_usergroup(self, group_id: str, members: list[str]) -> None:
         """A user group (``S...``) with these members."""
@@ -640,6 +673,12 @@ class SlackEmulator:
             raise SlackApiCallError("user_not_found")
         return {"user": user}
 
+    async def _m_users_getPresence(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(args.get("user", "")))
+        if user is None:
+            raise SlackApiCallError("user_not_found")
+        return {"presence": user.get("presence", "away")}
+
     async def _m_usergroups_users_list(self, args: Mapping[str, Any]) -> dict[str, Any]:
         group = self.usergroups.get(str(args.get("usergroup", "")))
         if group is None:
@@ -655,7 +694,14 @@ class SlackEmulator:
         if not name or length <= 0:
             raise SlackApiCallError("invalid_arguments")
         file_id = f"F{next(self._ids):08d}"
-        self.files[file_id] = {"id": file_id, "name": name, "length": length, "data": None, "shared": []}
+        self.files[file_id] = {
+            "id": file_id,
+            "name": name,
+            "length": length,
+            "data": None,
+            "shared": [],
+            "alt_txt": args.get("alt_txt") or None,
+        }
         return {"upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
 
     async def _upload(self, request: web.Request) -> web.Response:
@@ -668,6 +714,7 @@ class SlackEmulator:
         if len(data) != file["length"]:
             return web.Response(status=400, text="length does not match")
         file["data"] = data
+        file["filetype"], file["mimetype"] = _file_type(file["name"], data)
         return web.Response(text=f"OK - {len(data)}")
 
     async def _m_files_completeUploadExternal(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -680,27 +727,54 @@ class SlackEmulator:
             if file is None or file["data"] is None:
                 raise SlackApiCallError("file_not_found")
             file["title"] = entry.get("title") or file["name"]
-            done.append({"id": file["id"], "name": file["name"], "title": file["title"]})
-        channel_id = args.get("channel_id")
-        if channel_id:
-            channel = self._channel({"channel": channel_id})
+            done.append(
+                {
+                    "id": file["id"],
+                    "name": file["name"],
+                    "title": file["title"],
+                    "filetype": file.get("filetype", "binary"),
+                    "mimetype": file.get("mimetype", "application/octet-stream"),
+                    "size": len(file["data"]),
+                }
+            )
+        # channel_id, or channels (comma-separated ids); the initial comment wins over blocks, as Slack says
+        targets = [str(args["channel_id"])] if args.get("channel_id") else []
+        channels_arg = args.get("channels")
+        if isinstance(channels_arg, list):
+            targets += [str(c) for c in channels_arg]
+        elif channels_arg:
+            targets += [c.strip() for c in str(channels_arg).split(",") if c.strip()]
+        if args.get("thread_ts") and len(targets) > 1:
+            raise SlackApiCallError("invalid_arguments")
+        comment = str(args.get("initial_comment") or "")
+        blocks = None if comment else _json_arg(args.get("blocks"))
+        found = [self._channel({"channel": target}) for target in targets]
+        for channel in found:
             if channel.is_archived:
                 raise SlackApiCallError("is_archived")
+        for channel in found:
             message = {
                 "type": "message",
+                "subtype": "file_share",
                 "ts": self._next_ts(),
                 "user": self.bot_user_id,
                 "bot_id": self.bot_id,
-                "text": str(args.get("initial_comment") or ""),
+                "text": comment,
+                "blocks": blocks if isinstance(blocks, list) else None,
                 "files": [f["id"] for f in done],
                 "thread_ts": args.get("thread_ts") or None,
-                "mentions": mentions(str(args.get("initial_comment") or "")),
-                "seen": rendered(str(args.get("initial_comment") or "")),
+                "mentions": mentions(comment),
+                "seen": rendered(comment),
             }
             channel.messages.append(message)
             for f in done:
                 self.files[f["id"]]["shared"].append(channel.id)
         return {"files": done}
+
+    def shared_files(self, channel_id: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Each file shared into a channel, in order: (the message that shared it, the file with its bytes)."""
+        channel = self.channels[channel_id]
+        return [(m, self.files[f]) for m in channel.messages for f in m.get("files") or () if f in self.files]
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")

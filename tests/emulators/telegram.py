@@ -12,7 +12,10 @@ What it does, as the real API does it:
 - ``setWebhook``/``deleteWebhook``/``getWebhookInfo``: while a webhook is set, pending updates are POSTed
   to it in order with ``X-Telegram-Bot-Api-Secret-Token``; one that is not answered 2xx is retried.
 - ``sendMessage``, ``sendPhoto``, ``sendDocument`` (multipart upload, ``attach://``, file_id or URL),
-  ``sendChatAction``, ``editMessageText``, ``deleteMessage``, ``getFile`` and ``/file/bot<token>/<path>``.
+  ``sendChatAction``, ``editMessageText``, ``deleteMessage``, ``getFile`` and ``/file/bot<token>/<path>``;
+  inline keyboards (``reply_markup``, ``callback_data`` of 1-64 bytes or ``BUTTON_DATA_INVALID``), a tap
+  as a ``callback_query`` update (:meth:`TelegramEmulator.customer_presses`), ``answerCallbackQuery``
+  (once per query) and ``editMessageReplyMarkup``.
   HTML text is parsed as strictly as Telegram does (:mod:`tests.emulators.telegram_html`) and the limits
   are checked (4096 characters of text, 1024 of caption, after entity parsing).
 - Errors in the Bot API's shape (``{"ok": false, "error_code", "description", "parameters"}``): blocked
@@ -149,6 +152,8 @@ class TelegramEmulator:
         self.all_updates: list[dict[str, Any]] = []  # every update ever queued
         self.files: dict[str, StoredFile] = {}
         self.chat_messages: dict[int, dict[int, dict[str, Any]]] = {}  # chat id -> message id -> message
+        self.open_queries: set[str] = set()  # callback queries not answered yet
+        self.answered_queries: list[str] = []
         self.webhook: dict[str, Any] | None = None
         self.webhook_retry_delay = 0.1
         self.duplicate_webhook_deliveries = False  # POST each update twice (a lost acknowledgement)
@@ -160,6 +165,7 @@ class TelegramEmulator:
         self._outage: tuple[ApiError, frozenset[str] | None] | None = None
         self._changed = asyncio.Condition()
         self._poll_generation = 0
+        self._stopping = False  # set by stop(): a long poll answers at once instead of holding the shutdown
         self._runner: web.AppRunner | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -187,8 +193,11 @@ class TelegramEmulator:
         self._http = aiohttp.ClientSession()
 
     async def stop(self) -> None:
-        """Stop the webhook sender and the server."""
+        """Stop the webhook sender and the server; long polls still waiting answer at once, as the server's
+        shutdown would otherwise wait them out (up to their ``timeout``) while a desk still polls."""
         self._hang.set()
+        self._stopping = True
+        await self._notify()
         await self._stop_webhook_sender()
         if self._http is not None:
             await self._http.close()
@@ -651,11 +660,13 @@ class TelegramEmulator:
         def ready() -> list[dict[str, Any]]:
             return [u for u in self.updates if not allowed or any(k in u for k in allowed)][:limit]
 
-        if not ready() and timeout:
+        if not ready() and timeout and not self._stopping:
             async with self._changed:
                 try:
                     await asyncio.wait_for(
-                        self._changed.wait_for(lambda: bool(ready()) or self._poll_generation != generation),
+                        self._changed.wait_for(
+                            lambda: bool(ready()) or self._poll_generation != generation or self._stopping
+                        ),
                         timeout,
                     )
                 except TimeoutError:
@@ -708,15 +719,89 @@ class TelegramEmulator:
             info["last_error_date"] = int(time.time())
         return info
 
+    def _markup(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """An ``inline_keyboard`` reply markup, checked as Telegram does: rows of buttons with a text and
+        ``callback_data`` of 1-64 bytes (or a ``url``); other markups are kept as given."""
+        markup = self._json_param(params, "reply_markup")
+        if markup is None:
+            return None
+        if not isinstance(markup, dict):
+            raise bad_request("can't parse reply keyboard markup JSON object")
+        keyboard = markup.get("inline_keyboard")
+        if keyboard is None:
+            return markup
+        if not isinstance(keyboard, list) or not all(isinstance(row, list) for row in keyboard):
+            raise bad_request(
+                'field "inline_keyboard" of the InlineKeyboardMarkup must be an Array of Arrays'
+            )
+        for row in keyboard:
+            for button in row:
+                if not isinstance(button, dict) or not str(button.get("text") or "").strip():
+                    raise bad_request("text buttons are unallowed in the inline keyboard")
+                data = button.get("callback_data")
+                if data is None and not button.get("url"):
+                    raise bad_request(
+                        "can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard"
+                    )
+                if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                    raise bad_request("BUTTON_DATA_INVALID")
+        return markup
+
+    async def customer_presses(self, user: dict[str, Any], message_id: int, text: str) -> dict[str, Any]:
+        """The user taps the inline button ``text`` of the bot's message ``message_id``: queues the
+        ``callback_query`` update Telegram sends (with the message and the button's ``callback_data``)."""
+        message = self.chat_messages[user["id"]][message_id]
+        buttons = [b for row in message["reply_markup"]["inline_keyboard"] for b in row]
+        button = next(b for b in buttons if b["text"] == text)
+        query = {
+            "id": str(next(self._update_ids) * 1000 + 7),
+            "from": user,
+            "message": message,
+            "chat_instance": f"-{user['id']}00",
+            "data": button["callback_data"],
+        }
+        self.open_queries.add(query["id"])
+        await self.add_update({"callback_query": query})
+        return query
+
+    async def _m_answercallbackquery(self, params: dict[str, Any], files: dict[str, StoredUpload]) -> Any:
+        query_id = str(params.get("callback_query_id") or "")
+        if query_id not in self.open_queries:
+            raise bad_request("query is too old and response timeout expired or query ID is invalid")
+        self.open_queries.discard(query_id)
+        self.answered_queries.append(query_id)
+        return True
+
+    async def _m_editmessagereplymarkup(self, params: dict[str, Any], files: dict[str, StoredUpload]) -> Any:
+        chat_id = self._chat_id(params)
+        message_id = self._int_param(params, "message_id")
+        original = self.chat_messages.get(chat_id, {}).get(message_id or 0)
+        if original is None or original.get("from", {}).get("id") != self.bot_user["id"]:
+            raise bad_request("message to edit not found")
+        markup = self._markup(params)
+        if markup == original.get("reply_markup"):
+            raise bad_request(
+                "message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message"
+            )
+        edited = {**original, "edit_date": int(time.time())}
+        edited.pop("reply_markup", None)
+        if markup and markup.get("inline_keyboard"):
+            edited["reply_markup"] = markup
+        self.chat_messages[chat_id][original["message_id"]] = edited
+        return edited
+
     async def _m_sendmessage(self, params: dict[str, Any], files: dict[str, StoredUpload]) -> Any:
         chat_id = self._chat_id(params)
         text, entities = self._formatted(params, "text", MAX_TEXT)
         if not text.strip():
             raise bad_request("message text is empty")
+        markup = self._markup(params)
         message = self._outgoing(chat_id, params)
         message["text"] = text
         if entities:
             message["entities"] = entities
+        if markup and markup.get("inline_keyboard"):
+            message["reply_markup"] = markup
         self.chat_messages.setdefault(chat_id, {})[message["message_id"]] = message
         return message
 

@@ -5,6 +5,9 @@ The channel is pointed at it with its ``api_base`` setting. What it does, as the
 - ``POST /{version}/{phone_number_id}/messages`` with a bearer token (a wrong one: 401, ``OAuthException``
   code 190): text, image/document/audio/video by ``link`` or uploaded ``id``, interactive, reaction,
   template (only approved templates in an approved language: 132001 otherwise) and "mark as read"
+  (interactive reply buttons and lists are checked against the platform's limits, 131009 with the
+  details of what is wrong: see :func:`interactive_problem`; a reaction must point at a message a
+  customer sent)
   (``{"status": "read", "message_id"}``). An accepted message answers ``{"messaging_product", "contacts",
   "messages": [{"id": "wamid..."}]}``.
 - The 24-hour window: a free-form message to a customer who has not written for 24 hours (or never) is
@@ -17,7 +20,8 @@ The channel is pointed at it with its ``api_base`` setting. What it does, as the
   "details"}, "fbtrace_id"}}``: switches to inject 130429 (throughput), 131056 (pair rate), 131026
   (undeliverable), 131047 (window), other codes, 5xx and hangs, and an outage until the test ends it.
 - The webhook: the customer's messages (every type the channel reads) and the statuses of sent messages
-  (``sent``, ``delivered``, ``read``; ``failed`` with its errors) are POSTed to the configured URL, signed with
+  (``sent``, ``delivered``, ``read``; ``failed`` with its errors: 131026 for ``undeliverable_async``,
+  131047 for ``window_closes_async``, the window the platform closed before relaydesk's clock did) are POSTed to the configured URL, signed with
   ``X-Hub-Signature-256`` (HMAC-SHA256 of the raw body with the app secret), after ``status_delay``
   seconds for statuses; one not answered 200 is retried. The verification GET is made by :meth:`verify`.
 
@@ -60,6 +64,7 @@ ERRORS: dict[int, tuple[int, str, str]] = {
         "replied to this number.",
     ),
     132001: (404, "(#132001) Template name does not exist in the translation", "template name not found"),
+    131009: (400, "(#131009) Parameter value is not valid", "Parameter value is not valid"),
     131051: (400, "(#131051) Unsupported message type", "Message type is not currently supported."),
     100: (400, "(#100) Invalid parameter", "Invalid parameter"),
     1: (500, "An unknown error occurred", ""),
@@ -71,8 +76,11 @@ ERRORS: dict[int, tuple[int, str, str]] = {
 class GraphError(Exception):
     """An error answer of the Graph API."""
 
-    def __init__(self, code: int, status: int | None = None, message: str | None = None) -> None:
-        default_status, default_message, self.details = ERRORS.get(code, (400, f"(#{code}) Error", ""))
+    def __init__(
+        self, code: int, status: int | None = None, message: str | None = None, details: str | None = None
+    ) -> None:
+        default_status, default_message, default_details = ERRORS.get(code, (400, f"(#{code}) Error", ""))
+        self.details = details if details is not None else default_details
         super().__init__(message or default_message)
         self.code = code
         self.status = status or default_status
@@ -91,6 +99,82 @@ class GraphError(Exception):
         if self.status >= 500:
             error["is_transient"] = True
         return {"error": error}
+
+
+def _length(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, str) and low <= len(value) <= high
+
+
+def interactive_problem(interactive: Any) -> str:
+    """What the Cloud API refuses in an ``interactive`` object (reply buttons or a list), as the details of
+    its 131009 error; "" when it is valid. The limits: a body of 1-1024 characters with buttons (4096 with
+    a list), 1-3 reply buttons with unique ids (up to 256 characters) and unique titles of 1-20
+    characters; a list's button label of 1-20 characters, 1-10 sections (titled when more than one, up to
+    24 characters), 1-10 rows in all with unique ids (up to 200 characters), titles of 1-24 and
+    descriptions of up to 72 characters; a header and a footer of up to 60 characters."""
+    if not isinstance(interactive, dict):
+        return "Param interactive is required"
+    kind = interactive.get("type")
+    if kind not in ("button", "list"):
+        return f"Interactive type {kind!r} is not supported here"
+    body = interactive.get("body")
+    body_max = 1024 if kind == "button" else 4096
+    if not isinstance(body, dict) or not _length(body.get("text"), 1, body_max):
+        return f"Body text length invalid. Min length: 1, Max length: {body_max}"
+    footer = interactive.get("footer")
+    if footer is not None and not (isinstance(footer, dict) and _length(footer.get("text"), 1, 60)):
+        return "Footer text length invalid. Min length: 1, Max length: 60"
+    header = interactive.get("header")
+    if header is not None and not (isinstance(header, dict) and _length(header.get("text"), 1, 60)):
+        return "Header text length invalid. Min length: 1, Max length: 60"
+    action = interactive.get("action")
+    if not isinstance(action, dict):
+        return "Param interactive['action'] is required"
+    if kind == "button":
+        buttons = action.get("buttons")
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+            return "Invalid buttons count. Min allowed buttons: 1, Max allowed buttons: 3"
+        ids, titles = [], []
+        for button in buttons:
+            reply = button.get("reply") if isinstance(button, dict) else None
+            if not isinstance(button, dict) or button.get("type") != "reply" or not isinstance(reply, dict):
+                return "Button type must be reply"
+            if not _length(reply.get("id"), 1, 256):
+                return "Button id length invalid. Min length: 1, Max length: 256"
+            if not _length(reply.get("title"), 1, 20):
+                return "Button title length invalid. Min length: 1, Max length: 20"
+            ids.append(reply["id"])
+            titles.append(reply["title"])
+        if len(set(ids)) != len(ids):
+            return "Button ids must be unique"
+        if len(set(titles)) != len(titles):
+            return "Button title must be unique"
+        return ""
+    if not _length(action.get("button"), 1, 20):
+        return "Button text length invalid. Min length: 1, Max length: 20"
+    sections = action.get("sections")
+    if not isinstance(sections, list) or not 1 <= len(sections) <= 10:
+        return "Invalid sections count. Min allowed sections: 1, Max allowed sections: 10"
+    row_ids: list[str] = []
+    for section in sections:
+        if not isinstance(section, dict) or not isinstance(section.get("rows"), list):
+            return "Param interactive['action']['sections'][0]['rows'] is required"
+        title = section.get("title")
+        if (len(sections) > 1 or title is not None) and not _length(title, 1, 24):
+            return "Section title length invalid. Min length: 1, Max length: 24"
+        for row in section["rows"]:
+            if not isinstance(row, dict) or not _length(row.get("id"), 1, 200):
+                return "Row id length invalid. Min length: 1, Max length: 200"
+            if not _length(row.get("title"), 1, 24):
+                return "Row title length invalid. Min length: 1, Max length: 24"
+            if "description" in row and not _length(row["description"], 0, 72):
+                return "Row description length invalid. Max length: 72"
+            row_ids.append(row["id"])
+    if not 1 <= len(row_ids) <= 10:
+        return "Total row count exceed max allowed count: 10" if row_ids else "Rows are required"
+    if len(set(row_ids)) != len(row_ids):
+        return "Row ids must be unique"
+    return ""
 
 
 @dataclass
@@ -154,11 +238,15 @@ class WhatsAppEmulator:
         self.read_marks: list[str] = []
         self.media: dict[str, Media] = {}
         self.last_inbound: dict[str, float] = {}  # wa_id -> emulator time of their last message
+        self.customer_message_ids: set[str] = set()  # what a reaction may point at
         self.templates: dict[str, dict[str, str]] = {}  # name -> language code -> body with {{1}}...
         self.pair_interval = 0.0  # refuse a second message to one customer sooner than this (131056)
         self.status_delay = 0.05
         self.read_statuses = False  # also send "read" after "delivered"
         self.undeliverable_async: set[str] = set()  # wa_ids whose messages fail later (status 131026)
+        # wa_ids whose free-form messages are accepted, then fail in a status with 131047 (the platform's
+        # window closed before relaydesk's clock said so), until the customer writes again
+        self.window_closes_async: set[str] = set()
         self.duplicate_webhooks = False
         self.offset = 0.0  # seconds added to the clock (see advance)
         self._last_to: dict[str, float] = {}
@@ -307,12 +395,41 @@ class WhatsAppEmulator:
             message[kind] = content
         if context:
             message["context"] = {"from": self.display_phone_number, "id": context}
+        self.customer_message_ids.add(message["id"])
         self.last_inbound[wa_id] = self.now()
+        self.window_closes_async.discard(wa_id)
         body = self._envelope(
             {"contacts": [{"profile": {"name": name}, "wa_id": wa_id}], "messages": [message]}
         )
         await self.post_webhook("message", body)
         return message
+
+    def choices_of(self, message_id: str) -> list[tuple[str, str]]:
+        """The (id, title) of each button or list row of the interactive message ``message_id`` sent."""
+        sent = next(m for m in self.sent if m["id"] == message_id)
+        interactive = sent["interactive"]
+        action = interactive["action"]
+        if interactive["type"] == "button":
+            return [(b["reply"]["id"], b["reply"]["title"]) for b in action["buttons"]]
+        return [(r["id"], r["title"]) for section in action["sections"] for r in section["rows"]]
+
+    async def customer_presses(self, wa_id: str, name: str, message_id: str, title: str) -> dict[str, Any]:
+        """The customer taps the button (or list row) titled ``title`` of the interactive message
+        ``message_id``: its reply comes to the webhook as Meta sends it (``button_reply`` / ``list_reply``)."""
+        sent = next(m for m in self.sent if m["id"] == message_id and m["to"] == wa_id)
+        kind = sent["interactive"]["type"]
+        choice = next((i, t) for i, t in self.choices_of(message_id) if t == title)
+        rows = [r for s in sent["interactive"]["action"].get("sections", []) for r in s["rows"]]
+        reply: dict[str, Any] = {"id": choice[0], "title": choice[1]}
+        for row in rows:
+            if row["id"] == choice[0] and row.get("description"):
+                reply["description"] = row["description"]
+        content = (
+            {"type": "button_reply", "button_reply": reply}
+            if kind == "button"
+            else {"type": "list_reply", "list_reply": reply}
+        )
+        return await self.customer_sends(wa_id, name, "interactive", content, context=message_id)
 
     async def customer_sends_media(
         self, wa_id: str, name: str, kind: str, data: bytes, mime_type: str, **extra: Any
@@ -381,16 +498,19 @@ class WhatsAppEmulator:
             item["errors"] = errors
         return self._envelope({"statuses": [item]})
 
-    def _later_statuses(self, message_id: str, wa_id: str) -> None:
+    def _later_statuses(self, message_id: str, wa_id: str, fails: int | None = None) -> None:
         async def send() -> None:
             await asyncio.sleep(self.status_delay)
-            if wa_id in self.undeliverable_async:
-                error = GraphError(131026)
+            if fails is not None:
+                error = GraphError(fails)
+                title = {131026: "Message undeliverable", 131047: "Re-engagement message"}.get(
+                    fails, error.message
+                )
                 errors = [
                     {
-                        "code": 131026,
-                        "title": "Message undeliverable",
-                        "message": "Message undeliverable",
+                        "code": fails,
+                        "title": title,
+                        "message": title,
                         "error_data": {"details": error.details},
                     }
                 ]
@@ -427,6 +547,10 @@ class WhatsAppEmulator:
                 out.append(f"template:{t['name']}:{t['language']['code']}:{'|'.join(variables)}")
             elif kind in ("image", "document", "audio", "video", "sticker"):
                 out.append(f"{kind}:{m[kind].get('caption', '')}")
+            elif kind == "interactive":
+                out.append(f"interactive:{m['interactive']['type']}:{m['interactive']['body']['text']}")
+            elif kind == "reaction":
+                out.append(f"reaction:{m['reaction']['emoji']}")
             else:
                 out.append(kind)
         return out
@@ -493,7 +617,17 @@ class WhatsAppEmulator:
                 return self._error(call, GraphError(100, message="(#100) Invalid parameter: media id"))
             if "id" not in media and "link" not in media:
                 return self._error(call, GraphError(100, message=f"(#100) {kind} needs id or link"))
-        elif kind not in ("interactive", "reaction", "location", "contacts"):
+        elif kind == "interactive":
+            problem = interactive_problem(body.get("interactive"))
+            if problem:
+                return self._error(call, GraphError(131009, message=None, details=problem))
+        elif kind == "reaction":
+            reaction = body.get("reaction")
+            if not isinstance(reaction, dict) or not isinstance(reaction.get("emoji"), str):
+                return self._error(call, GraphError(100, message="(#100) Invalid parameter: reaction"))
+            if reaction.get("message_id") not in self.customer_message_ids:
+                return self._error(call, GraphError(131009, details="Invalid message_id for reaction"))
+        elif kind not in ("location", "contacts"):
             return self._error(call, GraphError(131051))
         now = self.now()
         if kind != "template" and now - self.last_inbound.get(to, float("-inf")) > WINDOW_SECONDS:
@@ -509,7 +643,10 @@ class WhatsAppEmulator:
             "contacts": [{"input": to, "wa_id": to}],
             "messages": [{"id": message_id}],
         }
-        self._later_statuses(message_id, to)
+        fails = 131026 if to in self.undeliverable_async else None
+        if kind != "template" and to in self.window_closes_async:
+            fails = 131047
+        self._later_statuses(message_id, to, fails)
         return web.json_response(call.response)
 
     def _take_injected(self) -> Injected | None:

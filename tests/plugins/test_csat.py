@@ -114,7 +114,7 @@ async def test_a_reply_that_is_not_a_score_is_an_ordinary_message(
 
 
 async def test_a_telegram_customer_is_asked_in_chinese(
-    sqlite_url: str, make_desk: DeskFactory, telegram: TelegramEmulator
+    telegram: TelegramEmulator, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
     from tests.bridge.channels.telegram.conftest import ENV, doubles_yaml
 
@@ -133,6 +133,39 @@ async def test_a_telegram_customer_is_asked_in_chinese(
     await telegram.wait_for(lambda: ZH.ask_comment in telegram.texts_to(2002))
     await _settle(desk)
     assert (await Conversation.get(id=1)).satisfaction == 5
+
+
+async def test_on_telegram_the_scores_are_buttons_and_a_press_records_the_score_once(
+    sqlite_url: str, make_desk: DeskFactory, telegram: TelegramEmulator
+) -> None:
+    from tests.bridge.channels.telegram.conftest import ENV, doubles_yaml
+
+    desk = await make_desk(
+        sqlite_url, doubles_yaml(telegram) + '  - csat: {use: "plugins.csat:CsatPlugin"}\n', environ=ENV
+    )
+    workspace = desk.plugins["desk"]
+    assert isinstance(workspace, MemoryWorkspace)
+    user = telegram.user(2003, "Jo")
+    await telegram.customer_sends(user, "Where is my parcel?")
+    await workspace.posts.wait_for(lambda items: any(p.text == "Where is my parcel?" for _, p in items))
+    await workspace.agent_writes(workspace.room_of("2003").room_id, "!close")
+    await telegram.wait_for(lambda: QUESTION in telegram.texts_to(2003))
+    [survey] = telegram.bot_messages(2003)
+    keyboard = survey["reply_markup"]["inline_keyboard"]
+    assert [b["text"] for row in keyboard for b in row] == EN.labels()  # one score per row (long titles)
+    assert [b["callback_data"] for row in keyboard for b in row] == [f"csat:{n}" for n in range(1, 6)]
+
+    query = await telegram.customer_presses(user, survey["message_id"], "5 very happy")
+    await telegram.wait_for(lambda: EN.ask_comment in telegram.texts_to(2003))
+    await telegram.wait_for(lambda: query["id"] in telegram.answered_queries)  # the spinner stopped
+    await telegram.wait_for(lambda: "reply_markup" not in telegram.bot_messages(2003)[0])  # pressed once
+    await telegram.customer_sends(user, "Quick and friendly")
+    await telegram.wait_for(lambda: EN.thanks in telegram.texts_to(2003))
+    await _settle(desk)
+    rated = await Conversation.get(id=1)
+    assert (rated.satisfaction, rated.satisfaction_comment) == (5, "Quick and friendly")
+    stats = await desk.plugins["csat"].stats()  # type: ignore[attr-defined]
+    assert stats["answers"] == 1 and stats["by_score"][5] == 1
 
 
 async def test_the_nps_option_asks_zero_to_ten_and_reports_the_score(
@@ -196,7 +229,23 @@ async def test_on_whatsapp_the_survey_goes_as_text_in_the_window_and_as_the_temp
         await _settle(desk)
 
         await workspace.agent_writes(workspace.room_of("4915100000001").room_id, "!close")
-        await whatsapp.wait_for(lambda: whatsapp.texts_to("4915100000001") == [QUESTION])  # in the window
+        # in the window: the text, with the scores as a list to pick from (five are too many for buttons)
+        await whatsapp.wait_for(
+            lambda: whatsapp.texts_to("4915100000001") == [f"interactive:list:{QUESTION}"]
+        )
+        [survey] = whatsapp.messages_to("4915100000001")
+        assert survey["interactive"]["action"]["button"] == EN.menu
+        assert whatsapp.choices_of(survey["id"]) == [(f"csat:{n}", t) for n, t in enumerate(EN.labels(), 1)]
+        await whatsapp.customer_presses("4915100000001", "Ana", survey["id"], "4 happy")
+        await whatsapp.wait_for(lambda: whatsapp.texts_to("4915100000001")[1:] == [EN.ask_comment])
+        await _settle(desk)
+        assert (await Conversation.get(id=1)).satisfaction == 4  # the press counts like a typed 4
+        # the list can be opened again: another press changes the score (it is not taken for a comment)
+        await whatsapp.customer_presses("4915100000001", "Ana", survey["id"], "5 very happy")
+        await _settle(desk)
+        rated = await Conversation.get(id=1)
+        assert rated.satisfaction == 5 and not rated.satisfaction_comment
+        assert len(whatsapp.texts_to("4915100000001")) == 2  # nothing more said
 
         whatsapp.advance(WINDOW_SECONDS + 3600)  # Ben's case is closed a day and an hour later
         await workspace.agent_writes(workspace.room_of("4915100000002").room_id, "!close")

@@ -1,14 +1,16 @@
 """The EventBus contract (storage/bus/base.py), checked against every implementation.
 
 Backends: ``memory`` (no journal), ``memory+journal`` (MemoryBus on a DbJournal in a temporary SQLite
-file) and ``redis`` (RedisStreamsBus on a unique key prefix, removed afterwards). Tests that only make
-sense for some backends are parametrised over those only: the plain memory bus keeps nothing across
-a restart, and leases and reclaiming exist only on Redis.
+file), ``redis`` (RedisStreamsBus on a unique key prefix, removed afterwards) and ``redis-cluster`` (the
+same on the session's three-master Redis Cluster, tests/redis_cluster.py, through redis-py's cluster
+client). Tests that only make sense for some backends are parametrised over those only: the plain
+memory bus keeps nothing across a restart, and leases and reclaiming exist only on Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 import uuid
@@ -18,21 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from tortoise import Tortoise
 
 from storage.bus import BusEntry, DbJournal, EventBus, MemoryBus, RedisStreamsBus, partition_of
 from storage.db import tortoise_config
+from storage.redis_client import AnyRedis, connect
+from tests.redis_cluster import node_of
 from tests.services import require_redis
 
 MEMORY = "memory"
 JOURNAL = "memory+journal"
 REDIS = "redis"
+CLUSTER = "redis-cluster"
 
 _PARAMS = {
     MEMORY: pytest.param(MEMORY, id=MEMORY),
     JOURNAL: pytest.param(JOURNAL, id=JOURNAL),
     REDIS: pytest.param(REDIS, id=REDIS, marks=pytest.mark.redis),
+    CLUSTER: pytest.param(CLUSTER, id=CLUSTER, marks=pytest.mark.redis),
 }
 
 
@@ -41,9 +47,9 @@ def backends(*names: str) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("backend", [_PARAMS[name] for name in names], indirect=True)
 
 
-EVERY_BACKEND = backends(MEMORY, JOURNAL, REDIS)
-DURABLE_BACKENDS = backends(JOURNAL, REDIS)  # the plain memory bus keeps nothing across a restart
-REDIS_ONLY = backends(REDIS)
+EVERY_BACKEND = backends(MEMORY, JOURNAL, REDIS, CLUSTER)
+DURABLE_BACKENDS = backends(JOURNAL, REDIS, CLUSTER)  # the plain memory bus keeps nothing across a restart
+REDIS_ONLY = backends(REDIS, CLUSTER)
 
 AnyBus = MemoryBus | RedisStreamsBus  # both also have abort(), to simulate a crash
 
@@ -51,13 +57,13 @@ AnyBus = MemoryBus | RedisStreamsBus  # both also have abort(), to simulate a cr
 class Backend:
     """Builds buses on one store and cleans the store up afterwards."""
 
-    def __init__(self, kind: str, tmp_path: Path) -> None:
+    def __init__(self, kind: str, tmp_path: Path, redis_url: str = "") -> None:
         self.kind = kind
         self.tmp_path = tmp_path
         self.buses: list[AnyBus] = []
-        self.redis_url = ""
+        self.redis_url = redis_url
         self.prefix = f"relaydesk-test-{uuid.uuid4().hex[:12]}"
-        self._redis: Redis | None = None
+        self._redis: AnyRedis | None = None
 
     async def setup(self) -> None:
         if self.kind == JOURNAL:
@@ -65,7 +71,9 @@ class Backend:
             await Tortoise.generate_schemas()
         elif self.kind == REDIS:
             self.redis_url = require_redis()
-            self._redis = Redis.from_url(self.redis_url, decode_responses=True)
+            self._redis = connect(self.redis_url)
+        elif self.kind == CLUSTER:
+            self._redis = connect(self.redis_url, cluster=True)
 
     async def teardown(self) -> None:
         for bus in self.buses:
@@ -73,23 +81,30 @@ class Backend:
         if self.kind == JOURNAL:
             await Tortoise.close_connections()
         elif self._redis is not None:
-            keys = [key async for key in self._redis.scan_iter(match=f"{self.prefix}:*")]
-            if keys:
-                await self._redis.delete(*keys)
+            # the partition keys start with their hash tag ({prefix:pN}); SCAN visits every cluster node
+            for pattern in (f"{self.prefix}:*", "{" + self.prefix + ":*"):
+                async for key in self._redis.scan_iter(match=pattern):
+                    await self._redis.delete(key)
             await self._redis.aclose()
 
     @property
-    def redis(self) -> Redis:
-        """A plain client on the test database (Redis backend only)."""
+    def redis(self) -> AnyRedis:
+        """A plain client on the test database or cluster (Redis backends only)."""
         assert self._redis is not None
         return self._redis
 
     def make(self, partitions: int = 16, **options: Any) -> AnyBus:
         """A new, unstarted bus on this backend's store (the same store for every call)."""
         bus: AnyBus
-        if self.kind == REDIS:
+        if self.kind in (REDIS, CLUSTER):
             options.setdefault("lease_ttl", 2.0)
-            bus = RedisStreamsBus(self.redis_url, prefix=self.prefix, partitions=partitions, **options)
+            bus = RedisStreamsBus(
+                self.redis_url,
+                prefix=self.prefix,
+                partitions=partitions,
+                cluster=self.kind == CLUSTER,
+                **options,
+            )
         else:
             options.pop("lease_ttl", None)
             journal = DbJournal() if self.kind == JOURNAL else None
@@ -102,16 +117,18 @@ class Backend:
         """Unacknowledged entries as the store itself sees them (journal rows / stream entries)."""
         if self.kind == JOURNAL:
             return len(await DbJournal().load())
-        if self.kind == REDIS:
-            partitions = max(bus.partitions for bus in self.buses)
-            return sum([await self.redis.xlen(f"{self.prefix}:p{p}") for p in range(partitions)])
+        if self.kind in (REDIS, CLUSTER):
+            bus = max(self.buses, key=lambda bus: bus.partitions)
+            assert isinstance(bus, RedisStreamsBus)
+            return sum([await self.redis.xlen(bus.stream_key(p)) for p in range(bus.partitions)])
         raise AssertionError("the plain memory bus has no store")
 
 
 @pytest.fixture
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     """The backend named by the test's parametrisation, set up and torn down around the test."""
-    store = Backend(request.param, tmp_path)
+    cluster_url = request.getfixturevalue("redis_cluster_url") if request.param == CLUSTER else ""
+    store = Backend(request.param, tmp_path, cluster_url)
     await store.setup()
     try:
         yield store
@@ -369,7 +386,6 @@ class TestEventBusContract:
 
     @REDIS_ONLY
     async def test_a_dead_workers_pending_entries_are_reclaimed_in_order(self, backend: Backend) -> None:
-        assert backend.kind == REDIS
         dead = backend.make(partitions=4, lease_ttl=1.0)
         assert isinstance(dead, RedisStreamsBus)
         key = "conv-x"
@@ -492,3 +508,41 @@ class TestEventBusContract:
         for partition in range(8):
             summary = await backend.redis.xpending(one.stream_key(partition), one.group)
             assert summary["pending"] == 0
+
+    @REDIS_ONLY
+    async def test_what_a_stream_of_an_earlier_version_holds_is_handled_first_in_order(
+        self, backend: Backend
+    ) -> None:
+        # before the hash tags a partition's stream was `prefix:pN`: entries accepted before an upgrade
+        bus = backend.make(partitions=4, lease_ttl=1.0)
+        assert isinstance(bus, RedisStreamsBus)
+        key = "conv-upgrade"
+        legacy = bus.legacy_stream_key(partition_of(key, 4))
+        for seq in range(3):
+            await backend.redis.xadd(legacy, {"k": key, "d": json.dumps({"seq": seq})})
+        for seq in range(3, 5):
+            await bus.publish(key, {"seq": seq})
+        handled: list[int] = []
+
+        async def record(entry: BusEntry) -> None:
+            handled.append(entry.payload["seq"])
+
+        await bus.start(record)
+        assert await bus.wait_idle(timeout=10)
+        await wait_until(lambda: len(handled) == 5, within=10, what="every entry")
+        assert handled == [0, 1, 2, 3, 4]
+        assert not await backend.redis.exists(legacy)
+
+    @backends(CLUSTER)
+    async def test_on_a_cluster_a_partitions_keys_share_a_slot_and_partitions_spread_over_nodes(
+        self, backend: Backend
+    ) -> None:
+        bus = backend.make(partitions=16)
+        assert isinstance(bus, RedisStreamsBus)
+        client = backend.redis
+        assert isinstance(client, RedisCluster)
+        await client.initialize()  # learn which node holds which slots
+        for partition in range(16):
+            assert client.keyslot(bus.stream_key(partition)) == client.keyslot(bus.lease_key(partition))
+        nodes = {node_of(client, bus.stream_key(p)) for p in range(16)}
+        assert len(nodes) == 3  # the three masters each hold some partitions

@@ -31,10 +31,20 @@ class Heard:
         return self.messages
 
 
-@pytest.fixture
-async def two_workers(redis_prefix: tuple[str, str]) -> AsyncIterator[tuple[RedisFanout, RedisFanout]]:
+@pytest.fixture(params=["redis", "redis-cluster"])
+def fanout_redis(request: pytest.FixtureRequest, redis_prefix: tuple[str, str]) -> tuple[str, str, bool]:
+    """URL, prefix and whether it is a cluster: the test Redis, or a node of the session's Redis Cluster."""
     url, prefix = redis_prefix
-    one, two = RedisFanout(url, prefix), RedisFanout(url, prefix)
+    if request.param == "redis-cluster":
+        return request.getfixturevalue("redis_cluster_url"), prefix, True
+    return url, prefix, False
+
+
+@pytest.fixture
+async def two_workers(fanout_redis: tuple[str, str, bool]) -> AsyncIterator[tuple[RedisFanout, RedisFanout]]:
+    url, prefix, cluster = fanout_redis
+    # on a cluster each worker's client subscribes on whichever node it picks: a PUBLISH reaches every node
+    one, two = RedisFanout(url, prefix, cluster=cluster), RedisFanout(url, prefix, cluster=cluster)
     await one.start()
     await two.start()
     yield one, two
@@ -72,10 +82,10 @@ async def test_after_unsubscribing_nothing_more_arrives(two_workers: tuple[Redis
 
 
 async def test_garbage_on_the_channel_is_skipped(
-    two_workers: tuple[RedisFanout, RedisFanout], redis_prefix: tuple[str, str]
+    two_workers: tuple[RedisFanout, RedisFanout], fanout_redis: tuple[str, str, bool]
 ) -> None:
     one, _two = two_workers
-    url, prefix = redis_prefix
+    url, prefix, _cluster = fanout_redis
     heard = Heard()
     await one.subscribe("t", heard)
     client = aioredis.from_url(url)

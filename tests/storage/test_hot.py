@@ -323,3 +323,92 @@ async def test_a_hot_statement_never_joins_another_tasks_transaction(db: None) -
     # the other task's rollback took only its own row with it
     assert await BusJournalEntry.filter(id=entry_id).exists()
     assert not await Customer.filter(display_name="rolled back").exists()
+
+
+async def test_the_identity_is_found_with_its_customer_and_open_conversation_if_any(db: None) -> None:
+    assert await hot.identity_state("telegram", "1001") is None  # never seen
+    alice, identity = await _alice()
+    found = await hot.identity_state("telegram", "1001")
+    assert found is not None and found[2] is None  # known, no open conversation
+    assert (found[0].id, found[1].id, found[1].attributes) == (identity.id, alice.id, {"order": "42"})
+    await Conversation.create(customer=alice, identity=identity, state=ConversationState.CLOSED)
+    newer = await Conversation.create(customer=alice, identity=identity, state=ConversationState.QUEUED)
+    found = await hot.identity_state("telegram", "1001")
+    assert found is not None and found[2] is not None
+    assert (found[2].id, found[2].state) == (newer.id, ConversationState.QUEUED)
+
+
+async def test_a_new_customer_identity_and_conversation_are_one_step(db: None) -> None:
+    at = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    customer, identity, conversation = await hot.create_customer(
+        {"display_name": "Bo", "attributes": {"order": "7"}, "timezone": "Europe/Berlin", "bus_key": "tg:9"},
+        {"channel": "telegram", "external_id": "9", "display_name": "Bo"},
+        {"state": ConversationState.BOT, "last_customer_message_at": at},
+    )
+    stored = await Customer.get(id=customer.id)
+    assert (stored.display_name, stored.attributes, stored.timezone, stored.bus_key) == (
+        "Bo",
+        {"order": "7"},
+        "Europe/Berlin",
+        "tg:9",
+    )
+    assert (await Identity.get(id=identity.id)).customer_id == customer.id == identity.customer_id
+    row = await Conversation.get(id=conversation.id)
+    assert (row.customer_id, row.identity_id, row.state, row.room_id) == (
+        customer.id,
+        identity.id,
+        ConversationState.BOT,
+        None,
+    )
+    assert row.last_customer_message_at == at == conversation.last_customer_message_at
+    assert conversation.identity_id == identity.id and conversation.customer_id == customer.id
+
+    # the same identity again (another worker was faster): nothing of the second attempt stays
+    with pytest.raises(IntegrityError):
+        await hot.create_customer(
+            {"display_name": "Bo again"},
+            {"channel": "telegram", "external_id": "9"},
+            {"state": ConversationState.BOT},
+        )
+    assert await Customer.all().count() == 1 and await Conversation.all().count() == 1
+
+    # while another task holds the connection in a transaction, it waits (SQLite) and still works
+    async with another_task_in_a_transaction():
+        creating = asyncio.create_task(
+            hot.create_customer(
+                {"display_name": "Cy"},
+                {"channel": "sms", "external_id": "+1"},
+                {"state": ConversationState.BOT},
+            )
+        )
+        await waits_on_sqlite(creating)
+    cy, cy_identity, cy_conversation = await creating
+    assert (await Conversation.get(id=cy_conversation.id)).identity_id == cy_identity.id
+    assert (await Identity.get(id=cy_identity.id)).customer_id == cy.id
+
+
+async def test_a_conversation_is_read_with_its_bound_room_and_its_customers_room(db: None) -> None:
+    alice, identity = await _alice()
+    conversation = await Conversation.create(customer=alice, identity=identity)
+    assert await hot.conversation_rooms(conversation.id + 100, "matrix") is None
+    assert await hot.conversation_rooms(conversation.id, "matrix") == (
+        await hot.conversation_rooms(conversation.id, "matrix")
+    )
+    found = await hot.conversation_rooms(conversation.id, "matrix")
+    assert found is not None and found[1:] == (None, None)
+    slack = await hot.insert_room(workspace="slack", customer_id=alice.id, external_id="C1")
+    await hot.set_conversation_room(conversation.id, slack.id)
+    found = await hot.conversation_rooms(conversation.id, "matrix")
+    assert found is not None and found[0].room_id == slack.id
+    assert (found[1].id if found[1] else None, found[2]) == (slack.id, None)  # bound to another workspace's
+    matrix = await hot.insert_room(workspace="matrix", customer_id=alice.id, external_id="!r:hs")
+    found = await hot.conversation_rooms(conversation.id, "matrix")
+    assert found is not None and found[1] is not None and found[2] is not None
+    assert (found[1].id, found[2].id, found[2].external_id) == (slack.id, matrix.id, "!r:hs")
+    with pytest.raises(IntegrityError):  # one room per customer and workspace
+        await hot.insert_room(workspace="matrix", customer_id=alice.id, external_id="!other:hs")
+    assert [i.id for i in await hot.select(Identity, '"customer_id"=?', [alice.id], order='"id"')] == [
+        identity.id
+    ]
+    both = await hot.customer_and_identity(alice.id, identity.id)
+    assert both is not None and (both[0].tags, both[1].external_id) == (["vip"], "1001")

@@ -79,3 +79,34 @@ async def test_every_worker_counts_against_the_same_redis_bucket(redis_prefix: t
     finally:
         for worker in workers:
             await worker.stop()
+
+
+async def _paced(limits: RateLimits, other: RateLimits) -> None:
+    """Reservations one interval apart, whichever of the two asks; other keys and buckets are free."""
+    waits = [await (limits if n % 2 else other).pace("wa:pair", "ana", 6.0) for n in range(3)]
+    assert waits[0] == 0.0
+    assert waits[1] == pytest.approx(6.0, abs=0.2) and waits[2] == pytest.approx(12.0, abs=0.2)
+    assert await limits.pace("wa:pair", "ben", 6.0) == 0.0
+    assert await limits.pace("wa:number", "ana", 6.0) == 0.0
+
+
+async def test_pace_reserves_slots_one_interval_apart_in_memory() -> None:
+    limits = MemoryRateLimits()
+    await _paced(limits, limits)
+    clock = [100.0]
+    moved = MemoryRateLimits(clock=lambda: clock[0])
+    assert await moved.pace("sms", "+1555", 1.0) == 0.0
+    clock[0] += 5.0  # long after the reserved slot: free again at once, not owed
+    assert await moved.pace("sms", "+1555", 1.0) == 0.0
+
+
+async def test_every_worker_shares_the_redis_slots(redis_prefix: tuple[str, str]) -> None:
+    url, prefix = redis_prefix
+    workers = [RedisRateLimits(url, prefix=prefix), RedisRateLimits(url, prefix=prefix)]
+    for worker in workers:
+        await worker.start()
+    try:
+        await _paced(workers[0], workers[1])
+    finally:
+        for worker in workers:
+            await worker.stop()

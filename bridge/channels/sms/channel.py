@@ -4,7 +4,7 @@ Twilio calls ``<public URL>/sms/webhook`` for each SMS/MMS and ``<public URL>/sm
 of a sent message, form-encoded and signed with ``X-Twilio-Signature``; both are checked with the twilio
 library's ``RequestValidator`` over the URL Twilio called, rebuilt from relaydesk's public URL (403 and
 nothing stored otherwise). Outbound messages come from the outbox through :meth:`SmsChannel.send`, paced
-per sending number; a reply that costs many segments is reported to the room. Opt-out follows the
+per sending number across every worker (``services.rate_limits.pace``: in Redis with several); a reply that costs many segments is reported to the room. Opt-out follows the
 carriers' rules: STOP (and its synonyms) records the customer's opt-out of every message, START/UNSTOP
 restores it, HELP gets the configured help text, and Twilio's refusal for an opted-out number (21610)
 records the same opt-out.
@@ -16,7 +16,6 @@ import asyncio
 import base64
 import re
 import secrets
-import time
 from typing import Any
 from urllib.parse import quote
 
@@ -140,7 +139,6 @@ class SmsChannel(Plugin["SmsChannel.Config"]):
         self._http: aiohttp.ClientSession | None = None
         self._signer: Any = None
         self._pace_lock = asyncio.Lock()
-        self._next_send = 0.0
         self._recent: dict[str, None] = {}
         token = f"{self.settings.account_sid}:{self.settings.auth_token.get_secret_value()}"
         self._auth = {"Authorization": "Basic " + base64.b64encode(token.encode()).decode()}
@@ -352,11 +350,13 @@ class SmsChannel(Plugin["SmsChannel.Config"]):
             params.append(("Body", body))
         params += [("MediaUrl", url) for url in media]
         url = f"{self.settings.api_base}/2010-04-01/Accounts/{self.settings.account_sid}/Messages.json"
-        async with self._pace_lock:
-            wait = self._next_send - time.monotonic()
+        async with self._pace_lock:  # in this process one at a time; the slot is shared by every worker
+            sender = self.settings.messaging_service_sid or str(self.settings.from_number)
+            wait = await self.services.rate_limits.pace(
+                "sms:number", sender, 1.0 / self.settings.messages_per_second
+            )
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._next_send = time.monotonic() + 1.0 / self.settings.messages_per_second
             try:
                 async with self._http.post(url, data=params, headers=self._auth) as resp:
                     try:

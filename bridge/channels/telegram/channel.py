@@ -45,6 +45,7 @@ from bridge.channels.telegram.polling import ALLOWED_UPDATES, Poller
 from bridge.channels.telegram.webhook import error, read_update, secret_matches
 
 WEBHOOK_PATH = "/telegram/webhook"
+MAX_CHOICES = 12  # a reply's choices as an inline keyboard (an NPS 0-10 scale fits)
 TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 RECENT_UPDATES = 2048
@@ -103,6 +104,7 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
         media_kinds=frozenset({"image", "file", "audio", "video", "sticker"}),
         edits=True,
         deletes=True,
+        choices=MAX_CHOICES,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -123,6 +125,7 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
         self._polling: ReceiveLoop | None = None
         self._registering: ReceiveLoop | None = None  # retries setWebhook after a failure
         self._recent: OrderedDict[int, None] = OrderedDict()  # update ids already on the bus
+        self._tasks: set[asyncio.Task[None]] = set()  # button answers in flight
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -207,6 +210,8 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
             if loop is not None:
                 await loop.stop()
         self._polling = self._registering = None
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
         await self._typing.close()
         if self._http is not None:
             await self._http.close()
@@ -230,11 +235,32 @@ class TelegramChannel(Plugin["TelegramChannel.Config"]):
         )
         if message is not None:
             await self.services.inbound(message)
+            if update.callback_query is not None:
+                self._background(self._answer_press(update))
         else:
             self.log.debug("telegram update ignored", extra={"update_id": update.update_id})
         self._recent[update.update_id] = None
         while len(self._recent) > RECENT_UPDATES:
             self._recent.popitem(last=False)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_press(self, update: Update) -> None:
+        """Stop the button's spinner and take the keyboard off the message (a choice is made once);
+        best effort: the press is on the bus already."""
+        query = update.callback_query
+        assert query is not None
+        try:
+            await self.bot.answer_callback_query(query.id)
+            if query.message is not None:
+                await self.bot.edit_message_reply_markup(
+                    chat_id=query.message.chat.id, message_id=query.message.message_id, reply_markup=None
+                )
+        except (TelegramAPIError, TelegramNetworkError) as exc:
+            self.log.info("telegram button answer failed", extra={"error": describe(exc, self._scrub)})
 
     @route("POST", WEBHOOK_PATH)
     async def webhook(self, request: web.Request) -> web.Response:

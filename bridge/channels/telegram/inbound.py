@@ -1,4 +1,5 @@
-"""Telegram updates as the engine's :class:`CustomerMessage`: text, media, captions, replies, edits, /start.
+"""Telegram updates as the engine's :class:`CustomerMessage`: text, media, captions, replies, edits, /start,
+and taps on the inline buttons of a reply with choices (``callback_query``: ``choice`` is the button's data).
 
 Ids: a private chat's id is the customer's external id; message ids are only unique per chat, so a
 message's external id is ``"<chat>:<message>"``. An edit is its own event (``"<chat>:<message>:e<date>"``)
@@ -171,10 +172,41 @@ def _attributes(message: Message, text: str, start_key: str) -> dict[str, str]:
     return attributes
 
 
+def pressed_choice(update: Update, channel: str) -> CustomerMessage | None:
+    """A tap on an inline button of the bot's message (``callback_query``) as the customer's message: the
+    button's text, ``choice`` its ``callback_data``, a reply to the message it was on. None for queries
+    from a group chat or without data (a game, an inline message)."""
+    query = update.callback_query
+    if query is None or not query.data or query.message is None:
+        return None
+    message = query.message
+    if message.chat.type != "private" or query.from_user.is_bot:
+        return None
+    title = query.data
+    markup = getattr(message, "reply_markup", None)
+    for row in markup.inline_keyboard if markup is not None else []:
+        for button in row:
+            if button.callback_data == query.data:
+                title = button.text
+    user = query.from_user
+    name = " ".join(p for p in (user.first_name, user.last_name) if p) or user.username
+    return CustomerMessage(
+        channel=channel,
+        external_user_id=str(message.chat.id),
+        external_message_id=f"{message.chat.id}:q{query.id}",
+        text=title,
+        reply_to=message_ref(message.chat.id, message.message_id),
+        display_name=name,
+        choice=query.data,
+    )
+
+
 def customer_message(
     update: Update, channel: str, file_link: FileLink, start_key: str = "start"
 ) -> CustomerMessage | None:
     """The customer message an update carries, or None (group chats, bots, other update kinds)."""
+    if update.callback_query is not None:
+        return pressed_choice(update, channel)
     message = update.message or update.edited_message
     if message is None or message.chat.type != "private":
         return None

@@ -1,5 +1,5 @@
 """One outbox delivery as Bot API calls: formatted text (split at the limit), photos and documents,
-edits and deletions.
+edits and deletions; a delivery's choices as an inline keyboard on its last message.
 
 A delivery that needs several messages (a long text, several files) records each part it has sent in
 the plugin's state, so when a later part hits a 429 and the outbox retries the delivery, the parts the
@@ -15,9 +15,17 @@ import aiohttp
 from aiogram import Bot
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramNetworkError
-from aiogram.types import BufferedInputFile, Message
+from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot_core.api import Attachment, Delivery, SentRef, StateStore, TemporaryFailure, Undeliverable
+from bot_core.api import (
+    Attachment,
+    Choice,
+    Delivery,
+    SentRef,
+    StateStore,
+    TemporaryFailure,
+    Undeliverable,
+)
 from bridge.channels.telegram.errors import Scrubber, delivery_error, describe
 from bridge.channels.telegram.formatting import to_telegram_html
 from bridge.channels.telegram.inbound import message_ref, parse_message_ref
@@ -28,6 +36,20 @@ MAX_CAPTION = 1024
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 PHOTO_TYPES = {"image/jpeg", "image/png", "image/webp"}
+SHORT_TITLE = 4  # choices this short (scores) share a keyboard row, up to ROW_BUTTONS of them
+ROW_BUTTONS = 6
+
+
+def keyboard(choices: tuple[Choice, ...]) -> InlineKeyboardMarkup | None:
+    """Choices as an inline keyboard: one button per row, or short ones (``1``...``10``) side by side; each
+    button's ``callback_data`` is the choice's id (at most 64 bytes, which :class:`Choice` ensures)."""
+    if not choices:
+        return None
+    buttons = [InlineKeyboardButton(text=c.title, callback_data=c.id) for c in choices]
+    width = ROW_BUTTONS if all(len(c.title) <= SHORT_TITLE for c in choices) else 1
+    return InlineKeyboardMarkup(
+        inline_keyboard=[buttons[i : i + width] for i in range(0, len(buttons), width)]
+    )
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,7 @@ class Part:
 
     text: str = ""
     attachment: Attachment | None = None
+    markup: InlineKeyboardMarkup | None = None  # the delivery's choices, on its last part
 
 
 def plan(delivery: Delivery, max_text: int = MAX_TEXT) -> list[Part]:
@@ -43,9 +66,16 @@ def plan(delivery: Delivery, max_text: int = MAX_TEXT) -> list[Part]:
     text = delivery.text.strip()
     files = list(delivery.attachments)
     if files and text and utf16_len(text) <= MAX_CAPTION:
-        return [Part(text, files[0]), *(Part(attachment=f) for f in files[1:])]
-    parts = [Part(chunk) for chunk in split_text(text, max_text)] if text else []
-    return parts + [Part(attachment=f) for f in files]
+        parts = [Part(text, files[0]), *(Part(attachment=f) for f in files[1:])]
+    else:
+        parts = [Part(chunk) for chunk in split_text(text, max_text)] if text else []
+        parts += [Part(attachment=f) for f in files]
+    markup = keyboard(delivery.choices)
+    if markup is not None:
+        if not parts:
+            parts = [Part(delivery.menu or "…")]
+        parts[-1] = Part(parts[-1].text, parts[-1].attachment, markup)
+    return parts
 
 
 class Sender:
@@ -93,10 +123,13 @@ class Sender:
             raise delivery_error(exc, self._scrub) from None
 
     async def _send_part(self, chat_id: int, part: Part) -> Message:
+        markup = part.markup
         if part.attachment is None:
             return await self._with_fallback(
-                lambda html: self._bot.send_message(chat_id, html, parse_mode=ParseMode.HTML),
-                lambda: self._bot.send_message(chat_id, part.text),
+                lambda html: self._bot.send_message(
+                    chat_id, html, parse_mode=ParseMode.HTML, reply_markup=markup
+                ),
+                lambda: self._bot.send_message(chat_id, part.text, reply_markup=markup),
                 part.text,
             )
         attachment = part.attachment
@@ -111,13 +144,17 @@ class Sender:
         if as_photo:
 
             def photo(caption: str | None, mode: ParseMode | None) -> Any:
-                return self._bot.send_photo(chat_id, upload, caption=caption, parse_mode=mode)
+                return self._bot.send_photo(
+                    chat_id, upload, caption=caption, parse_mode=mode, reply_markup=markup
+                )
 
             send = photo
         else:
 
             def document(caption: str | None, mode: ParseMode | None) -> Any:
-                return self._bot.send_document(chat_id, upload, caption=caption, parse_mode=mode)
+                return self._bot.send_document(
+                    chat_id, upload, caption=caption, parse_mode=mode, reply_markup=markup
+                )
 
             send = document
         if not part.text:

@@ -26,7 +26,7 @@ from bot_core.api import NotAccepting, ReceiveLoop, StateStore
 from bridge.channels.telegram.errors import Scrubber, describe
 
 OFFSET_KEY = "poll_offset"
-ALLOWED_UPDATES = ["message", "edited_message"]
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 NOT_ACCEPTING_WAIT = 0.2  # the desk is stopping: the loop is about to be cancelled
 
 

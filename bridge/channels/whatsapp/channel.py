@@ -33,6 +33,7 @@ from bot_core.api import (
     Attachment,
     AwaitingCustomer,
     ChannelCapabilities,
+    Choice,
     Delivery,
     NotAccepting,
     Plugin,
@@ -47,7 +48,17 @@ from bot_core.api import (
     stream,
 )
 from bridge.channels.delivery_status import delivery_status
-from bridge.channels.whatsapp.graph import Graph, WindowClosed, call
+from bridge.channels.whatsapp.graph import (
+    PAIR_RATE,
+    THROUGHPUT,
+    THROUGHPUT_WAIT,
+    WINDOW,
+    Graph,
+    GraphFailure,
+    WindowClosed,
+    call,
+    delivery_error,
+)
 from bridge.channels.whatsapp.inbound import read_notification
 
 WEBHOOK_PATH = "/whatsapp/webhook"
@@ -58,6 +69,13 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 OUT_KINDS = {"image": "image", "file": "document", "audio": "audio", "video": "video", "sticker": "sticker"}
 RECENT = 4096
+MAX_BUTTONS = 3  # reply buttons: 1-3, titles up to 20 characters, body up to 1024
+MAX_BUTTON_TITLE = 20
+MAX_BUTTON_BODY = 1024
+MAX_ROWS = 10  # a list message: up to 10 rows, titles up to 24, descriptions up to 72, menu label up to 20
+MAX_ROW_TITLE = 24
+MAX_ROW_DESCRIPTION = 72
+MAX_MENU_LABEL = 20
 
 
 class ReopenTemplate(BaseModel):
@@ -95,6 +113,9 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
         api_version: str = Field("v21.0", pattern=r"^v\d+\.\d+$")
         request_timeout: float = Field(30.0, gt=0, le=600)
         pair_interval: float = Field(6.0, ge=0, le=60)  # seconds between two messages to one customer
+        messages_per_second: float = Field(
+            80.0, gt=0, le=1000
+        )  # the number's throughput (Meta: 80 by default)
         reopen_template: ReopenTemplate | None = None
         mark_as_read: bool = True  # show the customer's messages as read once relaydesk stored them
         upload_media: bool = True  # agents' files are uploaded to WhatsApp (False: sent by public link)
@@ -112,6 +133,8 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
         edits=False,
         deletes=False,
         waits_for_customer=True,
+        choices=MAX_ROWS,
+        reactions=True,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -121,7 +144,6 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
         self._http: aiohttp.ClientSession | None = None
         self._graph: Graph | None = None
         self._signer: Any = None
-        self._next_send: dict[str, float] = {}  # wa_id -> monotonic time the next message may go
         self._locks: dict[str, asyncio.Lock] = {}
         self._recent: dict[str, None] = {}  # message and status ids already handed to the core
         self._tasks: set[asyncio.Task[None]] = set()
@@ -208,6 +230,7 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
                 # for them goes out as soon as the relay releases it
                 last = float(await self._state.get(f"last:{wa_id}", 0.0))
                 await self._state.set(f"last:{wa_id}", max(last, message.timestamp.timestamp()))
+                await self._state.delete(f"closed:{wa_id}")
                 if message.display_name:
                     await self._state.set(f"name:{wa_id}", message.display_name)
                 await self.services.inbound(message)
@@ -218,6 +241,9 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
                 seen = f"{status.message_id}:{status.status}"
                 if seen in self._recent:
                     continue
+                window_error = status.status == "failed" and WINDOW in status.codes
+                if window_error:  # the platform's window closed before ours: closed until they write
+                    await self._close_window(status.recipient, status.timestamp.timestamp())
                 event = delivery_status(
                     self.instance_name,
                     status.recipient,
@@ -225,6 +251,7 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
                     status.status,
                     error=status.error,
                     timestamp=status.timestamp,
+                    awaiting_customer=window_error,
                 )
                 if event is not None:
                     await self.services.inbound(event)
@@ -278,9 +305,20 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
     # -- outbound ------------------------------------------------------------------------------
 
     async def window_open(self, wa_id: str) -> bool:
-        """Whether the customer wrote within the last 24 hours (free-form messages allowed)."""
+        """Whether the customer wrote within the last 24 hours (free-form messages allowed), and the
+        platform has not said otherwise since they last wrote (131047)."""
+        if await self._state.get(f"closed:{wa_id}") is not None:
+            return False
         last = float(await self._state.get(f"last:{wa_id}", 0.0))
         return self.clock() - last < WINDOW_SECONDS
+
+    async def _close_window(self, wa_id: str, at: float | None = None) -> None:
+        """The platform refused a free-form message (131047): the window is closed until the customer
+        writes (their next message removes the mark). ``at``: when the platform refused it, for a refusal
+        reported later; if the customer wrote since, the window is theirs again and stays open."""
+        if at is not None and at < float(await self._state.get(f"last:{wa_id}", 0.0)):
+            return
+        await self._state.set(f"closed:{wa_id}", True)
 
     async def send(self, delivery: Delivery) -> SentRef:
         """Deliver one outbox row: a template (``delivery.template``), text, files; paced per customer."""
@@ -289,6 +327,8 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
         wa_id = delivery.external_user_id
         template = delivery.template
         window_open = await self.window_open(wa_id)
+        if delivery.kind == "reaction":
+            return await self._react(wa_id, delivery, window_open)
         if template is not None and (not window_open or not (delivery.text or delivery.attachments)):
             return SentRef(await self._post(wa_id, self._template_message(wa_id, template)))
         # a template delivery inside the window goes as its text (its rendering): free-form is allowed
@@ -309,6 +349,7 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
             try:
                 done.append(await self._post(wa_id, payload))
             except WindowClosed as exc:
+                await self._close_window(wa_id)
                 if template is not None and not done:  # the platform says the window closed: the template
                     return SentRef(await self._post(wa_id, self._template_message(wa_id, template)))
                 await self._reopen(wa_id, delivery, f"{exc} (the platform's own window check)")
@@ -327,19 +368,28 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
         return f"{hours:.0f} h ago"
 
     async def _post(self, wa_id: str, payload: dict[str, Any]) -> str:
-        """Send one message to ``wa_id`` no sooner than the pair interval after the previous one."""
+        """Send one message to ``wa_id``, paced across every worker (``services.rate_limits.pace``): no
+        sooner than the pair interval after the previous one to this customer, and within the number's
+        throughput. The platform's own throughput (130429) or pair-rate (131056) refusal moves the shared
+        slot on, so the other workers wait too."""
         assert self._graph is not None
+        config = self.settings
+        limits = self.services.rate_limits
+        pair, number = f"whatsapp:pair:{config.phone_number_id}", "whatsapp:number"
         lock = self._locks.setdefault(wa_id, asyncio.Lock())
-        async with lock:
-            wait = self._next_send.get(wa_id, 0.0) - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        async with lock:  # one at a time per customer in this process (their order)
+            if config.pair_interval:
+                await _sleep(await limits.pace(pair, wa_id, config.pair_interval))
+            await _sleep(await limits.pace(number, config.phone_number_id, 1.0 / config.messages_per_second))
             try:
-                return str(
-                    await call(self._graph.send({"to": wa_id, **payload}), self.settings.pair_interval)
-                )
-            finally:
-                self._next_send[wa_id] = time.monotonic() + self.settings.pair_interval
+                return str(await self._graph.send({"to": wa_id, **payload}))
+            except (GraphFailure, aiohttp.ClientError, TimeoutError) as exc:
+                code = exc.code if isinstance(exc, GraphFailure) else 0
+                if code == THROUGHPUT:
+                    await limits.pace(number, config.phone_number_id, THROUGHPUT_WAIT)
+                elif code == PAIR_RATE:
+                    await limits.pace(pair, wa_id, max(config.pair_interval, 1.0))
+                raise delivery_error(exc, config.pair_interval) from None
 
     def _template_message(self, wa_id: str, template: TemplateRef) -> dict[str, Any]:
         """A template delivery as a Graph template message."""
@@ -383,10 +433,28 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
             reason, f"The approved template '{config.name}' ({language}) was sent to ask them to write"
         )
 
+    async def _react(self, wa_id: str, delivery: Delivery, window_open: bool) -> SentRef:
+        """An emoji on the customer's message (empty: removed). Outside the window it is skipped: a reaction
+        is not worth a template, and the platform refuses it there."""
+        if not window_open or not delivery.react_to:
+            self.log.info(
+                "whatsapp reaction skipped (window closed)", extra={"outbox_id": delivery.outbox_id}
+            )
+            return SentRef("")
+        payload = {"type": "reaction", "reaction": {"message_id": delivery.react_to, "emoji": delivery.text}}
+        try:
+            return SentRef(await self._post(wa_id, payload))
+        except WindowClosed:
+            return SentRef("")
+
     def _payloads(self, delivery: Delivery) -> list[Callable[[], Any]]:
-        """The messages one delivery becomes: its text (cut at the limit), then each file."""
+        """The messages one delivery becomes: its text (cut at the limit; with choices, the last part
+        carries them as reply buttons or a list), then each file."""
         makers: list[Callable[[], Any]] = []
         text = delivery.text.strip()
+        interactive: dict[str, Any] = {}
+        if delivery.choices:
+            text, interactive = interactive_message(text, delivery.choices, delivery.menu)
         for start in range(0, len(text), MAX_TEXT):
             part = text[start : start + MAX_TEXT]
 
@@ -394,6 +462,12 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
                 return {"type": "text", "text": {"body": part, "preview_url": False}}
 
             makers.append(text_payload)
+        if delivery.choices:
+
+            async def interactive_payload(body: dict[str, Any] = interactive) -> dict[str, Any]:
+                return body
+
+            makers.append(interactive_payload)
         for attachment in delivery.attachments:
 
             async def media_payload(attachment: Attachment = attachment) -> dict[str, Any]:
@@ -433,6 +507,57 @@ class WhatsAppChannel(Plugin["WhatsAppChannel.Config"]):
         if kind == "document":
             media["filename"] = clean_file_name(attachment.name)
         return {"type": kind, kind: media}
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters (an ellipsis where it was cut)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def interactive_message(text: str, choices: tuple[Choice, ...], menu: str) -> tuple[str, dict[str, Any]]:
+    """Choices as the Cloud API takes them: up to 3 short titles as reply buttons, else a list (up to 10
+    rows; a title too long for a row goes on in the row's description). The body is the end of ``text``
+    (up to 1024 characters with buttons, 4096 with a list); returns what did not fit, to go before it as
+    text, and the message."""
+    titles = [c.title.strip() for c in choices]
+    buttons = (
+        len(choices) <= MAX_BUTTONS
+        and all(len(t) <= MAX_BUTTON_TITLE for t in titles)
+        and len(set(titles)) == len(titles)
+    )
+    limit = MAX_BUTTON_BODY if buttons else MAX_TEXT
+    rest, body = (text[:-limit], text[-limit:]) if len(text) > limit else ("", text)
+    body = body or _cut(menu, limit) or "…"
+    if buttons:
+        action: dict[str, Any] = {
+            "buttons": [
+                {"type": "reply", "reply": {"id": c.id, "title": t}}
+                for c, t in zip(choices, titles, strict=True)
+            ]
+        }
+        kind = "button"
+    else:
+        rows = []
+        for choice in choices[:MAX_ROWS]:
+            title = " ".join(choice.title.split())
+            row = {"id": choice.id, "title": _cut(title, MAX_ROW_TITLE)}
+            description = choice.description or (title if len(title) > MAX_ROW_TITLE else "")
+            if description:
+                row["description"] = _cut(description, MAX_ROW_DESCRIPTION)
+            rows.append(row)
+        action = {"button": _cut(menu, MAX_MENU_LABEL) or "Choose", "sections": [{"rows": rows}]}
+        kind = "list"
+    return rest.strip(), {
+        "type": "interactive",
+        "interactive": {"type": kind, "body": {"text": body}, "action": action},
+    }
+
+
+async def _sleep(seconds: float) -> None:
+    """Wait for a reserved slot (not at all when it is now)."""
+    if seconds > 0:
+        await asyncio.sleep(seconds)
 
 
 class _Missing(dict[str, str]):

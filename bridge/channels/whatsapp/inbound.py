@@ -4,7 +4,8 @@ Every message type of the Cloud API becomes a :class:`CustomerMessage` whose id 
 notification Meta delivers twice is handled once by the core's receipts): text; image, document, audio,
 video and sticker as attachments (fetched through relaydesk's signed media links, never with the token
 in the URL); location, contacts, interactive replies (buttons, lists), template quick-reply buttons and
-reactions as readable text. ``wa_id`` is a verified phone number: it is passed as ``attributes["phone"]``
+reactions as readable text; a pressed button or list row also gives its id as ``CustomerMessage.choice``
+(the core's choices, :mod:`bot_core.choices`). ``wa_id`` is a verified phone number: it is passed as ``attributes["phone"]``
 in E.164 (``+<digits>``) for the core's linking of identities; ``attributes["<channel>_window_until"]`` puts
 the end of the 24-hour window this message opened on the card's WhatsApp identity.
 """
@@ -36,6 +37,7 @@ class StatusUpdate:
     status: str
     error: str
     timestamp: datetime
+    codes: tuple[int, ...] = ()  # the error codes of a failure
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ def customer_message(
             )
     context = _dict(message.get("context"))
     reply_to = reacts_to or _str(context.get("id")) or None
+    choice = pressed(message)
     name = clean_display_name(names.get(wa_id, "")) or None
     sent_at = _time(message.get("timestamp"))
     return CustomerMessage(
@@ -154,7 +157,20 @@ def customer_message(
         display_name=name,
         attributes={"phone": f"+{wa_id}", channel + WINDOW_ATTRIBUTE_SUFFIX: window_until(sent_at)},
         timestamp=sent_at,
+        choice=choice,
     )
+
+
+def pressed(message: dict[str, Any]) -> str | None:
+    """The id of the choice a button or list reply pressed (a template quick reply: its payload), else None."""
+    kind = _str(message.get("type"))
+    body = _dict(message.get(kind))
+    if kind == "interactive":
+        reply = _dict(body.get("button_reply")) or _dict(body.get("list_reply"))
+        return _str(reply.get("id")) or None
+    if kind == "button":
+        return _str(body.get("payload")) or None
+    return None
 
 
 def status_update(item: dict[str, Any]) -> StatusUpdate | None:
@@ -166,7 +182,10 @@ def status_update(item: dict[str, Any]) -> StatusUpdate | None:
     error = "; ".join(
         f"{e.get('code')} {_str(e.get('title')) or _str(e.get('message'))}".strip() for e in errors
     )
-    return StatusUpdate(message_id, recipient, _str(item.get("status")), error, _time(item.get("timestamp")))
+    codes = tuple(e["code"] for e in errors if isinstance(e.get("code"), int))
+    return StatusUpdate(
+        message_id, recipient, _str(item.get("status")), error, _time(item.get("timestamp")), codes
+    )
 
 
 def read_notification(

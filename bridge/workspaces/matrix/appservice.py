@@ -48,7 +48,7 @@ from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.ops_rooms import OpsRooms, upload_image
 from bridge.workspaces.matrix.portal import PortalRooms
-from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels
+from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels, read_presence
 from bridge.workspaces.matrix.send import mention_content, send_message, status_reaction
 from bridge.workspaces.matrix.transactions import transaction_body
 from bridge.workspaces.matrix.typing_relay import TypingRelay
@@ -410,6 +410,12 @@ class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
         content = {"msgtype": "m.text", "body": text}  # m.text: an alert should notify the agents
         return PostedRef(await send_message(bot, room_id, content, key, "ops post", self._bot_device))
 
+    async def presence(self, user_id: str) -> str | None:
+        """An agent's Matrix presence, as the homeserver tells the bridge's bot (see :func:`read_presence`)."""
+        if self._bot is None:
+            return None
+        return await read_presence(self._bot, user_id, self.log)
+
     async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
         """Post ``text`` from the bot mentioning ``user_ids`` (an m.text with ``m.mentions``: they are notified)."""
         assert self._bot is not None
@@ -487,6 +493,7 @@ class MatrixWorkspace(Plugin["MatrixWorkspace.Config"]):
                 continue
             agent_event = self._agent_message(event)
             if agent_event is not None and await self._from_an_agent(agent_event):
+                agent_event = await self._ops.tag(agent_event)
                 await self.services.inbound(agent_event)  # stored before we answer 200
             if isinstance(event_id, str):
                 self._remember(self._seen_events, event_id, None, SEEN_EVENTS)

@@ -70,7 +70,7 @@ from bridge.workspaces.matrix.errors import MatrixError, check_response
 from bridge.workspaces.matrix.media import MediaLinks, attachment_content, upload_from
 from bridge.workspaces.matrix.ops_rooms import OpsRooms, upload_image
 from bridge.workspaces.matrix.portal import PortalRooms
-from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels
+from bridge.workspaces.matrix.roster import AgentRoster, invite_agent, portal_power_levels, read_presence
 from bridge.workspaces.matrix.send import mention_content, status_reaction
 from bridge.workspaces.matrix.typing_relay import TypingRelay
 
@@ -298,7 +298,11 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
             if info.timeline.limited and info.timeline.prev_batch and since:
                 events = await self._missed(room_id, info.timeline.prev_batch, since) + events
             await self._push(
-                [m for m in self._agent_messages(room_id, events) if await self._from_an_agent(m)]
+                [
+                    await self._ops.tag(m)
+                    for m in self._agent_messages(room_id, events)
+                    if await self._from_an_agent(m)
+                ]
             )
         for room_id, joined in response.rooms.join.items():
             for ephemeral in joined.ephemeral:
@@ -562,6 +566,10 @@ class MatrixBotWorkspace(Plugin["MatrixBotWorkspace.Config"]):
             "notice",
         )
         return PostedRef(response.event_id)
+
+    async def presence(self, user_id: str) -> str | None:
+        """An agent's Matrix presence, as the homeserver tells the bot (see :func:`read_presence`)."""
+        return await read_presence(self._require_client(), user_id, self.log)
 
     async def mention(self, room: RoomRef, user_ids: tuple[str, ...], text: str, key: str = "") -> PostedRef:
         """Post ``text`` mentioning ``user_ids`` (an m.text with ``m.mentions``: they are notified)."""

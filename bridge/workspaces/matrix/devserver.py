@@ -267,6 +267,7 @@ class DevHomeserver:
         registrations: Sequence[str | os.PathLike[str]] = (),
         agents: Sequence[tuple[str, str]] = (("agent", "password"),),
         start_timeout: float = 60.0,
+        presence: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._port = port
@@ -274,6 +275,7 @@ class DevHomeserver:
         self.registrations = [Path(p).resolve() for p in registrations]
         self.agents = list(agents)
         self.start_timeout = start_timeout
+        self.presence = presence  # tests turn it on (the handoff plugin's presence); make run keeps it off
         self.startup_seconds: float | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._console: IO[bytes] | None = None
@@ -614,7 +616,7 @@ class DevHomeserver:
             "report_stats": False,
             "url_preview_enabled": False,
             "enable_metrics": False,
-            "presence": {"enabled": False},
+            "presence": {"enabled": self.presence},
             "rc_message": _UNLIMITED,
             "rc_registration": _UNLIMITED,
             "rc_login": {"address": _UNLIMITED, "account": _UNLIMITED, "failed_attempts": _UNLIMITED},

@@ -18,6 +18,7 @@ from typing import Any
 
 from nio import AsyncClient, RoomCreateError, RoomPreset
 
+from bot_core.api import AgentMessage
 from bridge.workspaces.matrix.errors import check_response
 from bridge.workspaces.matrix.portal import PortalRooms
 from bridge.workspaces.matrix.roster import portal_power_levels
@@ -70,6 +71,26 @@ class OpsRooms:
         room_id, _created = await self._made.get_or_create(client, f"channel:{channel}", create)
         self._rooms[channel] = room_id
         return room_id
+
+    async def channel_of(self, room_id: str) -> str | None:
+        """The ops channel whose room ``room_id`` is, or None (a portal room, a room not ours)."""
+        for channel, known in self._rooms.items():
+            if known == room_id:
+                return channel
+        for name, known in (await self._made.known()).items():
+            if name.startswith("channel:") and known == room_id:
+                channel = name.removeprefix("channel:")
+                self._rooms[channel] = room_id
+                return channel
+        return None
+
+    async def tag(self, message: AgentMessage) -> AgentMessage:
+        """``message`` marked with its ops channel when it is a command typed in an ops room (the core
+        then runs it without a conversation and answers in that room)."""
+        if not message.text.lstrip().startswith("!") or message.edit_of or message.redacts:
+            return message
+        channel = await self.channel_of(message.room_id)
+        return message.model_copy(update={"ops_channel": channel}) if channel else message
 
 
 async def upload_image(client: AsyncClient, image: bytes, name: str) -> dict[str, Any]:

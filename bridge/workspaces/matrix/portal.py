@@ -81,6 +81,14 @@ class PortalRooms:
             await self._state.set(name, {"key": key, "room_id": room_id})
             return room_id, True
 
+    async def known(self) -> dict[str, str]:
+        """Every room made so far, by its state key (``customer:<id>``, ``channel:<name>``) → room id."""
+        return {
+            name: str(intent["room_id"])
+            for name, intent in (await self._state.items()).items()
+            if isinstance(intent, dict) and intent.get("room_id")
+        }
+
     async def _find(self, client: AsyncClient, key: str) -> str | None:
         """The room among the bridge's rooms whose creation key is ``key`` (only after a crash)."""
         joined = check_response(await client.joined_rooms(), "list the bridge's rooms")

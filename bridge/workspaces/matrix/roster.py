@@ -8,6 +8,7 @@ an agent: their messages and commands are dropped, and the room is told so once 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -17,6 +18,7 @@ from nio import (
     AsyncClient,
     JoinedMembersResponse,
     JoinResponse,
+    PresenceGetResponse,
     RoomGetStateEventResponse,
     RoomInviteError,
     RoomResolveAliasResponse,
@@ -211,3 +213,22 @@ async def invite_agent(client: AsyncClient, roster: AgentRoster, room_id: str, u
     if isinstance(response, RoomInviteError) and response.status_code == "M_FORBIDDEN":
         raise Undeliverable(f"the homeserver refused to invite {user_id}: {response.message}")
     check_response(response, "invite agent")
+
+
+MATRIX_USER_ID = re.compile(r"^@[^:\s]+:\S+$")
+
+
+async def read_presence(client: AsyncClient, user_id: str, log: logging.Logger) -> str | None:
+    """``user_id``'s presence (``online``, ``unavailable``, ``offline``) as the homeserver tells ``client``;
+    None for an id that is not a Matrix id or when the server refuses (the bot shares no room with them).
+
+    A homeserver with presence turned off answers ``offline`` for everyone: a team that follows presence
+    needs it on (Synapse: ``presence: {enabled: true}``).
+    """
+    if not MATRIX_USER_ID.match(user_id):
+        return None
+    response = await client.get_presence(user_id)
+    if not isinstance(response, PresenceGetResponse):
+        log.info("matrix presence not read", extra={"user": user_id, "response": str(response)})
+        return None
+    return response.presence if response.presence in ("online", "unavailable", "offline") else None

@@ -41,6 +41,7 @@ TIERS: dict[str, tuple[float, int]] = {
     "conversations.info": (100, 10),
     "conversations.join": (50, 5),
     "users.info": (100, 10),
+    "users.getPresence": (50, 5),
     "usergroups.users.list": (20, 3),
     "files.getUploadURLExternal": (20, 3),
     "files.completeUploadExternal": (20, 3),

@@ -85,6 +85,10 @@ STATUS_REACTIONS = {"delivered": "white_check_mark", "read": "eyes"}
 """The reaction a delivery status puts on the agent's message (``show_delivery_status``)."""
 
 
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+"""A Slack member id (``U0ANN``); Matrix ids and the like are not asked about."""
+
+
 class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
     """Agents answer customers from Slack: a private channel or a thread per conversation."""
 
@@ -153,6 +157,7 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
         self._http: aiohttp.ClientSession | None = None
         self._rooms = self.services.store("slack_rooms")  # room id → {"icon", "card", "customer", "archived"}
         self._state = self.services.store("slack")
+        self._ops_channels: dict[str, str] = {}  # Slack channel id -> ops channel (ops-<team>)
         self._room_cache: dict[str, dict[str, Any]] = {}
         self._held = HeldReplies(self.services.store("slack_held"), self._hand_in, self.log)
         self._group: tuple[float, frozenset[str]] = (0.0, frozenset())
@@ -291,9 +296,43 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
         elif subtype in RELAYED_SUBTYPES and not self._from_a_bot(event):
             await self._posted(channel, event)
 
+    async def _ops_channel_of(self, slack_channel: str) -> str | None:
+        """The ops channel (``ops-<team>``) whose Slack channel ``slack_channel`` is, or None (only asked for
+        a ``!`` message outside customers' rooms: the store is read when the cache does not know it)."""
+        known = self._ops_channels.get(slack_channel)
+        if known is None:
+            for key, value in (await self._state.items()).items():
+                if key.startswith("ops:") and isinstance(value, str):
+                    self._ops_channels[value] = key.removeprefix("ops:")
+            known = self._ops_channels.get(slack_channel)
+        return known
+
+    async def _ops_command(self, channel: str, event: dict[str, Any]) -> None:
+        """An agent's ``!command`` typed in an ops channel (top level): run without a conversation, the
+        answer posted in that channel."""
+        text = self._agent_text(str(event.get("text") or ""))
+        if not text.lstrip().startswith("!") or event.get("thread_ts") not in (None, event.get("ts")):
+            return
+        ops_channel = await self._ops_channel_of(channel)
+        user = str(event["user"])
+        if ops_channel is None or not await self.is_agent(user):
+            return
+        await self.services.inbound(
+            AgentMessage(
+                workspace=self.instance_name,
+                room_id=channel,
+                external_message_id=f"{channel}:{event['ts']}",
+                agent_id=user,
+                agent_name=await self._name(user),
+                text=text,
+                ops_channel=ops_channel,
+            )
+        )
+
     async def _posted(self, channel: str, event: dict[str, Any]) -> None:
         room = await self._room_of(channel, event)
         if room is None:
+            await self._ops_command(channel, event)
             return
         user = str(event["user"])
         if not await self.is_agent(user):
@@ -379,6 +418,24 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
         word, _, rest = text.partition(" ")
         if not word:
             await ack(text=f"Usage: {self.settings.command} claim | close | transfer <team> | note <text>")
+            return
+        ops_channel = await self._ops_channel_of(channel)
+        if ops_channel is not None:
+            rest = plain_from_mrkdwn(rest.strip())
+            await self.services.inbound(
+                AgentCommand(
+                    workspace=self.instance_name,
+                    room_id=channel,
+                    external_message_id=f"command:{command.get('trigger_id')}",
+                    agent_id=user,
+                    agent_name=await self._name(user),
+                    command=word.lower(),
+                    args=tuple(rest.split()),
+                    raw=rest,
+                    ops_channel=ops_channel,
+                )
+            )
+            await ack(text=f"✓ {self.settings.command} {word.lower()} {rest}".rstrip())
             return
         if self.settings.rooms == "thread" or await self._room_info(channel) is None:
             await ack(
@@ -516,6 +573,22 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
 
     async def _invitees(self) -> list[str]:
         return sorted((set(self.settings.agents) | await self._group_members()) - {self.bot_user_id})
+
+    async def presence(self, user_id: str) -> str | None:
+        """A member's presence (``users.getPresence``): ``active`` is ``online``, ``away`` ``unavailable``
+        (Slack does not tell away from offline); None for an id that is not a Slack member id, or when
+        Slack does not answer (the handoff plugin then keeps the agent's status)."""
+        if not SLACK_USER_ID.fullmatch(user_id):
+            return None
+        try:
+            answer = await self.limits.call(
+                "users.getPresence", lambda: self.client.users_getPresence(user=user_id)
+            )
+        except Exception:
+            self.log.info("slack presence not read", extra={"user": user_id}, exc_info=True)
+            return None
+        presence = answer.get("presence")
+        return {"active": "online", "away": "unavailable"}.get(str(presence))
 
     async def _name(self, user: str) -> str | None:
         if user not in self._names:
@@ -843,14 +916,74 @@ class SlackWorkspace(Plugin["SlackWorkspace.Config"]):
             await self._save_room(room.room_id, archived=True)
 
     async def post_to_channel(self, channel: str, text: str, key: str = "") -> PostedRef:
-        """An ops post (alerts, digests) into ``<prefix>-<channel>``, a private channel made once."""
+        """An ops post (alerts, digests) into ``<prefix>-<channel>``, a private channel made once.
+
+        Slack has no idempotency key: a post whose ``key`` is recorded as made (plugin state
+        ``ops_post:<key>``, written as soon as Slack answers) is not made again by a retried row.
+        """
+        done = await self._ops_done(key)
+        if done is not None:
+            return PostedRef(done)
+        slack_channel = await self._ops_channel(channel)
+        ts = await self._post(slack_channel, text=escape(text), link_names=False)
+        return await self._ops_posted(key, f"{slack_channel}:{ts}")
+
+    async def post_image_to_channel(
+        self, channel: str, caption: str, image: bytes, name: str, key: str = ""
+    ) -> PostedRef:
+        """An ops post with an image (the daily digest's chart): one message, the caption as the file's
+        comment, through Slack's external upload (``files.getUploadURLExternal``, the bytes to the URL it
+        gives, ``files.completeUploadExternal`` into the channel); once per ``key`` like a text post."""
+        done = await self._ops_done(key)
+        if done is not None:
+            return PostedRef(done)
+        if self._http is None:
+            raise TemporaryFailure("the slack workspace is not started")
+        slack_channel = await self._ops_channel(channel)
+        file_name = clean_file_name(name, fallback="chart.png")
+        alt = caption.splitlines()[0][:1000] if caption.strip() else file_name
+        step = await self.limits.call(
+            "files.getUploadURLExternal",
+            lambda: self.client.files_getUploadURLExternal(
+                filename=file_name, length=len(image), alt_txt=alt
+            ),
+        )
+        try:
+            async with self._http.post(str(step["upload_url"]), data=image, timeout=HTTP_TIMEOUT) as response:
+                if response.status != 200:
+                    raise TemporaryFailure(f"slack upload URL answered HTTP {response.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TemporaryFailure(f"slack upload failed: {type(exc).__name__}: {exc}") from exc
+        file_id = str(step["file_id"])
+        await self.limits.call(
+            "files.completeUploadExternal",
+            lambda: self.client.files_completeUploadExternal(
+                files=[{"id": file_id, "title": file_name}],
+                channel_id=slack_channel,
+                initial_comment=escape(caption),
+            ),
+        )
+        return await self._ops_posted(key, f"{slack_channel}:{file_id}")
+
+    async def _ops_channel(self, channel: str) -> str:
+        """The Slack channel of ops channel ``channel``, created (and the agents invited) the first time."""
         slack_channel = await self._state.get(f"ops:{channel}")
         if slack_channel is None:
             name = channel_name(self.settings.channel_prefix, channel, 0).removesuffix("-0")
             slack_channel = await self._create_channel(name, f"ops:{channel}")
             await self._invite(str(slack_channel))
-        ts = await self._post(str(slack_channel), text=escape(text), link_names=False)
-        return PostedRef(f"{slack_channel}:{ts}")
+        return str(slack_channel)
+
+    async def _ops_done(self, key: str) -> str | None:
+        if not key:
+            return None
+        done = await self._state.get(f"ops_post:{key}")
+        return None if done is None else str(done)
+
+    async def _ops_posted(self, key: str, ref: str) -> PostedRef:
+        if key:
+            await self._state.set(f"ops_post:{key}", ref)
+        return PostedRef(ref)
 
     # -- agents' files, served to channels ---------------------------------------------------------
 

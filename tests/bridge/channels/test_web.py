@@ -31,10 +31,9 @@ from bot_core.testing import MemoryWorkspace
 from bridge.channels.web import WebChannel
 from bridge.channels.web.sessions import SessionSigner, VisitorSession, identity_hash
 from bridge.workspaces.matrix.devserver import free_port
-from storage.db import migrate
 from storage.models import Direction, Identity, Message
 from tests.bridge.workspaces.matrix_agent import Agent, room_of, type_until_shown
-from tests.conftest import FAST_OUTBOX
+from tests.conftest import FAST_OUTBOX, MigratedDatabases
 from tests.matrix_server import SynapseInfo
 
 IDENTITY_SECRET = "shop-backend-shares-this"
@@ -77,7 +76,7 @@ def identity_claim(secret: str = IDENTITY_SECRET, **fields: str) -> dict[str, st
 
 
 @pytest.fixture
-async def web_desk(tmp_path: Path) -> AsyncIterator[WebDeskFactory]:
+async def web_desk(tmp_path: Path, migrated: MigratedDatabases) -> AsyncIterator[WebDeskFactory]:
     """Start relaydesk with the web channel and either the Matrix workspace or the in-memory double
     (started again with ``port=`` of a stopped one: the same database, secret and address, as a restart)."""
     running: list[Desk] = []
@@ -90,8 +89,8 @@ async def web_desk(tmp_path: Path) -> AsyncIterator[WebDeskFactory]:
         outbox: OutboxSettings = FAST_OUTBOX,
         port: int | None = None,
     ) -> WebDesk:
-        url = f"sqlite://{tmp_path / 'relaydesk.db'}"
-        await migrate(url)
+        database = tmp_path / "relaydesk.db"  # a restart finds the one the stopped desk used
+        url = f"sqlite://{database}" if database.exists() else await migrated.sqlite(database)
         port = port or (synapse.appservice_port if synapse else free_port())
         if synapse:
             workspace = f"""

@@ -22,9 +22,8 @@ from hypothesis import strategies as st
 from bot_core.config import parse_config
 from bot_core.desk import Desk
 from bridge.workspaces.matrix.devserver import free_port
-from storage.db import migrate
 from tests.bridge.channels.web_site import ENVIRON, WebSite, backend_claim, site_yaml
-from tests.conftest import FAST_OUTBOX
+from tests.conftest import FAST_OUTBOX, MigratedDatabases
 
 FUZZ = settings(
     max_examples=60,
@@ -135,11 +134,12 @@ FRAME = (
 
 
 @pytest.fixture(scope="module")
-async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebSite]:
+async def site(
+    tmp_path_factory: pytest.TempPathFactory, migrated: MigratedDatabases
+) -> AsyncIterator[WebSite]:
     """One desk for the module, with limits high enough that the fuzzer reaches the checks behind them."""
     tmp = tmp_path_factory.mktemp("web-fuzz")
-    url = f"sqlite://{tmp / 'relaydesk.db'}"
-    await migrate(url)
+    url = await migrated.sqlite(tmp / "relaydesk.db")
     port = free_port()
     settings_yaml = "\n".join(
         f"      {line}"

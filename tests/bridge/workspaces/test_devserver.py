@@ -91,6 +91,20 @@ class Receiver:
             and any(e.get("event_id") == event_id for e in r.body.get("events", []))
         ]
 
+    def transactions_since(self, mark: int) -> list[Received]:
+        """Every transaction push received after the first ``mark`` requests."""
+        return [r for r in self.received[mark:] if r.path.startswith("/_matrix/app/v1/transactions/")]
+
+    async def wait_for_transactions(
+        self, mark: int, *, count: int = 1, timeout: float = 10.0
+    ) -> list[Received]:
+        """Wait until ``count`` transaction pushes came after the first ``mark`` requests."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(self.transactions_since(mark)) >= count), timeout
+            )
+        return self.transactions_since(mark)
+
     async def wait_for(self, event_id: str, *, count: int = 1, timeout: float = 10.0) -> list[Received]:
         """Wait until ``count`` pushes carried ``event_id``."""
         async with self._changed:
@@ -278,10 +292,12 @@ async def test_a_failed_push_is_retried_with_the_same_txn_id_at_once_after_a_pin
     room_id, _ghost = ghost_room
     # End any back-off a push earlier in the session left (seen once in a full run: no push for 10 s).
     await as_call(http, synapse, "POST", f"/_matrix/client/v1/appservice/{synapse.registration.id}/ping")
+    mark = len(receiver.received)
     receiver.failing = True
     try:
         event_id = await agent_says(agent, room_id, "are you there?")
-        [failed] = await receiver.wait_for(event_id)
+        # the first push after this fails: the message, or (presence is on) the agent's presence first
+        failed = (await receiver.wait_for_transactions(mark))[0]
     finally:
         receiver.failing = False
     await asyncio.sleep(0.3)  # Synapse marks the appservice down and schedules a retry in 2 s
@@ -297,9 +313,12 @@ async def test_a_failed_push_is_retried_with_the_same_txn_id_at_once_after_a_pin
     assert ping.body == {"transaction_id": "relaydesk-test"}
     assert ping.authorization == f"Bearer {synapse.registration.hs_token}"
 
-    pushes = await receiver.wait_for(event_id, count=2, timeout=5)
+    pushes = await receiver.wait_for_transactions(mark, count=2, timeout=5)
     assert pushes[1].path == failed.path  # same transaction id: the appservice must dedupe on it
+    ids = [[e.get("event_id") for e in p.body.get("events", [])] for p in (failed, pushes[1])]
+    assert ids[0] == ids[1]  # the same events again
     assert pushes[1].at - failed.at < 1.5  # the ping's retry, not the 2 s back-off
+    await receiver.wait_for(event_id, timeout=5)  # and the message gets through (in it or right after)
 
 
 # -- run_dev_homeserver and restarts ----------------------------------------------------------------

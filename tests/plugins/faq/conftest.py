@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
@@ -14,6 +16,28 @@ from plugins.faq import FaqPlugin
 from tests.conftest import DOUBLES_YAML, DeskFactory
 
 SAMPLE = Path(__file__).resolve().parents[3] / "plugins" / "faq" / "examples" / "shop.yaml"
+
+
+def tuned_cache() -> Path:
+    """The tuned matcher's cache shared by the tests and kept between runs (``$RELAYDESK_FAQ_CACHE``, else
+    a directory in the system's temporary one): fine-tuning on the sample takes a minute or more on 2 cores.
+    """
+    path = Path(
+        os.environ.get("RELAYDESK_FAQ_CACHE") or Path(tempfile.gettempdir()) / "relaydesk-faq-test-cache"
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def share_tuned_cache(trained: Path, shared: Path) -> None:
+    """Copy what a test trained in its own cache ``trained`` into the shared one (:func:`tuned_cache`):
+    the files it lacks, each written whole under a temporary name first, so later tests load them."""
+    for file in [*trained.glob("minilm-*.int8.onnx"), *trained.glob("softmax-*.npz")]:
+        target = shared / file.name
+        if not target.exists():
+            partial = target.with_name(f".{file.name}.{os.getpid()}.tmp")
+            shutil.copyfile(file, partial)
+            partial.replace(target)
 
 
 def faq_yaml(kb: Path, extra: str = "") -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from bot_core.testing import MemoryChannel, MemoryWorkspace
 from plugins.faq.knowledge import KnowledgeBaseError, load
-from storage.models import Conversation, ConversationState
+from storage.models import Conversation, ConversationState, PluginState
 from tests.bot_core.test_relay_loop import doubles
 from tests.conftest import DeskFactory
 from tests.plugins.faq.conftest import SAMPLE, FaqDesk, faq_of, faq_yaml
@@ -140,6 +141,31 @@ async def test_did_you_mean_offers_choices_and_a_number_picks_one(faq_desk: FaqD
     assert reply.startswith("I'm not sure I understood. Did you mean:")
     assert "1. Where is my order?" in reply
     assert await ask(channel, "fay", "1") == answer("track-order")
+
+
+async def test_did_you_mean_choices_are_buttons_where_the_channel_has_them(
+    sqlite_url: str, make_desk: DeskFactory, kb_file: Path
+) -> None:
+    yaml_text = faq_yaml(kb_file).replace(
+        'use: "bot_core.testing:MemoryChannel"', 'use: "bot_core.testing:MemoryChannel", config: {choices: 3}'
+    )
+    assert "choices: 3" in yaml_text
+    desk = await make_desk(sqlite_url, yaml_text)
+    channel, _ = doubles(desk)
+
+    reply = await ask(channel, "fay", "my order number is 12345")
+    offered = channel.sent.items[-1]
+    assert reply.startswith("I'm not sure I understood. Did you mean:")  # the list stays in the text
+    assert offered.choices[0].title == "Where is my order?" and offered.choices[0].id == "faq:1"
+    before = len(channel.texts_to("fay"))
+    await channel.customer_writes("fay", offered.choices[0].title, choice=offered.choices[0].id)  # pressed
+    await channel.sent.wait_for(lambda _: len(channel.texts_to("fay")) > before)
+    assert channel.texts_to("fay")[before] == answer("track-order")
+    assert await desk.wait_settled()
+    [state] = await PluginState.filter(plugin="faq", key="conversation")
+    assert (
+        cast(dict[str, Any], state.value)["v"]["picked"] == "track-order"
+    )  # taken as the pick, not asked as a new question
 
 
 async def test_unanswered_turns_hand_over_after_the_configured_number(faq_desk: FaqDesk) -> None:

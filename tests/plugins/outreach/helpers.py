@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot_core.desk import Desk
 from tests.bot_core.test_relay_loop import doubles
@@ -44,6 +45,7 @@ def outreach_yaml(
     campaigns: str = "",
     cap: int = 5,
     rate: str = "",
+    metrics_refresh: float = 30,
     channels: str = '  - customers: {use: "bot_core.testing:MemoryChannel"}\n',
 ) -> str:
     """A plugins.yaml with the doubles (or other channels) and the outreach plugin."""
@@ -58,6 +60,7 @@ def outreach_yaml(
         + "        default_timezone: Europe/Berlin\n"
         + f"        quiet_hours: {{enabled: {str(quiet).lower()}}}\n"
         + f"        frequency_cap: {{max: {cap}, days: 7}}\n"
+        + f"        metrics_refresh: {metrics_refresh}\n"
         + (f"        rate_limits: {rate}\n" if rate else "")
         + TEMPLATES.replace("\n      ", "\n        ")
         + campaigns
@@ -85,6 +88,34 @@ async def post_event(
             f"http://127.0.0.1:{desk.port}/outreach/events", data=data, headers=sent
         ) as resp:
             return resp.status, await resp.json()
+
+
+async def get_event(desk: Desk, event_id: str, *, token: str = TOKEN) -> tuple[int, dict[str, Any]]:
+    """GET what became of an event; (status, JSON answer)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"http://127.0.0.1:{desk.port}/outreach/events/{event_id}",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
+            return resp.status, await resp.json()
+
+
+async def scrape(desk: Desk) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics as Prometheus does: every sample by name and sorted labels."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{desk.port}/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    """One sample's value (0 when absent)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def customer(

@@ -21,7 +21,17 @@ from plugins.outreach.plugin import OutreachPlugin
 from storage.bus.redis_streams import RedisStreamsBus
 from tests.bot_core.test_relay_loop import doubles
 from tests.conftest import DeskFactory
-from tests.plugins.outreach.helpers import ENV, Clock, customer, outreach_yaml, settle, started, tick
+from tests.plugins.outreach.helpers import (
+    ENV,
+    Clock,
+    customer,
+    outreach_yaml,
+    sample,
+    scrape,
+    settle,
+    started,
+    tick,
+)
 
 CAMPAIGN = """        campaigns:
           - name: spring
@@ -141,6 +151,7 @@ async def test_two_workers_fire_the_campaign_once(
     ]
     for n in (1, 2):
         await customer(desks[0], f"u{n}", f"Vip{n}", consent=True, tags=("vip",))
+    await customer(desks[0], "never", "Nico", tags=("vip",))  # never opted in: skipped
     clock.at = SLOT
     fired = await asyncio.gather(*(d.scheduler.tick() for d in desks for _ in range(3)))
     assert sum(fired) == 1  # one scan of one worker won the slot
@@ -151,6 +162,31 @@ async def test_two_workers_fire_the_campaign_once(
         await settle(desk)
     for user in ("u1", "u2"):
         assert sum(len(_campaign_texts(d, user)) for d in desks) == 1
+    # /metrics: both workers read the same records, so both export the same figures
+    scraped = [
+        {k: v for k, v in (await scrape(d)).items() if k[0].startswith("relaydesk_outreach_")} for d in desks
+    ]
+    assert scraped[0] == scraped[1] and scraped[0]
+    spring = _plugin(desks[0]).outreach.config.campaign("spring")
+    assert spring is not None
+    figures = "relaydesk_outreach_campaign_customers"
+    for got in scraped:
+        sent = [sample(got, figures, campaign="spring", variant=arm, outcome="sent") for arm in "ab"]
+        assert sum(sent) == 2
+        assert (
+            sum(sample(got, figures, campaign="spring", variant=arm, outcome="skipped") for arm in "ab") == 1
+        )
+        arm = variant_for(spring, 3).name
+        assert (
+            sample(
+                got,
+                "relaydesk_outreach_campaign_skipped",
+                campaign="spring",
+                variant=arm,
+                reason="no_consent",
+            )
+            == 1
+        )
 
 
 async def test_a_restart_neither_loses_nor_repeats_a_campaign_and_the_cap_holds(

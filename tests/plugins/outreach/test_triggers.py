@@ -57,13 +57,18 @@ async def test_an_event_sends_its_template_once_even_when_posted_twice(
             "channel": "customers",
         },
     )
-    assert await post_event(desk, SHIPPED) == (200, {"status": "duplicate", "event": "evt-1001"})
+    status, again = await post_event(desk, SHIPPED)
+    assert (status, again["status"], again["event"]) == (200, "duplicate", "evt-1001")
+    assert again["outcome"] in ("scheduled", "sent")  # the send may have run already
     expected = "Hi Alice, your order A-1001 is on its way."
     await channel.sent.wait_for(lambda _: expected in channel.texts_to("u1"))
     await desk.scheduler.tick()  # any second task would fire now
     await settle(desk)
     assert channel.texts_to("u1").count(expected) == 1
-    assert await post_event(desk, SHIPPED) == (200, {"status": "duplicate", "event": "evt-1001"})
+    assert await post_event(desk, SHIPPED) == (
+        200,
+        {"status": "duplicate", "event": "evt-1001", "outcome": "sent"},
+    )
     by_shop_id = {
         **SHIPPED,
         "id": "evt-1002",
@@ -112,6 +117,7 @@ async def test_bad_requests_get_a_clear_4xx_and_change_nothing(
     assert status == 422
     assert body == {
         "error": "template 'order_shipped': no value for first_name, order_id",
+        "reason": "missing_variable",
         "missing": ["first_name", "order_id"],
     }
     assert (await _tasks(), len(channel.sent.items)) == before
@@ -199,7 +205,7 @@ async def test_quiet_hours_hold_each_send_until_the_customers_own_morning(
 
 
 async def test_a_telegram_customer_gets_the_template_in_their_language(
-    sqlite_url: str, make_desk: DeskFactory, telegram: object
+    telegram: object, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
     from tests.bridge.channels.telegram.conftest import ENV as TELEGRAM_ENV
     from tests.bridge.channels.telegram.conftest import telegram_entry

@@ -280,3 +280,72 @@ async def test_an_adapter_down_is_said_once_and_its_return_once(
         "🔴 pulling is down: relaydesk cannot receive from it (see /healthz).",
         "✅ pulling is receiving again (ok).",
     ]
+
+
+async def test_an_adapter_down_on_another_worker_is_said_once_and_its_return_once(
+    postgres_url: str, redis_prefix: tuple[str, str], make_desk: DeskFactory
+) -> None:
+    redis_url, prefix = redis_prefix
+    clock = FakeClock()
+    failing = ReceiveSettings(
+        degraded_after=60, down_after=300, backoff_first=0.01, backoff_max=0.05, clock=clock
+    )
+    supervisor = (
+        "  - supervisor:\n"
+        '      use: "plugins.supervisor:SupervisorPlugin"\n'
+        "      config:\n"
+        "        alerts: {queue_length: null, oldest_wait: null, first_response_breaches: null,"
+        " delivery_failures: null}\n"
+        "        digest: {enabled: false}\n"
+    )
+    yaml_text = RECEIVING_YAML + supervisor  # both workers run the same plugins
+    workers = [
+        await make_desk(
+            postgres_url,
+            yaml_text,
+            redis=redis_url,
+            bus=RedisStreamsBus(redis_url, prefix=prefix),
+            receive_settings=settings,
+        )
+        for settings in (failing, ReceiveSettings())
+    ]
+    a, b = workers
+    pulling = cast(PullingChannel, a.plugins["pulling"])
+    checker = cast(SupervisorPlugin, b.plugins["supervisor"])  # the check runs on the worker that is fine
+    await pulling.play("ok")
+    await a.adapter_health.report()
+    assert await b.adapter_health.workers() == {
+        "pulling": {a.adapter_health.worker: "ok", b.adapter_health.worker: "ok"}
+    }
+    assert await checker.alerts_now(utcnow()) == 0
+    for _ in range(2):
+        await pulling.play("fail")
+    clock.now += 301
+    for _ in range(2):
+        await pulling.play("fail")  # failing for 301 s on worker a: down there
+    await a.adapter_health.report()
+    assert (a.receiving_states(), b.receiving_states()) == ({"pulling": "down"}, {"pulling": "ok"})
+    assert await b.adapter_health.states() == {"pulling": "down"}  # b sees a's trouble
+    assert await checker.alerts_now(utcnow()) == 1
+    assert await checker.alerts_now(utcnow()) == 0
+    assert (
+        await cast(SupervisorPlugin, a.plugins["supervisor"]).alerts_now(utcnow()) == 0
+    )  # said once, whoever checks
+    for _ in range(2):
+        await pulling.play("ok")
+    await a.adapter_health.report()
+    assert await checker.alerts_now(utcnow()) == 1
+    assert await checker.alerts_now(utcnow()) == 0
+    for desk in workers:
+        assert await desk.wait_settled(20)
+    posts = [
+        p for desk in workers for p in cast(MemoryWorkspace, desk.plugins["desk"]).channels.get("ops", [])
+    ]
+    assert sorted(posts) == [
+        "✅ pulling is receiving again (ok).",
+        "🔴 pulling is down: relaydesk cannot receive from it (see /healthz).",
+    ]
+    # a worker that stops takes its reports with it: a worker shut down is not an adapter down
+    # (what Desk.stop does first; the whole desk is not stopped here: both share this process's database)
+    await a.adapter_health.stop()
+    assert await b.adapter_health.workers() == {"pulling": {b.adapter_health.worker: "ok"}}

@@ -75,6 +75,48 @@ async def test_the_platforms_own_window_error_is_handled_the_same_way(
     assert await desk.wait_settled(5)
 
 
+async def test_the_window_error_reported_later_in_a_status_is_handled_the_same_way_once(
+    whatsapp: WhatsAppEmulator, wa_desk: WaDesk
+) -> None:
+    desk, _channel, workspace = await wa_desk()
+    room = await _room(whatsapp, workspace, BEN, "Ben")
+    whatsapp.duplicate_webhooks = True  # every status arrives twice: nothing may double
+    whatsapp.window_closes_async.add(BEN)  # accepted now, "failed" with 131047 a moment later
+    await workspace.agent_writes(room, "Your refund is on its way.", agent="@bea")
+
+    await workspace.posts.wait_for(lambda _: any("Not sent yet" in t for t in _notices(workspace, room)))
+    [held] = [t for t in _notices(workspace, room) if "Not sent yet" in t]
+    assert "'reopen_chat' (en_US)" in held and "Your refund is on its way." in held
+    # the reply the platform took and then refused, and the template to reopen the conversation
+    assert whatsapp.texts_to(BEN) == ["Your refund is on its way.", "template:reopen_chat:en_US:Ben|Bea"]
+    assert not any("did not get" in t for t in _notices(workspace, room))  # not a failure
+    [message] = await Message.filter(text="Your refund is on its way.")
+    assert message.delivery_status != "failed"
+
+    await whatsapp.customer_sends(BEN, "Ben", text="ok?")
+    await whatsapp.wait_for(lambda: whatsapp.texts_to(BEN)[2:] == ["Your refund is on its way."])
+    await workspace.posts.wait_for(
+        lambda _: any("held reply went out" in t for t in _notices(workspace, room))
+    )
+    assert await desk.wait_settled(5)
+    await whatsapp.wait_for(lambda: (message_status(whatsapp) or "") == "delivered")
+    assert whatsapp.texts_to(BEN) == [
+        "Your refund is on its way.",
+        "template:reopen_chat:en_US:Ben|Bea",
+        "Your refund is on its way.",
+    ]
+    await message.refresh_from_db()
+    assert message.channel_message_id == whatsapp.messages_to(BEN)[-1]["id"]  # the copy that arrived
+    assert sum("Not sent yet" in t for t in _notices(workspace, room)) == 1
+
+
+def message_status(whatsapp: WhatsAppEmulator) -> str | None:
+    """The last status the emulator reported for its last accepted message."""
+    last = whatsapp.sent[-1]["id"]
+    bodies = [d.body for d in whatsapp.webhook_deliveries if d.kind == "status" and last.encode() in d.body]
+    return "delivered" if any(b"delivered" in b for b in bodies) else None
+
+
 async def test_throughput_and_pair_rate_limits_wait_and_pace_and_lose_nothing(
     whatsapp: WhatsAppEmulator, wa_desk: WaDesk
 ) -> None:

@@ -68,8 +68,12 @@ SlackDeskFactory = Callable[..., Awaitable[SlackDesk]]
 
 
 @pytest.fixture
-async def slack_desk(make_desk: DeskFactory, slack: SlackEmulator, sqlite_url: str) -> SlackDeskFactory:
-    """Start a desk with the Slack workspace (``extra``: more config lines, e.g. ``undo_seconds: 0``)."""
+async def slack_desk(slack: SlackEmulator, sqlite_url: str, make_desk: DeskFactory) -> SlackDeskFactory:
+    """Start a desk with the Slack workspace (``extra``: more config lines, e.g. ``undo_seconds: 0``).
+
+    ``slack`` comes before ``make_desk``: the desks stop before the emulator does, as relaydesk stops
+    while Slack stays up (stopped the other way round, each desk's last deliveries fail until it stops).
+    """
 
     async def factory(extra: str = "undo_seconds: 0", *, url: str = "", channel: str = "") -> SlackDesk:
         port = free_port()

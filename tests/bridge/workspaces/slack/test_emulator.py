@@ -120,6 +120,31 @@ async def test_external_upload_flow(slack: SlackEmulator) -> None:
     # the SDK's own helper drives the same flow
     await client.files_upload_v2(channel=channel, content=b"abc", filename="b.bin")
     assert len(slack.messages(channel)) == 2
+    assert (done["files"][0]["filetype"], done["files"][0]["mimetype"]) == ("text", "text/plain")
+
+    # an image into two channels at once (``channels``), its type read from its bytes; with an initial
+    # comment, blocks are ignored (as Slack's docs say); alt text is kept
+    other = slack.add_channel("ops", [slack.bot_user_id])
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 24
+    step = await client.files_getUploadURLExternal(filename="chart", length=len(png), alt_txt="a chart")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(step["upload_url"], data=png) as response:
+            assert response.status == 200
+    done = await client.files_completeUploadExternal(
+        files=[{"id": step["file_id"]}],
+        channels=[channel, other],
+        initial_comment="the chart",
+        blocks=json.dumps([{"type": "section", "text": {"type": "plain_text", "text": "ignored"}}]),
+    )
+    assert (done["files"][0]["filetype"], done["files"][0]["mimetype"]) == ("png", "image/png")
+    for where in (channel, other):
+        (message, file), *_ = slack.shared_files(where)[-1:]
+        assert (message["text"], message["blocks"], file["alt_txt"]) == ("the chart", None, "a chart")
+    with pytest.raises(SlackApiError) as threaded:
+        await client.files_completeUploadExternal(
+            files=[{"id": step["file_id"]}], channels=[channel, other], thread_ts="1.000001"
+        )
+    assert threaded.value.response["error"] == "invalid_arguments"
 
 
 async def test_views_open_and_user_lookups(slack: SlackEmulator) -> None:

@@ -75,7 +75,7 @@ def _mentioning(slack: SlackEmulator, channel: str, user: str, thread_ts: str | 
 
 
 async def test_a_handoff_to_an_agent_invites_them_back_and_mentions_them(
-    make_desk: DeskFactory, slack: SlackEmulator, sqlite_url: str
+    slack: SlackEmulator, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
     desk = await _desk(make_desk, slack, sqlite_url)
     customers = cast(MemoryChannel, desk.plugins["customers"])
@@ -110,7 +110,7 @@ def _channel_of(slack: SlackEmulator, slug: str) -> Channel | None:
 
 
 async def test_in_thread_rooms_a_handoff_mentions_the_agent_in_the_thread_and_invites_nobody(
-    make_desk: DeskFactory, slack: SlackEmulator, sqlite_url: str
+    slack: SlackEmulator, sqlite_url: str, make_desk: DeskFactory
 ) -> None:
     team = slack.add_channel("support-desk", [ANN, BOB])
     desk = await _desk(make_desk, slack, sqlite_url, f'rooms: thread\n        team_channel: "{team}"')
@@ -126,3 +126,65 @@ async def test_in_thread_rooms_a_handoff_mentions_the_agent_in_the_thread_and_in
     assert texts[0].startswith(f"🔔 <@{BOB}>")
     assert await desk.wait_settled(10)
     assert sum(m == "conversations.invite" for m, _ in slack.calls) == invites_before
+
+
+async def test_presence_makes_an_agent_available_and_ops_channel_commands_answer_there(
+    make_desk: DeskFactory, slack: SlackEmulator, sqlite_url: str
+) -> None:
+    """The handoff plugin with ``presence: true`` reads Ann's Slack presence (users.getPresence): active
+    makes her available and hands her the waiting customer; in the team's ops channel ``!team`` and
+    ``/relay queue`` answer in that channel."""
+    from tests.plugins.handoff.conftest import Clock
+
+    clock = Clock()
+    port = free_port()
+    yaml_text = (
+        slack_yaml(slack, "undo_seconds: 0")
+        + f"""  - handoff:
+      use: "plugins.handoff:HandoffPlugin"
+      config:
+        default_team: support
+        queue_unhandled: true
+        teams:
+          support: {{members: ["{ANN}"], assignment: least_busy, presence: true}}
+"""
+    )
+    desk = await make_desk(
+        sqlite_url,
+        yaml_text,
+        serve_http=True,
+        http_port=port,
+        environ={"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": slack.signing_secret},
+        scheduler_clock=clock,
+        scheduler_poll=3600,
+    )
+    slack.request_url = f"http://127.0.0.1:{port}/slack/events"
+    customers = cast(MemoryChannel, desk.plugins["customers"])
+    await customers.customer_writes("anna", "hello, a person please", name="Anna")
+    assert await desk.wait_settled(10)
+    await desk.plugins["handoff"].services.post_to_ops("support", "support's room", key="hello")
+    ops = await until(
+        lambda: next((c for c in slack.channels.values() if c.name.endswith("ops-support")), None),
+        what="the ops channel",
+    )
+
+    async def tick() -> None:
+        clock.move(minutes=1)
+        await desk.scheduler.tick()
+        assert await desk.wait_settled(10)
+
+    await tick()  # never set: Slack reports away
+    slack.set_presence(ANN, "active")
+    await tick()
+    assert "users:read" in slack.scopes_needed and any(m == "users.getPresence" for m, _ in slack.calls)
+    await slack.user_posts(ANN, ops.id, "!team")
+
+    def answer(start: str) -> str | None:
+        found = [m["text"] for m in slack.messages(ops.id) if m.get("bot_id") and start in m["text"]]
+        return found[-1] if found else None
+
+    view = await until(lambda: answer("Team support"), what="!team's answer")
+    assert "available (presence), 1/3: #" in view, view
+    await slack.slash_command(ANN, ops.id, "/relay", "queue")
+    line = await until(lambda: answer("Line of support"), what="/relay queue's answer")
+    assert "0 waiting" in line, line
