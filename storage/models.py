@@ -124,6 +124,7 @@ class CustomerContact(Model):
     class Meta:
         table = "customer_contact"
         unique_together = (("kind", "value"),)
+        indexes = (("customer_id",),)  # a customer's contacts, for the card
 
 
 class Consent(Model):
@@ -166,6 +167,7 @@ class Identity(Model):
     class Meta:
         table = "identity"
         unique_together = (("channel", "external_id"),)
+        indexes = (("customer_id",),)  # a customer's identities: the card, merges, replies
 
 
 class Room(Model):
@@ -413,6 +415,7 @@ class PluginState(Model):
     class Meta:
         table = "plugin_state"
         unique_together = (("plugin", "scope", "key"),)
+        indexes = (("scope",),)  # every plugin's lines of one scope (a conversation's card notes)
 
 
 class BusJournalEntry(Model):

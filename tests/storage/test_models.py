@@ -123,3 +123,23 @@ async def test_keyed_scheduling_migration_upgrades_a_database_with_tasks(store: 
     finally:
         if store == "postgres":
             await drop_postgres_database(url)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        'SELECT * FROM "identity" WHERE "customer_id"=? ORDER BY "id"',
+        'SELECT * FROM "customer_contact" WHERE "customer_id"=? ORDER BY "id"',
+        'SELECT * FROM "plugin_state" WHERE "scope"=? ORDER BY "plugin", "key"',
+    ],
+)
+async def test_the_card_lookups_of_a_customer_use_an_index(sqlite_url: str, query: str) -> None:
+    """The room card of every new customer reads these: a table scan would make each first contact cost
+    more the more customers there are (bench.relay --only-first-contacts)."""
+    await init_db(sqlite_url)
+    try:
+        plan = await connections.get("default").execute_query_dict(f"EXPLAIN QUERY PLAN {query}", [1])
+        details = " ".join(str(row["detail"]) for row in plan)
+        assert "USING INDEX" in details and "SCAN" not in details.replace("USING INDEX", ""), details
+    finally:
+        await close_db()
