@@ -34,13 +34,13 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from tests.emulators.server import LoopbackServer
 from tests.emulators.telegram_html import EntityParseError, parse_html, utf16_len
 
 MAX_TEXT = 4096
@@ -138,10 +138,11 @@ class WebhookDelivery:
     secret_header: str | None
 
 
-class TelegramEmulator:
+class TelegramEmulator(LoopbackServer):
     """The Bot API of one bot (``token``), with its customers, chats, files and updates."""
 
     def __init__(self, token: str, *, bot_id: int = 7000001, username: str = "relaydesk_test_bot") -> None:
+        super().__init__()
         self.token = token
         self.bot_user = {"id": bot_id, "is_bot": True, "first_name": "Relaydesk", "username": username}
         self.users: dict[int, dict[str, Any]] = {}
@@ -163,34 +164,20 @@ class TelegramEmulator:
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._injected: list[Injected] = []
         self._outage: tuple[ApiError, frozenset[str] | None] | None = None
-        self._changed = asyncio.Condition()
         self._poll_generation = 0
         self._stopping = False  # set by stop(): a long poll answers at once instead of holding the shutdown
-        self._runner: web.AppRunner | None = None
         self._webhook_task: asyncio.Task[None] | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._hang = asyncio.Event()
         self._gateway_down: dict[str, int] = {}  # lowercased method -> HTTP status of the HTML page
-        self.port = 0
 
     # -- server ---------------------------------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        """What aiogram's ``TelegramAPIServer.from_base`` takes."""
-        return f"http://127.0.0.1:{self.port}"
+    max_body = 60 * 1024**2
 
-    async def start(self) -> None:
-        """Listen on a free loopback port."""
-        app = web.Application(client_max_size=60 * 1024**2)
+    def routes(self, app: web.Application) -> None:
+        """The Bot API and its file downloads (:attr:`base_url` is what aiogram's
+        ``TelegramAPIServer.from_base`` takes)."""
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.+}", self._download)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._http = aiohttp.ClientSession()
 
     async def stop(self) -> None:
         """Stop the webhook sender and the server; long polls still waiting answer at once, as the server's
@@ -199,23 +186,11 @@ class TelegramEmulator:
         self._stopping = True
         await self._notify()
         await self._stop_webhook_sender()
-        if self._http is not None:
-            await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._close()
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``predicate()`` holds (checked after every change); TimeoutError with the calls otherwise."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
-            except TimeoutError:
-                seen = [(c.method, c.status) for c in self.calls]
-                raise TimeoutError(f"condition not met in {timeout}s; calls: {seen}") from None
+    def calls_seen(self) -> list[Any]:
+        """(method, status) of every call."""
+        return [(c.method, c.status) for c in self.calls]
 
     # -- switches ---------------------------------------------------------------------------------
 

@@ -30,13 +30,15 @@ import hmac
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from multidict import MultiDict
+
+from tests.emulators.server import LoopbackServer
 
 OPT_OUT = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit"})
 OPT_IN = frozenset({"start", "yes", "unstop"})
@@ -101,10 +103,11 @@ class WebhookDelivery:
     body: str
 
 
-class TwilioEmulator:
+class TwilioEmulator(LoopbackServer):
     """The Messaging API of one account, its numbers, customers and media."""
 
     def __init__(self, account_sid: str, auth_token: str, *, number: str = "+15005550006") -> None:
+        super().__init__()
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.number = number
@@ -122,31 +125,14 @@ class TwilioEmulator:
         self._injected: list[tuple[TwilioError | None, int]] = []
         self._outage: TwilioError | None = None
         self._ids = itertools.count(1)
-        self._changed = asyncio.Condition()
-        self._hang = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
 
-    @property
-    def base_url(self) -> str:
-        """What the channel's ``api_base`` takes."""
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        """Listen on a free loopback port."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """The Messages resource and its media (the channel's ``api_base`` is :attr:`base_url`)."""
         root = "/2010-04-01/Accounts/{sid}"
         app.router.add_post(root + "/Messages.json", self._create)
         app.router.add_get(root + "/Messages/{msid}.json", self._fetch)
         app.router.add_get(root + "/Messages/{msid}/Media/{meid}", self._media)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._http = aiohttp.ClientSession()
 
     async def stop(self) -> None:
         """Stop pending callbacks and the server."""
@@ -155,23 +141,11 @@ class TwilioEmulator:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._close()
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``predicate()`` holds (checked after every change); TimeoutError with the calls otherwise."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
-            except TimeoutError:
-                seen = [(c.status, c.response.get("code")) for c in self.calls]
-                raise TimeoutError(f"condition not met in {timeout}s; calls: {seen}") from None
+    def calls_seen(self) -> list[Any]:
+        """(status, Twilio error code) of every call."""
+        return [(c.status, c.response.get("code")) for c in self.calls]
 
     # -- switches ---------------------------------------------------------------------------------
 

@@ -37,12 +37,13 @@ import itertools
 import json
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.emulators.server import LoopbackServer
 
 WINDOW_SECONDS = 24 * 3600
 VERSION = "v21.0"
@@ -214,7 +215,7 @@ class Media:
     data: bytes
 
 
-class WhatsAppEmulator:
+class WhatsAppEmulator(LoopbackServer):
     """The Cloud API of one business phone number, with its customers, media and webhook."""
 
     def __init__(
@@ -226,6 +227,7 @@ class WhatsAppEmulator:
         display_phone_number: str = "15550783881",
         version: str = VERSION,
     ) -> None:
+        super().__init__()
         self.access_token = access_token
         self.app_secret = app_secret
         self.phone_number_id = phone_number_id
@@ -253,34 +255,20 @@ class WhatsAppEmulator:
         self._injected: list[Injected] = []
         self._outage: GraphError | None = None
         self._ids = itertools.count(1)
-        self._changed = asyncio.Condition()
-        self._hang = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._webhook_lock = asyncio.Lock()
-        self.port = 0
 
     # -- server -----------------------------------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        """What the channel's ``api_base`` takes (the Graph host, without the version)."""
-        return f"http://127.0.0.1:{self.port}"
+    max_body = 100 * 1024**2
 
-    async def start(self) -> None:
-        """Listen on a free loopback port."""
-        app = web.Application(client_max_size=100 * 1024**2)
+    def routes(self, app: web.Application) -> None:
+        """The Graph messages and media endpoints (the channel's ``api_base`` is :attr:`base_url`: the
+        Graph host, without the version)."""
         app.router.add_post("/{version}/{phone}/messages", self._messages)
         app.router.add_post("/{version}/{phone}/media", self._upload)
         app.router.add_get("/{version}/{media_id}", self._media_info)
         app.router.add_get("/download/{media_id}", self._download)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._http = aiohttp.ClientSession()
 
     async def stop(self) -> None:
         """Stop pending webhook posts and the server."""
@@ -289,10 +277,7 @@ class WhatsAppEmulator:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._close()
 
     def now(self) -> float:
         """The emulator's clock (wall time plus :meth:`advance`)."""
@@ -302,21 +287,11 @@ class WhatsAppEmulator:
         """Move the clock forward (the 24-hour window closes without waiting a day)."""
         self.offset += seconds
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``predicate()`` holds (checked after every change); TimeoutError with the calls otherwise."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
-            except TimeoutError:
-                seen = [
-                    (c.path.rsplit("/", 1)[-1], c.status, c.response.get("error", {}).get("code"))
-                    for c in self.calls
-                ]
-                raise TimeoutError(f"condition not met in {timeout}s; calls: {seen}") from None
+    def calls_seen(self) -> list[Any]:
+        """(endpoint, status, Graph error code) of every call."""
+        return [
+            (c.path.rsplit("/", 1)[-1], c.status, c.response.get("error", {}).get("code")) for c in self.calls
+        ]
 
     # -- switches ---------------------------------------------------------------------------------
 
