@@ -293,16 +293,20 @@ async def customer_card(
     the plugins' notes. ``known``: the conversation's view and customer, when the caller has just read them
     (:func:`view_and_customer`)."""
     view, customer = known or await view_and_customer(conversation)
-    identities = await hot.select(Identity, '"customer_id"=?', [customer.id], order='"id"')
-    contacts = await hot.select(CustomerContact, '"customer_id"=?', [customer.id], order='"id"')
-    replies_to = reply_identity_id(conversation)
-    earlier = await hot.select(
-        Conversation,
-        '"customer_id"=? AND "id"<?',
-        [customer.id, conversation.id],
-        order='"id" DESC',
-        limit=10,
+    identities, contacts, earlier, rated, notes = await hot.select_several(
+        hot.Select(Identity, '"customer_id"=?', [customer.id], order='"id"'),
+        hot.Select(CustomerContact, '"customer_id"=?', [customer.id], order='"id"'),
+        hot.Select(
+            Conversation,
+            '"customer_id"=? AND "id"<?',
+            [customer.id, conversation.id],
+            order='"id" DESC',
+            limit=10,
+        ),
+        _rated_read(customer.id),
+        _notes_read(conversation.id),
     )
+    replies_to = reply_identity_id(conversation)
     return CustomerCard(
         customer_id=customer.id,
         name=view.customer_name,
@@ -321,9 +325,9 @@ async def customer_card(
         state=view.state,
         team=view.team,
         assignee=view.assignee,
-        attributes={**_card_attributes(customer, contacts), **await _satisfaction(customer.id)},
+        attributes={**_card_attributes(customer, contacts), **_satisfaction_shown(rated)},
         earlier_conversations=tuple([await _earlier(c) for c in earlier]),
-        notes=await card_notes(conversation.id),
+        notes=_notes_shown(notes),
     )
 
 
@@ -332,12 +336,18 @@ def card_notes_scope(conversation_id: int) -> str:
     return f"card:{conversation_id}"
 
 
+def _notes_read(conversation_id: int) -> hot.Select:
+    return hot.Select(PluginState, '"scope"=?', [card_notes_scope(conversation_id)], order='"plugin", "key"')
+
+
+def _notes_shown(rows: list[PluginState]) -> tuple[str, ...]:
+    return tuple(str(row.value["v"]) for row in rows)  # type: ignore[index]
+
+
 async def card_notes(conversation_id: int) -> tuple[str, ...]:
     """The lines plugins keep on the conversation's card (``ctx.card_note``), by plugin and key."""
-    rows = await hot.select(
-        PluginState, '"scope"=?', [card_notes_scope(conversation_id)], order='"plugin", "key"'
-    )
-    return tuple(str(row.value["v"]) for row in rows)  # type: ignore[index]
+    (rows,) = await hot.select_several(_notes_read(conversation_id))
+    return _notes_shown(rows)
 
 
 def _window(customer: Customer, channel: str) -> tuple[str, bool]:
@@ -366,15 +376,19 @@ def _card_attributes(customer: Customer, contacts: list[CustomerContact]) -> dic
     return shown
 
 
-async def _satisfaction(customer_id: int) -> dict[str, str]:
-    """The customer's latest rating of a conversation, for the card (none: nothing shown)."""
-    found = await hot.select(
+def _rated_read(customer_id: int) -> hot.Select:
+    """The read of the customer's latest rated conversation."""
+    return hot.Select(
         Conversation,
         '"customer_id"=? AND "satisfaction" IS NOT NULL',
         [customer_id],
         order='"id" DESC',
         limit=1,
     )
+
+
+def _satisfaction_shown(found: list[Conversation]) -> dict[str, str]:
+    """The customer's latest rating of a conversation, for the card (none: nothing shown)."""
     rated = found[0] if found else None
     if rated is None or rated.satisfaction is None:
         return {}

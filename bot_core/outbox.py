@@ -772,21 +772,26 @@ class Outbox:
                 ref = RoomRef(name, bound.external_id)
                 self._rooms[conversation.id] = ref
                 return ref
-            room = existing
+            room, bound_now = existing, False
             if room is None:
                 # the view names no room of another workspace (the conversation may be bound to one)
                 known = await view_and_customer(conversation, workspace=name)
                 ref = await workspace.ensure_room(known[0])
                 try:
                     room = await hot.insert_room(
-                        workspace=name, customer_id=conversation.customer_id, external_id=ref.room_id
+                        workspace=name,
+                        customer_id=conversation.customer_id,
+                        external_id=ref.room_id,
+                        bind=conversation.id,
                     )
+                    bound_now = True
                 except IntegrityError:  # the customer's room was made meanwhile (their other conversation)
                     found = await hot.conversation_rooms(conversation_id, name)
                     if found is None or found[2] is None:
                         raise
                     room, known = found[2], None
-            await hot.set_conversation_room(conversation.id, room.id)
+            if not bound_now:
+                await hot.set_conversation_room(conversation.id, room.id)
             conversation.room_id = room.id
             ref = RoomRef(name, room.external_id)
         if known is not None:

@@ -25,6 +25,7 @@ from storage.models import (
     OutboxItem,
     OutboxStatus,
     OutboxTarget,
+    Room,
 )
 
 
@@ -412,3 +413,54 @@ async def test_a_conversation_is_read_with_its_bound_room_and_its_customers_room
     ]
     both = await hot.customer_and_identity(alice.id, identity.id)
     assert both is not None and (both[0].tags, both[1].external_id) == (["vip"], "1001")
+
+
+async def test_a_new_room_binds_its_conversation_in_the_same_step_or_not_at_all(db: None) -> None:
+    alice, identity = await _alice()
+    conversation = await Conversation.create(customer=alice, identity=identity)
+    room = await hot.insert_room(
+        workspace="matrix", customer_id=alice.id, external_id="!r:hs", bind=conversation.id
+    )
+    stored = await Conversation.get(id=conversation.id)
+    assert (stored.room_id, room.workspace, room.external_id) == (room.id, "matrix", "!r:hs")
+    assert room.created_at is not None and room.id == (await hot.select(Room, '"id"=?', [room.id]))[0].id
+    later = await Conversation.create(customer=alice, identity=identity)
+    with pytest.raises(IntegrityError):  # the customer has a room there already: nothing is bound
+        await hot.insert_room(workspace="matrix", customer_id=alice.id, external_id="!two:hs", bind=later.id)
+    assert (await Conversation.get(id=later.id)).room_id is None
+
+
+async def test_several_reads_at_once_give_what_each_read_alone_gives(db: None) -> None:
+    from storage.models import PluginState
+
+    customer = await Customer.create(display_name="Ana", attributes={"plan": "gold"}, tags=["vip"])
+    identity = await Identity.create(customer=customer, channel="telegram", external_id="7")
+    first = await Conversation.create(customer=customer, identity=identity, tags=["refund", "ünïcode"])
+    second = await Conversation.create(customer=customer, identity=identity, satisfaction=4)
+    await PluginState.create(plugin="faq", scope="card:9", key="b", value={"v": "second line"})
+    await PluginState.create(plugin="faq", scope="card:9", key="a", value=42)
+    await PluginState.create(plugin="csat", scope="card:9", key="z", value=[1, None, {"x": 2.5}])
+
+    reads = (
+        hot.Select(Conversation, '"customer_id"=?', [customer.id], order='"id" DESC', limit=5),
+        hot.Select(PluginState, '"scope"=?', ["card:9"], order='"plugin", "key"'),
+        hot.Select(Identity, '"customer_id"=?', [customer.id + 1000]),
+        hot.Select(Conversation, '"id"=?', [first.id], limit=1),
+    )
+    together = await hot.select_several(*reads)
+    alone = [await hot.select(r.model, r.where, r.values, order=r.order, limit=r.limit) for r in reads]
+
+    def fields(rows: list[Any]) -> list[dict[str, Any]]:
+        return [{k: getattr(row, k) for k in type(row)._meta.fields_db_projection} for row in rows]
+
+    assert [fields(rows) for rows in together] == [fields(rows) for rows in alone]
+    conversations, notes, nobody, just_first = together
+    assert [c.id for c in conversations] == [second.id, first.id]
+    assert conversations[1].tags == ["refund", "ünïcode"] and conversations[0].satisfaction == 4
+    assert conversations[1].created_at == first.created_at  # an aware datetime, to the microsecond
+    assert [(n.plugin, n.key, n.value) for n in notes] == [
+        ("csat", "z", [1, None, {"x": 2.5}]),
+        ("faq", "a", 42),
+        ("faq", "b", {"v": "second line"}),
+    ]
+    assert nobody == [] and [c.id for c in just_first] == [first.id]
