@@ -478,7 +478,14 @@ class Outbox:
         """Send the lane's rows one at a time, in id order, until it is empty or its head must wait."""
         try:
             conversation_id, target = lane
-            row = await hot.outbox_lane_head(conversation_id, target)
+            claimed = None
+            if not self._single_worker:  # the common case in one statement: the head is due, claim it
+                until = utcnow() + timedelta(seconds=self.settings.claim_seconds)
+                claimed = await hot.claim_lane_head(conversation_id, target, until)
+            if claimed is not None:
+                row = await self._deliver(claimed)
+            else:  # (or not due, held by another worker, empty: the loop below tells which)
+                row = await hot.outbox_lane_head(conversation_id, target)
             while row is not None and not self._stopping:
                 now = utcnow()
                 if row.status is OutboxStatus.SENDING:

@@ -787,6 +787,38 @@ async def outbox_lane_head(conversation_id: int | None, target: str) -> OutboxIt
     return _load_outbox(rows[0]) if rows else None
 
 
+async def claim_lane_head(conversation_id: int | None, target: str, until: datetime) -> OutboxItem | None:
+    """Claim a lane's head row (as :func:`claim_outbox_row` would) if it is due: pending and its next
+    attempt come, or ``sending`` under an expired claim. The claimed row, or None when the head is not
+    due, held by another worker or missing (:func:`outbox_lane_head` then tells which).
+
+    One statement instead of a read and a claim, for the lane a new delivery starts. Between workers:
+    a row another worker claimed after this statement's read is re-checked by PostgreSQL before it is
+    changed (and SQLite has one writer), so at most one claim wins.
+    """
+    head_sql, head_values = _lane_head_sql(conversation_id, target)
+    now = _db_datetime(OutboxItem, "claimed_until", timezone.now())
+    # (a WITH statement: every client reads its rows, even inside a transaction)
+    sql = (
+        'WITH "h" AS ('
+        + head_sql.replace(f"SELECT {_columns(OutboxItem)} ", 'SELECT "id" ', 1)
+        + ') UPDATE "outbox_item" SET "status"=?, "claimed_until"=? WHERE "id"=(SELECT "id" FROM "h") '
+        'AND (("status"=? AND "next_attempt_at"<=?) OR ("status"=? AND "claimed_until"<?)) '
+        f"RETURNING {_columns(OutboxItem)}"
+    )
+    values = [
+        *head_values,
+        OutboxStatus.SENDING.value,
+        _db_datetime(OutboxItem, "claimed_until", until),
+        OutboxStatus.PENDING.value,
+        _db_datetime(OutboxItem, "next_attempt_at", timezone.now()),
+        OutboxStatus.SENDING.value,
+        now,
+    ]
+    _count, rows = await _query(sql, values)
+    return _load_outbox(rows[0]) if rows else None
+
+
 @dataclass(frozen=True)
 class LaneHead:
     """The oldest unsent row of one outbox lane, as the periodic scan needs it."""

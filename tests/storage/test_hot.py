@@ -170,6 +170,44 @@ async def test_outbox_lane_claim_and_sent(db: None) -> None:
         await hot.mark_outbox_sent(next_head, "x", message_column="text")
 
 
+async def test_a_lane_head_is_claimed_in_one_step_only_when_it_is_due(db: None) -> None:
+    alice, identity = await _alice()
+    conversation = await Conversation.create(customer=alice, identity=identity)
+    now = datetime.now(UTC)
+
+    async def queue(key: str, due: datetime) -> OutboxItem:
+        return await OutboxItem.create(
+            idempotency_key=key,
+            target=OutboxTarget.CUSTOMER,
+            adapter="telegram",
+            address="1001",
+            conversation=conversation,
+            payload={"kind": "message", "text": key},
+            next_attempt_at=due,
+        )
+
+    until = now + timedelta(seconds=60)
+    assert await hot.claim_lane_head(conversation.id, "customer", until) is None  # an empty lane
+    later = await queue("later", now + timedelta(hours=1))
+    await queue("behind", now)
+    assert await hot.claim_lane_head(conversation.id, "customer", until) is None  # the head waits: none
+    assert (await OutboxItem.get(id=later.id)).status is OutboxStatus.PENDING
+    await OutboxItem.filter(id=later.id).update(next_attempt_at=now - timedelta(seconds=1))
+    claimed = await hot.claim_lane_head(conversation.id, "customer", until)
+    assert claimed is not None and claimed.id == later.id and claimed.payload["text"] == "later"
+    assert (claimed.status, claimed.claimed_until) == (OutboxStatus.SENDING, until)
+    stored = await OutboxItem.get(id=later.id)
+    assert (stored.status, stored.claimed_until) == (OutboxStatus.SENDING, until)
+    # held by a live claim: neither it nor the row behind it is claimed
+    assert await hot.claim_lane_head(conversation.id, "customer", until + timedelta(seconds=5)) is None
+    # a dead worker's expired claim is taken over, once
+    await OutboxItem.filter(id=later.id).update(claimed_until=now - timedelta(seconds=1))
+    results = await asyncio.gather(
+        *(hot.claim_lane_head(conversation.id, "customer", until) for _ in range(4))
+    )
+    assert [r.id for r in results if r is not None] == [later.id]
+
+
 async def test_marking_sent_is_one_transaction_even_while_another_task_holds_the_connection(db: None) -> None:
     """The statements of mark_outbox_sent commit together: on SQLite's fast path, and in a transaction
     of their own when another task's transaction holds the connection (they wait for it, then run)."""
