@@ -581,6 +581,25 @@ async def _drive(
     )
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks over every core (Linux:
+    /proc/stat); (0, 0) elsewhere. Two readings give how busy the cores were in between."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        return 0, 0
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def busy_between(start: tuple[int, int], end: tuple[int, int]) -> float:
+    """How busy the machine's cores were between two :func:`machine_cpu` readings (1.0: every core, all
+    the time); NaN where unknown."""
+    total = end[1] - start[1]
+    return (end[0] - start[0]) / total if total > 0 else math.nan
+
+
 def rss_mb() -> tuple[float, float]:
     """This process's resident memory now and at its peak, in MB (Linux: /proc and getrusage)."""
     now = math.nan
@@ -687,6 +706,9 @@ class WorkersResult:
     latencies_ms: tuple[float, ...]
     problems: tuple[str, ...]
     """Customers whose messages did not reach the room exactly once and in order (merged over workers)."""
+    machine_busy: float = math.nan
+    """How busy the machine's cores were while the load ran (every process: workers, PostgreSQL, Redis,
+    anything else): near 1.0, more workers cannot relay more here."""
 
     @property
     def messages(self) -> int:
@@ -800,12 +822,14 @@ async def run_workers(
         for _ in range(workers):
             await asyncio.to_thread(ready.acquire)
         await asyncio.sleep(12)  # the partitions' leases spread over the workers (lease_ttl / 3 per turn)
+        cpu_at_go = cpu_at_end = machine_cpu()
         go.set()
         deadline = time.monotonic() + 120.0 + total / 20
         last = -1
         while True:
             count = sum(p.value for p in posted)
             if count >= total + 5 * workers:
+                cpu_at_end = machine_cpu()
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{workers} workers: only {count} of {total} messages posted")
@@ -848,6 +872,7 @@ async def run_workers(
         cpu_seconds=sum(out["cpu"] for out in outs),
         latencies_ms=tuple(latencies),
         problems=tuple(problems),
+        machine_busy=busy_between(cpu_at_go, cpu_at_end),
     )
 
 
@@ -855,8 +880,9 @@ def workers_table(results: Sequence[WorkersResult]) -> str:
     """The several-worker figures, with the scaling against one worker, as a markdown table."""
     one = next((r for r in results if r.workers == 1), None)
     lines = [
-        "| workers | messages | msg/s | CPU ms/msg (all workers) | p99 ms | x one worker | goal |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| workers | messages | msg/s | CPU ms/msg (all workers) | machine's cores busy | p99 ms | x one worker "
+        "| goal |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         scale = r.throughput / one.throughput if one else math.nan
@@ -865,7 +891,7 @@ def workers_table(results: Sequence[WorkersResult]) -> str:
         )
         lines.append(
             f"| {r.workers} | {r.messages} | {r.throughput:,.0f} | {r.cpu_seconds / r.messages * 1000:.2f} "
-            f"| {_ms(r.p99_ms)} | {scale:.2f} | {goal} |"
+            f"| {r.machine_busy:.0%} | {_ms(r.p99_ms)} | {scale:.2f} | {goal} |"
         )
     return "\n".join(lines)
 
