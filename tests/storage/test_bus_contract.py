@@ -428,6 +428,47 @@ class TestEventBusContract:
         assert (await backend.redis.xpending(stream, heir.group))["pending"] == 0
 
     @REDIS_ONLY
+    @pytest.mark.parametrize("how", ["stop", "crash"])
+    async def test_a_batch_is_acknowledged_together_so_a_crash_hands_all_of_it_on(
+        self, backend: Backend, how: str
+    ) -> None:
+        first = backend.make(partitions=1, lease_ttl=1.0)
+        assert isinstance(first, RedisStreamsBus)
+        stream = first.stream_key(0)
+        stuck, never = asyncio.Event(), asyncio.Event()
+        seen: list[int] = []
+
+        async def third_hangs(entry: BusEntry) -> None:
+            seen.append(entry.payload["seq"])
+            if entry.payload["seq"] == 2:
+                stuck.set()
+                await never.wait()
+
+        for seq in range(5):  # one batch: the first read takes all five
+            await first.publish("conv-b", {"seq": seq})
+        await first.start(third_hangs)
+        await event(stuck, 5, "the third entry")
+        assert seen == [0, 1, 2]
+        if how == "stop":
+            await first.stop(timeout=0.1)  # the two handled are acknowledged, the one in hand is not
+            assert (await backend.redis.xpending(stream, first.group))["pending"] == 3
+        else:
+            await first.abort()  # a crash acknowledges nothing: the whole batch stays pending
+            assert (await backend.redis.xpending(stream, first.group))["pending"] == 5
+
+        heir = backend.make(partitions=1, lease_ttl=1.0)
+        handled: list[int] = []
+
+        async def record(entry: BusEntry) -> None:
+            handled.append(entry.payload["seq"])
+
+        await heir.start(record)
+        assert await heir.wait_idle(timeout=15)
+        # after a crash the handled ones come again, in order (the desk's handlers drop them: receipts)
+        assert handled == ([2, 3, 4] if how == "stop" else [0, 1, 2, 3, 4])
+        assert await backend.stored() == 0
+
+    @REDIS_ONLY
     async def test_a_worker_that_lost_its_lease_takes_nothing_more(self, backend: Backend) -> None:
         bus = backend.make(partitions=1, lease_ttl=1.0)
         assert isinstance(bus, RedisStreamsBus)
