@@ -278,6 +278,64 @@ async def _drop_database(admin_url: str, url: str) -> None:
         await admin.close()
 
 
+@dataclass(frozen=True)
+class Ceiling:
+    """What this machine's PostgreSQL takes with nothing of relaydesk around it: single-row inserts with
+    ``RETURNING`` (the shape of most hot statements), each committed on its own, from one process."""
+
+    pooled: float
+    """Statements per second, each on a connection taken from an asyncpg pool (as relaydesk runs them)."""
+    pinned: float
+    """Statements per second, each task on a connection of its own (no pool: the upper bound)."""
+    machine_busy: float
+    """How busy the machine's cores were meanwhile (this process and PostgreSQL)."""
+
+
+async def statement_ceiling(services: Services, statements: int = 20_000, tasks: int = 100) -> Ceiling:
+    """Measure :class:`Ceiling` on a throwaway database: the most statements per second PostgreSQL and
+    asyncpg manage here, an upper bound for relaydesk's messages per second times its statements per
+    message."""
+    url = await _create_database(services.postgres_url, f"relaydesk_ceiling_{uuid.uuid4().hex[:12]}")
+    try:
+        setup = await asyncpg.connect(url)
+        try:
+            await setup.execute("CREATE TABLE t (id bigserial PRIMARY KEY, a text, b int)")
+        finally:
+            await setup.close()
+        each = statements // tasks
+        insert = "INSERT INTO t (a, b) VALUES ($1, $2) RETURNING id"
+        pool = await asyncpg.create_pool(url, min_size=10, max_size=10)
+        try:
+
+            async def pooled(task: int) -> None:
+                for i in range(each):
+                    async with pool.acquire() as conn:
+                        await conn.fetchrow(insert, f"pooled {task}", i)
+
+            started, cpu = time.perf_counter(), machine_cpu()
+            await asyncio.gather(*(pooled(t) for t in range(tasks)))
+            pooled_rate = each * tasks / (time.perf_counter() - started)
+            busy = busy_between(cpu, machine_cpu())
+        finally:
+            await pool.close()
+        connections = [await asyncpg.connect(url) for _ in range(10)]
+        try:
+
+            async def pinned(conn: asyncpg.Connection, task: int) -> None:
+                for i in range(each * tasks // len(connections)):
+                    await conn.fetchrow(insert, f"pinned {task}", i)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(pinned(c, n) for n, c in enumerate(connections)))
+            pinned_rate = each * tasks / (time.perf_counter() - started)
+        finally:
+            for conn in connections:
+                await conn.close()
+    finally:
+        await _drop_database(services.postgres_url, url)
+    return Ceiling(pooled=pooled_rate, pinned=pinned_rate, machine_busy=busy)
+
+
 async def _delete_redis_keys(url: str, prefix: str) -> None:
     client = Redis.from_url(url)
     try:
@@ -1174,6 +1232,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run the PostgreSQL + Redis pass with 1 then 2 worker processes (the scaling goal)",
     )
     parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also measure how many single-row statements per second PostgreSQL takes here without relaydesk",
+    )
+    parser.add_argument(
         "--only-first-contacts",
         action="store_true",
         help="run the first-contact pass alone (no max and half-load passes)",
@@ -1242,6 +1305,14 @@ async def _main(args: argparse.Namespace) -> int:
                     failed = True
                     _err(f"DELIVERY CHECK FAILED ({workers} workers): {several.problems[0]}")
 
+    ceiling = None
+    if args.ceiling:
+        if reason := Services.from_env().unreachable():
+            _err(f"PostgreSQL ceiling: skipped ({reason})")
+        else:
+            _err("PostgreSQL ceiling: single-row inserts without relaydesk")
+            ceiling = await statement_ceiling(Services.from_env())
+
     if args.count_queries:
         for result in report.results:
             rate = result.target_rate
@@ -1293,6 +1364,14 @@ async def _main(args: argparse.Namespace) -> int:
     if scaling:
         print(
             f"\n### Several workers (PostgreSQL + Redis Streams, one process each)\n\n{workers_table(scaling)}"
+        )
+    if ceiling is not None:
+        print(
+            f"\n### PostgreSQL without relaydesk\n\nSingle-row inserts with RETURNING, each committed on its own, "
+            f"100 tasks: **{ceiling.pooled:,.0f} statements/s** on pooled connections (as relaydesk runs them), "
+            f"{ceiling.pinned:,.0f}/s on a connection per task; the machine's cores {ceiling.machine_busy:.0%} "
+            "busy. Divided by the statements per message (`--count-queries`), the most messages per second this "
+            "PostgreSQL allows one process before relaydesk's own work."
         )
     if report.first_contacts:
         print(f"\n### First contacts\n\n{first_contacts_table(report.first_contacts)}")

@@ -14,6 +14,7 @@ from bench.relay import (
     run_first_contacts,
     run_pass,
     run_workers,
+    statement_ceiling,
 )
 from tests.services import require_postgres, require_redis
 
@@ -72,6 +73,24 @@ async def test_two_worker_processes_deliver_every_message_once_in_order() -> Non
     assert result.problems == ()
     assert len(result.latencies_ms) == result.messages == CUSTOMERS * MESSAGES
     assert result.seconds > 0 and result.cpu_seconds > 0
+    assert 0 < result.machine_busy <= 1  # how busy the cores were while the load ran
+
+
+async def test_the_postgresql_ceiling_is_measured_on_a_throwaway_database() -> None:
+    import asyncpg
+
+    services = Services(require_postgres(), require_redis())
+    ceiling = await statement_ceiling(services, statements=200, tasks=10)
+
+    assert ceiling.pooled > 0 and ceiling.pinned > 0 and 0 < ceiling.machine_busy <= 1
+    admin = await asyncpg.connect(services.postgres_url)
+    try:  # dropped afterwards
+        left = await admin.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'relaydesk_ceiling_%'"
+        )
+    finally:
+        await admin.close()
+    assert left == 0
 
 
 def test_delivery_check_catches_reordered_duplicated_and_missing_messages() -> None:
