@@ -284,7 +284,8 @@ class Ceiling:
     ``RETURNING`` (the shape of most hot statements), each committed on its own, from one process."""
 
     pooled: float
-    """Statements per second, each on a connection taken from an asyncpg pool (as relaydesk runs them)."""
+    """Statements per second, each on a connection taken from an asyncpg pool of relaydesk's connection
+    class (as relaydesk runs them)."""
     pinned: float
     """Statements per second, each task on a connection of its own (no pool: the upper bound)."""
     machine_busy: float
@@ -304,7 +305,11 @@ async def statement_ceiling(services: Services, statements: int = 20_000, tasks:
             await setup.close()
         each = statements // tasks
         insert = "INSERT INTO t (a, b) VALUES ($1, $2) RETURNING id"
-        pool = await asyncpg.create_pool(url, min_size=10, max_size=10)
+        from storage.pg import (
+            FencedConnection,
+        )  # relaydesk's pool connection class (its release skips the reset)
+
+        pool = await asyncpg.create_pool(url, min_size=10, max_size=10, connection_class=FencedConnection)
         try:
 
             async def pooled(task: int) -> None:

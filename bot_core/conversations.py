@@ -258,10 +258,13 @@ async def conversation_view(conversation: Conversation, workspace: str | None = 
 
 
 async def view_and_customer(
-    conversation: Conversation, workspace: str | None = None
+    conversation: Conversation,
+    workspace: str | None = None,
+    people: tuple[Customer, Identity] | None = None,
 ) -> tuple[ConversationView, Customer]:
-    """:func:`conversation_view`, with the customer row it was made from (for :func:`customer_card`)."""
-    both = await hot.customer_and_identity(conversation.customer_id, conversation.identity_id)
+    """:func:`conversation_view`, with the customer row it was made from (for :func:`customer_card`).
+    ``people``: the conversation's customer and identity, when the caller has just read them."""
+    both = people or await hot.customer_and_identity(conversation.customer_id, conversation.identity_id)
     if both is None:
         raise DoesNotExist(f"the customer or identity of conversation {conversation.id} is gone")
     customer, identity = both

@@ -771,10 +771,10 @@ class Outbox:
         lock = self._room_locks.setdefault(conversation_id, asyncio.Lock())
         known: tuple[ConversationView, Customer] | None = None
         async with lock:
-            found = await hot.conversation_rooms(conversation_id, name)
+            found = await hot.conversation_rooms_and_people(conversation_id, name)
             if found is None:
                 raise DoesNotExist(f"conversation {conversation_id} does not exist")
-            conversation, bound, existing = found
+            conversation, bound, existing, people = found
             if bound is not None and bound.workspace == name:
                 ref = RoomRef(name, bound.external_id)
                 self._rooms[conversation.id] = ref
@@ -782,7 +782,7 @@ class Outbox:
             room, bound_now = existing, False
             if room is None:
                 # the view names no room of another workspace (the conversation may be bound to one)
-                known = await view_and_customer(conversation, workspace=name)
+                known = await view_and_customer(conversation, workspace=name, people=people)
                 ref = await workspace.ensure_room(known[0])
                 try:
                     room = await hot.insert_room(
@@ -793,10 +793,10 @@ class Outbox:
                     )
                     bound_now = True
                 except IntegrityError:  # the customer's room was made meanwhile (their other conversation)
-                    found = await hot.conversation_rooms(conversation_id, name)
-                    if found is None or found[2] is None:
+                    again = await hot.conversation_rooms(conversation_id, name)
+                    if again is None or again[2] is None:
                         raise
-                    room, known = found[2], None
+                    room, known = again[2], None
             if not bound_now:
                 await hot.set_conversation_room(conversation.id, room.id)
             conversation.room_id = room.id

@@ -640,10 +640,22 @@ async def conversation_rooms(
 ) -> tuple[Conversation, Room | None, Room | None] | None:
     """A conversation, the room it is bound to and its customer's room in ``workspace`` (either may be
     None, both may be the same), in one statement; None if the conversation does not exist."""
+    found = await conversation_rooms_and_people(conversation_id, workspace)
+    return found[:3] if found is not None else None
+
+
+async def conversation_rooms_and_people(
+    conversation_id: int, workspace: str
+) -> tuple[Conversation, Room | None, Room | None, tuple[Customer, Identity] | None] | None:
+    """:func:`conversation_rooms`, with the conversation's customer and identity (None if either is gone),
+    in the same statement: what a new room's view is made of."""
     sql = (
-        f"SELECT {_columns(Conversation, 'v_', 'v')}, {_columns(Room, 'r_', 'r')} "
+        f"SELECT {_columns(Conversation, 'v_', 'v')}, {_columns(Room, 'r_', 'r')}, "
+        f"{_columns(Customer, 'c_', 'c')}, {_columns(Identity, 'i_', 'i')} "
         'FROM "conversation" "v" LEFT JOIN "room" "r" ON "r"."id"="v"."room_id" '
-        'OR ("r"."workspace"=? AND "r"."customer_id"="v"."customer_id") WHERE "v"."id"=?'
+        'OR ("r"."workspace"=? AND "r"."customer_id"="v"."customer_id") '
+        'LEFT JOIN "customer" "c" ON "c"."id"="v"."customer_id" '
+        'LEFT JOIN "identity" "i" ON "i"."id"="v"."identity_id" WHERE "v"."id"=?'
     )
     _count, rows = await _query(sql, [workspace, conversation_id])
     if not rows:
@@ -658,7 +670,10 @@ async def conversation_rooms(
             bound = room
         if room.workspace == workspace and room.customer_id == conversation.customer_id:
             existing = room
-    return conversation, bound, existing
+    people = None
+    if rows[0]["c_id"] is not None and rows[0]["i_id"] is not None:
+        people = _load(Customer, rows[0], "c_"), _load(Identity, rows[0], "i_")
+    return conversation, bound, existing, people
 
 
 async def insert_room(*, bind: int | None = None, **columns: Any) -> Room:
@@ -949,6 +964,7 @@ __all__ = [
     "claim_outbox_row",
     "commit_point",
     "conversation_rooms",
+    "conversation_rooms_and_people",
     "create_customer",
     "customer_and_identity",
     "customer_keys",

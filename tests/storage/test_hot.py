@@ -451,6 +451,14 @@ async def test_a_conversation_is_read_with_its_bound_room_and_its_customers_room
     ]
     both = await hot.customer_and_identity(alice.id, identity.id)
     assert both is not None and (both[0].tags, both[1].external_id) == (["vip"], "1001")
+    full = await hot.conversation_rooms_and_people(conversation.id, "matrix")
+    assert full is not None and full[:3] == found and full[3] is not None
+    assert (full[3][0].id, full[3][0].tags, full[3][1].id, full[3][1].external_id) == (
+        alice.id,
+        ["vip"],
+        identity.id,
+        "1001",
+    )
 
 
 async def test_a_new_room_binds_its_conversation_in_the_same_step_or_not_at_all(db: None) -> None:
