@@ -224,14 +224,19 @@ def _db_datetime(model: type[Model], field: str, value: datetime | None) -> Any:
 
 
 @functools.cache
-def _datetime_columns(model: type[Model]) -> frozenset[str]:
-    """The model's datetime columns (SQLite returns them as ISO text)."""
+def _columns_of_type(model: type[Model], kind: type[Field[Any]]) -> frozenset[str]:
+    """The model's columns whose field is a ``kind``."""
     meta = model._meta
     return frozenset(
         column
         for name, column in meta.fields_db_projection.items()
-        if isinstance(meta.fields_map[name], fields.DatetimeField)
+        if isinstance(meta.fields_map[name], kind)
     )
+
+
+def _datetime_columns(model: type[Model]) -> frozenset[str]:
+    """The model's datetime columns (SQLite returns them as ISO text)."""
+    return _columns_of_type(model, fields.DatetimeField)
 
 
 def _load(model: type[M], row: Any, prefix: str = "") -> M:
@@ -591,15 +596,9 @@ class Select:
     limit: int | None = None
 
 
-@functools.cache
 def _json_columns(model: type[Model]) -> frozenset[str]:
     """The model's JSON columns."""
-    meta = model._meta
-    return frozenset(
-        column
-        for name, column in meta.fields_db_projection.items()
-        if isinstance(meta.fields_map[name], fields.JSONField)
-    )
+    return _columns_of_type(model, fields.JSONField)
 
 
 @functools.cache
