@@ -14,9 +14,11 @@ from bot_core.desk import Desk
 from storage.db import close_db, init_db
 from tests.bot_core.test_analytics import scripted_day
 from tests.bot_core.test_scheduler import Clock
-from tests.conftest import DeskFactory
+from tests.conftest import DeskFactory, MigratedDatabases
+from tests.plugins.outreach.helpers import outreach_yaml
 
 DASHBOARD = Path(__file__).parents[2] / "docker" / "grafana" / "dashboard.json"
+OUTREACH_ENV = {"OUTREACH_TOKEN": "dashboard-test-token", "OUTREACH_LINKS": "dashboard-test-links"}
 
 
 def _samples(desk: Desk) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -62,13 +64,20 @@ def _exported_names(desk: Desk) -> set[str]:
 
 
 async def test_the_grafana_dashboard_asks_only_for_exported_metrics(
-    sqlite_url: str, make_desk: DeskFactory
+    sqlite_url: str, make_desk: DeskFactory, migrated: MigratedDatabases, tmp_path: Path
 ) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
     desk = await make_desk(sqlite_url)
     await desk.refresh_gauges()
     exported = _exported_names(desk)
+    # the outreach plugin's figures, from a desk that runs it (on a database of its own)
+    outreach = await make_desk(
+        await migrated.sqlite(tmp_path / "outreach.db"), outreach_yaml(), environ=OUTREACH_ENV
+    )
+    await outreach.refresh_gauges()
+    exported |= _exported_names(outreach)
+    assert {"relaydesk_outreach_events", "relaydesk_outreach_campaign_customers"} <= exported
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert len(exprs) >= 15
     ids = [p["id"] for p in dashboard["panels"]]
