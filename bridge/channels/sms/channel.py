@@ -302,7 +302,24 @@ class SmsChannel(Plugin["SmsChannel.Config"]):
         if word in HELP:
             await ctx.reply(self.settings.help_text)
             return HANDLED
+        await self._blocked_until_start(ctx)
         return None
+
+    async def _blocked_until_start(self, ctx: Context) -> None:
+        """The customer texted STOP before and now writes something else: the carrier still blocks every
+        message to them until they text START, whatever they write (the core lets replies go to a customer
+        who wrote after opting out; Twilio refuses them with 21610). Tell the room once per opt-out,
+        before an agent types a reply that cannot arrive."""
+        recorded = await ctx.consent("service")
+        if recorded is None or recorded.granted or not _carrier_blocked(recorded.source):
+            return
+        if not await ctx.state.add(f"{STOP_TOLD}:{recorded.at.isoformat()}", True):
+            return  # told already (by this worker or another)
+        await ctx.notice(
+            "⚠ This customer texted STOP earlier: the carrier blocks every SMS to them until they text "
+            "START, so replies here will not reach them. Ask them to text START, or reach them on another "
+            "channel."
+        )
 
     # -- outbound ------------------------------------------------------------------------------
 
@@ -369,6 +386,16 @@ class SmsChannel(Plugin["SmsChannel.Config"]):
         if status in (200, 201) and isinstance(data, dict) and data.get("sid"):
             return str(data["sid"])
         raise _error(status, data if isinstance(data, dict) else {})
+
+
+STOP_TOLD = "stop-told"
+"""Conversation state, with an opt-out's time after it: the room was told that opt-out blocks every SMS."""
+
+
+def _carrier_blocked(source: str) -> bool:
+    """Whether an opt-out was the carrier's (the customer texted STOP, or Twilio refused with 21610), which
+    only START lifts; an agent's or another channel's opt-out is not."""
+    return "the carrier blocks every message" in source or "Twilio 21610" in source
 
 
 def _error(status: int, data: dict[str, Any]) -> DeliveryError:

@@ -116,6 +116,43 @@ async def test_stop_refuses_replies_with_a_notice_and_start_restores_them(
     assert await desk.wait_settled(5)
 
 
+async def test_a_customer_who_texted_stop_and_writes_again_is_shown_as_blocked_until_start(
+    twilio: TwilioEmulator, sms_desk: SmsDesk
+) -> None:
+    desk, _channel, workspace = await sms_desk()
+    room = await _room(twilio, workspace)
+    await twilio.customer_sends(CARL, "STOP")
+    await workspace.posts.wait_for(
+        lambda _: any("opted out of service" in t for t in _notices(workspace, room))
+    )
+    assert not any("until they text START" in t for t in _notices(workspace, room))
+
+    await twilio.customer_sends(CARL, "Wait, where is my parcel?")
+    await twilio.customer_sends(CARL, "Hello??")
+    await workspace.posts.wait_for(lambda _: workspace.texts(room, "customer_message")[-1:] == ["Hello??"])
+    assert await desk.wait_settled(5)
+    blocked = [t for t in _notices(workspace, room) if "until they text START" in t]
+    assert len(blocked) == 1  # told once for this opt-out, before any agent typed
+    assert "texted STOP" in blocked[0]
+
+    # an agent who answers anyway: Twilio refuses (21610) and the room says why
+    await workspace.agent_writes(room, "It is on its way.")
+    await workspace.posts.wait_for(lambda _: any("did not get" in t for t in _notices(workspace, room)))
+    assert twilio.texts_to(CARL) == []
+
+    # START lifts it; a later STOP is told again when they write after it
+    await twilio.customer_sends(CARL, "START")
+    await workspace.posts.wait_for(
+        lambda _: any("opted in to service" in t for t in _notices(workspace, room))
+    )
+    await twilio.customer_sends(CARL, "STOP")
+    await twilio.customer_sends(CARL, "one more thing")
+    await workspace.posts.wait_for(
+        lambda _: len([t for t in _notices(workspace, room) if "until they text START" in t]) == 2
+    )
+    assert await desk.wait_settled(5)
+
+
 async def test_twilios_21610_records_the_opt_out_and_help_gets_the_help_text(
     twilio: TwilioEmulator, sms_desk: SmsDesk
 ) -> None:
