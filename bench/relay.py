@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import cProfile
 import dataclasses
+import functools
 import gc
 import importlib.util
 import io
@@ -1255,7 +1256,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="after the timed passes, profile an extra SQLite max pass (pyinstrument and cProfile) into DIR",
+        help="after the timed passes, profile an extra max pass of each backend (pyinstrument and cProfile) into DIR",
     )
     args = parser.parse_args(argv)
     args.customers = args.customers or (QUICK_CUSTOMERS if args.quick else DEFAULT_CUSTOMERS)
@@ -1342,25 +1343,35 @@ async def _main(args: argparse.Namespace) -> int:
 
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-        base = args.profile / "relay-sqlite-max"
-        if importlib.util.find_spec("pyinstrument") is None:
-            _err("pyinstrument is not installed: cProfile only")
-        else:
-            _err(f"profiling a SQLite max pass with pyinstrument -> {base}.tree.txt / .flat.txt / .html")
+        for backend in backends:
+            if backend == "postgres" and Services.from_env().unreachable():
+                continue
+            base = args.profile / f"relay-{backend}-max"
+            if importlib.util.find_spec("pyinstrument") is None:
+                _err("pyinstrument is not installed: cProfile only")
+            else:
+                _err(
+                    f"profiling a {backend} max pass with pyinstrument -> {base}.tree.txt / .flat.txt / .html"
+                )
+                await run_pass(
+                    backend,
+                    args.customers,
+                    args.messages,
+                    section=functools.partial(pyinstrument_profile, base),
+                )
+            _err(f"profiling a {backend} max pass with cProfile -> {base}.cprofile.txt")
             await run_pass(
-                "sqlite", args.customers, args.messages, section=lambda: pyinstrument_profile(base)
+                backend,
+                args.customers,
+                args.messages,
+                section=functools.partial(cprofile_profile, Path(f"{base}.cprofile.txt")),
             )
-        _err(f"profiling a SQLite max pass with cProfile -> {base}.cprofile.txt")
-        await run_pass(
-            "sqlite",
-            args.customers,
-            args.messages,
-            section=lambda: cprofile_profile(Path(f"{base}.cprofile.txt")),
-        )
-        if args.first_contacts:
-            first = args.profile / "relay-sqlite-first-contacts.cprofile.txt"
-            _err(f"profiling SQLite first contacts with cProfile -> {first}")
-            await run_first_contacts("sqlite", args.first_contacts, section=lambda: cprofile_profile(first))
+            if args.first_contacts:
+                first = args.profile / f"relay-{backend}-first-contacts.cprofile.txt"
+                _err(f"profiling {backend} first contacts with cProfile -> {first}")
+                await run_first_contacts(
+                    backend, args.first_contacts, section=functools.partial(cprofile_profile, first)
+                )
 
     print(f"\n## relaydesk core: {args.customers} customers x {args.messages} messages\n")
     print(f"{machine_line()}\n")
