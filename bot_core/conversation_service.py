@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING
 
 from tortoise.exceptions import IntegrityError
 
-from bot_core.conversations import current_customer_id, get_or_create_agent, get_or_create_team
+from bot_core.conversations import (
+    current_customer_id,
+    get_or_create_agent,
+    get_or_create_team,
+    opened_log_columns,
+)
 from bot_core.events import ConversationEvent, LifecycleKind, utcnow
 from bot_core.rooms import RoomDirectory
 from storage import hot
@@ -243,29 +248,23 @@ class ConversationService:
         ):
             setattr(conversation, name, getattr(fresh, name))
 
-    async def opened(self, ctx: Context, *, by: str) -> None:
-        """Log and publish that the context's conversation was just created (in ``bot``)."""
+    async def opened(self, ctx: Context, *, by: str, logged: ConversationLog | None = None) -> None:
+        """Log and publish that the context's conversation was just created (in ``bot``); ``logged``: its
+        log entry, when it was written with the conversation (:attr:`Opened.opened_log`)."""
         conversation = ctx.raw_conversation
         assert conversation is not None
-        entry = await self._log_opened(conversation, ctx.keys, by)
+        entry = logged or await self._log_opened(conversation, ctx.keys, by)
         await self._opened_room(ctx)
         await self._emit(entry)
 
     @staticmethod
     async def _log_opened(conversation: Conversation, keys: ActionKeys, by: str) -> ConversationLog:
-        action_key = f"{keys.event_key}:opened"
         columns = {
+            **opened_log_columns(keys.event_key, by, conversation.state),
             "conversation_id": conversation.id,
-            "what": LifecycleKind.OPENED.value,
-            "from_state": None,
-            "to_state": conversation.state.value,
-            "team": None,
-            "agent_id": None,
-            "by": by,
-            "event_key": keys.event_key,
-            "action_key": action_key,
             "at": conversation.created_at,
         }
+        action_key = str(columns["action_key"])
         try:
             return ConversationLog(id=await hot.insert_conversation_log(**columns), **columns)
         except IntegrityError:

@@ -23,12 +23,13 @@ from bot_core.adapters import (
 )
 from bot_core.contacts import KINDS as CONTACT_KINDS
 from bot_core.contacts import contact_points, without_contacts
-from bot_core.events import CustomerMessage
+from bot_core.events import CustomerMessage, LifecycleKind
 from bot_core.locales import LOCALE, TIMEZONE, customer_hints, valid_locale, valid_timezone
 from storage import hot
 from storage.models import (
     Agent,
     Conversation,
+    ConversationLog,
     ConversationState,
     Customer,
     CustomerContact,
@@ -51,6 +52,24 @@ class Opened:
     customer_changed: bool = False
     """The message brought new attributes, time zone or locale, linked customers or came from another
     identity than the last (the card shows them)."""
+    opened_log: ConversationLog | None = None
+    """A new conversation's "opened" log entry, when it was written with the conversation (``opened_log``
+    of :func:`resolve_customer`)."""
+
+
+def opened_log_columns(event_key: str, by: str, state: ConversationState) -> dict[str, object]:
+    """The columns of a new conversation's "opened" log entry but ``conversation_id`` and ``at`` (the
+    conversation's id and creation time); its action key is the event's, plus ``:opened``."""
+    return {
+        "what": LifecycleKind.OPENED.value,
+        "from_state": None,
+        "to_state": state.value,
+        "team": None,
+        "agent_id": None,
+        "by": by,
+        "event_key": event_key,
+        "action_key": f"{event_key}:opened",
+    }
 
 
 Link = Callable[[Customer, Identity, list[tuple[str, str]]], Awaitable[Customer]]
@@ -59,7 +78,10 @@ identity belongs to afterwards (:meth:`bot_core.linking.CustomerLinks.link_conta
 
 
 async def resolve_customer(
-    msg: CustomerMessage, bus_key: str | None = None, link: Link | None = None
+    msg: CustomerMessage,
+    bus_key: str | None = None,
+    link: Link | None = None,
+    opened_log: dict[str, object] | None = None,
 ) -> Opened:
     """Find or create the customer, the identity and the open conversation for ``msg``.
 
@@ -67,7 +89,8 @@ async def resolve_customer(
     ``identity`` becomes the one they wrote from last (replies go there unless an agent picked another
     with ``!via``). ``bus_key`` is the key ``msg`` was handled under: a new customer keeps it for all
     their events. ``link`` records the verified phone or email the message brings, which may merge this
-    customer with another.
+    customer with another. ``opened_log`` (:func:`opened_log_columns`): a new customer's conversation gets
+    its "opened" log entry in the same step (:attr:`Opened.opened_log`; not when contacts may merge it).
     """
     contacts = contact_points(msg.attributes, quiet=True)
     # Most messages continue an open conversation: one joined query finds all three rows (or that the
@@ -89,11 +112,14 @@ async def resolve_customer(
     if known is None:
         # a new identity with a verified contact a customer has joins that customer at once
         owners = await hot.customer_keys(None, None, contacts) if contacts and link is not None else []
-        created = None if owners else await _new_customer(msg, bus_key, attributes, zone, locale)
+        merging = bool(contacts) and link is not None  # (the new conversation may be merged away)
+        log = None if merging else opened_log
+        created = None if owners else await _new_customer(msg, bus_key, attributes, zone, locale, log)
         if created is not None:
-            customer, identity, opened = created
-            if not contacts or link is None:
-                return Opened(customer, identity, opened, True)
+            customer, identity, opened, logged = created
+            if not merging:
+                return Opened(customer, identity, opened, True, opened_log=logged)
+            assert link is not None
             linked = await link(customer, identity, contacts)
             if linked.id == customer.id:
                 return Opened(customer, identity, opened, True)
@@ -181,9 +207,11 @@ async def _new_customer(
     attributes: dict[str, str],
     zone: str | None,
     locale: str | None,
-) -> tuple[Customer, Identity, Conversation] | None:
-    """A new customer for ``msg``'s identity, with that identity and an open conversation (three inserts,
-    all or nothing); None when another worker created the identity first."""
+    opened_log: dict[str, object] | None = None,
+) -> tuple[Customer, Identity, Conversation, ConversationLog | None] | None:
+    """A new customer for ``msg``'s identity, with that identity and an open conversation (and with
+    ``opened_log`` the conversation's first log entry): all or nothing; None when another worker created
+    the identity first."""
     try:
         return await hot.create_customer(
             {
@@ -200,6 +228,7 @@ async def _new_customer(
                 "avatar_url": msg.avatar_url,
             },
             {"state": ConversationState.BOT, "last_customer_message_at": msg.timestamp},
+            opened_log,
         )
     except IntegrityError:
         return None

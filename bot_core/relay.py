@@ -26,6 +26,7 @@ from bot_core.conversation_service import ConversationService
 from bot_core.conversations import (
     conversation_for_room,
     get_or_create_agent,
+    opened_log_columns,
     reply_identity_id,
     resolve_customer,
 )
@@ -148,7 +149,13 @@ class Relay:
         # a merge this message causes numbers its room posts apart: a replay (no merge) keeps the keys below
         link_keys = ActionKeys(f"{keys.event_key}:link")
         generation = self._keys.generation if self._keys is not None else 0
-        opened = await resolve_customer(msg, bus_key, functools.partial(self.links.link_contacts, link_keys))
+        by = f"{msg.channel}:{msg.external_user_id}"
+        opened = await resolve_customer(
+            msg,
+            bus_key,
+            functools.partial(self.links.link_contacts, link_keys),
+            opened_log_columns(keys.event_key, by, ConversationState.BOT),
+        )
         if self._keys is not None and opened.customer.bus_key:
             # the identity's next message is published without a query (unless a merge came meanwhile)
             self._keys.put(msg.channel, msg.external_user_id, opened.customer.bus_key, generation)
@@ -229,7 +236,7 @@ class Relay:
         if opened.new_conversation or (
             not receipt.fresh and not await ConversationLog.exists(conversation_id=conversation.id)
         ):  # (or a crash came between creating the conversation and logging it)
-            await self.conversations.opened(ctx, by=f"{msg.channel}:{msg.external_user_id}")
+            await self.conversations.opened(ctx, by=by, logged=opened.opened_log)
         elif opened.customer_changed and workspace:
             # e.g. a returning customer followed a new deep link (another order): the card shows it
             await self.outbox.enqueue_room(conversation, workspace, "card", key=keys.next("card"))

@@ -454,30 +454,42 @@ async def identity_state(
 
 
 async def create_customer(
-    customer: dict[str, Any], identity: dict[str, Any], conversation: dict[str, Any]
-) -> tuple[Customer, Identity, Conversation]:
+    customer: dict[str, Any],
+    identity: dict[str, Any],
+    conversation: dict[str, Any],
+    opened_log: dict[str, Any] | None = None,
+) -> tuple[Customer, Identity, Conversation, ConversationLog | None]:
     """A new customer with its first identity and its first conversation (``customer_id`` and
-    ``identity_id`` filled in here), all or nothing. ``IntegrityError`` when the identity exists (another
-    worker created it first).
+    ``identity_id`` filled in here), all or nothing; with ``opened_log`` (a :class:`ConversationLog` row's
+    columns but ``conversation_id`` and ``at``: the conversation's, its creation time) the conversation's
+    first log entry too, in the same step. ``IntegrityError`` when the identity exists (another worker
+    created it first).
 
-    On SQLite's loop-thread connection, when nothing holds it: three statements at once, in one savepoint
-    (each later one taking the id the one before made); elsewhere one transaction.
+    On PostgreSQL one statement; on SQLite's loop-thread connection, when nothing holds it, the inserts at
+    once in one savepoint (each later one taking the id the one before made); elsewhere one transaction.
     """
     conn = _connection()
     dialect = conn.capabilities.dialect
-    rows: list[tuple[type[Model], dict[str, Any]]] = []
-    statements: list[tuple[str, Sequence[Any]]] = []
-    placeholders: tuple[dict[str, int], ...] = (
+    models: list[type[Model]] = [Customer, Identity, Conversation]
+    given: list[dict[str, Any]] = [customer, identity, conversation]
+    placeholders: list[dict[str, int]] = [
         {},
         {"customer_id": 0},
         {"customer_id": 0, "identity_id": 0},
-    )  # (the ids come later)
-    for model, given, ids_later in zip(
-        (Customer, Identity, Conversation), (customer, identity, conversation), placeholders, strict=True
-    ):
-        columns, params = _insert_values(model, {**given, **ids_later})
+    ]  # (the ids come later)
+    rows: list[tuple[type[Model], dict[str, Any]]] = []
+    statements: list[tuple[str, Sequence[Any]]] = []
+    for model, values_given, ids_later in zip(models, given, placeholders, strict=True):
+        columns, params = _insert_values(model, {**values_given, **ids_later})
         rows.append((model, columns))
         statements.append((_insert_sql(model, "sqlite"), params))
+    if opened_log is not None:
+        placeholders.append({"conversation_id": 0})
+        columns, params = _insert_values(
+            ConversationLog, {**opened_log, "conversation_id": 0, "at": rows[2][1]["created_at"]}
+        )
+        rows.append((ConversationLog, columns))
+        statements.append((_insert_sql(ConversationLog, "sqlite"), params))
     if dialect == "postgres":  # one statement: each insert takes the id of the one before
         linked = [
             [v for c, v in zip(_insert_plan(model), values, strict=True) if c.name not in ids_later]
@@ -485,30 +497,25 @@ async def create_customer(
                 rows, statements, placeholders, strict=True
             )
         ]
-        _count, out = await _query(_create_customer_sql(), [v for values in linked for v in values])
-        return _created(rows, [int(out[0][0]), int(out[0][1]), int(out[0][2])])
+        sql = _create_customer_sql(with_log=opened_log is not None)
+        _count, out = await _query(sql, [v for values in linked for v in values])
+        return _created(rows, [int(v) for v in out[0]])
     inline = _free_inline(conn, ()) if dialect == "sqlite" else None
     if inline is not None:
         # the new ids: SQLite's last_insert_rowid() of the statement before
-        plan = _insert_plan(Identity)
-        at = [c.name for c in plan].index("customer_id")
-        statements[1] = (
-            _insert_sql(Identity, "sqlite", {"customer_id": "last_insert_rowid()"}),
-            [v for n, v in enumerate(statements[1][1]) if n != at],
+        statements[1] = _with_expressions(statements[1], Identity, {"customer_id": "last_insert_rowid()"})
+        statements[2] = _with_expressions(
+            statements[2],
+            Conversation,
+            {
+                "identity_id": "last_insert_rowid()",
+                "customer_id": '(SELECT "customer_id" FROM "identity" WHERE "id"=last_insert_rowid())',
+            },
         )
-        names = [c.name for c in _insert_plan(Conversation)]
-        skip = {names.index("customer_id"), names.index("identity_id")}
-        statements[2] = (
-            _insert_sql(
-                Conversation,
-                "sqlite",
-                {
-                    "identity_id": "last_insert_rowid()",
-                    "customer_id": '(SELECT "customer_id" FROM "identity" WHERE "id"=last_insert_rowid())',
-                },
-            ),
-            [v for n, v in enumerate(statements[2][1]) if n not in skip],
-        )
+        if opened_log is not None:
+            statements[3] = _with_expressions(
+                statements[3], ConversationLog, {"conversation_id": "last_insert_rowid()"}
+            )
         if conn.log.isEnabledFor(logging.DEBUG):
             for sql, values in statements:
                 conn.log.debug("%s: %s", sql, values)
@@ -519,19 +526,33 @@ async def create_customer(
     async with transaction(conn.connection_name) as tx:
         ids = []
         for n, (model, columns) in enumerate(rows):
-            if n >= 1:
+            if n in (1, 2):
                 columns["customer_id"] = ids[0]
             if n == 2:
                 columns["identity_id"] = ids[1]
+            if n == 3:
+                columns["conversation_id"] = ids[2]
             values = [c.field.to_db_value(columns[c.name], model) for c in _insert_plan(model)]
             inserted = await tx.execute_insert(_insert_sql(model, dialect), values)
             ids.append(int(inserted[0] if dialect == "postgres" else inserted))
     return _created(rows, ids)
 
 
+def _with_expressions(
+    statement: tuple[str, Sequence[Any]], model: type[Model], expressions: dict[str, str]
+) -> tuple[str, Sequence[Any]]:
+    """An INSERT of ``model`` (SQLite) whose ``expressions`` columns take that SQL instead of a value."""
+    names = [c.name for c in _insert_plan(model)]
+    skip = {names.index(name) for name in expressions}
+    return (
+        _insert_sql(model, "sqlite", expressions),
+        [v for n, v in enumerate(statement[1]) if n not in skip],
+    )
+
+
 @functools.cache
-def _create_customer_sql() -> str:
-    """PostgreSQL's :func:`create_customer`: three inserts in one statement (``?`` placeholders)."""
+def _create_customer_sql(*, with_log: bool = False) -> str:
+    """PostgreSQL's :func:`create_customer`: the inserts in one statement (``?`` placeholders)."""
 
     def insert(model: type[Model], expressions: dict[str, str]) -> str:
         plan = _insert_plan(model)
@@ -541,27 +562,40 @@ def _create_customer_sql() -> str:
 
     customer = insert(Customer, {})
     identity = insert(Identity, {"customer_id": '(SELECT "id" FROM "c")'})
+    conversation = insert(
+        Conversation,
+        {"customer_id": '(SELECT "customer_id" FROM "i")', "identity_id": '(SELECT "id" FROM "i")'},
+    )
+    sql = (
+        f'WITH "c" AS ({customer} RETURNING "id"), "i" AS ({identity} RETURNING "id", "customer_id"), '
+        f'"v" AS ({conversation} RETURNING "customer_id", "identity_id", "id")'
+    )
+    if not with_log:
+        return sql + ' SELECT "customer_id", "identity_id", "id" FROM "v"'
+    log = insert(ConversationLog, {"conversation_id": '(SELECT "id" FROM "v")'})
     return (
-        f'WITH "c" AS ({customer} RETURNING "id"), "i" AS ({identity} RETURNING "id", "customer_id") '
-        + insert(
-            Conversation,
-            {"customer_id": '(SELECT "customer_id" FROM "i")', "identity_id": '(SELECT "id" FROM "i")'},
-        )
-        + ' RETURNING "customer_id", "identity_id", "id"'
+        sql + f', "l" AS ({log} RETURNING "id") '
+        'SELECT "v"."customer_id", "v"."identity_id", "v"."id", "l"."id" FROM "v", "l"'
     )
 
 
 def _created(
     rows: list[tuple[type[Model], dict[str, Any]]], ids: list[int]
-) -> tuple[Customer, Identity, Conversation]:
-    (_c, customer), (_i, identity), (_v, conversation) = rows
+) -> tuple[Customer, Identity, Conversation, ConversationLog | None]:
+    (_c, customer), (_i, identity), (_v, conversation) = rows[:3]
     identity["customer_id"] = conversation["customer_id"] = ids[0]
     conversation["identity_id"] = ids[1]
-    customer["id"], identity["id"], conversation["id"] = ids
+    customer["id"], identity["id"], conversation["id"] = ids[:3]
+    log = None
+    if len(rows) > 3:
+        entry = rows[3][1]
+        entry["conversation_id"], entry["id"] = ids[2], ids[3]
+        log = ConversationLog._init_from_db(**entry)
     return (
         Customer._init_from_db(**customer),
         Identity._init_from_db(**identity),
         Conversation._init_from_db(**conversation),
+        log,
     )
 
 

@@ -16,6 +16,7 @@ from storage.db import close_db, init_db
 from storage.models import (
     BusJournalEntry,
     Conversation,
+    ConversationLog,
     ConversationState,
     Customer,
     Direction,
@@ -379,11 +380,12 @@ async def test_the_identity_is_found_with_its_customer_and_open_conversation_if_
 
 async def test_a_new_customer_identity_and_conversation_are_one_step(db: None) -> None:
     at = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-    customer, identity, conversation = await hot.create_customer(
+    customer, identity, conversation, no_log = await hot.create_customer(
         {"display_name": "Bo", "attributes": {"order": "7"}, "timezone": "Europe/Berlin", "bus_key": "tg:9"},
         {"channel": "telegram", "external_id": "9", "display_name": "Bo"},
         {"state": ConversationState.BOT, "last_customer_message_at": at},
     )
+    assert no_log is None and await ConversationLog.all().count() == 0
     stored = await Customer.get(id=customer.id)
     assert (stored.display_name, stored.attributes, stored.timezone, stored.bus_key) == (
         "Bo",
@@ -421,9 +423,55 @@ async def test_a_new_customer_identity_and_conversation_are_one_step(db: None) -
             )
         )
         await waits_on_sqlite(creating)
-    cy, cy_identity, cy_conversation = await creating
+    cy, cy_identity, cy_conversation, _log = await creating
     assert (await Conversation.get(id=cy_conversation.id)).identity_id == cy_identity.id
     assert (await Identity.get(id=cy_identity.id)).customer_id == cy.id
+
+
+async def test_a_new_conversations_opened_log_entry_is_written_in_the_same_step(db: None) -> None:
+    from bot_core.conversations import opened_log_columns
+
+    columns = opened_log_columns("telegram:m1", "telegram:9", ConversationState.BOT)
+    _customer, _identity, conversation, entry = await hot.create_customer(
+        {"display_name": "Bo"},
+        {"channel": "telegram", "external_id": "9"},
+        {"state": ConversationState.BOT},
+        columns,
+    )
+    assert entry is not None
+    stored = await ConversationLog.get(id=entry.id)
+    assert (stored.conversation_id, stored.what, stored.to_state, stored.by, stored.action_key) == (
+        conversation.id,
+        "opened",
+        "bot",
+        "telegram:9",
+        "telegram:m1:opened",
+    )
+    assert stored.at == conversation.created_at == entry.at
+    assert (entry.conversation_id, entry.event_key) == (conversation.id, "telegram:m1")
+    # all or nothing: a second attempt for the same identity leaves no log entry behind either
+    with pytest.raises(IntegrityError):
+        await hot.create_customer(
+            {"display_name": "Bo"},
+            {"channel": "telegram", "external_id": "9"},
+            {"state": ConversationState.BOT},
+            opened_log_columns("telegram:m2", "telegram:9", ConversationState.BOT),
+        )
+    assert await ConversationLog.all().count() == 1 and await Customer.all().count() == 1
+    # while another task holds the connection (SQLite: the transaction path) it is written the same way
+    async with another_task_in_a_transaction():
+        creating = asyncio.create_task(
+            hot.create_customer(
+                {"display_name": "Cy"},
+                {"channel": "sms", "external_id": "+1"},
+                {"state": ConversationState.BOT},
+                opened_log_columns("sms:m3", "sms:+1", ConversationState.BOT),
+            )
+        )
+        await waits_on_sqlite(creating)
+    _cy, _identity, cy_conversation, cy_entry = await creating
+    assert cy_entry is not None
+    assert (await ConversationLog.get(id=cy_entry.id)).conversation_id == cy_conversation.id
 
 
 async def test_a_conversation_is_read_with_its_bound_room_and_its_customers_room(db: None) -> None:
