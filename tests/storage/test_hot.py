@@ -378,6 +378,23 @@ async def test_the_identity_is_found_with_its_customer_and_open_conversation_if_
     assert (found[2].id, found[2].state) == (newer.id, ConversationState.QUEUED)
 
 
+async def _create_cy_while_held(
+    opened_log: dict[str, object] | None = None,
+) -> tuple[Customer, Identity, Conversation, ConversationLog | None]:
+    """Create the customer Cy while another task holds the connection in a transaction (SQLite: waits)."""
+    async with another_task_in_a_transaction():
+        creating = asyncio.create_task(
+            hot.create_customer(
+                {"display_name": "Cy"},
+                {"channel": "sms", "external_id": "+1"},
+                {"state": ConversationState.BOT},
+                opened_log,
+            )
+        )
+        await waits_on_sqlite(creating)
+    return await creating
+
+
 async def test_a_new_customer_identity_and_conversation_are_one_step(db: None) -> None:
     at = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
     customer, identity, conversation, no_log = await hot.create_customer(
@@ -414,16 +431,7 @@ async def test_a_new_customer_identity_and_conversation_are_one_step(db: None) -
     assert await Customer.all().count() == 1 and await Conversation.all().count() == 1
 
     # while another task holds the connection in a transaction, it waits (SQLite) and still works
-    async with another_task_in_a_transaction():
-        creating = asyncio.create_task(
-            hot.create_customer(
-                {"display_name": "Cy"},
-                {"channel": "sms", "external_id": "+1"},
-                {"state": ConversationState.BOT},
-            )
-        )
-        await waits_on_sqlite(creating)
-    cy, cy_identity, cy_conversation, _log = await creating
+    cy, cy_identity, cy_conversation, _log = await _create_cy_while_held()
     assert (await Conversation.get(id=cy_conversation.id)).identity_id == cy_identity.id
     assert (await Identity.get(id=cy_identity.id)).customer_id == cy.id
 
@@ -459,17 +467,9 @@ async def test_a_new_conversations_opened_log_entry_is_written_in_the_same_step(
         )
     assert await ConversationLog.all().count() == 1 and await Customer.all().count() == 1
     # while another task holds the connection (SQLite: the transaction path) it is written the same way
-    async with another_task_in_a_transaction():
-        creating = asyncio.create_task(
-            hot.create_customer(
-                {"display_name": "Cy"},
-                {"channel": "sms", "external_id": "+1"},
-                {"state": ConversationState.BOT},
-                opened_log_columns("sms:m3", "sms:+1", ConversationState.BOT),
-            )
-        )
-        await waits_on_sqlite(creating)
-    _cy, _identity, cy_conversation, cy_entry = await creating
+    _cy, _identity, cy_conversation, cy_entry = await _create_cy_while_held(
+        opened_log_columns("sms:m3", "sms:+1", ConversationState.BOT)
+    )
     assert cy_entry is not None
     assert (await ConversationLog.get(id=cy_entry.id)).conversation_id == cy_conversation.id
 

@@ -28,6 +28,14 @@ def _notices(workspace: object, room: str) -> list[str]:
     return workspace.texts(room, "notice")  # type: ignore[attr-defined,no-any-return]
 
 
+async def _stopped(twilio: TwilioEmulator, workspace: object, room: str) -> None:
+    """Carl texts STOP; the room is told he opted out."""
+    await twilio.customer_sends(CARL, "STOP")
+    await workspace.posts.wait_for(  # type: ignore[attr-defined]
+        lambda _: any("opted out of service" in t for t in _notices(workspace, room))
+    )
+
+
 async def test_a_customer_and_an_agent_text_both_ways_with_status_callbacks(
     twilio: TwilioEmulator, sms_desk: SmsDesk
 ) -> None:
@@ -97,10 +105,7 @@ async def test_stop_refuses_replies_with_a_notice_and_start_restores_them(
 ) -> None:
     desk, _channel, workspace = await sms_desk()
     room = await _room(twilio, workspace)
-    await twilio.customer_sends(CARL, "STOP")
-    await workspace.posts.wait_for(
-        lambda _: any("opted out of service" in t for t in _notices(workspace, room))
-    )
+    await _stopped(twilio, workspace, room)
     await workspace.agent_writes(room, "Sorry to see you go, one last thing...")
     await workspace.posts.wait_for(lambda _: any("did not get" in t for t in _notices(workspace, room)))
     [refused] = [t for t in _notices(workspace, room) if "did not get" in t]
@@ -121,10 +126,7 @@ async def test_a_customer_who_texted_stop_and_writes_again_is_shown_as_blocked_u
 ) -> None:
     desk, _channel, workspace = await sms_desk()
     room = await _room(twilio, workspace)
-    await twilio.customer_sends(CARL, "STOP")
-    await workspace.posts.wait_for(
-        lambda _: any("opted out of service" in t for t in _notices(workspace, room))
-    )
+    await _stopped(twilio, workspace, room)
     assert not any("until they text START" in t for t in _notices(workspace, room))
 
     await twilio.customer_sends(CARL, "Wait, where is my parcel?")
