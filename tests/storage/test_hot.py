@@ -558,3 +558,25 @@ async def test_several_reads_at_once_give_what_each_read_alone_gives(db: None) -
         ("faq", "b", {"v": "second line"}),
     ]
     assert nobody == [] and [c.id for c in just_first] == [first.id]
+
+
+async def test_rows_read_as_json_keep_their_times_in_utc_whatever_the_servers_time_zone(
+    postgres_url: str,
+) -> None:
+    import asyncpg
+
+    dsn = "postgresql://" + postgres_url.split("://", 1)[1]
+    admin = await asyncpg.connect(dsn)
+    try:  # a server set to local time: its JSON tells times with that offset
+        await admin.execute(f"ALTER DATABASE \"{dsn.rsplit('/', 1)[1]}\" SET timezone TO 'Asia/Tokyo'")
+    finally:
+        await admin.close()
+    await init_db(postgres_url)
+    try:
+        alice, identity = await _alice()
+        conversation = await Conversation.create(customer=alice, identity=identity)
+        (rows,) = await hot.select_several(hot.Select(Conversation, '"id"=?', [conversation.id]))
+        assert rows[0].created_at == conversation.created_at
+        assert rows[0].created_at.utcoffset() == timedelta(0)
+    finally:
+        await close_db()
