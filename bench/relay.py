@@ -380,8 +380,37 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
+class _Measured:
+    """What every pass's result reports from its counts, its duration and its sorted latencies."""
+
+    customers: int
+    messages_per_customer: int
+    seconds: float
+    latencies_ms: tuple[float, ...]
+
+    @property
+    def messages(self) -> int:
+        """How many messages were measured."""
+        return self.customers * self.messages_per_customer
+
+    @property
+    def throughput(self) -> float:
+        """Messages per second, first ``inbound()`` to last room post (over all workers)."""
+        return self.messages / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def p50_ms(self) -> float:
+        """Median core latency."""
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p99_ms(self) -> float:
+        """99th percentile core latency."""
+        return percentile(self.latencies_ms, 99)
+
+
 @dataclass(frozen=True)
-class PassResult:
+class PassResult(_Measured):
     """What one pass measured, and what every room showed at the end of it."""
 
     backend: str
@@ -406,26 +435,6 @@ class PassResult:
     """The index of each customer's first message in this pass (rooms also show the earlier ones)."""
     arrival_rate: float | None = None
     """The arrival rate achieved (messages over the span of the ``inbound()`` calls)."""
-
-    @property
-    def messages(self) -> int:
-        """How many messages were measured."""
-        return self.customers * self.messages_per_customer
-
-    @property
-    def throughput(self) -> float:
-        """Messages per second, first ``inbound()`` to last room post."""
-        return self.messages / self.seconds if self.seconds > 0 else math.inf
-
-    @property
-    def p50_ms(self) -> float:
-        """Median core latency."""
-        return percentile(self.latencies_ms, 50)
-
-    @property
-    def p99_ms(self) -> float:
-        """99th percentile core latency."""
-        return percentile(self.latencies_ms, 99)
 
     @property
     def followup_p99_ms(self) -> float:
@@ -757,7 +766,7 @@ SCALING_GOAL = 1.7
 
 
 @dataclass(frozen=True)
-class WorkersResult:
+class WorkersResult(_Measured):
     """One pass of ``workers`` worker processes on one PostgreSQL database and one Redis."""
 
     workers: int
@@ -773,21 +782,6 @@ class WorkersResult:
     machine_busy: float = math.nan
     """How busy the machine's cores were while the load ran (every process: workers, PostgreSQL, Redis,
     anything else): near 1.0, more workers cannot relay more here."""
-
-    @property
-    def messages(self) -> int:
-        """How many messages were measured."""
-        return self.customers * self.messages_per_customer
-
-    @property
-    def throughput(self) -> float:
-        """Messages per second over all workers."""
-        return self.messages / self.seconds if self.seconds > 0 else math.inf
-
-    @property
-    def p99_ms(self) -> float:
-        """99th percentile core latency."""
-        return percentile(self.latencies_ms, 99)
 
 
 def _worker_process(
