@@ -655,11 +655,12 @@ def _aggregated_sql(model: type[Model], where: str, order: str, limit: int | Non
 async def select_several(*reads: Select) -> list[list[Any]]:
     """Several :func:`select` reads at once: each one's instances, in order.
 
-    On PostgreSQL they are one statement (each read a JSON array of its rows: one round trip instead of
-    several, for a new room's card); on SQLite, where a statement costs no round trip, one after another.
+    On PostgreSQL several are one statement (each read a JSON array of its rows: one round trip instead of
+    several, for a new room's card); on SQLite, where a statement costs no round trip, and for a single
+    read, one plain read after another.
     """
     conn = _connection()
-    if conn.capabilities.dialect != "postgres":
+    if conn.capabilities.dialect != "postgres" or len(reads) == 1:  # (one read: a plain one is simpler)
         return [await select(r.model, r.where, r.values, order=r.order, limit=r.limit) for r in reads]
     sql = "SELECT " + ", ".join(_aggregated_sql(r.model, r.where, r.order, r.limit) for r in reads)
     _count, rows = await _query(sql, [value for r in reads for value in r.values])

@@ -575,7 +575,9 @@ async def test_rows_read_as_json_keep_their_times_in_utc_whatever_the_servers_ti
     try:
         alice, identity = await _alice()
         conversation = await Conversation.create(customer=alice, identity=identity)
-        (rows,) = await hot.select_several(hot.Select(Conversation, '"id"=?', [conversation.id]))
+        rows, _none = await hot.select_several(  # (two reads: one statement, rows as JSON)
+            hot.Select(Conversation, '"id"=?', [conversation.id]), hot.Select(Conversation, '"id"=?', [-1])
+        )
         assert rows[0].created_at == conversation.created_at
         assert rows[0].created_at.utcoffset() == timedelta(0)
     finally:
